@@ -1,0 +1,210 @@
+//! What a long-running app asks for. Fields Wharf acts on are typed; fields it
+//! only stores and echoes back (Marathon has many) live in `passthrough`, so a
+//! definition round-trips unchanged through the API.
+
+use crate::{AppId, Resources, UnixMillis};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CommandSpec {
+    /// Run through `/bin/sh -c`.
+    Shell(String),
+    /// Executed directly, no shell.
+    Argv(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// The service port (load balancer port); 0 until assigned.
+    pub port: u16,
+    pub name: Option<String>,
+    pub protocol: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConstraintOp {
+    Unique,
+    Cluster,
+    GroupBy,
+    Like,
+    Unlike,
+    MaxPer,
+    Is,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Constraint {
+    /// `hostname` or a node attribute name.
+    pub field: String,
+    pub op: ConstraintOp,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BackoffPolicy {
+    pub seconds: f64,
+    pub factor: f64,
+    pub max_launch_delay_seconds: f64,
+}
+
+impl Default for BackoffPolicy {
+    fn default() -> Self {
+        BackoffPolicy {
+            seconds: 1.0,
+            factor: 1.15,
+            max_launch_delay_seconds: 300.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum KillSelection {
+    #[default]
+    YoungestFirst,
+    OldestFirst,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UpgradeStrategy {
+    pub minimum_health_capacity: f64,
+    pub maximum_over_capacity: f64,
+}
+
+impl Default for UpgradeStrategy {
+    fn default() -> Self {
+        UpgradeStrategy {
+            minimum_health_capacity: 1.0,
+            maximum_over_capacity: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HealthProtocol {
+    Http,
+    Https,
+    Tcp,
+    Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub protocol: HealthProtocol,
+    pub path: Option<String>,
+    pub port_index: Option<usize>,
+    pub port: Option<u16>,
+    pub command: Option<String>,
+    pub grace_period_seconds: f64,
+    pub interval_seconds: f64,
+    pub timeout_seconds: f64,
+    pub max_consecutive_failures: u32,
+    pub delay_seconds: f64,
+    pub ignore_http1xx: bool,
+}
+
+/// How the task's process is started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub enum ContainerSpec {
+    /// A plain command in a cgroup (no container, or `MESOS` without image).
+    #[default]
+    None,
+    /// `MESOS` container with `docker.image`: the built-in OCI runtime.
+    Oci { image: String },
+    /// `DOCKER` container: the Docker engine.
+    Docker { image: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppSpec {
+    pub id: AppId,
+    pub command: Option<CommandSpec>,
+    pub resources: Resources,
+    pub instances: u32,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub ports: Vec<PortSpec>,
+    pub require_ports: bool,
+    pub constraints: Vec<Constraint>,
+    pub backoff: BackoffPolicy,
+    pub kill_grace_seconds: f64,
+    pub kill_selection: KillSelection,
+    pub upgrade: UpgradeStrategy,
+    pub health_checks: Vec<HealthCheck>,
+    pub container: ContainerSpec,
+    pub dependencies: Vec<AppId>,
+    pub user: Option<String>,
+    /// Marathon fields Wharf keeps but does not interpret, by wire name.
+    pub passthrough: BTreeMap<String, serde_json::Value>,
+}
+
+impl AppSpec {
+    /// A spec with Marathon's defaults (cpus 1, mem 128, one instance).
+    pub fn new(id: AppId) -> AppSpec {
+        AppSpec {
+            id,
+            command: None,
+            resources: Resources {
+                cpus: 1.0,
+                mem: 128.0,
+                disk: 0.0,
+                gpus: 0,
+            },
+            instances: 1,
+            env: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            ports: Vec::new(),
+            require_ports: false,
+            constraints: Vec::new(),
+            backoff: BackoffPolicy::default(),
+            kill_grace_seconds: 3.0,
+            kill_selection: KillSelection::default(),
+            upgrade: UpgradeStrategy::default(),
+            health_checks: Vec::new(),
+            container: ContainerSpec::None,
+            dependencies: Vec::new(),
+            user: None,
+            passthrough: BTreeMap::new(),
+        }
+    }
+
+    /// Whether changing from `self` to `other` needs new tasks (anything but
+    /// the instance count changed).
+    pub fn config_differs(&self, other: &AppSpec) -> bool {
+        let mut a = self.clone();
+        a.instances = other.instances;
+        a != *other
+    }
+}
+
+/// A stored app: its spec plus the bookkeeping the store keeps for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    pub spec: AppSpec,
+    /// Time of the last change of any kind (Marathon's `version`).
+    pub version: UnixMillis,
+    pub last_config_change_at: UnixMillis,
+    pub last_scaling_at: UnixMillis,
+    /// Launches of this app wait until then (restart backoff).
+    pub backoff: LaunchBackoff,
+    pub last_task_failure: Option<TaskFailure>,
+    /// Set when a delete is in progress: tasks are being killed.
+    pub deleting: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct LaunchBackoff {
+    pub delay_seconds: f64,
+    pub not_before: UnixMillis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    pub task_id: crate::TaskId,
+    pub state: crate::TaskState,
+    pub message: String,
+    pub host: String,
+    pub timestamp: UnixMillis,
+    pub version: UnixMillis,
+}

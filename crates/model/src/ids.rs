@@ -1,0 +1,255 @@
+//! Typed identifiers. An app id is an absolute path (`/group/app`); a task id
+//! keeps its app recoverable (`group_app.instance-<uuid>._app.<n>`, Marathon's
+//! modern form) because `/v2/tasks/delete` only receives task ids.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("path contains empty segment")]
+    EmptySegment,
+    #[error("'{0}' is not a valid path segment: it must consist of lowercase letters, digits, hyphens and dots, start and end with a letter or digit")]
+    BadSegment(String),
+    #[error("id must not be empty")]
+    Empty,
+    #[error("'{0}' is not a valid task id")]
+    BadTaskId(String),
+}
+
+/// Absolute, normalised path of an app or group, e.g. `/prod/web`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AppId(String);
+
+impl AppId {
+    /// Parses an id, resolving it against the root group when relative
+    /// (Marathon accepts `web` and means `/web`). `.` and `..` segments are
+    /// resolved; a trailing `/` is ignored.
+    pub fn parse(s: &str) -> Result<AppId, IdError> {
+        Self::parse_relative(s, &AppId::root())
+    }
+
+    /// Parses `s` relative to `base` (a group), as Marathon does for apps
+    /// nested in a group definition.
+    pub fn parse_relative(s: &str, base: &AppId) -> Result<AppId, IdError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(IdError::Empty);
+        }
+        let mut segs: Vec<String> = if s.starts_with('/') {
+            Vec::new()
+        } else {
+            base.segments().map(str::to_string).collect()
+        };
+        let trimmed = s.trim_start_matches('/').trim_end_matches('/');
+        if trimmed.is_empty() {
+            return Ok(AppId::from_segments(&segs));
+        }
+        for seg in trimmed.split('/') {
+            match seg {
+                "" => return Err(IdError::EmptySegment),
+                "." => {}
+                ".." => {
+                    segs.pop();
+                }
+                other => {
+                    if !valid_segment(other) {
+                        return Err(IdError::BadSegment(other.to_string()));
+                    }
+                    segs.push(other.to_string());
+                }
+            }
+        }
+        Ok(AppId::from_segments(&segs))
+    }
+
+    pub fn root() -> AppId {
+        AppId("/".to_string())
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0 == "/"
+    }
+
+    fn from_segments(segs: &[String]) -> AppId {
+        AppId(format!("/{}", segs.join("/")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/').filter(|s| !s.is_empty())
+    }
+
+    /// The enclosing group (`/a/b` -> `/a`; `/a` -> `/`).
+    pub fn parent(&self) -> AppId {
+        let segs: Vec<String> = self.segments().map(str::to_string).collect();
+        AppId::from_segments(&segs[..segs.len().saturating_sub(1)])
+    }
+
+    /// Whether `self` is `group` or lies below it.
+    pub fn is_within(&self, group: &AppId) -> bool {
+        group.is_root() || self == group || self.0.starts_with(&format!("{}/", group.0))
+    }
+
+    /// The app's path with `/` replaced by `_`, used as task-id prefix.
+    pub fn task_prefix(&self) -> String {
+        self.segments().collect::<Vec<_>>().join("_")
+    }
+}
+
+fn valid_segment(s: &str) -> bool {
+    // Marathon: ^(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])$
+    s.split('.').all(|label| {
+        let b = label.as_bytes();
+        !b.is_empty()
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    })
+}
+
+impl fmt::Display for AppId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for AppId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        AppId::parse(&s)
+    }
+}
+
+impl From<AppId> for String {
+    fn from(id: AppId) -> String {
+        id.0
+    }
+}
+
+/// `<app path with / as _>.instance-<uuid>._app.<attempt>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TaskId(String);
+
+impl TaskId {
+    pub fn new(app: &AppId, instance: Uuid, attempt: u32) -> TaskId {
+        TaskId(format!(
+            "{}.instance-{}._app.{}",
+            app.task_prefix(),
+            instance,
+            attempt
+        ))
+    }
+
+    pub fn parse(s: &str) -> Result<TaskId, IdError> {
+        let bad = || IdError::BadTaskId(s.to_string());
+        let (prefix, rest) = s.split_once(".instance-").ok_or_else(bad)?;
+        if prefix.is_empty() || !rest.contains("._app.") {
+            return Err(bad());
+        }
+        Ok(TaskId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The app this task belongs to. `_` in the prefix stands for `/`, so this
+    /// is exact for every id Wharf makes (app segments never contain `_`).
+    pub fn app_id(&self) -> AppId {
+        let prefix = self.0.split(".instance-").next().unwrap_or_default();
+        AppId(format!("/{}", prefix.replace('_', "/")))
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for TaskId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        TaskId::parse(&s)
+    }
+}
+
+impl From<TaskId> for String {
+    fn from(id: TaskId) -> String {
+        id.0
+    }
+}
+
+/// A node's Raft id; stable for the node's lifetime (kept in its data dir).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DeploymentId(pub String);
+
+impl DeploymentId {
+    pub fn new(id: Uuid) -> DeploymentId {
+        DeploymentId(id.to_string())
+    }
+}
+
+impl fmt::Display for DeploymentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_ids_normalise() {
+        assert_eq!(AppId::parse("web").map(|a| a.0), Ok("/web".into()));
+        assert_eq!(AppId::parse("/a/b/").map(|a| a.0), Ok("/a/b".into()));
+        assert_eq!(AppId::parse("/a/./b/../c").map(|a| a.0), Ok("/a/c".into()));
+        assert!(AppId::parse("/A").is_err());
+        assert!(AppId::parse("/a_b").is_err());
+        assert!(AppId::parse("/-a").is_err());
+        assert!(AppId::parse("/a//b").is_err());
+        assert!(AppId::parse("").is_err());
+        assert_eq!(AppId::parse("/a.b-c/d").map(|a| a.0), Ok("/a.b-c/d".into()));
+    }
+
+    #[test]
+    fn task_id_recovers_app() {
+        let app = AppId::parse("/prod/web").expect("valid");
+        let t = TaskId::new(&app, Uuid::nil(), 1);
+        assert_eq!(
+            t.as_str(),
+            "prod_web.instance-00000000-0000-0000-0000-000000000000._app.1"
+        );
+        assert_eq!(t.app_id(), app);
+        assert!(TaskId::parse(t.as_str()).is_ok());
+        assert!(TaskId::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn parent_and_within() {
+        let app = AppId::parse("/a/b/c").expect("valid");
+        assert_eq!(app.parent().as_str(), "/a/b");
+        assert!(app.is_within(&AppId::parse("/a").expect("valid")));
+        assert!(!app.is_within(&AppId::parse("/a/bb").expect("valid")));
+        assert!(app.is_within(&AppId::root()));
+        assert_eq!(AppId::parse("/a").expect("valid").parent(), AppId::root());
+    }
+}

@@ -1,0 +1,27 @@
+//! The cluster's vocabulary: typed ids, app/task/node/deployment specs and the
+//! `ClusterState` snapshot that every other crate reads.
+//!
+//! Invariants: no I/O, no clock, no randomness. Nothing here knows Marathon's
+//! wire format (that is the `marathon` crate) or how state is replicated (the
+//! `store` crate). Values here are plain data; the store is the only place that
+//! changes a `ClusterState`.
+
+pub mod app;
+pub mod deployment;
+pub mod ids;
+pub mod node;
+pub mod plan;
+pub mod resources;
+pub mod state;
+pub mod task;
+pub mod time;
+
+pub use app::*;
+pub use deployment::*;
+pub use ids::*;
+pub use node::*;
+pub use plan::*;
+pub use resources::*;
+pub use state::*;
+pub use task::*;
+pub use time::*;

@@ -1,0 +1,22 @@
+//! A node as the cluster knows it: addresses, resources it offers, attributes.
+
+use crate::{NodeId, Resources, UnixMillis};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub hostname: String,
+    /// Address other nodes and clients use to reach this node's tasks.
+    pub advertise: String,
+    pub http_addr: String,
+    pub rpc_addr: String,
+    pub resources: Resources,
+    /// Inclusive range of host ports handed to tasks.
+    pub port_range: (u16, u16),
+    pub attributes: BTreeMap<String, String>,
+    pub registered_at: UnixMillis,
+    /// Drained nodes get no new tasks.
+    pub draining: bool,
+}

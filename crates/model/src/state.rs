@@ -1,0 +1,65 @@
+//! `ClusterState`: the whole replicated state as plain data, and read-only
+//! queries over it. Only the store's `apply` changes it.
+
+use crate::{App, AppId, Deployment, DeploymentId, NodeId, NodeInfo, Resources, Task, TaskId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ClusterState {
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    pub apps: BTreeMap<AppId, App>,
+    pub tasks: BTreeMap<TaskId, Task>,
+    pub deployments: BTreeMap<DeploymentId, Deployment>,
+}
+
+/// What a node has left after the tasks placed on it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeUsage {
+    pub used: Resources,
+    pub free: Resources,
+    pub ports_used: BTreeSet<u16>,
+}
+
+impl ClusterState {
+    pub fn tasks_of<'a>(&'a self, app: &'a AppId) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks.values().filter(move |t| &t.app_id == app)
+    }
+
+    pub fn tasks_on(&self, node: NodeId) -> impl Iterator<Item = &Task> + '_ {
+        self.tasks.values().filter(move |t| t.node == node)
+    }
+
+    pub fn usage(&self, node: NodeId) -> NodeUsage {
+        let mut u = NodeUsage::default();
+        if let Some(n) = self.nodes.get(&node) {
+            u.free = n.resources;
+        }
+        for t in self.tasks_on(node).filter(|t| t.holds_resources()) {
+            u.used.add(&t.resources);
+            u.free.sub(&t.resources);
+            u.ports_used.extend(t.ports.iter().copied());
+        }
+        u
+    }
+
+    /// Deployments that hold `app`.
+    pub fn deployments_of<'a>(
+        &'a self,
+        app: &'a AppId,
+    ) -> impl Iterator<Item = &'a Deployment> + 'a {
+        self.deployments
+            .values()
+            .filter(move |d| d.affected_apps.contains(app))
+    }
+
+    /// Service ports already taken by apps other than `except`.
+    pub fn service_ports_used(&self, except: Option<&AppId>) -> BTreeSet<u16> {
+        self.apps
+            .values()
+            .filter(|a| Some(&a.spec.id) != except)
+            .flat_map(|a| a.spec.ports.iter().map(|p| p.port))
+            .filter(|p| *p != 0)
+            .collect()
+    }
+}

@@ -1,0 +1,128 @@
+//! A task: one running instance of an app on one node.
+//!
+//! ```text
+//!   (leader places)          (agent)             (agent)
+//!   TASK_STAGING ──────► TASK_STARTING ──────► TASK_RUNNING
+//!        │                    │                    │
+//!        │   goal=Killed      ▼                    ▼
+//!        └──────────────► TASK_KILLING ───► TASK_KILLED
+//!                             process exits ───► TASK_FINISHED (0) / TASK_FAILED (≠0, OOM)
+//!   node gone ───► TASK_UNREACHABLE / TASK_LOST
+//! ```
+//! Terminal tasks are expunged by the leader, which replaces them (with
+//! backoff for failures) while the app still wants instances.
+
+use crate::{AppId, NodeId, Resources, TaskId, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    Staging,
+    Starting,
+    Running,
+    Killing,
+    Finished,
+    Failed,
+    Killed,
+    Lost,
+    Unreachable,
+    Error,
+}
+
+impl TaskState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished
+                | TaskState::Failed
+                | TaskState::Killed
+                | TaskState::Lost
+                | TaskState::Error
+        )
+    }
+
+    /// Marathon's name (`TASK_RUNNING`, ...).
+    pub fn marathon_name(self) -> &'static str {
+        match self {
+            TaskState::Staging => "TASK_STAGING",
+            TaskState::Starting => "TASK_STARTING",
+            TaskState::Running => "TASK_RUNNING",
+            TaskState::Killing => "TASK_KILLING",
+            TaskState::Finished => "TASK_FINISHED",
+            TaskState::Failed => "TASK_FAILED",
+            TaskState::Killed => "TASK_KILLED",
+            TaskState::Lost => "TASK_LOST",
+            TaskState::Unreachable => "TASK_UNREACHABLE",
+            TaskState::Error => "TASK_ERROR",
+        }
+    }
+
+    pub fn from_marathon_name(s: &str) -> Option<TaskState> {
+        [
+            TaskState::Staging,
+            TaskState::Starting,
+            TaskState::Running,
+            TaskState::Killing,
+            TaskState::Finished,
+            TaskState::Failed,
+            TaskState::Killed,
+            TaskState::Lost,
+            TaskState::Unreachable,
+            TaskState::Error,
+        ]
+        .into_iter()
+        .find(|st| st.marathon_name() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum TaskGoal {
+    #[default]
+    Running,
+    /// The leader wants it gone; the agent kills it.
+    Killed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: TaskId,
+    pub app_id: AppId,
+    pub node: NodeId,
+    /// The node's advertised host name/address (Marathon's `host`).
+    pub host: String,
+    /// The app version this task runs.
+    pub app_version: UnixMillis,
+    /// Host ports allocated on the node, in port-definition order.
+    pub ports: Vec<u16>,
+    pub resources: Resources,
+    pub state: TaskState,
+    pub goal: TaskGoal,
+    pub staged_at: UnixMillis,
+    pub started_at: Option<UnixMillis>,
+    pub updated_at: UnixMillis,
+    /// Why the task is in its state (exit status, OOM, ...).
+    pub message: Option<String>,
+    /// Latest health (None: unknown / no checks).
+    pub healthy: Option<bool>,
+}
+
+impl Task {
+    /// Counts against the app's instances (not terminal, not being killed).
+    pub fn is_active(&self) -> bool {
+        !self.state.is_terminal() && self.goal == TaskGoal::Running
+    }
+
+    /// Holds node resources (anything not yet terminal).
+    pub fn holds_resources(&self) -> bool {
+        !self.state.is_terminal()
+    }
+}
+
+/// What the agent reports about a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub task_id: TaskId,
+    pub state: TaskState,
+    pub at: UnixMillis,
+    pub message: Option<String>,
+}
