@@ -1,14 +1,313 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The cluster's replicated state: openraft over redb.
+//!
+//! Owns: the Raft log (`log_store`), the state machine and its snapshots
+//! (`state_machine`), the pure transition function (`apply`), the change feed
+//! (`watch`) and the node-to-node RPC (`network`).
+//!
+//! Invariants: this is the only crate that mutates `ClusterState`, and only
+//! through `apply` on committed commands. No openraft type leaves this crate:
+//! callers see `Store::propose(Command) -> Result<Applied, StoreError>`,
+//! `Store::read`, `Store::subscribe` and `Store::leadership`. `propose`
+//! returns only after the command is committed (durable on a quorum) and
+//! applied locally, so a reader on the same node sees its own write.
+
+pub mod apply;
+pub mod command;
+mod log_store;
+pub mod network;
+mod raft_types;
+mod state_machine;
+pub mod watch;
+
+pub use command::{Applied, Command, Rejection};
+pub use watch::{Change, Subscription, Update};
+
+use crate::log_store::LogStore;
+use crate::network::{ForwardResult, Network};
+use crate::raft_types::Raft;
+use crate::state_machine::{SharedState, StateMachine};
+use crate::watch::Feed;
+use model::{ClusterState, NodeId};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::BasicNode;
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch as tokio_watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the state database: {0}")]
+    Database(#[from] redb::Error),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("no leader elected yet; try again")]
+    NoLeader,
+    #[error("forwarding to the leader at {addr} failed: {reason}")]
+    Forward { addr: String, reason: String },
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Who leads, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Leadership {
+    pub leader: Option<NodeId>,
+    /// The leader's RPC address.
+    pub leader_rpc: Option<String>,
+    pub is_self: bool,
+    pub term: u64,
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    /// RPC address other nodes use to reach this one (`host:port`).
+    pub rpc_advertise: String,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: PathBuf, rpc_advertise: String) -> StoreConfig {
+        StoreConfig {
+            data_dir,
+            rpc_advertise,
+            heartbeat_ms: 100,
+            election_timeout_ms: (400, 800),
+        }
     }
+}
+
+pub struct Store {
+    raft: Raft,
+    state: SharedState,
+    feed: Feed,
+    node_id: NodeId,
+    rpc_advertise: String,
+    client: reqwest::Client,
+    leadership: tokio_watch::Receiver<Leadership>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The node id lives beside the database so a restarted node keeps it.
+fn load_or_create_node_id(dir: &Path) -> Result<u64, StoreError> {
+    let path = dir.join("node-id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        if let Ok(id) = s.trim().parse::<u64>() {
+            return Ok(id);
+        }
+    }
+    // Random, so nodes that join later never collide; kept below 2^53 so
+    // JSON clients read it exactly.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    let id = (h.finish() & ((1 << 53) - 1)).max(1);
+    let tmp = dir.join("node-id.tmp");
+    std::fs::write(&tmp, id.to_string()).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    Ok(id)
+}
+
+impl Store {
+    pub async fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(io_err(&cfg.data_dir))?;
+        let node_id = load_or_create_node_id(&cfg.data_dir)?;
+        let db = Arc::new(
+            redb::Database::create(cfg.data_dir.join("state.redb")).map_err(redb::Error::from)?,
+        );
+        let feed = Feed::default();
+        let log = LogStore::new(db.clone())?;
+        let sm = StateMachine::open(db, feed.clone())?;
+        let state = sm.shared();
+        let config = openraft::Config {
+            cluster_name: "wharf".into(),
+            heartbeat_interval: cfg.heartbeat_ms,
+            election_timeout_min: cfg.election_timeout_ms.0,
+            election_timeout_max: cfg.election_timeout_ms.1,
+            max_payload_entries: 1000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let raft = Raft::new(node_id, Arc::new(config), Network::new(), log, sm)
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let leadership = spawn_leadership_watch(&raft, node_id);
+        Ok(Store {
+            raft,
+            state,
+            feed,
+            node_id: NodeId(node_id),
+            rpc_advertise: cfg.rpc_advertise,
+            client: reqwest::Client::new(),
+            leadership,
+        })
+    }
+
+    /// Makes a brand-new node a one-member cluster. A node that has any Raft
+    /// state (vote, log) is never re-initialised.
+    pub async fn bootstrap_if_new(&self) -> Result<bool, StoreError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        if initialized {
+            return Ok(false);
+        }
+        let mut members = BTreeMap::new();
+        members.insert(
+            self.node_id.0,
+            BasicNode {
+                addr: self.rpc_advertise.clone(),
+            },
+        );
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(StoreError::Raft(e.to_string())),
+        }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Routes for the cluster RPC port.
+    pub fn rpc_router(&self) -> axum::Router {
+        network::router(self.raft.clone())
+    }
+
+    /// Commits `cmd` (forwarding to the leader if needed) and returns its
+    /// result once it is durable and applied on this node.
+    pub async fn propose(&self, cmd: Command) -> Result<Applied, StoreError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let leader_addr = match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => return Ok(resp.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    f.leader_node.map(|n| n.addr)
+                }
+                Err(e) => return Err(StoreError::Raft(e.to_string())),
+            };
+            if let Some(addr) = leader_addr {
+                match network::forward(&self.client, &addr, &cmd).await {
+                    Ok(ForwardResult::Applied(a)) => {
+                        self.wait_applied_locally().await;
+                        return Ok(a);
+                    }
+                    Ok(ForwardResult::Failed(reason)) => {
+                        return Err(StoreError::Forward { addr, reason })
+                    }
+                    Ok(ForwardResult::NotLeader { .. }) => {}
+                    Err(reason) if tokio::time::Instant::now() >= deadline => {
+                        return Err(StoreError::Forward { addr, reason })
+                    }
+                    Err(_) => {}
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// After a forwarded write, waits until this replica has caught up with
+    /// the leader's commit, so the writer reads its own write here.
+    async fn wait_applied_locally(&self) {
+        let metrics = self.raft.metrics();
+        let target = metrics.borrow().last_log_index;
+        let Some(target) = target else { return };
+        let _ = self
+            .raft
+            .wait(Some(Duration::from_secs(2)))
+            .applied_index_at_least(Some(target), "read your write")
+            .await;
+    }
+
+    /// Reads the applied state.
+    pub fn read<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
+        match self.state.read() {
+            Ok(s) => f(&s),
+            // A panic while applying poisons the lock; the state itself is
+            // still the last fully applied one, so reading it is sound.
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn snapshot(&self) -> ClusterState {
+        self.read(|s| s.clone())
+    }
+
+    /// Subscribe first, then read the state: no change falls in between.
+    pub fn subscribe(&self) -> Subscription {
+        self.feed.subscribe()
+    }
+
+    pub fn leadership(&self) -> tokio_watch::Receiver<Leadership> {
+        self.leadership.clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leadership.borrow().is_self
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+fn spawn_leadership_watch(raft: &Raft, me: u64) -> tokio_watch::Receiver<Leadership> {
+    let (tx, rx) = tokio_watch::channel(Leadership::default());
+    let mut metrics = raft.metrics();
+    tokio::spawn(async move {
+        loop {
+            let l = {
+                let m = metrics.borrow_and_update();
+                let leader_rpc = m.current_leader.and_then(|id| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&id)
+                        .map(|n| n.addr.clone())
+                });
+                Leadership {
+                    leader: m.current_leader.map(NodeId),
+                    leader_rpc,
+                    is_self: m.current_leader == Some(me),
+                    term: m.current_term,
+                }
+            };
+            tx.send_if_modified(|cur| {
+                if *cur != l {
+                    *cur = l;
+                    true
+                } else {
+                    false
+                }
+            });
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }

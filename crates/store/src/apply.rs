@@ -1,0 +1,337 @@
+//! The state machine's transition function: `apply(state, command)`.
+//!
+//! Pure and deterministic: no clock, no randomness, no I/O. Every replica
+//! applying the same log reaches the same `ClusterState`. Rejections are
+//! decided here (not only in the API) so that racing writers are judged
+//! against the committed order.
+
+use crate::command::{Applied, Command, Rejection};
+use model::{
+    App, AppId, AppSpec, ClusterState, Deployment, DeploymentId, LaunchBackoff, NodeId, NodeUsage,
+    Plan, TaskGoal, TaskId, TaskState, TaskStatus, UnixMillis,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Range service ports are assigned from (Marathon's default).
+pub const SERVICE_PORT_RANGE: (u16, u16) = (10000, 20000);
+
+pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
+    match cmd {
+        Command::RegisterNode(node) => {
+            let mut node = node.clone();
+            if let Some(old) = state.nodes.get(&node.id) {
+                node.registered_at = old.registered_at;
+                node.draining = old.draining;
+            }
+            state.nodes.insert(node.id, node);
+            Applied::Done
+        }
+        Command::PutApp {
+            app,
+            at,
+            deployment,
+            force,
+        } => put_app(state, app, *at, deployment, *force),
+        Command::DeleteApp {
+            id,
+            at,
+            deployment,
+            force,
+        } => delete_app(state, id, *at, deployment, *force),
+        Command::RestartApp {
+            id,
+            at,
+            deployment,
+            force,
+        } => restart_app(state, id, *at, deployment, *force),
+        Command::KillTasks { ids, scale, at } => kill_tasks(state, ids, *scale, *at),
+        Command::ApplyPlan(plan) => apply_plan(state, plan),
+        Command::TaskStatuses(statuses) => {
+            for s in statuses {
+                task_status(state, s);
+            }
+            Applied::Done
+        }
+        Command::CancelDeployment { id } => match state.deployments.remove(id) {
+            Some(_) => Applied::Done,
+            None => Applied::Rejected(Rejection::NoSuchDeployment(id.clone())),
+        },
+    }
+}
+
+/// Refuses when deployments hold `id`, or cancels them under `force`.
+fn take_lock(state: &mut ClusterState, id: &AppId, force: bool) -> Result<(), Rejection> {
+    let holding: Vec<DeploymentId> = state.deployments_of(id).map(|d| d.id.clone()).collect();
+    if holding.is_empty() {
+        return Ok(());
+    }
+    if !force {
+        return Err(Rejection::Locked(holding));
+    }
+    for d in holding {
+        state.deployments.remove(&d);
+    }
+    Ok(())
+}
+
+fn assign_service_ports(
+    state: &ClusterState,
+    spec: &mut AppSpec,
+    old: Option<&AppSpec>,
+) -> Result<(), Rejection> {
+    let mut used: BTreeMap<u16, AppId> = BTreeMap::new();
+    for a in state.apps.values().filter(|a| a.spec.id != spec.id) {
+        for p in a.spec.ports.iter().filter(|p| p.port != 0) {
+            used.insert(p.port, a.spec.id.clone());
+        }
+    }
+    for p in spec.ports.iter().filter(|p| p.port != 0) {
+        if let Some(owner) = used.get(&p.port) {
+            return Err(Rejection::ServicePortTaken(p.port, owner.clone()));
+        }
+    }
+    let mut taken: BTreeSet<u16> = used.keys().copied().collect();
+    taken.extend(spec.ports.iter().map(|p| p.port).filter(|p| *p != 0));
+    for (i, p) in spec.ports.iter_mut().enumerate() {
+        if p.port != 0 {
+            continue;
+        }
+        // Keep the port the app already had at this index: load balancers and
+        // clients keep working across updates.
+        let previous = old
+            .and_then(|o| o.ports.get(i))
+            .map(|o| o.port)
+            .filter(|port| !taken.contains(port));
+        let port = match previous {
+            Some(port) => port,
+            None => (SERVICE_PORT_RANGE.0..=SERVICE_PORT_RANGE.1)
+                .find(|c| !taken.contains(c))
+                .ok_or(Rejection::NoServicePort(
+                    SERVICE_PORT_RANGE.0,
+                    SERVICE_PORT_RANGE.1,
+                ))?,
+        };
+        taken.insert(port);
+        p.port = port;
+    }
+    Ok(())
+}
+
+fn put_app(
+    state: &mut ClusterState,
+    spec: &AppSpec,
+    at: UnixMillis,
+    deployment: &Deployment,
+    force: bool,
+) -> Applied {
+    let mut spec = spec.clone();
+    let old = state.apps.get(&spec.id).cloned();
+    if old.as_ref().is_some_and(|o| o.deleting) && !force {
+        return Applied::Rejected(Rejection::BeingDeleted(spec.id.clone()));
+    }
+    if let Err(r) = take_lock_checked(state, &spec.id, force) {
+        return Applied::Rejected(r);
+    }
+    if let Err(r) = assign_service_ports(state, &mut spec, old.as_ref().map(|o| &o.spec)) {
+        return Applied::Rejected(r);
+    }
+    // Locks are only taken once nothing else can refuse.
+    if let Err(r) = take_lock(state, &spec.id, force) {
+        return Applied::Rejected(r);
+    }
+    let app = match old {
+        Some(mut existing) if !existing.deleting => {
+            if existing.spec.config_differs(&spec) {
+                existing.last_config_change_at = at;
+                existing.backoff = LaunchBackoff::default();
+            } else {
+                existing.last_scaling_at = at;
+            }
+            existing.spec = spec;
+            existing.version = at;
+            existing
+        }
+        _ => App {
+            spec,
+            version: at,
+            last_config_change_at: at,
+            last_scaling_at: at,
+            backoff: LaunchBackoff::default(),
+            last_task_failure: None,
+            deleting: false,
+        },
+    };
+    state.apps.insert(app.spec.id.clone(), app.clone());
+    state
+        .deployments
+        .insert(deployment.id.clone(), deployment.clone());
+    Applied::App(Box::new(app))
+}
+
+/// Lock check without side effects, so later refusals leave state untouched.
+fn take_lock_checked(state: &ClusterState, id: &AppId, force: bool) -> Result<(), Rejection> {
+    let holding: Vec<DeploymentId> = state.deployments_of(id).map(|d| d.id.clone()).collect();
+    if holding.is_empty() || force {
+        Ok(())
+    } else {
+        Err(Rejection::Locked(holding))
+    }
+}
+
+fn delete_app(
+    state: &mut ClusterState,
+    id: &AppId,
+    at: UnixMillis,
+    deployment: &Deployment,
+    force: bool,
+) -> Applied {
+    if !state.apps.contains_key(id) {
+        return Applied::Rejected(Rejection::NoSuchApp(id.clone()));
+    }
+    if let Err(r) = take_lock(state, id, force) {
+        return Applied::Rejected(r);
+    }
+    if let Some(app) = state.apps.get_mut(id) {
+        app.deleting = true;
+        app.version = at;
+    }
+    for t in state.tasks.values_mut().filter(|t| &t.app_id == id) {
+        t.goal = TaskGoal::Killed;
+    }
+    state
+        .deployments
+        .insert(deployment.id.clone(), deployment.clone());
+    Applied::Done
+}
+
+fn restart_app(
+    state: &mut ClusterState,
+    id: &AppId,
+    at: UnixMillis,
+    deployment: &Deployment,
+    force: bool,
+) -> Applied {
+    match state.apps.get(id) {
+        None => return Applied::Rejected(Rejection::NoSuchApp(id.clone())),
+        Some(a) if a.deleting => return Applied::Rejected(Rejection::BeingDeleted(id.clone())),
+        Some(_) => {}
+    }
+    if let Err(r) = take_lock(state, id, force) {
+        return Applied::Rejected(r);
+    }
+    let Some(app) = state.apps.get_mut(id) else {
+        return Applied::Rejected(Rejection::NoSuchApp(id.clone()));
+    };
+    app.version = at;
+    app.last_config_change_at = at;
+    app.backoff = LaunchBackoff::default();
+    let app = app.clone();
+    state
+        .deployments
+        .insert(deployment.id.clone(), deployment.clone());
+    Applied::App(Box::new(app))
+}
+
+fn kill_tasks(state: &mut ClusterState, ids: &[TaskId], scale: bool, at: UnixMillis) -> Applied {
+    let mut killed = Vec::new();
+    let mut per_app: BTreeMap<AppId, u32> = BTreeMap::new();
+    for id in ids {
+        if let Some(t) = state.tasks.get_mut(id) {
+            if t.state.is_terminal() || t.goal == TaskGoal::Killed {
+                continue;
+            }
+            t.goal = TaskGoal::Killed;
+            killed.push(id.clone());
+            *per_app.entry(t.app_id.clone()).or_default() += 1;
+        }
+    }
+    if scale {
+        for (app_id, n) in per_app {
+            if let Some(app) = state.apps.get_mut(&app_id) {
+                app.spec.instances = app.spec.instances.saturating_sub(n);
+                app.last_scaling_at = at;
+                app.version = at;
+            }
+        }
+    }
+    Applied::Killed(killed)
+}
+
+fn apply_plan(state: &mut ClusterState, plan: &Plan) -> Applied {
+    let mut usage: BTreeMap<NodeId, NodeUsage> = BTreeMap::new();
+    let (mut launched, mut dropped) = (0, 0);
+    for task in &plan.launches {
+        let app_ok = state.apps.get(&task.app_id).is_some_and(|a| !a.deleting);
+        let node_ok = state.nodes.get(&task.node).is_some_and(|n| !n.draining);
+        let fresh = !state.tasks.contains_key(&task.id);
+        let fits = node_ok && {
+            let u = usage
+                .entry(task.node)
+                .or_insert_with(|| state.usage(task.node));
+            let ports_free = task.ports.iter().all(|p| !u.ports_used.contains(p));
+            task.resources.fits_in(&u.free) && ports_free
+        };
+        if app_ok && fresh && fits {
+            if let Some(u) = usage.get_mut(&task.node) {
+                u.free.sub(&task.resources);
+                u.used.add(&task.resources);
+                u.ports_used.extend(task.ports.iter().copied());
+            }
+            state.tasks.insert(task.id.clone(), task.clone());
+            launched += 1;
+        } else {
+            dropped += 1;
+        }
+    }
+    for id in &plan.kills {
+        if let Some(t) = state.tasks.get_mut(id) {
+            t.goal = TaskGoal::Killed;
+        }
+    }
+    for id in &plan.expunges {
+        if state.tasks.get(id).is_some_and(|t| t.state.is_terminal()) {
+            state.tasks.remove(id);
+        }
+    }
+    for (app_id, failure) in &plan.failures {
+        if let Some(app) = state.apps.get_mut(app_id) {
+            app.last_task_failure = Some(failure.clone());
+        }
+    }
+    for (app_id, backoff) in &plan.backoffs {
+        if let Some(app) = state.apps.get_mut(app_id) {
+            app.backoff = *backoff;
+        }
+    }
+    for d in &plan.finished_deployments {
+        state.deployments.remove(d);
+    }
+    for app_id in &plan.removed_apps {
+        let empty = state.tasks_of(app_id).next().is_none();
+        if empty && state.apps.get(app_id).is_some_and(|a| a.deleting) {
+            state.apps.remove(app_id);
+        }
+    }
+    Applied::Planned { launched, dropped }
+}
+
+fn task_status(state: &mut ClusterState, s: &TaskStatus) {
+    let Some(t) = state.tasks.get_mut(&s.task_id) else {
+        return;
+    };
+    // A terminal task never comes back: late or duplicate reports are ignored.
+    if t.state.is_terminal() {
+        return;
+    }
+    t.state = s.state;
+    t.updated_at = s.at;
+    if s.state == TaskState::Running && t.started_at.is_none() {
+        t.started_at = Some(s.at);
+    }
+    if s.message.is_some() {
+        t.message = s.message.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,88 @@
+//! The typed commands replicated through Raft, and what applying one yields.
+//!
+//! Append-only: variants are only ever added, never changed or removed, so
+//! every node can replay any log. Every id, version and time inside a command
+//! was chosen by its proposer; `apply` reads no clock and makes no ids.
+
+use model::{
+    AppId, AppSpec, Deployment, DeploymentId, NodeInfo, Plan, TaskId, TaskStatus, UnixMillis,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// A node announces itself (or updates its resources/addresses).
+    RegisterNode(NodeInfo),
+    /// Create or replace an app. `deployment` describes the change; with
+    /// `force`, deployments holding the app are cancelled instead of refusing.
+    PutApp {
+        app: AppSpec,
+        at: UnixMillis,
+        deployment: Deployment,
+        force: bool,
+    },
+    /// Start deleting an app: its tasks are killed, then the app is removed.
+    DeleteApp {
+        id: AppId,
+        at: UnixMillis,
+        deployment: Deployment,
+        force: bool,
+    },
+    /// Restart every task of an app (new version, same spec).
+    RestartApp {
+        id: AppId,
+        at: UnixMillis,
+        deployment: Deployment,
+        force: bool,
+    },
+    /// Kill specific tasks; with `scale`, the apps' instance counts drop too.
+    KillTasks {
+        ids: Vec<TaskId>,
+        scale: bool,
+        at: UnixMillis,
+    },
+    /// The leader's scheduling decisions, re-checked on apply.
+    ApplyPlan(Plan),
+    /// Task state reports from agents, batched.
+    TaskStatuses(Vec<TaskStatus>),
+    /// Drop a deployment without touching its apps (`DELETE /v2/deployments/{id}?force=true`).
+    CancelDeployment { id: DeploymentId },
+}
+
+/// Why a command changed nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("App '{0}' does not exist")]
+    NoSuchApp(AppId),
+    #[error("App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments/<DEPLOYMENT_ID>'.")]
+    Locked(Vec<DeploymentId>),
+    #[error("An app with id '{0}' already exists while being deleted")]
+    BeingDeleted(AppId),
+    #[error("no free service port in range {0}-{1}")]
+    NoServicePort(u16, u16),
+    #[error("service port {0} is already used by app '{1}'")]
+    ServicePortTaken(u16, AppId),
+    #[error("Deployment '{0}' does not exist")]
+    NoSuchDeployment(DeploymentId),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Applied {
+    Done,
+    /// The stored app after a put/restart.
+    App(Box<model::App>),
+    /// Tasks actually killed by `KillTasks`.
+    Killed(Vec<TaskId>),
+    /// Outcome of a plan: launches that were dropped because they no longer fit.
+    Planned {
+        launched: usize,
+        dropped: usize,
+    },
+    Rejected(Rejection),
+}
+
+impl Default for Applied {
+    fn default() -> Self {
+        Applied::Done
+    }
+}

@@ -1,0 +1,200 @@
+//! Raft RPCs between nodes: HTTP/1.1 POSTs with JSON bodies on the cluster RPC
+//! port, bounded in size and time. Also carries proposals forwarded from a
+//! follower to the leader.
+
+use crate::command::{Applied, Command};
+use crate::raft_types::{Raft, TypeConfig};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Largest RPC body accepted (snapshots travel in chunks below this).
+pub const MAX_RPC_BODY: usize = 64 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct Network {
+    client: reqwest::Client,
+}
+
+impl Network {
+    pub fn new() -> Network {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        Network { client }
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network::new()
+    }
+}
+
+pub struct PeerClient {
+    client: reqwest::Client,
+    target: u64,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            client: self.client.clone(),
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct HttpStatus(String);
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let url = format!("http://{}/raft/{}", self.addr, path);
+        let resp = self
+            .client
+            .post(url)
+            .timeout(timeout)
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        if !resp.status().is_success() {
+            let e = HttpStatus(format!("peer answered {}", resp.status()));
+            return Err(RPCError::Network(NetworkError::new(&e)));
+        }
+        let res: Result<Resp, RaftError<u64, E>> = resp
+            .json()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call("append", &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.call("snapshot", &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call("vote", &rpc, option.hard_ttl()).await
+    }
+}
+
+/// A proposal forwarded to the leader, and its answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardResult {
+    Applied(Applied),
+    /// The receiver is not the leader (any more); try `leader`.
+    NotLeader {
+        leader: Option<String>,
+    },
+    Failed(String),
+}
+
+pub async fn forward(
+    client: &reqwest::Client,
+    addr: &str,
+    cmd: &Command,
+) -> Result<ForwardResult, String> {
+    let resp = client
+        .post(format!("http://{addr}/raft/propose"))
+        .timeout(Duration::from_secs(10))
+        .json(cmd)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    resp.json().await.map_err(|e| e.to_string())
+}
+
+/// Routes served on the cluster RPC port.
+pub fn router(raft: Raft) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/raft/propose", post(propose))
+        .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
+        .with_state(raft)
+}
+
+async fn append(
+    State(raft): State<Raft>,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Json<Result<AppendEntriesResponse<u64>, RaftError<u64>>> {
+    Json(raft.append_entries(req).await)
+}
+
+async fn vote(
+    State(raft): State<Raft>,
+    Json(req): Json<VoteRequest<u64>>,
+) -> Json<Result<VoteResponse<u64>, RaftError<u64>>> {
+    Json(raft.vote(req).await)
+}
+
+async fn snapshot(
+    State(raft): State<Raft>,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Json<Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>> {
+    Json(raft.install_snapshot(req).await)
+}
+
+async fn propose(State(raft): State<Raft>, Json(cmd): Json<Command>) -> Json<ForwardResult> {
+    Json(match raft.client_write(cmd).await {
+        Ok(resp) => ForwardResult::Applied(resp.data),
+        Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+            ForwardResult::NotLeader {
+                leader: f.leader_node.map(|n| n.addr),
+            }
+        }
+        Err(e) => ForwardResult::Failed(e.to_string()),
+    })
+}
