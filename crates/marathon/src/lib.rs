@@ -1,14 +1,21 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Marathon's JSON wire format, and nothing else: app definitions in
+//! (parse, default, validate, merge), apps/tasks/deployments/queue out, and
+//! Marathon's error bodies and timestamps.
+//!
+//! Invariants: a pure library. No I/O, no clock (callers pass `now`), no
+//! state changes; the only crate that knows Marathon field names.
+
+pub mod convert;
+pub mod error;
+mod read;
+pub mod render;
+pub mod time;
+mod validate;
+
+pub use convert::{app_from_value, assign_service_ports, merge_app, parse_app};
+pub use error::{ApiError, ErrorDetail};
+pub use render::{render_app, render_deployment, render_queue, render_task, Embed};
+pub use time::{format_time, parse_bool_param, parse_time};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+mod tests;

@@ -1,0 +1,446 @@
+//! Wharf state -> Marathon JSON: apps (`GET /v2/apps/{id}`), tasks,
+//! deployments and the launch queue, in the shapes of Marathon's API examples.
+
+use crate::convert::{net_mode, net_mode_of, port_mappings_mut, NetMode};
+use crate::time::format_time;
+use crate::validate::{constraint_op_name, health_protocol_name};
+use model::{
+    App, AppSpec, ClusterState, CommandSpec, ContainerSpec, Deployment, KillSelection, Task,
+    TaskState, UnixMillis,
+};
+use serde_json::{json, Map, Value};
+
+/// What `embed=` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Embed {
+    pub tasks: bool,
+    pub counts: bool,
+    pub deployments: bool,
+    pub last_task_failure: bool,
+    pub readiness: bool,
+}
+
+impl Embed {
+    /// Accepts `apps.tasks`, `app.tasks`, `apps.counts`, `apps.deployments`,
+    /// `apps.lastTaskFailure` (or `apps.failures`), `apps.readiness`, also
+    /// comma-separated; unknown values are ignored as Marathon does.
+    pub fn parse(values: &[String]) -> Embed {
+        let mut e = Embed::default();
+        for v in values.iter().flat_map(|v| v.split(',')) {
+            let key = v.trim().rsplit('.').next().unwrap_or_default();
+            match key {
+                "tasks" => e.tasks = true,
+                "counts" => e.counts = true,
+                "deployments" => e.deployments = true,
+                "lastTaskFailure" | "failures" => e.last_task_failure = true,
+                "readiness" => e.readiness = true,
+                _ => {}
+            }
+        }
+        e
+    }
+}
+
+fn f64_json(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 9.0e15 {
+        json!(x as i64)
+    } else {
+        json!(x)
+    }
+}
+
+/// Copies keys of `extra` missing from `base` (or all of them with `override_all`).
+fn overlay(base: &mut Map<String, Value>, extra: &Value, override_all: bool) {
+    if let Value::Object(o) = extra {
+        for (k, v) in o {
+            if override_all || !base.contains_key(k) {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The definition part of an app (what a client may PUT back), every field
+/// present with its value or Marathon's default.
+pub(crate) fn spec_wire(spec: &AppSpec) -> Map<String, Value> {
+    let pt = &spec.passthrough;
+    let mut m = Map::new();
+    m.insert("id".into(), json!(spec.id.as_str()));
+    let (cmd, args) = match &spec.command {
+        Some(CommandSpec::Shell(c)) => (json!(c), Value::Null),
+        Some(CommandSpec::Argv(a)) => (Value::Null, json!(a)),
+        None => (Value::Null, Value::Null),
+    };
+    m.insert("cmd".into(), cmd);
+    m.insert("args".into(), args);
+    m.insert("user".into(), json!(spec.user));
+    let mut env: Map<String, Value> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    if let Some(Value::Object(secret_env)) = pt.get("env") {
+        for (k, v) in secret_env {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    m.insert("env".into(), Value::Object(env));
+    m.insert("instances".into(), json!(spec.instances));
+    m.insert("cpus".into(), f64_json(spec.resources.cpus));
+    m.insert("mem".into(), f64_json(spec.resources.mem));
+    m.insert("disk".into(), f64_json(spec.resources.disk));
+    m.insert("gpus".into(), json!(spec.resources.gpus));
+    m.insert("executor".into(), json!(""));
+    let constraints: Vec<Value> = spec
+        .constraints
+        .iter()
+        .map(|c| {
+            let mut a = vec![json!(c.field), json!(constraint_op_name(c.op))];
+            if let Some(v) = &c.value {
+                a.push(json!(v));
+            }
+            Value::Array(a)
+        })
+        .collect();
+    m.insert("constraints".into(), Value::Array(constraints));
+    m.insert("uris".into(), json!([]));
+    m.insert("fetch".into(), json!([]));
+    m.insert("storeUrls".into(), json!([]));
+    m.insert("backoffSeconds".into(), f64_json(spec.backoff.seconds));
+    m.insert("backoffFactor".into(), f64_json(spec.backoff.factor));
+    m.insert(
+        "maxLaunchDelaySeconds".into(),
+        f64_json(spec.backoff.max_launch_delay_seconds),
+    );
+    m.insert("container".into(), container_wire(spec));
+    m.insert("healthChecks".into(), health_checks_wire(spec));
+    m.insert("readinessChecks".into(), json!([]));
+    let deps: Vec<&str> = spec.dependencies.iter().map(|d| d.as_str()).collect();
+    m.insert("dependencies".into(), json!(deps));
+    m.insert(
+        "upgradeStrategy".into(),
+        json!({
+            "minimumHealthCapacity": f64_json(spec.upgrade.minimum_health_capacity),
+            "maximumOverCapacity": f64_json(spec.upgrade.maximum_over_capacity),
+        }),
+    );
+    m.insert("labels".into(), json!(spec.labels));
+    m.insert("acceptedResourceRoles".into(), Value::Null);
+    m.insert("ipAddress".into(), Value::Null);
+    m.insert("residency".into(), Value::Null);
+    m.insert("secrets".into(), json!({}));
+    m.insert(
+        "taskKillGracePeriodSeconds".into(),
+        f64_json(spec.kill_grace_seconds),
+    );
+    m.insert(
+        "unreachableStrategy".into(),
+        json!({"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}),
+    );
+    m.insert(
+        "killSelection".into(),
+        json!(match spec.kill_selection {
+            KillSelection::YoungestFirst => "YOUNGEST_FIRST",
+            KillSelection::OldestFirst => "OLDEST_FIRST",
+        }),
+    );
+    // Everything kept verbatim (networks, fetch, secrets, ...) wins over defaults.
+    for (k, v) in pt {
+        if !matches!(k.as_str(), "env" | "container" | "healthChecks") {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    let host = net_mode(&m) == NetMode::Host;
+    let defs: Vec<Value> = if host {
+        spec.ports
+            .iter()
+            .map(|p| {
+                let mut d = Map::new();
+                d.insert("port".into(), json!(p.port));
+                d.insert("protocol".into(), json!(p.protocol));
+                if let Some(n) = &p.name {
+                    d.insert("name".into(), json!(n));
+                }
+                if !p.labels.is_empty() {
+                    d.insert("labels".into(), json!(p.labels));
+                }
+                Value::Object(d)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    m.insert("portDefinitions".into(), Value::Array(defs));
+    let ports: Vec<u16> = spec.ports.iter().map(|p| p.port).collect();
+    m.insert("ports".into(), json!(ports));
+    m.insert("requirePorts".into(), json!(spec.require_ports));
+    m
+}
+
+/// The original `container`, with service ports as assigned; or one made
+/// from the typed spec when the app was not created from JSON.
+fn container_wire(spec: &AppSpec) -> Value {
+    let mut c = match (spec.passthrough.get("container"), &spec.container) {
+        (Some(c), _) => c.clone(),
+        (None, ContainerSpec::None) => return Value::Null,
+        (None, ContainerSpec::Oci { image }) => {
+            json!({"type": "MESOS", "docker": {"image": image}, "volumes": []})
+        }
+        (None, ContainerSpec::Docker { image }) => {
+            json!({"type": "DOCKER", "docker": {"image": image}, "volumes": []})
+        }
+    };
+    let pt = &spec.passthrough;
+    let host =
+        net_mode_of(pt.get("networks"), pt.get("container"), pt.get("ipAddress")) == NetMode::Host;
+    if !host {
+        if let Some(pms) = port_mappings_mut(&mut c) {
+            for (pm, p) in pms.iter_mut().zip(&spec.ports) {
+                if let Value::Object(o) = pm {
+                    o.insert("servicePort".into(), json!(p.port));
+                }
+            }
+        }
+    }
+    c
+}
+
+fn health_checks_wire(spec: &AppSpec) -> Value {
+    let originals = spec
+        .passthrough
+        .get("healthChecks")
+        .and_then(Value::as_array);
+    let out: Vec<Value> = spec
+        .health_checks
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let mut o = Map::new();
+            o.insert("protocol".into(), json!(health_protocol_name(h.protocol)));
+            if let Some(p) = &h.path {
+                o.insert("path".into(), json!(p));
+            }
+            if let Some(p) = h.port_index {
+                o.insert("portIndex".into(), json!(p));
+            }
+            if let Some(p) = h.port {
+                o.insert("port".into(), json!(p));
+            }
+            if let Some(c) = &h.command {
+                o.insert("command".into(), json!({"value": c}));
+            }
+            o.insert(
+                "gracePeriodSeconds".into(),
+                f64_json(h.grace_period_seconds),
+            );
+            o.insert("intervalSeconds".into(), f64_json(h.interval_seconds));
+            o.insert("timeoutSeconds".into(), f64_json(h.timeout_seconds));
+            o.insert(
+                "maxConsecutiveFailures".into(),
+                json!(h.max_consecutive_failures),
+            );
+            o.insert("delaySeconds".into(), f64_json(h.delay_seconds));
+            o.insert("ignoreHttp1xx".into(), json!(h.ignore_http1xx));
+            if let Some(orig) = originals.and_then(|a| a.get(i)) {
+                overlay(&mut o, orig, true);
+            }
+            Value::Object(o)
+        })
+        .collect();
+    Value::Array(out)
+}
+
+fn is_counted(t: &Task) -> bool {
+    !t.state.is_terminal()
+}
+
+/// One app as `GET /v2/apps/{id}` returns it (the object inside `{"app": ...}`).
+pub fn render_app(app: &App, state: &ClusterState, embed: &Embed) -> Value {
+    let spec = &app.spec;
+    let mut m = spec_wire(spec);
+    m.insert("version".into(), json!(format_time(app.version)));
+    m.insert(
+        "versionInfo".into(),
+        json!({
+            "lastScalingAt": format_time(app.last_scaling_at),
+            "lastConfigChangeAt": format_time(app.last_config_change_at),
+        }),
+    );
+    let tasks: Vec<&Task> = state.tasks_of(&spec.id).filter(|t| is_counted(t)).collect();
+    let staged = tasks
+        .iter()
+        .filter(|t| matches!(t.state, TaskState::Staging | TaskState::Starting))
+        .count();
+    let running = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Running)
+        .count();
+    let checked = !spec.health_checks.is_empty();
+    let healthy = tasks
+        .iter()
+        .filter(|t| checked && t.state == TaskState::Running && t.healthy == Some(true))
+        .count();
+    let unhealthy = tasks
+        .iter()
+        .filter(|t| checked && t.healthy == Some(false))
+        .count();
+    m.insert("tasksStaged".into(), json!(staged));
+    m.insert("tasksRunning".into(), json!(running));
+    m.insert("tasksHealthy".into(), json!(healthy));
+    m.insert("tasksUnhealthy".into(), json!(unhealthy));
+    let deps: Vec<Value> = state
+        .deployments_of(&spec.id)
+        .map(|d| json!({"id": d.id.0}))
+        .collect();
+    m.insert("deployments".into(), Value::Array(deps));
+    if embed.tasks {
+        let ts: Vec<Value> = tasks.iter().map(|t| render_task(t, state)).collect();
+        m.insert("tasks".into(), Value::Array(ts));
+    }
+    if embed.readiness {
+        m.insert("readinessCheckResults".into(), json!([]));
+    }
+    if embed.last_task_failure {
+        if let Some(f) = &app.last_task_failure {
+            m.insert(
+                "lastTaskFailure".into(),
+                json!({
+                    "appId": spec.id.as_str(),
+                    "host": f.host,
+                    "message": f.message,
+                    "state": f.state.marathon_name(),
+                    "taskId": f.task_id.as_str(),
+                    "timestamp": format_time(f.timestamp),
+                    "version": format_time(f.version),
+                }),
+            );
+        }
+    }
+    Value::Object(m)
+}
+
+/// One task, in the shape of `api-examples/tasks.json`.
+pub fn render_task(task: &Task, state: &ClusterState) -> Value {
+    let app = state.apps.get(&task.app_id);
+    let service_ports: Vec<u16> = app
+        .map(|a| a.spec.ports.iter().map(|p| p.port).collect())
+        .unwrap_or_default();
+    let ip_addresses: Vec<Value> = match task.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![json!({
+            "ipAddress": ip.to_string(),
+            "protocol": if ip.is_ipv4() { "IPv4" } else { "IPv6" },
+        })],
+        Err(_) => Vec::new(),
+    };
+    let checks = app.map(|a| a.spec.health_checks.len()).unwrap_or(0);
+    let health: Vec<Value> = match task.healthy {
+        Some(alive) if task.state == TaskState::Running => (0..checks)
+            .map(|_| {
+                json!({
+                    "alive": alive,
+                    "consecutiveFailures": if alive { 0 } else { 1 },
+                    "firstSuccess": Value::Null,
+                    "lastFailure": Value::Null,
+                    "lastSuccess": Value::Null,
+                    "lastFailureCause": Value::Null,
+                    "taskId": task.id.as_str(),
+                    "instanceId": instance_id(task),
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    json!({
+        "id": task.id.as_str(),
+        "appId": task.app_id.as_str(),
+        "host": task.host,
+        "ipAddresses": ip_addresses,
+        "ports": task.ports,
+        "servicePorts": service_ports,
+        "slaveId": task.node.to_string(),
+        "stagedAt": format_time(task.staged_at),
+        "startedAt": task.started_at.map(format_time),
+        "version": format_time(task.app_version),
+        "state": task.state.marathon_name(),
+        "healthCheckResults": health,
+        "localVolumes": [],
+        "role": "*",
+    })
+}
+
+/// `prefix.instance-<uuid>` of `prefix.instance-<uuid>._app.<n>`.
+fn instance_id(task: &Task) -> String {
+    let s = task.id.as_str();
+    s.split("._app.").next().unwrap_or(s).to_string()
+}
+
+/// One deployment, in the shape of `api-examples/deployments.json`.
+pub fn render_deployment(d: &Deployment, _state: &ClusterState) -> Value {
+    let step_json = |s: &model::Step| -> Value {
+        let actions: Vec<Value> = s
+            .actions
+            .iter()
+            .map(|(a, app)| json!({"action": a.marathon_name(), "app": app.as_str()}))
+            .collect();
+        json!({"actions": actions})
+    };
+    let steps: Vec<Value> = d.steps.iter().map(step_json).collect();
+    let current: Vec<Value> = d
+        .steps
+        .get(d.current_step.saturating_sub(1))
+        .map(|s| {
+            s.actions
+                .iter()
+                .map(|(a, app)| {
+                    json!({"action": a.marathon_name(), "app": app.as_str(), "readinessCheckResults": []})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let affected: Vec<&str> = d.affected_apps.iter().map(|a| a.as_str()).collect();
+    json!({
+        "id": d.id.0,
+        "version": format_time(d.version),
+        "affectedApps": affected,
+        "affectedPods": [],
+        "steps": steps,
+        "currentActions": current,
+        "currentStep": d.current_step,
+        "totalSteps": d.steps.len(),
+    })
+}
+
+/// `GET /v2/queue`: one entry per app with fewer active tasks than instances.
+pub fn render_queue(state: &ClusterState, now: UnixMillis) -> Value {
+    let mut queue = Vec::new();
+    for app in state.apps.values().filter(|a| !a.deleting) {
+        let active = state
+            .tasks_of(&app.spec.id)
+            .filter(|t| t.is_active())
+            .count();
+        let wanted = app.spec.instances as usize;
+        if active >= wanted {
+            continue;
+        }
+        let left = now.secs_until(app.backoff.not_before).max(0.0).ceil() as i64;
+        let mut a = spec_wire(&app.spec);
+        a.insert("version".into(), json!(format_time(app.version)));
+        a.insert(
+            "versionInfo".into(),
+            json!({
+                "lastScalingAt": format_time(app.last_scaling_at),
+                "lastConfigChangeAt": format_time(app.last_config_change_at),
+            }),
+        );
+        queue.push(json!({
+            "app": Value::Object(a),
+            "count": wanted - active,
+            "role": "*",
+            "delay": {"timeLeftSeconds": left, "overdue": left == 0},
+            "since": format_time(app.version.max(app.backoff.not_before.min(now))),
+            "processedOffersSummary": {"processedOffersCount": 0, "unusedOffersCount": 0},
+            "lastUnusedOffers": [],
+        }));
+    }
+    json!({ "queue": queue })
+}
