@@ -1,14 +1,19 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The scheduler: a pure function from a state snapshot to a plan.
+//!
+//! `plan(state, now, rng)` decides which tasks to launch where (cpus, mem,
+//! disk, ports and constraints accounted per node), which to kill (scale
+//! down, replaced versions, deleted apps), which terminal tasks to forget,
+//! the restart backoff, and which deployments are done.
+//!
+//! Invariants: no I/O, no clock, no global randomness — `now` and the RNG are
+//! inputs, so the same inputs give the same plan and a simulation of many
+//! nodes runs it without sockets or sleeps. It never mutates state: the
+//! store applies the plan and re-checks every launch against newer state.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod backoff;
+mod constraints;
+mod placement;
+mod reconcile;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use constraints::{check as check_constraint, ConstraintViolation};
+pub use reconcile::{plan, Outcome, Unplaced};

@@ -1,0 +1,295 @@
+//! `plan`: compares what each app wants with the tasks it has and produces
+//! the launches, kills, expunges, backoffs and finished deployments.
+
+use crate::backoff;
+use crate::placement::{active, Placer};
+use model::{
+    App, AppId, ClusterState, DeploymentAction, KillSelection, LaunchBackoff, Plan, Task,
+    TaskFailure, TaskGoal, TaskId, TaskState, UnixMillis,
+};
+use rand::Rng;
+use std::collections::BTreeSet;
+
+/// Instances an app wants but could not get, and why (for `/v2/queue`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unplaced {
+    pub app: AppId,
+    pub count: u32,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Outcome {
+    pub plan: Plan,
+    pub unplaced: Vec<Unplaced>,
+    /// When to run again even if nothing changes (a backoff expires).
+    pub wake_at: Option<UnixMillis>,
+}
+
+/// How long a task must run before an app's backoff is forgiven.
+const BACKOFF_RESET_AFTER_SECS: f64 = 30.0;
+
+pub fn plan(state: &ClusterState, now: UnixMillis, rng: &mut impl Rng) -> Outcome {
+    let mut out = Outcome::default();
+    let mut placer = Placer::new(state);
+    let mut expunged: BTreeSet<TaskId> = BTreeSet::new();
+
+    for app in state.apps.values() {
+        let id = &app.spec.id;
+        let backoff = expunge_terminal(state, app, now, &mut out, &mut expunged);
+        if app.deleting {
+            let left = state
+                .tasks_of(id)
+                .filter(|t| !expunged.contains(&t.id))
+                .count();
+            if left == 0 {
+                out.plan.removed_apps.push(id.clone());
+            }
+            // Kills were requested when the delete was applied; nothing else.
+            continue;
+        }
+        reconcile_app(state, app, backoff, now, rng, &mut placer, &mut out);
+    }
+
+    // Tasks of apps that no longer exist (should not happen; be safe).
+    for t in state
+        .tasks
+        .values()
+        .filter(|t| !state.apps.contains_key(&t.app_id))
+    {
+        if t.state.is_terminal() {
+            out.plan.expunges.push(t.id.clone());
+        } else if t.goal != TaskGoal::Killed {
+            out.plan.kills.push(t.id.clone());
+        }
+    }
+
+    let plan_so_far = out.plan.clone();
+    finish_deployments(state, &plan_so_far, &mut out);
+    out
+}
+
+/// Returns the app's backoff after the failures seen in this round.
+fn expunge_terminal(
+    state: &ClusterState,
+    app: &App,
+    now: UnixMillis,
+    out: &mut Outcome,
+    gone: &mut BTreeSet<TaskId>,
+) -> LaunchBackoff {
+    let mut backoff = app.backoff;
+    let mut failed = false;
+    for t in state
+        .tasks_of(&app.spec.id)
+        .filter(|t| t.state.is_terminal())
+    {
+        out.plan.expunges.push(t.id.clone());
+        gone.insert(t.id.clone());
+        // A task that ended although nobody asked it to is a failure: it is
+        // recorded and the next launch of the app backs off.
+        if t.goal == TaskGoal::Running && !app.deleting {
+            if t.state != TaskState::Finished {
+                out.plan.failures.push((
+                    app.spec.id.clone(),
+                    TaskFailure {
+                        task_id: t.id.clone(),
+                        state: t.state,
+                        message: t.message.clone().unwrap_or_default(),
+                        host: t.host.clone(),
+                        timestamp: t.updated_at,
+                        version: t.app_version,
+                    },
+                ));
+            }
+            backoff = backoff::after_failure(&app.spec.backoff, &backoff, now);
+            failed = true;
+        }
+    }
+    if failed {
+        out.plan.backoffs.push((app.spec.id.clone(), backoff));
+    }
+    backoff
+}
+
+fn reconcile_app(
+    state: &ClusterState,
+    app: &App,
+    backoff: LaunchBackoff,
+    now: UnixMillis,
+    rng: &mut impl Rng,
+    placer: &mut Placer<'_>,
+    out: &mut Outcome,
+) {
+    let id = &app.spec.id;
+    let spec = &app.spec;
+    let instances = spec.instances as usize;
+    let tasks = active(state, id);
+    let is_current = |t: &&Task| t.app_version >= app.last_config_change_at;
+    let (current, old): (Vec<&Task>, Vec<&Task>) = tasks.into_iter().partition(is_current);
+    let current_running = current
+        .iter()
+        .filter(|t| t.state == TaskState::Running)
+        .count();
+
+    // Scale down: kill the surplus of current tasks, not-yet-running first.
+    let mut kills: Vec<TaskId> = Vec::new();
+    if current.len() > instances {
+        kills.extend(select_kills(
+            &current,
+            current.len() - instances,
+            spec.kill_selection,
+        ));
+    }
+
+    // Replace old versions: keep enough old tasks alive to honour
+    // minimumHealthCapacity until new ones run.
+    let min_healthy = (instances as f64 * spec.upgrade.minimum_health_capacity).ceil() as usize;
+    let keep_old = min_healthy
+        .saturating_sub(current_running.min(instances))
+        .min(old.len());
+    let mut old_kills = old.len() - keep_old;
+
+    // Launches, bounded by maximumOverCapacity while old tasks remain.
+    let missing = instances.saturating_sub(current.len());
+    let cap = instances + (instances as f64 * spec.upgrade.maximum_over_capacity).floor() as usize;
+    let alive_after_kills = current.len().min(instances) + keep_old;
+    let mut launch = missing.min(cap.saturating_sub(alive_after_kills));
+    if launch == 0 && missing > 0 && old_kills == 0 && keep_old > 0 {
+        // minimumHealthCapacity 1 with maximumOverCapacity 0 cannot move
+        // otherwise: replace one task at a time.
+        old_kills = 1;
+    }
+    kills.extend(select_kills(&old, old_kills, spec.kill_selection));
+    out.plan.kills.extend(kills);
+
+    if launch > 0 && now < backoff.not_before {
+        out.wake_at = Some(
+            out.wake_at
+                .map_or(backoff.not_before, |w| w.min(backoff.not_before)),
+        );
+        out.unplaced.push(Unplaced {
+            app: id.clone(),
+            count: launch as u32,
+            reason: format!(
+                "delayed by backoff for {:.1}s",
+                now.secs_until(backoff.not_before)
+            ),
+        });
+        launch = 0;
+    }
+
+    for placed in 0..launch {
+        match placer.place(spec, rng) {
+            Ok((node, ports)) => {
+                let uuid = uuid::Builder::from_random_bytes(rng.gen()).into_uuid();
+                out.plan.launches.push(Task {
+                    id: TaskId::new(id, uuid, 1),
+                    app_id: id.clone(),
+                    node: node.id,
+                    host: node.advertise.clone(),
+                    app_version: app.last_config_change_at,
+                    ports,
+                    resources: spec.resources,
+                    state: TaskState::Staging,
+                    goal: TaskGoal::Running,
+                    staged_at: now,
+                    started_at: None,
+                    updated_at: now,
+                    message: None,
+                    healthy: None,
+                });
+            }
+            Err(reason) => {
+                out.unplaced.push(Unplaced {
+                    app: id.clone(),
+                    count: (launch - placed) as u32,
+                    reason,
+                });
+                break;
+            }
+        }
+    }
+
+    // Forgive the backoff once a task has run for a while.
+    if backoff.delay_seconds > 0.0 {
+        let reset_at = current
+            .iter()
+            .filter(|t| t.state == TaskState::Running)
+            .filter_map(|t| t.started_at)
+            .map(|s| s.plus_secs_f64(BACKOFF_RESET_AFTER_SECS))
+            .min();
+        match reset_at {
+            Some(at) if at <= now => out
+                .plan
+                .backoffs
+                .push((id.clone(), LaunchBackoff::default())),
+            Some(at) => out.wake_at = Some(out.wake_at.map_or(at, |w| w.min(at))),
+            None => {}
+        }
+    }
+}
+
+fn select_kills(tasks: &[&Task], n: usize, selection: KillSelection) -> Vec<TaskId> {
+    let mut sorted: Vec<&&Task> = tasks.iter().collect();
+    sorted.sort_by(|a, b| {
+        let running = |t: &Task| t.state == TaskState::Running;
+        let age = match selection {
+            KillSelection::YoungestFirst => b.staged_at.cmp(&a.staged_at),
+            KillSelection::OldestFirst => a.staged_at.cmp(&b.staged_at),
+        };
+        running(a).cmp(&running(b)).then(age).then(a.id.cmp(&b.id))
+    });
+    sorted.into_iter().take(n).map(|t| t.id.clone()).collect()
+}
+
+/// A deployment is done when every app it touches has converged: exactly
+/// `instances` running tasks of the current version and nothing else alive
+/// (or, for a delete, the app is gone).
+fn finish_deployments(state: &ClusterState, plan: &Plan, out: &mut Outcome) {
+    let removed: BTreeSet<&AppId> = plan.removed_apps.iter().collect();
+    let mut finished = Vec::new();
+    for d in state.deployments.values() {
+        let done = d.affected_apps.iter().all(|app_id| {
+            let stopping = d
+                .steps
+                .iter()
+                .flat_map(|s| s.actions.iter())
+                .any(|(a, id)| id == app_id && *a == DeploymentAction::StopApplication);
+            match state.apps.get(app_id) {
+                None => true,
+                Some(_) if removed.contains(app_id) => true,
+                Some(app) if app.deleting || stopping => false,
+                Some(app) => converged(state, app, plan),
+            }
+        });
+        if done {
+            finished.push(d.id.clone());
+        }
+    }
+    out.plan.finished_deployments.extend(finished);
+}
+
+fn converged(state: &ClusterState, app: &App, plan: &Plan) -> bool {
+    let mut running = 0usize;
+    let mut other_alive = 0usize;
+    let killing: BTreeSet<&TaskId> = plan.kills.iter().collect();
+    for t in state
+        .tasks_of(&app.spec.id)
+        .filter(|t| !t.state.is_terminal())
+    {
+        let current = t.app_version >= app.last_config_change_at;
+        if current
+            && t.goal == TaskGoal::Running
+            && t.state == TaskState::Running
+            && !killing.contains(&t.id)
+        {
+            running += 1;
+        } else {
+            other_alive += 1;
+        }
+    }
+    running == app.spec.instances as usize && other_alive == 0
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,304 @@
+use super::*;
+use model::{
+    AppSpec, Constraint, ConstraintOp, Deployment, DeploymentId, NodeId, NodeInfo, PortSpec,
+    Resources, Step, TaskStatus,
+};
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use store::apply::apply;
+use store::Command;
+
+fn node(id: u64, cpus: f64, mem: f64) -> NodeInfo {
+    NodeInfo {
+        id: NodeId(id),
+        hostname: format!("host-{id}"),
+        advertise: format!("10.0.0.{id}"),
+        http_addr: String::new(),
+        rpc_addr: String::new(),
+        resources: Resources {
+            cpus,
+            mem,
+            disk: 10_000.0,
+            gpus: 0,
+        },
+        port_range: (31000, 31099),
+        attributes: [("rack".to_string(), format!("r{}", id % 2))].into(),
+        registered_at: UnixMillis(0),
+        draining: false,
+    }
+}
+
+fn spec(id: &str, instances: u32, cpus: f64) -> AppSpec {
+    let mut a = AppSpec::new(AppId::parse(id).expect("id"));
+    a.instances = instances;
+    a.resources.cpus = cpus;
+    a.resources.mem = 64.0;
+    a.ports.push(PortSpec {
+        port: 0,
+        name: None,
+        protocol: "tcp".into(),
+        labels: Default::default(),
+    });
+    a
+}
+
+struct Sim {
+    state: ClusterState,
+    now: UnixMillis,
+    rng: StdRng,
+    deployments: u32,
+}
+
+impl Sim {
+    fn new(nodes: Vec<NodeInfo>) -> Sim {
+        let mut state = ClusterState::default();
+        for n in nodes {
+            apply(&mut state, &Command::RegisterNode(n));
+        }
+        Sim {
+            state,
+            now: UnixMillis(1_000_000),
+            rng: StdRng::seed_from_u64(7),
+            deployments: 0,
+        }
+    }
+
+    fn put(&mut self, a: AppSpec) {
+        self.deployments += 1;
+        self.now.0 += 1;
+        let d = Deployment {
+            id: DeploymentId(format!("d{}", self.deployments)),
+            version: self.now,
+            affected_apps: vec![a.id.clone()],
+            steps: vec![Step {
+                actions: vec![(model::DeploymentAction::StartApplication, a.id.clone())],
+            }],
+            current_step: 1,
+            started_at: self.now,
+        };
+        apply(
+            &mut self.state,
+            &Command::PutApp {
+                app: a,
+                at: self.now,
+                deployment: d,
+                force: true,
+            },
+        );
+    }
+
+    /// One scheduler round: plan, apply, then agents start staged tasks and
+    /// finish killed ones.
+    fn round(&mut self) -> Outcome {
+        let out = plan(&self.state, self.now, &mut self.rng);
+        apply(&mut self.state, &Command::ApplyPlan(out.plan.clone()));
+        let statuses: Vec<TaskStatus> = self
+            .state
+            .tasks
+            .values()
+            .filter_map(|t| {
+                let state = match (t.goal, t.state) {
+                    (TaskGoal::Killed, s) if !s.is_terminal() => TaskState::Killed,
+                    (TaskGoal::Running, TaskState::Staging) => TaskState::Running,
+                    _ => return None,
+                };
+                Some(TaskStatus {
+                    task_id: t.id.clone(),
+                    state,
+                    at: self.now,
+                    message: None,
+                })
+            })
+            .collect();
+        apply(&mut self.state, &Command::TaskStatuses(statuses));
+        self.now.0 += 100;
+        out
+    }
+
+    fn running(&self, app: &str) -> usize {
+        let id = AppId::parse(app).expect("id");
+        self.state
+            .tasks_of(&id)
+            .filter(|t| t.state == TaskState::Running && t.goal == TaskGoal::Running)
+            .count()
+    }
+}
+
+#[test]
+fn launches_instances_spread_over_nodes_with_distinct_ports() {
+    let mut sim = Sim::new(vec![node(1, 4.0, 4096.0), node(2, 4.0, 4096.0)]);
+    sim.put(spec("/web", 4, 0.5));
+    let out = sim.round();
+    assert_eq!(out.plan.launches.len(), 4);
+    let on_1 = out
+        .plan
+        .launches
+        .iter()
+        .filter(|t| t.node == NodeId(1))
+        .count();
+    assert_eq!(on_1, 2, "spread evenly");
+    for t in &out.plan.launches {
+        assert!((31000..=31099).contains(&t.ports[0]));
+        assert!(t.id.as_str().starts_with("web.instance-"));
+    }
+    assert_eq!(sim.running("/web"), 4);
+    sim.round();
+    assert!(
+        sim.state.deployments.is_empty(),
+        "deployment finished once converged"
+    );
+}
+
+#[test]
+fn what_does_not_fit_stays_queued_with_a_reason() {
+    let mut sim = Sim::new(vec![node(1, 1.0, 4096.0)]);
+    sim.put(spec("/big", 3, 0.5));
+    let out = sim.round();
+    assert_eq!(out.plan.launches.len(), 2);
+    assert_eq!(out.unplaced.len(), 1);
+    assert_eq!(out.unplaced[0].count, 1);
+    assert!(
+        out.unplaced[0].reason.contains("insufficient cpus"),
+        "{}",
+        out.unplaced[0].reason
+    );
+    assert_eq!(sim.state.deployments.len(), 1, "deployment waits");
+}
+
+#[test]
+fn scale_down_kills_youngest_first() {
+    let mut sim = Sim::new(vec![node(1, 8.0, 8192.0)]);
+    sim.put(spec("/a", 1, 0.1));
+    sim.round();
+    let first: Vec<TaskId> = sim.state.tasks.keys().cloned().collect();
+    let mut a = spec("/a", 3, 0.1);
+    sim.put(a.clone());
+    sim.round();
+    assert_eq!(sim.running("/a"), 3);
+    a.instances = 1;
+    sim.put(a);
+    let out = sim.round();
+    assert_eq!(out.plan.kills.len(), 2);
+    assert!(
+        !out.plan.kills.contains(&first[0]),
+        "the oldest task survives"
+    );
+    sim.round();
+    assert_eq!(sim.running("/a"), 1);
+    assert_eq!(sim.state.tasks.len(), 1, "killed tasks are expunged");
+}
+
+#[test]
+fn failures_back_off_and_are_recorded() {
+    let mut sim = Sim::new(vec![node(1, 8.0, 8192.0)]);
+    let mut a = spec("/crashy", 1, 0.1);
+    a.backoff.seconds = 2.0;
+    sim.put(a);
+    sim.round();
+    let id = sim.state.tasks.keys().next().cloned().expect("a task");
+    apply(
+        &mut sim.state,
+        &Command::TaskStatuses(vec![TaskStatus {
+            task_id: id.clone(),
+            state: TaskState::Failed,
+            at: sim.now,
+            message: Some("exited with status 1".into()),
+        }]),
+    );
+    let out = sim.round();
+    assert_eq!(out.plan.expunges, vec![id.clone()]);
+    assert!(
+        out.plan.launches.is_empty(),
+        "backoff delays the replacement"
+    );
+    assert!(out.wake_at.is_some());
+    let app = &sim.state.apps[&AppId::parse("/crashy").expect("id")];
+    assert_eq!(
+        app.last_task_failure.as_ref().map(|f| f.task_id.clone()),
+        Some(id)
+    );
+    assert_eq!(app.backoff.delay_seconds, 2.0);
+    sim.now.0 += 2000;
+    let out = sim.round();
+    assert_eq!(out.plan.launches.len(), 1, "launched after the delay");
+}
+
+#[test]
+fn new_version_replaces_tasks_keeping_capacity() {
+    let mut sim = Sim::new(vec![node(1, 8.0, 8192.0)]);
+    let mut a = spec("/v", 2, 0.1);
+    sim.put(a.clone());
+    sim.round();
+    a.env.insert("V".into(), "2".into());
+    sim.put(a);
+    let out = sim.round();
+    assert_eq!(
+        out.plan.launches.len(),
+        2,
+        "new tasks start before old ones go"
+    );
+    assert!(
+        out.plan.kills.is_empty(),
+        "old tasks stay until new ones run"
+    );
+    let out = sim.round();
+    assert_eq!(out.plan.kills.len(), 2, "old tasks go once new ones run");
+    sim.round();
+    sim.round();
+    assert_eq!(sim.running("/v"), 2);
+    assert!(sim.state.deployments.is_empty());
+}
+
+#[test]
+fn unique_hostname_leaves_the_rest_queued() {
+    let mut sim = Sim::new(vec![node(1, 8.0, 8192.0), node(2, 8.0, 8192.0)]);
+    let mut a = spec("/u", 3, 0.1);
+    a.constraints.push(Constraint {
+        field: "hostname".into(),
+        op: ConstraintOp::Unique,
+        value: None,
+    });
+    sim.put(a);
+    let out = sim.round();
+    assert_eq!(out.plan.launches.len(), 2);
+    assert_eq!(out.unplaced[0].count, 1);
+    assert!(out.unplaced[0].reason.contains("UNIQUE") || out.unplaced[0].reason.contains("Unique"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Whatever is asked, no node is ever oversubscribed, no host port is
+    /// handed out twice on a node, and every app gets what fits.
+    #[test]
+    fn never_oversubscribes(
+        nodes in prop::collection::vec((1u32..8, 256u32..4096), 1..5),
+        apps in prop::collection::vec((1u32..6, 1u32..20), 1..6),
+        seed in any::<u64>(),
+    ) {
+        let ns: Vec<NodeInfo> = nodes.iter().enumerate()
+            .map(|(i, (c, m))| node(i as u64 + 1, *c as f64, *m as f64)).collect();
+        let mut sim = Sim::new(ns);
+        sim.rng = StdRng::seed_from_u64(seed);
+        for (i, (inst, tenth)) in apps.iter().enumerate() {
+            sim.put(spec(&format!("/app-{i}"), *inst, *tenth as f64 / 10.0));
+        }
+        for _ in 0..4 {
+            sim.round();
+            for n in sim.state.nodes.values() {
+                let u = sim.state.usage(n.id);
+                prop_assert!(u.used.cpus <= n.resources.cpus + 1e-6);
+                prop_assert!(u.used.mem <= n.resources.mem + 1e-6);
+                let ports: Vec<u16> = sim.state.tasks_on(n.id).filter(|t| t.holds_resources()).flat_map(|t| t.ports.clone()).collect();
+                let uniq: BTreeSet<u16> = ports.iter().copied().collect();
+                prop_assert_eq!(ports.len(), uniq.len());
+            }
+        }
+        let out = plan(&sim.state, sim.now, &mut sim.rng);
+        // Converged: nothing left to launch unless it cannot fit.
+        for u in &out.unplaced {
+            prop_assert!(u.reason.contains("insufficient") || u.reason.contains("ports"), "{}", u.reason);
+        }
+        prop_assert!(out.plan.launches.is_empty() || !out.unplaced.is_empty() || out.plan.launches.len() <= apps.len() * 6);
+    }
+}
