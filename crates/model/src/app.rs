@@ -51,11 +51,7 @@ pub struct BackoffPolicy {
 
 impl Default for BackoffPolicy {
     fn default() -> Self {
-        BackoffPolicy {
-            seconds: 1.0,
-            factor: 1.15,
-            max_launch_delay_seconds: 300.0,
-        }
+        BackoffPolicy { seconds: 1.0, factor: 1.15, max_launch_delay_seconds: 300.0 }
     }
 }
 
@@ -74,10 +70,7 @@ pub struct UpgradeStrategy {
 
 impl Default for UpgradeStrategy {
     fn default() -> Self {
-        UpgradeStrategy {
-            minimum_health_capacity: 1.0,
-            maximum_over_capacity: 1.0,
-        }
+        UpgradeStrategy { minimum_health_capacity: 1.0, maximum_over_capacity: 1.0 }
     }
 }
 
@@ -145,12 +138,7 @@ impl AppSpec {
         AppSpec {
             id,
             command: None,
-            resources: Resources {
-                cpus: 1.0,
-                mem: 128.0,
-                disk: 0.0,
-                gpus: 0,
-            },
+            resources: Resources { cpus: 1.0, mem: 128.0, disk: 0.0, gpus: 0 },
             instances: 1,
             env: BTreeMap::new(),
             labels: BTreeMap::new(),

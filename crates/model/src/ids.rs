@@ -38,11 +38,8 @@ impl AppId {
         if s.is_empty() {
             return Err(IdError::Empty);
         }
-        let mut segs: Vec<String> = if s.starts_with('/') {
-            Vec::new()
-        } else {
-            base.segments().map(str::to_string).collect()
-        };
+        let mut segs: Vec<String> =
+            if s.starts_with('/') { Vec::new() } else { base.segments().map(str::to_string).collect() };
         let trimmed = s.trim_start_matches('/').trim_end_matches('/');
         if trimmed.is_empty() {
             return Ok(AppId::from_segments(&segs));
@@ -107,8 +104,7 @@ fn valid_segment(s: &str) -> bool {
     s.split('.').all(|label| {
         let b = label.as_bytes();
         !b.is_empty()
-            && b.iter()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
             && b[0] != b'-'
             && b[b.len() - 1] != b'-'
     })
@@ -140,12 +136,7 @@ pub struct TaskId(String);
 
 impl TaskId {
     pub fn new(app: &AppId, instance: Uuid, attempt: u32) -> TaskId {
-        TaskId(format!(
-            "{}.instance-{}._app.{}",
-            app.task_prefix(),
-            instance,
-            attempt
-        ))
+        TaskId(format!("{}.instance-{}._app.{}", app.task_prefix(), instance, attempt))
     }
 
     pub fn parse(s: &str) -> Result<TaskId, IdError> {
@@ -234,10 +225,7 @@ mod tests {
     fn task_id_recovers_app() {
         let app = AppId::parse("/prod/web").expect("valid");
         let t = TaskId::new(&app, Uuid::nil(), 1);
-        assert_eq!(
-            t.as_str(),
-            "prod_web.instance-00000000-0000-0000-0000-000000000000._app.1"
-        );
+        assert_eq!(t.as_str(), "prod_web.instance-00000000-0000-0000-0000-000000000000._app.1");
         assert_eq!(t.app_id(), app);
         assert!(TaskId::parse(t.as_str()).is_ok());
         assert!(TaskId::parse("nonsense").is_err());

@@ -44,13 +44,8 @@ impl ClusterState {
     }
 
     /// Deployments that hold `app`.
-    pub fn deployments_of<'a>(
-        &'a self,
-        app: &'a AppId,
-    ) -> impl Iterator<Item = &'a Deployment> + 'a {
-        self.deployments
-            .values()
-            .filter(move |d| d.affected_apps.contains(app))
+    pub fn deployments_of<'a>(&'a self, app: &'a AppId) -> impl Iterator<Item = &'a Deployment> + 'a {
+        self.deployments.values().filter(move |d| d.affected_apps.contains(app))
     }
 
     /// Service ports already taken by apps other than `except`.

@@ -31,14 +31,7 @@ pub enum TaskState {
 
 impl TaskState {
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskState::Finished
-                | TaskState::Failed
-                | TaskState::Killed
-                | TaskState::Lost
-                | TaskState::Error
-        )
+        matches!(self, TaskState::Finished | TaskState::Failed | TaskState::Killed | TaskState::Lost | TaskState::Error)
     }
 
     /// Marathon's name (`TASK_RUNNING`, ...).

@@ -4,21 +4,14 @@
 
 use model::{BackoffPolicy, LaunchBackoff, UnixMillis};
 
-pub fn after_failure(
-    policy: &BackoffPolicy,
-    current: &LaunchBackoff,
-    now: UnixMillis,
-) -> LaunchBackoff {
+pub fn after_failure(policy: &BackoffPolicy, current: &LaunchBackoff, now: UnixMillis) -> LaunchBackoff {
     let delay = if current.delay_seconds <= 0.0 {
         policy.seconds
     } else {
         (current.delay_seconds * policy.factor).min(policy.max_launch_delay_seconds)
     };
     let delay = delay.max(0.0);
-    LaunchBackoff {
-        delay_seconds: delay,
-        not_before: now.plus_secs_f64(delay),
-    }
+    LaunchBackoff { delay_seconds: delay, not_before: now.plus_secs_f64(delay) }
 }
 
 #[cfg(test)]
@@ -27,11 +20,7 @@ mod tests {
 
     #[test]
     fn grows_by_factor_and_caps() {
-        let p = BackoffPolicy {
-            seconds: 1.0,
-            factor: 2.0,
-            max_launch_delay_seconds: 5.0,
-        };
+        let p = BackoffPolicy { seconds: 1.0, factor: 2.0, max_launch_delay_seconds: 5.0 };
         let mut b = LaunchBackoff::default();
         let mut delays = Vec::new();
         for _ in 0..5 {

@@ -29,15 +29,8 @@ pub fn check(
     all_values: &[String],
 ) -> Result<(), ConstraintViolation> {
     let violation = || {
-        let v = c
-            .value
-            .as_deref()
-            .map(|v| format!(":{v}"))
-            .unwrap_or_default();
-        ConstraintViolation(format!(
-            "constraint {}:{:?}{} not satisfied",
-            c.field, c.op, v
-        ))
+        let v = c.value.as_deref().map(|v| format!(":{v}")).unwrap_or_default();
+        ConstraintViolation(format!("constraint {}:{:?}{} not satisfied", c.field, c.op, v))
     };
     let value = field_value(node, &c.field);
     let ok = match c.op {
@@ -102,11 +95,7 @@ mod tests {
     }
 
     fn c(field: &str, op: ConstraintOp, value: Option<&str>) -> Constraint {
-        Constraint {
-            field: field.into(),
-            op,
-            value: value.map(str::to_string),
-        }
+        Constraint { field: field.into(), op, value: value.map(str::to_string) }
     }
 
     fn placed(items: &[(&str, usize)]) -> BTreeMap<String, usize> {
@@ -119,79 +108,23 @@ mod tests {
         let values = vec!["r1".to_string(), "r2".to_string()];
         let cases: Vec<(Constraint, BTreeMap<String, usize>, bool)> = vec![
             (c("hostname", ConstraintOp::Unique, None), placed(&[]), true),
-            (
-                c("hostname", ConstraintOp::Unique, None),
-                placed(&[("srv2.example", 1)]),
-                false,
-            ),
-            (
-                c("rack", ConstraintOp::Cluster, Some("r1")),
-                placed(&[]),
-                true,
-            ),
-            (
-                c("rack", ConstraintOp::Cluster, Some("r2")),
-                placed(&[]),
-                false,
-            ),
-            (
-                c("rack", ConstraintOp::Cluster, None),
-                placed(&[("r2", 1)]),
-                false,
-            ),
-            (
-                c("hostname", ConstraintOp::Like, Some("srv2.*")),
-                placed(&[]),
-                true,
-            ),
-            (
-                c("hostname", ConstraintOp::Like, Some("srv")),
-                placed(&[]),
-                false,
-            ),
-            (
-                c("hostname", ConstraintOp::Unlike, Some("srv2.*")),
-                placed(&[]),
-                false,
-            ),
-            (
-                c("rack", ConstraintOp::MaxPer, Some("2")),
-                placed(&[("r1", 1)]),
-                true,
-            ),
-            (
-                c("rack", ConstraintOp::MaxPer, Some("2")),
-                placed(&[("r1", 2)]),
-                false,
-            ),
+            (c("hostname", ConstraintOp::Unique, None), placed(&[("srv2.example", 1)]), false),
+            (c("rack", ConstraintOp::Cluster, Some("r1")), placed(&[]), true),
+            (c("rack", ConstraintOp::Cluster, Some("r2")), placed(&[]), false),
+            (c("rack", ConstraintOp::Cluster, None), placed(&[("r2", 1)]), false),
+            (c("hostname", ConstraintOp::Like, Some("srv2.*")), placed(&[]), true),
+            (c("hostname", ConstraintOp::Like, Some("srv")), placed(&[]), false),
+            (c("hostname", ConstraintOp::Unlike, Some("srv2.*")), placed(&[]), false),
+            (c("rack", ConstraintOp::MaxPer, Some("2")), placed(&[("r1", 1)]), true),
+            (c("rack", ConstraintOp::MaxPer, Some("2")), placed(&[("r1", 2)]), false),
             (c("rack", ConstraintOp::Is, Some("r1")), placed(&[]), true),
-            (
-                c("rack", ConstraintOp::GroupBy, None),
-                placed(&[("r1", 1)]),
-                false,
-            ),
-            (
-                c("rack", ConstraintOp::GroupBy, None),
-                placed(&[("r1", 1), ("r2", 1)]),
-                true,
-            ),
-            (
-                c("missing", ConstraintOp::Is, Some("x")),
-                placed(&[]),
-                false,
-            ),
-            (
-                c("missing", ConstraintOp::Unlike, Some("x")),
-                placed(&[]),
-                true,
-            ),
+            (c("rack", ConstraintOp::GroupBy, None), placed(&[("r1", 1)]), false),
+            (c("rack", ConstraintOp::GroupBy, None), placed(&[("r1", 1), ("r2", 1)]), true),
+            (c("missing", ConstraintOp::Is, Some("x")), placed(&[]), false),
+            (c("missing", ConstraintOp::Unlike, Some("x")), placed(&[]), true),
         ];
         for (con, p, want) in cases {
-            assert_eq!(
-                check(&con, &n, &p, &values).is_ok(),
-                want,
-                "{con:?} with {p:?}"
-            );
+            assert_eq!(check(&con, &n, &p, &values).is_ok(), want, "{con:?} with {p:?}");
         }
     }
 }

@@ -15,32 +15,16 @@ pub struct Placer<'a> {
 
 impl<'a> Placer<'a> {
     pub fn new(state: &'a ClusterState) -> Placer<'a> {
-        let usage = state
-            .nodes
-            .keys()
-            .map(|id| (*id, state.usage(*id)))
-            .collect();
+        let usage = state.nodes.keys().map(|id| (*id, state.usage(*id))).collect();
         let mut per_node: BTreeMap<AppId, BTreeMap<NodeId, usize>> = BTreeMap::new();
         for t in state.tasks.values().filter(|t| t.is_active()) {
-            *per_node
-                .entry(t.app_id.clone())
-                .or_default()
-                .entry(t.node)
-                .or_default() += 1;
+            *per_node.entry(t.app_id.clone()).or_default().entry(t.node).or_default() += 1;
         }
-        Placer {
-            state,
-            usage,
-            per_node,
-        }
+        Placer { state, usage, per_node }
     }
 
     /// Picks a node and ports for one task of `app`, or says why none fits.
-    pub fn place(
-        &mut self,
-        app: &AppSpec,
-        rng: &mut impl Rng,
-    ) -> Result<(&'a NodeInfo, Vec<u16>), String> {
+    pub fn place(&mut self, app: &AppSpec, rng: &mut impl Rng) -> Result<(&'a NodeInfo, Vec<u16>), String> {
         if self.state.nodes.is_empty() {
             return Err("no nodes in the cluster".into());
         }
@@ -52,10 +36,7 @@ impl<'a> Placer<'a> {
                 Ok(ports) => {
                     let free_cpu = self.usage.get(&node.id).map(|u| u.free.cpus).unwrap_or(0.0);
                     // Spread an app's tasks first, then prefer the emptiest node.
-                    let score = (
-                        counts.get(&node.id).copied().unwrap_or(0),
-                        -((free_cpu * 1000.0) as i64),
-                    );
+                    let score = (counts.get(&node.id).copied().unwrap_or(0), -((free_cpu * 1000.0) as i64));
                     if best.as_ref().is_none_or(|(_, _, s)| score < *s) {
                         best = Some((node, ports, score));
                     }
@@ -70,19 +51,11 @@ impl<'a> Placer<'a> {
                     u.used.add(&app.resources);
                     u.ports_used.extend(ports.iter().copied());
                 }
-                *self
-                    .per_node
-                    .entry(app.id.clone())
-                    .or_default()
-                    .entry(node.id)
-                    .or_default() += 1;
+                *self.per_node.entry(app.id.clone()).or_default().entry(node.id).or_default() += 1;
                 Ok((node, ports))
             }
             None => {
-                let summary: Vec<String> = reasons
-                    .into_iter()
-                    .map(|(r, n)| format!("{r} ({n} node(s))"))
-                    .collect();
+                let summary: Vec<String> = reasons.into_iter().map(|(r, n)| format!("{r} ({n} node(s))")).collect();
                 Err(summary.join("; "))
             }
         }
@@ -120,21 +93,12 @@ impl<'a> Placer<'a> {
         for c in &app.constraints {
             let mut placed: BTreeMap<String, usize> = BTreeMap::new();
             for (nid, n) in counts {
-                if let Some(v) = self
-                    .state
-                    .nodes
-                    .get(nid)
-                    .and_then(|nd| constraints::value_of(nd, &c.field))
-                {
+                if let Some(v) = self.state.nodes.get(nid).and_then(|nd| constraints::value_of(nd, &c.field)) {
                     *placed.entry(v).or_default() += n;
                 }
             }
-            let mut all: Vec<String> = self
-                .state
-                .nodes
-                .values()
-                .filter_map(|nd| constraints::value_of(nd, &c.field))
-                .collect();
+            let mut all: Vec<String> =
+                self.state.nodes.values().filter_map(|nd| constraints::value_of(nd, &c.field)).collect();
             all.sort();
             all.dedup();
             constraints::check(c, node, &placed, &all).map_err(|v| v.0)?;

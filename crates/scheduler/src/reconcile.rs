@@ -4,8 +4,8 @@
 use crate::backoff;
 use crate::placement::{active, Placer};
 use model::{
-    App, AppId, ClusterState, DeploymentAction, KillSelection, LaunchBackoff, Plan, Task,
-    TaskFailure, TaskGoal, TaskId, TaskState, UnixMillis,
+    App, AppId, ClusterState, DeploymentAction, KillSelection, LaunchBackoff, Plan, Task, TaskFailure, TaskGoal,
+    TaskId, TaskState, UnixMillis,
 };
 use rand::Rng;
 use std::collections::BTreeSet;
@@ -38,10 +38,7 @@ pub fn plan(state: &ClusterState, now: UnixMillis, rng: &mut impl Rng) -> Outcom
         let id = &app.spec.id;
         let backoff = expunge_terminal(state, app, now, &mut out, &mut expunged);
         if app.deleting {
-            let left = state
-                .tasks_of(id)
-                .filter(|t| !expunged.contains(&t.id))
-                .count();
+            let left = state.tasks_of(id).filter(|t| !expunged.contains(&t.id)).count();
             if left == 0 {
                 out.plan.removed_apps.push(id.clone());
             }
@@ -52,11 +49,7 @@ pub fn plan(state: &ClusterState, now: UnixMillis, rng: &mut impl Rng) -> Outcom
     }
 
     // Tasks of apps that no longer exist (should not happen; be safe).
-    for t in state
-        .tasks
-        .values()
-        .filter(|t| !state.apps.contains_key(&t.app_id))
-    {
+    for t in state.tasks.values().filter(|t| !state.apps.contains_key(&t.app_id)) {
         if t.state.is_terminal() {
             out.plan.expunges.push(t.id.clone());
         } else if t.goal != TaskGoal::Killed {
@@ -79,10 +72,7 @@ fn expunge_terminal(
 ) -> LaunchBackoff {
     let mut backoff = app.backoff;
     let mut failed = false;
-    for t in state
-        .tasks_of(&app.spec.id)
-        .filter(|t| t.state.is_terminal())
-    {
+    for t in state.tasks_of(&app.spec.id).filter(|t| t.state.is_terminal()) {
         out.plan.expunges.push(t.id.clone());
         gone.insert(t.id.clone());
         // A task that ended although nobody asked it to is a failure: it is
@@ -126,27 +116,18 @@ fn reconcile_app(
     let tasks = active(state, id);
     let is_current = |t: &&Task| t.app_version >= app.last_config_change_at;
     let (current, old): (Vec<&Task>, Vec<&Task>) = tasks.into_iter().partition(is_current);
-    let current_running = current
-        .iter()
-        .filter(|t| t.state == TaskState::Running)
-        .count();
+    let current_running = current.iter().filter(|t| t.state == TaskState::Running).count();
 
     // Scale down: kill the surplus of current tasks, not-yet-running first.
     let mut kills: Vec<TaskId> = Vec::new();
     if current.len() > instances {
-        kills.extend(select_kills(
-            &current,
-            current.len() - instances,
-            spec.kill_selection,
-        ));
+        kills.extend(select_kills(&current, current.len() - instances, spec.kill_selection));
     }
 
     // Replace old versions: keep enough old tasks alive to honour
     // minimumHealthCapacity until new ones run.
     let min_healthy = (instances as f64 * spec.upgrade.minimum_health_capacity).ceil() as usize;
-    let keep_old = min_healthy
-        .saturating_sub(current_running.min(instances))
-        .min(old.len());
+    let keep_old = min_healthy.saturating_sub(current_running.min(instances)).min(old.len());
     let mut old_kills = old.len() - keep_old;
 
     // Launches, bounded by maximumOverCapacity while old tasks remain.
@@ -163,17 +144,11 @@ fn reconcile_app(
     out.plan.kills.extend(kills);
 
     if launch > 0 && now < backoff.not_before {
-        out.wake_at = Some(
-            out.wake_at
-                .map_or(backoff.not_before, |w| w.min(backoff.not_before)),
-        );
+        out.wake_at = Some(out.wake_at.map_or(backoff.not_before, |w| w.min(backoff.not_before)));
         out.unplaced.push(Unplaced {
             app: id.clone(),
             count: launch as u32,
-            reason: format!(
-                "delayed by backoff for {:.1}s",
-                now.secs_until(backoff.not_before)
-            ),
+            reason: format!("delayed by backoff for {:.1}s", now.secs_until(backoff.not_before)),
         });
         launch = 0;
     }
@@ -200,11 +175,7 @@ fn reconcile_app(
                 });
             }
             Err(reason) => {
-                out.unplaced.push(Unplaced {
-                    app: id.clone(),
-                    count: (launch - placed) as u32,
-                    reason,
-                });
+                out.unplaced.push(Unplaced { app: id.clone(), count: (launch - placed) as u32, reason });
                 break;
             }
         }
@@ -219,10 +190,7 @@ fn reconcile_app(
             .map(|s| s.plus_secs_f64(BACKOFF_RESET_AFTER_SECS))
             .min();
         match reset_at {
-            Some(at) if at <= now => out
-                .plan
-                .backoffs
-                .push((id.clone(), LaunchBackoff::default())),
+            Some(at) if at <= now => out.plan.backoffs.push((id.clone(), LaunchBackoff::default())),
             Some(at) => out.wake_at = Some(out.wake_at.map_or(at, |w| w.min(at))),
             None => {}
         }
@@ -273,16 +241,9 @@ fn converged(state: &ClusterState, app: &App, plan: &Plan) -> bool {
     let mut running = 0usize;
     let mut other_alive = 0usize;
     let killing: BTreeSet<&TaskId> = plan.kills.iter().collect();
-    for t in state
-        .tasks_of(&app.spec.id)
-        .filter(|t| !t.state.is_terminal())
-    {
+    for t in state.tasks_of(&app.spec.id).filter(|t| !t.state.is_terminal()) {
         let current = t.app_version >= app.last_config_change_at;
-        if current
-            && t.goal == TaskGoal::Running
-            && t.state == TaskState::Running
-            && !killing.contains(&t.id)
-        {
+        if current && t.goal == TaskGoal::Running && t.state == TaskState::Running && !killing.contains(&t.id) {
             running += 1;
         } else {
             other_alive += 1;

@@ -7,8 +7,8 @@
 
 use crate::command::{Applied, Command, Rejection};
 use model::{
-    App, AppId, AppSpec, ClusterState, Deployment, DeploymentId, LaunchBackoff, NodeId, NodeUsage,
-    Plan, TaskGoal, TaskId, TaskState, TaskStatus, UnixMillis,
+    App, AppId, AppSpec, ClusterState, Deployment, DeploymentId, LaunchBackoff, NodeId, NodeUsage, Plan, TaskGoal,
+    TaskId, TaskState, TaskStatus, UnixMillis,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,24 +26,14 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             state.nodes.insert(node.id, node);
             Applied::Done
         }
-        Command::PutApp {
-            app,
-            at,
-            deployment,
-            force,
-        } => put_app(state, app, *at, deployment, *force),
-        Command::DeleteApp {
-            id,
-            at,
-            deployment,
-            force,
-        } => delete_app(state, id, *at, deployment, *force),
-        Command::RestartApp {
-            id,
-            at,
-            deployment,
-            force,
-        } => restart_app(state, id, *at, deployment, *force),
+        Command::PutApp { app, at, deployment, force, create_only } => {
+            if *create_only && state.apps.contains_key(&app.id) {
+                return Applied::Rejected(Rejection::AlreadyExists(app.id.clone()));
+            }
+            put_app(state, app, *at, deployment, *force)
+        }
+        Command::DeleteApp { id, at, deployment, force } => delete_app(state, id, *at, deployment, *force),
+        Command::RestartApp { id, at, deployment, force } => restart_app(state, id, *at, deployment, *force),
         Command::KillTasks { ids, scale, at } => kill_tasks(state, ids, *scale, *at),
         Command::ApplyPlan(plan) => apply_plan(state, plan),
         Command::TaskStatuses(statuses) => {
@@ -74,11 +64,7 @@ fn take_lock(state: &mut ClusterState, id: &AppId, force: bool) -> Result<(), Re
     Ok(())
 }
 
-fn assign_service_ports(
-    state: &ClusterState,
-    spec: &mut AppSpec,
-    old: Option<&AppSpec>,
-) -> Result<(), Rejection> {
+fn assign_service_ports(state: &ClusterState, spec: &mut AppSpec, old: Option<&AppSpec>) -> Result<(), Rejection> {
     let mut used: BTreeMap<u16, AppId> = BTreeMap::new();
     for a in state.apps.values().filter(|a| a.spec.id != spec.id) {
         for p in a.spec.ports.iter().filter(|p| p.port != 0) {
@@ -98,18 +84,12 @@ fn assign_service_ports(
         }
         // Keep the port the app already had at this index: load balancers and
         // clients keep working across updates.
-        let previous = old
-            .and_then(|o| o.ports.get(i))
-            .map(|o| o.port)
-            .filter(|port| !taken.contains(port));
+        let previous = old.and_then(|o| o.ports.get(i)).map(|o| o.port).filter(|port| !taken.contains(port));
         let port = match previous {
             Some(port) => port,
             None => (SERVICE_PORT_RANGE.0..=SERVICE_PORT_RANGE.1)
                 .find(|c| !taken.contains(c))
-                .ok_or(Rejection::NoServicePort(
-                    SERVICE_PORT_RANGE.0,
-                    SERVICE_PORT_RANGE.1,
-                ))?,
+                .ok_or(Rejection::NoServicePort(SERVICE_PORT_RANGE.0, SERVICE_PORT_RANGE.1))?,
         };
         taken.insert(port);
         p.port = port;
@@ -117,13 +97,7 @@ fn assign_service_ports(
     Ok(())
 }
 
-fn put_app(
-    state: &mut ClusterState,
-    spec: &AppSpec,
-    at: UnixMillis,
-    deployment: &Deployment,
-    force: bool,
-) -> Applied {
+fn put_app(state: &mut ClusterState, spec: &AppSpec, at: UnixMillis, deployment: &Deployment, force: bool) -> Applied {
     let mut spec = spec.clone();
     let old = state.apps.get(&spec.id).cloned();
     if old.as_ref().is_some_and(|o| o.deleting) && !force {
@@ -162,9 +136,7 @@ fn put_app(
         },
     };
     state.apps.insert(app.spec.id.clone(), app.clone());
-    state
-        .deployments
-        .insert(deployment.id.clone(), deployment.clone());
+    state.deployments.insert(deployment.id.clone(), deployment.clone());
     Applied::App(Box::new(app))
 }
 
@@ -178,13 +150,7 @@ fn take_lock_checked(state: &ClusterState, id: &AppId, force: bool) -> Result<()
     }
 }
 
-fn delete_app(
-    state: &mut ClusterState,
-    id: &AppId,
-    at: UnixMillis,
-    deployment: &Deployment,
-    force: bool,
-) -> Applied {
+fn delete_app(state: &mut ClusterState, id: &AppId, at: UnixMillis, deployment: &Deployment, force: bool) -> Applied {
     if !state.apps.contains_key(id) {
         return Applied::Rejected(Rejection::NoSuchApp(id.clone()));
     }
@@ -198,19 +164,11 @@ fn delete_app(
     for t in state.tasks.values_mut().filter(|t| &t.app_id == id) {
         t.goal = TaskGoal::Killed;
     }
-    state
-        .deployments
-        .insert(deployment.id.clone(), deployment.clone());
+    state.deployments.insert(deployment.id.clone(), deployment.clone());
     Applied::Done
 }
 
-fn restart_app(
-    state: &mut ClusterState,
-    id: &AppId,
-    at: UnixMillis,
-    deployment: &Deployment,
-    force: bool,
-) -> Applied {
+fn restart_app(state: &mut ClusterState, id: &AppId, at: UnixMillis, deployment: &Deployment, force: bool) -> Applied {
     match state.apps.get(id) {
         None => return Applied::Rejected(Rejection::NoSuchApp(id.clone())),
         Some(a) if a.deleting => return Applied::Rejected(Rejection::BeingDeleted(id.clone())),
@@ -226,9 +184,7 @@ fn restart_app(
     app.last_config_change_at = at;
     app.backoff = LaunchBackoff::default();
     let app = app.clone();
-    state
-        .deployments
-        .insert(deployment.id.clone(), deployment.clone());
+    state.deployments.insert(deployment.id.clone(), deployment.clone());
     Applied::App(Box::new(app))
 }
 
@@ -265,9 +221,7 @@ fn apply_plan(state: &mut ClusterState, plan: &Plan) -> Applied {
         let node_ok = state.nodes.get(&task.node).is_some_and(|n| !n.draining);
         let fresh = !state.tasks.contains_key(&task.id);
         let fits = node_ok && {
-            let u = usage
-                .entry(task.node)
-                .or_insert_with(|| state.usage(task.node));
+            let u = usage.entry(task.node).or_insert_with(|| state.usage(task.node));
             let ports_free = task.ports.iter().all(|p| !u.ports_used.contains(p));
             task.resources.fits_in(&u.free) && ports_free
         };

@@ -4,9 +4,7 @@
 //! every node can replay any log. Every id, version and time inside a command
 //! was chosen by its proposer; `apply` reads no clock and makes no ids.
 
-use model::{
-    AppId, AppSpec, Deployment, DeploymentId, NodeInfo, Plan, TaskId, TaskStatus, UnixMillis,
-};
+use model::{AppId, AppSpec, Deployment, DeploymentId, NodeInfo, Plan, TaskId, TaskStatus, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,27 +18,16 @@ pub enum Command {
         at: UnixMillis,
         deployment: Deployment,
         force: bool,
+        /// With `create_only`, an existing app is refused (`POST /v2/apps`).
+        #[serde(default)]
+        create_only: bool,
     },
     /// Start deleting an app: its tasks are killed, then the app is removed.
-    DeleteApp {
-        id: AppId,
-        at: UnixMillis,
-        deployment: Deployment,
-        force: bool,
-    },
+    DeleteApp { id: AppId, at: UnixMillis, deployment: Deployment, force: bool },
     /// Restart every task of an app (new version, same spec).
-    RestartApp {
-        id: AppId,
-        at: UnixMillis,
-        deployment: Deployment,
-        force: bool,
-    },
+    RestartApp { id: AppId, at: UnixMillis, deployment: Deployment, force: bool },
     /// Kill specific tasks; with `scale`, the apps' instance counts drop too.
-    KillTasks {
-        ids: Vec<TaskId>,
-        scale: bool,
-        at: UnixMillis,
-    },
+    KillTasks { ids: Vec<TaskId>, scale: bool, at: UnixMillis },
     /// The leader's scheduling decisions, re-checked on apply.
     ApplyPlan(Plan),
     /// Task state reports from agents, batched.
@@ -62,6 +49,8 @@ pub enum Rejection {
     NoServicePort(u16, u16),
     #[error("service port {0} is already used by app '{1}'")]
     ServicePortTaken(u16, AppId),
+    #[error("An app with id [{0}] already exists.")]
+    AlreadyExists(AppId),
     #[error("Deployment '{0}' does not exist")]
     NoSuchDeployment(DeploymentId),
 }

@@ -40,10 +40,7 @@ use tokio::sync::watch as tokio_watch;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot use data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
     #[error("cannot open the state database: {0}")]
     Database(#[from] redb::Error),
     #[error("raft: {0}")]
@@ -74,12 +71,7 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     pub fn new(data_dir: PathBuf, rpc_advertise: String) -> StoreConfig {
-        StoreConfig {
-            data_dir,
-            rpc_advertise,
-            heartbeat_ms: 100,
-            election_timeout_ms: (400, 800),
-        }
+        StoreConfig { data_dir, rpc_advertise, heartbeat_ms: 100, election_timeout_ms: (400, 800) }
     }
 }
 
@@ -94,10 +86,7 @@ pub struct Store {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::DataDir {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| StoreError::DataDir { path: path.to_path_buf(), source }
 }
 
 /// The node id lives beside the database so a restarted node keeps it.
@@ -111,12 +100,7 @@ fn load_or_create_node_id(dir: &Path) -> Result<u64, StoreError> {
     // Random, so nodes that join later never collide; kept below 2^53 so
     // JSON clients read it exactly.
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
     h.write_u32(std::process::id());
     let id = (h.finish() & ((1 << 53) - 1)).max(1);
     let tmp = dir.join("node-id.tmp");
@@ -129,9 +113,7 @@ impl Store {
     pub async fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&cfg.data_dir).map_err(io_err(&cfg.data_dir))?;
         let node_id = load_or_create_node_id(&cfg.data_dir)?;
-        let db = Arc::new(
-            redb::Database::create(cfg.data_dir.join("state.redb")).map_err(redb::Error::from)?,
-        );
+        let db = Arc::new(redb::Database::create(cfg.data_dir.join("state.redb")).map_err(redb::Error::from)?);
         let feed = Feed::default();
         let log = LogStore::new(db.clone())?;
         let sm = StateMachine::open(db, feed.clone())?;
@@ -165,21 +147,12 @@ impl Store {
     /// Makes a brand-new node a one-member cluster. A node that has any Raft
     /// state (vote, log) is never re-initialised.
     pub async fn bootstrap_if_new(&self) -> Result<bool, StoreError> {
-        let initialized = self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let initialized = self.raft.is_initialized().await.map_err(|e| StoreError::Raft(e.to_string()))?;
         if initialized {
             return Ok(false);
         }
         let mut members = BTreeMap::new();
-        members.insert(
-            self.node_id.0,
-            BasicNode {
-                addr: self.rpc_advertise.clone(),
-            },
-        );
+        members.insert(self.node_id.0, BasicNode { addr: self.rpc_advertise.clone() });
         match self.raft.initialize(members).await {
             Ok(()) => Ok(true),
             Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(false),
@@ -203,9 +176,7 @@ impl Store {
         loop {
             let leader_addr = match self.raft.client_write(cmd.clone()).await {
                 Ok(resp) => return Ok(resp.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    f.leader_node.map(|n| n.addr)
-                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node.map(|n| n.addr),
                 Err(e) => return Err(StoreError::Raft(e.to_string())),
             };
             if let Some(addr) = leader_addr {
@@ -214,9 +185,7 @@ impl Store {
                         self.wait_applied_locally().await;
                         return Ok(a);
                     }
-                    Ok(ForwardResult::Failed(reason)) => {
-                        return Err(StoreError::Forward { addr, reason })
-                    }
+                    Ok(ForwardResult::Failed(reason)) => return Err(StoreError::Forward { addr, reason }),
                     Ok(ForwardResult::NotLeader { .. }) => {}
                     Err(reason) if tokio::time::Instant::now() >= deadline => {
                         return Err(StoreError::Forward { addr, reason })
@@ -237,11 +206,8 @@ impl Store {
         let metrics = self.raft.metrics();
         let target = metrics.borrow().last_log_index;
         let Some(target) = target else { return };
-        let _ = self
-            .raft
-            .wait(Some(Duration::from_secs(2)))
-            .applied_index_at_least(Some(target), "read your write")
-            .await;
+        let _ =
+            self.raft.wait(Some(Duration::from_secs(2))).applied_index_at_least(Some(target), "read your write").await;
     }
 
     /// Reads the applied state.
@@ -283,12 +249,9 @@ fn spawn_leadership_watch(raft: &Raft, me: u64) -> tokio_watch::Receiver<Leaders
         loop {
             let l = {
                 let m = metrics.borrow_and_update();
-                let leader_rpc = m.current_leader.and_then(|id| {
-                    m.membership_config
-                        .membership()
-                        .get_node(&id)
-                        .map(|n| n.addr.clone())
-                });
+                let leader_rpc = m
+                    .current_leader
+                    .and_then(|id| m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()));
                 Leadership {
                     leader: m.current_leader.map(NodeId),
                     leader_rpc,

@@ -22,21 +22,11 @@ pub struct LogStore {
 }
 
 fn read_err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
-    StorageIOError::new(
-        ErrorSubject::Logs,
-        ErrorVerb::Read,
-        openraft::AnyError::new(&e),
-    )
-    .into()
+    StorageIOError::new(ErrorSubject::Logs, ErrorVerb::Read, openraft::AnyError::new(&e)).into()
 }
 
 fn write_err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
-    StorageIOError::new(
-        ErrorSubject::Logs,
-        ErrorVerb::Write,
-        openraft::AnyError::new(&e),
-    )
-    .into()
+    StorageIOError::new(ErrorSubject::Logs, ErrorVerb::Write, openraft::AnyError::new(&e)).into()
 }
 
 impl LogStore {
@@ -50,16 +40,11 @@ impl LogStore {
         Ok(LogStore { db })
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &str,
-    ) -> Result<Option<T>, StorageError> {
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
         let tx = self.db.begin_read().map_err(read_err)?;
         let table = tx.open_table(META).map_err(read_err)?;
         match table.get(key).map_err(read_err)? {
-            Some(v) => serde_json::from_slice(v.value())
-                .map(Some)
-                .map_err(read_err),
+            Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(read_err),
             None => Ok(None),
         }
     }
@@ -126,10 +111,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.get_meta(KEY_PURGED)?;
         let last = self.last_entry_id()?.or(last_purged);
-        Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
-        })
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -152,11 +134,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -166,9 +144,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut table = tx.open_table(LOGS).map_err(write_err)?;
             for e in entries {
                 let bytes = serde_json::to_vec(&e).map_err(write_err)?;
-                table
-                    .insert(e.log_id.index, bytes.as_slice())
-                    .map_err(write_err)?;
+                table.insert(e.log_id.index, bytes.as_slice()).map_err(write_err)?;
             }
         }
         let res = tx.commit();
@@ -188,9 +164,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let tx = self.db.begin_write().map_err(write_err)?;
         {
             let mut table = tx.open_table(LOGS).map_err(write_err)?;
-            table
-                .retain_in(log_id.index.., |_, _| false)
-                .map_err(write_err)?;
+            table.retain_in(log_id.index.., |_, _| false).map_err(write_err)?;
         }
         tx.commit().map_err(write_err)
     }
@@ -200,12 +174,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let tx = self.db.begin_write().map_err(write_err)?;
         {
             let mut meta = tx.open_table(META).map_err(write_err)?;
-            meta.insert(KEY_PURGED, bytes.as_slice())
-                .map_err(write_err)?;
+            meta.insert(KEY_PURGED, bytes.as_slice()).map_err(write_err)?;
             let mut table = tx.open_table(LOGS).map_err(write_err)?;
-            table
-                .retain_in(..=log_id.index, |_, _| false)
-                .map_err(write_err)?;
+            table.retain_in(..=log_id.index, |_, _| false).map_err(write_err)?;
         }
         tx.commit().map_err(write_err)
     }

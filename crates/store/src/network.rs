@@ -7,13 +7,11 @@ use crate::raft_types::{Raft, TypeConfig};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
@@ -55,11 +53,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
-        PeerClient {
-            client: self.client.clone(),
-            target,
-            addr: node.addr.clone(),
-        }
+        PeerClient { client: self.client.clone(), target, addr: node.addr.clone() }
     }
 }
 
@@ -92,10 +86,8 @@ impl PeerClient {
             let e = HttpStatus(format!("peer answered {}", resp.status()));
             return Err(RPCError::Network(NetworkError::new(&e)));
         }
-        let res: Result<Resp, RaftError<u64, E>> = resp
-            .json()
-            .await
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let res: Result<Resp, RaftError<u64, E>> =
+            resp.json().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -113,10 +105,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
-    > {
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
         self.call("snapshot", &rpc, option.hard_ttl()).await
     }
 
@@ -140,11 +129,7 @@ pub enum ForwardResult {
     Failed(String),
 }
 
-pub async fn forward(
-    client: &reqwest::Client,
-    addr: &str,
-    cmd: &Command,
-) -> Result<ForwardResult, String> {
+pub async fn forward(client: &reqwest::Client, addr: &str, cmd: &Command) -> Result<ForwardResult, String> {
     let resp = client
         .post(format!("http://{addr}/raft/propose"))
         .timeout(Duration::from_secs(10))
@@ -191,9 +176,7 @@ async fn propose(State(raft): State<Raft>, Json(cmd): Json<Command>) -> Json<For
     Json(match raft.client_write(cmd).await {
         Ok(resp) => ForwardResult::Applied(resp.data),
         Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
-            ForwardResult::NotLeader {
-                leader: f.leader_node.map(|n| n.addr),
-            }
+            ForwardResult::NotLeader { leader: f.leader_node.map(|n| n.addr) }
         }
         Err(e) => ForwardResult::Failed(e.to_string()),
     })

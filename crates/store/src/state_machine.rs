@@ -6,15 +6,11 @@
 
 use crate::apply::apply;
 use crate::command::Applied;
-use crate::raft_types::{
-    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
-};
+use crate::raft_types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::watch::Feed;
 use model::ClusterState;
 use openraft::storage::RaftStateMachine;
-use openraft::{
-    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError,
-};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
@@ -40,12 +36,7 @@ struct SnapshotBody {
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
-    StorageIOError::new(
-        ErrorSubject::StateMachine,
-        verb,
-        openraft::AnyError::new(&e),
-    )
-    .into()
+    StorageIOError::new(ErrorSubject::StateMachine, verb, openraft::AnyError::new(&e)).into()
 }
 
 #[derive(Clone)]
@@ -91,81 +82,43 @@ impl StateMachine {
     }
 
     fn read_stored(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        let table = tx
-            .open_table(SNAPSHOT)
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        match table
-            .get(KEY_CURRENT)
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?
-        {
-            Some(v) => serde_json::from_slice(v.value())
-                .map(Some)
-                .map_err(|e| sm_err(ErrorVerb::Read, e)),
+        let tx = self.db.begin_read().map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let table = tx.open_table(SNAPSHOT).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        match table.get(KEY_CURRENT).map_err(|e| sm_err(ErrorVerb::Read, e))? {
+            Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(|e| sm_err(ErrorVerb::Read, e)),
             None => Ok(None),
         }
     }
 
     fn write_stored(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(stored).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let tx = self
-            .db
-            .begin_write()
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let tx = self.db.begin_write().map_err(|e| sm_err(ErrorVerb::Write, e))?;
         {
-            let mut table = tx
-                .open_table(SNAPSHOT)
-                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            table
-                .insert(KEY_CURRENT, bytes.as_slice())
-                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            let mut table = tx.open_table(SNAPSHOT).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            table.insert(KEY_CURRENT, bytes.as_slice()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         }
         tx.commit().map_err(|e| sm_err(ErrorVerb::Write, e))
     }
 
     fn poisoned() -> StorageError {
-        sm_err(
-            ErrorVerb::Read,
-            std::io::Error::other("state lock poisoned"),
-        )
+        sm_err(ErrorVerb::Read, std::io::Error::other("state lock poisoned"))
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let (last_applied, membership) = self
-            .last_applied
-            .read()
-            .map_err(|_| Self::poisoned())?
-            .clone();
+        let (last_applied, membership) = self.last_applied.read().map_err(|_| Self::poisoned())?.clone();
         let state = self.state.read().map_err(|_| Self::poisoned())?.clone();
-        let body = SnapshotBody {
-            last_applied,
-            membership: membership.clone(),
-            state,
-        };
+        let body = SnapshotBody { last_applied, membership: membership.clone(), state };
         let data = serde_json::to_vec(&body).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
             None => format!("none-{}", data.len()),
         };
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
-            snapshot_id,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
         self.write_stored(&stored)?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
@@ -173,11 +126,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        Ok(self
-            .last_applied
-            .read()
-            .map_err(|_| Self::poisoned())?
-            .clone())
+        Ok(self.last_applied.read().map_err(|_| Self::poisoned())?.clone())
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
@@ -228,20 +177,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody =
-            serde_json::from_slice(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        self.write_stored(&StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        })?;
+        let body: SnapshotBody = serde_json::from_slice(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        self.write_stored(&StoredSnapshot { meta: meta.clone(), data })?;
         self.install_body(body);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.read_stored()?.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        Ok(self.read_stored()?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
     }
 }

@@ -39,9 +39,7 @@ pub struct Feed {
 
 impl Default for Feed {
     fn default() -> Self {
-        Feed {
-            tx: broadcast::channel(BUFFER).0,
-        }
+        Feed { tx: broadcast::channel(BUFFER).0 }
     }
 }
 
@@ -56,9 +54,7 @@ impl Feed {
     }
 
     pub fn subscribe(&self) -> Subscription {
-        Subscription {
-            rx: self.tx.subscribe(),
-        }
+        Subscription { rx: self.tx.subscribe() }
     }
 }
 

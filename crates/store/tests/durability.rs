@@ -14,13 +14,12 @@ fn put(i: u32) -> Command {
             id: DeploymentId(format!("d{i}")),
             version: UnixMillis(i as i64),
             affected_apps: vec![id.clone()],
-            steps: vec![Step {
-                actions: vec![(DeploymentAction::StartApplication, id)],
-            }],
+            steps: vec![Step { actions: vec![(DeploymentAction::StartApplication, id)] }],
             current_step: 1,
             started_at: UnixMillis(i as i64),
         },
         force: false,
+        create_only: false,
     }
 }
 

@@ -1,7 +1,7 @@
 use super::*;
 use model::{
-    AppSpec, Constraint, ConstraintOp, Deployment, DeploymentId, NodeId, NodeInfo, PortSpec,
-    Resources, Step, TaskStatus,
+    AppSpec, Constraint, ConstraintOp, Deployment, DeploymentId, NodeId, NodeInfo, PortSpec, Resources, Step,
+    TaskStatus,
 };
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -16,12 +16,7 @@ fn node(id: u64, cpus: f64, mem: f64) -> NodeInfo {
         advertise: format!("10.0.0.{id}"),
         http_addr: String::new(),
         rpc_addr: String::new(),
-        resources: Resources {
-            cpus,
-            mem,
-            disk: 10_000.0,
-            gpus: 0,
-        },
+        resources: Resources { cpus, mem, disk: 10_000.0, gpus: 0 },
         port_range: (31000, 31099),
         attributes: [("rack".to_string(), format!("r{}", id % 2))].into(),
         registered_at: UnixMillis(0),
@@ -34,12 +29,7 @@ fn spec(id: &str, instances: u32, cpus: f64) -> AppSpec {
     a.instances = instances;
     a.resources.cpus = cpus;
     a.resources.mem = 64.0;
-    a.ports.push(PortSpec {
-        port: 0,
-        name: None,
-        protocol: "tcp".into(),
-        labels: Default::default(),
-    });
+    a.ports.push(PortSpec { port: 0, name: None, protocol: "tcp".into(), labels: Default::default() });
     a
 }
 
@@ -56,12 +46,7 @@ impl Sim {
         for n in nodes {
             apply(&mut state, &Command::RegisterNode(n));
         }
-        Sim {
-            state,
-            now: UnixMillis(1_000_000),
-            rng: StdRng::seed_from_u64(7),
-            deployments: 0,
-        }
+        Sim { state, now: UnixMillis(1_000_000), rng: StdRng::seed_from_u64(7), deployments: 0 }
     }
 
     fn put(&mut self, a: AppSpec) {
@@ -71,20 +56,13 @@ impl Sim {
             id: DeploymentId(format!("d{}", self.deployments)),
             version: self.now,
             affected_apps: vec![a.id.clone()],
-            steps: vec![Step {
-                actions: vec![(model::DeploymentAction::StartApplication, a.id.clone())],
-            }],
+            steps: vec![Step { actions: vec![(model::DeploymentAction::StartApplication, a.id.clone())] }],
             current_step: 1,
             started_at: self.now,
         };
         apply(
             &mut self.state,
-            &Command::PutApp {
-                app: a,
-                at: self.now,
-                deployment: d,
-                force: true,
-            },
+            &Command::PutApp { app: a, at: self.now, deployment: d, force: true, create_only: false },
         );
     }
 
@@ -103,12 +81,7 @@ impl Sim {
                     (TaskGoal::Running, TaskState::Staging) => TaskState::Running,
                     _ => return None,
                 };
-                Some(TaskStatus {
-                    task_id: t.id.clone(),
-                    state,
-                    at: self.now,
-                    message: None,
-                })
+                Some(TaskStatus { task_id: t.id.clone(), state, at: self.now, message: None })
             })
             .collect();
         apply(&mut self.state, &Command::TaskStatuses(statuses));
@@ -118,10 +91,7 @@ impl Sim {
 
     fn running(&self, app: &str) -> usize {
         let id = AppId::parse(app).expect("id");
-        self.state
-            .tasks_of(&id)
-            .filter(|t| t.state == TaskState::Running && t.goal == TaskGoal::Running)
-            .count()
+        self.state.tasks_of(&id).filter(|t| t.state == TaskState::Running && t.goal == TaskGoal::Running).count()
     }
 }
 
@@ -131,12 +101,7 @@ fn launches_instances_spread_over_nodes_with_distinct_ports() {
     sim.put(spec("/web", 4, 0.5));
     let out = sim.round();
     assert_eq!(out.plan.launches.len(), 4);
-    let on_1 = out
-        .plan
-        .launches
-        .iter()
-        .filter(|t| t.node == NodeId(1))
-        .count();
+    let on_1 = out.plan.launches.iter().filter(|t| t.node == NodeId(1)).count();
     assert_eq!(on_1, 2, "spread evenly");
     for t in &out.plan.launches {
         assert!((31000..=31099).contains(&t.ports[0]));
@@ -144,10 +109,7 @@ fn launches_instances_spread_over_nodes_with_distinct_ports() {
     }
     assert_eq!(sim.running("/web"), 4);
     sim.round();
-    assert!(
-        sim.state.deployments.is_empty(),
-        "deployment finished once converged"
-    );
+    assert!(sim.state.deployments.is_empty(), "deployment finished once converged");
 }
 
 #[test]
@@ -158,11 +120,7 @@ fn what_does_not_fit_stays_queued_with_a_reason() {
     assert_eq!(out.plan.launches.len(), 2);
     assert_eq!(out.unplaced.len(), 1);
     assert_eq!(out.unplaced[0].count, 1);
-    assert!(
-        out.unplaced[0].reason.contains("insufficient cpus"),
-        "{}",
-        out.unplaced[0].reason
-    );
+    assert!(out.unplaced[0].reason.contains("insufficient cpus"), "{}", out.unplaced[0].reason);
     assert_eq!(sim.state.deployments.len(), 1, "deployment waits");
 }
 
@@ -180,10 +138,7 @@ fn scale_down_kills_youngest_first() {
     sim.put(a);
     let out = sim.round();
     assert_eq!(out.plan.kills.len(), 2);
-    assert!(
-        !out.plan.kills.contains(&first[0]),
-        "the oldest task survives"
-    );
+    assert!(!out.plan.kills.contains(&first[0]), "the oldest task survives");
     sim.round();
     assert_eq!(sim.running("/a"), 1);
     assert_eq!(sim.state.tasks.len(), 1, "killed tasks are expunged");
@@ -208,16 +163,10 @@ fn failures_back_off_and_are_recorded() {
     );
     let out = sim.round();
     assert_eq!(out.plan.expunges, vec![id.clone()]);
-    assert!(
-        out.plan.launches.is_empty(),
-        "backoff delays the replacement"
-    );
+    assert!(out.plan.launches.is_empty(), "backoff delays the replacement");
     assert!(out.wake_at.is_some());
     let app = &sim.state.apps[&AppId::parse("/crashy").expect("id")];
-    assert_eq!(
-        app.last_task_failure.as_ref().map(|f| f.task_id.clone()),
-        Some(id)
-    );
+    assert_eq!(app.last_task_failure.as_ref().map(|f| f.task_id.clone()), Some(id));
     assert_eq!(app.backoff.delay_seconds, 2.0);
     sim.now.0 += 2000;
     let out = sim.round();
@@ -233,15 +182,8 @@ fn new_version_replaces_tasks_keeping_capacity() {
     a.env.insert("V".into(), "2".into());
     sim.put(a);
     let out = sim.round();
-    assert_eq!(
-        out.plan.launches.len(),
-        2,
-        "new tasks start before old ones go"
-    );
-    assert!(
-        out.plan.kills.is_empty(),
-        "old tasks stay until new ones run"
-    );
+    assert_eq!(out.plan.launches.len(), 2, "new tasks start before old ones go");
+    assert!(out.plan.kills.is_empty(), "old tasks stay until new ones run");
     let out = sim.round();
     assert_eq!(out.plan.kills.len(), 2, "old tasks go once new ones run");
     sim.round();
@@ -254,11 +196,7 @@ fn new_version_replaces_tasks_keeping_capacity() {
 fn unique_hostname_leaves_the_rest_queued() {
     let mut sim = Sim::new(vec![node(1, 8.0, 8192.0), node(2, 8.0, 8192.0)]);
     let mut a = spec("/u", 3, 0.1);
-    a.constraints.push(Constraint {
-        field: "hostname".into(),
-        op: ConstraintOp::Unique,
-        value: None,
-    });
+    a.constraints.push(Constraint { field: "hostname".into(), op: ConstraintOp::Unique, value: None });
     sim.put(a);
     let out = sim.round();
     assert_eq!(out.plan.launches.len(), 2);

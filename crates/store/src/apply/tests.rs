@@ -3,12 +3,7 @@ use model::{AppSpec, DeploymentAction, NodeInfo, PortSpec, Resources, Step, Task
 
 fn app(id: &str) -> AppSpec {
     let mut a = AppSpec::new(AppId::parse(id).expect("valid id"));
-    a.ports.push(PortSpec {
-        port: 0,
-        name: None,
-        protocol: "tcp".into(),
-        labels: Default::default(),
-    });
+    a.ports.push(PortSpec { port: 0, name: None, protocol: "tcp".into(), labels: Default::default() });
     a
 }
 
@@ -17,9 +12,7 @@ fn dep(id: &str, app: &AppId) -> Deployment {
         id: DeploymentId(id.into()),
         version: UnixMillis(1),
         affected_apps: vec![app.clone()],
-        steps: vec![Step {
-            actions: vec![(DeploymentAction::StartApplication, app.clone())],
-        }],
+        steps: vec![Step { actions: vec![(DeploymentAction::StartApplication, app.clone())] }],
         current_step: 1,
         started_at: UnixMillis(1),
     }
@@ -32,12 +25,7 @@ fn node(id: u64) -> NodeInfo {
         advertise: "127.0.0.1".into(),
         http_addr: String::new(),
         rpc_addr: String::new(),
-        resources: Resources {
-            cpus: 2.0,
-            mem: 1024.0,
-            disk: 1000.0,
-            gpus: 0,
-        },
+        resources: Resources { cpus: 2.0, mem: 1024.0, disk: 1000.0, gpus: 0 },
         port_range: (31000, 31010),
         attributes: Default::default(),
         registered_at: UnixMillis(0),
@@ -53,12 +41,7 @@ fn task(app: &AppId, n: u128, node: u64, port: u16) -> Task {
         host: "127.0.0.1".into(),
         app_version: UnixMillis(1),
         ports: vec![port],
-        resources: Resources {
-            cpus: 1.0,
-            mem: 128.0,
-            disk: 0.0,
-            gpus: 0,
-        },
+        resources: Resources { cpus: 1.0, mem: 128.0, disk: 0.0, gpus: 0 },
         state: TaskState::Staging,
         goal: TaskGoal::Running,
         staged_at: UnixMillis(1),
@@ -71,15 +54,7 @@ fn task(app: &AppId, n: u128, node: u64, port: u16) -> Task {
 
 fn put(state: &mut ClusterState, a: AppSpec, d: &str, force: bool) -> Applied {
     let id = a.id.clone();
-    apply(
-        state,
-        &Command::PutApp {
-            app: a,
-            at: UnixMillis(5),
-            deployment: dep(d, &id),
-            force,
-        },
-    )
+    apply(state, &Command::PutApp { app: a, at: UnixMillis(5), deployment: dep(d, &id), force, create_only: false })
 }
 
 #[test]
@@ -87,21 +62,12 @@ fn service_ports_are_assigned_and_kept() {
     let mut s = ClusterState::default();
     put(&mut s, app("/a"), "d1", false);
     put(&mut s, app("/b"), "d2", false);
-    assert_eq!(
-        s.apps[&AppId::parse("/a").expect("id")].spec.ports[0].port,
-        10000
-    );
-    assert_eq!(
-        s.apps[&AppId::parse("/b").expect("id")].spec.ports[0].port,
-        10001
-    );
+    assert_eq!(s.apps[&AppId::parse("/a").expect("id")].spec.ports[0].port, 10000);
+    assert_eq!(s.apps[&AppId::parse("/b").expect("id")].spec.ports[0].port, 10001);
     // An update with port 0 keeps the port the app had.
     let r = put(&mut s, app("/a"), "d3", true);
     assert!(matches!(r, Applied::App(_)));
-    assert_eq!(
-        s.apps[&AppId::parse("/a").expect("id")].spec.ports[0].port,
-        10000
-    );
+    assert_eq!(s.apps[&AppId::parse("/a").expect("id")].spec.ports[0].port, 10000);
 }
 
 #[test]
@@ -112,10 +78,7 @@ fn locked_app_is_refused_without_force_and_state_is_untouched() {
     let mut changed = app("/a");
     changed.instances = 5;
     let r = put(&mut s, changed.clone(), "d2", false);
-    assert_eq!(
-        r,
-        Applied::Rejected(Rejection::Locked(vec![DeploymentId("d1".into())]))
-    );
+    assert_eq!(r, Applied::Rejected(Rejection::Locked(vec![DeploymentId("d1".into())])));
     assert_eq!(s, before);
     let r = put(&mut s, changed, "d2", true);
     assert!(matches!(r, Applied::App(_)));
@@ -132,10 +95,7 @@ fn taken_service_port_is_refused() {
     let mut b = app("/b");
     b.ports[0].port = 12000;
     let r = put(&mut s, b, "d2", false);
-    assert!(matches!(
-        r,
-        Applied::Rejected(Rejection::ServicePortTaken(12000, _))
-    ));
+    assert!(matches!(r, Applied::Rejected(Rejection::ServicePortTaken(12000, _))));
     assert!(!s.apps.contains_key(&AppId::parse("/b").expect("id")));
 }
 
@@ -147,22 +107,11 @@ fn plan_launches_are_rechecked_against_free_resources_and_ports() {
     let id = AppId::parse("/a").expect("id");
     // Three 1-cpu tasks on a 2-cpu node: the third is dropped. A fourth reuses a port.
     let plan = Plan {
-        launches: vec![
-            task(&id, 1, 1, 31000),
-            task(&id, 2, 1, 31000),
-            task(&id, 3, 1, 31001),
-            task(&id, 4, 1, 31002),
-        ],
+        launches: vec![task(&id, 1, 1, 31000), task(&id, 2, 1, 31000), task(&id, 3, 1, 31001), task(&id, 4, 1, 31002)],
         ..Default::default()
     };
     let r = apply(&mut s, &Command::ApplyPlan(plan));
-    assert_eq!(
-        r,
-        Applied::Planned {
-            launched: 2,
-            dropped: 2
-        }
-    );
+    assert_eq!(r, Applied::Planned { launched: 2, dropped: 2 });
     assert_eq!(s.tasks.len(), 2);
 }
 
@@ -175,29 +124,11 @@ fn terminal_tasks_do_not_come_back_and_kill_with_scale_lowers_instances() {
     put(&mut s, a, "d1", false);
     let id = AppId::parse("/a").expect("id");
     let t = task(&id, 1, 1, 31000);
-    apply(
-        &mut s,
-        &Command::ApplyPlan(Plan {
-            launches: vec![t.clone()],
-            ..Default::default()
-        }),
-    );
-    let st = |state| TaskStatus {
-        task_id: t.id.clone(),
-        state,
-        at: UnixMillis(9),
-        message: None,
-    };
+    apply(&mut s, &Command::ApplyPlan(Plan { launches: vec![t.clone()], ..Default::default() }));
+    let st = |state| TaskStatus { task_id: t.id.clone(), state, at: UnixMillis(9), message: None };
     apply(&mut s, &Command::TaskStatuses(vec![st(TaskState::Running)]));
     assert_eq!(s.tasks[&t.id].started_at, Some(UnixMillis(9)));
-    let r = apply(
-        &mut s,
-        &Command::KillTasks {
-            ids: vec![t.id.clone()],
-            scale: true,
-            at: UnixMillis(10),
-        },
-    );
+    let r = apply(&mut s, &Command::KillTasks { ids: vec![t.id.clone()], scale: true, at: UnixMillis(10) });
     assert_eq!(r, Applied::Killed(vec![t.id.clone()]));
     assert_eq!(s.apps[&id].spec.instances, 1);
     apply(&mut s, &Command::TaskStatuses(vec![st(TaskState::Killed)]));
@@ -212,50 +143,17 @@ fn delete_marks_tasks_and_app_is_removed_only_when_empty() {
     put(&mut s, app("/a"), "d1", false);
     let id = AppId::parse("/a").expect("id");
     let t = task(&id, 1, 1, 31000);
-    apply(
-        &mut s,
-        &Command::ApplyPlan(Plan {
-            launches: vec![t.clone()],
-            ..Default::default()
-        }),
-    );
+    apply(&mut s, &Command::ApplyPlan(Plan { launches: vec![t.clone()], ..Default::default() }));
     let d2 = dep("d2", &id);
     assert_eq!(
-        apply(
-            &mut s,
-            &Command::DeleteApp {
-                id: id.clone(),
-                at: UnixMillis(6),
-                deployment: d2.clone(),
-                force: false
-            }
-        ),
+        apply(&mut s, &Command::DeleteApp { id: id.clone(), at: UnixMillis(6), deployment: d2.clone(), force: false }),
         Applied::Rejected(Rejection::Locked(vec![DeploymentId("d1".into())]))
     );
-    apply(
-        &mut s,
-        &Command::DeleteApp {
-            id: id.clone(),
-            at: UnixMillis(6),
-            deployment: d2,
-            force: true,
-        },
-    );
+    apply(&mut s, &Command::DeleteApp { id: id.clone(), at: UnixMillis(6), deployment: d2, force: true });
     assert_eq!(s.tasks[&t.id].goal, TaskGoal::Killed);
-    apply(
-        &mut s,
-        &Command::ApplyPlan(Plan {
-            removed_apps: vec![id.clone()],
-            ..Default::default()
-        }),
-    );
+    apply(&mut s, &Command::ApplyPlan(Plan { removed_apps: vec![id.clone()], ..Default::default() }));
     assert!(s.apps.contains_key(&id), "app with a live task stays");
-    let killed = TaskStatus {
-        task_id: t.id.clone(),
-        state: TaskState::Killed,
-        at: UnixMillis(7),
-        message: None,
-    };
+    let killed = TaskStatus { task_id: t.id.clone(), state: TaskState::Killed, at: UnixMillis(7), message: None };
     apply(&mut s, &Command::TaskStatuses(vec![killed]));
     apply(
         &mut s,
