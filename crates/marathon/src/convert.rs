@@ -26,7 +26,8 @@ const READ_ONLY: &[&str] = &[
 ];
 
 /// Marathon's id rule, quoted in errors.
-const ID_PATTERN: &str = r"^(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])|(\.|\.\.)$";
+const ID_PATTERN: &str =
+    r"^(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])|(\.|\.\.)$";
 
 /// How the app's tasks are networked; decides whether ports come from
 /// `portDefinitions` (host) or `container.portMappings` (bridge/container).
@@ -42,17 +43,11 @@ pub(crate) fn net_mode(m: &Map<String, Value>) -> NetMode {
 }
 
 /// Networking from `networks`, else `container.docker.network`, else `ipAddress`.
-pub(crate) fn net_mode_of(
-    networks: Option<&Value>,
-    container: Option<&Value>,
-    ip_address: Option<&Value>,
-) -> NetMode {
+pub(crate) fn net_mode_of(networks: Option<&Value>, container: Option<&Value>, ip_address: Option<&Value>) -> NetMode {
     if let Some(Value::Array(nets)) = networks {
         if !nets.is_empty() {
-            let modes: Vec<&str> = nets
-                .iter()
-                .map(|n| n.get("mode").and_then(Value::as_str).unwrap_or("container"))
-                .collect();
+            let modes: Vec<&str> =
+                nets.iter().map(|n| n.get("mode").and_then(Value::as_str).unwrap_or("container")).collect();
             return if modes.contains(&"container/bridge") {
                 NetMode::Bridge
             } else if modes.contains(&"container") {
@@ -62,10 +57,7 @@ pub(crate) fn net_mode_of(
             };
         }
     }
-    let docker_net = container
-        .and_then(|c| c.get("docker"))
-        .and_then(|d| d.get("network"))
-        .and_then(Value::as_str);
+    let docker_net = container.and_then(|c| c.get("docker")).and_then(|d| d.get("network")).and_then(Value::as_str);
     match docker_net {
         Some("BRIDGE") => return NetMode::Bridge,
         Some("USER") => return NetMode::Container,
@@ -82,20 +74,15 @@ pub(crate) fn net_mode_of(
 /// or the deprecated `container.docker.portMappings`).
 pub(crate) fn port_mappings_mut(container: &mut Value) -> Option<&mut Vec<Value>> {
     if matches!(container.get("portMappings"), Some(Value::Array(_))) {
-        return container
-            .get_mut("portMappings")
-            .and_then(Value::as_array_mut);
+        return container.get_mut("portMappings").and_then(Value::as_array_mut);
     }
-    container
-        .get_mut("docker")
-        .and_then(|d| d.get_mut("portMappings"))
-        .and_then(Value::as_array_mut)
+    container.get_mut("docker").and_then(|d| d.get_mut("portMappings")).and_then(Value::as_array_mut)
 }
 
 /// POST /v2/apps body -> validated spec.
 pub fn parse_app(body: &[u8]) -> Result<AppSpec, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid_json(vec![ErrorDetail::new("/", e.to_string())]))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(vec![ErrorDetail::new("/", e.to_string())]))?;
     app_from_value(v, "")
 }
 
@@ -130,10 +117,7 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
             }
             Ok(id) => Some(id),
             Err(e) => {
-                cx.invalid(
-                    "/id",
-                    format!("'{s}' must fully match regular expression '{ID_PATTERN}' ({e})"),
-                );
+                cx.invalid("/id", format!("'{s}' must fully match regular expression '{ID_PATTERN}' ({e})"));
                 None
             }
         }),
@@ -155,10 +139,7 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
     }
     spec.command = match (cmd, args) {
         (Some(_), Some(_)) => {
-            cx.invalid(
-                "/cmd",
-                "'cmd' and 'args' are mutually exclusive: give only one",
-            );
+            cx.invalid("/cmd", "'cmd' and 'args' are mutually exclusive: give only one");
             None
         }
         (Some(c), None) => Some(CommandSpec::Shell(c)),
@@ -226,10 +207,7 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
         match cx.string(&v, "/killSelection").as_deref() {
             Some("YOUNGEST_FIRST") => spec.kill_selection = KillSelection::YoungestFirst,
             Some("OLDEST_FIRST") => spec.kill_selection = KillSelection::OldestFirst,
-            Some(_) => cx.invalid(
-                "/killSelection",
-                "must be one of YOUNGEST_FIRST, OLDEST_FIRST",
-            ),
+            Some(_) => cx.invalid("/killSelection", "must be one of YOUNGEST_FIRST, OLDEST_FIRST"),
             None => {}
         }
     }
@@ -261,10 +239,8 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
     if let Some(v) = take(&mut m, "labels") {
         spec.labels = cx.string_map(&v, "/labels");
     }
-    let secrets: BTreeSet<String> = get(&m, "secrets")
-        .and_then(Value::as_object)
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
+    let secrets: BTreeSet<String> =
+        get(&m, "secrets").and_then(Value::as_object).map(|o| o.keys().cloned().collect()).unwrap_or_default();
     if let Some(v) = take(&mut m, "env") {
         let mut secret_env = Map::new();
         if let Some(o) = cx.object(&v, "/env") {
@@ -274,28 +250,21 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
                     Value::String(s) => {
                         spec.env.insert(k.clone(), s.clone());
                     }
-                    Value::Object(so) if so.len() == 1 && so.get("secret").is_some() => {
-                        match so.get("secret") {
-                            Some(Value::String(name)) if secrets.contains(name) => {
-                                secret_env.insert(k.clone(), val.clone());
-                            }
-                            Some(Value::String(name)) => cx.invalid(
-                                &rel,
-                                format!("references an undefined secret named '{name}'"),
-                            ),
-                            _ => cx.invalid(&rel, "secret must be a string"),
+                    Value::Object(so) if so.len() == 1 && so.get("secret").is_some() => match so.get("secret") {
+                        Some(Value::String(name)) if secrets.contains(name) => {
+                            secret_env.insert(k.clone(), val.clone());
                         }
-                    }
-                    _ => cx.invalid(
-                        &rel,
-                        "must be a string or a secret reference {\"secret\": \"name\"}",
-                    ),
+                        Some(Value::String(name)) => {
+                            cx.invalid(&rel, format!("references an undefined secret named '{name}'"))
+                        }
+                        _ => cx.invalid(&rel, "secret must be a string"),
+                    },
+                    _ => cx.invalid(&rel, "must be a string or a secret reference {\"secret\": \"name\"}"),
                 }
             }
         }
         if !secret_env.is_empty() {
-            spec.passthrough
-                .insert("env".into(), Value::Object(secret_env));
+            spec.passthrough.insert("env".into(), Value::Object(secret_env));
         }
     }
 
@@ -346,6 +315,16 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
             NetMode::Host => Vec::new(),
             _ => read_port_mappings(cx, &mut c),
         };
+        if mode != NetMode::Host {
+            // servicePort is always explicit, as Marathon renders it.
+            if let Some(pms) = port_mappings_mut(&mut c) {
+                for (pm, p) in pms.iter_mut().zip(&spec.ports) {
+                    if let Value::Object(o) = pm {
+                        o.insert("servicePort".into(), json!(p.port));
+                    }
+                }
+            }
+        }
         spec.passthrough.insert("container".into(), c);
     }
 
@@ -360,12 +339,7 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
                 if let Some(a) = cx.array(&p, "/ports") {
                     for (i, x) in a.iter().enumerate() {
                         if let Some(port) = cx.port(x, &format!("/ports({i})")) {
-                            out.push(PortSpec {
-                                port,
-                                name: None,
-                                protocol: "tcp".into(),
-                                labels: BTreeMap::new(),
-                            });
+                            out.push(PortSpec { port, name: None, protocol: "tcp".into(), labels: BTreeMap::new() });
                         }
                     }
                 }
@@ -390,19 +364,16 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
                     spec.health_checks.push(h);
                 }
             }
-            if !a.is_empty() {
-                spec.passthrough.insert("healthChecks".into(), v.clone());
+            let extras = health_check_extras(a, &spec.health_checks);
+            if extras.iter().any(|e| e.as_object().is_some_and(|o| !o.is_empty())) {
+                spec.passthrough.insert("healthChecks".into(), Value::Array(extras));
             }
         }
     }
 
     // readiness checks name a port
     if let Some(Value::Array(rcs)) = get(&m, "readinessChecks") {
-        let names: BTreeSet<&str> = spec
-            .ports
-            .iter()
-            .filter_map(|p| p.name.as_deref())
-            .collect();
+        let names: BTreeSet<&str> = spec.ports.iter().filter_map(|p| p.name.as_deref()).collect();
         for (i, rc) in rcs.iter().enumerate() {
             let port_name = rc.get("portName").and_then(Value::as_str).unwrap_or("http");
             if !names.contains(port_name) {
@@ -415,19 +386,54 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
     }
 
     if spec.command.is_none() && spec.container == ContainerSpec::None {
-        cx.invalid(
-            "",
-            "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'.",
-        );
+        cx.invalid("", "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'.");
     }
 
-    // everything else is kept verbatim
+    // everything else is kept verbatim (but not values equal to what is
+    // rendered when absent, so that rendered output parses back the same)
     for (k, v) in m {
-        if !v.is_null() {
+        if !v.is_null() && !is_rendered_default(&k, &v) {
             spec.passthrough.insert(k, v);
         }
     }
     id.map(|_| spec)
+}
+
+/// Values `render` shows for an absent field: not worth keeping.
+fn is_rendered_default(key: &str, v: &Value) -> bool {
+    match key {
+        "executor" => v == &json!(""),
+        "fetch" | "uris" | "storeUrls" | "readinessChecks" => v == &json!([]),
+        "secrets" => v == &json!({}),
+        "unreachableStrategy" => v == &json!({"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}),
+        _ => false,
+    }
+}
+
+/// Per health check, the original fields whose value the typed form does not
+/// reproduce (`"protocol": "MESOS_HTTP"`, `ipProtocol`, unknown keys).
+fn health_check_extras(originals: &[Value], typed: &[model::HealthCheck]) -> Vec<Value> {
+    originals
+        .iter()
+        .zip(typed)
+        .map(|(orig, h)| {
+            let rendered = crate::render::health_check_wire(h);
+            let mut extra = Map::new();
+            if let Value::Object(o) = orig {
+                for (k, v) in o {
+                    let same = match (rendered.get(k), v) {
+                        (Some(Value::Number(a)), Value::Number(b)) => a.as_f64() == b.as_f64(),
+                        (Some(a), b) => a == b,
+                        (None, b) => b.is_null(),
+                    };
+                    if !same {
+                        extra.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            Value::Object(extra)
+        })
+        .collect()
 }
 
 fn read_container(cx: &mut Cx, c: &Value) -> ContainerSpec {
@@ -440,12 +446,10 @@ fn read_container(cx: &mut Cx, c: &Value) -> ContainerSpec {
     };
     let image = match get(o, "docker") {
         None => None,
-        Some(d) => cx
-            .object(d, "/container/docker")
-            .and_then(|d| match get(d, "image") {
-                None => None,
-                Some(i) => cx.string(i, "/container/docker/image"),
-            }),
+        Some(d) => cx.object(d, "/container/docker").and_then(|d| match get(d, "image") {
+            None => None,
+            Some(i) => cx.string(i, "/container/docker/image"),
+        }),
     };
     if matches!(&image, Some(i) if i.is_empty()) {
         cx.invalid("/container/docker/image", "must not be empty");
@@ -453,10 +457,7 @@ fn read_container(cx: &mut Cx, c: &Value) -> ContainerSpec {
     match (kind.as_str(), image) {
         ("DOCKER", Some(image)) => ContainerSpec::Docker { image },
         ("DOCKER", None) => {
-            cx.invalid(
-                "/container/docker/image",
-                "is required for a DOCKER container",
-            );
+            cx.invalid("/container/docker/image", "is required for a DOCKER container");
             ContainerSpec::None
         }
         ("MESOS", Some(image)) => ContainerSpec::Oci { image },
@@ -487,12 +488,7 @@ fn read_port_definitions(cx: &mut Cx, v: &Value) -> Vec<PortSpec> {
 }
 
 /// `port`/`servicePort`, `protocol`, `name`, `labels` of one definition or mapping.
-fn read_port_fields(
-    cx: &mut Cx,
-    o: &Map<String, Value>,
-    rel: &str,
-    port_key: &str,
-) -> Option<PortSpec> {
+fn read_port_fields(cx: &mut Cx, o: &Map<String, Value>, rel: &str, port_key: &str) -> Option<PortSpec> {
     let port = match get(o, port_key) {
         None => 0,
         Some(p) => cx.port(p, &format!("{rel}/{port_key}"))?,
@@ -502,10 +498,7 @@ fn read_port_fields(
         Some(p) => cx.string(p, &format!("{rel}/protocol"))?,
     };
     if !valid_protocol(&protocol) {
-        cx.invalid(
-            &format!("{rel}/protocol"),
-            "must be one of tcp, udp, udp,tcp",
-        );
+        cx.invalid(&format!("{rel}/protocol"), "must be one of tcp, udp, udp,tcp");
     }
     let name = match get(o, "name") {
         None => None,
@@ -524,12 +517,7 @@ fn read_port_fields(
         None => BTreeMap::new(),
         Some(l) => cx.string_map(l, &format!("{rel}/labels")),
     };
-    Some(PortSpec {
-        port,
-        name,
-        protocol,
-        labels,
-    })
+    Some(PortSpec { port, name, protocol, labels })
 }
 
 fn read_port_mappings(cx: &mut Cx, c: &mut Value) -> Vec<PortSpec> {
@@ -565,10 +553,7 @@ fn check_unique_names(cx: &mut Cx, ports: &[PortSpec], rel_base: &str) {
     for (i, p) in ports.iter().enumerate() {
         if let Some(n) = &p.name {
             if !seen.insert(n.clone()) {
-                cx.invalid(
-                    &format!("{rel_base}({i})/name"),
-                    "Port names must be unique.",
-                );
+                cx.invalid(&format!("{rel_base}({i})/name"), "Port names must be unique.");
             }
         }
     }
@@ -588,10 +573,7 @@ fn check_unique_ports(cx: &mut Cx, ports: &[PortSpec], rel_base: &str) {
 /// The id from the URL wins over one in the body.
 pub fn merge_app(existing: &AppSpec, id: &AppId, patch: Value) -> Result<AppSpec, ApiError> {
     let Value::Object(patch) = patch else {
-        return Err(ApiError::invalid_json(vec![ErrorDetail::new(
-            "/",
-            "error.expected.jsobject",
-        )]));
+        return Err(ApiError::invalid_json(vec![ErrorDetail::new("/", "error.expected.jsobject")]));
     };
     let mut base = crate::render::spec_wire(existing);
     // Fields that exclude each other: giving one drops the other.
@@ -622,21 +604,14 @@ pub fn merge_app(existing: &AppSpec, id: &AppId, patch: Value) -> Result<AppSpec
 /// Gives each port still at 0 the lowest free service port in `range`
 /// (inclusive) that is neither in `used` nor taken by this spec. A fixed port
 /// that is in `used` is a conflict.
-pub fn assign_service_ports(
-    spec: &mut AppSpec,
-    used: &BTreeSet<u16>,
-    range: (u16, u16),
-) -> Result<(), ApiError> {
+pub fn assign_service_ports(spec: &mut AppSpec, used: &BTreeSet<u16>, range: (u16, u16)) -> Result<(), ApiError> {
     let mut taken: BTreeSet<u16> = used.clone();
     for (i, p) in spec.ports.iter().enumerate() {
         if p.port != 0 {
             if used.contains(&p.port) && !spec.require_ports {
                 return Err(ApiError::unprocessable(vec![ErrorDetail::new(
                     format!("/portDefinitions({i})/port"),
-                    format!(
-                        "Requested service port {} conflicts with a service port in use",
-                        p.port
-                    ),
+                    format!("Requested service port {} conflicts with a service port in use", p.port),
                 )]));
             }
             taken.insert(p.port);

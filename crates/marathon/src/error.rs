@@ -12,10 +12,7 @@ pub struct ErrorDetail {
 
 impl ErrorDetail {
     pub fn new(path: impl Into<String>, error: impl Into<String>) -> ErrorDetail {
-        ErrorDetail {
-            path: path.into(),
-            errors: vec![error.into()],
-        }
+        ErrorDetail { path: path.into(), errors: vec![error.into()] }
     }
 }
 
@@ -32,12 +29,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            details: Vec::new(),
-            deployments: Vec::new(),
-        }
+        ApiError { status, message: message.into(), details: Vec::new(), deployments: Vec::new() }
     }
 
     /// 400 with a plain message.
@@ -47,18 +39,12 @@ impl ApiError {
 
     /// 400 "Invalid JSON": malformed JSON or a value of the wrong JSON type.
     pub fn invalid_json(details: Vec<ErrorDetail>) -> ApiError {
-        ApiError {
-            details,
-            ..ApiError::new(400, "Invalid JSON")
-        }
+        ApiError { details, ..ApiError::new(400, "Invalid JSON") }
     }
 
     /// 422 "Object is not valid" with the failed rules.
     pub fn unprocessable(details: Vec<ErrorDetail>) -> ApiError {
-        ApiError {
-            details,
-            ..ApiError::new(422, "Object is not valid")
-        }
+        ApiError { details, ..ApiError::new(422, "Object is not valid") }
     }
 
     pub fn not_found(message: impl Into<String>) -> ApiError {
@@ -67,10 +53,7 @@ impl ApiError {
 
     /// 409: the resource is locked by running deployments (Marathon lists them).
     pub fn conflict<S: ToString>(message: impl Into<String>, deployments: &[S]) -> ApiError {
-        ApiError {
-            deployments: deployments.iter().map(ToString::to_string).collect(),
-            ..ApiError::new(409, message)
-        }
+        ApiError { deployments: deployments.iter().map(ToString::to_string).collect(), ..ApiError::new(409, message) }
     }
 
     /// The response body. `details` and `deployments` appear only when non-empty.
@@ -78,11 +61,8 @@ impl ApiError {
         let mut m = Map::new();
         m.insert("message".into(), json!(self.message));
         if !self.details.is_empty() {
-            let details: Vec<Value> = self
-                .details
-                .iter()
-                .map(|d| json!({"path": d.path, "errors": d.errors}))
-                .collect();
+            let details: Vec<Value> =
+                self.details.iter().map(|d| json!({"path": d.path, "errors": d.errors})).collect();
             m.insert("details".into(), Value::Array(details));
         }
         if !self.deployments.is_empty() {

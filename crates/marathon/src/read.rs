@@ -15,11 +15,7 @@ pub(crate) struct Cx {
 
 impl Cx {
     pub(crate) fn new(prefix: &str) -> Cx {
-        Cx {
-            prefix: prefix.trim_end_matches('/').to_string(),
-            bad: Vec::new(),
-            invalid: Vec::new(),
-        }
+        Cx { prefix: prefix.trim_end_matches('/').to_string(), bad: Vec::new(), invalid: Vec::new() }
     }
 
     pub(crate) fn path(&self, rel: &str) -> String {
@@ -33,10 +29,7 @@ impl Cx {
 
     pub(crate) fn type_err(&mut self, rel: &str, expected: &str) {
         let path = self.path(rel);
-        self.bad.push(ErrorDetail::new(
-            path,
-            format!("error.expected.js{expected}"),
-        ));
+        self.bad.push(ErrorDetail::new(path, format!("error.expected.js{expected}")));
     }
 
     /// A 422 rule violation at `rel`; messages at one path are grouped.

@@ -5,8 +5,8 @@ use crate::convert::{net_mode, net_mode_of, port_mappings_mut, NetMode};
 use crate::time::format_time;
 use crate::validate::{constraint_op_name, health_protocol_name};
 use model::{
-    App, AppSpec, ClusterState, CommandSpec, ContainerSpec, Deployment, KillSelection, Task,
-    TaskState, UnixMillis,
+    App, AppSpec, ClusterState, CommandSpec, ContainerSpec, Deployment, HealthCheck, KillSelection, Task, TaskState,
+    UnixMillis,
 };
 use serde_json::{json, Map, Value};
 
@@ -41,7 +41,7 @@ impl Embed {
     }
 }
 
-fn f64_json(x: f64) -> Value {
+pub(crate) fn f64_json(x: f64) -> Value {
     if x.fract() == 0.0 && x.abs() < 9.0e15 {
         json!(x as i64)
     } else {
@@ -74,11 +74,7 @@ pub(crate) fn spec_wire(spec: &AppSpec) -> Map<String, Value> {
     m.insert("cmd".into(), cmd);
     m.insert("args".into(), args);
     m.insert("user".into(), json!(spec.user));
-    let mut env: Map<String, Value> = spec
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), json!(v)))
-        .collect();
+    let mut env: Map<String, Value> = spec.env.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     if let Some(Value::Object(secret_env)) = pt.get("env") {
         for (k, v) in secret_env {
             env.insert(k.clone(), v.clone());
@@ -108,10 +104,7 @@ pub(crate) fn spec_wire(spec: &AppSpec) -> Map<String, Value> {
     m.insert("storeUrls".into(), json!([]));
     m.insert("backoffSeconds".into(), f64_json(spec.backoff.seconds));
     m.insert("backoffFactor".into(), f64_json(spec.backoff.factor));
-    m.insert(
-        "maxLaunchDelaySeconds".into(),
-        f64_json(spec.backoff.max_launch_delay_seconds),
-    );
+    m.insert("maxLaunchDelaySeconds".into(), f64_json(spec.backoff.max_launch_delay_seconds));
     m.insert("container".into(), container_wire(spec));
     m.insert("healthChecks".into(), health_checks_wire(spec));
     m.insert("readinessChecks".into(), json!([]));
@@ -129,14 +122,8 @@ pub(crate) fn spec_wire(spec: &AppSpec) -> Map<String, Value> {
     m.insert("ipAddress".into(), Value::Null);
     m.insert("residency".into(), Value::Null);
     m.insert("secrets".into(), json!({}));
-    m.insert(
-        "taskKillGracePeriodSeconds".into(),
-        f64_json(spec.kill_grace_seconds),
-    );
-    m.insert(
-        "unreachableStrategy".into(),
-        json!({"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}),
-    );
+    m.insert("taskKillGracePeriodSeconds".into(), f64_json(spec.kill_grace_seconds));
+    m.insert("unreachableStrategy".into(), json!({"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}));
     m.insert(
         "killSelection".into(),
         json!(match spec.kill_selection {
@@ -161,9 +148,7 @@ pub(crate) fn spec_wire(spec: &AppSpec) -> Map<String, Value> {
                 if let Some(n) = &p.name {
                     d.insert("name".into(), json!(n));
                 }
-                if !p.labels.is_empty() {
-                    d.insert("labels".into(), json!(p.labels));
-                }
+                d.insert("labels".into(), json!(p.labels));
                 Value::Object(d)
             })
             .collect()
@@ -191,8 +176,7 @@ fn container_wire(spec: &AppSpec) -> Value {
         }
     };
     let pt = &spec.passthrough;
-    let host =
-        net_mode_of(pt.get("networks"), pt.get("container"), pt.get("ipAddress")) == NetMode::Host;
+    let host = net_mode_of(pt.get("networks"), pt.get("container"), pt.get("ipAddress")) == NetMode::Host;
     if !host {
         if let Some(pms) = port_mappings_mut(&mut c) {
             for (pm, p) in pms.iter_mut().zip(&spec.ports) {
@@ -205,44 +189,43 @@ fn container_wire(spec: &AppSpec) -> Value {
     c
 }
 
+/// One typed health check with every field Marathon renders.
+pub(crate) fn health_check_wire(h: &HealthCheck) -> Map<String, Value> {
+    let mut o = Map::new();
+    o.insert("protocol".into(), json!(health_protocol_name(h.protocol)));
+    if let Some(p) = &h.path {
+        o.insert("path".into(), json!(p));
+    }
+    if let Some(p) = h.port_index {
+        o.insert("portIndex".into(), json!(p));
+    }
+    if let Some(p) = h.port {
+        o.insert("port".into(), json!(p));
+    }
+    if let Some(c) = &h.command {
+        o.insert("command".into(), json!({"value": c}));
+    }
+    o.insert("gracePeriodSeconds".into(), f64_json(h.grace_period_seconds));
+    o.insert("intervalSeconds".into(), f64_json(h.interval_seconds));
+    o.insert("timeoutSeconds".into(), f64_json(h.timeout_seconds));
+    o.insert("maxConsecutiveFailures".into(), json!(h.max_consecutive_failures));
+    o.insert("delaySeconds".into(), f64_json(h.delay_seconds));
+    o.insert("ignoreHttp1xx".into(), json!(h.ignore_http1xx));
+    o
+}
+
+/// Typed checks, with what the typed form cannot say (`MESOS_HTTP`,
+/// `ipProtocol`, ...) laid over from `passthrough["healthChecks"]`.
 fn health_checks_wire(spec: &AppSpec) -> Value {
-    let originals = spec
-        .passthrough
-        .get("healthChecks")
-        .and_then(Value::as_array);
+    let extras = spec.passthrough.get("healthChecks").and_then(Value::as_array);
     let out: Vec<Value> = spec
         .health_checks
         .iter()
         .enumerate()
         .map(|(i, h)| {
-            let mut o = Map::new();
-            o.insert("protocol".into(), json!(health_protocol_name(h.protocol)));
-            if let Some(p) = &h.path {
-                o.insert("path".into(), json!(p));
-            }
-            if let Some(p) = h.port_index {
-                o.insert("portIndex".into(), json!(p));
-            }
-            if let Some(p) = h.port {
-                o.insert("port".into(), json!(p));
-            }
-            if let Some(c) = &h.command {
-                o.insert("command".into(), json!({"value": c}));
-            }
-            o.insert(
-                "gracePeriodSeconds".into(),
-                f64_json(h.grace_period_seconds),
-            );
-            o.insert("intervalSeconds".into(), f64_json(h.interval_seconds));
-            o.insert("timeoutSeconds".into(), f64_json(h.timeout_seconds));
-            o.insert(
-                "maxConsecutiveFailures".into(),
-                json!(h.max_consecutive_failures),
-            );
-            o.insert("delaySeconds".into(), f64_json(h.delay_seconds));
-            o.insert("ignoreHttp1xx".into(), json!(h.ignore_http1xx));
-            if let Some(orig) = originals.and_then(|a| a.get(i)) {
-                overlay(&mut o, orig, true);
+            let mut o = health_check_wire(h);
+            if let Some(extra) = extras.and_then(|a| a.get(i)) {
+                overlay(&mut o, extra, true);
             }
             Value::Object(o)
         })
@@ -267,31 +250,16 @@ pub fn render_app(app: &App, state: &ClusterState, embed: &Embed) -> Value {
         }),
     );
     let tasks: Vec<&Task> = state.tasks_of(&spec.id).filter(|t| is_counted(t)).collect();
-    let staged = tasks
-        .iter()
-        .filter(|t| matches!(t.state, TaskState::Staging | TaskState::Starting))
-        .count();
-    let running = tasks
-        .iter()
-        .filter(|t| t.state == TaskState::Running)
-        .count();
+    let staged = tasks.iter().filter(|t| matches!(t.state, TaskState::Staging | TaskState::Starting)).count();
+    let running = tasks.iter().filter(|t| t.state == TaskState::Running).count();
     let checked = !spec.health_checks.is_empty();
-    let healthy = tasks
-        .iter()
-        .filter(|t| checked && t.state == TaskState::Running && t.healthy == Some(true))
-        .count();
-    let unhealthy = tasks
-        .iter()
-        .filter(|t| checked && t.healthy == Some(false))
-        .count();
+    let healthy = tasks.iter().filter(|t| checked && t.state == TaskState::Running && t.healthy == Some(true)).count();
+    let unhealthy = tasks.iter().filter(|t| checked && t.healthy == Some(false)).count();
     m.insert("tasksStaged".into(), json!(staged));
     m.insert("tasksRunning".into(), json!(running));
     m.insert("tasksHealthy".into(), json!(healthy));
     m.insert("tasksUnhealthy".into(), json!(unhealthy));
-    let deps: Vec<Value> = state
-        .deployments_of(&spec.id)
-        .map(|d| json!({"id": d.id.0}))
-        .collect();
+    let deps: Vec<Value> = state.deployments_of(&spec.id).map(|d| json!({"id": d.id.0})).collect();
     m.insert("deployments".into(), Value::Array(deps));
     if embed.tasks {
         let ts: Vec<Value> = tasks.iter().map(|t| render_task(t, state)).collect();
@@ -322,9 +290,7 @@ pub fn render_app(app: &App, state: &ClusterState, embed: &Embed) -> Value {
 /// One task, in the shape of `api-examples/tasks.json`.
 pub fn render_task(task: &Task, state: &ClusterState) -> Value {
     let app = state.apps.get(&task.app_id);
-    let service_ports: Vec<u16> = app
-        .map(|a| a.spec.ports.iter().map(|p| p.port).collect())
-        .unwrap_or_default();
+    let service_ports: Vec<u16> = app.map(|a| a.spec.ports.iter().map(|p| p.port).collect()).unwrap_or_default();
     let ip_addresses: Vec<Value> = match task.host.parse::<std::net::IpAddr>() {
         Ok(ip) => vec![json!({
             "ipAddress": ip.to_string(),
@@ -377,11 +343,8 @@ fn instance_id(task: &Task) -> String {
 /// One deployment, in the shape of `api-examples/deployments.json`.
 pub fn render_deployment(d: &Deployment, _state: &ClusterState) -> Value {
     let step_json = |s: &model::Step| -> Value {
-        let actions: Vec<Value> = s
-            .actions
-            .iter()
-            .map(|(a, app)| json!({"action": a.marathon_name(), "app": app.as_str()}))
-            .collect();
+        let actions: Vec<Value> =
+            s.actions.iter().map(|(a, app)| json!({"action": a.marathon_name(), "app": app.as_str()})).collect();
         json!({"actions": actions})
     };
     let steps: Vec<Value> = d.steps.iter().map(step_json).collect();
@@ -391,9 +354,7 @@ pub fn render_deployment(d: &Deployment, _state: &ClusterState) -> Value {
         .map(|s| {
             s.actions
                 .iter()
-                .map(|(a, app)| {
-                    json!({"action": a.marathon_name(), "app": app.as_str(), "readinessCheckResults": []})
-                })
+                .map(|(a, app)| json!({"action": a.marathon_name(), "app": app.as_str(), "readinessCheckResults": []}))
                 .collect()
         })
         .unwrap_or_default();
@@ -414,10 +375,7 @@ pub fn render_deployment(d: &Deployment, _state: &ClusterState) -> Value {
 pub fn render_queue(state: &ClusterState, now: UnixMillis) -> Value {
     let mut queue = Vec::new();
     for app in state.apps.values().filter(|a| !a.deleting) {
-        let active = state
-            .tasks_of(&app.spec.id)
-            .filter(|t| t.is_active())
-            .count();
+        let active = state.tasks_of(&app.spec.id).filter(|t| t.is_active()).count();
         let wanted = app.spec.instances as usize;
         if active >= wanted {
             continue;

@@ -1,1 +1,787 @@
+//! Data-driven tests over Marathon's own fixtures (`../shared/reference/marathon`),
+//! one test per validation rule, round trips, merges and rendering.
 
+use crate::*;
+use model::*;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+fn reference(rel: &str) -> Value {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/marathon").join(rel);
+    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn ok(v: Value) -> AppSpec {
+    match app_from_value(v.clone(), "") {
+        Ok(s) => s,
+        Err(e) => panic!("rejected {v}: {}", e.to_json()),
+    }
+}
+
+fn err(v: Value) -> ApiError {
+    match app_from_value(v.clone(), "") {
+        Ok(s) => panic!("accepted {v}: {s:?}"),
+        Err(e) => e,
+    }
+}
+
+/// 422 with a detail at `path`.
+fn rejected_at(v: Value, path: &str) -> ApiError {
+    let e = err(v);
+    assert_eq!(e.status, 422, "{}", e.to_json());
+    assert!(e.has_path(path), "no detail at {path}: {}", e.to_json());
+    e
+}
+
+fn app_of(spec: AppSpec) -> App {
+    App {
+        spec,
+        version: UnixMillis(1_440_628_404_225),
+        last_config_change_at: UnixMillis(1_440_628_404_225),
+        last_scaling_at: UnixMillis(1_440_628_404_225),
+        backoff: LaunchBackoff::default(),
+        last_task_failure: None,
+        deleting: false,
+    }
+}
+
+fn render_spec(spec: &AppSpec) -> Value {
+    render_app(&app_of(spec.clone()), &ClusterState::default(), &Embed::default())
+}
+
+/// Every value of `input` is found in `out` (objects may have more keys;
+/// numbers compare as numbers).
+fn contains(out: &Value, input: &Value, path: &str) -> Result<(), String> {
+    match (out, input) {
+        (_, Value::Null) => Ok(()),
+        (Value::Object(o), Value::Object(i)) => {
+            for (k, v) in i {
+                let ov = o.get(k).unwrap_or(&Value::Null);
+                contains(ov, v, &format!("{path}/{k}"))?;
+            }
+            Ok(())
+        }
+        (Value::Array(o), Value::Array(i)) if o.len() == i.len() => {
+            for (n, (a, b)) in o.iter().zip(i).enumerate() {
+                contains(a, b, &format!("{path}({n})"))?;
+            }
+            Ok(())
+        }
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => Ok(()),
+        (a, b) if a == b => Ok(()),
+        (a, b) => Err(format!("{path}: rendered {a}, input {b}")),
+    }
+}
+
+/// Fields the round trip may legitimately change: normalised ids, read-only
+/// status fields, and port definitions Marathon drops for non-host networking.
+fn assert_round_trip(input: &Value) {
+    let spec = ok(input.clone());
+    let out = render_spec(&spec);
+    let host = out["portDefinitions"].as_array().map(|a| !a.is_empty()) == Some(true)
+        || spec.ports.is_empty() && out["networks"].is_null();
+    for (k, v) in input.as_object().expect("object") {
+        let skip = matches!(
+            k.as_str(),
+            "id" | "version"
+                | "versionInfo"
+                | "tasks"
+                | "tasksStaged"
+                | "tasksRunning"
+                | "tasksHealthy"
+                | "tasksUnhealthy"
+                | "deployments"
+        ) || (!host && matches!(k.as_str(), "portDefinitions" | "ports"));
+        if skip {
+            continue;
+        }
+        if k == "constraints" {
+            // ["hostname", "UNIQUE", ""] is rendered without the empty value.
+            assert_eq!(out[k].as_array().map(Vec::len), v.as_array().map(Vec::len), "{k}");
+            continue;
+        }
+        if let Err(e) = contains(&out[k], v, &format!("/{k}")) {
+            panic!("round trip of {}: {e}", input["id"]);
+        }
+    }
+    assert_eq!(AppId::parse(input["id"].as_str().expect("id")).ok(), Some(spec.id.clone()));
+    // What we render parses back to the same spec.
+    let again = ok(out);
+    assert_eq!(again, spec, "re-parse of rendered {}", input["id"]);
+}
+
+fn apps_in(v: &Value) -> Vec<Value> {
+    if let Some(a) = v.get("apps").and_then(Value::as_array) {
+        let mut out = a.clone();
+        for g in v.get("groups").and_then(Value::as_array).into_iter().flatten() {
+            out.extend(apps_in(g));
+        }
+        out
+    } else if let Some(a) = v.get("app") {
+        vec![a.clone()]
+    } else if let Some(a) = v.as_array() {
+        a.clone()
+    } else {
+        vec![v.clone()]
+    }
+}
+
+// ---------------------------------------------------------------- fixtures
+
+#[test]
+fn system_test_apps_are_accepted_and_round_trip() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/marathon/system-tests/apps");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("fixture dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 20);
+    for n in names {
+        let v = reference(&format!("system-tests/apps/{n}"));
+        assert_round_trip(&v);
+    }
+}
+
+#[test]
+fn system_test_apps_map_to_the_right_container_and_ports() {
+    let s = ok(reference("system-tests/apps/ucr-docker-http-server.json"));
+    assert_eq!(s.container, ContainerSpec::Oci { image: "python:3.5-alpine".into() });
+    let s = ok(reference("system-tests/apps/docker-http-server.json"));
+    assert_eq!(s.container, ContainerSpec::Docker { image: "python:3.5-alpine".into() });
+    assert_eq!(s.ports.len(), 1, "one mapping from docker.portMappings");
+    let s = ok(reference("system-tests/apps/mesos-app.json"));
+    assert_eq!(s.container, ContainerSpec::None);
+    assert_eq!(s.command, Some(CommandSpec::Shell("sleep 1000".into())));
+    // host networking without ports: Marathon's single default port definition
+    assert_eq!(s.ports.len(), 1);
+    assert_eq!(s.ports[0].name.as_deref(), Some("default"));
+    let s = ok(reference("system-tests/apps/pinger-localhost-app.json"));
+    assert!(s.require_ports);
+    assert_eq!(s.ports[0].port, 7777);
+    assert!(s.passthrough.contains_key("fetch"));
+    // ipAddress (container networking) without port mappings: no ports
+    let s = ok(reference("system-tests/apps/pinger-container-app.json"));
+    assert!(s.ports.is_empty());
+    let s = ok(reference("system-tests/apps/external-volume-mesos-app.json"));
+    assert_eq!(s.health_checks[0].protocol, HealthProtocol::Http);
+    assert_eq!(s.health_checks[0].port_index, Some(0));
+    assert_eq!(s.health_checks[0].grace_period_seconds, 300.0);
+    assert_eq!(s.upgrade.minimum_health_capacity, 0.0);
+    let out = render_spec(&s);
+    assert_eq!(out["healthChecks"][0]["protocol"], "MESOS_HTTP");
+    let s = ok(reference("system-tests/apps/large-sleep.json"));
+    assert_eq!(s.id.as_str(), "/sleep");
+    let s = ok(reference("system-tests/apps/private-ucr-docker-app.json"));
+    assert_eq!(render_spec(&s)["secrets"], json!({"pullConfigSecret": {"source": "/pullconfig"}}));
+}
+
+#[test]
+fn api_example_app_has_cmd_and_args_so_marathon_rejects_it() {
+    let e = rejected_at(reference("api-examples/app.json"), "/cmd");
+    assert_eq!(e.message, "Object is not valid");
+    // PASSWORD refers to secret "/db/password", which `secrets` does not declare.
+    assert!(e.has_path("/env/PASSWORD"), "{}", e.to_json());
+    // Without args (and with the secret declared) it is valid and round-trips.
+    let mut v = reference("api-examples/app.json");
+    let o = v.as_object_mut().expect("object");
+    o.remove("args");
+    o["secrets"]["/db/password"] = json!({"source": "/db/password"});
+    assert_round_trip(&v);
+    let s = ok(v);
+    assert_eq!(s.constraints[0].op, ConstraintOp::Like);
+    assert_eq!(s.kill_grace_seconds, 30.0);
+    assert_eq!(s.backoff.max_launch_delay_seconds, 3600.0);
+    assert_eq!(s.ports[0].port, 10019, "service port of the bridge mapping");
+    assert_eq!(s.dependencies, vec![AppId::parse("/prod/group").expect("id")]);
+    let out = render_spec(&s);
+    assert_eq!(out["env"]["PASSWORD"], json!({"secret": "/db/password"}));
+    assert_eq!(out["tty"], json!(true));
+}
+
+#[test]
+fn api_examples_create_and_simple_are_accepted() {
+    let apps = reference("api-examples/apps_create.json");
+    let specs: Vec<AppSpec> = apps_in(&apps).into_iter().map(ok).collect();
+    assert_eq!(specs.len(), 2);
+    assert_eq!(specs[0].dependencies.len(), 2);
+    assert_eq!(specs[0].resources.mem, 9.0);
+    for a in apps_in(&apps) {
+        assert_round_trip(&a);
+    }
+    let s = ok(reference("articles/app-simple.json"));
+    assert_eq!(s.instances, 2);
+    assert_eq!(s.resources.cpus, 0.1);
+    assert_round_trip(&reference("articles/app-simple.json"));
+    assert_round_trip(&reference("api-examples/app-check-http-example.json"));
+}
+
+#[test]
+fn marathon_lb_fixtures_are_accepted() {
+    let files = [
+        "tests/1-nginx-marathon1.5.json",
+        "tests/1-nginx.json",
+        "tests/marathon15_apps.json",
+        "tests/zdd_app_blue.json",
+        "tests/zdd_app_blue_marathon1.5.json",
+        "tests/zdd_apps.json",
+        "ci-backends/docker_bridge.json",
+        "ci-backends/docker_host.json",
+        "ci-backends/docker_ippc.json",
+        "ci-backends/ucr_bridge.json",
+        "ci-backends/ucr_host.json",
+        "ci-backends/ucr_ippc.json",
+        "ci-backends_1.9/docker_bridge.json",
+        "ci-backends_1.9/docker_host.json",
+        "ci-backends_1.9/docker_ippc.json",
+        "ci-backends_1.9/ucr_host.json",
+    ];
+    for f in files {
+        let v = reference(&format!("marathon-lb/{f}"));
+        for app in apps_in(&v) {
+            assert_round_trip(&app);
+        }
+    }
+    // GET output of Marathon 1.4 (bridge, service port 10000) keeps its service port.
+    let s = ok(apps_in(&reference("marathon-lb/tests/zdd_apps.json"))[0].clone());
+    assert_eq!(s.ports.iter().map(|p| p.port).collect::<Vec<_>>(), vec![10000]);
+    assert_eq!(s.labels["HAPROXY_GROUP"], "external");
+}
+
+#[test]
+fn benchmark_group_apps_are_accepted() {
+    let apps = apps_in(&reference("benchmark/155_100.json"));
+    assert_eq!(apps.len(), 100);
+    for a in &apps {
+        let s = ok(a.clone());
+        assert_eq!(s.constraints.len(), 2);
+        assert_eq!(s.constraints[0].op, ConstraintOp::Cluster);
+        assert!(matches!(s.container, ContainerSpec::Docker { .. }));
+        assert_round_trip(a);
+    }
+}
+
+// ---------------------------------------------------------------- rules
+
+fn base() -> Value {
+    json!({"id": "/app", "cmd": "sleep 10"})
+}
+
+fn with(k: &str, v: Value) -> Value {
+    let mut b = base();
+    b[k] = v;
+    b
+}
+
+#[test]
+fn defaults_are_marathons() {
+    let s = ok(base());
+    assert_eq!(s.resources.cpus, 1.0);
+    assert_eq!(s.resources.mem, 128.0);
+    assert_eq!(s.resources.disk, 0.0);
+    assert_eq!(s.resources.gpus, 0);
+    assert_eq!(s.instances, 1);
+    assert_eq!(s.backoff, BackoffPolicy::default());
+    assert_eq!(s.kill_grace_seconds, 3.0);
+    assert_eq!(s.kill_selection, KillSelection::YoungestFirst);
+    assert_eq!(s.upgrade, UpgradeStrategy::default());
+    assert!(!s.require_ports);
+    assert_eq!(s.ports.len(), 1);
+    assert_eq!(s.ports[0].port, 0);
+    assert!(s.passthrough.is_empty());
+}
+
+#[test]
+fn malformed_json_is_400() {
+    let e = parse_app(b"{\"id\": ").expect_err("bad json");
+    assert_eq!(e.status, 400);
+    assert_eq!(e.message, "Invalid JSON");
+    let e = parse_app(br#"{"id": "/a", "cmd": "x", "cpus": "lots"}"#).expect_err("type");
+    assert_eq!(e.status, 400);
+    assert!(e.has_path("/cpus"));
+    assert_eq!(e.details[0].errors[0], "error.expected.jsnumber");
+    let e = parse_app(b"[1]").expect_err("array");
+    assert_eq!(e.status, 400);
+    let s = parse_app(br#"{"id": "a", "cmd": "x", "args": null, "container": null}"#).expect("nulls are absent");
+    assert_eq!(s.id.as_str(), "/a");
+}
+
+#[test]
+fn rule_cmd_and_args_exclusive() {
+    rejected_at(with("args", json!(["a"])), "/cmd");
+}
+
+#[test]
+fn rule_needs_cmd_args_or_image() {
+    rejected_at(json!({"id": "/a"}), "/");
+    rejected_at(json!({"id": "/a", "container": {"type": "MESOS"}}), "/");
+    ok(json!({"id": "/a", "args": ["sleep", "1"]}));
+    ok(json!({"id": "/a", "container": {"type": "MESOS", "docker": {"image": "x"}}}));
+    rejected_at(json!({"id": "/a", "container": {"type": "DOCKER"}}), "/container/docker/image");
+    rejected_at(json!({"id": "/a", "container": {"type": "RKT", "docker": {"image": "x"}}}), "/container/type");
+    rejected_at(with("cmd", json!("")), "/cmd");
+}
+
+#[test]
+fn rule_resources() {
+    rejected_at(with("cpus", json!(0)), "/cpus");
+    rejected_at(with("cpus", json!(-1)), "/cpus");
+    ok(with("cpus", json!(0.001)));
+    rejected_at(with("mem", json!(-1)), "/mem");
+    rejected_at(with("disk", json!(-0.5)), "/disk");
+    rejected_at(with("gpus", json!(-1)), "/gpus");
+    rejected_at(with("instances", json!(-1)), "/instances");
+    assert_eq!(err(with("instances", json!(1.5))).status, 400);
+    assert_eq!(ok(with("instances", json!(3.0))).instances, 3);
+}
+
+#[test]
+fn rule_id() {
+    let e = rejected_at(with("id", json!("/Bad_Id")), "/id");
+    assert!(e.details[0].errors[0].contains("regular expression"));
+    rejected_at(with("id", json!("/a//b")), "/id");
+    rejected_at(with("id", json!("/")), "/id");
+    rejected_at(json!({"cmd": "x"}), "/id");
+    assert_eq!(ok(with("id", json!("a/b/"))).id.as_str(), "/a/b");
+}
+
+#[test]
+fn rule_constraints() {
+    let c = |v: Value| with("constraints", json!([v]));
+    rejected_at(c(json!(["hostname", "NEAR"])), "/constraints(0)");
+    rejected_at(c(json!(["hostname"])), "/constraints(0)");
+    rejected_at(c(json!(["hostname", "LIKE", "a", "b"])), "/constraints(0)");
+    rejected_at(c(json!(["", "UNIQUE"])), "/constraints(0)");
+    rejected_at(c(json!(["hostname", "LIKE"])), "/constraints(0)");
+    rejected_at(c(json!(["hostname", "UNLIKE", "a("])), "/constraints(0)");
+    rejected_at(c(json!(["hostname", "UNIQUE", "x"])), "/constraints(0)");
+    rejected_at(c(json!(["hostname", "MAX_PER"])), "/constraints(0)");
+    rejected_at(c(json!(["hostname", "MAX_PER", "two"])), "/constraints(0)");
+    rejected_at(c(json!(["rack", "GROUP_BY", "x"])), "/constraints(0)");
+    rejected_at(c(json!(["rack", "CLUSTER"])), "/constraints(0)");
+    rejected_at(c(json!(["rack", "IS"])), "/constraints(0)");
+    assert_eq!(err(c(json!("hostname:UNIQUE"))).status, 400);
+    let s = ok(with(
+        "constraints",
+        json!([
+            ["hostname", "UNIQUE"],
+            ["hostname", "UNIQUE", ""],
+            ["rack", "GROUP_BY"],
+            ["rack", "GROUP_BY", "3"],
+            ["hostname", "MAX_PER", "2"],
+            ["hostname", "LIKE", "srv[0-9]+"],
+            ["rack", "CLUSTER", "a"],
+            ["os", "IS", "linux"]
+        ]),
+    ));
+    assert_eq!(s.constraints.len(), 7, "duplicate UNIQUE folded");
+    assert_eq!(s.constraints[0].value, None);
+    assert_eq!(render_spec(&s)["constraints"][0], json!(["hostname", "UNIQUE"]));
+    let e = rejected_at(with("constraints", json!([["a", "UNIQUE"], ["b", "NOPE"]])), "/constraints(1)");
+    assert!(!e.has_path("/constraints(0)"));
+}
+
+#[test]
+fn rule_ports() {
+    let pd = |v: Value| with("portDefinitions", v);
+    rejected_at(pd(json!([{"port": 0, "name": "web"}, {"port": 0, "name": "web"}])), "/portDefinitions(1)/name");
+    rejected_at(pd(json!([{"name": "Web_1"}])), "/portDefinitions(0)/name");
+    rejected_at(pd(json!([{"port": 70000}])), "/portDefinitions(0)/port");
+    rejected_at(pd(json!([{"port": 8080}, {"port": 8080}])), "/portDefinitions(1)/port");
+    rejected_at(pd(json!([{"protocol": "sctp"}])), "/portDefinitions(0)/protocol");
+    let s = ok(pd(json!([])));
+    assert!(s.ports.is_empty(), "an explicit empty list means no ports");
+    let s = ok(with("ports", json!([0, 0])));
+    assert_eq!(s.ports.len(), 2);
+    let s = ok(pd(json!([{"port": 0, "name": "http", "protocol": "udp,tcp", "labels": {"VIP_0": "x"}}])));
+    assert_eq!(s.ports[0].protocol, "udp,tcp");
+    assert_eq!(s.ports[0].labels["VIP_0"], "x");
+    rejected_at(
+        json!({"id": "/a", "container": {"type": "DOCKER", "docker": {"image": "x"},
+            "portMappings": [{"containerPort": 80, "name": "a"}, {"containerPort": 81, "name": "a"}]},
+            "networks": [{"mode": "container/bridge"}]}),
+        "/container/portMappings(1)/name",
+    );
+}
+
+#[test]
+fn rule_env_and_labels() {
+    rejected_at(with("env", json!({"N": 1})), "/env/N");
+    rejected_at(with("env", json!({"S": {"secret": "nope"}})), "/env/S");
+    let mut v = with("env", json!({"A": "1", "S": {"secret": "db"}}));
+    v["secrets"] = json!({"db": {"source": "/db/pw"}});
+    let s = ok(v);
+    assert_eq!(s.env.len(), 1);
+    assert_eq!(s.passthrough["env"], json!({"S": {"secret": "db"}}));
+    rejected_at(with("labels", json!({"a": 1})), "/labels/a");
+}
+
+#[test]
+fn rule_upgrade_and_backoff() {
+    rejected_at(
+        with("upgradeStrategy", json!({"minimumHealthCapacity": 1.5})),
+        "/upgradeStrategy/minimumHealthCapacity",
+    );
+    rejected_at(with("upgradeStrategy", json!({"maximumOverCapacity": -0.1})), "/upgradeStrategy/maximumOverCapacity");
+    rejected_at(with("backoffFactor", json!(0.5)), "/backoffFactor");
+    rejected_at(with("backoffSeconds", json!(-1)), "/backoffSeconds");
+    rejected_at(with("maxLaunchDelaySeconds", json!(-1)), "/maxLaunchDelaySeconds");
+    rejected_at(with("taskKillGracePeriodSeconds", json!(-1)), "/taskKillGracePeriodSeconds");
+    rejected_at(with("killSelection", json!("RANDOM")), "/killSelection");
+    let s = ok(with("upgradeStrategy", json!({"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0})));
+    assert_eq!(s.upgrade.minimum_health_capacity, 0.5);
+    assert_eq!(s.upgrade.maximum_over_capacity, 0.0);
+    assert_eq!(ok(with("killSelection", json!("OLDEST_FIRST"))).kill_selection, KillSelection::OldestFirst);
+}
+
+#[test]
+fn rule_health_checks() {
+    let hc = |v: Value| with("healthChecks", json!([v]));
+    rejected_at(hc(json!({"protocol": "GOPHER"})), "/healthChecks(0)/protocol");
+    rejected_at(hc(json!({"protocol": "COMMAND"})), "/healthChecks(0)");
+    rejected_at(hc(json!({"port": 80, "portIndex": 0})), "/healthChecks(0)");
+    rejected_at(hc(json!({"portIndex": 1})), "/healthChecks(0)");
+    rejected_at(hc(json!({"intervalSeconds": -1})), "/healthChecks(0)/intervalSeconds");
+    let s = ok(hc(json!({})));
+    let h = &s.health_checks[0];
+    assert_eq!(h.protocol, HealthProtocol::Http);
+    assert_eq!(h.path.as_deref(), Some("/"));
+    assert_eq!(h.port_index, Some(0));
+    assert_eq!(
+        (h.grace_period_seconds, h.interval_seconds, h.timeout_seconds, h.delay_seconds),
+        (300.0, 60.0, 20.0, 15.0)
+    );
+    assert_eq!(h.max_consecutive_failures, 3);
+    assert!(!h.ignore_http1xx);
+    let s = ok(hc(json!({"protocol": "COMMAND", "command": {"value": "true"}})));
+    assert_eq!(s.health_checks[0].command.as_deref(), Some("true"));
+    assert_eq!(s.health_checks[0].port_index, None);
+    let s = ok(hc(json!({"protocol": "MESOS_TCP", "port": 8080})));
+    assert_eq!(s.health_checks[0].protocol, HealthProtocol::Tcp);
+    assert_eq!(s.health_checks[0].path, None);
+    assert_eq!(render_spec(&s)["healthChecks"][0]["protocol"], "MESOS_TCP");
+}
+
+#[test]
+fn rule_readiness_port_name() {
+    let mut v = with("readinessChecks", json!([{"name": "r", "protocol": "HTTP", "path": "/", "portName": "api"}]));
+    rejected_at(v.clone(), "/readinessChecks(0)");
+    v["portDefinitions"] = json!([{"port": 0, "name": "api"}]);
+    ok(v);
+}
+
+#[test]
+fn rule_dependencies_resolve_relative_to_the_group() {
+    let mut v = with("dependencies", json!(["db", "/other/x", "../top"]));
+    v["id"] = json!("/prod/web");
+    let s = ok(v);
+    let ids: Vec<&str> = s.dependencies.iter().map(|d| d.as_str()).collect();
+    assert_eq!(ids, vec!["/prod/db", "/other/x", "/top"]);
+    rejected_at(with("dependencies", json!(["BAD"])), "/dependencies(0)");
+}
+
+#[test]
+fn path_prefix_applies_to_details() {
+    let e = app_from_value(with("cpus", json!(0)), "/apps(3)").expect_err("invalid");
+    assert!(e.has_path("/apps(3)/cpus"), "{}", e.to_json());
+}
+
+#[test]
+fn unknown_and_unmodelled_fields_are_kept() {
+    let mut v = base();
+    v["fetch"] = json!([{"uri": "http://x/y.tgz", "extract": true}]);
+    v["acceptedResourceRoles"] = json!(["*"]);
+    v["unreachableStrategy"] = json!("disabled");
+    v["role"] = json!("slave_public");
+    v["somethingNew"] = json!({"a": [1, 2]});
+    v["tasksRunning"] = json!(5);
+    let s = ok(v.clone());
+    assert!(!s.passthrough.contains_key("tasksRunning"));
+    let out = render_spec(&s);
+    for k in ["fetch", "acceptedResourceRoles", "unreachableStrategy", "role", "somethingNew"] {
+        assert_eq!(out[k], v[k], "{k}");
+    }
+    assert_eq!(out["tasksRunning"], json!(0));
+}
+
+// ---------------------------------------------------------------- merge
+
+#[test]
+fn merge_keeps_absent_fields_and_url_id_wins() {
+    let mut existing = ok(json!({"id": "/a", "cmd": "sleep 1", "cpus": 0.5, "instances": 2,
+        "env": {"A": "1"}, "labels": {"l": "v"}, "healthChecks": [{"protocol": "MESOS_HTTP"}]}));
+    assign_service_ports(&mut existing, &BTreeSet::new(), (10000, 20000)).expect("ports");
+    let id = AppId::parse("/a").expect("id");
+    let m = merge_app(&existing, &id, json!({"id": "/elsewhere", "instances": 5})).expect("merge");
+    assert_eq!(m.id, id);
+    assert_eq!(m.instances, 5);
+    assert_eq!(m.resources.cpus, 0.5);
+    assert_eq!(m.env, existing.env);
+    assert_eq!(m.ports[0].port, 10000, "assigned service port kept");
+    assert!(!existing.config_differs(&m), "a scale is not a config change");
+    let mut scaled_back = m.clone();
+    scaled_back.instances = existing.instances;
+    assert_eq!(scaled_back, existing);
+}
+
+#[test]
+fn merge_switches_cmd_and_args() {
+    let existing = ok(base());
+    let id = existing.id.clone();
+    let m = merge_app(&existing, &id, json!({"args": ["sleep", "5"]})).expect("merge");
+    assert_eq!(m.command, Some(CommandSpec::Argv(vec!["sleep".into(), "5".into()])));
+    let m = merge_app(&m, &id, json!({"cmd": "echo"})).expect("merge back");
+    assert_eq!(m.command, Some(CommandSpec::Shell("echo".into())));
+}
+
+#[test]
+fn merge_revalidates_and_replaces_whole_fields() {
+    let existing = ok(with("env", json!({"A": "1", "B": "2"})));
+    let id = existing.id.clone();
+    let e = merge_app(&existing, &id, json!({"cpus": -1})).expect_err("invalid");
+    assert_eq!(e.status, 422);
+    assert!(e.has_path("/cpus"));
+    let m = merge_app(&existing, &id, json!({"env": {"C": "3"}})).expect("merge");
+    assert_eq!(m.env.keys().collect::<Vec<_>>(), vec!["C"]);
+    assert_eq!(merge_app(&existing, &id, json!([])).expect_err("array").status, 400);
+}
+
+#[test]
+fn merge_to_bridge_networking_takes_ports_from_mappings() {
+    let existing = ok(with("portDefinitions", json!([{"port": 0, "name": "a"}, {"port": 0}])));
+    let id = existing.id.clone();
+    let m = merge_app(
+        &existing,
+        &id,
+        json!({"networks": [{"mode": "container/bridge"}],
+               "container": {"type": "DOCKER", "docker": {"image": "nginx"},
+                             "portMappings": [{"containerPort": 80, "name": "web"}]}}),
+    )
+    .expect("merge");
+    assert_eq!(m.ports.len(), 1);
+    assert_eq!(m.ports[0].name.as_deref(), Some("web"));
+    assert_eq!(render_spec(&m)["portDefinitions"], json!([]));
+}
+
+// ---------------------------------------------------------------- service ports
+
+#[test]
+fn service_ports_take_the_lowest_free() {
+    let mut s = ok(with("portDefinitions", json!([{"port": 0}, {"port": 10001}, {"port": 0}])));
+    let used: BTreeSet<u16> = [10000, 10002].into_iter().collect();
+    assign_service_ports(&mut s, &used, (10000, 20000)).expect("assign");
+    let ports: Vec<u16> = s.ports.iter().map(|p| p.port).collect();
+    assert_eq!(ports, vec![10003, 10001, 10004]);
+    let mut s = ok(with("portDefinitions", json!([{"port": 0}, {"port": 0}])));
+    let e = assign_service_ports(&mut s, &BTreeSet::new(), (10000, 10000)).expect_err("full");
+    assert_eq!(e.status, 422);
+    let mut s = ok(with("portDefinitions", json!([{"port": 10000}])));
+    let used: BTreeSet<u16> = [10000].into_iter().collect();
+    assert!(assign_service_ports(&mut s, &used, (10000, 20000)).is_err());
+    // bridge: assigned service ports show up in the container's port mappings
+    let mut s = ok(json!({"id": "/b", "container": {"type": "DOCKER", "docker": {"image": "x",
+        "network": "BRIDGE", "portMappings": [{"containerPort": 80, "hostPort": 0}]}}}));
+    assign_service_ports(&mut s, &BTreeSet::new(), (10000, 20000)).expect("assign");
+    let out = render_spec(&s);
+    assert_eq!(out["container"]["docker"]["portMappings"][0]["servicePort"], 10000);
+    assert_eq!(out["ports"], json!([10000]));
+}
+
+// ---------------------------------------------------------------- rendering
+
+fn state_with_app(spec: AppSpec) -> (ClusterState, AppId) {
+    let id = spec.id.clone();
+    let mut st = ClusterState::default();
+    st.apps.insert(id.clone(), app_of(spec));
+    (st, id)
+}
+
+fn task(app: &AppId, n: u128, state: TaskState, healthy: Option<bool>) -> Task {
+    Task {
+        id: TaskId::new(app, uuid_of(n), 1),
+        app_id: app.clone(),
+        node: NodeId(1),
+        host: "10.0.0.5".into(),
+        app_version: UnixMillis(1_440_628_404_225),
+        ports: vec![31000],
+        resources: Resources::default(),
+        state,
+        goal: TaskGoal::Running,
+        staged_at: UnixMillis(1_440_628_400_000),
+        started_at: Some(UnixMillis(1_440_628_401_000)),
+        updated_at: UnixMillis(1_440_628_401_000),
+        message: None,
+        healthy,
+    }
+}
+
+fn uuid_of(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(n)
+}
+
+#[test]
+fn render_app_counts_and_embeds() {
+    let spec = ok(json!({"id": "/web", "cmd": "x", "instances": 3,
+        "healthChecks": [{"protocol": "HTTP"}]}));
+    let (mut st, id) = state_with_app(spec);
+    for (n, state, h) in [
+        (1, TaskState::Running, Some(true)),
+        (2, TaskState::Running, Some(false)),
+        (3, TaskState::Staging, None),
+        (4, TaskState::Failed, None),
+    ] {
+        let t = task(&id, n, state, h);
+        st.tasks.insert(t.id.clone(), t);
+    }
+    let d = Deployment {
+        id: DeploymentId("dep-1".into()),
+        version: UnixMillis(0),
+        affected_apps: vec![id.clone()],
+        steps: vec![Step { actions: vec![(DeploymentAction::StartApplication, id.clone())] }],
+        current_step: 1,
+        started_at: UnixMillis(0),
+    };
+    st.deployments.insert(d.id.clone(), d);
+    let app = st.apps[&id].clone();
+    let out = render_app(&app, &st, &Embed::default());
+    assert_eq!(out["tasksRunning"], 2);
+    assert_eq!(out["tasksStaged"], 1);
+    assert_eq!(out["tasksHealthy"], 1);
+    assert_eq!(out["tasksUnhealthy"], 1);
+    assert_eq!(out["deployments"], json!([{"id": "dep-1"}]));
+    assert_eq!(out["version"], "2015-08-26T22:33:24.225Z");
+    assert_eq!(out["versionInfo"]["lastConfigChangeAt"], "2015-08-26T22:33:24.225Z");
+    assert!(out.get("tasks").is_none());
+    // every field of Marathon's app shape is there
+    let shape = reference("api-examples/app.json");
+    for k in shape.as_object().expect("object").keys() {
+        assert!(k == "tty" || out.get(k).is_some(), "missing {k}");
+    }
+    for k in ["ports", "requirePorts", "residency", "storeUrls", "uris", "executor", "gpus"] {
+        assert!(out.get(k).is_some(), "missing {k}");
+    }
+    let embed = Embed::parse(&["apps.tasks".into(), "apps.lastTaskFailure,apps.readiness".into()]);
+    let mut app = app;
+    app.last_task_failure = Some(TaskFailure {
+        task_id: TaskId::new(&id, uuid_of(4), 1),
+        state: TaskState::Failed,
+        message: "exit 1".into(),
+        host: "10.0.0.5".into(),
+        timestamp: UnixMillis(0),
+        version: UnixMillis(0),
+    });
+    let out = render_app(&app, &st, &embed);
+    assert_eq!(out["tasks"].as_array().map(Vec::len), Some(3), "terminal task left out");
+    assert_eq!(out["lastTaskFailure"]["state"], "TASK_FAILED");
+    assert_eq!(out["lastTaskFailure"]["appId"], "/web");
+    assert_eq!(out["readinessCheckResults"], json!([]));
+}
+
+#[test]
+fn embed_parse_accepts_list_and_single_forms() {
+    let e = Embed::parse(&["app.tasks".into(), "app.counts".into()]);
+    assert!(e.tasks && e.counts && !e.deployments);
+    let e = Embed::parse(&["apps.deployments".into(), "apps.failures".into(), "bogus".into()]);
+    assert!(e.deployments && e.last_task_failure && !e.tasks);
+    assert_eq!(Embed::parse(&[]), Embed::default());
+}
+
+#[test]
+fn render_task_has_marathon_shape() {
+    let mut spec = ok(json!({"id": "/web", "cmd": "x", "healthChecks": [{}]}));
+    assign_service_ports(&mut spec, &BTreeSet::new(), (10000, 20000)).expect("ports");
+    let (st, id) = state_with_app(spec);
+    let t = task(&id, 7, TaskState::Running, Some(true));
+    let out = render_task(&t, &st);
+    assert_eq!(out["id"], t.id.as_str());
+    assert_eq!(out["appId"], "/web");
+    assert_eq!(out["host"], "10.0.0.5");
+    assert_eq!(out["ports"], json!([31000]));
+    assert_eq!(out["servicePorts"], json!([10000]));
+    assert_eq!(out["slaveId"], "1");
+    assert_eq!(out["state"], "TASK_RUNNING");
+    assert_eq!(out["stagedAt"], "2015-08-26T22:33:20.000Z");
+    assert_eq!(out["startedAt"], "2015-08-26T22:33:21.000Z");
+    assert_eq!(out["version"], "2015-08-26T22:33:24.225Z");
+    assert_eq!(out["ipAddresses"], json!([{"ipAddress": "10.0.0.5", "protocol": "IPv4"}]));
+    assert_eq!(out["healthCheckResults"][0]["alive"], true);
+    let shape = reference("api-examples/tasks.json");
+    for k in shape["tasks"][0].as_object().expect("object").keys() {
+        if !matches!(k.as_str(), "region" | "zone") {
+            assert!(out.get(k).is_some(), "missing {k}");
+        }
+    }
+    let staging = task(&id, 8, TaskState::Staging, None);
+    let mut staging = staging;
+    staging.started_at = None;
+    let out = render_task(&staging, &st);
+    assert_eq!(out["startedAt"], Value::Null);
+    assert_eq!(out["healthCheckResults"], json!([]));
+}
+
+#[test]
+fn render_deployment_has_marathon_shape() {
+    let a = AppId::parse("/a").expect("id");
+    let b = AppId::parse("/b").expect("id");
+    let d = Deployment {
+        id: DeploymentId("97c136bf".into()),
+        version: UnixMillis(1_443_604_157_614),
+        affected_apps: vec![a.clone(), b.clone()],
+        steps: vec![
+            Step { actions: vec![(DeploymentAction::StartApplication, a.clone())] },
+            Step { actions: vec![(DeploymentAction::ScaleApplication, b.clone())] },
+        ],
+        current_step: 2,
+        started_at: UnixMillis(0),
+    };
+    let out = render_deployment(&d, &ClusterState::default());
+    assert_eq!(
+        out,
+        json!({
+            "id": "97c136bf",
+            "version": "2015-09-30T09:09:17.614Z",
+            "affectedApps": ["/a", "/b"],
+            "affectedPods": [],
+            "steps": [
+                {"actions": [{"action": "StartApplication", "app": "/a"}]},
+                {"actions": [{"action": "ScaleApplication", "app": "/b"}]}
+            ],
+            "currentActions": [{"action": "ScaleApplication", "app": "/b", "readinessCheckResults": []}],
+            "currentStep": 2,
+            "totalSteps": 2
+        })
+    );
+    let shape = reference("api-examples/deployments.json");
+    for k in shape[0].as_object().expect("object").keys() {
+        assert!(out.get(k).is_some(), "missing {k}");
+    }
+}
+
+#[test]
+fn render_queue_lists_apps_missing_tasks() {
+    let spec = ok(json!({"id": "/q", "cmd": "x", "instances": 3}));
+    let (mut st, id) = state_with_app(spec);
+    let t = task(&id, 1, TaskState::Running, None);
+    st.tasks.insert(t.id.clone(), t);
+    let full = ok(json!({"id": "/full", "cmd": "x", "instances": 0}));
+    st.apps.insert(full.id.clone(), app_of(full));
+    let now = UnixMillis(1_440_628_410_000);
+    st.apps.get_mut(&id).expect("app").backoff =
+        LaunchBackoff { delay_seconds: 4.0, not_before: UnixMillis(1_440_628_414_000) };
+    let out = render_queue(&st, now);
+    let q = out["queue"].as_array().expect("queue");
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0]["app"]["id"], "/q");
+    assert_eq!(q[0]["count"], 2);
+    assert_eq!(q[0]["delay"], json!({"timeLeftSeconds": 4, "overdue": false}));
+    let later = render_queue(&st, UnixMillis(1_440_628_420_000));
+    assert_eq!(later["queue"][0]["delay"]["overdue"], true);
+    let shape = reference("api-examples/queue.json");
+    for k in shape["queue"][0].as_object().expect("object").keys() {
+        assert!(q[0].get(k).is_some(), "missing {k}");
+    }
+}

@@ -14,9 +14,7 @@ pub fn format_time(t: UnixMillis) -> String {
 
 /// Any RFC 3339 timestamp (any offset, any sub-second precision) -> `UnixMillis`.
 pub fn parse_time(s: &str) -> Option<UnixMillis> {
-    DateTime::parse_from_rfc3339(s.trim())
-        .ok()
-        .map(|dt| UnixMillis(dt.timestamp_millis()))
+    DateTime::parse_from_rfc3339(s.trim()).ok().map(|dt| UnixMillis(dt.timestamp_millis()))
 }
 
 /// `true`/`false` in any case (`force=True`); anything else is `None`.
@@ -49,10 +47,7 @@ mod tests {
         assert_eq!(parse_time(&format_time(t)), Some(t));
         assert_eq!(parse_time("2015-08-26T22:33:24.225+00:00"), Some(t));
         assert_eq!(parse_time("2015-08-27T00:33:24.225+02:00"), Some(t));
-        assert_eq!(
-            parse_time("2015-08-26T22:33:24Z"),
-            Some(UnixMillis(1_440_628_404_000))
-        );
+        assert_eq!(parse_time("2015-08-26T22:33:24Z"), Some(UnixMillis(1_440_628_404_000)));
         assert_eq!(parse_time("yesterday"), None);
         assert_eq!(parse_time(""), None);
     }

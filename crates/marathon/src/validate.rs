@@ -40,10 +40,7 @@ pub(crate) fn constraint(cx: &mut Cx, v: &Value, rel: &str) -> Option<Constraint
         parts.push(cx.string(item, &format!("{rel}({j})"))?);
     }
     if !(2..=3).contains(&parts.len()) {
-        cx.invalid(
-            rel,
-            "Each constraint must be an array of 2 or 3 strings: [field, operator(, value)]",
-        );
+        cx.invalid(rel, "Each constraint must be an array of 2 or 3 strings: [field, operator(, value)]");
         return None;
     }
     let field = parts[0].clone();
@@ -52,13 +49,7 @@ pub(crate) fn constraint(cx: &mut Cx, v: &Value, rel: &str) -> Option<Constraint
         return None;
     }
     let Some(op) = constraint_op(&parts[1]) else {
-        cx.invalid(
-            rel,
-            format!(
-                "Constraint operator must be one of the following: {OPERATORS} (got '{}')",
-                parts[1]
-            ),
-        );
+        cx.invalid(rel, format!("Constraint operator must be one of the following: {OPERATORS} (got '{}')", parts[1]));
         return None;
     };
     let value = parts.get(2).cloned();
@@ -77,16 +68,12 @@ pub(crate) fn constraint(cx: &mut Cx, v: &Value, rel: &str) -> Option<Constraint
             None | Some("") => None,
             Some(s) if is_int(s) => None,
             Some(_) => Some(
-                "Value was specified but is not a number: GROUP_BY may either have no value or an integer value"
-                    .into(),
+                "Value was specified but is not a number: GROUP_BY may either have no value or an integer value".into(),
             ),
         },
         ConstraintOp::MaxPer => match value.as_deref() {
             Some(s) if is_int(s) => None,
-            _ => Some(
-                "Value was not specified or is not a number: MAX_PER must have an integer value"
-                    .into(),
-            ),
+            _ => Some("Value was not specified or is not a number: MAX_PER must have an integer value".into()),
         },
         ConstraintOp::Like | ConstraintOp::Unlike => match value.as_deref() {
             None => Some("A regular expression value must be provided".into()),
@@ -111,8 +98,7 @@ pub(crate) fn constraint(cx: &mut Cx, v: &Value, rel: &str) -> Option<Constraint
 pub(crate) fn valid_port_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -142,12 +128,7 @@ pub(crate) fn health_protocol_name(p: HealthProtocol) -> &'static str {
 
 /// One element of `healthChecks`, with Marathon's defaults. `port_count` is the
 /// number of ports (definitions or mappings) a `portIndex` may address.
-pub(crate) fn health_check(
-    cx: &mut Cx,
-    v: &Value,
-    rel: &str,
-    port_count: usize,
-) -> Option<HealthCheck> {
+pub(crate) fn health_check(cx: &mut Cx, v: &Value, rel: &str, port_count: usize) -> Option<HealthCheck> {
     let o = cx.object(v, rel)?;
     let protocol = match get(o, "protocol") {
         None => HealthProtocol::Http,
@@ -168,10 +149,7 @@ pub(crate) fn health_check(
     let secs = |cx: &mut Cx, key: &str, default: f64| -> f64 {
         match get(o, key) {
             None => default,
-            Some(v) => cx
-                .non_negative(v, &format!("{rel}/{key}"))
-                .map(|i| i as f64)
-                .unwrap_or(default),
+            Some(v) => cx.non_negative(v, &format!("{rel}/{key}")).map(|i| i as f64).unwrap_or(default),
         }
     };
     let grace_period_seconds = secs(cx, "gracePeriodSeconds", 300.0);
@@ -181,9 +159,7 @@ pub(crate) fn health_check(
     let max_consecutive_failures = secs(cx, "maxConsecutiveFailures", 3.0) as u32;
     let ignore_http1xx = match get(o, "ignoreHttp1xx") {
         None => false,
-        Some(v) => cx
-            .boolean(v, &format!("{rel}/ignoreHttp1xx"))
-            .unwrap_or(false),
+        Some(v) => cx.boolean(v, &format!("{rel}/ignoreHttp1xx")).unwrap_or(false),
     };
     if let Some(ip) = get(o, "ipProtocol") {
         if let Some(s) = cx.string(ip, &format!("{rel}/ipProtocol")) {
@@ -193,9 +169,8 @@ pub(crate) fn health_check(
         }
     }
     let port = get(o, "port").and_then(|v| cx.port(v, &format!("{rel}/port")));
-    let mut port_index = get(o, "portIndex")
-        .and_then(|v| cx.non_negative(v, &format!("{rel}/portIndex")))
-        .map(|i| i as usize);
+    let mut port_index =
+        get(o, "portIndex").and_then(|v| cx.non_negative(v, &format!("{rel}/portIndex"))).map(|i| i as usize);
     let command = match get(o, "command") {
         None => None,
         Some(c) => {
@@ -211,9 +186,7 @@ pub(crate) fn health_check(
     };
     let path = match get(o, "path") {
         Some(p) => cx.string(p, &format!("{rel}/path")),
-        None if matches!(protocol, HealthProtocol::Http | HealthProtocol::Https) => {
-            Some("/".to_string())
-        }
+        None if matches!(protocol, HealthProtocol::Http | HealthProtocol::Https) => Some("/".to_string()),
         None => None,
     };
     if protocol == HealthProtocol::Command {
@@ -222,10 +195,7 @@ pub(crate) fn health_check(
         }
     } else {
         if port.is_some() && port_index.is_some() {
-            cx.invalid(
-                rel,
-                "Health checks may either specify a port or a portIndex",
-            );
+            cx.invalid(rel, "Health checks may either specify a port or a portIndex");
         }
         if port.is_none() && port_index.is_none() {
             port_index = Some(0);
