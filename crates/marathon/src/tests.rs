@@ -785,3 +785,22 @@ fn render_queue_lists_apps_missing_tasks() {
         assert!(q[0].get(k).is_some(), "missing {k}");
     }
 }
+
+#[test]
+fn api_example_patches_merge_onto_created_apps() {
+    let created: Vec<AppSpec> = apps_in(&reference("api-examples/apps_create.json")).into_iter().map(ok).collect();
+    for patch in apps_in(&reference("api-examples/apps_patch.json")) {
+        let id = AppId::parse(patch["id"].as_str().expect("id")).expect("id");
+        let existing = created.iter().find(|s| s.id == id).expect("created");
+        let merged = merge_app(existing, &id, patch.clone()).expect("merge");
+        if let Some(c) = patch.get("cpus") {
+            assert_eq!(Some(merged.resources.cpus), c.as_f64());
+        }
+        assert_eq!(merged.command, existing.command);
+        assert_eq!(merged.dependencies, existing.dependencies);
+    }
+    let app = ok(json!({"id": "/foo", "cmd": "sleep 1"}));
+    let id = app.id.clone();
+    let merged = merge_app(&app, &id, reference("api-examples/app_patch.json")).expect("merge");
+    assert_eq!(merged.instances, 2);
+}
