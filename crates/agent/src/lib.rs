@@ -1,14 +1,18 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The agent's process layer: the exec driver (agent side), the per-task
+//! executor (a separate single-threaded process), the task's cgroup, the
+//! sandbox files they share, and the task environment.
+//!
+//! Owns: starting, stopping, watching and recovering task processes on this
+//! node. Never touches the store: the reconcile loop above it turns
+//! [`TaskEvent`]s and [`RecoveredTask`]s into store commands.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod cgroup;
+pub mod driver;
+pub mod env;
+pub mod executor;
+pub mod sandbox;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use driver::{DriverError, ExecDriver, RecoveredTask, TaskEvent};
+pub use env::task_env;
+pub use executor::executor_main;
+pub use sandbox::LaunchSpec;

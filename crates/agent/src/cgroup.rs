@@ -1,0 +1,223 @@
+//! The task's cgroup: creation with the task's limits (memory, cpu shares and
+//! quota), the race-free hand-over of the task into it, OOM detection, killing
+//! everything left inside, and removal.
+//!
+//! Built on youki's `libcgroups`, which detects pure v1, pure v2 and hybrid
+//! hosts (on hybrid hosts the controllers live on the v1 hierarchies, so the v1
+//! manager is used). The cgroup is `/wharf/<task_id>` below the root of every
+//! hierarchy. Only the few files `libcgroups` does not cover (OOM counters) are
+//! read here directly.
+
+use libcgroups::common::{self, AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup, ControllerOpt};
+use model::{Resources, TaskId};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// CFS period used for the cpu quota (the kernel default).
+const CFS_PERIOD_US: u64 = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cannot detect the host's cgroup setup: {0}")]
+    Setup(String),
+    #[error("cgroup {path}: {message}")]
+    Manager { path: String, message: String },
+    #[error("invalid cgroup resources: {0}")]
+    Resources(String),
+}
+
+/// The cgroup name of a task, relative to each hierarchy's root.
+pub fn cgroup_name(id: &TaskId) -> PathBuf {
+    PathBuf::from(format!("/wharf/{}", id.as_str()))
+}
+
+fn setup() -> Result<CgroupSetup, CgroupError> {
+    common::get_cgroup_setup().map_err(|e| CgroupError::Setup(e.to_string()))
+}
+
+fn manager(path: &Path) -> Result<AnyCgroupManager, CgroupError> {
+    common::create_cgroup_manager(CgroupConfig {
+        cgroup_path: path.to_path_buf(),
+        systemd_cgroup: false,
+        container_name: String::new(),
+    })
+    .map_err(|e| CgroupError::Manager { path: path.display().to_string(), message: e.to_string() })
+}
+
+fn merr(path: &Path, e: impl std::fmt::Display) -> CgroupError {
+    CgroupError::Manager { path: path.display().to_string(), message: e.to_string() }
+}
+
+/// One task's cgroup.
+pub struct TaskCgroup {
+    name: PathBuf,
+    mgr: AnyCgroupManager,
+    /// Directory holding the memory controller's files (for OOM counters).
+    memory_dir: Option<PathBuf>,
+    unified: bool,
+}
+
+impl TaskCgroup {
+    /// A handle on the task's cgroup; creates nothing yet.
+    pub fn open(id: &TaskId) -> Result<TaskCgroup, CgroupError> {
+        let name = cgroup_name(id);
+        let rel = name.strip_prefix("/").unwrap_or(&name).to_path_buf();
+        let (unified, memory_dir) = match setup()? {
+            CgroupSetup::Unified => (true, Some(Path::new(CGROUP_ROOT).join(&rel))),
+            CgroupSetup::Legacy | CgroupSetup::Hybrid => (
+                false,
+                libcgroups::v1::util::get_subsystem_mount_point(&libcgroups::v1::ControllerType::Memory)
+                    .ok()
+                    .map(|m| m.join(&rel)),
+            ),
+        };
+        Ok(TaskCgroup { mgr: manager(&name)?, name, memory_dir, unified })
+    }
+
+    /// Creates the cgroup, moves the calling process into it and applies the
+    /// limits. A child forked afterwards starts inside the cgroup; the caller
+    /// then leaves with [`CurrentCgroup::rejoin`]. This is race-free: the task
+    /// never runs a single instruction outside its cgroup.
+    pub fn create_and_join(&self, res: &Resources) -> Result<(), CgroupError> {
+        self.mgr.add_task(Pid::this()).map_err(|e| merr(&self.name, e))?;
+        let resources = self.linux_resources(res)?;
+        self.mgr
+            .apply(&ControllerOpt {
+                resources: &resources,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| merr(&self.name, e))
+    }
+
+    fn linux_resources(&self, res: &Resources) -> Result<oci_spec::runtime::LinuxResources, CgroupError> {
+        let rerr = |e: oci_spec::OciSpecError| CgroupError::Resources(e.to_string());
+        let mut b = LinuxResourcesBuilder::default();
+        if res.mem > 0.0 {
+            let limit = (res.mem * 1024.0 * 1024.0) as i64;
+            let mut m = LinuxMemoryBuilder::default().limit(limit);
+            // Memory+swap equal to the limit, so the limit really kills
+            // instead of pushing the task into swap. Only where the kernel
+            // accounts swap (v1: memsw files; v2: memory.swap.max).
+            let swap_file = if self.unified { "memory.swap.max" } else { "memory.memsw.limit_in_bytes" };
+            if self.memory_dir.as_ref().is_some_and(|d| d.join(swap_file).exists()) {
+                m = m.swap(limit);
+            }
+            b = b.memory(m.build().map_err(rerr)?);
+        }
+        if res.cpus > 0.0 {
+            let shares = ((res.cpus * 1024.0) as u64).max(2);
+            let quota = ((res.cpus * CFS_PERIOD_US as f64) as i64).max(1000);
+            let cpu =
+                LinuxCpuBuilder::default().shares(shares).quota(quota).period(CFS_PERIOD_US).build().map_err(rerr)?;
+            b = b.cpu(cpu);
+        }
+        b.build().map_err(rerr)
+    }
+
+    /// Whether the kernel OOM-killed a process of this cgroup.
+    pub fn oom_killed(&self) -> bool {
+        let Some(dir) = &self.memory_dir else {
+            return false;
+        };
+        if self.unified {
+            return counter(&dir.join("memory.events"), "oom_kill").is_some_and(|n| n > 0);
+        }
+        match counter(&dir.join("memory.oom_control"), "oom_kill") {
+            Some(n) => n > 0,
+            // Kernels before 4.13 have no oom_kill counter: a failed charge
+            // against the limit is the best evidence there is.
+            None => {
+                ["memory.memsw.failcnt", "memory.failcnt"].iter().any(|f| read_u64(&dir.join(f)).is_some_and(|n| n > 0))
+            }
+        }
+    }
+
+    /// Peak memory use in bytes, where the kernel reports it.
+    pub fn max_usage(&self) -> Option<u64> {
+        let dir = self.memory_dir.as_ref()?;
+        let file = if self.unified { "memory.peak" } else { "memory.max_usage_in_bytes" };
+        read_u64(&dir.join(file))
+    }
+
+    /// Pids currently in the cgroup (empty if it does not exist).
+    pub fn pids(&self) -> Vec<Pid> {
+        self.mgr.get_all_pids().unwrap_or_default()
+    }
+
+    /// SIGKILLs everything in the cgroup until it is empty (or `timeout`
+    /// passes), calling `reap` between sweeps so the caller can collect the
+    /// zombies it is parent of. Returns whether the cgroup is empty.
+    pub fn kill_all(&self, timeout: Duration, mut reap: impl FnMut()) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_micros(200);
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() {
+                return true;
+            }
+            for p in pids {
+                let _ = kill(p, Signal::SIGKILL);
+            }
+            reap();
+            if Instant::now() >= deadline {
+                return self.pids().is_empty();
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills what is left and deletes the cgroup directories.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        self.mgr.remove().map_err(|e| merr(&self.name, e))
+    }
+}
+
+/// The cgroups the calling process is in now, so it can go back there after
+/// [`TaskCgroup::create_and_join`].
+pub struct CurrentCgroup {
+    mgr: AnyCgroupManager,
+}
+
+impl CurrentCgroup {
+    pub fn capture() -> Result<CurrentCgroup, CgroupError> {
+        let mgr = match setup()? {
+            CgroupSetup::Unified => {
+                let own =
+                    std::fs::read_to_string("/proc/self/cgroup").map_err(|e| CgroupError::Setup(e.to_string()))?;
+                let path = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/").to_string();
+                libcgroups::v2::manager::Manager::new(CGROUP_ROOT.into(), path.clone().into())
+                    .map_err(|e| merr(Path::new(&path), e))?
+                    .any()
+            }
+            // An empty path means "where this process is now", per hierarchy.
+            CgroupSetup::Legacy | CgroupSetup::Hybrid => {
+                libcgroups::v1::manager::Manager::new(Path::new("")).map_err(|e| merr(Path::new(""), e))?.any()
+            }
+        };
+        Ok(CurrentCgroup { mgr })
+    }
+
+    pub fn rejoin(&self) -> Result<(), CgroupError> {
+        self.mgr.add_task(Pid::this()).map_err(|e| merr(Path::new("(original cgroup)"), e))
+    }
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// `key N` line of a flat-keyed cgroup file.
+fn counter(p: &Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(p).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}

@@ -1,0 +1,452 @@
+//! The exec driver: the agent-side handle on per-task executors. It creates
+//! sandboxes, starts one executor per task (in its own session, so tasks
+//! survive an agent restart), turns the executor's "running" message and its
+//! exit into [`TaskEvent`]s, forwards kill requests, and re-attaches to live
+//! executors after an agent restart.
+//!
+//! Exit notification uses a pidfd per executor registered with tokio
+//! (`AsyncFd`): no polling, and it works for executors that are not the
+//! agent's children (after a restart). Executors that are the agent's
+//! children are reaped with `waitid(P_PIDFD)`.
+
+use crate::cgroup::TaskCgroup;
+use crate::sandbox::{self, ExecMsg, ExitRecord, LaunchSpec, StateFile, EXECUTOR_LOG, SPEC_FILE, STATE_FILE};
+use model::{TaskId, TaskState, UnixMillis};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, BufReader, Interest};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// How long `launch` waits for the executor to report the task started.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the driver reports about tasks, on the channel given to
+/// [`ExecDriver::new`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskEvent {
+    Running {
+        task_id: TaskId,
+        pid: u32,
+        at: UnixMillis,
+    },
+    Exited {
+        task_id: TaskId,
+        /// `Finished`, `Failed` or `Killed`.
+        state: TaskState,
+        message: String,
+        at: UnixMillis,
+    },
+}
+
+/// A task found in the sandboxes by [`ExecDriver::recover`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveredTask {
+    pub task_id: TaskId,
+    /// `Running` (executor alive; its exit will be reported as an event),
+    /// `Starting` (executor alive, task not spawned yet), or the final state.
+    pub state: TaskState,
+    pub pid: Option<u32>,
+    pub started_at: Option<UnixMillis>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("task {0} already has a sandbox")]
+    AlreadyExists(TaskId),
+    #[error("task {0} is still running")]
+    StillRunning(TaskId),
+    #[error("no executor command configured")]
+    NoExecutor,
+    #[error("task {task_id} did not start: {message}")]
+    Launch { task_id: TaskId, message: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> DriverError {
+    let context = context.into();
+    move |source| DriverError::Io { context, source }
+}
+
+struct Attached {
+    exec_pid: u32,
+    pidfd: Arc<OwnedFd>,
+    watcher: tokio::task::AbortHandle,
+}
+
+struct Inner {
+    root: PathBuf,
+    executor: Vec<OsString>,
+    events: UnboundedSender<TaskEvent>,
+    tasks: Mutex<HashMap<TaskId, Attached>>,
+}
+
+impl Inner {
+    fn tasks(&self) -> MutexGuard<'_, HashMap<TaskId, Attached>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs tasks as plain processes, one executor each. Dropping the driver
+/// stops watching (no further events) but leaves every task running.
+pub struct ExecDriver {
+    inner: Arc<Inner>,
+}
+
+impl Drop for ExecDriver {
+    fn drop(&mut self) {
+        for (_, a) in self.inner.tasks().drain() {
+            a.watcher.abort();
+        }
+    }
+}
+
+impl ExecDriver {
+    /// `root`: directory holding one sandbox dir per task; `executor`:
+    /// program + leading args that run the executor (production:
+    /// `[current_exe, "executor"]`); the executor gets `--sandbox DIR`
+    /// appended.
+    pub fn new(root: PathBuf, executor: Vec<OsString>, events: UnboundedSender<TaskEvent>) -> Self {
+        ExecDriver { inner: Arc::new(Inner { root, executor, events, tasks: Mutex::new(HashMap::new()) }) }
+    }
+
+    pub fn sandbox_dir(&self, id: &TaskId) -> PathBuf {
+        self.inner.root.join(id.as_str())
+    }
+
+    /// Creates the sandbox, writes the spec there, starts the executor and
+    /// returns the task's pid once the executor has spawned it (the
+    /// `Running` event is sent before this returns). On error no event is
+    /// sent; the sandbox stays (with a `Failed` state when the executor got
+    /// that far) until [`ExecDriver::remove_sandbox`].
+    pub async fn launch(&self, spec: LaunchSpec) -> Result<u32, DriverError> {
+        let (program, args) = self.inner.executor.split_first().ok_or(DriverError::NoExecutor)?;
+        let id = spec.task_id.clone();
+        let dir = self.sandbox_dir(&id);
+        std::fs::create_dir_all(&self.inner.root).map_err(io_err(format!("create {}", self.inner.root.display())))?;
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(DriverError::AlreadyExists(id)),
+            Err(e) => return Err(io_err(format!("create {}", dir.display()))(e)),
+        }
+        sandbox::write_json(&dir, SPEC_FILE, &spec).map_err(io_err("write task spec"))?;
+        let log = std::fs::File::create(dir.join(EXECUTOR_LOG)).map_err(io_err("create executor log"))?;
+
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args).arg("--sandbox").arg(&dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(io_err(format!("start executor {}", program.to_string_lossy())))?;
+        let exec_pid = child.id();
+        let stdout = child.stdout.take();
+        // Dropping a std Child neither kills nor waits: the pidfd below
+        // watches and reaps the executor.
+        drop(child);
+        let pidfd = Arc::new(pidfd_open(exec_pid).map_err(io_err("pidfd_open executor"))?);
+
+        let first = match stdout {
+            Some(out) => read_first_line(out).await,
+            None => Err("executor stdout missing".to_string()),
+        };
+        let msg = match first {
+            Ok(line) => serde_json::from_str::<ExecMsg>(line.trim())
+                .map_err(|e| format!("bad message from executor {line:?}: {e}")),
+            Err(e) => Err(e),
+        };
+        match msg {
+            Ok(ExecMsg::Running { pid, at }) => {
+                let _ = self.inner.events.send(TaskEvent::Running { task_id: id.clone(), pid, at });
+                attach(&self.inner, id, exec_pid, pidfd);
+                Ok(pid)
+            }
+            Ok(ExecMsg::Failed { message }) => {
+                reap_later(pidfd);
+                Err(DriverError::Launch { task_id: id, message })
+            }
+            Err(e) => {
+                let _ = pidfd_signal(&pidfd, libc::SIGKILL);
+                reap_later(pidfd);
+                let message = format!("executor failed: {e} (see {EXECUTOR_LOG})");
+                let _ = record_exit(&dir, TaskState::Failed, &message);
+                Err(DriverError::Launch { task_id: id, message })
+            }
+        }
+    }
+
+    /// Asks the task's executor to stop the task: SIGTERM to its process
+    /// group, SIGKILL to everything left in its cgroup after the grace
+    /// period. Returns once the request is delivered; the exit comes as an
+    /// `Exited` event. Idempotent; Ok if the task is already gone.
+    pub async fn kill(&self, id: &TaskId) -> Result<(), DriverError> {
+        let attached = self.inner.tasks().get(id).map(|a| a.pidfd.clone());
+        let pidfd = match attached {
+            Some(fd) => fd,
+            None => {
+                let dir = self.sandbox_dir(id);
+                match sandbox::read_json::<StateFile>(&dir, STATE_FILE) {
+                    Ok(st) if st.exit.is_none() => match open_live_executor(&st) {
+                        Some(fd) => Arc::new(fd),
+                        None => return Ok(()),
+                    },
+                    _ => return Ok(()),
+                }
+            }
+        };
+        match pidfd_signal(&pidfd, libc::SIGTERM) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(io_err(format!("signal executor of {id}"))(e)),
+        }
+    }
+
+    /// After an agent restart: scans the sandboxes, re-attaches to live
+    /// executors (their exit is reported as an `Exited` event) and returns
+    /// every task found with its current state. A sandbox whose executor
+    /// died without recording the task's end is cleaned up (its cgroup
+    /// killed) and reported `Failed`.
+    pub async fn recover(&self) -> Result<Vec<RecoveredTask>, DriverError> {
+        let entries = match std::fs::read_dir(&self.inner.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(format!("read {}", self.inner.root.display()))(e)),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err("read sandbox root"))?;
+            let Some(id) = entry.file_name().to_str().and_then(|n| TaskId::parse(n).ok()) else {
+                continue;
+            };
+            let dir = entry.path();
+            if !dir.join(SPEC_FILE).exists() {
+                continue;
+            }
+            let state = sandbox::read_json::<StateFile>(&dir, STATE_FILE).ok();
+            let already = self.inner.tasks().contains_key(&id);
+            let live = match &state {
+                Some(st) if st.exit.is_none() && !already => open_live_executor(st),
+                _ => None,
+            };
+            let task = match state {
+                Some(st) if already || live.is_some() => {
+                    if let Some(fd) = live {
+                        attach(&self.inner, id.clone(), st.executor_pid, Arc::new(fd));
+                    }
+                    RecoveredTask {
+                        task_id: id,
+                        state: if st.pid.is_some() { TaskState::Running } else { TaskState::Starting },
+                        pid: st.pid,
+                        started_at: st.started_at,
+                        message: None,
+                    }
+                }
+                Some(StateFile { pid, started_at, exit: Some(exit), .. }) => {
+                    RecoveredTask { task_id: id, state: exit.state, pid, started_at, message: Some(exit.message) }
+                }
+                other => {
+                    let exit = finish_orphan(&id, &dir);
+                    RecoveredTask {
+                        task_id: id,
+                        state: exit.state,
+                        pid: other.as_ref().and_then(|s| s.pid),
+                        started_at: other.as_ref().and_then(|s| s.started_at),
+                        message: Some(exit.message),
+                    }
+                }
+            };
+            found.push(task);
+        }
+        Ok(found)
+    }
+
+    /// Deletes a finished task's sandbox (after the store forgot it).
+    pub fn remove_sandbox(&self, id: &TaskId) -> Result<(), DriverError> {
+        if self.inner.tasks().contains_key(id) {
+            return Err(DriverError::StillRunning(id.clone()));
+        }
+        let dir = self.sandbox_dir(id);
+        if let Ok(st) = sandbox::read_json::<StateFile>(&dir, STATE_FILE) {
+            if st.exit.is_none() && open_live_executor(&st).is_some() {
+                return Err(DriverError::StillRunning(id.clone()));
+            }
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(format!("remove {}", dir.display()))(e)),
+        }
+    }
+}
+
+async fn read_first_line(out: std::process::ChildStdout) -> Result<String, String> {
+    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(out))
+        .map_err(|e| format!("executor pipe: {e}"))?;
+    let mut line = String::new();
+    let mut reader = BufReader::new(rx);
+    match tokio::time::timeout(LAUNCH_TIMEOUT, reader.read_line(&mut line)).await {
+        Err(_) => Err(format!("no word from the executor within {LAUNCH_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(format!("reading from executor: {e}")),
+        Ok(Ok(0)) => Err("executor exited before starting the task".to_string()),
+        Ok(Ok(_)) => Ok(line),
+    }
+}
+
+/// Registers a live executor and starts watching for its exit.
+fn attach(inner: &Arc<Inner>, id: TaskId, exec_pid: u32, pidfd: Arc<OwnedFd>) {
+    let mut tasks = inner.tasks();
+    // Holding the lock while spawning: the watcher's own removal of the
+    // entry cannot overtake this insertion.
+    let watcher = tokio::spawn(watch(inner.clone(), id.clone(), exec_pid, pidfd.clone()));
+    if let Some(old) = tasks.insert(id, Attached { exec_pid, pidfd, watcher: watcher.abort_handle() }) {
+        old.watcher.abort();
+    }
+}
+
+async fn wait_exit(pidfd: &Arc<OwnedFd>) {
+    // SAFETY: the AsyncFd holds an Arc of the OwnedFd, so the fd stays open
+    // (and is not replaced) for as long as it is registered.
+    match unsafe { AsyncFd::register_with_interest(pidfd.clone(), Interest::READABLE) } {
+        Ok(afd) => {
+            // A pidfd turns readable when the process exits; an error here
+            // means the fd is unusable, and we fall through to the check.
+            let _ = afd.readable().await;
+        }
+        Err(e) => {
+            tracing::warn!("cannot register pidfd with the reactor ({e}); polling");
+            while pidfd_signal(pidfd, 0).is_ok() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+async fn watch(inner: Arc<Inner>, id: TaskId, exec_pid: u32, pidfd: Arc<OwnedFd>) {
+    wait_exit(&pidfd).await;
+    pidfd_reap(&pidfd);
+    let dir = inner.root.join(id.as_str());
+    let exit = match sandbox::read_json::<StateFile>(&dir, STATE_FILE) {
+        Ok(StateFile { exit: Some(exit), .. }) => exit,
+        _ => {
+            let (id2, dir2) = (id.clone(), dir.clone());
+            match tokio::task::spawn_blocking(move || finish_orphan(&id2, &dir2)).await {
+                Ok(exit) => exit,
+                Err(_) => ExitRecord {
+                    state: TaskState::Failed,
+                    message: "executor exited without recording the task's end".into(),
+                    code: None,
+                    signal: None,
+                    at: sandbox::now(),
+                },
+            }
+        }
+    };
+    {
+        let mut tasks = inner.tasks();
+        if tasks.get(&id).is_some_and(|a| a.exec_pid == exec_pid) {
+            tasks.remove(&id);
+        }
+    }
+    let _ = inner.events.send(TaskEvent::Exited { task_id: id, state: exit.state, message: exit.message, at: exit.at });
+}
+
+/// Reaps an executor that failed to start its task, without reporting.
+fn reap_later(pidfd: Arc<OwnedFd>) {
+    tokio::spawn(async move {
+        wait_exit(&pidfd).await;
+        pidfd_reap(&pidfd);
+    });
+}
+
+/// The executor of `dir` died without recording the task's end: kill what
+/// is left of the task, remove its cgroup, record a failure.
+fn finish_orphan(id: &TaskId, dir: &Path) -> ExitRecord {
+    if let Ok(cg) = TaskCgroup::open(id) {
+        cg.kill_all(Duration::from_secs(5), || {});
+        if let Err(e) = cg.remove() {
+            tracing::warn!("task {id}: cannot remove cgroup: {e}");
+        }
+    }
+    let message = "executor exited without recording the task's end";
+    match record_exit(dir, TaskState::Failed, message) {
+        Ok(exit) => exit,
+        Err(e) => {
+            tracing::warn!("task {id}: cannot record state: {e}");
+            ExitRecord {
+                state: TaskState::Failed,
+                message: message.into(),
+                code: None,
+                signal: None,
+                at: sandbox::now(),
+            }
+        }
+    }
+}
+
+fn record_exit(dir: &Path, state: TaskState, message: &str) -> std::io::Result<ExitRecord> {
+    let mut st = sandbox::read_json::<StateFile>(dir, STATE_FILE).unwrap_or_default();
+    let exit = ExitRecord { state, message: message.to_string(), code: None, signal: None, at: sandbox::now() };
+    st.exit = Some(exit.clone());
+    sandbox::write_json(dir, STATE_FILE, &st)?;
+    Ok(exit)
+}
+
+/// A pidfd for the executor recorded in `st`, if that very process (same
+/// start time) is still alive.
+fn open_live_executor(st: &StateFile) -> Option<OwnedFd> {
+    if st.executor_pid == 0 {
+        return None;
+    }
+    let fd = pidfd_open(st.executor_pid).ok()?;
+    // Checked after opening: the pidfd pins the process, so a match means
+    // the fd refers to our executor, not a recycled pid.
+    (sandbox::proc_start_time(st.executor_pid) == Some(st.executor_start)).then_some(fd)
+}
+
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; on success it returns a new fd we own.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `r` is a fresh, valid file descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+fn pidfd_signal(fd: &OwnedFd, sig: i32) -> std::io::Result<()> {
+    // SAFETY: plain syscall on a valid pidfd; null siginfo is allowed.
+    let r = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0)
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reaps the process behind `fd` if it is our exited child; a no-op for
+/// processes that are not our children (after an agent restart).
+fn pidfd_reap(fd: &OwnedFd) {
+    // SAFETY: waitid writes into the zeroed siginfo we pass.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(libc::P_PIDFD, fd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG);
+    }
+}

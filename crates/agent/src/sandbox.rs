@@ -1,0 +1,100 @@
+//! The per-task sandbox directory and the files in it that the agent and the
+//! executor share: `spec.json` (written by the agent, read by the executor),
+//! `state.json` (written atomically by the executor, read by the agent, also
+//! after an agent restart), `stdout`/`stderr` (the task's output) and
+//! `executor.log` (the executor's own diagnostics). Also the one-line messages
+//! the executor sends to the agent on its stdout pipe.
+
+use model::{CommandSpec, Resources, TaskId, TaskState, UnixMillis};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const SPEC_FILE: &str = "spec.json";
+pub const STATE_FILE: &str = "state.json";
+pub const STDOUT_FILE: &str = "stdout";
+pub const STDERR_FILE: &str = "stderr";
+pub const EXECUTOR_LOG: &str = "executor.log";
+
+/// What to run, as the agent hands it to the executor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    pub task_id: TaskId,
+    /// `Shell(s)` runs `/bin/sh -c s`; `Argv(v)` executes `v` directly.
+    pub command: CommandSpec,
+    /// The complete environment of the task (see [`crate::task_env`]).
+    pub env: BTreeMap<String, String>,
+    /// cpus -> cpu shares (1024 * cpus) and CFS quota; mem (MiB) -> memory limit.
+    pub resources: Resources,
+    /// SIGTERM first, SIGKILL after this.
+    pub kill_grace: Duration,
+}
+
+/// How the task ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// `Finished`, `Failed` or `Killed`.
+    pub state: TaskState,
+    pub message: String,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub at: UnixMillis,
+}
+
+/// `state.json`: the executor's record of the task, replaced atomically.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StateFile {
+    pub executor_pid: u32,
+    /// Start time of the executor (clock ticks since boot, /proc/PID/stat
+    /// field 22): tells a live executor from a recycled pid.
+    pub executor_start: u64,
+    pub pid: Option<u32>,
+    pub started_at: Option<UnixMillis>,
+    pub exit: Option<ExitRecord>,
+}
+
+/// A line the executor writes to the agent on its stdout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ExecMsg {
+    Running { pid: u32, at: UnixMillis },
+    Failed { message: String },
+}
+
+pub fn now() -> UnixMillis {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    UnixMillis(d.as_millis() as i64)
+}
+
+/// Writes `data` to `dir/name` via a temporary file and rename, so readers
+/// see the old or the new content, never a torn one.
+pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let tmp: PathBuf = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        // No fsync: the file must survive the agent, not the machine (after a
+        // reboot every task is gone anyway).
+    }
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+pub fn write_json<T: Serialize>(dir: &Path, name: &str, v: &T) -> std::io::Result<()> {
+    let data = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+    write_atomic(dir, name, &data)
+}
+
+pub fn read_json<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> std::io::Result<T> {
+    let data = std::fs::read(dir.join(name))?;
+    serde_json::from_slice(&data).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Start time of process `pid` in clock ticks since boot, if it exists.
+pub fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: parse
+    // after the last ')'. Fields after it start at field 3 (state).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}

@@ -1,0 +1,275 @@
+//! Real processes in real cgroups: the executor binary of this crate, driven
+//! through `ExecDriver`.
+
+use agent::cgroup::TaskCgroup;
+use agent::{DriverError, ExecDriver, LaunchSpec, TaskEvent};
+use model::{AppId, CommandSpec, Resources, TaskId, TaskState};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+struct Fixture {
+    root: PathBuf,
+    driver: ExecDriver,
+    events: UnboundedReceiver<TaskEvent>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn executor() -> Vec<OsString> {
+    vec![env!("CARGO_BIN_EXE_wharf-executor").into()]
+}
+
+fn fixture() -> Fixture {
+    let root = std::env::temp_dir().join(format!("wharf-agent-test-{}", uuid::Uuid::new_v4()));
+    let (tx, events) = unbounded_channel();
+    Fixture { driver: ExecDriver::new(root.clone(), executor(), tx), root, events }
+}
+
+fn task_id() -> TaskId {
+    TaskId::new(&AppId::parse("/test/exec").expect("valid app id"), uuid::Uuid::new_v4(), 1)
+}
+
+fn spec(command: CommandSpec) -> LaunchSpec {
+    let mut env = BTreeMap::new();
+    env.insert("PATH".to_string(), "/usr/bin:/bin".to_string());
+    LaunchSpec {
+        task_id: task_id(),
+        command,
+        env,
+        resources: Resources { cpus: 0.5, mem: 64.0, disk: 0.0, gpus: 0 },
+        kill_grace: Duration::from_secs(3),
+    }
+}
+
+fn sh(s: &str) -> LaunchSpec {
+    spec(CommandSpec::Shell(s.to_string()))
+}
+
+async fn next_event(rx: &mut UnboundedReceiver<TaskEvent>, within: Duration) -> TaskEvent {
+    tokio::time::timeout(within, rx.recv()).await.expect("event in time").expect("channel open")
+}
+
+async fn running(rx: &mut UnboundedReceiver<TaskEvent>, id: &TaskId) -> u32 {
+    match next_event(rx, Duration::from_secs(5)).await {
+        TaskEvent::Running { task_id, pid, .. } if &task_id == id => pid,
+        other => panic!("expected Running for {id}, got {other:?}"),
+    }
+}
+
+async fn exited(rx: &mut UnboundedReceiver<TaskEvent>, id: &TaskId, within: Duration) -> (TaskState, String) {
+    match next_event(rx, within).await {
+        TaskEvent::Exited { task_id, state, message, .. } if &task_id == id => (state, message),
+        other => panic!("expected Exited for {id}, got {other:?}"),
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie still has a /proc entry; count it as dead.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn runs_captures_output_and_finishes() {
+    let mut f = fixture();
+    let mut s = sh("echo hello; echo oops >&2; pwd; echo \"$GREETING\"; sleep 0.3");
+    s.env.insert("GREETING".into(), "hi there".into());
+    let id = s.task_id.clone();
+    let t0 = Instant::now();
+    let pid = f.driver.launch(s).await.expect("launch");
+    eprintln!("launch took {:?}", t0.elapsed());
+    assert_eq!(running(&mut f.events, &id).await, pid);
+    assert!(alive(pid), "task process is alive while running");
+    // It is in its cgroup.
+    let cg = TaskCgroup::open(&id).expect("cgroup handle");
+    assert!(cg.pids().iter().any(|p| p.as_raw() as u32 == pid));
+
+    let (state, message) = exited(&mut f.events, &id, Duration::from_secs(5)).await;
+    assert_eq!(state, TaskState::Finished, "{message}");
+    assert_eq!(message, "exited with status 0");
+    let dir = f.driver.sandbox_dir(&id);
+    let out = std::fs::read_to_string(dir.join("stdout")).expect("stdout file");
+    let canon = dir.canonicalize().expect("sandbox path");
+    assert_eq!(out, format!("hello\n{}\nhi there\n", canon.display()));
+    let err = std::fs::read_to_string(dir.join("stderr")).expect("stderr file");
+    assert_eq!(err, "oops\n");
+    assert!(cg.pids().is_empty(), "cgroup is gone");
+
+    f.driver.remove_sandbox(&id).expect("remove sandbox");
+    assert!(!dir.exists());
+    f.driver.remove_sandbox(&id).expect("remove is idempotent");
+}
+
+#[tokio::test]
+async fn nonzero_exit_fails_with_status() {
+    let mut f = fixture();
+    let s = sh("exit 3");
+    let id = s.task_id.clone();
+    f.driver.launch(s).await.expect("launch");
+    running(&mut f.events, &id).await;
+    let (state, message) = exited(&mut f.events, &id, Duration::from_secs(5)).await;
+    assert_eq!(state, TaskState::Failed);
+    assert_eq!(message, "exited with status 3");
+    // Kill after the end is fine.
+    f.driver.kill(&id).await.expect("kill after exit");
+}
+
+#[tokio::test]
+async fn argv_runs_without_shell_and_bad_program_fails_launch() {
+    let mut f = fixture();
+    let s = spec(CommandSpec::Argv(vec!["echo".into(), "$NOT_EXPANDED".into()]));
+    let id = s.task_id.clone();
+    f.driver.launch(s).await.expect("launch");
+    running(&mut f.events, &id).await;
+    let (state, _) = exited(&mut f.events, &id, Duration::from_secs(5)).await;
+    assert_eq!(state, TaskState::Finished);
+    let out = std::fs::read_to_string(f.driver.sandbox_dir(&id).join("stdout")).expect("stdout");
+    assert_eq!(out, "$NOT_EXPANDED\n");
+
+    let bad = spec(CommandSpec::Argv(vec!["/nonexistent/program".into()]));
+    let bad_id = bad.task_id.clone();
+    match f.driver.launch(bad).await {
+        Err(DriverError::Launch { message, .. }) => {
+            assert!(message.contains("/nonexistent/program"), "{message}")
+        }
+        other => panic!("expected launch error, got {other:?}"),
+    }
+    // The failure is recorded for recovery, too.
+    let rec = f.driver.recover().await.expect("recover");
+    let r = rec.iter().find(|r| r.task_id == bad_id).expect("found");
+    assert_eq!(r.state, TaskState::Failed);
+    // Launching the same task id twice is refused.
+    let mut again = spec(CommandSpec::Shell("true".into()));
+    again.task_id = bad_id.clone();
+    assert!(matches!(f.driver.launch(again).await, Err(DriverError::AlreadyExists(_))));
+}
+
+#[tokio::test]
+async fn kill_stops_the_whole_tree() {
+    let mut f = fixture();
+    let s = sh("sleep 100 & sleep 100");
+    let id = s.task_id.clone();
+    let pid = f.driver.launch(s).await.expect("launch");
+    running(&mut f.events, &id).await;
+    let cg = TaskCgroup::open(&id).expect("cgroup handle");
+    wait_for("sh and two sleeps", || cg.pids().len() >= 3).await;
+    let pids: Vec<u32> = cg.pids().iter().map(|p| p.as_raw() as u32).collect();
+    assert!(pids.contains(&pid));
+
+    f.driver.kill(&id).await.expect("kill");
+    let (state, message) = exited(&mut f.events, &id, Duration::from_secs(5)).await;
+    assert_eq!(state, TaskState::Killed, "{message}");
+    for p in pids {
+        assert!(!alive(p), "process {p} of the task survived");
+    }
+    assert!(cg.pids().is_empty());
+    f.driver.kill(&id).await.expect("kill is idempotent");
+    f.driver.kill(&task_id()).await.expect("kill of an unknown task is Ok");
+}
+
+#[tokio::test]
+async fn sigterm_ignoring_task_is_sigkilled_after_grace() {
+    let mut f = fixture();
+    let mut s = sh("trap '' TERM; sleep 100 & sleep 100");
+    s.kill_grace = Duration::from_millis(300);
+    let id = s.task_id.clone();
+    f.driver.launch(s).await.expect("launch");
+    running(&mut f.events, &id).await;
+    let cg = TaskCgroup::open(&id).expect("cgroup handle");
+    wait_for("sh and two sleeps", || cg.pids().len() >= 3).await;
+    let t0 = Instant::now();
+    f.driver.kill(&id).await.expect("kill");
+    let (state, message) = exited(&mut f.events, &id, Duration::from_secs(5)).await;
+    let took = t0.elapsed();
+    assert_eq!(state, TaskState::Killed, "{message}");
+    assert!(message.contains("signal 9"), "{message}");
+    assert!(took >= Duration::from_millis(300), "killed after {took:?}");
+    assert!(took < Duration::from_secs(2), "killed after {took:?}");
+}
+
+#[tokio::test]
+async fn memory_limit_kills_and_says_so() {
+    let mut f = fixture();
+    let mut s = sh("head -c 200M /dev/zero | tail");
+    s.resources.mem = 32.0;
+    let id = s.task_id.clone();
+    f.driver.launch(s).await.expect("launch");
+    running(&mut f.events, &id).await;
+    let (state, message) = exited(&mut f.events, &id, Duration::from_secs(10)).await;
+    assert_eq!(state, TaskState::Failed, "{message}");
+    assert!(message.contains("Memory limit exceeded"), "{message}");
+}
+
+#[tokio::test]
+async fn restarted_agent_recovers_running_tasks() {
+    let mut f = fixture();
+    let s = sh("sleep 1");
+    let id = s.task_id.clone();
+    let done = sh("exit 0");
+    let done_id = done.task_id.clone();
+    let pid = f.driver.launch(s).await.expect("launch");
+    running(&mut f.events, &id).await;
+    f.driver.launch(done).await.expect("launch");
+    running(&mut f.events, &done_id).await;
+    exited(&mut f.events, &done_id, Duration::from_secs(5)).await;
+
+    // The agent restarts: a new driver on the same root.
+    let (tx, mut events) = unbounded_channel();
+    let old = std::mem::replace(&mut f.driver, ExecDriver::new(f.root.clone(), executor(), tx));
+    drop(old);
+    assert!(alive(pid), "the task outlives the agent");
+
+    let mut found = f.driver.recover().await.expect("recover");
+    found.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+    assert_eq!(found.len(), 2);
+    let r = found.iter().find(|r| r.task_id == id).expect("running task");
+    assert_eq!(r.state, TaskState::Running);
+    assert_eq!(r.pid, Some(pid));
+    assert!(r.started_at.is_some());
+    let d = found.iter().find(|r| r.task_id == done_id).expect("done task");
+    assert_eq!(d.state, TaskState::Finished);
+    assert_eq!(d.message.as_deref(), Some("exited with status 0"));
+
+    // Recovering twice attaches once.
+    assert_eq!(f.driver.recover().await.expect("recover").len(), 2);
+    assert!(matches!(f.driver.remove_sandbox(&id), Err(DriverError::StillRunning(_))));
+
+    let (state, message) = exited(&mut events, &id, Duration::from_secs(5)).await;
+    assert_eq!(state, TaskState::Finished, "{message}");
+    assert!(tokio::time::timeout(Duration::from_millis(100), events.recv()).await.is_err(), "exactly one event");
+}
+
+#[tokio::test]
+async fn recovered_task_can_be_killed() {
+    let mut f = fixture();
+    let s = sh("sleep 100");
+    let id = s.task_id.clone();
+    let pid = f.driver.launch(s).await.expect("launch");
+    running(&mut f.events, &id).await;
+    let (tx, mut events) = unbounded_channel();
+    drop(std::mem::replace(&mut f.driver, ExecDriver::new(f.root.clone(), executor(), tx)));
+    // kill works even before recover() (it finds the executor on disk).
+    f.driver.kill(&id).await.expect("kill");
+    let found = f.driver.recover().await.expect("recover");
+    assert_eq!(found.len(), 1);
+    let (state, _) = exited(&mut events, &id, Duration::from_secs(5)).await;
+    assert_eq!(state, TaskState::Killed);
+    assert!(!alive(pid));
+}
