@@ -34,7 +34,7 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
         }
         Command::DeleteApp { id, at, deployment, force } => delete_app(state, id, *at, deployment, *force),
         Command::RestartApp { id, at, deployment, force } => restart_app(state, id, *at, deployment, *force),
-        Command::KillTasks { ids, scale, at } => kill_tasks(state, ids, *scale, *at),
+        Command::KillTasks { ids, scale, at, deployment } => kill_tasks(state, ids, *scale, *at, deployment.as_ref()),
         Command::ApplyPlan(plan) => apply_plan(state, plan),
         Command::TaskStatuses(statuses) => {
             for s in statuses {
@@ -188,7 +188,13 @@ fn restart_app(state: &mut ClusterState, id: &AppId, at: UnixMillis, deployment:
     Applied::App(Box::new(app))
 }
 
-fn kill_tasks(state: &mut ClusterState, ids: &[TaskId], scale: bool, at: UnixMillis) -> Applied {
+fn kill_tasks(
+    state: &mut ClusterState,
+    ids: &[TaskId],
+    scale: bool,
+    at: UnixMillis,
+    deployment: Option<&Deployment>,
+) -> Applied {
     let mut killed = Vec::new();
     let mut per_app: BTreeMap<AppId, u32> = BTreeMap::new();
     for id in ids {
@@ -202,6 +208,9 @@ fn kill_tasks(state: &mut ClusterState, ids: &[TaskId], scale: bool, at: UnixMil
         }
     }
     if scale {
+        if let Some(d) = deployment.filter(|_| !per_app.is_empty()) {
+            state.deployments.insert(d.id.clone(), d.clone());
+        }
         for (app_id, n) in per_app {
             if let Some(app) = state.apps.get_mut(&app_id) {
                 app.spec.instances = app.spec.instances.saturating_sub(n);

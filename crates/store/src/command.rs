@@ -27,7 +27,14 @@ pub enum Command {
     /// Restart every task of an app (new version, same spec).
     RestartApp { id: AppId, at: UnixMillis, deployment: Deployment, force: bool },
     /// Kill specific tasks; with `scale`, the apps' instance counts drop too.
-    KillTasks { ids: Vec<TaskId>, scale: bool, at: UnixMillis },
+    KillTasks {
+        ids: Vec<TaskId>,
+        scale: bool,
+        at: UnixMillis,
+        /// Recorded when `scale` lowers instance counts.
+        #[serde(default)]
+        deployment: Option<Deployment>,
+    },
     /// The leader's scheduling decisions, re-checked on apply.
     ApplyPlan(Plan),
     /// Task state reports from agents, batched.

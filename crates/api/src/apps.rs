@@ -1,0 +1,351 @@
+//! `/v2/apps`: list, create, update (PUT/PATCH), delete, restart, and an
+//! app's tasks. App ids contain slashes, so `/v2/apps/{*path}` is split here
+//! into the app id and what follows it (`tasks`, `restart`, `versions`).
+
+use crate::context::ApiContext;
+use crate::error::{ApiResult, HttpError};
+use crate::query::Params;
+use crate::tasks::kill_and_answer;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use marathon::{ApiError, Embed};
+use model::{App, AppId, AppSpec, Deployment, DeploymentAction, Step, TaskId, UnixMillis};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use store::{Applied, Command};
+
+type Ctx = State<Arc<ApiContext>>;
+
+/// What a `/v2/apps/...` path names.
+enum Target {
+    App(AppId),
+    Tasks(AppId),
+    Task(AppId, String),
+    Restart(AppId),
+    Versions(AppId),
+    Version(AppId, String),
+}
+
+fn parse_target(path: &str) -> Result<Target, HttpError> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let app = |n: usize| {
+        AppId::parse(&format!("/{}", segs[..n].join("/")))
+            .map_err(|e| HttpError(ApiError::bad_request(format!("Invalid app id '{path}': {e}"))))
+    };
+    let n = segs.len();
+    Ok(match segs.as_slice() {
+        [.., "tasks"] if n > 1 => Target::Tasks(app(n - 1)?),
+        [.., "tasks", id] if n > 2 => Target::Task(app(n - 2)?, id.to_string()),
+        [.., "restart"] if n > 1 => Target::Restart(app(n - 1)?),
+        [.., "versions"] if n > 1 => Target::Versions(app(n - 1)?),
+        [.., "versions", v] if n > 2 => Target::Version(app(n - 2)?, v.to_string()),
+        _ => Target::App(app(n)?),
+    })
+}
+
+fn not_found(id: &AppId) -> HttpError {
+    HttpError(ApiError::not_found(format!("App '{id}' does not exist")))
+}
+
+fn body_json(body: &Bytes) -> Result<Value, HttpError> {
+    serde_json::from_slice(body)
+        .map_err(|e| HttpError(ApiError::invalid_json(vec![marathon::ErrorDetail::new("/", e.to_string())])))
+}
+
+pub(crate) fn deployment(ctx: &ApiContext, at: UnixMillis, steps: Vec<Vec<(DeploymentAction, AppId)>>) -> Deployment {
+    let mut affected: Vec<AppId> = steps.iter().flatten().map(|(_, a)| a.clone()).collect();
+    affected.sort();
+    affected.dedup();
+    Deployment {
+        id: ctx.new_deployment_id(),
+        version: at,
+        affected_apps: affected,
+        steps: steps.into_iter().map(|actions| Step { actions }).collect(),
+        current_step: 1,
+        started_at: at,
+    }
+}
+
+fn deployment_for_put(ctx: &ApiContext, old: Option<&App>, new: &AppSpec, at: UnixMillis) -> Deployment {
+    let id = new.id.clone();
+    let steps = match old {
+        None => {
+            vec![vec![(DeploymentAction::StartApplication, id.clone())], vec![(DeploymentAction::ScaleApplication, id)]]
+        }
+        Some(o) if o.spec.config_differs(new) => vec![vec![(DeploymentAction::RestartApplication, id)]],
+        Some(_) => vec![vec![(DeploymentAction::ScaleApplication, id)]],
+    };
+    deployment(ctx, at, steps)
+}
+
+pub(crate) fn version_answer(version: UnixMillis, deployment: &Deployment) -> Value {
+    json!({"version": marathon::format_time(version), "deploymentId": deployment.id.0})
+}
+
+/// Proposes a put; returns the stored app and the deployment.
+async fn propose_put(
+    ctx: &ApiContext,
+    spec: AppSpec,
+    force: bool,
+    create_only: bool,
+) -> Result<(App, Deployment), HttpError> {
+    let old = ctx.store.read(|s| s.apps.get(&spec.id).cloned());
+    let at = ctx.version_after(old.as_ref().map(|a| a.version));
+    let dep = deployment_for_put(ctx, old.as_ref(), &spec, at);
+    let cmd = Command::PutApp { app: spec, at, deployment: dep.clone(), force, create_only };
+    match ctx.store.propose(cmd).await? {
+        Applied::App(app) => Ok((*app, dep)),
+        Applied::Rejected(r) => Err(r.into()),
+        other => Err(HttpError(ApiError::new(500, format!("unexpected store answer {other:?}")))),
+    }
+}
+
+pub async fn list(State(ctx): Ctx, RawQuery(q): RawQuery) -> ApiResult {
+    let p = Params::parse(q.as_deref());
+    let embed = Embed::parse(&p.all("embed"));
+    let id_filter = p.get("id").map(str::to_string);
+    let cmd_filter = p.get("cmd").map(str::to_string);
+    let label_filter = p.get("label").map(str::to_string);
+    let apps = ctx.store.read(|s| {
+        s.apps
+            .values()
+            .filter(|a| id_filter.as_ref().is_none_or(|f| a.spec.id.as_str().contains(f.as_str())))
+            .filter(|a| {
+                cmd_filter.as_ref().is_none_or(|f| match &a.spec.command {
+                    Some(model::CommandSpec::Shell(c)) => c.contains(f.as_str()),
+                    Some(model::CommandSpec::Argv(v)) => v.join(" ").contains(f.as_str()),
+                    None => false,
+                })
+            })
+            .filter(|a| label_filter.as_ref().is_none_or(|f| label_matches(&a.spec, f)))
+            .map(|a| marathon::render_app(a, s, &embed))
+            .collect::<Vec<_>>()
+    });
+    Ok(Json(json!({ "apps": apps })).into_response())
+}
+
+/// Marathon's label selector: `key`, `key==value`, `key!=value`, comma-separated (all must hold).
+fn label_matches(spec: &AppSpec, selector: &str) -> bool {
+    selector.split(',').map(str::trim).filter(|s| !s.is_empty()).all(|term| {
+        if let Some((k, v)) = term.split_once("==") {
+            spec.labels.get(k.trim()).is_some_and(|x| x == v.trim())
+        } else if let Some((k, v)) = term.split_once("!=") {
+            spec.labels.get(k.trim()).is_none_or(|x| x != v.trim())
+        } else {
+            spec.labels.contains_key(term)
+        }
+    })
+}
+
+pub async fn create(State(ctx): Ctx, RawQuery(q): RawQuery, body: Bytes) -> ApiResult {
+    let p = Params::parse(q.as_deref());
+    let force = p.flag("force")?;
+    let spec = marathon::parse_app(&body)?;
+    let (app, _dep) = propose_put(&ctx, spec, force, true).await?;
+    let embed = Embed { deployments: true, counts: true, ..Embed::default() };
+    let body = ctx.store.read(|s| marathon::render_app(&app, s, &embed));
+    let location = format!("/v2/apps{}", app.spec.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
+}
+
+/// `PUT /v2/apps` and `PATCH /v2/apps`: update (or create) several apps.
+async fn update_many(ctx: Arc<ApiContext>, q: Option<String>, body: Bytes) -> ApiResult {
+    let p = Params::parse(q.as_deref());
+    let force = p.flag("force")?;
+    let Value::Array(items) = body_json(&body)? else {
+        return Err(HttpError(ApiError::invalid_json(vec![marathon::ErrorDetail::new(
+            "/",
+            "expected an array of apps",
+        )])));
+    };
+    // Validate everything first: a bad element stores nothing.
+    let mut specs = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let id = item.get("id").and_then(Value::as_str).and_then(|s| AppId::parse(s).ok()).ok_or_else(|| {
+            HttpError(ApiError::unprocessable(vec![marathon::ErrorDetail::new(format!("/{i}/id"), "id is required")]))
+        })?;
+        let existing = ctx.store.read(|s| s.apps.get(&id).map(|a| a.spec.clone()));
+        let spec = match existing {
+            Some(old) => marathon::merge_app(&old, &id, item)?,
+            None => marathon::app_from_value(item, &format!("/{i}"))?,
+        };
+        specs.push(spec);
+    }
+    let mut last = None;
+    for spec in specs {
+        let (app, dep) = propose_put(&ctx, spec, force, false).await?;
+        last = Some(version_answer(app.version, &dep));
+    }
+    Ok(Json(last.unwrap_or_else(|| json!({}))).into_response())
+}
+
+pub async fn put_many(State(ctx): Ctx, RawQuery(q): RawQuery, body: Bytes) -> ApiResult {
+    update_many(ctx, q, body).await
+}
+
+pub async fn patch_many(State(ctx): Ctx, RawQuery(q): RawQuery, body: Bytes) -> ApiResult {
+    update_many(ctx, q, body).await
+}
+
+pub async fn get_path(State(ctx): Ctx, Path(path): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = Params::parse(q.as_deref());
+    match parse_target(&path)? {
+        Target::App(id) => {
+            let embed = Embed::parse(&p.all("embed"));
+            let embed = Embed { counts: true, deployments: true, ..embed };
+            let body = ctx.store.read(|s| s.apps.get(&id).map(|a| marathon::render_app(a, s, &embed)));
+            match body {
+                Some(app) => Ok(Json(json!({ "app": app })).into_response()),
+                None => Err(not_found(&id)),
+            }
+        }
+        Target::Tasks(id) => {
+            let tasks = ctx.store.read(|s| {
+                s.apps.get(&id).map(|_| s.tasks_of(&id).map(|t| marathon::render_task(t, s)).collect::<Vec<_>>())
+            });
+            match tasks {
+                Some(tasks) => Ok(Json(json!({ "tasks": tasks })).into_response()),
+                None => Err(not_found(&id)),
+            }
+        }
+        Target::Task(id, task) => {
+            let found = ctx.store.read(|s| {
+                s.tasks.values().find(|t| t.app_id == id && t.id.as_str() == task).map(|t| marathon::render_task(t, s))
+            });
+            match found {
+                Some(t) => Ok(Json(json!({ "task": t })).into_response()),
+                None => Err(HttpError(ApiError::not_found(format!("Task '{task}' does not exist")))),
+            }
+        }
+        Target::Versions(id) => {
+            let v = ctx.store.read(|s| s.apps.get(&id).map(|a| marathon::format_time(a.version)));
+            match v {
+                Some(v) => Ok(Json(json!({ "versions": [v] })).into_response()),
+                None => Err(not_found(&id)),
+            }
+        }
+        Target::Version(id, version) => {
+            let body = ctx.store.read(|s| {
+                s.apps
+                    .get(&id)
+                    .filter(|a| marathon::format_time(a.version) == version)
+                    .map(|a| marathon::render_app(a, s, &Embed::default()))
+            });
+            match body {
+                Some(app) => Ok(Json(app).into_response()),
+                None => Err(HttpError(ApiError::not_found(format!("App '{id}' has no version {version}")))),
+            }
+        }
+        Target::Restart(_) => Err(method_not_allowed()),
+    }
+}
+
+fn method_not_allowed() -> HttpError {
+    HttpError(ApiError::new(405, "Method not allowed"))
+}
+
+async fn update_one(ctx: Arc<ApiContext>, path: String, q: Option<String>, body: Bytes) -> ApiResult {
+    let Target::App(id) = parse_target(&path)? else {
+        return Err(method_not_allowed());
+    };
+    let p = Params::parse(q.as_deref());
+    let force = p.flag("force")?;
+    let value = body_json(&body)?;
+    let existing = ctx.store.read(|s| s.apps.get(&id).map(|a| a.spec.clone()));
+    let created = existing.is_none();
+    let spec = match existing {
+        Some(old) => marathon::merge_app(&old, &id, value)?,
+        None => {
+            let mut v = value;
+            if let Value::Object(m) = &mut v {
+                m.insert("id".into(), json!(id.as_str()));
+            }
+            marathon::app_from_value(v, "")?
+        }
+    };
+    let (app, dep) = propose_put(&ctx, spec, force, false).await?;
+    if created {
+        let embed = Embed { deployments: true, counts: true, ..Embed::default() };
+        let body = ctx.store.read(|s| marathon::render_app(&app, s, &embed));
+        return Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v2/apps{id}"))], Json(body)).into_response());
+    }
+    Ok(Json(version_answer(app.version, &dep)).into_response())
+}
+
+pub async fn put_path(State(ctx): Ctx, Path(path): Path<String>, RawQuery(q): RawQuery, body: Bytes) -> ApiResult {
+    update_one(ctx, path, q, body).await
+}
+
+pub async fn patch_path(State(ctx): Ctx, Path(path): Path<String>, RawQuery(q): RawQuery, body: Bytes) -> ApiResult {
+    update_one(ctx, path, q, body).await
+}
+
+pub async fn delete_path(State(ctx): Ctx, Path(path): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = Params::parse(q.as_deref());
+    let force = p.flag("force")?;
+    match parse_target(&path)? {
+        Target::App(id) => {
+            let prev = ctx.store.read(|s| s.apps.get(&id).map(|a| a.version)).ok_or_else(|| not_found(&id))?;
+            let at = ctx.version_after(Some(prev));
+            let dep = deployment(&ctx, at, vec![vec![(DeploymentAction::StopApplication, id.clone())]]);
+            let cmd = Command::DeleteApp { id, at, deployment: dep.clone(), force };
+            match ctx.store.propose(cmd).await? {
+                Applied::Rejected(r) => Err(r.into()),
+                _ => Ok(Json(version_answer(at, &dep)).into_response()),
+            }
+        }
+        Target::Tasks(id) => {
+            let host = p.get("host").map(str::to_string);
+            let ids: Vec<TaskId> = ctx.store.read(|s| {
+                s.tasks_of(&id)
+                    .filter(|t| !t.state.is_terminal())
+                    .filter(|t| host.as_ref().is_none_or(|h| &t.host == h))
+                    .map(|t| t.id.clone())
+                    .collect()
+            });
+            if ctx.store.read(|s| !s.apps.contains_key(&id)) {
+                return Err(not_found(&id));
+            }
+            kill_and_answer(&ctx, ids, p.flag("scale")?).await
+        }
+        Target::Task(id, task) => {
+            let tid = ctx
+                .store
+                .read(|s| s.tasks.values().find(|t| t.app_id == id && t.id.as_str() == task).map(|t| t.id.clone()));
+            let Some(tid) = tid else {
+                return Err(HttpError(ApiError::not_found(format!("Task '{task}' does not exist"))));
+            };
+            let scale = p.flag("scale")?;
+            let answer = kill_and_answer(&ctx, vec![tid.clone()], scale).await?;
+            if scale {
+                return Ok(answer);
+            }
+            let t = ctx.store.read(|s| s.tasks.get(&tid).map(|t| marathon::render_task(t, s)));
+            Ok(Json(json!({ "task": t })).into_response())
+        }
+        _ => Err(method_not_allowed()),
+    }
+}
+
+pub async fn post_path(
+    State(ctx): Ctx,
+    Path(path): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, HttpError> {
+    let Target::Restart(id) = parse_target(&path)? else {
+        return Err(method_not_allowed());
+    };
+    let p = Params::parse(q.as_deref());
+    let force = p.flag("force")?;
+    let prev = ctx.store.read(|s| s.apps.get(&id).map(|a| a.version)).ok_or_else(|| not_found(&id))?;
+    let at = ctx.version_after(Some(prev));
+    let dep = deployment(&ctx, at, vec![vec![(DeploymentAction::RestartApplication, id.clone())]]);
+    let cmd = Command::RestartApp { id, at, deployment: dep.clone(), force };
+    match ctx.store.propose(cmd).await? {
+        Applied::Rejected(r) => Err(r.into()),
+        _ => Ok(Json(version_answer(at, &dep)).into_response()),
+    }
+}

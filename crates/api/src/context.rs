@@ -1,0 +1,44 @@
+//! What handlers share: the store, who this node is, and edge services
+//! (clock, id generation, an HTTP client for reaching other nodes).
+
+use model::{DeploymentId, NodeId, UnixMillis};
+use std::path::PathBuf;
+use std::sync::Arc;
+use store::Store;
+
+pub struct ApiContext {
+    pub store: Arc<Store>,
+    pub node: NodeId,
+    /// Where this node's task sandboxes live (for logs of local tasks).
+    pub sandbox_root: PathBuf,
+    pub client: reqwest::Client,
+}
+
+impl ApiContext {
+    pub fn new(store: Arc<Store>, sandbox_root: PathBuf) -> ApiContext {
+        let node = store.node_id();
+        ApiContext { store, node, sandbox_root, client: reqwest::Client::new() }
+    }
+
+    pub fn now(&self) -> UnixMillis {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        UnixMillis(ms)
+    }
+
+    /// A version stamp strictly later than `prev` (two writes in one
+    /// millisecond still get distinct versions).
+    pub fn version_after(&self, prev: Option<UnixMillis>) -> UnixMillis {
+        let now = self.now();
+        match prev {
+            Some(p) if p >= now => UnixMillis(p.0 + 1),
+            _ => now,
+        }
+    }
+
+    pub fn new_deployment_id(&self) -> DeploymentId {
+        DeploymentId::new(uuid::Uuid::new_v4())
+    }
+}

@@ -1,0 +1,43 @@
+//! Turning failures into Marathon-shaped HTTP answers.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use marathon::ApiError;
+use store::{Rejection, StoreError};
+
+pub struct HttpError(pub ApiError);
+
+pub type ApiResult = Result<Response, HttpError>;
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        HttpError(e)
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "store write failed");
+        HttpError(ApiError::new(503, format!("The cluster could not commit the change: {e}")))
+    }
+}
+
+impl From<Rejection> for HttpError {
+    fn from(r: Rejection) -> Self {
+        let msg = r.to_string();
+        HttpError(match r {
+            Rejection::NoSuchApp(_) | Rejection::NoSuchDeployment(_) => ApiError::not_found(msg),
+            Rejection::Locked(ds) => ApiError::conflict(msg, &ds),
+            Rejection::AlreadyExists(_) | Rejection::BeingDeleted(_) => ApiError::new(409, msg),
+            Rejection::NoServicePort(..) | Rejection::ServicePortTaken(..) => ApiError::new(422, msg),
+        })
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0.to_json())).into_response()
+    }
+}

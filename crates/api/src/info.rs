@@ -1,0 +1,63 @@
+//! `/ping`, `/v2/info`, `/v2/leader`, `/v2/queue`.
+
+use crate::context::ApiContext;
+use crate::error::{ApiResult, HttpError};
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::Json;
+use marathon::ApiError;
+use serde_json::json;
+use std::sync::Arc;
+
+pub async fn ping() -> &'static str {
+    "pong"
+}
+
+/// The leader's HTTP address, from the node registry.
+fn leader_http(ctx: &ApiContext) -> Option<String> {
+    let l = ctx.store.leadership().borrow().clone();
+    let leader = l.leader?;
+    ctx.store.read(|s| s.nodes.get(&leader).map(|n| n.http_addr.clone()))
+}
+
+pub async fn leader(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
+    match leader_http(&ctx) {
+        Some(addr) => Ok(Json(json!({ "leader": addr })).into_response()),
+        None => Err(HttpError(ApiError::not_found("There is no leader"))),
+    }
+}
+
+pub async fn info(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
+    let leader = leader_http(&ctx);
+    let me = ctx.store.read(|s| s.nodes.get(&ctx.node).cloned());
+    let hostname = me.as_ref().map(|n| n.hostname.clone()).unwrap_or_default();
+    let http = me.as_ref().map(|n| n.http_addr.clone()).unwrap_or_default();
+    let http_port: u16 = http.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(8080);
+    Ok(Json(json!({
+        "name": "marathon",
+        "version": "1.11.0",
+        "buildref": concat!("wharf-", env!("CARGO_PKG_VERSION")),
+        "elected": ctx.store.is_leader(),
+        "leader": leader,
+        "frameworkId": format!("wharf-{}", ctx.node),
+        "marathon_config": {
+            "framework_name": "marathon",
+            "hostname": hostname,
+            "ha": true,
+            "executor": "//cmd",
+            "local_port_min": store::apply::SERVICE_PORT_RANGE.0,
+            "local_port_max": store::apply::SERVICE_PORT_RANGE.1,
+            "webui_url": format!("http://{http}"),
+            "features": [],
+            "env_vars_prefix": null
+        },
+        "zookeeper_config": {},
+        "http_config": { "http_port": http_port, "https_port": null }
+    }))
+    .into_response())
+}
+
+pub async fn queue(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
+    let now = ctx.now();
+    Ok(Json(ctx.store.read(|s| marathon::render_queue(s, now))).into_response())
+}

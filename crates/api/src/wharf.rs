@@ -1,0 +1,108 @@
+//! `/wharf/v1`: what Marathon never had — nodes and task files (logs).
+
+use crate::context::ApiContext;
+use crate::error::{ApiResult, HttpError};
+use crate::query::Params;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderValue;
+use axum::response::IntoResponse;
+use axum::Json;
+use marathon::ApiError;
+use model::TaskId;
+use serde_json::json;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+pub async fn nodes(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
+    let leadership = ctx.store.leadership().borrow().clone();
+    let nodes = ctx.store.read(|s| {
+        s.nodes
+            .values()
+            .map(|n| {
+                let u = s.usage(n.id);
+                json!({
+                    "id": n.id.0.to_string(),
+                    "hostname": n.hostname,
+                    "address": n.advertise,
+                    "http": n.http_addr,
+                    "rpc": n.rpc_addr,
+                    "leader": leadership.leader == Some(n.id),
+                    "draining": n.draining,
+                    "attributes": n.attributes,
+                    "ports": format!("{}-{}", n.port_range.0, n.port_range.1),
+                    "resources": {"cpus": n.resources.cpus, "mem": n.resources.mem, "disk": n.resources.disk, "gpus": n.resources.gpus},
+                    "used": {"cpus": u.used.cpus, "mem": u.used.mem, "disk": u.used.disk, "gpus": u.used.gpus},
+                    "tasks": s.tasks_on(n.id).filter(|t| !t.state.is_terminal()).count(),
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    Ok(Json(json!({ "nodes": nodes })).into_response())
+}
+
+/// Most bytes returned by one read of a task file.
+const MAX_CHUNK: u64 = 1 << 20;
+
+/// `GET /wharf/v1/tasks/{id}/files/{stdout|stderr}?offset=N`: bytes from
+/// `offset`; `X-Wharf-Offset` says where the next read starts. Served by the
+/// node that runs the task; other nodes proxy to it.
+pub async fn task_file(
+    State(ctx): State<Arc<ApiContext>>,
+    Path((id, name)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    if name != "stdout" && name != "stderr" {
+        return Err(HttpError(ApiError::not_found(format!("No file '{name}': use stdout or stderr"))));
+    }
+    let tid = TaskId::parse(&id).map_err(|e| HttpError(ApiError::bad_request(e.to_string())))?;
+    let offset: u64 = Params::parse(q.as_deref()).get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
+    let node = ctx.store.read(|s| s.tasks.get(&tid).map(|t| t.node));
+    let dir = ctx.sandbox_root.join(tid.as_str());
+    match node {
+        Some(n) if n != ctx.node => {
+            let addr = ctx.store.read(|s| s.nodes.get(&n).map(|n| n.http_addr.clone())).unwrap_or_default();
+            let url = format!("http://{addr}/wharf/v1/tasks/{id}/files/{name}?offset={offset}");
+            let resp = ctx
+                .client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| HttpError(ApiError::new(502, format!("node {n} did not answer: {e}"))))?;
+            let next = resp.headers().get("x-wharf-offset").cloned();
+            let bytes = resp.bytes().await.map_err(|e| HttpError(ApiError::new(502, e.to_string())))?;
+            let mut r = bytes.into_response();
+            if let Some(v) = next {
+                r.headers_mut().insert("x-wharf-offset", v);
+            }
+            Ok(r)
+        }
+        _ if !dir.exists() => Err(HttpError(ApiError::not_found(format!("Task '{id}' has no sandbox on this node")))),
+        _ => {
+            let path = dir.join(&name);
+            let (data, next) = tokio::task::spawn_blocking(move || read_from(&path, offset))
+                .await
+                .map_err(|e| HttpError(ApiError::new(500, e.to_string())))?
+                .map_err(|e| HttpError(ApiError::new(500, format!("cannot read {name}: {e}"))))?;
+            let mut r = data.into_response();
+            if let Ok(v) = HeaderValue::from_str(&next.to_string()) {
+                r.headers_mut().insert("x-wharf-offset", v);
+            }
+            Ok(r)
+        }
+    }
+}
+
+fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<(Vec<u8>, u64)> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    let start = offset.min(len);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    f.take(MAX_CHUNK).read_to_end(&mut buf)?;
+    let next = start + buf.len() as u64;
+    Ok((buf, next))
+}
