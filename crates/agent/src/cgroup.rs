@@ -78,12 +78,10 @@ impl TaskCgroup {
         Ok(TaskCgroup { mgr: manager(&name)?, name, memory_dir, unified })
     }
 
-    /// Creates the cgroup, moves the calling process into it and applies the
-    /// limits. A child forked afterwards starts inside the cgroup; the caller
-    /// then leaves with [`CurrentCgroup::rejoin`]. This is race-free: the task
-    /// never runs a single instruction outside its cgroup.
-    pub fn create_and_join(&self, res: &Resources) -> Result<(), CgroupError> {
-        self.mgr.add_task(Pid::this()).map_err(|e| merr(&self.name, e))?;
+    /// Creates the cgroup, moves `pid` into it and applies the limits. The
+    /// caller keeps `pid` from running user code until this returns.
+    pub fn create_with(&self, pid: Pid, res: &Resources) -> Result<(), CgroupError> {
+        self.mgr.add_task(pid).map_err(|e| merr(&self.name, e))?;
         let resources = self.linux_resources(res)?;
         self.mgr
             .apply(&ControllerOpt {
@@ -176,36 +174,6 @@ impl TaskCgroup {
     /// Kills what is left and deletes the cgroup directories.
     pub fn remove(&self) -> Result<(), CgroupError> {
         self.mgr.remove().map_err(|e| merr(&self.name, e))
-    }
-}
-
-/// The cgroups the calling process is in now, so it can go back there after
-/// [`TaskCgroup::create_and_join`].
-pub struct CurrentCgroup {
-    mgr: AnyCgroupManager,
-}
-
-impl CurrentCgroup {
-    pub fn capture() -> Result<CurrentCgroup, CgroupError> {
-        let mgr = match setup()? {
-            CgroupSetup::Unified => {
-                let own =
-                    std::fs::read_to_string("/proc/self/cgroup").map_err(|e| CgroupError::Setup(e.to_string()))?;
-                let path = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/").to_string();
-                libcgroups::v2::manager::Manager::new(CGROUP_ROOT.into(), path.clone().into())
-                    .map_err(|e| merr(Path::new(&path), e))?
-                    .any()
-            }
-            // An empty path means "where this process is now", per hierarchy.
-            CgroupSetup::Legacy | CgroupSetup::Hybrid => {
-                libcgroups::v1::manager::Manager::new(Path::new("")).map_err(|e| merr(Path::new(""), e))?.any()
-            }
-        };
-        Ok(CurrentCgroup { mgr })
-    }
-
-    pub fn rejoin(&self) -> Result<(), CgroupError> {
-        self.mgr.add_task(Pid::this()).map_err(|e| merr(Path::new("(original cgroup)"), e))
     }
 }
 

@@ -12,22 +12,26 @@
 //! handlers. The executor is a child subreaper: orphaned grandchildren of the
 //! task are re-parented to it and reaped.
 
-use crate::cgroup::{CurrentCgroup, TaskCgroup};
+use crate::cgroup::TaskCgroup;
 use crate::sandbox::{
     self, ExecMsg, ExitRecord, LaunchSpec, StateFile, SPEC_FILE, STATE_FILE, STDERR_FILE, STDOUT_FILE,
 };
 use model::{CommandSpec, TaskState};
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, SigHandler, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use nix::unistd::{fork, pipe2, ForkResult};
+use std::ffi::CString;
+use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// How long to keep sweeping a cgroup with SIGKILL before giving up.
@@ -91,20 +95,31 @@ fn run(sandbox: &Path) -> Result<(), String> {
             return fail_to_start(&mut state, sandbox, None, message);
         }
     };
+    let prepared = match prepare(&spec, sandbox) {
+        Ok(p) => p,
+        Err(message) => return fail_to_start(&mut state, sandbox, None, message),
+    };
     let cgroup = match TaskCgroup::open(&spec.task_id) {
         Ok(c) => c,
         Err(e) => return fail_to_start(&mut state, sandbox, None, e.to_string()),
     };
-    let child = match start_task(&spec, sandbox, &cgroup) {
-        Ok(c) => c,
+    let forked = match fork_task(&prepared) {
+        Ok(f) => f,
         Err(message) => return fail_to_start(&mut state, sandbox, Some(&cgroup), message),
     };
-    let pid = Pid::from_raw(child);
+    let pid = forked.pid;
     let started = sandbox::now();
-    state.pid = Some(child as u32);
+    state.pid = Some(pid.as_raw() as u32);
     state.started_at = Some(started);
     save(&state)?;
-    tell_agent(&ExecMsg::Running { pid: child as u32, at: started });
+    // The task exists and is committed to run: report it now. Joining the
+    // cgroup costs an RCU grace period on the first migration (10-15 ms on
+    // v1 hosts), which the agent need not wait for; the task itself does.
+    tell_agent(&ExecMsg::Running { pid: pid.as_raw() as u32, at: started });
+    let start_error = release(forked, &cgroup, &spec, &prepared).err();
+    if let Some(e) = &start_error {
+        log(&format!("cannot start task: {e}"));
+    }
 
     // Wait for the main process, handling kill requests.
     let mut kill_requested = false;
@@ -171,6 +186,8 @@ fn run(sandbox: &Path) -> Result<(), String> {
     };
     let (task_state, message) = if kill_requested {
         (TaskState::Killed, format!("killed on request; {how}"))
+    } else if let Some(e) = start_error {
+        (TaskState::Failed, format!("failed to start: {e}"))
     } else if oom {
         let used = max_usage.map(|b| format!(" Maximum Used: {}MB", b / (1024 * 1024))).unwrap_or_default();
         (TaskState::Failed, format!("Memory limit exceeded: Requested: {}MB{used} ({how})", spec.resources.mem))
@@ -223,68 +240,162 @@ fn fail_to_start(
     Ok(())
 }
 
-/// Creates the cgroup, spawns the task inside it, and returns its pid.
-fn start_task(spec: &LaunchSpec, sandbox: &Path, cgroup: &TaskCgroup) -> Result<i32, String> {
-    let mut cmd = match &spec.command {
-        CommandSpec::Shell(s) => {
-            let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg(s);
-            c
-        }
-        CommandSpec::Argv(v) => {
-            let (prog, args) = v.split_first().ok_or("empty command")?;
-            let mut c = Command::new(prog);
-            c.args(args);
-            c
-        }
-    };
-    let open = |name: &str| {
-        std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(sandbox.join(name))
-            .map_err(|e| format!("open {name}: {e}"))
-    };
-    cmd.env_clear()
-        .envs(&spec.env)
-        .current_dir(sandbox)
-        .stdin(Stdio::null())
-        .stdout(open(STDOUT_FILE)?)
-        .stderr(open(STDERR_FILE)?);
-    // SAFETY: only async-signal-safe calls (setsid, signal, sigprocmask)
-    // between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            Ok(())
-        });
-    }
-
-    // Join the task's cgroup ourselves, fork the task (it inherits the
-    // cgroup, so it is limited from its first instruction), then leave.
-    let home = CurrentCgroup::capture().map_err(|e| e.to_string())?;
-    let spawned = match cgroup.create_and_join(&spec.resources) {
-        Ok(()) => cmd.spawn().map_err(|e| format!("{}: {e}", describe(&spec.command))),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = home.rejoin() {
-        log(&format!("cannot leave the task's cgroup: {e}"));
-    }
-    let child = spawned?;
-    Ok(child.id() as i32)
+/// Everything the forked child needs, prepared before the fork so the child
+/// only makes system calls.
+struct Prepared {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: CString,
+    stdin: File,
+    stdout: File,
+    stderr: File,
 }
 
-fn describe(c: &CommandSpec) -> String {
-    match c {
-        CommandSpec::Shell(_) => "/bin/sh".to_string(),
-        CommandSpec::Argv(v) => v.first().cloned().unwrap_or_default(),
+fn cstr(s: impl Into<Vec<u8>>, what: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
+}
+
+fn prepare(spec: &LaunchSpec, sandbox: &Path) -> Result<Prepared, String> {
+    let (program, argv): (String, Vec<String>) = match &spec.command {
+        CommandSpec::Shell(s) => ("/bin/sh".into(), vec!["sh".into(), "-c".into(), s.clone()]),
+        CommandSpec::Argv(v) => (v.first().ok_or("empty command")?.clone(), v.clone()),
+    };
+    let path = resolve(&program, spec.env.get("PATH").map(String::as_str), sandbox)?;
+    let open = |name: &str| {
+        File::options().create(true).append(true).open(sandbox.join(name)).map_err(|e| format!("open {name}: {e}"))
+    };
+    Ok(Prepared {
+        path: cstr(path.into_os_string().into_vec(), "program path")?,
+        argv: argv.into_iter().map(|a| cstr(a, "argument")).collect::<Result<_, _>>()?,
+        envp: spec.env.iter().map(|(k, v)| cstr(format!("{k}={v}"), "environment")).collect::<Result<_, _>>()?,
+        cwd: cstr(sandbox.as_os_str().as_bytes(), "sandbox path")?,
+        stdin: File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?,
+        stdout: open(STDOUT_FILE)?,
+        stderr: open(STDERR_FILE)?,
+    })
+}
+
+/// The program to execute: a path with a `/` as is (relative to the
+/// sandbox), anything else searched in the task's `PATH`, like `execvp`.
+fn resolve(program: &str, path_var: Option<&str>, sandbox: &Path) -> Result<PathBuf, String> {
+    if program.contains('/') {
+        let p = sandbox.join(program);
+        return match std::fs::metadata(&p) {
+            Ok(_) => Ok(p),
+            Err(e) => Err(format!("{program}: {e}")),
+        };
     }
+    let search = path_var.unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    search
+        .split(':')
+        .map(|d| sandbox.join(if d.is_empty() { "." } else { d }).join(program))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .ok_or_else(|| format!("{program}: not found in PATH {search}"))
+}
+
+/// A forked child waiting for the go signal before it executes the task.
+struct Forked {
+    pid: Pid,
+    /// Writing a byte (or closing) releases the child.
+    go: OwnedFd,
+    /// Closed on successful exec; carries the errno of a failed one.
+    exec_err: OwnedFd,
+}
+
+fn fork_task(p: &Prepared) -> Result<Forked, String> {
+    let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = p.envp.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: the executor is single-threaded, so the child may run any
+    // code; it only makes system calls on data prepared above and never
+    // returns (exec or _exit).
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => unsafe { child_exec(p, &argv, &envp, go_r.as_raw_fd(), err_w.as_raw_fd()) },
+        ForkResult::Parent { child } => Ok(Forked { pid: child, go: go_w, exec_err: err_r }),
+    }
+}
+
+/// The child between fork and exec: new session, default signal state, the
+/// sandbox's stdio and cwd; then it waits until the executor has put it into
+/// its cgroup, and executes the task.
+unsafe fn child_exec(
+    p: &Prepared,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    go: libc::c_int,
+    err: libc::c_int,
+) -> ! {
+    let fail = |stage: i32| -> ! {
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        let msg = [stage, e];
+        libc::write(err, msg.as_ptr().cast(), std::mem::size_of_val(&msg));
+        libc::_exit(127)
+    };
+    if libc::setsid() < 0 {
+        fail(1);
+    }
+    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    let mut set: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut set);
+    libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    if libc::dup2(p.stdin.as_raw_fd(), 0) < 0
+        || libc::dup2(p.stdout.as_raw_fd(), 1) < 0
+        || libc::dup2(p.stderr.as_raw_fd(), 2) < 0
+    {
+        fail(2);
+    }
+    if libc::chdir(p.cwd.as_ptr()) < 0 {
+        fail(3);
+    }
+    let mut b = 0u8;
+    loop {
+        match libc::read(go, (&mut b as *mut u8).cast(), 1) {
+            1 => break,
+            // The executor gave up on us (cgroup failure).
+            0 => libc::_exit(126),
+            _ if *libc::__errno_location() == libc::EINTR => continue,
+            _ => libc::_exit(126),
+        }
+    }
+    libc::execve(p.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    fail(4)
+}
+
+/// Puts the forked child into the task's cgroup, then lets it execute the
+/// task; returns an error if that failed (the child then exits by itself).
+fn release(f: Forked, cgroup: &TaskCgroup, spec: &LaunchSpec, p: &Prepared) -> Result<(), String> {
+    if let Err(e) = cgroup.create_with(f.pid, &spec.resources) {
+        let _ = nix::sys::signal::kill(f.pid, Signal::SIGKILL);
+        return Err(e.to_string());
+    }
+    nix::unistd::write(&f.go, &[1]).map_err(|e| format!("release task: {e}"))?;
+    drop(f.go);
+    let mut msg = [0u8; 8];
+    let mut got = 0;
+    while got < msg.len() {
+        match nix::unistd::read(f.exec_err.as_raw_fd(), &mut msg[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(format!("reading exec status: {e}")),
+        }
+    }
+    if got == 0 {
+        return Ok(());
+    }
+    let stage = i32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
+    let errno = i32::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]);
+    let what = match stage {
+        1 => "setsid".to_string(),
+        2 => "redirecting stdio".to_string(),
+        3 => "chdir to sandbox".to_string(),
+        _ => format!("exec {}", p.path.to_string_lossy()),
+    };
+    Err(format!("{what}: {}", std::io::Error::from_raw_os_error(errno)))
 }
 
 /// Parses `--sandbox DIR` from the executor's arguments.

@@ -97,9 +97,10 @@ async fn runs_captures_output_and_finishes() {
     eprintln!("launch took {:?}", t0.elapsed());
     assert_eq!(running(&mut f.events, &id).await, pid);
     assert!(alive(pid), "task process is alive while running");
-    // It is in its cgroup.
+    // It is in its cgroup (Running is reported as soon as the task is
+    // forked; it joins its cgroup before it executes the command).
     let cg = TaskCgroup::open(&id).expect("cgroup handle");
-    assert!(cg.pids().iter().any(|p| p.as_raw() as u32 == pid));
+    wait_for("task in its cgroup", || cg.pids().iter().any(|p| p.as_raw() as u32 == pid)).await;
 
     let (state, message) = exited(&mut f.events, &id, Duration::from_secs(5)).await;
     assert_eq!(state, TaskState::Finished, "{message}");
