@@ -3,16 +3,19 @@
 //! sandbox files they share, and the task environment.
 //!
 //! Owns: starting, stopping, watching and recovering task processes on this
-//! node. Never touches the store: the reconcile loop above it turns
-//! [`TaskEvent`]s and [`RecoveredTask`]s into store commands.
+//! node. Only `reconcile` touches the store: it turns assignments into
+//! launches and kills, and [`TaskEvent`]s and [`RecoveredTask`]s into store
+//! commands; the driver and executor below it know nothing of the store.
 
 pub mod cgroup;
 pub mod driver;
 pub mod env;
 pub mod executor;
+pub mod reconcile;
 pub mod sandbox;
 
 pub use driver::{DriverError, ExecDriver, RecoveredTask, TaskEvent};
 pub use env::task_env;
 pub use executor::executor_main;
+pub use reconcile::{run as run_agent, AgentConfig};
 pub use sandbox::LaunchSpec;

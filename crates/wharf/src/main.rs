@@ -1,3 +1,35 @@
+//! `wharf`: the one binary. `wharf agent` runs a node (store, scheduler when
+//! leader, agent, API); `wharf executor` is the per-task supervisor the agent
+//! starts; every other subcommand is a client of the HTTP API.
+//!
+//! This is the binary's edge: `anyhow` errors, the clock and the OS.
+
+mod bench;
+mod cli;
+mod client;
+mod node;
+mod orchestrator;
+mod resources;
+
+use clap::Parser;
+
 fn main() {
-    println!("Hello, world!");
+    let args = cli::Cli::parse();
+    // The executor is single-threaded by design (it forks); it must not
+    // start a multi-threaded runtime first.
+    if let cli::Command::Executor { sandbox } = &args.command {
+        std::process::exit(agent::executor_main(sandbox));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(cli::dispatch(args));
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -1,0 +1,235 @@
+//! The agent's reconcile loop: makes this node run exactly the tasks the
+//! store assigns to it, and reports what happens to them.
+//!
+//! Reacts to the store's change feed and to driver events; never polls.
+//! Status reports are batched into one `TaskStatuses` command per round
+//! trip and retried until committed, so no report is lost. After a restart
+//! it re-attaches to surviving executors (`ExecDriver::recover`) before
+//! doing anything else, so running tasks are neither killed nor launched
+//! twice.
+
+use crate::driver::{ExecDriver, TaskEvent};
+use crate::env::task_env;
+use crate::sandbox::LaunchSpec;
+use model::{AppSpec, CommandSpec, ContainerSpec, NodeId, Task, TaskGoal, TaskId, TaskState, TaskStatus, UnixMillis};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{Command, Store};
+use tokio::sync::{mpsc, Mutex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Launching,
+    Running,
+    Killing,
+    Exited,
+}
+
+struct Local {
+    phase: Phase,
+    /// Held while launching; a kill waits for the launch to finish.
+    guard: Arc<Mutex<()>>,
+}
+
+pub struct AgentConfig {
+    pub node: NodeId,
+    pub sandbox_root: PathBuf,
+    /// Program and leading args that run the executor.
+    pub executor: Vec<OsString>,
+}
+
+fn now() -> UnixMillis {
+    crate::sandbox::now()
+}
+
+/// Runs until the store shuts down.
+pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let driver = Arc::new(ExecDriver::new(cfg.sandbox_root.clone(), cfg.executor.clone(), ev_tx));
+    let reports = spawn_reporter(store.clone());
+    let mut local: HashMap<TaskId, Local> = HashMap::new();
+    let mut sub = store.subscribe();
+
+    match driver.recover().await {
+        Ok(found) => {
+            for r in found {
+                let phase = if r.state.is_terminal() { Phase::Exited } else { Phase::Running };
+                local.insert(r.task_id.clone(), Local { phase, guard: Arc::new(Mutex::new(())) });
+                let known = store.read(|s| s.tasks.get(&r.task_id).map(|t| t.state));
+                if let Some(st) = known {
+                    if st != r.state && !st.is_terminal() {
+                        let at = if r.state == TaskState::Running { r.started_at.unwrap_or_else(now) } else { now() };
+                        let _ = reports.send(TaskStatus { task_id: r.task_id, state: r.state, at, message: r.message });
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not recover tasks from sandboxes"),
+    }
+
+    reconcile(&store, &cfg, &driver, &reports, &mut local);
+    loop {
+        tokio::select! {
+            u = sub.next() => {
+                if u.is_none() {
+                    return;
+                }
+                sub.drain();
+                reconcile(&store, &cfg, &driver, &reports, &mut local);
+            }
+            ev = ev_rx.recv() => {
+                let Some(ev) = ev else { return };
+                let status = match ev {
+                    TaskEvent::Running { task_id, at, .. } => {
+                        if let Some(l) = local.get_mut(&task_id) {
+                            if l.phase == Phase::Launching {
+                                l.phase = Phase::Running;
+                            }
+                        }
+                        TaskStatus { task_id, state: TaskState::Running, at, message: None }
+                    }
+                    TaskEvent::Exited { task_id, state, message, at } => {
+                        if let Some(l) = local.get_mut(&task_id) {
+                            l.phase = Phase::Exited;
+                        }
+                        TaskStatus { task_id, state, at, message: Some(message) }
+                    }
+                };
+                let _ = reports.send(status);
+            }
+        }
+    }
+}
+
+fn reconcile(
+    store: &Store,
+    cfg: &AgentConfig,
+    driver: &Arc<ExecDriver>,
+    reports: &mpsc::UnboundedSender<TaskStatus>,
+    local: &mut HashMap<TaskId, Local>,
+) {
+    let mine: Vec<(Task, Option<AppSpec>)> = store
+        .read(|s| s.tasks_on(cfg.node).map(|t| (t.clone(), s.apps.get(&t.app_id).map(|a| a.spec.clone()))).collect());
+    let mut assigned = std::collections::HashSet::new();
+    for (task, app) in mine {
+        assigned.insert(task.id.clone());
+        if task.state.is_terminal() {
+            continue;
+        }
+        let entry = local.get_mut(&task.id);
+        match (task.goal, entry) {
+            (TaskGoal::Running, None) => {
+                let guard = Arc::new(Mutex::new(()));
+                local.insert(task.id.clone(), Local { phase: Phase::Launching, guard: guard.clone() });
+                spawn_launch(driver.clone(), reports.clone(), guard, task, app, cfg.sandbox_root.clone());
+            }
+            (TaskGoal::Killed, None) => {
+                // Never started here: it is simply gone.
+                let msg = Some("killed before it started".to_string());
+                let _ =
+                    reports.send(TaskStatus { task_id: task.id, state: TaskState::Killed, at: now(), message: msg });
+            }
+            (TaskGoal::Killed, Some(l)) if matches!(l.phase, Phase::Launching | Phase::Running) => {
+                l.phase = Phase::Killing;
+                spawn_kill(driver.clone(), l.guard.clone(), task.id);
+            }
+            _ => {}
+        }
+    }
+    // Tasks running here that the store no longer assigns to this node.
+    for (id, l) in local.iter_mut() {
+        if !assigned.contains(id) && matches!(l.phase, Phase::Launching | Phase::Running) {
+            tracing::info!(task = %id, "killing a task the cluster no longer knows");
+            l.phase = Phase::Killing;
+            spawn_kill(driver.clone(), l.guard.clone(), id.clone());
+        }
+    }
+    local.retain(|id, l| assigned.contains(id) || l.phase != Phase::Exited);
+}
+
+fn launch_spec(task: &Task, app: &AppSpec, sandbox: PathBuf) -> Result<LaunchSpec, String> {
+    if app.container != ContainerSpec::None {
+        return Err("container images are not supported by this agent yet".into());
+    }
+    let command = app.command.clone().ok_or_else(|| "the app has neither cmd nor args".to_string())?;
+    let command = match command {
+        CommandSpec::Argv(v) if v.is_empty() => return Err("args is empty".into()),
+        c => c,
+    };
+    Ok(LaunchSpec {
+        task_id: task.id.clone(),
+        command,
+        env: task_env(app, task, &sandbox),
+        resources: task.resources,
+        kill_grace: Duration::from_secs_f64(app.kill_grace_seconds.max(0.0)),
+    })
+}
+
+fn spawn_launch(
+    driver: Arc<ExecDriver>,
+    reports: mpsc::UnboundedSender<TaskStatus>,
+    guard: Arc<Mutex<()>>,
+    task: Task,
+    app: Option<AppSpec>,
+    root: PathBuf,
+) {
+    tokio::spawn(async move {
+        let _held = guard.lock().await;
+        let sandbox = root.join(task.id.as_str());
+        let spec = match app.as_ref() {
+            Some(app) => launch_spec(&task, app, sandbox),
+            None => Err("the app no longer exists".into()),
+        };
+        let result = match spec {
+            Ok(spec) => driver.launch(spec).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(message) = result {
+            tracing::warn!(task = %task.id, %message, "launch failed");
+            let _ = reports.send(TaskStatus {
+                task_id: task.id,
+                state: TaskState::Failed,
+                at: now(),
+                message: Some(message),
+            });
+        }
+    });
+}
+
+fn spawn_kill(driver: Arc<ExecDriver>, guard: Arc<Mutex<()>>, id: TaskId) {
+    tokio::spawn(async move {
+        let _held = guard.lock().await;
+        if let Err(e) = driver.kill(&id).await {
+            tracing::warn!(task = %id, error = %e, "kill failed");
+        }
+    });
+}
+
+/// Batches status reports into `TaskStatuses` commands; retries until each
+/// batch is committed.
+fn spawn_reporter(store: Arc<Store>) -> mpsc::UnboundedSender<TaskStatus> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<TaskStatus>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+            }
+            let mut delay = Duration::from_millis(50);
+            loop {
+                match store.propose(Command::TaskStatuses(batch.clone())).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "status report not committed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        }
+    });
+    tx
+}

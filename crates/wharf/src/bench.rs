@@ -1,0 +1,210 @@
+//! `wharf bench launch`: starts its own node (real process, scratch data
+//! dir, loopback ports), then measures launch latency — from `POST /v2/apps`
+//! to the task's process running (the executor's `startedAt` stamp) — over
+//! sequential launches, burst throughput, and the node's resident memory.
+//! Cleans up every task it started.
+
+use crate::client::Client;
+use anyhow::{bail, Context};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+struct Node {
+    child: std::process::Child,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+async fn started_at(c: &Client, app: &str) -> anyhow::Result<Option<Vec<i64>>> {
+    let v = c.ok(Method::GET, &format!("/v2/apps{app}/tasks"), None).await?;
+    let tasks = v["tasks"].as_array().cloned().unwrap_or_default();
+    let mut out = Vec::new();
+    for t in &tasks {
+        match t["startedAt"].as_str().and_then(parse_ms) {
+            Some(ms) => out.push(ms),
+            None => return Ok(None),
+        }
+    }
+    Ok(if tasks.is_empty() { None } else { Some(out) })
+}
+
+fn parse_ms(s: &str) -> Option<i64> {
+    // "2015-08-26T22:33:24.225Z"
+    let (date, time) = s.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let ms: i64 = format!("{:0<3}", &frac[..frac.len().min(3)]).parse().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(((days * 86400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
+}
+
+pub async fn launch(tasks: u32, burst: u32, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let (dir, tmp) = match data_dir {
+        Some(d) => (d, None),
+        None => {
+            let t = tempfile::tempdir()?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let http = free_port()?;
+    let rpc = free_port()?;
+    let exe = std::env::current_exe()?;
+    let child = std::process::Command::new(exe)
+        .args(["agent", "--data-dir"])
+        .arg(&dir)
+        .args(["--http", &format!("127.0.0.1:{http}"), "--rpc", &format!("127.0.0.1:{rpc}")])
+        .args(["--ports", "40000-44000", "--resources", "cpus:64;mem:65536"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the benchmark node")?;
+    let node = Node { child, _dir: tmp };
+    let pid = node.child.id();
+    let c = Client::new(&format!("http://127.0.0.1:{http}"))?;
+    let ready = Instant::now();
+    while c.call(Method::GET, "/ping", None).await.is_err() {
+        if ready.elapsed() > Duration::from_secs(20) {
+            bail!("benchmark node did not come up");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_idle = rss_kib(pid).unwrap_or(0);
+
+    println!("launch latency: {tasks} apps of 1 instance, one after another (args: sleep 3600)");
+    let mut from_send = Vec::new();
+    let mut from_ack = Vec::new();
+    let mut rss_100 = None;
+    for i in 0..tasks {
+        let id = format!("/bench/lat-{i}");
+        let def = json!({"id": id, "args": ["sleep", "3600"], "cpus": 0.01, "mem": 16, "portDefinitions": []});
+        let sent = now_ms();
+        c.ok(Method::POST, "/v2/apps", Some(&def)).await?;
+        let acked = now_ms();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let started = loop {
+            if let Some(s) = started_at(&c, &id).await? {
+                break s[0];
+            }
+            if Instant::now() > deadline {
+                bail!("task of {id} did not start within 10s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        from_send.push(started - sent);
+        from_ack.push(started - acked);
+        if i + 1 == 100 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            rss_100 = rss_kib(pid);
+        }
+    }
+    from_send.sort_unstable();
+    from_ack.sort_unstable();
+    println!(
+        "  POST sent     -> running: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+        percentile(&from_send, 0.5),
+        percentile(&from_send, 0.9),
+        percentile(&from_send, 0.99),
+        from_send.last().copied().unwrap_or(0)
+    );
+    println!(
+        "  POST accepted -> running: p50 {} ms, p90 {} ms, p99 {} ms",
+        percentile(&from_ack, 0.5),
+        percentile(&from_ack, 0.9),
+        percentile(&from_ack, 0.99)
+    );
+
+    println!("burst: one app with {burst} instances");
+    let def = json!({"id": "/bench/burst", "args": ["sleep", "3600"], "cpus": 0.01, "mem": 16, "instances": burst, "portDefinitions": []});
+    let sent = now_ms();
+    let t0 = Instant::now();
+    c.ok(Method::POST, "/v2/apps", Some(&def)).await?;
+    let last = loop {
+        if let Some(s) = started_at(&c, "/bench/burst").await? {
+            if s.len() == burst as usize {
+                break s.into_iter().max().unwrap_or(sent);
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            bail!("burst did not finish within 120s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let secs = ((last - sent) as f64 / 1000.0).max(0.001);
+    println!("  {burst} tasks running {:.0} ms after the POST: {:.0} tasks/s", secs * 1000.0, burst as f64 / secs);
+
+    let rss_all = rss_kib(pid).unwrap_or(0);
+    println!("agent resident memory (VmRSS of the wharf agent process):");
+    println!("  0 tasks:   {:.1} MiB", rss_idle as f64 / 1024.0);
+    if let Some(r) = rss_100 {
+        println!("  100 tasks: {:.1} MiB", r as f64 / 1024.0);
+    }
+    println!("  {} tasks: {:.1} MiB", tasks + burst, rss_all as f64 / 1024.0);
+
+    // Clean up: delete every app, wait for the tasks to go.
+    let apps = c.ok(Method::GET, "/v2/apps", None).await?;
+    for a in apps["apps"].as_array().cloned().unwrap_or_default() {
+        if let Some(id) = a["id"].as_str() {
+            c.ok(Method::DELETE, &format!("/v2/apps{id}?force=true"), None).await?;
+        }
+    }
+    let t = Instant::now();
+    loop {
+        let v: Value = c.ok(Method::GET, "/v2/tasks", None).await?;
+        if v["tasks"].as_array().is_none_or(|a| a.is_empty()) || t.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(node);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_marathon_timestamps() {
+        assert_eq!(super::parse_ms("1970-01-01T00:00:01.5Z"), Some(1500));
+        assert_eq!(super::parse_ms("2015-08-26T22:33:24.225Z"), Some(1440628404225));
+    }
+}

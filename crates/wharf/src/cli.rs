@@ -1,0 +1,151 @@
+//! Command-line surface (clap derive).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "wharf", version, about = "A batteries-included container service (Marathon-compatible)")]
+pub struct Cli {
+    /// Address of any Wharf node's HTTP API.
+    #[arg(long, global = true, env = "WHARF_ADDR", default_value = "http://127.0.0.1:8080")]
+    pub addr: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start a node (every component: state, scheduler, agent, API).
+    Agent(AgentArgs),
+    /// Internal: the per-task supervisor started by the agent.
+    #[command(hide = true)]
+    Executor {
+        #[arg(long)]
+        sandbox: PathBuf,
+    },
+    /// Manage apps (long-running services).
+    #[command(subcommand)]
+    App(AppCommand),
+    /// List tasks.
+    Ps {
+        /// Only tasks of this app.
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Print a task's stdout (or stderr).
+    Logs {
+        task_id: String,
+        /// Keep printing new output.
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long)]
+        stderr: bool,
+    },
+    /// Cluster nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Benchmarks against a node this command starts itself.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args, Clone)]
+pub struct AgentArgs {
+    /// Where this node keeps its state and task sandboxes.
+    #[arg(long, default_value = ".wharf")]
+    pub data_dir: PathBuf,
+    /// HTTP API, UI and metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub http: String,
+    /// Cluster RPC (Raft, forwarding).
+    #[arg(long, default_value = "0.0.0.0:5050")]
+    pub rpc: String,
+    /// Address other nodes and clients use for this node (default: the
+    /// --http address if specific, else 127.0.0.1).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Host ports handed to tasks, LO-HI.
+    #[arg(long, default_value = "31000-32000")]
+    pub ports: String,
+    /// Override detected resources: "cpus:N;mem:MB;disk:MB;gpus:N".
+    #[arg(long)]
+    pub resources: Option<String>,
+    /// Node attributes for constraints: "k:v;k:v".
+    #[arg(long)]
+    pub attributes: Option<String>,
+    /// Host name reported for this node (default: the system's).
+    #[arg(long)]
+    pub hostname: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum AppCommand {
+    /// Create or update an app from a Marathon JSON file and wait until it is deployed.
+    Deploy {
+        file: PathBuf,
+        /// Override a deployment that holds the app.
+        #[arg(long)]
+        force: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// List apps.
+    Ls,
+    /// Change an app's instance count and wait until done.
+    Scale {
+        id: String,
+        instances: u32,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete an app and wait until its tasks are gone.
+    Rm {
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restart every task of an app.
+    Restart {
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// List nodes with their resources.
+    Ls,
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Launch latency (POST accepted -> task process running) and throughput.
+    Launch {
+        /// Tasks launched one after another for the latency figures.
+        #[arg(long, default_value_t = 200)]
+        tasks: u32,
+        /// Tasks launched at once (one app) for the throughput figure.
+        #[arg(long, default_value_t = 100)]
+        burst: u32,
+        /// Scratch directory for the benchmark node (default: a temp dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let client = crate::client::Client::new(&cli.addr)?;
+    match cli.command {
+        Command::Agent(args) => crate::node::run(args).await,
+        Command::Executor { .. } => Ok(()),
+        Command::App(cmd) => crate::client::app(&client, cmd).await,
+        Command::Ps { app } => crate::client::ps(&client, app).await,
+        Command::Logs { task_id, follow, stderr } => crate::client::logs(&client, &task_id, follow, stderr).await,
+        Command::Node(NodeCommand::Ls) => crate::client::node_ls(&client).await,
+        Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {
+            crate::bench::launch(tasks, burst, data_dir).await
+        }
+    }
+}

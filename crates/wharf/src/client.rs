@@ -1,0 +1,295 @@
+//! The CLI's side of the HTTP API: requests, readable errors (naming the
+//! field Marathon's validation complained about), tables and progress.
+
+use crate::cli::AppCommand;
+use anyhow::{anyhow, bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(addr: &str) -> anyhow::Result<Client> {
+        let base = addr.trim_end_matches('/').to_string();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        Ok(Client { base, http })
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<(StatusCode, Value)> {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach Wharf at {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, v))
+    }
+
+    /// Like `call`, but a non-2xx answer becomes an error that says why.
+    pub async fn ok(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        let (status, v) = self.call(method, path, body).await?;
+        if status.is_success() {
+            Ok(v)
+        } else {
+            Err(api_error(status, &v))
+        }
+    }
+
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<(StatusCode, Option<u64>, Vec<u8>)> {
+        let resp = self.http.get(format!("{}{}", self.base, path)).send().await?;
+        let status = resp.status();
+        let next = resp.headers().get("x-wharf-offset").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        Ok((status, next, resp.bytes().await?.to_vec()))
+    }
+}
+
+/// `422: /cpus: must be at least 0.001` — one line per failed field.
+pub fn api_error(status: StatusCode, v: &Value) -> anyhow::Error {
+    let msg = v.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| v.to_string());
+    let mut lines = vec![format!("{} ({})", msg, status.as_u16())];
+    if let Some(details) = v.get("details").and_then(Value::as_array) {
+        for d in details {
+            let path = d.get("path").and_then(Value::as_str).unwrap_or("/");
+            let errors: Vec<&str> = d
+                .get("errors")
+                .and_then(Value::as_array)
+                .map(|e| e.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            lines.push(format!("  field {path}: {}", errors.join("; ")));
+        }
+    }
+    if let Some(deps) = v.get("deployments").and_then(Value::as_array) {
+        for d in deps {
+            lines.push(format!("  held by deployment {}", d.get("id").and_then(Value::as_str).unwrap_or("?")));
+        }
+    }
+    anyhow!(lines.join("\n"))
+}
+
+fn app_path(id: &str) -> String {
+    format!("/v2/apps/{}", id.trim_start_matches('/'))
+}
+
+fn force_q(force: bool) -> &'static str {
+    if force {
+        "?force=true"
+    } else {
+        ""
+    }
+}
+
+pub async fn app(c: &Client, cmd: AppCommand) -> anyhow::Result<()> {
+    match cmd {
+        AppCommand::Deploy { file, force, timeout } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let def: Value =
+                serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))?;
+            let id = def
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("{}: field \"id\" is missing", file.display()))?
+                .to_string();
+            let exists = c.call(Method::GET, &app_path(&id), None).await?.0.is_success();
+            let deployment = if exists {
+                let v = c.ok(Method::PUT, &format!("{}{}", app_path(&id), force_q(force)), Some(&def)).await?;
+                v.get("deploymentId").and_then(Value::as_str).map(str::to_string)
+            } else {
+                let v = c.ok(Method::POST, &format!("/v2/apps{}", force_q(force)), Some(&def)).await?;
+                v.pointer("/deployments/0/id").and_then(Value::as_str).map(str::to_string)
+            };
+            let id = normalise(&id);
+            match deployment {
+                Some(d) => wait_deployment(c, &id, &d, Duration::from_secs(timeout)).await,
+                None => {
+                    println!("{id} updated");
+                    Ok(())
+                }
+            }
+        }
+        AppCommand::Ls => {
+            let v = c.ok(Method::GET, "/v2/apps", None).await?;
+            println!("{:<32} {:>9} {:>7} {:>6} {:>7}  CMD", "ID", "INSTANCES", "RUNNING", "CPUS", "MEM");
+            for a in v.get("apps").and_then(Value::as_array).cloned().unwrap_or_default() {
+                let cmd = a
+                    .get("cmd")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .or_else(|| {
+                        a.get("args")
+                            .and_then(Value::as_array)
+                            .map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{:<32} {:>9} {:>7} {:>6} {:>7}  {}",
+                    a["id"].as_str().unwrap_or("?"),
+                    a["instances"],
+                    a["tasksRunning"],
+                    a["cpus"],
+                    a["mem"],
+                    cmd
+                );
+            }
+            Ok(())
+        }
+        AppCommand::Scale { id, instances, force } => {
+            let v = c
+                .ok(
+                    Method::PUT,
+                    &format!("{}{}", app_path(&id), force_q(force)),
+                    Some(&json!({"instances": instances})),
+                )
+                .await?;
+            let d = v.get("deploymentId").and_then(Value::as_str).unwrap_or_default().to_string();
+            wait_deployment(c, &normalise(&id), &d, Duration::from_secs(300)).await
+        }
+        AppCommand::Rm { id, force } => {
+            let v = c.ok(Method::DELETE, &format!("{}{}", app_path(&id), force_q(force)), None).await?;
+            let d = v.get("deploymentId").and_then(Value::as_str).unwrap_or_default().to_string();
+            wait_deployment(c, &normalise(&id), &d, Duration::from_secs(120)).await
+        }
+        AppCommand::Restart { id, force } => {
+            let v = c.ok(Method::POST, &format!("{}/restart{}", app_path(&id), force_q(force)), None).await?;
+            let d = v.get("deploymentId").and_then(Value::as_str).unwrap_or_default().to_string();
+            wait_deployment(c, &normalise(&id), &d, Duration::from_secs(300)).await
+        }
+    }
+}
+
+fn normalise(id: &str) -> String {
+    format!("/{}", id.trim_matches('/'))
+}
+
+/// Shows the deployment's progress until it finishes (exit 0), or fails:
+/// repeated task failures of the new version, or the timeout (error).
+async fn wait_deployment(c: &Client, app: &str, deployment: &str, timeout: Duration) -> anyhow::Result<()> {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let start = Instant::now();
+    let mut failures: Vec<String> = Vec::new();
+    let mut first_failure_seen: Option<String> = None;
+    let initial = c.call(Method::GET, &format!("{}?embed=app.lastTaskFailure", app_path(app)), None).await?;
+    if let Some(f) = initial.1.pointer("/app/lastTaskFailure/taskId").and_then(Value::as_str) {
+        first_failure_seen = Some(f.to_string());
+    }
+    loop {
+        let deps = c.ok(Method::GET, "/v2/deployments", None).await?;
+        let active = deps.as_array().is_some_and(|ds| ds.iter().any(|d| d["id"].as_str() == Some(deployment)));
+        let (status, app_v) =
+            c.call(Method::GET, &format!("{}?embed=app.lastTaskFailure", app_path(app)), None).await?;
+        if !active {
+            bar.finish_and_clear();
+            if status == StatusCode::NOT_FOUND {
+                println!("{app} removed");
+            } else {
+                let a = &app_v["app"];
+                println!("{app} deployed: {}/{} tasks running", a["tasksRunning"], a["instances"]);
+            }
+            return Ok(());
+        }
+        if status.is_success() {
+            let a = &app_v["app"];
+            bar.set_message(format!(
+                "deploying {app}: {}/{} running, {} staged",
+                a["tasksRunning"], a["instances"], a["tasksStaged"]
+            ));
+            if let Some(f) = a.pointer("/lastTaskFailure/taskId").and_then(Value::as_str) {
+                if first_failure_seen.as_deref() != Some(f) && !failures.iter().any(|x| x == f) {
+                    failures.push(f.to_string());
+                    let msg = a.pointer("/lastTaskFailure/message").and_then(Value::as_str).unwrap_or("");
+                    bar.println(format!("task {f} failed: {msg}"));
+                    if failures.len() >= 3 {
+                        bar.finish_and_clear();
+                        bail!(
+                            "deployment {deployment} of {app} is failing: {} tasks failed, last: {msg}",
+                            failures.len()
+                        );
+                    }
+                }
+            }
+        }
+        if start.elapsed() > timeout {
+            bar.finish_and_clear();
+            bail!("deployment {deployment} of {app} did not finish within {}s", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn ps(c: &Client, app: Option<String>) -> anyhow::Result<()> {
+    let path = match &app {
+        Some(a) => format!("{}/tasks", app_path(a)),
+        None => "/v2/tasks".to_string(),
+    };
+    let v = c.ok(Method::GET, &path, None).await?;
+    println!("{:<64} {:<24} {:<14} {:<16} PORTS", "TASK", "APP", "STATE", "HOST");
+    for t in v.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default() {
+        let ports: Vec<String> =
+            t["ports"].as_array().map(|p| p.iter().map(|x| x.to_string()).collect()).unwrap_or_default();
+        println!(
+            "{:<64} {:<24} {:<14} {:<16} {}",
+            t["id"].as_str().unwrap_or("?"),
+            t["appId"].as_str().unwrap_or("?"),
+            t["state"].as_str().unwrap_or("?"),
+            t["host"].as_str().unwrap_or("?"),
+            ports.join(",")
+        );
+    }
+    Ok(())
+}
+
+pub async fn logs(c: &Client, task: &str, follow: bool, stderr: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let file = if stderr { "stderr" } else { "stdout" };
+    let mut offset = 0u64;
+    loop {
+        let (status, next, bytes) =
+            c.get_bytes(&format!("/wharf/v1/tasks/{task}/files/{file}?offset={offset}")).await?;
+        if !status.is_success() {
+            let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Err(api_error(status, &v));
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(&bytes)?;
+        out.flush()?;
+        offset = next.unwrap_or(offset + bytes.len() as u64);
+        if !follow {
+            return Ok(());
+        }
+        if bytes.is_empty() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+pub async fn node_ls(c: &Client) -> anyhow::Result<()> {
+    let v = c.ok(Method::GET, "/wharf/v1/nodes", None).await?;
+    println!(
+        "{:<18} {:<20} {:<16} {:<7} {:>12} {:>16} {:>6}",
+        "ID", "HOSTNAME", "ADDRESS", "LEADER", "CPUS", "MEM", "TASKS"
+    );
+    for n in v.get("nodes").and_then(Value::as_array).cloned().unwrap_or_default() {
+        println!(
+            "{:<18} {:<20} {:<16} {:<7} {:>12} {:>16} {:>6}",
+            n["id"].as_str().unwrap_or("?"),
+            n["hostname"].as_str().unwrap_or("?"),
+            n["address"].as_str().unwrap_or("?"),
+            if n["leader"].as_bool().unwrap_or(false) { "*" } else { "" },
+            format!("{}/{}", n["used"]["cpus"], n["resources"]["cpus"]),
+            format!("{}/{}", n["used"]["mem"], n["resources"]["mem"]),
+            n["tasks"]
+        );
+    }
+    Ok(())
+}
