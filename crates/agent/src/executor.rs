@@ -2,7 +2,8 @@
 //!
 //! One small, single-threaded process per task (no tokio here), started by the
 //! agent in its own session so it outlives the agent. It owns the task's life:
-//! puts it into its cgroup before it runs any code, starts it, forwards a kill
+//! it forks the task, reports it running, puts it into its cgroup and only then
+//! lets it execute the command (the child waits on a pipe), forwards a kill
 //! request (its own SIGTERM) to the task's process group and SIGKILLs
 //! whatever is left in the cgroup after the grace period, records the task's
 //! state atomically in the sandbox, and removes the cgroup at the end.
@@ -157,6 +158,9 @@ fn run(sandbox: &Path) -> Result<(), String> {
                 log("kill requested: SIGTERM to the task's process group");
                 kill_requested = true;
                 let _ = killpg(pid, Signal::SIGTERM);
+                // Also the main process itself, in case it has not yet made
+                // its own process group (setsid right after fork).
+                let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
                 deadline = Some(Instant::now() + spec.kill_grace);
             }
         }

@@ -274,3 +274,49 @@ async fn recovered_task_can_be_killed() {
     assert_eq!(state, TaskState::Killed);
     assert!(!alive(pid));
 }
+
+#[tokio::test]
+async fn limits_are_applied_and_dead_executor_is_cleaned_up() {
+    let mut f = fixture();
+    let mut s = sh("sleep 100 & sleep 100");
+    s.resources.cpus = 0.25;
+    s.resources.mem = 48.0;
+    let id = s.task_id.clone();
+    let pid = f.driver.launch(s).await.expect("launch");
+    running(&mut f.events, &id).await;
+    let cg = TaskCgroup::open(&id).expect("cgroup handle");
+    wait_for("sh and two sleeps", || cg.pids().len() >= 3).await;
+
+    // Check the limits where this host keeps them (v1 or v2).
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory").is_dir();
+    let name = format!("wharf/{id}");
+    let read = |p: String| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    if v1 {
+        let mem = read(format!("/sys/fs/cgroup/memory/{name}/memory.limit_in_bytes"));
+        assert_eq!(mem.trim(), (48 * 1024 * 1024).to_string());
+        let shares = read(format!("/sys/fs/cgroup/cpu/{name}/cpu.shares"));
+        assert_eq!(shares.trim(), "256");
+        let quota = read(format!("/sys/fs/cgroup/cpu/{name}/cpu.cfs_quota_us"));
+        assert_eq!(quota.trim(), "25000");
+    } else {
+        let mem = read(format!("/sys/fs/cgroup/{name}/memory.max"));
+        assert_eq!(mem.trim(), (48 * 1024 * 1024).to_string());
+        let max = read(format!("/sys/fs/cgroup/{name}/cpu.max"));
+        assert_eq!(max.trim(), "25000 100000");
+    }
+
+    // The executor dies hard: the task is cleaned up and reported failed.
+    let pids: Vec<u32> = cg.pids().iter().map(|p| p.as_raw() as u32).collect();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.driver.sandbox_dir(&id).join("state.json")).expect("state file"))
+            .expect("state json");
+    let exec_pid = state["executor_pid"].as_i64().expect("executor pid") as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(exec_pid), nix::sys::signal::SIGKILL).expect("kill executor");
+    let (state, message) = exited(&mut f.events, &id, Duration::from_secs(10)).await;
+    assert_eq!(state, TaskState::Failed);
+    assert!(message.contains("executor"), "{message}");
+    assert!(pids.contains(&pid));
+    for p in pids {
+        assert!(!alive(p), "process {p} of the task survived its executor");
+    }
+}
