@@ -1,0 +1,250 @@
+//! End-to-end harness: a real `wharf agent` process on loopback ports with
+//! its own data directory, driven over HTTP with a real client. Dropping a
+//! node deletes its apps (tasks outlive the agent by design), then stops it.
+
+#![allow(dead_code)]
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+pub struct Node {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub http: u16,
+    pub rpc: u16,
+    pub ports: (u16, u16),
+    pub extra: Vec<String>,
+    pub client: reqwest::Client,
+}
+
+impl Node {
+    pub async fn start() -> Node {
+        Node::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[&str]) -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A port range of its own per node, so parallel tests never collide.
+        let base = 20000 + (free_port() % 400) * 100;
+        let mut n = Node {
+            child: None,
+            dir,
+            http: free_port(),
+            rpc: free_port(),
+            ports: (base, base + 99),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            client: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client"),
+        };
+        n.spawn().await;
+        n
+    }
+
+    pub fn addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .expect("log file");
+        let child = Command::new(WHARF)
+            .arg("agent")
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(["--http", &format!("127.0.0.1:{}", self.http)])
+            .args(["--rpc", &format!("127.0.0.1:{}", self.rpc)])
+            .args(["--ports", &format!("{}-{}", self.ports.0, self.ports.1)])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start wharf agent");
+        self.child = Some(child);
+        let t = Instant::now();
+        loop {
+            if let Ok((StatusCode::OK, v)) = self.call(Method::GET, "/v2/leader", None).await {
+                if v["leader"].is_string() {
+                    break;
+                }
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "node did not come up:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the agent process (SIGTERM) and waits for it; tasks keep running.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    pub fn sandbox(&self, task_id: &str) -> PathBuf {
+        self.dir.path().join("data").join("sandboxes").join(task_id)
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> reqwest::Result<(StatusCode, Value)> {
+        let mut req = self.client.request(method, format!("{}{}", self.addr(), path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    pub async fn raw(&self, method: Method, path: &str, body: &str) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .request(method, format!("{}{}", self.addr(), path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let (s, v) = self.call(Method::GET, path, None).await.expect("GET");
+        assert!(s.is_success(), "GET {path}: {s} {v}");
+        v
+    }
+
+    pub async fn tasks(&self, app: &str) -> Vec<Value> {
+        let (s, v) = self.call(Method::GET, &format!("/v2/apps{app}/tasks"), None).await.expect("tasks");
+        if !s.is_success() {
+            return Vec::new();
+        }
+        v["tasks"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn running(&self, app: &str) -> Vec<Value> {
+        self.tasks(app).await.into_iter().filter(|t| t["state"] == "TASK_RUNNING").collect()
+    }
+
+    /// Waits until `app` has exactly `n` running tasks and no others.
+    pub async fn wait_running(&self, app: &str, n: usize) -> Vec<Value> {
+        let t = Instant::now();
+        loop {
+            let all = self.tasks(app).await;
+            let running: Vec<Value> = all.iter().filter(|t| t["state"] == "TASK_RUNNING").cloned().collect();
+            if running.len() == n && all.len() == n {
+                return running;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{app}: wanted {n} running tasks, have {all:?}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Pid of a task's main process, from its executor's state file.
+    pub fn task_pid(&self, task_id: &str) -> i32 {
+        let state = std::fs::read_to_string(self.sandbox(task_id).join("state.json")).expect("state.json");
+        let v: Value = serde_json::from_str(&state).expect("state json");
+        v["pid"].as_i64().expect("pid") as i32
+    }
+
+    pub async fn delete_all(&self) {
+        let Ok((_, apps)) = self.call(Method::GET, "/v2/apps", None).await else { return };
+        for a in apps["apps"].as_array().cloned().unwrap_or_default() {
+            if let Some(id) = a["id"].as_str() {
+                let _ = self.call(Method::DELETE, &format!("/v2/apps{id}?force=true"), None).await;
+            }
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            match self.call(Method::GET, "/v2/tasks", None).await {
+                Ok((_, v)) if v["tasks"].as_array().is_some_and(|a| a.is_empty()) => return,
+                Err(_) => return,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // Tasks survive the agent, so remove them through the API first.
+            let http = self.http;
+            let done = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(async move {
+                    let client = reqwest::Client::new();
+                    let base = format!("http://127.0.0.1:{http}");
+                    if let Ok(r) = client.get(format!("{base}/v2/apps")).send().await {
+                        if let Ok(v) = r.json::<Value>().await {
+                            for a in v["apps"].as_array().cloned().unwrap_or_default() {
+                                if let Some(id) = a["id"].as_str() {
+                                    let _ = client.delete(format!("{base}/v2/apps{id}?force=true")).send().await;
+                                }
+                            }
+                        }
+                    }
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_secs(15) {
+                        let Ok(r) = client.get(format!("{base}/v2/tasks")).send().await else { break };
+                        let Ok(v) = r.json::<Value>().await else { break };
+                        if v["tasks"].as_array().is_none_or(|a| a.is_empty()) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                });
+            });
+            let _ = done.join();
+        }
+        self.stop();
+    }
+}
+
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while !f().await {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn alive(pid: i32) -> bool {
+    // A zombie is dead for our purposes.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+pub fn reference_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference")
+}
