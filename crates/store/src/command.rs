@@ -7,6 +7,9 @@
 use model::{AppId, AppSpec, Deployment, DeploymentId, NodeInfo, Plan, TaskId, TaskStatus, UnixMillis};
 use serde::{Deserialize, Serialize};
 
+// Commands live briefly (proposed, serialised, applied), never in bulk, so a
+// large variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// A node announces itself (or updates its resources/addresses).
@@ -62,8 +65,9 @@ pub enum Rejection {
     NoSuchDeployment(DeploymentId),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub enum Applied {
+    #[default]
     Done,
     /// The stored app after a put/restart.
     App(Box<model::App>),
@@ -75,10 +79,4 @@ pub enum Applied {
         dropped: usize,
     },
     Rejected(Rejection),
-}
-
-impl Default for Applied {
-    fn default() -> Self {
-        Applied::Done
-    }
 }

@@ -177,10 +177,8 @@ async fn scale_down_kill_selection_and_kill_with_scale() {
 
     // DELETE one task with scale=true: instances drop to 2 and it is not replaced.
     let victim = by_age[0]["id"].as_str().expect("id").to_string();
-    let (s, v) = node
-        .call(Method::DELETE, &format!("/v2/apps/pool/tasks/{victim}?scale=True"), None)
-        .await
-        .expect("kill");
+    let (s, v) =
+        node.call(Method::DELETE, &format!("/v2/apps/pool/tasks/{victim}?scale=True"), None).await.expect("kill");
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(v["deploymentId"].is_string(), "{v}");
     node.wait_running("/pool", 2).await;
@@ -189,7 +187,8 @@ async fn scale_down_kill_selection_and_kill_with_scale() {
     // POST /v2/tasks/delete without scale: replaced.
     let t = node.running("/pool").await;
     let id = t[0]["id"].as_str().expect("id").to_string();
-    let (s, _) = node.call(Method::POST, "/v2/tasks/delete", Some(&json!({"ids": [id.clone()]}))).await.expect("delete");
+    let (s, _) =
+        node.call(Method::POST, "/v2/tasks/delete", Some(&json!({"ids": [id.clone()]}))).await.expect("delete");
     assert_eq!(s, StatusCode::OK);
     wait_for("replacement", Duration::from_secs(20), || async {
         let t = node.running("/pool").await;

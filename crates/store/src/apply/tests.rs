@@ -128,7 +128,10 @@ fn terminal_tasks_do_not_come_back_and_kill_with_scale_lowers_instances() {
     let st = |state| TaskStatus { task_id: t.id.clone(), state, at: UnixMillis(9), message: None };
     apply(&mut s, &Command::TaskStatuses(vec![st(TaskState::Running)]));
     assert_eq!(s.tasks[&t.id].started_at, Some(UnixMillis(9)));
-    let r = apply(&mut s, &Command::KillTasks { ids: vec![t.id.clone()], scale: true, at: UnixMillis(10), deployment: None });
+    let r = apply(
+        &mut s,
+        &Command::KillTasks { ids: vec![t.id.clone()], scale: true, at: UnixMillis(10), deployment: None },
+    );
     assert_eq!(r, Applied::Killed(vec![t.id.clone()]));
     assert_eq!(s.apps[&id].spec.instances, 1);
     apply(&mut s, &Command::TaskStatuses(vec![st(TaskState::Killed)]));
