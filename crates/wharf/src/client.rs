@@ -178,6 +178,7 @@ async fn wait_deployment(c: &Client, app: &str, deployment: &str, timeout: Durat
     bar.enable_steady_tick(Duration::from_millis(100));
     let start = Instant::now();
     let mut failures: Vec<String> = Vec::new();
+    let mut settled = 0;
     let mut first_failure_seen: Option<String> = None;
     let initial = c.call(Method::GET, &format!("{}?embed=app.lastTaskFailure", app_path(app)), None).await?;
     if let Some(f) = initial.1.pointer("/app/lastTaskFailure/taskId").and_then(Value::as_str) {
@@ -189,14 +190,25 @@ async fn wait_deployment(c: &Client, app: &str, deployment: &str, timeout: Durat
         let (status, app_v) =
             c.call(Method::GET, &format!("{}?embed=app.lastTaskFailure", app_path(app)), None).await?;
         if !active {
-            bar.finish_and_clear();
             if status == StatusCode::NOT_FOUND {
+                bar.finish_and_clear();
                 println!("{app} removed");
-            } else {
-                let a = &app_v["app"];
-                println!("{app} deployed: {}/{} tasks running", a["tasksRunning"], a["instances"]);
+                return Ok(());
             }
-            return Ok(());
+            // Marathon ends a deployment once tasks run; a task that dies
+            // right after must not count as success, so also require the
+            // app to be at its instance count on two polls in a row.
+            let a = &app_v["app"];
+            if a["tasksRunning"] == a["instances"] {
+                settled += 1;
+                if settled >= 2 {
+                    bar.finish_and_clear();
+                    println!("{app} deployed: {}/{} tasks running", a["tasksRunning"], a["instances"]);
+                    return Ok(());
+                }
+            } else {
+                settled = 0;
+            }
         }
         if status.is_success() {
             let a = &app_v["app"];
