@@ -34,7 +34,7 @@ impl Node {
     pub async fn start_with(extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
         // A port range of its own per node, so parallel tests never collide.
-        let base = 20000 + (free_port() % 400) * 100;
+        let base = 20000 + (free_port() % 120) * 100;
         let mut n = Node {
             child: None,
             dir,
