@@ -221,26 +221,36 @@ pub async fn get_path(State(ctx): Ctx, Path(path): Path<String>, RawQuery(q): Ra
             }
         }
         Target::Versions(id) => {
-            let v = ctx.store.read(|s| s.apps.get(&id).map(|a| marathon::format_time(a.version)));
+            let v = ctx.store.read(|s| {
+                s.apps.get(&id).map(|_| marathon::render_versions(s.app_versions.get(&id).map_or(&[], Vec::as_slice)))
+            });
             match v {
-                Some(v) => Ok(Json(json!({ "versions": [v] })).into_response()),
+                Some(v) => Ok(Json(v).into_response()),
                 None => Err(not_found(&id)),
             }
         }
         Target::Version(id, version) => {
-            let body = ctx.store.read(|s| {
-                s.apps
-                    .get(&id)
-                    .filter(|a| marathon::format_time(a.version) == version)
-                    .map(|a| marathon::render_app(a, s, &Embed::default()))
-            });
+            let at = marathon::parse_time(&version);
+            let body = ctx.store.read(|s| at.and_then(|at| s.app_version(&id, at)).map(marathon::render_app_version));
             match body {
                 Some(app) => Ok(Json(app).into_response()),
-                None => Err(HttpError(ApiError::not_found(format!("App '{id}' has no version {version}")))),
+                None => Err(no_version(&id, &version)),
             }
         }
         Target::Restart(_) => Err(method_not_allowed()),
     }
+}
+
+fn no_version(id: &AppId, version: &str) -> HttpError {
+    HttpError(ApiError::not_found(format!("App '{id}' does not exist in version {version}")))
+}
+
+/// A body that only names a version (`{"version": ts}`, maybe with the id)
+/// asks for a rollback to that stored version.
+fn rollback_target(value: &Value) -> Option<&str> {
+    let m = value.as_object()?;
+    let v = m.get("version")?.as_str()?;
+    m.keys().all(|k| k == "version" || k == "id").then_some(v)
 }
 
 fn method_not_allowed() -> HttpError {
@@ -254,6 +264,13 @@ async fn update_one(ctx: Arc<ApiContext>, path: String, q: Option<String>, body:
     let p = Params::parse(q.as_deref());
     let force = p.flag("force")?;
     let value = body_json(&body)?;
+    if let Some(version) = rollback_target(&value) {
+        let at = marathon::parse_time(version);
+        let spec = ctx.store.read(|s| at.and_then(|at| s.app_version(&id, at)).map(|v| v.spec.clone()));
+        let spec = spec.ok_or_else(|| no_version(&id, version))?;
+        let (app, dep) = propose_put(&ctx, spec, force, false).await?;
+        return Ok(Json(version_answer(app.version, &dep)).into_response());
+    }
     let existing = ctx.store.read(|s| s.apps.get(&id).map(|a| a.spec.clone()));
     let created = existing.is_none();
     let spec = match existing {

@@ -7,6 +7,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod history;
 mod read;
 pub mod render;
 pub mod time;
@@ -14,6 +15,7 @@ mod validate;
 
 pub use convert::{app_from_value, assign_service_ports, merge_app, parse_app};
 pub use error::{ApiError, ErrorDetail};
+pub use history::{render_app_version, render_versions};
 pub use render::{render_app, render_deployment, render_queue, render_task, Embed};
 pub use time::{format_time, parse_bool_param, parse_time};
 

@@ -1,7 +1,7 @@
 //! `ClusterState`: the whole replicated state as plain data, and read-only
 //! queries over it. Only the store's `apply` changes it.
 
-use crate::{App, AppId, Deployment, DeploymentId, NodeId, NodeInfo, Resources, Task, TaskId};
+use crate::{App, AppId, AppSpec, Deployment, DeploymentId, NodeId, NodeInfo, Resources, Task, TaskId, UnixMillis};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +11,37 @@ pub struct ClusterState {
     pub apps: BTreeMap<AppId, App>,
     pub tasks: BTreeMap<TaskId, Task>,
     pub deployments: BTreeMap<DeploymentId, Deployment>,
+    /// Past definitions of each app, oldest first, at most `APP_VERSIONS_KEPT`
+    /// (the newest is the app's current definition).
+    #[serde(default)]
+    pub app_versions: BTreeMap<AppId, Vec<AppVersion>>,
+    /// Settings of groups written through `/v2/groups`. The group tree
+    /// itself is derived from app ids.
+    #[serde(default)]
+    pub groups: BTreeMap<AppId, GroupMeta>,
+}
+
+/// How many versions of one app `ClusterState::app_versions` keeps.
+pub const APP_VERSIONS_KEPT: usize = 50;
+
+/// One stored version of an app: its whole definition at that time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppVersion {
+    pub version: UnixMillis,
+    pub spec: AppSpec,
+    #[serde(default)]
+    pub last_scaling_at: UnixMillis,
+    #[serde(default)]
+    pub last_config_change_at: UnixMillis,
+}
+
+/// What a group has beyond its apps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct GroupMeta {
+    /// Groups or apps this group's apps start after (stored and returned; the
+    /// scheduler does not order launches by them yet).
+    pub dependencies: Vec<AppId>,
+    pub version: UnixMillis,
 }
 
 /// What a node has left after the tasks placed on it.
@@ -41,6 +72,11 @@ impl ClusterState {
             u.ports_used.extend(t.ports.iter().copied());
         }
         u
+    }
+
+    /// The stored version of `app` at `version`.
+    pub fn app_version(&self, app: &AppId, version: UnixMillis) -> Option<&AppVersion> {
+        self.app_versions.get(app)?.iter().find(|v| v.version == version)
     }
 
     /// Deployments that hold `app`.

@@ -7,8 +7,8 @@
 
 use crate::command::{Applied, Command, Rejection};
 use model::{
-    App, AppId, AppSpec, ClusterState, Deployment, DeploymentId, LaunchBackoff, NodeId, NodeUsage, Plan, TaskGoal,
-    TaskId, TaskState, TaskStatus, UnixMillis,
+    App, AppId, AppSpec, AppVersion, ClusterState, Deployment, DeploymentId, GroupMeta, LaunchBackoff, NodeId,
+    NodeUsage, Plan, TaskGoal, TaskId, TaskState, TaskStatus, UnixMillis, APP_VERSIONS_KEPT,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,6 +46,10 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             Some(_) => Applied::Done,
             None => Applied::Rejected(Rejection::NoSuchDeployment(id.clone())),
         },
+        Command::PutGroup { apps, remove_apps, groups, remove_groups, at, deployment, force } => put_group(
+            state,
+            &GroupChange { apps, remove_apps, groups, remove_groups, at: *at, deployment, force: *force },
+        ),
     }
 }
 
@@ -136,6 +140,7 @@ fn put_app(state: &mut ClusterState, spec: &AppSpec, at: UnixMillis, deployment:
         },
     };
     state.apps.insert(app.spec.id.clone(), app.clone());
+    record_version(state, &app);
     state.deployments.insert(deployment.id.clone(), deployment.clone());
     Applied::App(Box::new(app))
 }
@@ -184,6 +189,7 @@ fn restart_app(state: &mut ClusterState, id: &AppId, at: UnixMillis, deployment:
     app.last_config_change_at = at;
     app.backoff = LaunchBackoff::default();
     let app = app.clone();
+    record_version(state, &app);
     state.deployments.insert(deployment.id.clone(), deployment.clone());
     Applied::App(Box::new(app))
 }
@@ -216,6 +222,8 @@ fn kill_tasks(
                 app.spec.instances = app.spec.instances.saturating_sub(n);
                 app.last_scaling_at = at;
                 app.version = at;
+                let app = app.clone();
+                record_version(state, &app);
             }
         }
     }
@@ -273,9 +281,75 @@ fn apply_plan(state: &mut ClusterState, plan: &Plan) -> Applied {
         let empty = state.tasks_of(app_id).next().is_none();
         if empty && state.apps.get(app_id).is_some_and(|a| a.deleting) {
             state.apps.remove(app_id);
+            state.app_versions.remove(app_id);
         }
     }
     Applied::Planned { launched, dropped }
+}
+
+/// Keeps `app`'s current definition in its version history (bounded,
+/// oldest dropped first).
+fn record_version(state: &mut ClusterState, app: &App) {
+    let history = state.app_versions.entry(app.spec.id.clone()).or_default();
+    history.retain(|v| v.version != app.version);
+    history.push(AppVersion {
+        version: app.version,
+        spec: app.spec.clone(),
+        last_scaling_at: app.last_scaling_at,
+        last_config_change_at: app.last_config_change_at,
+    });
+    let excess = history.len().saturating_sub(APP_VERSIONS_KEPT);
+    history.drain(..excess);
+}
+
+/// `PutGroup`: every part is applied to a copy, so a refusal of any part
+/// leaves the state untouched; locks are judged against the state before.
+fn put_group(state: &mut ClusterState, g: &GroupChange<'_>) -> Applied {
+    if !g.force {
+        let mut holding: Vec<DeploymentId> = g
+            .apps
+            .iter()
+            .map(|a| &a.id)
+            .chain(g.remove_apps)
+            .flat_map(|id| state.deployments_of(id).map(|d| d.id.clone()))
+            .collect();
+        holding.sort();
+        holding.dedup();
+        if !holding.is_empty() {
+            return Applied::Rejected(Rejection::Locked(holding));
+        }
+    }
+    let mut next = state.clone();
+    for spec in g.apps {
+        if let Applied::Rejected(r) = put_app(&mut next, spec, g.at, g.deployment, true) {
+            return Applied::Rejected(r);
+        }
+    }
+    for id in g.remove_apps {
+        if let Applied::Rejected(r) = delete_app(&mut next, id, g.at, g.deployment, true) {
+            return Applied::Rejected(r);
+        }
+    }
+    for (id, meta) in g.groups {
+        next.groups.insert(id.clone(), meta.clone());
+    }
+    for id in g.remove_groups {
+        next.groups.remove(id);
+    }
+    next.deployments.insert(g.deployment.id.clone(), g.deployment.clone());
+    *state = next;
+    Applied::Done
+}
+
+/// The parts of `Command::PutGroup`, borrowed.
+struct GroupChange<'a> {
+    apps: &'a [AppSpec],
+    remove_apps: &'a [AppId],
+    groups: &'a [(AppId, GroupMeta)],
+    remove_groups: &'a [AppId],
+    at: UnixMillis,
+    deployment: &'a Deployment,
+    force: bool,
 }
 
 fn task_status(state: &mut ClusterState, s: &TaskStatus) {

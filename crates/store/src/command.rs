@@ -4,7 +4,7 @@
 //! every node can replay any log. Every id, version and time inside a command
 //! was chosen by its proposer; `apply` reads no clock and makes no ids.
 
-use model::{AppId, AppSpec, Deployment, DeploymentId, NodeInfo, Plan, TaskId, TaskStatus, UnixMillis};
+use model::{AppId, AppSpec, Deployment, DeploymentId, GroupMeta, NodeInfo, Plan, TaskId, TaskStatus, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 // Commands live briefly (proposed, serialised, applied), never in bulk, so a
@@ -44,6 +44,19 @@ pub enum Command {
     TaskStatuses(Vec<TaskStatus>),
     /// Drop a deployment without touching its apps (`DELETE /v2/deployments/{id}?force=true`).
     CancelDeployment { id: DeploymentId },
+    /// Create, update and delete many apps and group settings as one change
+    /// (`/v2/groups`): one deployment, refused whole if any part is refused.
+    PutGroup {
+        apps: Vec<AppSpec>,
+        /// Apps to delete: their tasks are killed, then they are removed.
+        remove_apps: Vec<AppId>,
+        groups: Vec<(AppId, GroupMeta)>,
+        /// Groups whose settings are forgotten.
+        remove_groups: Vec<AppId>,
+        at: UnixMillis,
+        deployment: Deployment,
+        force: bool,
+    },
 }
 
 /// Why a command changed nothing.
