@@ -27,9 +27,13 @@ impl From<Rejection> for HttpError {
     fn from(r: Rejection) -> Self {
         let msg = r.to_string();
         HttpError(match r {
-            Rejection::NoSuchApp(_) | Rejection::NoSuchDeployment(_) => ApiError::not_found(msg),
+            Rejection::NoSuchApp(_) | Rejection::NoSuchDeployment(_) | Rejection::NoSuchNode(_) => {
+                ApiError::not_found(msg)
+            }
             Rejection::Locked(ds) => ApiError::conflict(msg, &ds),
-            Rejection::AlreadyExists(_) | Rejection::BeingDeleted(_) => ApiError::new(409, msg),
+            Rejection::AlreadyExists(_) | Rejection::BeingDeleted(_) | Rejection::NodeRemoved(_) => {
+                ApiError::new(409, msg)
+            }
             Rejection::NoServicePort(..) | Rejection::ServicePortTaken(..) => ApiError::new(422, msg),
         })
     }

@@ -26,7 +26,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
     Router::new()
         .route("/ping", get(info::ping))
         .route("/v2/info", get(info::info))
-        .route("/v2/leader", get(info::leader))
+        .route("/v2/leader", get(info::leader).delete(info::abdicate))
         .route("/v2/apps", get(apps::list).post(apps::create).put(apps::put_many).patch(apps::patch_many))
         .route("/v2/apps/", get(apps::list).post(apps::create))
         .route(
@@ -43,6 +43,36 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/v2/deployments/{id}", axum::routing::delete(deployments::delete))
         .route("/v2/queue", get(info::queue))
         .route("/wharf/v1/nodes", get(wharf::nodes))
+        .route("/wharf/v1/nodes/{id}", axum::routing::delete(wharf::remove))
+        .route("/wharf/v1/nodes/{id}/drain", post(wharf::drain))
         .route("/wharf/v1/tasks/{id}/files/{name}", get(wharf::task_file))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), leader_headers))
         .with_state(ctx)
+}
+
+/// Marathon's proxy headers: every answer names the leader
+/// (`X-Marathon-Leader`); a write taken by a non-leader (and forwarded by
+/// the store) also carries `X-Marathon-Via`.
+async fn leader_headers(
+    axum::extract::State(ctx): axum::extract::State<Arc<ApiContext>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let write = req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD;
+    let mut resp = next.run(req).await;
+    let l = ctx.store.leadership().borrow().clone();
+    let addrs = ctx.store.read(|s| {
+        let leader = l.leader.and_then(|id| s.nodes.get(&id)).map(|n| n.http_addr.clone());
+        let me = s.nodes.get(&ctx.node).map(|n| n.http_addr.clone());
+        (leader, me)
+    });
+    if let Some(Ok(v)) = addrs.0.map(|a| axum::http::HeaderValue::from_str(&format!("http://{a}"))) {
+        resp.headers_mut().insert("x-marathon-leader", v);
+    }
+    if write && !l.is_self {
+        if let Some(Ok(v)) = addrs.1.map(|a| axum::http::HeaderValue::from_str(&format!("1.1 {a}"))) {
+            resp.headers_mut().insert("x-marathon-via", v);
+        }
+    }
+    resp
 }

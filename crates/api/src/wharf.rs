@@ -8,13 +8,15 @@ use axum::http::HeaderValue;
 use axum::response::IntoResponse;
 use axum::Json;
 use marathon::ApiError;
-use model::TaskId;
+use model::{NodeId, TaskId};
 use serde_json::json;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
+use store::{Applied, Command};
 
 pub async fn nodes(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
     let leadership = ctx.store.leadership().borrow().clone();
+    let membership = ctx.store.membership();
     let nodes = ctx.store.read(|s| {
         s.nodes
             .values()
@@ -27,6 +29,8 @@ pub async fn nodes(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
                     "http": n.http_addr,
                     "rpc": n.rpc_addr,
                     "leader": leadership.leader == Some(n.id),
+                    "role": if membership.voters.contains(&n.id) { "voter" } else if membership.learners.contains(&n.id) { "learner" } else { "none" },
+                    "status": if !n.is_reachable() { "unreachable" } else if n.draining { "draining" } else { "up" },
                     "draining": n.draining,
                     "attributes": n.attributes,
                     "ports": format!("{}-{}", n.port_range.0, n.port_range.1),
@@ -38,6 +42,30 @@ pub async fn nodes(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
             .collect::<Vec<_>>()
     });
     Ok(Json(json!({ "nodes": nodes })).into_response())
+}
+
+fn parse_node(id: &str) -> Result<NodeId, HttpError> {
+    id.parse::<u64>()
+        .map(NodeId)
+        .map_err(|_| HttpError(ApiError::bad_request(format!("'{id}' is not a node id (see `wharf node ls`)"))))
+}
+
+/// `POST /wharf/v1/nodes/{id}/drain`: no new tasks; its tasks move.
+pub async fn drain(State(ctx): State<Arc<ApiContext>>, Path(id): Path<String>) -> ApiResult {
+    let node = parse_node(&id)?;
+    match ctx.store.propose(Command::DrainNode { node, draining: true }).await? {
+        Applied::Rejected(r) => Err(r.into()),
+        _ => Ok(Json(json!({ "id": id, "draining": true })).into_response()),
+    }
+}
+
+/// `DELETE /wharf/v1/nodes/{id}`: forget the node; the leader drops it from Raft.
+pub async fn remove(State(ctx): State<Arc<ApiContext>>, Path(id): Path<String>) -> ApiResult {
+    let node = parse_node(&id)?;
+    match ctx.store.propose(Command::RemoveNode { node, at: ctx.now() }).await? {
+        Applied::Rejected(r) => Err(r.into()),
+        _ => Ok(Json(json!({ "id": id, "removed": true })).into_response()),
+    }
 }
 
 /// Most bytes returned by one read of a task file.

@@ -396,7 +396,21 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
             spec.passthrough.insert(k, v);
         }
     }
+    spec.unreachable = unreachable_strategy(spec.passthrough.get("unreachableStrategy"));
     id.map(|_| spec)
+}
+
+/// The typed form of `unreachableStrategy` (the original stays in
+/// passthrough for rendering).
+fn unreachable_strategy(v: Option<&Value>) -> model::UnreachableStrategy {
+    match v {
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("disabled") => model::UnreachableStrategy::Disabled,
+        Some(Value::Object(m)) => model::UnreachableStrategy::Enabled {
+            inactive_after_seconds: m.get("inactiveAfterSeconds").and_then(Value::as_f64).unwrap_or(0.0).max(0.0),
+            expunge_after_seconds: m.get("expungeAfterSeconds").and_then(Value::as_f64).unwrap_or(0.0).max(0.0),
+        },
+        _ => model::UnreachableStrategy::default(),
+    }
 }
 
 /// Values `render` shows for an absent field: not worth keeping.

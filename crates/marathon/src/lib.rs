@@ -7,6 +7,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod events;
 pub mod history;
 mod read;
 pub mod render;

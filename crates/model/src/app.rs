@@ -97,6 +97,25 @@ pub struct HealthCheck {
     pub ignore_http1xx: bool,
 }
 
+/// Marathon's `unreachableStrategy`: after `inactive_after_seconds` an
+/// unreachable task no longer counts (a replacement starts); after
+/// `expunge_after_seconds` it is forgotten (and killed if its node returns).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum UnreachableStrategy {
+    Enabled {
+        inactive_after_seconds: f64,
+        expunge_after_seconds: f64,
+    },
+    /// Unreachable tasks are never replaced.
+    Disabled,
+}
+
+impl Default for UnreachableStrategy {
+    fn default() -> Self {
+        UnreachableStrategy::Enabled { inactive_after_seconds: 0.0, expunge_after_seconds: 0.0 }
+    }
+}
+
 /// How the task's process is started.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub enum ContainerSpec {
@@ -128,6 +147,9 @@ pub struct AppSpec {
     pub container: ContainerSpec,
     pub dependencies: Vec<AppId>,
     pub user: Option<String>,
+    /// What happens to tasks on a node that stops answering.
+    #[serde(default)]
+    pub unreachable: UnreachableStrategy,
     /// Marathon fields Wharf keeps but does not interpret, by wire name.
     pub passthrough: BTreeMap<String, serde_json::Value>,
 }
@@ -153,6 +175,7 @@ impl AppSpec {
             container: ContainerSpec::None,
             dependencies: Vec::new(),
             user: None,
+            unreachable: UnreachableStrategy::default(),
             passthrough: BTreeMap::new(),
         }
     }

@@ -17,6 +17,15 @@ pub struct NodeInfo {
     pub port_range: (u16, u16),
     pub attributes: BTreeMap<String, String>,
     pub registered_at: UnixMillis,
-    /// Drained nodes get no new tasks.
+    /// Drained nodes get no new tasks and their tasks move elsewhere.
     pub draining: bool,
+    /// Set while the leader hears no heartbeat from the node.
+    #[serde(default)]
+    pub unreachable_since: Option<UnixMillis>,
+}
+
+impl NodeInfo {
+    pub fn is_reachable(&self) -> bool {
+        self.unreachable_since.is_none()
+    }
 }

@@ -11,6 +11,10 @@ pub struct ClusterState {
     pub apps: BTreeMap<AppId, App>,
     pub tasks: BTreeMap<TaskId, Task>,
     pub deployments: BTreeMap<DeploymentId, Deployment>,
+    /// Nodes removed by an operator: never re-admitted; the leader drops
+    /// them from Raft membership.
+    #[serde(default)]
+    pub removed_nodes: BTreeSet<NodeId>,
     /// Past definitions of each app, oldest first, at most `APP_VERSIONS_KEPT`
     /// (the newest is the app's current definition).
     #[serde(default)]

@@ -91,6 +91,7 @@ mod tests {
             attributes: [("rack".to_string(), rack.to_string())].into(),
             registered_at: UnixMillis(0),
             draining: false,
+            unreachable_since: None,
         }
     }
 

@@ -71,6 +71,9 @@ impl<'a> Placer<'a> {
         if node.draining {
             return Err("node is draining".into());
         }
+        if !node.is_reachable() {
+            return Err("node is unreachable".into());
+        }
         let usage = self.usage.get(&node.id).cloned().unwrap_or_default();
         let r = &app.resources;
         let f = &usage.free;

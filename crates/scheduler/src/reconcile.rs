@@ -113,7 +113,16 @@ fn reconcile_app(
     let id = &app.spec.id;
     let spec = &app.spec;
     let instances = spec.instances as usize;
-    let tasks = active(state, id);
+    let mut tasks = active(state, id);
+    handle_unreachable(state, app, now, out, &mut tasks);
+    // Tasks on a draining node move: killed here, replaced elsewhere.
+    tasks.retain(|t| {
+        let draining = state.nodes.get(&t.node).is_none_or(|n| n.draining);
+        if draining {
+            out.plan.kills.push(t.id.clone());
+        }
+        !draining
+    });
     let is_current = |t: &&Task| t.app_version >= app.last_config_change_at;
     let (current, old): (Vec<&Task>, Vec<&Task>) = tasks.into_iter().partition(is_current);
     let current_running = current.iter().filter(|t| t.state == TaskState::Running).count();
@@ -195,6 +204,37 @@ fn reconcile_app(
             None => {}
         }
     }
+}
+
+/// Applies the app's `unreachableStrategy`: unreachable tasks stop counting
+/// after `inactive_after_seconds` (so replacements start) and are expunged
+/// after `expunge_after_seconds`.
+fn handle_unreachable(state: &ClusterState, app: &App, now: UnixMillis, out: &mut Outcome, tasks: &mut Vec<&Task>) {
+    let model::UnreachableStrategy::Enabled { inactive_after_seconds, expunge_after_seconds } = app.spec.unreachable
+    else {
+        return;
+    };
+    let mut wake = |at: UnixMillis| out.wake_at = Some(out.wake_at.map_or(at, |w| w.min(at)));
+    for t in state.tasks_of(&app.spec.id).filter(|t| t.state == TaskState::Unreachable) {
+        let expunge_at = t.updated_at.plus_secs_f64(expunge_after_seconds.max(inactive_after_seconds));
+        if now >= expunge_at {
+            out.plan.expunges.push(t.id.clone());
+        } else {
+            wake(expunge_at);
+        }
+    }
+    tasks.retain(|t| {
+        if t.state != TaskState::Unreachable {
+            return true;
+        }
+        let inactive_at = t.updated_at.plus_secs_f64(inactive_after_seconds);
+        if now >= inactive_at {
+            false
+        } else {
+            wake(inactive_at);
+            true
+        }
+    });
 }
 
 fn select_kills(tasks: &[&Task], n: usize, selection: KillSelection) -> Vec<TaskId> {

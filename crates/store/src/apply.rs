@@ -18,6 +18,9 @@ pub const SERVICE_PORT_RANGE: (u16, u16) = (10000, 20000);
 pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
     match cmd {
         Command::RegisterNode(node) => {
+            if state.removed_nodes.contains(&node.id) {
+                return Applied::Rejected(Rejection::NodeRemoved(node.id));
+            }
             let mut node = node.clone();
             if let Some(old) = state.nodes.get(&node.id) {
                 node.registered_at = old.registered_at;
@@ -46,6 +49,15 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             Some(_) => Applied::Done,
             None => Applied::Rejected(Rejection::NoSuchDeployment(id.clone())),
         },
+        Command::NodeLiveness { node, reachable, at } => node_liveness(state, *node, *reachable, *at),
+        Command::DrainNode { node, draining } => match state.nodes.get_mut(node) {
+            Some(n) => {
+                n.draining = *draining;
+                Applied::Done
+            }
+            None => Applied::Rejected(Rejection::NoSuchNode(*node)),
+        },
+        Command::RemoveNode { node, at } => remove_node(state, *node, *at),
         Command::PutGroup { apps, remove_apps, groups, remove_groups, at, deployment, force } => put_group(
             state,
             &GroupChange { apps, remove_apps, groups, remove_groups, at: *at, deployment, force: *force },
@@ -260,7 +272,8 @@ fn apply_plan(state: &mut ClusterState, plan: &Plan) -> Applied {
         }
     }
     for id in &plan.expunges {
-        if state.tasks.get(id).is_some_and(|t| t.state.is_terminal()) {
+        // Unreachable tasks may be expunged too (their app's unreachableStrategy).
+        if state.tasks.get(id).is_some_and(|t| t.state.is_terminal() || t.state == TaskState::Unreachable) {
             state.tasks.remove(id);
         }
     }
@@ -285,6 +298,38 @@ fn apply_plan(state: &mut ClusterState, plan: &Plan) -> Applied {
         }
     }
     Applied::Planned { launched, dropped }
+}
+
+fn node_liveness(state: &mut ClusterState, node: NodeId, reachable: bool, at: UnixMillis) -> Applied {
+    let Some(n) = state.nodes.get_mut(&node) else {
+        return Applied::Rejected(Rejection::NoSuchNode(node));
+    };
+    n.unreachable_since = if reachable { None } else { n.unreachable_since.or(Some(at)) };
+    for t in state.tasks.values_mut().filter(|t| t.node == node && !t.state.is_terminal()) {
+        if !reachable && t.state != TaskState::Unreachable {
+            t.state = TaskState::Unreachable;
+            t.updated_at = at;
+        } else if reachable && t.state == TaskState::Unreachable {
+            // Its agent re-reports anything that changed while it was cut off.
+            t.state = TaskState::Running;
+            t.updated_at = at;
+        }
+    }
+    Applied::Done
+}
+
+fn remove_node(state: &mut ClusterState, node: NodeId, at: UnixMillis) -> Applied {
+    if state.nodes.remove(&node).is_none() {
+        return Applied::Rejected(Rejection::NoSuchNode(node));
+    }
+    state.removed_nodes.insert(node);
+    for t in state.tasks.values_mut().filter(|t| t.node == node && !t.state.is_terminal()) {
+        t.state = TaskState::Lost;
+        t.goal = TaskGoal::Killed;
+        t.updated_at = at;
+        t.message = Some("node removed from the cluster".into());
+    }
+    Applied::Done
 }
 
 /// Keeps `app`'s current definition in its version history (bounded,

@@ -4,7 +4,9 @@
 //! every node can replay any log. Every id, version and time inside a command
 //! was chosen by its proposer; `apply` reads no clock and makes no ids.
 
-use model::{AppId, AppSpec, Deployment, DeploymentId, GroupMeta, NodeInfo, Plan, TaskId, TaskStatus, UnixMillis};
+use model::{
+    AppId, AppSpec, Deployment, DeploymentId, GroupMeta, NodeId, NodeInfo, Plan, TaskId, TaskStatus, UnixMillis,
+};
 use serde::{Deserialize, Serialize};
 
 // Commands live briefly (proposed, serialised, applied), never in bulk, so a
@@ -44,6 +46,13 @@ pub enum Command {
     TaskStatuses(Vec<TaskStatus>),
     /// Drop a deployment without touching its apps (`DELETE /v2/deployments/{id}?force=true`).
     CancelDeployment { id: DeploymentId },
+    /// The leader lost (or regained) a node's heartbeat. Its tasks turn
+    /// `TASK_UNREACHABLE` (or back to running).
+    NodeLiveness { node: NodeId, reachable: bool, at: UnixMillis },
+    /// Drain (or undrain) a node: no new tasks; its tasks move elsewhere.
+    DrainNode { node: NodeId, draining: bool },
+    /// Forget a node; its tasks are lost and replaced elsewhere.
+    RemoveNode { node: NodeId, at: UnixMillis },
     /// Create, update and delete many apps and group settings as one change
     /// (`/v2/groups`): one deployment, refused whole if any part is refused.
     PutGroup {
@@ -74,6 +83,10 @@ pub enum Rejection {
     ServicePortTaken(u16, AppId),
     #[error("An app with id [{0}] already exists.")]
     AlreadyExists(AppId),
+    #[error("Node '{0}' does not exist")]
+    NoSuchNode(NodeId),
+    #[error("Node '{0}' was removed from the cluster; start it with a fresh data directory to rejoin")]
+    NodeRemoved(NodeId),
     #[error("Deployment '{0}' does not exist")]
     NoSuchDeployment(DeploymentId),
 }

@@ -18,12 +18,14 @@
 pub mod apply;
 pub mod command;
 mod log_store;
+mod membership;
 pub mod network;
 mod raft_types;
 mod state_machine;
 pub mod watch;
 
 pub use command::{Applied, Command, Rejection};
+pub use membership::Membership;
 pub use watch::{Change, Subscription, Update};
 
 use crate::log_store::LogStore;
@@ -71,11 +73,13 @@ pub struct StoreConfig {
     pub rpc_advertise: String,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: (u64, u64),
+    /// Nodes beyond this many join as learners (full read replicas).
+    pub max_voters: usize,
 }
 
 impl StoreConfig {
     pub fn new(data_dir: PathBuf, rpc_advertise: String) -> StoreConfig {
-        StoreConfig { data_dir, rpc_advertise, heartbeat_ms: 100, election_timeout_ms: (400, 800) }
+        StoreConfig { data_dir, rpc_advertise, heartbeat_ms: 100, election_timeout_ms: (400, 800), max_voters: 3 }
     }
 }
 
@@ -87,6 +91,7 @@ pub struct Store {
     rpc_advertise: String,
     client: reqwest::Client,
     leadership: tokio_watch::Receiver<Leadership>,
+    max_voters: usize,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -133,7 +138,8 @@ impl Store {
         }
         .validate()
         .map_err(|e| StoreError::Raft(e.to_string()))?;
-        let raft = Raft::new(node_id, Arc::new(config), Network::new(), log, sm)
+        let local_ip = cfg.rpc_advertise.rsplit_once(':').and_then(|(h, _)| h.parse::<std::net::IpAddr>().ok());
+        let raft = Raft::new(node_id, Arc::new(config), Network::bound_to(local_ip), log, sm)
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))?;
         let leadership = spawn_leadership_watch(&raft, node_id);
@@ -143,8 +149,9 @@ impl Store {
             feed,
             node_id: NodeId(node_id),
             rpc_advertise: cfg.rpc_advertise,
-            client: reqwest::Client::new(),
+            client: network::client(local_ip),
             leadership,
+            max_voters: cfg.max_voters,
         })
     }
 
@@ -168,9 +175,14 @@ impl Store {
         self.node_id
     }
 
+    /// HTTP client for node-to-node calls, bound to this node's address.
+    pub fn rpc_client(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+
     /// Routes for the cluster RPC port.
     pub fn rpc_router(&self) -> axum::Router {
-        network::router(self.raft.clone())
+        network::router(self.raft.clone(), self.max_voters)
     }
 
     /// Commits `cmd` (forwarding to the leader if needed) and returns its
@@ -185,8 +197,8 @@ impl Store {
             };
             if let Some(addr) = leader_addr {
                 match network::forward(&self.client, &addr, &cmd).await {
-                    Ok(ForwardResult::Applied(a)) => {
-                        self.wait_applied_locally().await;
+                    Ok(ForwardResult::Applied(a, index)) => {
+                        self.wait_applied_locally(index).await;
                         return Ok(a);
                     }
                     Ok(ForwardResult::Failed(reason)) => return Err(StoreError::Forward { addr, reason }),
@@ -206,12 +218,9 @@ impl Store {
 
     /// After a forwarded write, waits until this replica has caught up with
     /// the leader's commit, so the writer reads its own write here.
-    async fn wait_applied_locally(&self) {
-        let metrics = self.raft.metrics();
-        let target = metrics.borrow().last_log_index;
-        let Some(target) = target else { return };
+    async fn wait_applied_locally(&self, index: u64) {
         let _ =
-            self.raft.wait(Some(Duration::from_secs(2))).applied_index_at_least(Some(target), "read your write").await;
+            self.raft.wait(Some(Duration::from_secs(2))).applied_index_at_least(Some(index), "read your write").await;
     }
 
     /// Reads the applied state.

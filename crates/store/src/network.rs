@@ -28,13 +28,24 @@ pub struct Network {
 
 impl Network {
     pub fn new() -> Network {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
-        Network { client }
+        Network::bound_to(None)
     }
+
+    /// Outgoing RPCs leave from `local` (the node's advertised address), so
+    /// peers and firewalls see who is talking.
+    pub fn bound_to(local: Option<std::net::IpAddr>) -> Network {
+        Network { client: client(local) }
+    }
+}
+
+/// The HTTP client for node-to-node calls.
+pub fn client(local: Option<std::net::IpAddr>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .local_address(local)
+        .build()
+        .unwrap_or_default()
 }
 
 impl Default for Network {
@@ -121,7 +132,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 /// A proposal forwarded to the leader, and its answer.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ForwardResult {
-    Applied(Applied),
+    /// Applied on the leader at this log index.
+    Applied(Applied, u64),
     /// The receiver is not the leader (any more); try `leader`.
     NotLeader {
         leader: Option<String>,
@@ -141,14 +153,15 @@ pub async fn forward(client: &reqwest::Client, addr: &str, cmd: &Command) -> Res
 }
 
 /// Routes served on the cluster RPC port.
-pub fn router(raft: Raft) -> Router {
+pub fn router(raft: Raft, max_voters: usize) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/propose", post(propose))
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
-        .with_state(raft)
+        .with_state(raft.clone())
+        .merge(crate::membership::router(raft, max_voters))
 }
 
 async fn append(
@@ -174,7 +187,7 @@ async fn snapshot(
 
 async fn propose(State(raft): State<Raft>, Json(cmd): Json<Command>) -> Json<ForwardResult> {
     Json(match raft.client_write(cmd).await {
-        Ok(resp) => ForwardResult::Applied(resp.data),
+        Ok(resp) => ForwardResult::Applied(resp.data, resp.log_id.index),
         Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
             ForwardResult::NotLeader { leader: f.leader_node.map(|n| n.addr) }
         }

@@ -76,6 +76,18 @@ pub struct AgentArgs {
     /// Host name reported for this node (default: the system's).
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Join a running cluster through any member's --rpc address(es), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// How many nodes vote in Raft (3 or 5); later nodes are learners.
+    #[arg(long, default_value_t = 3)]
+    pub voters: usize,
+    /// Seconds without a heartbeat before a node is unreachable.
+    #[arg(long, default_value_t = 3.0)]
+    pub heartbeat_timeout: f64,
+    /// Seconds a voter may be unreachable before a learner replaces it.
+    #[arg(long, default_value_t = 30.0)]
+    pub voter_replace_after: f64,
 }
 
 #[derive(Subcommand)]
@@ -115,8 +127,12 @@ pub enum AppCommand {
 
 #[derive(Subcommand)]
 pub enum NodeCommand {
-    /// List nodes with their resources.
+    /// List nodes with their role, resources and status.
     Ls,
+    /// Move every task off a node and give it no new ones.
+    Drain { id: String },
+    /// Remove a node from the cluster (its tasks are replaced elsewhere).
+    Rm { id: String },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +160,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Ps { app } => crate::client::ps(&client, app).await,
         Command::Logs { task_id, follow, stderr } => crate::client::logs(&client, &task_id, follow, stderr).await,
         Command::Node(NodeCommand::Ls) => crate::client::node_ls(&client).await,
+        Command::Node(NodeCommand::Drain { id }) => crate::client::node_drain(&client, &id).await,
+        Command::Node(NodeCommand::Rm { id }) => crate::client::node_rm(&client, &id).await,
         Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {
             crate::bench::launch(tasks, burst, data_dir).await
         }

@@ -288,20 +288,39 @@ pub async fn logs(c: &Client, task: &str, follow: bool, stderr: bool) -> anyhow:
 pub async fn node_ls(c: &Client) -> anyhow::Result<()> {
     let v = c.ok(Method::GET, "/wharf/v1/nodes", None).await?;
     println!(
-        "{:<18} {:<20} {:<16} {:<7} {:>12} {:>16} {:>6}",
-        "ID", "HOSTNAME", "ADDRESS", "LEADER", "CPUS", "MEM", "TASKS"
+        "{:<18} {:<16} {:<22} {:<8} {:<7} {:<12} {:>10} {:>14} {:>6}  ATTRIBUTES",
+        "ID", "HOSTNAME", "ADDRESS", "ROLE", "LEADER", "STATUS", "CPUS", "MEM", "TASKS"
     );
     for n in v.get("nodes").and_then(Value::as_array).cloned().unwrap_or_default() {
+        let attrs: Vec<String> = n["attributes"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or(""))).collect())
+            .unwrap_or_default();
         println!(
-            "{:<18} {:<20} {:<16} {:<7} {:>12} {:>16} {:>6}",
+            "{:<18} {:<16} {:<22} {:<8} {:<7} {:<12} {:>10} {:>14} {:>6}  {}",
             n["id"].as_str().unwrap_or("?"),
             n["hostname"].as_str().unwrap_or("?"),
-            n["address"].as_str().unwrap_or("?"),
+            n["rpc"].as_str().unwrap_or("?"),
+            n["role"].as_str().unwrap_or("?"),
             if n["leader"].as_bool().unwrap_or(false) { "*" } else { "" },
+            n["status"].as_str().unwrap_or("?"),
             format!("{}/{}", n["used"]["cpus"], n["resources"]["cpus"]),
             format!("{}/{}", n["used"]["mem"], n["resources"]["mem"]),
-            n["tasks"]
+            n["tasks"],
+            attrs.join(";")
         );
     }
+    Ok(())
+}
+
+pub async fn node_drain(c: &Client, id: &str) -> anyhow::Result<()> {
+    c.ok(Method::POST, &format!("/wharf/v1/nodes/{id}/drain"), None).await?;
+    println!("node {id} draining: its tasks move to other nodes");
+    Ok(())
+}
+
+pub async fn node_rm(c: &Client, id: &str) -> anyhow::Result<()> {
+    c.ok(Method::DELETE, &format!("/wharf/v1/nodes/{id}"), None).await?;
+    println!("node {id} removed");
     Ok(())
 }

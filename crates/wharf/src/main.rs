@@ -7,6 +7,7 @@
 mod bench;
 mod cli;
 mod client;
+mod liveness;
 mod node;
 mod orchestrator;
 mod resources;

@@ -61,19 +61,32 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let rpc_advertise = format!("{advertise}:{}", rpc_listener.local_addr()?.port());
     let http_advertise = format!("{advertise}:{}", http_listener.local_addr()?.port());
 
-    let store = Arc::new(
-        Store::open(StoreConfig::new(data_dir.join("state"), rpc_advertise.clone()))
-            .await
-            .context("opening the state store")?,
-    );
-    let rpc_router = store.rpc_router();
+    if !(1..=7).contains(&args.voters) {
+        anyhow::bail!("--voters: must be between 1 and 7 (3 or 5 recommended), got {}", args.voters);
+    }
+    let mut store_cfg = StoreConfig::new(data_dir.join("state"), rpc_advertise.clone());
+    store_cfg.max_voters = args.voters;
+    let store = Arc::new(Store::open(store_cfg).await.context("opening the state store")?);
+    let liveness = Arc::new(crate::liveness::Liveness::default());
+    let live_cfg = crate::liveness::LivenessConfig {
+        heartbeat_interval: Duration::from_millis(500),
+        heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout.max(0.5)),
+        voter_replace_after: Duration::from_secs_f64(args.voter_replace_after.max(0.0)),
+    };
+    let rpc_router = store.rpc_router().merge(crate::liveness::router(liveness.clone()));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(rpc_listener, rpc_router).await {
             tracing::error!(error = %e, "RPC server stopped");
         }
     });
-    if store.bootstrap_if_new().await? {
-        tracing::info!(node = %store.node_id(), "initialised a new one-node cluster");
+    if args.join.is_empty() {
+        if store.bootstrap_if_new().await? {
+            tracing::info!(node = %store.node_id(), "initialised a new one-node cluster");
+        }
+    } else if !store.is_initialized().await? {
+        // A node with Raft state never joins again: it is already a member.
+        let voter = store.join(&args.join).await.context("--join: joining the cluster")?;
+        tracing::info!(node = %store.node_id(), voter, "joined the cluster");
     }
 
     let node = NodeInfo {
@@ -87,6 +100,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         attributes,
         registered_at: now(),
         draining: false,
+        unreachable_since: None,
     };
     register(&store, node).await?;
 
@@ -105,6 +119,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     });
 
     tokio::spawn(crate::orchestrator::run(store.clone()));
+    tokio::spawn(crate::liveness::send_heartbeats(store.clone(), liveness.clone(), live_cfg));
+    tokio::spawn(crate::liveness::monitor(store.clone(), liveness, live_cfg));
     let exe = std::env::current_exe().context("locating the wharf binary for executors")?;
     let agent_cfg = agent::AgentConfig {
         node: store.node_id(),
@@ -127,6 +143,7 @@ async fn register(store: &Store, node: NodeInfo) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         match store.propose(Command::RegisterNode(node.clone())).await {
+            Ok(store::Applied::Rejected(r)) => anyhow::bail!("{r}"),
             Ok(_) => return Ok(()),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::debug!(error = %e, "registering this node; waiting for a leader");

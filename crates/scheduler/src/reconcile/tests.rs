@@ -21,6 +21,7 @@ fn node(id: u64, cpus: f64, mem: f64) -> NodeInfo {
         attributes: [("rack".to_string(), format!("r{}", id % 2))].into(),
         registered_at: UnixMillis(0),
         draining: false,
+        unreachable_since: None,
     }
 }
 

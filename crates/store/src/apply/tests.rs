@@ -30,6 +30,7 @@ fn node(id: u64) -> NodeInfo {
         attributes: Default::default(),
         registered_at: UnixMillis(0),
         draining: false,
+        unreachable_since: None,
     }
 }
 

@@ -1,0 +1,188 @@
+//! Cluster membership: nodes join through any member, the first
+//! `max_voters` become Raft voters and later ones learners (full read
+//! replicas); the leader can replace a lost voter with a learner; any voter
+//! can be asked to campaign (leader hand-over).
+
+use crate::raft_types::Raft;
+use crate::{Store, StoreError};
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use model::NodeId;
+use openraft::{BasicNode, ChangeMembers};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Who votes and who only replicates, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Membership {
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct JoinRequest {
+    id: u64,
+    addr: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum JoinResult {
+    Joined { voter: bool },
+    NotLeader { leader: Option<String> },
+    Failed(String),
+}
+
+#[derive(Clone)]
+struct RpcState {
+    raft: Raft,
+    max_voters: usize,
+}
+
+pub fn router(raft: Raft, max_voters: usize) -> Router {
+    Router::new()
+        .route("/cluster/join", post(join))
+        .route("/cluster/elect", post(elect))
+        .with_state(RpcState { raft, max_voters })
+}
+
+fn membership_of(raft: &Raft) -> Membership {
+    let m = raft.metrics().borrow().membership_config.clone();
+    let voters: BTreeSet<NodeId> = m.membership().voter_ids().map(NodeId).collect();
+    let learners = m.membership().learner_ids().map(NodeId).collect();
+    Membership { voters, learners }
+}
+
+/// On the leader: adds the node as a learner (waiting until it caught up),
+/// then makes it a voter while there are fewer than `max_voters`.
+async fn add_member(raft: &Raft, max_voters: usize, req: JoinRequest) -> JoinResult {
+    let current = membership_of(raft);
+    let known = current.voters.contains(&NodeId(req.id)) || current.learners.contains(&NodeId(req.id));
+    if !known {
+        if let Err(e) = raft.add_learner(req.id, BasicNode { addr: req.addr.clone() }, true).await {
+            return match e.forward_to_leader() {
+                Some(f) => JoinResult::NotLeader { leader: f.leader_node.as_ref().map(|n| n.addr.clone()) },
+                None => JoinResult::Failed(e.to_string()),
+            };
+        }
+    }
+    let m = membership_of(raft);
+    if m.voters.contains(&NodeId(req.id)) {
+        return JoinResult::Joined { voter: true };
+    }
+    if m.voters.len() < max_voters {
+        let add: BTreeSet<u64> = [req.id].into();
+        if let Err(e) = raft.change_membership(ChangeMembers::AddVoterIds(add), true).await {
+            return JoinResult::Failed(e.to_string());
+        }
+        return JoinResult::Joined { voter: true };
+    }
+    JoinResult::Joined { voter: false }
+}
+
+async fn join(State(st): State<RpcState>, Json(req): Json<JoinRequest>) -> Json<JoinResult> {
+    let leader = st.raft.current_leader().await;
+    let me = st.raft.metrics().borrow().id;
+    if leader != Some(me) {
+        let addr = leader.and_then(|l| {
+            st.raft.metrics().borrow().membership_config.membership().get_node(&l).map(|n| n.addr.clone())
+        });
+        return Json(JoinResult::NotLeader { leader: addr });
+    }
+    Json(add_member(&st.raft, st.max_voters, req).await)
+}
+
+async fn elect(State(st): State<RpcState>) -> Json<bool> {
+    Json(st.raft.trigger().elect().await.is_ok())
+}
+
+impl Store {
+    /// Joins a running cluster through any member's RPC address (`seeds`),
+    /// following redirects to the leader. Returns whether this node votes.
+    pub async fn join(&self, seeds: &[String]) -> Result<bool, StoreError> {
+        let req = JoinRequest { id: self.node_id.0, addr: self.rpc_advertise.clone() };
+        let mut last_err = String::from("no seed given");
+        let mut targets: Vec<String> = seeds.to_vec();
+        for _ in 0..(seeds.len() * 4).max(4) {
+            let Some(addr) = targets.first().cloned() else { break };
+            targets.rotate_left(1);
+            let resp = self
+                .client
+                .post(format!("http://{addr}/cluster/join"))
+                .timeout(Duration::from_secs(30))
+                .json(&req)
+                .send()
+                .await;
+            match resp {
+                Ok(r) => match r.json::<JoinResult>().await {
+                    Ok(JoinResult::Joined { voter }) => return Ok(voter),
+                    Ok(JoinResult::NotLeader { leader: Some(l) }) => targets.insert(0, l),
+                    Ok(JoinResult::NotLeader { leader: None }) => {
+                        last_err = format!("{addr} knows no leader yet");
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    Ok(JoinResult::Failed(e)) => last_err = e,
+                    Err(e) => last_err = e.to_string(),
+                },
+                Err(e) => {
+                    last_err = e.to_string();
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+        Err(StoreError::Forward { addr: seeds.join(","), reason: last_err })
+    }
+
+    pub fn membership(&self) -> Membership {
+        membership_of(&self.raft)
+    }
+
+    /// Leader only: replaces voter `lost` by learner `with`.
+    pub async fn replace_voter(&self, lost: NodeId, with: NodeId) -> Result<(), StoreError> {
+        let m = self.membership();
+        let mut voters: BTreeSet<u64> = m.voters.iter().map(|n| n.0).collect();
+        voters.remove(&lost.0);
+        voters.insert(with.0);
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), true)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Raft(e.to_string()))
+    }
+
+    /// Leader only: removes a node from Raft entirely.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), StoreError> {
+        let m = self.membership();
+        let ids: BTreeSet<u64> = [id.0].into();
+        let change = if m.voters.contains(&id) {
+            ChangeMembers::RemoveVoters(ids)
+        } else if m.learners.contains(&id) {
+            ChangeMembers::RemoveNodes(ids)
+        } else {
+            return Ok(());
+        };
+        self.raft.change_membership(change, false).await.map(|_| ()).map_err(|e| StoreError::Raft(e.to_string()))
+    }
+
+    /// Asks the voter at `rpc_addr` to start an election (leader hand-over).
+    pub async fn ask_to_campaign(&self, rpc_addr: &str) -> Result<(), StoreError> {
+        let r = self
+            .client
+            .post(format!("http://{rpc_addr}/cluster/elect"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| StoreError::Forward { addr: rpc_addr.into(), reason: e.to_string() })?;
+        match r.json::<bool>().await {
+            Ok(true) => Ok(()),
+            _ => Err(StoreError::Forward { addr: rpc_addr.into(), reason: "election not started".into() }),
+        }
+    }
+
+    /// Whether this node has ever been part of a cluster (then it must
+    /// never bootstrap or join again).
+    pub async fn is_initialized(&self) -> Result<bool, StoreError> {
+        self.raft.is_initialized().await.map_err(|e| StoreError::Raft(e.to_string()))
+    }
+}

@@ -1,0 +1,506 @@
+//! Several real nodes on their own loopback addresses (127.a.b.N, fixed
+//! ports per address). Faults are real: kill -9, and partitions with
+//! iptables rules between node addresses (nodes send from their own
+//! address). After every fault: acknowledged writes are all there, each app
+//! ends at exactly `instances` running tasks, and every node answers.
+
+mod common;
+
+use common::{alive, wait_for, WHARF};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct ClusterNode {
+    ip: String,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+    ports: (u16, u16),
+    extra: Vec<String>,
+}
+
+impl ClusterNode {
+    fn addr(&self) -> String {
+        format!("http://{}:8080", self.ip)
+    }
+    fn rpc(&self) -> String {
+        format!("{}:5050", self.ip)
+    }
+    fn spawn(&mut self, join: Option<&str>) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("agent.log")).expect("log");
+        let mut cmd = Command::new(WHARF);
+        cmd.arg("agent")
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .args(["--http", &format!("{}:8080", self.ip), "--rpc", &self.rpc()])
+            .args(["--ports", &format!("{}-{}", self.ports.0, self.ports.1)])
+            .args(["--hostname", &self.ip])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(j) = join {
+            cmd.args(["--join", j]);
+        }
+        self.child = Some(cmd.spawn().expect("spawn"));
+    }
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Cluster {
+    nodes: Vec<ClusterNode>,
+    _dir: tempfile::TempDir,
+    chain: String,
+    client: reqwest::Client,
+}
+
+impl Cluster {
+    async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A /24 of loopback addresses of our own, so parallel tests never meet.
+        let seed = common::free_port();
+        let (a, b) = (100 + (seed % 100) as u8, (seed / 100 % 250) as u8);
+        let base = 20000 + (seed % 60) * 200;
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let d = dir.path().join(format!("n{i}"));
+            std::fs::create_dir_all(&d).expect("dir");
+            nodes.push(ClusterNode {
+                ip: format!("127.{a}.{b}.{}", i + 1),
+                dir: d,
+                child: None,
+                ports: (base + i as u16 * 30, base + i as u16 * 30 + 29),
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+            });
+        }
+        let chain = format!("WHARF{a}x{b}");
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+        let mut c = Cluster { nodes, _dir: dir, chain, client };
+        c.nodes[0].spawn(None);
+        c.wait_up(0).await;
+        let seed_rpc = c.nodes[0].rpc();
+        for i in 1..n {
+            c.nodes[i].spawn(Some(&seed_rpc));
+            c.wait_up(i).await;
+        }
+        c.wait_nodes(n).await;
+        c
+    }
+
+    async fn call(&self, i: usize, m: Method, path: &str, body: Option<&Value>) -> Option<(StatusCode, Value)> {
+        let mut req = self.client.request(m, format!("{}{}", self.nodes[i].addr(), path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.ok()?;
+        let s = resp.status();
+        let v = resp.json().await.unwrap_or(Value::Null);
+        Some((s, v))
+    }
+
+    async fn get(&self, i: usize, path: &str) -> Value {
+        match self.call(i, Method::GET, path, None).await {
+            Some((s, v)) if s.is_success() => v,
+            other => panic!("GET {path} on node {i}: {other:?}\n{}", self.log(i)),
+        }
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.nodes[i].dir.join("agent.log")).unwrap_or_default()
+    }
+
+    async fn wait_up(&self, i: usize) {
+        let t = Instant::now();
+        loop {
+            if let Some((StatusCode::OK, v)) = self.call(i, Method::GET, "/v2/leader", None).await {
+                if v["leader"].is_string() {
+                    return;
+                }
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "node {i} did not come up:\n{}", self.log(i));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_nodes(&self, n: usize) {
+        wait_for("all nodes registered", Duration::from_secs(20), || async {
+            self.get(0, "/wharf/v1/nodes").await["nodes"].as_array().map(Vec::len) == Some(n)
+        })
+        .await;
+    }
+
+    /// Index of the node that currently leads, as node `asker` sees it.
+    async fn leader(&self, asker: usize) -> Option<usize> {
+        let (_, v) = self.call(asker, Method::GET, "/v2/leader", None).await?;
+        let addr = v["leader"].as_str()?.to_string();
+        self.nodes.iter().position(|n| format!("{}:8080", n.ip) == addr)
+    }
+
+    /// Running tasks of `app` as node `i` sees them: (id, host).
+    async fn running(&self, i: usize, app: &str) -> Vec<(String, String)> {
+        let Some((_, v)) = self.call(i, Method::GET, &format!("/v2/apps{app}/tasks"), None).await else {
+            return Vec::new();
+        };
+        v["tasks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|t| t["state"] == "TASK_RUNNING")
+            .map(|t| (t["id"].as_str().unwrap_or("").to_string(), t["host"].as_str().unwrap_or("").to_string()))
+            .collect()
+    }
+
+    async fn all_tasks(&self, i: usize, app: &str) -> usize {
+        self.call(i, Method::GET, &format!("/v2/apps{app}/tasks"), None)
+            .await
+            .and_then(|(_, v)| v["tasks"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    }
+
+    /// Cuts node `i` off from every other node (both directions).
+    fn partition(&self, i: usize) {
+        let ipt = |args: &[&str]| {
+            let ok = quiet("iptables").args(args).status().map(|s| s.success()).unwrap_or(false);
+            assert!(ok, "iptables {args:?} failed (tests need root and iptables)");
+        };
+        let _ = quiet("iptables").args(["-N", &self.chain]).status();
+        let _ = quiet("iptables").args(["-D", "INPUT", "-j", &self.chain]).status();
+        ipt(&["-I", "INPUT", "-j", &self.chain]);
+        let me = &self.nodes[i].ip;
+        for (j, other) in self.nodes.iter().enumerate() {
+            if j != i {
+                ipt(&["-A", &self.chain, "-s", me, "-d", &other.ip, "-j", "DROP"]);
+                ipt(&["-A", &self.chain, "-s", &other.ip, "-d", me, "-j", "DROP"]);
+            }
+        }
+    }
+
+    fn heal(&self) {
+        let _ = quiet("iptables").args(["-F", &self.chain]).status();
+    }
+
+    fn task_pid(&self, i: usize, task: &str) -> Option<i32> {
+        let s = std::fs::read_to_string(self.nodes[i].dir.join("data/sandboxes").join(task).join("state.json")).ok()?;
+        let v: Value = serde_json::from_str(&s).ok()?;
+        v["pid"].as_i64().map(|p| p as i32)
+    }
+
+    fn node_of_host(&self, host: &str) -> usize {
+        self.nodes.iter().position(|n| n.ip == host).expect("known host")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.heal();
+        let _ = quiet("iptables").args(["-D", "INPUT", "-j", &self.chain]).status();
+        let _ = quiet("iptables").args(["-X", &self.chain]).status();
+        // Tasks outlive agents by design: delete the apps through a live node first.
+        let live: Vec<String> = self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.addr()).collect();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+            rt.block_on(async move {
+                let c = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+                for base in &live {
+                    let Ok(r) = c.get(format!("{base}/v2/apps")).send().await else { continue };
+                    let Ok(v) = r.json::<Value>().await else { continue };
+                    for a in v["apps"].as_array().cloned().unwrap_or_default() {
+                        if let Some(id) = a["id"].as_str() {
+                            let _ = c.delete(format!("{base}/v2/apps{id}?force=true")).send().await;
+                        }
+                    }
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_secs(15) {
+                        let Ok(r) = c.get(format!("{base}/v2/tasks")).send().await else { break };
+                        let Ok(v) = r.json::<Value>().await else { break };
+                        if v["tasks"].as_array().is_none_or(|a| a.is_empty()) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    break;
+                }
+            });
+        })
+        .join();
+        for n in &mut self.nodes {
+            n.stop();
+        }
+    }
+}
+
+fn quiet(program: &str) -> Command {
+    let mut c = Command::new(program);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    c
+}
+
+/// Writes app `/acked/{i}` through node `via`; true when acknowledged.
+async fn acked_write(c: &Cluster, via: usize, i: u32) -> bool {
+    let def = json!({"id": format!("/acked/w{i}"), "args": ["sleep", "1000"], "cpus": 0.01, "mem": 8, "instances": 0});
+    matches!(c.call(via, Method::POST, "/v2/apps", Some(&def)).await, Some((StatusCode::CREATED, _)))
+}
+
+async fn assert_acked_everywhere(c: &Cluster, acked: &[u32], nodes: &[usize]) {
+    for &i in nodes {
+        wait_for("every acknowledged write on every node", Duration::from_secs(15), || async {
+            let apps = c.get(i, "/v2/apps?id=/acked/").await;
+            let have: std::collections::BTreeSet<String> = apps["apps"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x["id"].as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            acked.iter().all(|w| have.contains(&format!("/acked/w{w}")))
+        })
+        .await;
+    }
+}
+
+async fn wait_exactly(c: &Cluster, via: usize, app: &str, n: usize) -> Vec<(String, String)> {
+    let t = Instant::now();
+    loop {
+        let r = c.running(via, app).await;
+        if r.len() == n && c.all_tasks(via, app).await == n {
+            return r;
+        }
+        assert!(t.elapsed() < Duration::from_secs(40), "{app}: want {n} running, have {r:?}\n{}", c.log(via));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_replicate_and_survive_leader_and_node_loss() {
+    let mut c = Cluster::start(4, &[]).await;
+    let nodes = c.get(2, "/wharf/v1/nodes").await;
+    let roles: Vec<&str> =
+        nodes["nodes"].as_array().expect("nodes").iter().filter_map(|n| n["role"].as_str()).collect();
+    assert_eq!(roles.iter().filter(|r| **r == "voter").count(), 3, "{nodes}");
+    assert_eq!(roles.iter().filter(|r| **r == "learner").count(), 1, "{nodes}");
+
+    // Every node answers, and a write through a follower is readable there at once.
+    let leader = c.leader(3).await.expect("leader");
+    let follower = (leader + 1) % 4;
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        if acked_write(&c, follower, i).await {
+            acked.push(i);
+            let (s, _) = c.call(follower, Method::GET, &format!("/v2/apps/acked/w{i}"), None).await.expect("read");
+            assert_eq!(s, StatusCode::OK, "read-your-write on the node written to");
+        }
+    }
+    assert_eq!(acked.len(), 5);
+    let (s, v) = c
+        .call(
+            follower,
+            Method::POST,
+            "/v2/apps",
+            Some(&json!({"id": "/svc", "args": ["sleep", "1000"], "cpus": 0.1, "mem": 16, "instances": 4})),
+        )
+        .await
+        .expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    wait_exactly(&c, 0, "/svc", 4).await;
+
+    // kill -9 the leader: another node leads, writes continue, nothing acknowledged is lost,
+    // and the dead node's tasks run elsewhere.
+    let leader = c.leader(0).await.expect("leader");
+    c.nodes[leader].kill9();
+    let other = (leader + 1) % 4;
+    let t = Instant::now();
+    let mut i = 100;
+    loop {
+        if acked_write(&c, other, i).await {
+            acked.push(i);
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "no write accepted after the leader died");
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new_leader = c.leader(other).await.expect("new leader");
+    assert_ne!(new_leader, leader);
+    let live: Vec<usize> = (0..4).filter(|j| *j != leader).collect();
+    assert_acked_everywhere(&c, &acked, &live).await;
+    let dead_ip = c.nodes[leader].ip.clone();
+    wait_for("tasks of the dead node replaced", Duration::from_secs(30), || async {
+        let r = c.running(other, "/svc").await;
+        r.len() == 4 && r.iter().all(|(_, h)| *h != dead_ip)
+    })
+    .await;
+
+    // It comes back: exactly 4 tasks (its stale one is killed), and it catches up.
+    c.nodes[leader].spawn(None);
+    c.wait_up(leader).await;
+    assert_acked_everywhere(&c, &acked, &[leader]).await;
+    wait_exactly(&c, leader, "/svc", 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_keep_tasks_running_and_heal_to_the_right_count() {
+    let c = Cluster::start(3, &[]).await;
+    c.call(
+        0,
+        Method::POST,
+        "/v2/apps",
+        Some(&json!({"id": "/p", "args": ["sleep", "1000"], "cpus": 0.1, "mem": 16, "instances": 3})),
+    )
+    .await
+    .expect("post");
+    let tasks = wait_exactly(&c, 0, "/p", 3).await;
+
+    // Partition a follower that runs a task.
+    let leader = c.leader(0).await.expect("leader");
+    let (victim_task, host) =
+        tasks.iter().find(|(_, h)| c.node_of_host(h) != leader).cloned().expect("a task on a follower");
+    let cut = c.node_of_host(&host);
+    let pid = c.task_pid(cut, &victim_task).expect("pid");
+    c.partition(cut);
+    let healthy = (0..3).find(|j| *j != cut).expect("other node");
+    wait_for("replacement outside the partitioned node", Duration::from_secs(30), || async {
+        let r = c.running(healthy, "/p").await;
+        r.len() == 3 && r.iter().all(|(_, h)| *h != host)
+    })
+    .await;
+    assert!(alive(pid), "a cut-off agent keeps its task running");
+    let mut acked = Vec::new();
+    for i in 0..3 {
+        if acked_write(&c, healthy, i).await {
+            acked.push(i);
+        }
+    }
+    assert_eq!(acked.len(), 3, "the majority keeps accepting writes");
+    c.heal();
+    wait_exactly(&c, cut, "/p", 3).await;
+    wait_for("the surplus task is killed", Duration::from_secs(20), || async { !alive(pid) }).await;
+    assert_acked_everywhere(&c, &acked, &[0, 1, 2]).await;
+
+    // Now partition the leader: the others elect a new one and go on.
+    let leader = c.leader(0).await.expect("leader");
+    c.partition(leader);
+    let rest: Vec<usize> = (0..3).filter(|j| *j != leader).collect();
+    let t = Instant::now();
+    let mut i = 10;
+    while !acked_write(&c, rest[0], i).await {
+        assert!(t.elapsed() < Duration::from_secs(20), "majority did not recover from a partitioned leader");
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    acked.push(i);
+    c.heal();
+    assert_acked_everywhere(&c, &acked, &[0, 1, 2]).await;
+    wait_exactly(&c, leader, "/p", 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_restart_loses_nothing_and_tasks_keep_running() {
+    let mut c = Cluster::start(3, &[]).await;
+    c.call(
+        1,
+        Method::POST,
+        "/v2/apps",
+        Some(&json!({"id": "/keep", "args": ["sleep", "1000"], "cpus": 0.1, "mem": 16, "instances": 3})),
+    )
+    .await
+    .expect("post");
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        if acked_write(&c, (i % 3) as usize, i).await {
+            acked.push(i);
+        }
+    }
+    assert_eq!(acked.len(), 10);
+    let before = wait_exactly(&c, 0, "/keep", 3).await;
+    let pids: Vec<i32> = before.iter().map(|(t, h)| c.task_pid(c.node_of_host(h), t).expect("pid")).collect();
+    for n in &mut c.nodes {
+        n.stop();
+    }
+    assert!(pids.iter().all(|p| alive(*p)));
+    for n in &mut c.nodes {
+        n.spawn(None);
+    }
+    for i in 0..3 {
+        c.wait_up(i).await;
+    }
+    assert_acked_everywhere(&c, &acked, &[0, 1, 2]).await;
+    let after = wait_exactly(&c, 2, "/keep", 3).await;
+    let mut a: Vec<String> = after.into_iter().map(|x| x.0).collect();
+    let mut b: Vec<String> = before.into_iter().map(|x| x.0).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "the same tasks after a full restart");
+    assert!(pids.iter().all(|p| alive(*p)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_remove_and_voter_replacement() {
+    let mut c = Cluster::start(4, &["--voter-replace-after", "2", "--heartbeat-timeout", "1.5"]).await;
+    c.call(
+        0,
+        Method::POST,
+        "/v2/apps",
+        Some(&json!({"id": "/d", "args": ["sleep", "1000"], "cpus": 0.1, "mem": 16, "instances": 4})),
+    )
+    .await
+    .expect("post");
+    wait_exactly(&c, 0, "/d", 4).await;
+    let nodes = c.get(0, "/wharf/v1/nodes").await;
+    let id_of = |ip: &str| -> String {
+        nodes["nodes"].as_array().expect("nodes").iter().find(|n| n["hostname"] == ip).expect("node")["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    };
+
+    // Drain: its tasks move and it gets none.
+    let learner_ip =
+        nodes["nodes"].as_array().expect("nodes").iter().find(|n| n["role"] == "learner").expect("learner")["hostname"]
+            .as_str()
+            .expect("ip")
+            .to_string();
+    let leader_now = c.leader(0).await;
+    let drained = (0..4).find(|i| c.nodes[*i].ip != learner_ip && leader_now != Some(*i)).unwrap_or(1);
+    let drained_ip = c.nodes[drained].ip.clone();
+    let (s, v) =
+        c.call(0, Method::POST, &format!("/wharf/v1/nodes/{}/drain", id_of(&drained_ip)), None).await.expect("drain");
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_for("tasks off the drained node", Duration::from_secs(30), || async {
+        let r = c.running(0, "/d").await;
+        r.len() == 4 && r.iter().all(|(_, h)| *h != drained_ip) && c.all_tasks(0, "/d").await == 4
+    })
+    .await;
+
+    // A voter dies for good: the learner is promoted.
+    let leader = c.leader(0).await.expect("leader");
+    let lost = (0..4).find(|i| *i != leader && c.nodes[*i].ip != learner_ip).expect("a follower voter");
+    c.nodes[lost].kill9();
+    let asker = leader;
+    wait_for("the learner promoted to voter", Duration::from_secs(30), || async {
+        let v = c.get(asker, "/wharf/v1/nodes").await;
+        v["nodes"]
+            .as_array()
+            .is_some_and(|ns| ns.iter().any(|n| n["hostname"] == learner_ip.as_str() && n["role"] == "voter"))
+    })
+    .await;
+
+    // Remove the dead node: gone from the list and from Raft.
+    let lost_id = id_of(&c.nodes[lost].ip.clone());
+    let (s, v) = c.call(asker, Method::DELETE, &format!("/wharf/v1/nodes/{lost_id}"), None).await.expect("rm");
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_for("node gone", Duration::from_secs(10), || async {
+        let v = c.get(asker, "/wharf/v1/nodes").await;
+        v["nodes"].as_array().is_some_and(|ns| ns.len() == 3 && ns.iter().all(|n| n["id"] != lost_id.as_str()))
+    })
+    .await;
+    wait_exactly(&c, asker, "/d", 4).await;
+}
