@@ -149,6 +149,12 @@ pub enum BenchCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Three nodes on 127.77.0.1-3: write throughput, leader failover, node loss.
+    Cluster {
+        /// Leader kills to time.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -165,5 +171,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {
             crate::bench::launch(tasks, burst, data_dir).await
         }
+        Command::Bench(BenchCommand::Cluster { rounds }) => crate::bench_cluster::run(rounds).await,
     }
 }

@@ -5,6 +5,7 @@
 //! This is the binary's edge: `anyhow` errors, the clock and the OS.
 
 mod bench;
+mod bench_cluster;
 mod cli;
 mod client;
 mod liveness;

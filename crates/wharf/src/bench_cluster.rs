@@ -1,0 +1,235 @@
+//! `wharf bench cluster`: starts three real nodes on 127.77.0.1-3 (this
+//! binary, scratch data dirs) and measures, with default settings:
+//! - durable write throughput and p99 latency with 1 and 64 concurrent
+//!   clients (app creations with 0 instances, sent to the leader);
+//! - leader failover: kill -9 of the leader -> first successful write
+//!   through another node;
+//! - node loss: kill -9 of a node -> all its tasks running elsewhere.
+
+use crate::client::Client;
+use anyhow::{bail, Context};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Proc {
+    ip: String,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+    ports: String,
+}
+
+impl Proc {
+    fn spawn(&mut self, join: Option<&str>) -> anyhow::Result<()> {
+        let exe = std::env::current_exe()?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("agent")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--http", &format!("{}:8080", self.ip), "--rpc", &format!("{}:5050", self.ip)])
+            .args(["--ports", &self.ports, "--hostname", &self.ip])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(j) = join {
+            cmd.args(["--join", j]);
+        }
+        self.child = Some(cmd.spawn().context("starting a benchmark node")?);
+        Ok(())
+    }
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    fn addr(&self) -> String {
+        format!("http://{}:8080", self.ip)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+async fn wait_leader(c: &Client) -> anyhow::Result<String> {
+    let t = Instant::now();
+    loop {
+        if let Ok((StatusCode::OK, v)) = c.call(Method::GET, "/v2/leader", None).await {
+            if let Some(l) = v["leader"].as_str() {
+                return Ok(l.to_string());
+            }
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("no leader");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn write(c: &Client, id: &str) -> bool {
+    let def = json!({"id": id, "args": ["sleep", "1"], "cpus": 0.01, "mem": 8, "instances": 0});
+    matches!(c.call(Method::POST, "/v2/apps", Some(&def)).await, Ok((StatusCode::CREATED, _)))
+}
+
+async fn throughput(leader: &str, clients: usize, total: usize, tag: &str) -> anyhow::Result<()> {
+    let c = Arc::new(Client::new(&format!("http://{leader}"))?);
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for k in 0..clients {
+        let c = c.clone();
+        let tag = tag.to_string();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = k;
+            while i < total {
+                let t = Instant::now();
+                if write(&c, &format!("/bench/{tag}/w{i}")).await {
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                i += clients;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await?);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "  {clients:>2} client(s): {} writes in {:.2}s = {:.0} writes/s, p50 {:.1} ms, p99 {:.1} ms",
+        all.len(),
+        secs,
+        all.len() as f64 / secs,
+        pct(&all, 0.5),
+        pct(&all, 0.99)
+    );
+    Ok(())
+}
+
+pub async fn run(rounds: u32) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut nodes: Vec<Proc> = (0..3)
+        .map(|i| Proc {
+            ip: format!("127.77.0.{}", i + 1),
+            dir: tmp.path().join(format!("n{i}")),
+            child: None,
+            ports: format!("{}-{}", 45000 + i * 1000, 45000 + i * 1000 + 999),
+        })
+        .collect();
+    nodes[0].spawn(None)?;
+    wait_leader(&Client::new(&nodes[0].addr())?).await?;
+    for n in nodes.iter_mut().skip(1) {
+        n.spawn(Some("127.77.0.1:5050"))?;
+        wait_leader(&Client::new(&n.addr())?).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leader = wait_leader(&Client::new(&nodes[0].addr())?).await?;
+    println!("3-node cluster on 127.77.0.1-3, every write durable (redb fsync) on a quorum");
+    println!("write throughput (POST /v2/apps to the leader {leader}):");
+    throughput(&leader, 1, 500, "c1").await?;
+    throughput(&leader, 64, 4000, "c64").await?;
+
+    println!("leader failover (kill -9 the leader -> first successful write through another node):");
+    let mut times = Vec::new();
+    for r in 0..rounds {
+        let l = wait_leader(&Client::new(&nodes[0].addr())?).await?;
+        let li = nodes.iter().position(|n| format!("{}:8080", n.ip) == l).context("leader among nodes")?;
+        let other = Client::new(&nodes[(li + 1) % 3].addr())?;
+        let t = Instant::now();
+        nodes[li].kill9();
+        let mut k = 0;
+        while !write(&other, &format!("/bench/failover/r{r}-{k}")).await {
+            k += 1;
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!("no write within 30s of killing the leader");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        println!("  round {}: {:.0} ms", r + 1, ms);
+        times.push(ms);
+        nodes[li].spawn(None)?;
+        wait_leader(&Client::new(&nodes[li].addr())?).await?;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    println!("  median {:.0} ms, max {:.0} ms", pct(&times, 0.5), times.last().copied().unwrap_or(0.0));
+
+    println!("node loss (kill -9 a node -> its tasks running elsewhere):");
+    let c0 = Client::new(&nodes[0].addr())?;
+    let def = json!({"id": "/bench/spread", "args": ["sleep", "3600"], "cpus": 0.01, "mem": 8, "instances": 6});
+    c0.ok(Method::POST, "/v2/apps", Some(&def)).await?;
+    let running = |v: &Value| -> Vec<String> {
+        v["tasks"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|t| t["state"] == "TASK_RUNNING")
+                    .filter_map(|t| t["host"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let t = Instant::now();
+    loop {
+        let (_, v) = c0.call(Method::GET, "/v2/apps/bench/spread/tasks", None).await?;
+        if running(&v).len() == 6 {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("spread app did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let l = wait_leader(&c0).await?;
+    let victim = nodes.iter().position(|n| format!("{}:8080", n.ip) != l).context("a follower")?;
+    let observer = Client::new(&nodes[(victim + 1) % 3].addr())?;
+    let dead_ip = nodes[victim].ip.clone();
+    let t = Instant::now();
+    nodes[victim].kill9();
+    loop {
+        if let Ok((_, v)) = observer.call(Method::GET, "/v2/apps/bench/spread/tasks", None).await {
+            let r = running(&v);
+            if r.len() == 6 && r.iter().all(|h| *h != dead_ip) {
+                break;
+            }
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("tasks were not replaced within 60s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("  {:.0} ms (heartbeat timeout 3 s by default)", t.elapsed().as_secs_f64() * 1000.0);
+
+    // Clean up tasks: delete the app, then restart the dead node so its
+    // orphaned executor is reconciled away too.
+    nodes[victim].spawn(None)?;
+    wait_leader(&Client::new(&nodes[victim].addr())?).await?;
+    c0.ok(Method::DELETE, "/v2/apps/bench/spread?force=true", None).await?;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        let (_, v) = c0.call(Method::GET, "/v2/tasks", None).await?;
+        if v["tasks"].as_array().is_none_or(|a| a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
+}
