@@ -3,7 +3,7 @@
 
 use model::{DeploymentId, NodeId, UnixMillis};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use store::Store;
 
 pub struct ApiContext {
@@ -12,12 +12,14 @@ pub struct ApiContext {
     /// Where this node's task sandboxes live (for logs of local tasks).
     pub sandbox_root: PathBuf,
     pub client: reqwest::Client,
+    /// The event stream's bus, started by its first subscriber.
+    pub(crate) events: OnceLock<crate::events::EventBus>,
 }
 
 impl ApiContext {
     pub fn new(store: Arc<Store>, sandbox_root: PathBuf) -> ApiContext {
         let node = store.node_id();
-        ApiContext { store, node, sandbox_root, client: reqwest::Client::new() }
+        ApiContext { store, node, sandbox_root, client: reqwest::Client::new(), events: OnceLock::new() }
     }
 
     pub fn now(&self) -> UnixMillis {

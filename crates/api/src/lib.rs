@@ -11,6 +11,7 @@ mod apps;
 mod context;
 mod deployments;
 mod error;
+mod events;
 mod info;
 mod query;
 mod tasks;
@@ -42,6 +43,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/v2/deployments", get(deployments::list))
         .route("/v2/deployments/{id}", axum::routing::delete(deployments::delete))
         .route("/v2/queue", get(info::queue))
+        .route("/v2/events", get(events::stream_events))
         .route("/wharf/v1/nodes", get(wharf::nodes))
         .route("/wharf/v1/nodes/{id}", axum::routing::delete(wharf::remove))
         .route("/wharf/v1/nodes/{id}/drain", post(wharf::drain))
