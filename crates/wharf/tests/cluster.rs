@@ -504,3 +504,32 @@ async fn drain_remove_and_voter_replacement() {
     .await;
     wait_exactly(&c, asker, "/d", 4).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_abdicates_and_every_node_tells_the_truth() {
+    let c = Cluster::start(3, &[]).await;
+    let leader = c.leader(0).await.expect("leader");
+    for i in 0..3 {
+        let info = c.get(i, "/v2/info").await;
+        assert_eq!(info["elected"], i == leader, "node {i}: {info}");
+        assert_eq!(info["leader"], format!("{}:8080", c.nodes[leader].ip));
+    }
+    let via = (leader + 2) % 3;
+    let (s, v) = c.call(via, Method::DELETE, "/v2/leader", None).await.expect("abdicate");
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_for("another leader", Duration::from_secs(10), || async {
+        let mut seen = Vec::new();
+        for i in 0..3 {
+            seen.push(c.leader(i).await);
+        }
+        seen.iter().all(|l| l.is_some() && *l != Some(leader) && *l == seen[0])
+    })
+    .await;
+    assert!(acked_write(&c, leader, 1).await, "the old leader forwards writes to the new one");
+    let resp = c.client.get(format!("{}/v2/apps", c.nodes[leader].addr())).send().await.expect("get");
+    let new_leader = c.leader(0).await.expect("leader");
+    assert_eq!(
+        resp.headers().get("x-marathon-leader").and_then(|v| v.to_str().ok()),
+        Some(format!("http://{}:8080", c.nodes[new_leader].ip).as_str())
+    );
+}
