@@ -12,6 +12,7 @@ mod context;
 mod deployments;
 mod error;
 mod events;
+mod groups;
 mod info;
 mod query;
 mod tasks;
@@ -44,6 +45,18 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/v2/deployments/{id}", axum::routing::delete(deployments::delete))
         .route("/v2/queue", get(info::queue))
         .route("/v2/events", get(events::stream_events))
+        .route(
+            "/v2/groups",
+            get(groups::get_root).post(groups::create).put(groups::put_root).delete(groups::delete_root),
+        )
+        .route(
+            "/v2/groups/",
+            get(groups::get_root).post(groups::create).put(groups::put_root).delete(groups::delete_root),
+        )
+        .route(
+            "/v2/groups/{*path}",
+            get(groups::get_path).put(groups::put_path).delete(groups::delete_path).post(groups::create),
+        )
         .route("/wharf/v1/nodes", get(wharf::nodes))
         .route("/wharf/v1/nodes/{id}", axum::routing::delete(wharf::remove))
         .route("/wharf/v1/nodes/{id}/drain", post(wharf::drain))

@@ -8,6 +8,7 @@
 pub mod convert;
 pub mod error;
 pub mod events;
+pub mod groups;
 pub mod history;
 mod read;
 pub mod render;
