@@ -149,6 +149,7 @@ mod tests {
             updated_at: UnixMillis(0),
             message: None,
             healthy: None,
+            health: None,
         };
         (app, task)
     }

@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod driver;
 pub mod env;
 pub mod executor;
+pub mod health;
 pub mod reconcile;
 pub mod sandbox;
 

@@ -10,6 +10,7 @@
 
 use crate::driver::{ExecDriver, TaskEvent};
 use crate::env::task_env;
+use crate::health::{run_checker, CheckTarget, CheckerEvent};
 use crate::sandbox::LaunchSpec;
 use model::{AppSpec, CommandSpec, ContainerSpec, NodeId, Task, TaskGoal, TaskId, TaskState, TaskStatus, UnixMillis};
 use std::collections::HashMap;
@@ -50,6 +51,9 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let driver = Arc::new(ExecDriver::new(cfg.sandbox_root.clone(), cfg.executor.clone(), ev_tx));
     let reports = spawn_reporter(store.clone());
+    let health_reports = spawn_health_reporter(store.clone());
+    let (check_tx, mut check_rx) = mpsc::unbounded_channel::<CheckerEvent>();
+    let mut checks = Checkers { running: HashMap::new(), tx: check_tx };
     let mut local: HashMap<TaskId, Local> = HashMap::new();
     let mut sub = store.subscribe();
 
@@ -70,7 +74,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
         Err(e) => tracing::error!(error = %e, "could not recover tasks from sandboxes"),
     }
 
-    reconcile(&store, &cfg, &driver, &reports, &mut local);
+    reconcile(&store, &cfg, &driver, &reports, &mut local, &mut checks);
     loop {
         tokio::select! {
             u = sub.next() => {
@@ -78,8 +82,24 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                     return;
                 }
                 sub.drain();
-                reconcile(&store, &cfg, &driver, &reports, &mut local);
+                reconcile(&store, &cfg, &driver, &reports, &mut local, &mut checks);
             }
+            Some(ev) = check_rx.recv() => match ev {
+                CheckerEvent::Report(r) => {
+                    let _ = health_reports.send(r);
+                }
+                CheckerEvent::Kill { task_id, cause } => {
+                    tracing::info!(task = %task_id, %cause, "killing an unhealthy task");
+                    checks.stop(&task_id);
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let cmd = Command::KillTasks { ids: vec![task_id], scale: false, at: now(), deployment: None };
+                        if let Err(e) = store.propose(cmd).await {
+                            tracing::warn!(error = %e, "could not kill an unhealthy task");
+                        }
+                    });
+                }
+            },
             ev = ev_rx.recv() => {
                 let Some(ev) = ev else { return };
                 let status = match ev {
@@ -110,12 +130,21 @@ fn reconcile(
     driver: &Arc<ExecDriver>,
     reports: &mpsc::UnboundedSender<TaskStatus>,
     local: &mut HashMap<TaskId, Local>,
+    checks: &mut Checkers,
 ) {
     let mine: Vec<(Task, Option<AppSpec>)> = store
         .read(|s| s.tasks_on(cfg.node).map(|t| (t.clone(), s.apps.get(&t.app_id).map(|a| a.spec.clone()))).collect());
     let mut assigned = std::collections::HashSet::new();
+    let mut checked = std::collections::HashSet::new();
     for (task, app) in mine {
         assigned.insert(task.id.clone());
+        let running_here = local.get(&task.id).is_some_and(|l| l.phase == Phase::Running);
+        if task.state == TaskState::Running && task.goal == TaskGoal::Running && running_here {
+            if let Some(app) = app.as_ref().filter(|a| !a.health_checks.is_empty()) {
+                checked.insert(task.id.clone());
+                checks.ensure(&task, app, &cfg.sandbox_root);
+            }
+        }
         if task.state.is_terminal() {
             continue;
         }
@@ -148,6 +177,69 @@ fn reconcile(
         }
     }
     local.retain(|id, l| assigned.contains(id) || l.phase != Phase::Exited);
+    checks.retain(&checked);
+}
+
+/// The health checkers of tasks running here.
+struct Checkers {
+    running: HashMap<TaskId, tokio::task::AbortHandle>,
+    tx: mpsc::UnboundedSender<CheckerEvent>,
+}
+
+impl Checkers {
+    fn ensure(&mut self, task: &Task, app: &AppSpec, root: &std::path::Path) {
+        if self.running.contains_key(&task.id) {
+            return;
+        }
+        let sandbox = root.join(task.id.as_str());
+        let target = CheckTarget {
+            task_id: task.id.clone(),
+            host: task.host.clone(),
+            ports: task.ports.clone(),
+            checks: app.health_checks.clone(),
+            started_at: task.started_at.unwrap_or_else(now),
+            env: task_env(app, task, &sandbox),
+            sandbox,
+        };
+        let h = tokio::spawn(run_checker(target, self.tx.clone()));
+        self.running.insert(task.id.clone(), h.abort_handle());
+    }
+
+    fn stop(&mut self, id: &TaskId) {
+        if let Some(h) = self.running.remove(id) {
+            h.abort();
+        }
+    }
+
+    fn retain(&mut self, keep: &std::collections::HashSet<TaskId>) {
+        self.running.retain(|id, h| {
+            let k = keep.contains(id);
+            if !k {
+                h.abort();
+            }
+            k
+        });
+    }
+}
+
+/// Batches health transitions into `TaskHealth` commands; retried until committed.
+fn spawn_health_reporter(store: Arc<Store>) -> mpsc::UnboundedSender<model::HealthReport> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<model::HealthReport>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+            }
+            let mut delay = Duration::from_millis(50);
+            while let Err(e) = store.propose(Command::TaskHealth(batch.clone())).await {
+                tracing::warn!(error = %e, "health report not committed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    });
+    tx
 }
 
 fn launch_spec(task: &Task, app: &AppSpec, sandbox: PathBuf) -> Result<LaunchSpec, String> {

@@ -299,8 +299,22 @@ pub fn render_task(task: &Task, state: &ClusterState) -> Value {
         Err(_) => Vec::new(),
     };
     let checks = app.map(|a| a.spec.health_checks.len()).unwrap_or(0);
-    let health: Vec<Value> = match task.healthy {
-        Some(alive) if task.state == TaskState::Running => (0..checks)
+    let health: Vec<Value> = match (&task.health, task.healthy) {
+        (Some(h), Some(_)) if task.state == TaskState::Running => (0..checks)
+            .map(|_| {
+                json!({
+                    "alive": h.alive,
+                    "consecutiveFailures": h.consecutive_failures,
+                    "firstSuccess": h.first_success.map(format_time),
+                    "lastFailure": h.last_failure.map(format_time),
+                    "lastSuccess": h.last_success.map(format_time),
+                    "lastFailureCause": h.last_failure_cause,
+                    "taskId": task.id.as_str(),
+                    "instanceId": instance_id(task),
+                })
+            })
+            .collect(),
+        (None, Some(alive)) if task.state == TaskState::Running => (0..checks)
             .map(|_| {
                 json!({
                     "alive": alive,

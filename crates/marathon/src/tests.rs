@@ -616,6 +616,7 @@ fn task(app: &AppId, n: u128, state: TaskState, healthy: Option<bool>) -> Task {
         updated_at: UnixMillis(1_440_628_401_000),
         message: None,
         healthy,
+        health: None,
     }
 }
 

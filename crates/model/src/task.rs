@@ -97,6 +97,32 @@ pub struct Task {
     pub message: Option<String>,
     /// Latest health (None: unknown / no checks).
     pub healthy: Option<bool>,
+    /// Details of the latest health transition.
+    #[serde(default)]
+    pub health: Option<HealthInfo>,
+}
+
+/// What the store keeps of a task's health. Agents write it only when the
+/// verdict changes (or on the first result), so steady health costs no
+/// Raft traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct HealthInfo {
+    pub alive: bool,
+    pub consecutive_failures: u32,
+    pub first_success: Option<UnixMillis>,
+    pub last_success: Option<UnixMillis>,
+    pub last_failure: Option<UnixMillis>,
+    pub last_failure_cause: Option<String>,
+}
+
+/// An agent's report of a health transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthReport {
+    pub task_id: TaskId,
+    pub alive: bool,
+    pub consecutive_failures: u32,
+    pub at: UnixMillis,
+    pub cause: Option<String>,
 }
 
 impl Task {

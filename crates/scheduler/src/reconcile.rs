@@ -125,7 +125,9 @@ fn reconcile_app(
     });
     let is_current = |t: &&Task| t.app_version >= app.last_config_change_at;
     let (current, old): (Vec<&Task>, Vec<&Task>) = tasks.into_iter().partition(is_current);
-    let current_running = current.iter().filter(|t| t.state == TaskState::Running).count();
+    // With health checks, only healthy tasks count as up (Marathon's rule for
+    // deployments and minimumHealthCapacity).
+    let current_running = current.iter().filter(|t| is_ready(app, t)).count();
 
     // Scale down: kill the surplus of current tasks, not-yet-running first.
     let mut kills: Vec<TaskId> = Vec::new();
@@ -144,9 +146,10 @@ fn reconcile_app(
     let cap = instances + (instances as f64 * spec.upgrade.maximum_over_capacity).floor() as usize;
     let alive_after_kills = current.len().min(instances) + keep_old;
     let mut launch = missing.min(cap.saturating_sub(alive_after_kills));
-    if launch == 0 && missing > 0 && old_kills == 0 && keep_old > 0 {
+    if launch == 0 && missing > 0 && old_kills == 0 && keep_old > 0 && current.len() == current_running {
         // minimumHealthCapacity 1 with maximumOverCapacity 0 cannot move
-        // otherwise: replace one task at a time.
+        // otherwise: replace one task at a time, once no new task is still
+        // on its way to healthy.
         old_kills = 1;
     }
     kills.extend(select_kills(&old, old_kills, spec.kill_selection));
@@ -181,6 +184,7 @@ fn reconcile_app(
                     updated_at: now,
                     message: None,
                     healthy: None,
+                    health: None,
                 });
             }
             Err(reason) => {
@@ -237,6 +241,11 @@ fn handle_unreachable(state: &ClusterState, app: &App, now: UnixMillis, out: &mu
     });
 }
 
+/// Running, and healthy if the app has health checks.
+fn is_ready(app: &App, t: &Task) -> bool {
+    t.state == TaskState::Running && (app.spec.health_checks.is_empty() || t.healthy == Some(true))
+}
+
 fn select_kills(tasks: &[&Task], n: usize, selection: KillSelection) -> Vec<TaskId> {
     let mut sorted: Vec<&&Task> = tasks.iter().collect();
     sorted.sort_by(|a, b| {
@@ -245,7 +254,8 @@ fn select_kills(tasks: &[&Task], n: usize, selection: KillSelection) -> Vec<Task
             KillSelection::YoungestFirst => b.staged_at.cmp(&a.staged_at),
             KillSelection::OldestFirst => a.staged_at.cmp(&b.staged_at),
         };
-        running(a).cmp(&running(b)).then(age).then(a.id.cmp(&b.id))
+        let healthy = |t: &Task| t.healthy != Some(false);
+        running(a).cmp(&running(b)).then(healthy(a).cmp(&healthy(b))).then(age).then(a.id.cmp(&b.id))
     });
     sorted.into_iter().take(n).map(|t| t.id.clone()).collect()
 }
@@ -283,7 +293,7 @@ fn converged(state: &ClusterState, app: &App, plan: &Plan) -> bool {
     let killing: BTreeSet<&TaskId> = plan.kills.iter().collect();
     for t in state.tasks_of(&app.spec.id).filter(|t| !t.state.is_terminal()) {
         let current = t.app_version >= app.last_config_change_at;
-        if current && t.goal == TaskGoal::Running && t.state == TaskState::Running && !killing.contains(&t.id) {
+        if current && t.goal == TaskGoal::Running && is_ready(app, t) && !killing.contains(&t.id) {
             running += 1;
         } else {
             other_alive += 1;

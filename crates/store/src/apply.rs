@@ -58,6 +58,12 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             None => Applied::Rejected(Rejection::NoSuchNode(*node)),
         },
         Command::RemoveNode { node, at } => remove_node(state, *node, *at),
+        Command::TaskHealth(reports) => {
+            for r in reports {
+                task_health(state, r);
+            }
+            Applied::Done
+        }
         Command::PutGroup { apps, remove_apps, groups, remove_groups, at, deployment, force } => put_group(
             state,
             &GroupChange { apps, remove_apps, groups, remove_groups, at: *at, deployment, force: *force },
@@ -395,6 +401,27 @@ struct GroupChange<'a> {
     at: UnixMillis,
     deployment: &'a Deployment,
     force: bool,
+}
+
+fn task_health(state: &mut ClusterState, r: &model::HealthReport) {
+    let Some(t) = state.tasks.get_mut(&r.task_id) else {
+        return;
+    };
+    if t.state.is_terminal() {
+        return;
+    }
+    let mut h = t.health.clone().unwrap_or_default();
+    h.alive = r.alive;
+    h.consecutive_failures = r.consecutive_failures;
+    if r.alive {
+        h.first_success = h.first_success.or(Some(r.at));
+        h.last_success = Some(r.at);
+    } else {
+        h.last_failure = Some(r.at);
+        h.last_failure_cause = r.cause.clone();
+    }
+    t.healthy = Some(r.alive);
+    t.health = Some(h);
 }
 
 fn task_status(state: &mut ClusterState, s: &TaskStatus) {

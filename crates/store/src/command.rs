@@ -66,6 +66,8 @@ pub enum Command {
         deployment: Deployment,
         force: bool,
     },
+    /// Health transitions from agents, batched.
+    TaskHealth(Vec<model::HealthReport>),
 }
 
 /// Why a command changed nothing.

@@ -134,7 +134,7 @@ impl Cluster {
     }
 
     async fn wait_nodes(&self, n: usize) {
-        wait_for("all nodes registered", Duration::from_secs(20), || async {
+        wait_for("all nodes registered", Duration::from_secs(40), || async {
             self.get(0, "/wharf/v1/nodes").await["nodes"].as_array().map(Vec::len) == Some(n)
         })
         .await;
@@ -517,7 +517,7 @@ async fn leader_abdicates_and_every_node_tells_the_truth() {
     let via = (leader + 2) % 3;
     let (s, v) = c.call(via, Method::DELETE, "/v2/leader", None).await.expect("abdicate");
     assert_eq!(s, StatusCode::OK, "{v}");
-    wait_for("another leader", Duration::from_secs(10), || async {
+    wait_for("another leader", Duration::from_secs(30), || async {
         let mut seen = Vec::new();
         for i in 0..3 {
             seen.push(c.leader(i).await);

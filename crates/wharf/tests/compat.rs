@@ -39,7 +39,7 @@ async fn marathon_system_test_apps_run() {
         let n = body["instances"].as_u64().expect("instances") as usize;
         node.wait_running(&id, n).await;
         // Two fixtures share the id /sleep: remove each before the next.
-        let (s, _) = node.call(Method::DELETE, &format!("/v2/apps{id}"), None).await.expect("delete");
+        let (s, _) = node.call(Method::DELETE, &format!("/v2/apps{id}?force=true"), None).await.expect("delete");
         assert_eq!(s, StatusCode::OK);
         common::wait_for("the app to go", std::time::Duration::from_secs(20), || async {
             node.call(Method::GET, &format!("/v2/apps{id}"), None)

@@ -241,3 +241,42 @@ proptest! {
         prop_assert!(out.plan.launches.is_empty() || !out.unplaced.is_empty() || out.plan.launches.len() <= apps.len() * 6);
     }
 }
+
+#[test]
+fn health_gates_replacement_of_old_tasks() {
+    let mut sim = Sim::new(vec![node(1, 8.0, 8192.0)]);
+    let mut a = spec("/h", 3, 0.1);
+    a.health_checks.push(model::HealthCheck {
+        protocol: model::HealthProtocol::Http,
+        path: Some("/".into()),
+        port_index: Some(0),
+        port: None,
+        command: None,
+        grace_period_seconds: 10.0,
+        interval_seconds: 1.0,
+        timeout_seconds: 1.0,
+        max_consecutive_failures: 3,
+        delay_seconds: 0.0,
+        ignore_http1xx: false,
+    });
+    a.upgrade.minimum_health_capacity = 0.5;
+    a.upgrade.maximum_over_capacity = 0.0;
+    sim.put(a.clone());
+    sim.round();
+    for t in sim.state.tasks.values_mut() {
+        t.healthy = Some(true);
+    }
+    a.env.insert("V".into(), "2".into());
+    sim.put(a);
+    // New tasks run but nobody has reported them healthy: at least 2 old stay.
+    for _ in 0..5 {
+        sim.round();
+        let old_alive = sim
+            .state
+            .tasks
+            .values()
+            .filter(|t| t.healthy == Some(true) && t.goal == TaskGoal::Running && !t.state.is_terminal())
+            .count();
+        assert!(old_alive >= 2, "only {old_alive} healthy tasks left");
+    }
+}

@@ -50,6 +50,7 @@ fn task(app: &AppId, n: u128, node: u64, port: u16) -> Task {
         updated_at: UnixMillis(1),
         message: None,
         healthy: None,
+        health: None,
     }
 }
 
