@@ -2,10 +2,11 @@
 
 use crate::context::ApiContext;
 use crate::error::{ApiResult, HttpError};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::Json;
 use marathon::ApiError;
+use rand::SeedableRng;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -82,5 +83,26 @@ pub async fn info(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
 
 pub async fn queue(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
     let now = ctx.now();
-    Ok(Json(ctx.store.read(|s| marathon::render_queue(s, now))).into_response())
+    // The scheduler is pure, so any node can ask it why work is waiting
+    // without changing anything.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(now.0 as u64);
+    let body = ctx.store.read(|s| {
+        let out = scheduler::plan(s, now, &mut rng);
+        let reasons: std::collections::BTreeMap<model::AppId, String> =
+            out.unplaced.into_iter().map(|u| (u.app, u.reason)).collect();
+        marathon::render_queue(s, now, &reasons)
+    });
+    Ok(Json(body).into_response())
+}
+
+/// `DELETE /v2/queue/{app}/delay`: forget the app's launch backoff.
+pub async fn reset_delay(State(ctx): State<Arc<ApiContext>>, Path(path): Path<String>) -> ApiResult {
+    let id = path.trim_end_matches('/').strip_suffix("/delay").unwrap_or(&path).to_string();
+    let id = model::AppId::parse(&id).map_err(|e| HttpError(ApiError::bad_request(e.to_string())))?;
+    if ctx.store.read(|s| !s.apps.contains_key(&id)) {
+        return Err(HttpError(ApiError::not_found(format!("Application {id} not found in tasks queue."))));
+    }
+    let plan = model::Plan { backoffs: vec![(id, model::LaunchBackoff::default())], ..Default::default() };
+    ctx.store.propose(store::Command::ApplyPlan(plan)).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }

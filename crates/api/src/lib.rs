@@ -44,6 +44,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/v2/deployments", get(deployments::list))
         .route("/v2/deployments/{id}", axum::routing::delete(deployments::delete))
         .route("/v2/queue", get(info::queue))
+        .route("/v2/queue/{*path}", axum::routing::delete(info::reset_delay))
         .route("/v2/events", get(events::stream_events))
         .route(
             "/v2/groups",

@@ -386,7 +386,12 @@ pub fn render_deployment(d: &Deployment, _state: &ClusterState) -> Value {
 }
 
 /// `GET /v2/queue`: one entry per app with fewer active tasks than instances.
-pub fn render_queue(state: &ClusterState, now: UnixMillis) -> Value {
+/// `reasons`: why each waiting app could not be placed (from the scheduler).
+pub fn render_queue(
+    state: &ClusterState,
+    now: UnixMillis,
+    reasons: &std::collections::BTreeMap<model::AppId, String>,
+) -> Value {
     let mut queue = Vec::new();
     for app in state.apps.values().filter(|a| !a.deleting) {
         let active = state.tasks_of(&app.spec.id).filter(|t| t.is_active()).count();
@@ -410,8 +415,14 @@ pub fn render_queue(state: &ClusterState, now: UnixMillis) -> Value {
             "role": "*",
             "delay": {"timeLeftSeconds": left, "overdue": left == 0},
             "since": format_time(app.version.max(app.backoff.not_before.min(now))),
-            "processedOffersSummary": {"processedOffersCount": 0, "unusedOffersCount": 0},
+            "processedOffersSummary": {
+                "processedOffersCount": state.nodes.len(),
+                "unusedOffersCount": if reasons.contains_key(&app.spec.id) { state.nodes.len() } else { 0 },
+                "rejectSummaryLastOffers": reasons.get(&app.spec.id).map(|r| vec![json!({"reason": r, "declined": state.nodes.len(), "processed": state.nodes.len()})]).unwrap_or_default(),
+            },
             "lastUnusedOffers": [],
+            // Wharf: why the missing instances are not running yet.
+            "reason": reasons.get(&app.spec.id),
         }));
     }
     json!({ "queue": queue })

@@ -773,13 +773,13 @@ fn render_queue_lists_apps_missing_tasks() {
     let now = UnixMillis(1_440_628_410_000);
     st.apps.get_mut(&id).expect("app").backoff =
         LaunchBackoff { delay_seconds: 4.0, not_before: UnixMillis(1_440_628_414_000) };
-    let out = render_queue(&st, now);
+    let out = render_queue(&st, now, &Default::default());
     let q = out["queue"].as_array().expect("queue");
     assert_eq!(q.len(), 1);
     assert_eq!(q[0]["app"]["id"], "/q");
     assert_eq!(q[0]["count"], 2);
     assert_eq!(q[0]["delay"], json!({"timeLeftSeconds": 4, "overdue": false}));
-    let later = render_queue(&st, UnixMillis(1_440_628_420_000));
+    let later = render_queue(&st, UnixMillis(1_440_628_420_000), &Default::default());
     assert_eq!(later["queue"][0]["delay"]["overdue"], true);
     let shape = reference("api-examples/queue.json");
     for k in shape["queue"][0].as_object().expect("object").keys() {

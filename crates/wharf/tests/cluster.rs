@@ -533,3 +533,42 @@ async fn leader_abdicates_and_every_node_tells_the_truth() {
         Some(format!("http://{}:8080", c.nodes[new_leader].ip).as_str())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constraints_spread_pin_and_queue_with_a_reason() {
+    let c = Cluster::start(3, &[]).await;
+    let def = json!({"id": "/uniq", "args": ["sleep", "1000"], "cpus": 0.05, "mem": 16, "instances": 4,
+                     "constraints": [["hostname", "UNIQUE"]]});
+    let (s, v) = c.call(0, Method::POST, "/v2/apps", Some(&def)).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    wait_for("one task per node", Duration::from_secs(20), || async {
+        let r = c.running(1, "/uniq").await;
+        let hosts: std::collections::BTreeSet<String> = r.iter().map(|(_, h)| h.clone()).collect();
+        r.len() == 3 && hosts.len() == 3
+    })
+    .await;
+    wait_for("the fourth instance queued with the reason", Duration::from_secs(10), || async {
+        let q = c.get(2, "/v2/queue").await;
+        q["queue"].as_array().is_some_and(|q| {
+            q.iter().any(|e| {
+                e["app"]["id"] == "/uniq"
+                    && e["count"] == 1
+                    && e["reason"].as_str().is_some_and(|r| r.contains("hostname") && r.contains("Unique"))
+            })
+        })
+    })
+    .await;
+
+    // LIKE pins to one node.
+    let target = c.nodes[2].ip.clone();
+    let pattern = target.replace('.', "\\.");
+    let def = json!({"id": "/pinned", "args": ["sleep", "1000"], "cpus": 0.05, "mem": 16, "instances": 2,
+                     "constraints": [["hostname", "LIKE", pattern]]});
+    let (s, v) = c.call(1, Method::POST, "/v2/apps", Some(&def)).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    wait_for("both on the pinned node", Duration::from_secs(20), || async {
+        let r = c.running(0, "/pinned").await;
+        r.len() == 2 && r.iter().all(|(_, h)| *h == target)
+    })
+    .await;
+}

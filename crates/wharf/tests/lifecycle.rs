@@ -196,3 +196,28 @@ async fn scale_down_kill_selection_and_kill_with_scale() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resetting_the_launch_delay_relaunches_at_once() {
+    let node = Node::start().await;
+    let def = json!({"id": "/flaky", "cmd": "exit 1", "cpus": 0.05, "mem": 16, "backoffSeconds": 600});
+    node.call(Method::POST, "/v2/apps", Some(&def)).await.expect("post");
+    wait_for("a delayed queue entry", Duration::from_secs(20), || async {
+        let q = node.get("/v2/queue").await;
+        q["queue"].as_array().is_some_and(|q| {
+            q.iter()
+                .any(|e| e["app"]["id"] == "/flaky" && e["delay"]["timeLeftSeconds"].as_f64().unwrap_or(0.0) > 500.0)
+        })
+    })
+    .await;
+    let failed = node.get("/v2/apps/flaky?embed=app.lastTaskFailure").await["app"]["lastTaskFailure"]["taskId"].clone();
+    let (s, _) = node.call(Method::DELETE, "/v2/queue/flaky/delay", None).await.expect("reset");
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    wait_for("a new attempt right away", Duration::from_secs(10), || async {
+        let f = node.get("/v2/apps/flaky?embed=app.lastTaskFailure").await["app"]["lastTaskFailure"]["taskId"].clone();
+        f != failed
+    })
+    .await;
+    let (s, _) = node.call(Method::DELETE, "/v2/queue/nope/delay", None).await.expect("reset");
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
