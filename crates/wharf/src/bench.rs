@@ -78,7 +78,8 @@ fn parse_ms(s: &str) -> Option<i64> {
     Some(((days * 86400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
 }
 
-pub async fn launch(tasks: u32, burst: u32, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+/// Starts a benchmark node on loopback with generous resources.
+async fn start_node(data_dir: Option<PathBuf>) -> anyhow::Result<(Node, Client)> {
     let (dir, tmp) = match data_dir {
         Some(d) => (d, None),
         None => {
@@ -93,13 +94,12 @@ pub async fn launch(tasks: u32, burst: u32, data_dir: Option<PathBuf>) -> anyhow
         .args(["agent", "--data-dir"])
         .arg(&dir)
         .args(["--http", &format!("127.0.0.1:{http}"), "--rpc", &format!("127.0.0.1:{rpc}")])
-        .args(["--ports", "40000-44000", "--resources", "cpus:64;mem:65536"])
+        .args(["--ports", "21000-31000", "--resources", "cpus:64;mem:65536"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting the benchmark node")?;
     let node = Node { child, _dir: tmp };
-    let pid = node.child.id();
     let c = Client::new(&format!("http://127.0.0.1:{http}"))?;
     let ready = Instant::now();
     while c.call(Method::GET, "/ping", None).await.is_err() {
@@ -109,6 +109,114 @@ pub async fn launch(tasks: u32, burst: u32, data_dir: Option<PathBuf>) -> anyhow
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok((node, c))
+}
+
+async fn cleanup(c: &Client) -> anyhow::Result<()> {
+    let apps = c.ok(Method::GET, "/v2/apps", None).await?;
+    for a in apps["apps"].as_array().cloned().unwrap_or_default() {
+        if let Some(id) = a["id"].as_str() {
+            c.ok(Method::DELETE, &format!("/v2/apps{id}?force=true"), None).await?;
+        }
+    }
+    let t = Instant::now();
+    loop {
+        let v: Value = c.ok(Method::GET, "/v2/tasks", None).await?;
+        if v["tasks"].as_array().is_none_or(|a| a.is_empty()) || t.elapsed() > Duration::from_secs(120) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.rsplit(')').next()?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the comm.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+async fn wait_done(c: &Client) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    loop {
+        let d = c.ok(Method::GET, "/v2/deployments", None).await?;
+        if d.as_array().is_some_and(|a| a.is_empty()) {
+            return Ok(t.elapsed());
+        }
+        if t.elapsed() > Duration::from_secs(180) {
+            bail!("deployment did not finish in 180s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `wharf bench health`: PUT-to-deployment-success of a 10-instance app with
+/// 1 s HTTP health checks, and the node's CPU while `tasks` tasks are
+/// health-checked every second (busybox httpd tasks).
+pub async fn health(rounds: u32, tasks: u32) -> anyhow::Result<()> {
+    let (node, c) = start_node(None).await?;
+    let pid = node.child.id();
+    println!("rolling deployment of a 10-instance app (python3 http.server, HTTP check every 1 s):");
+    let def = |v: u32| {
+        json!({"id": "/bench/web", "cmd": "exec python3 -m http.server $PORT0", "cpus": 0.2, "mem": 64, "instances": 10,
+               "env": {"V": v.to_string()},
+               "healthChecks": [{"protocol": "HTTP", "path": "/", "intervalSeconds": 1, "timeoutSeconds": 1, "gracePeriodSeconds": 30}]})
+    };
+    c.ok(Method::PUT, "/v2/apps/bench/web", Some(&def(0))).await?;
+    wait_done(&c).await?;
+    let mut times = Vec::new();
+    for r in 1..=rounds {
+        let t = Instant::now();
+        c.ok(Method::PUT, "/v2/apps/bench/web", Some(&def(r))).await?;
+        wait_done(&c).await?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        println!("  round {r}: PUT -> deployment_success {ms:.0} ms");
+        times.push(ms);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    println!("  median {:.0} ms", times[times.len() / 2]);
+    cleanup(&c).await?;
+
+    println!(
+        "{tasks} busybox httpd tasks, each HTTP-checked every 1 s (checks run on this single node, which also leads):"
+    );
+    let def = json!({"id": "/bench/checked", "cmd": "exec busybox httpd -f -p $PORT0 -h .", "cpus": 0.01, "mem": 8,
+                     "instances": tasks, "portDefinitions": [{"port": 0}],
+                     "healthChecks": [{"protocol": "HTTP", "path": "/stdout", "intervalSeconds": 1, "timeoutSeconds": 2,
+                                       "gracePeriodSeconds": 60, "maxConsecutiveFailures": 0}]});
+    c.ok(Method::POST, "/v2/apps", Some(&def)).await?;
+    let t = Instant::now();
+    loop {
+        let a = c.ok(Method::GET, "/v2/apps/bench/checked", None).await?;
+        if a["app"]["tasksHealthy"].as_u64() == Some(tasks as u64) {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(300) {
+            bail!("tasks did not all turn healthy: {}", a["app"]["tasksHealthy"]);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("  all {tasks} healthy {:.1} s after the POST", t.elapsed().as_secs_f64());
+    let hz = 100.0; // USER_HZ on Linux
+    let before = cpu_ticks(pid).unwrap_or(0);
+    let window = Duration::from_secs(20);
+    tokio::time::sleep(window).await;
+    let after = cpu_ticks(pid).unwrap_or(0);
+    let pct = (after - before) as f64 / hz / window.as_secs_f64() * 100.0;
+    println!(
+        "  wharf agent (leader) CPU over {}s: {pct:.1}% of one core; RSS {:.1} MiB",
+        window.as_secs(),
+        rss_kib(pid).unwrap_or(0) as f64 / 1024.0
+    );
+    cleanup(&c).await?;
+    drop(node);
+    Ok(())
+}
+
+pub async fn launch(tasks: u32, burst: u32, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let (node, c) = start_node(data_dir).await?;
+    let pid = node.child.id();
     let rss_idle = rss_kib(pid).unwrap_or(0);
 
     println!("launch latency: {tasks} apps of 1 instance, one after another (args: sleep 3600)");
@@ -181,21 +289,7 @@ pub async fn launch(tasks: u32, burst: u32, data_dir: Option<PathBuf>) -> anyhow
     }
     println!("  {} tasks: {:.1} MiB", tasks + burst, rss_all as f64 / 1024.0);
 
-    // Clean up: delete every app, wait for the tasks to go.
-    let apps = c.ok(Method::GET, "/v2/apps", None).await?;
-    for a in apps["apps"].as_array().cloned().unwrap_or_default() {
-        if let Some(id) = a["id"].as_str() {
-            c.ok(Method::DELETE, &format!("/v2/apps{id}?force=true"), None).await?;
-        }
-    }
-    let t = Instant::now();
-    loop {
-        let v: Value = c.ok(Method::GET, "/v2/tasks", None).await?;
-        if v["tasks"].as_array().is_none_or(|a| a.is_empty()) || t.elapsed() > Duration::from_secs(60) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    cleanup(&c).await?;
     drop(node);
     Ok(())
 }

@@ -149,6 +149,13 @@ pub enum BenchCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Rolling deployment time with health checks, and CPU under many health checks.
+    Health {
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        #[arg(long, default_value_t = 1000)]
+        tasks: u32,
+    },
     /// Three nodes on 127.77.0.1-3: write throughput, leader failover, node loss.
     Cluster {
         /// Leader kills to time.
@@ -171,6 +178,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {
             crate::bench::launch(tasks, burst, data_dir).await
         }
+        Command::Bench(BenchCommand::Health { rounds, tasks }) => crate::bench::health(rounds, tasks).await,
         Command::Bench(BenchCommand::Cluster { rounds }) => crate::bench_cluster::run(rounds).await,
     }
 }
