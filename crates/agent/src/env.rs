@@ -150,6 +150,8 @@ mod tests {
             message: None,
             healthy: None,
             health: None,
+            ready: None,
+            readiness: Vec::new(),
         };
         (app, task)
     }

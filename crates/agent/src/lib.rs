@@ -12,6 +12,7 @@ pub mod driver;
 pub mod env;
 pub mod executor;
 pub mod health;
+pub mod readiness;
 pub mod reconcile;
 pub mod sandbox;
 

@@ -11,6 +11,7 @@
 use crate::driver::{ExecDriver, TaskEvent};
 use crate::env::task_env;
 use crate::health::{run_checker, CheckTarget, CheckerEvent};
+use crate::readiness::Runners;
 use crate::sandbox::LaunchSpec;
 use model::{AppSpec, CommandSpec, ContainerSpec, NodeId, Task, TaskGoal, TaskId, TaskState, TaskStatus, UnixMillis};
 use std::collections::HashMap;
@@ -51,7 +52,8 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let driver = Arc::new(ExecDriver::new(cfg.sandbox_root.clone(), cfg.executor.clone(), ev_tx));
     let reports = spawn_reporter(store.clone());
-    let health_reports = spawn_health_reporter(store.clone());
+    let health_reports = spawn_batcher(store.clone(), Command::TaskHealth, "health report");
+    let mut ready = Runners::new(spawn_batcher(store.clone(), Command::TaskReadiness, "readiness report"));
     let (check_tx, mut check_rx) = mpsc::unbounded_channel::<CheckerEvent>();
     let mut checks = Checkers { running: HashMap::new(), tx: check_tx };
     let mut local: HashMap<TaskId, Local> = HashMap::new();
@@ -74,7 +76,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
         Err(e) => tracing::error!(error = %e, "could not recover tasks from sandboxes"),
     }
 
-    reconcile(&store, &cfg, &driver, &reports, &mut local, &mut checks);
+    reconcile(&store, &cfg, &driver, &reports, &mut local, &mut checks, &mut ready);
     loop {
         tokio::select! {
             u = sub.next() => {
@@ -82,7 +84,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                     return;
                 }
                 sub.drain();
-                reconcile(&store, &cfg, &driver, &reports, &mut local, &mut checks);
+                reconcile(&store, &cfg, &driver, &reports, &mut local, &mut checks, &mut ready);
             }
             Some(ev) = check_rx.recv() => match ev {
                 CheckerEvent::Report(r) => {
@@ -93,7 +95,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                     checks.stop(&task_id);
                     let store = store.clone();
                     tokio::spawn(async move {
-                        let cmd = Command::KillTasks { ids: vec![task_id], scale: false, at: now(), deployment: None };
+                        let cmd = Command::KillUnhealthy { id: task_id, reason: cause, at: now() };
                         if let Err(e) = store.propose(cmd).await {
                             tracing::warn!(error = %e, "could not kill an unhealthy task");
                         }
@@ -131,18 +133,35 @@ fn reconcile(
     reports: &mpsc::UnboundedSender<TaskStatus>,
     local: &mut HashMap<TaskId, Local>,
     checks: &mut Checkers,
+    ready: &mut Runners,
 ) {
-    let mine: Vec<(Task, Option<AppSpec>)> = store
-        .read(|s| s.tasks_on(cfg.node).map(|t| (t.clone(), s.apps.get(&t.app_id).map(|a| a.spec.clone()))).collect());
+    // Each task with its app's spec, and whether it runs the app's current version.
+    let mine: Vec<(Task, Option<AppSpec>, bool)> = store.read(|s| {
+        s.tasks_on(cfg.node)
+            .map(|t| {
+                let app = s.apps.get(&t.app_id);
+                let current = app.is_some_and(|a| t.app_version >= a.last_config_change_at);
+                (t.clone(), app.map(|a| a.spec.clone()), current)
+            })
+            .collect()
+    });
     let mut assigned = std::collections::HashSet::new();
     let mut checked = std::collections::HashSet::new();
-    for (task, app) in mine {
+    let mut readying = std::collections::HashSet::new();
+    for (task, app, current) in mine {
         assigned.insert(task.id.clone());
         let running_here = local.get(&task.id).is_some_and(|l| l.phase == Phase::Running);
         if task.state == TaskState::Running && task.goal == TaskGoal::Running && running_here {
             if let Some(app) = app.as_ref().filter(|a| !a.health_checks.is_empty()) {
                 checked.insert(task.id.clone());
                 checks.ensure(&task, app, &cfg.sandbox_root);
+            }
+            // Readiness: checked until it passes once, for the current version only.
+            if let Some(app) = app.as_ref().filter(|a| current && !a.readiness_checks.is_empty()) {
+                if task.ready != Some(true) {
+                    readying.insert(task.id.clone());
+                    ready.ensure(&task, app);
+                }
             }
         }
         if task.state.is_terminal() {
@@ -178,6 +197,7 @@ fn reconcile(
     }
     local.retain(|id, l| assigned.contains(id) || l.phase != Phase::Exited);
     checks.retain(&checked);
+    ready.retain(&readying);
 }
 
 /// The health checkers of tasks running here.
@@ -222,9 +242,14 @@ impl Checkers {
     }
 }
 
-/// Batches health transitions into `TaskHealth` commands; retried until committed.
-fn spawn_health_reporter(store: Arc<Store>) -> mpsc::UnboundedSender<model::HealthReport> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<model::HealthReport>();
+/// Batches reports (health or readiness transitions) into one command each
+/// round trip; each batch is retried until it is committed.
+fn spawn_batcher<T: Clone + Send + 'static>(
+    store: Arc<Store>,
+    command: fn(Vec<T>) -> Command,
+    what: &'static str,
+) -> mpsc::UnboundedSender<T> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<T>();
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
@@ -232,8 +257,8 @@ fn spawn_health_reporter(store: Arc<Store>) -> mpsc::UnboundedSender<model::Heal
                 batch.push(more);
             }
             let mut delay = Duration::from_millis(50);
-            while let Err(e) = store.propose(Command::TaskHealth(batch.clone())).await {
-                tracing::warn!(error = %e, "health report not committed; retrying");
+            while let Err(e) = store.propose(command(batch.clone())).await {
+                tracing::warn!(error = %e, "{what} not committed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }

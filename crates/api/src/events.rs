@@ -3,7 +3,8 @@
 //! One `EventBus` per node, started by the first subscriber, turns this
 //! node's replica into Marathon events: it follows the store's change feed
 //! (subscribe, then read) and compares each applied change with what it saw
-//! before (tasks' states, deployments, apps), so every node serves events
+//! before (tasks' states and health, deployments, apps) and at the command
+//! itself (an agent's `KillUnhealthy`), so every node serves events
 //! from its own replica. Events go out on a bounded broadcast channel: a
 //! client that falls more than `CLIENT_BUFFER` events behind is disconnected
 //! instead of slowing anyone down.
@@ -80,6 +81,8 @@ fn now() -> UnixMillis {
 /// What the bus last reported: enough to tell what a change did.
 struct Seen {
     tasks: BTreeMap<TaskId, TaskState>,
+    /// Tasks' health verdicts (`Task::healthy`).
+    health: BTreeMap<TaskId, bool>,
     deployments: BTreeMap<DeploymentId, Deployment>,
     apps: BTreeSet<AppId>,
 }
@@ -88,6 +91,7 @@ impl Seen {
     fn of(s: &ClusterState) -> Seen {
         Seen {
             tasks: s.tasks.iter().map(|(id, t)| (id.clone(), t.state)).collect(),
+            health: health_of(s),
             deployments: s.deployments.clone(),
             apps: s.apps.keys().cloned().collect(),
         }
@@ -121,6 +125,24 @@ impl Seen {
             }
             self.tasks = s.tasks.iter().map(|(id, t)| (id.clone(), t.state)).collect();
         }
+        if let Command::TaskHealth(_) = cmd {
+            for t in s.tasks.values() {
+                let Some(alive) = t.healthy else { continue };
+                if self.health.get(&t.id) == Some(&alive) {
+                    continue;
+                }
+                if !alive {
+                    out.push(ev::failed_health_check(t, s, now));
+                }
+                out.push(ev::health_status_changed(t, alive, now));
+            }
+            self.health = health_of(s);
+        }
+        if let Command::KillUnhealthy { id, reason, .. } = cmd {
+            if let Some(t) = s.tasks.get(id) {
+                out.push(ev::unhealthy_instance_kill(t, reason, now));
+            }
+        }
         let finished: BTreeSet<&DeploymentId> = match cmd {
             Command::ApplyPlan(plan) => plan.finished_deployments.iter().collect(),
             _ => BTreeSet::new(),
@@ -131,6 +153,7 @@ impl Seen {
                 out.push(ev::deployment_success(d, s, now));
                 out.push(ev::group_change_success(&AppId::root(), d.version, now));
             } else {
+                out.push(ev::deployment_step_failure(d, s, now));
                 out.push(ev::deployment_failed(d, s, now));
             }
         }
@@ -141,6 +164,10 @@ impl Seen {
         self.apps = s.apps.keys().cloned().collect();
         out
     }
+}
+
+fn health_of(s: &ClusterState) -> BTreeMap<TaskId, bool> {
+    s.tasks.iter().filter_map(|(id, t)| t.healthy.map(|h| (id.clone(), h))).collect()
 }
 
 /// `GET /v2/events?event_type=...` (repeatable).

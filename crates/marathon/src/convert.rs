@@ -371,18 +371,10 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
         }
     }
 
-    // readiness checks name a port
-    if let Some(Value::Array(rcs)) = get(&m, "readinessChecks") {
+    // readiness checks: typed (they gate deployments); each names a port
+    if let Some(v) = take(&mut m, "readinessChecks") {
         let names: BTreeSet<&str> = spec.ports.iter().filter_map(|p| p.name.as_deref()).collect();
-        for (i, rc) in rcs.iter().enumerate() {
-            let port_name = rc.get("portName").and_then(Value::as_str).unwrap_or("http");
-            if !names.contains(port_name) {
-                cx.invalid(
-                    &format!("/readinessChecks({i})"),
-                    format!("readinessCheck's portName '{port_name}' must be defined as a port"),
-                );
-            }
-        }
+        spec.readiness_checks = crate::readiness::parse(cx, &v, &names);
     }
 
     if spec.command.is_none() && spec.container == ContainerSpec::None {
@@ -417,7 +409,7 @@ fn unreachable_strategy(v: Option<&Value>) -> model::UnreachableStrategy {
 fn is_rendered_default(key: &str, v: &Value) -> bool {
     match key {
         "executor" => v == &json!(""),
-        "fetch" | "uris" | "storeUrls" | "readinessChecks" => v == &json!([]),
+        "fetch" | "uris" | "storeUrls" => v == &json!([]),
         "secrets" => v == &json!({}),
         "unreachableStrategy" => v == &json!({"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}),
         _ => false,

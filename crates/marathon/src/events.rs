@@ -3,7 +3,7 @@
 //! `api-examples/events.txt` and Marathon's event classes. Pure: the caller
 //! passes `now` and decides which events happened.
 
-use crate::render::{render_deployment, render_task};
+use crate::render::{health_check_wire, instance_id, render_deployment, render_task};
 use crate::time::format_time;
 use model::{AppId, ClusterState, Deployment, Task, UnixMillis};
 use serde_json::{json, Map, Value};
@@ -56,6 +56,58 @@ pub fn status_update(task: &Task, state: &ClusterState, now: UnixMillis) -> Mara
     )
 }
 
+/// A task's health verdict changed (`alive`).
+pub fn health_status_changed(task: &Task, alive: bool, now: UnixMillis) -> MarathonEvent {
+    event(
+        "health_status_changed_event",
+        json!({
+            "appId": task.app_id.as_str(),
+            "instanceId": instance_id(task),
+            "taskId": task.id.as_str(),
+            "version": format_time(task.app_version),
+            "alive": alive,
+        }),
+        now,
+    )
+}
+
+/// A task turned unhealthy; `healthCheck` is the app's (first) check.
+pub fn failed_health_check(task: &Task, state: &ClusterState, now: UnixMillis) -> MarathonEvent {
+    let check = state
+        .apps
+        .get(&task.app_id)
+        .and_then(|a| a.spec.health_checks.first())
+        .map(|h| Value::Object(health_check_wire(h)))
+        .unwrap_or(Value::Null);
+    event(
+        "failed_health_check_event",
+        json!({
+            "appId": task.app_id.as_str(),
+            "taskId": task.id.as_str(),
+            "instanceId": instance_id(task),
+            "healthCheck": check,
+        }),
+        now,
+    )
+}
+
+/// The agent killed a task that failed its health checks too often.
+pub fn unhealthy_instance_kill(task: &Task, reason: &str, now: UnixMillis) -> MarathonEvent {
+    event(
+        "unhealthy_instance_kill_event",
+        json!({
+            "appId": task.app_id.as_str(),
+            "taskId": task.id.as_str(),
+            "instanceId": instance_id(task),
+            "version": format_time(task.app_version),
+            "reason": reason,
+            "host": task.host,
+            "slaveId": task.node.to_string(),
+        }),
+        now,
+    )
+}
+
 /// The deployment plan as events carry it (`id`, `version`, `steps`, ...).
 fn plan(d: &Deployment, state: &ClusterState) -> Value {
     let r = render_deployment(d, state);
@@ -85,6 +137,11 @@ pub fn deployment_step_success(d: &Deployment, state: &ClusterState, now: UnixMi
 
 pub fn deployment_success(d: &Deployment, state: &ClusterState, now: UnixMillis) -> MarathonEvent {
     event("deployment_success", json!({"id": d.id.0, "plan": plan(d, state)}), now)
+}
+
+/// The current step of a deployment that is cancelled did not finish.
+pub fn deployment_step_failure(d: &Deployment, state: &ClusterState, now: UnixMillis) -> MarathonEvent {
+    event("deployment_step_failure", json!({"plan": plan(d, state), "currentStep": current_step(d, state)}), now)
 }
 
 /// A deployment ended without reaching its target (cancelled or replaced).

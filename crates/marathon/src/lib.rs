@@ -11,6 +11,7 @@ pub mod events;
 pub mod groups;
 pub mod history;
 mod read;
+pub mod readiness;
 pub mod render;
 pub mod time;
 mod validate;

@@ -107,7 +107,7 @@ pub(crate) fn spec_wire(spec: &AppSpec) -> Map<String, Value> {
     m.insert("maxLaunchDelaySeconds".into(), f64_json(spec.backoff.max_launch_delay_seconds));
     m.insert("container".into(), container_wire(spec));
     m.insert("healthChecks".into(), health_checks_wire(spec));
-    m.insert("readinessChecks".into(), json!([]));
+    m.insert("readinessChecks".into(), crate::readiness::render(&spec.readiness_checks));
     let deps: Vec<&str> = spec.dependencies.iter().map(|d| d.as_str()).collect();
     m.insert("dependencies".into(), json!(deps));
     m.insert(
@@ -266,7 +266,7 @@ pub fn render_app(app: &App, state: &ClusterState, embed: &Embed) -> Value {
         m.insert("tasks".into(), Value::Array(ts));
     }
     if embed.readiness {
-        m.insert("readinessCheckResults".into(), json!([]));
+        m.insert("readinessCheckResults".into(), json!(crate::readiness::results(app, state)));
     }
     if embed.last_task_failure {
         if let Some(f) = &app.last_task_failure {
@@ -349,13 +349,13 @@ pub fn render_task(task: &Task, state: &ClusterState) -> Value {
 }
 
 /// `prefix.instance-<uuid>` of `prefix.instance-<uuid>._app.<n>`.
-fn instance_id(task: &Task) -> String {
+pub(crate) fn instance_id(task: &Task) -> String {
     let s = task.id.as_str();
     s.split("._app.").next().unwrap_or(s).to_string()
 }
 
 /// One deployment, in the shape of `api-examples/deployments.json`.
-pub fn render_deployment(d: &Deployment, _state: &ClusterState) -> Value {
+pub fn render_deployment(d: &Deployment, state: &ClusterState) -> Value {
     let step_json = |s: &model::Step| -> Value {
         let actions: Vec<Value> =
             s.actions.iter().map(|(a, app)| json!({"action": a.marathon_name(), "app": app.as_str()})).collect();
@@ -368,7 +368,10 @@ pub fn render_deployment(d: &Deployment, _state: &ClusterState) -> Value {
         .map(|s| {
             s.actions
                 .iter()
-                .map(|(a, app)| json!({"action": a.marathon_name(), "app": app.as_str(), "readinessCheckResults": []}))
+                .map(|(a, app)| {
+                    let results = state.apps.get(app).map(|x| crate::readiness::results(x, state)).unwrap_or_default();
+                    json!({"action": a.marathon_name(), "app": app.as_str(), "readinessCheckResults": results})
+                })
                 .collect()
         })
         .unwrap_or_default();

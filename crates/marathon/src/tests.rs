@@ -475,6 +475,27 @@ fn rule_readiness_port_name() {
 }
 
 #[test]
+fn readiness_checks_are_typed_with_marathon_defaults_and_round_trip() {
+    let mut v = with("readinessChecks", json!([{"path": "/ready", "httpStatusCodesForReady": [200, 204]}]));
+    v["portDefinitions"] = json!([{"port": 0, "name": "http"}]);
+    let s = ok(v);
+    let rc = &s.readiness_checks[0];
+    assert_eq!((rc.name.as_str(), rc.path.as_str(), rc.port_name.as_str()), ("readinessCheck", "/ready", "http"));
+    assert_eq!((rc.interval_seconds, rc.timeout_seconds), (30.0, 10.0));
+    assert_eq!(rc.http_status_codes_for_ready, vec![200, 204]);
+    assert!(!s.passthrough.contains_key("readinessChecks"));
+    let out = render_spec(&s);
+    assert_eq!(out["readinessChecks"][0]["protocol"], "HTTP");
+    assert_eq!(out["readinessChecks"][0]["intervalSeconds"], 30);
+    let back = ok(out);
+    assert_eq!(back.readiness_checks, s.readiness_checks);
+    let mut bad = with("readinessChecks", json!([{"protocol": "TCP", "intervalSeconds": 5, "timeoutSeconds": 5}]));
+    bad["portDefinitions"] = json!([{"port": 0, "name": "http"}]);
+    rejected_at(bad.clone(), "/readinessChecks(0)/protocol");
+    rejected_at(bad, "/readinessChecks(0)");
+}
+
+#[test]
 fn rule_dependencies_resolve_relative_to_the_group() {
     let mut v = with("dependencies", json!(["db", "/other/x", "../top"]));
     v["id"] = json!("/prod/web");
@@ -617,6 +638,8 @@ fn task(app: &AppId, n: u128, state: TaskState, healthy: Option<bool>) -> Task {
         message: None,
         healthy,
         health: None,
+        ready: None,
+        readiness: Vec::new(),
     }
 }
 

@@ -97,6 +97,28 @@ pub struct HealthCheck {
     pub ignore_http1xx: bool,
 }
 
+/// Protocol of a readiness check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadinessProtocol {
+    Http,
+    Https,
+}
+
+/// Marathon's `readinessChecks[]`: during a deployment a new task counts as
+/// up only once this check has passed (once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadinessCheck {
+    pub name: String,
+    pub protocol: ReadinessProtocol,
+    pub path: String,
+    /// Names one of the app's ports.
+    pub port_name: String,
+    pub interval_seconds: f64,
+    pub timeout_seconds: f64,
+    pub http_status_codes_for_ready: Vec<u16>,
+    pub preserve_last_response: bool,
+}
+
 /// Marathon's `unreachableStrategy`: after `inactive_after_seconds` an
 /// unreachable task no longer counts (a replacement starts); after
 /// `expunge_after_seconds` it is forgotten (and killed if its node returns).
@@ -150,6 +172,9 @@ pub struct AppSpec {
     /// What happens to tasks on a node that stops answering.
     #[serde(default)]
     pub unreachable: UnreachableStrategy,
+    /// Checks that gate deployments (a task is up once they all passed).
+    #[serde(default)]
+    pub readiness_checks: Vec<ReadinessCheck>,
     /// Marathon fields Wharf keeps but does not interpret, by wire name.
     pub passthrough: BTreeMap<String, serde_json::Value>,
 }
@@ -176,6 +201,7 @@ impl AppSpec {
             dependencies: Vec::new(),
             user: None,
             unreachable: UnreachableStrategy::default(),
+            readiness_checks: Vec::new(),
             passthrough: BTreeMap::new(),
         }
     }

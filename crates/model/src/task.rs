@@ -100,6 +100,41 @@ pub struct Task {
     /// Details of the latest health transition.
     #[serde(default)]
     pub health: Option<HealthInfo>,
+    /// Whether the app's readiness checks have passed for this task (None:
+    /// not checked yet, or the app has none). Once true, it stays true.
+    #[serde(default)]
+    pub ready: Option<bool>,
+    /// The latest result of each readiness check, as the agent reported it.
+    #[serde(default)]
+    pub readiness: Vec<ReadinessResult>,
+}
+
+/// One readiness check's latest result for a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadinessResult {
+    /// The check's `name`.
+    pub name: String,
+    pub ready: bool,
+    /// The last HTTP answer, kept when the check has `preserveLastResponse`.
+    pub last_response: Option<HttpResponse>,
+}
+
+/// An HTTP answer as readiness results carry it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// An agent's report of a readiness transition (first result, then the pass).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadinessReport {
+    pub task_id: TaskId,
+    /// True once every check has passed.
+    pub ready: bool,
+    pub results: Vec<ReadinessResult>,
+    pub at: UnixMillis,
 }
 
 /// What the store keeps of a task's health. Agents write it only when the

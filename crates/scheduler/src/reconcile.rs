@@ -125,8 +125,9 @@ fn reconcile_app(
     });
     let is_current = |t: &&Task| t.app_version >= app.last_config_change_at;
     let (current, old): (Vec<&Task>, Vec<&Task>) = tasks.into_iter().partition(is_current);
-    // With health checks, only healthy tasks count as up (Marathon's rule for
-    // deployments and minimumHealthCapacity).
+    // With health checks, only healthy tasks count as up, and with readiness
+    // checks only ready ones (Marathon's rule for deployments and
+    // minimumHealthCapacity).
     let current_running = current.iter().filter(|t| is_ready(app, t)).count();
 
     // Scale down: kill the surplus of current tasks, not-yet-running first.
@@ -185,6 +186,8 @@ fn reconcile_app(
                     message: None,
                     healthy: None,
                     health: None,
+                    ready: None,
+                    readiness: Vec::new(),
                 });
             }
             Err(reason) => {
@@ -241,9 +244,12 @@ fn handle_unreachable(state: &ClusterState, app: &App, now: UnixMillis, out: &mu
     });
 }
 
-/// Running, and healthy if the app has health checks.
+/// Running, healthy if the app has health checks, and ready (its readiness
+/// checks passed once) if it has readiness checks.
 fn is_ready(app: &App, t: &Task) -> bool {
-    t.state == TaskState::Running && (app.spec.health_checks.is_empty() || t.healthy == Some(true))
+    t.state == TaskState::Running
+        && (app.spec.health_checks.is_empty() || t.healthy == Some(true))
+        && (app.spec.readiness_checks.is_empty() || t.ready == Some(true))
 }
 
 fn select_kills(tasks: &[&Task], n: usize, selection: KillSelection) -> Vec<TaskId> {

@@ -64,6 +64,13 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             }
             Applied::Done
         }
+        Command::KillUnhealthy { id, reason, at } => kill_unhealthy(state, id, reason, *at),
+        Command::TaskReadiness(reports) => {
+            for r in reports {
+                task_readiness(state, r);
+            }
+            Applied::Done
+        }
         Command::PutGroup { apps, remove_apps, groups, remove_groups, at, deployment, force } => put_group(
             state,
             &GroupChange { apps, remove_apps, groups, remove_groups, at: *at, deployment, force: *force },
@@ -422,6 +429,31 @@ fn task_health(state: &mut ClusterState, r: &model::HealthReport) {
     }
     t.healthy = Some(r.alive);
     t.health = Some(h);
+}
+
+fn kill_unhealthy(state: &mut ClusterState, id: &TaskId, reason: &str, at: UnixMillis) -> Applied {
+    let Some(t) = state.tasks.get_mut(id) else {
+        return Applied::Killed(Vec::new());
+    };
+    if t.state.is_terminal() || t.goal == TaskGoal::Killed {
+        return Applied::Killed(Vec::new());
+    }
+    t.goal = TaskGoal::Killed;
+    t.message = Some(reason.to_string());
+    t.updated_at = t.updated_at.max(at);
+    Applied::Killed(vec![id.clone()])
+}
+
+/// Records readiness results; once a task is ready it stays ready.
+fn task_readiness(state: &mut ClusterState, r: &model::ReadinessReport) {
+    let Some(t) = state.tasks.get_mut(&r.task_id) else {
+        return;
+    };
+    if t.state.is_terminal() || t.ready == Some(true) {
+        return;
+    }
+    t.ready = Some(r.ready);
+    t.readiness = r.results.clone();
 }
 
 fn task_status(state: &mut ClusterState, s: &TaskStatus) {

@@ -68,6 +68,13 @@ pub enum Command {
     },
     /// Health transitions from agents, batched.
     TaskHealth(Vec<model::HealthReport>),
+    /// An agent kills a task that failed its health checks too often:
+    /// applied like `KillTasks` (no scaling), and `reason` becomes the task's
+    /// message (Marathon's `unhealthy_instance_kill_event`).
+    KillUnhealthy { id: TaskId, reason: String, at: UnixMillis },
+    /// Readiness transitions from agents, batched: a task's first result and
+    /// its pass.
+    TaskReadiness(Vec<model::ReadinessReport>),
 }
 
 /// Why a command changed nothing.

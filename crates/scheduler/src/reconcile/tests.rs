@@ -280,3 +280,56 @@ fn health_gates_replacement_of_old_tasks() {
         assert!(old_alive >= 2, "only {old_alive} healthy tasks left");
     }
 }
+
+#[test]
+fn readiness_gates_replacement_and_the_deployment() {
+    let mut sim = Sim::new(vec![node(1, 8.0, 8192.0)]);
+    let mut a = spec("/r", 2, 0.1);
+    a.ports[0].name = Some("http".into());
+    a.readiness_checks.push(model::ReadinessCheck {
+        name: "ready".into(),
+        protocol: model::ReadinessProtocol::Http,
+        path: "/ready".into(),
+        port_name: "http".into(),
+        interval_seconds: 1.0,
+        timeout_seconds: 0.5,
+        http_status_codes_for_ready: vec![200],
+        preserve_last_response: false,
+    });
+    a.upgrade.minimum_health_capacity = 1.0;
+    a.upgrade.maximum_over_capacity = 1.0;
+    sim.put(a.clone());
+    for _ in 0..3 {
+        sim.round();
+    }
+    assert_eq!(sim.running("/r"), 2);
+    assert_eq!(sim.state.deployments.len(), 1, "running but not ready: the deployment waits");
+    let ready = |sim: &mut Sim, ids: &[TaskId]| {
+        let reports = ids
+            .iter()
+            .map(|id| model::ReadinessReport { task_id: id.clone(), ready: true, results: Vec::new(), at: sim.now })
+            .collect();
+        apply(&mut sim.state, &Command::TaskReadiness(reports));
+    };
+    let first: Vec<TaskId> = sim.state.tasks.keys().cloned().collect();
+    ready(&mut sim, &first);
+    sim.round();
+    assert!(sim.state.deployments.is_empty(), "ready tasks finish the deployment");
+
+    a.env.insert("V".into(), "2".into());
+    sim.put(a);
+    for _ in 0..4 {
+        let out = sim.round();
+        assert!(out.plan.kills.iter().all(|k| !first.contains(k)), "old tasks stay until new ones are ready");
+    }
+    assert_eq!(sim.state.deployments.len(), 1);
+    let new: Vec<TaskId> = sim.state.tasks.keys().filter(|id| !first.contains(id)).cloned().collect();
+    assert_eq!(new.len(), 2);
+    ready(&mut sim, &new);
+    let out = sim.round();
+    assert_eq!(out.plan.kills.len(), 2, "old tasks go once the new ones are ready");
+    sim.round();
+    sim.round();
+    assert!(sim.state.deployments.is_empty());
+    assert_eq!(sim.running("/r"), 2);
+}

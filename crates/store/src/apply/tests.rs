@@ -51,6 +51,8 @@ fn task(app: &AppId, n: u128, node: u64, port: u16) -> Task {
         message: None,
         healthy: None,
         health: None,
+        ready: None,
+        readiness: Vec::new(),
     }
 }
 
@@ -169,4 +171,34 @@ fn delete_marks_tasks_and_app_is_removed_only_when_empty() {
         }),
     );
     assert!(!s.apps.contains_key(&id));
+}
+
+#[test]
+fn unhealthy_kill_records_the_reason_and_readiness_sticks_once_passed() {
+    let mut s = ClusterState::default();
+    apply(&mut s, &Command::RegisterNode(node(1)));
+    put(&mut s, app("/a"), "d1", false);
+    let id = AppId::parse("/a").expect("id");
+    let t = task(&id, 1, 1, 31000);
+    apply(&mut s, &Command::ApplyPlan(Plan { launches: vec![t.clone()], ..Default::default() }));
+    let result = |ready| model::ReadinessResult { name: "r".into(), ready, last_response: None };
+    let report = |ready| model::ReadinessReport {
+        task_id: t.id.clone(),
+        ready,
+        results: vec![result(ready)],
+        at: UnixMillis(8),
+    };
+    apply(&mut s, &Command::TaskReadiness(vec![report(false)]));
+    assert_eq!(s.tasks[&t.id].ready, Some(false));
+    apply(&mut s, &Command::TaskReadiness(vec![report(true)]));
+    apply(&mut s, &Command::TaskReadiness(vec![report(false)]));
+    assert_eq!(s.tasks[&t.id].ready, Some(true), "ready once, ready for good");
+    assert_eq!(s.tasks[&t.id].readiness, vec![result(true)]);
+
+    let kill = Command::KillUnhealthy { id: t.id.clone(), reason: "3 failures".into(), at: UnixMillis(9) };
+    assert_eq!(apply(&mut s, &kill), Applied::Killed(vec![t.id.clone()]));
+    assert_eq!(s.tasks[&t.id].goal, TaskGoal::Killed);
+    assert_eq!(s.tasks[&t.id].message.as_deref(), Some("3 failures"));
+    assert_eq!(apply(&mut s, &kill), Applied::Killed(Vec::new()), "a second kill changes nothing");
+    assert_eq!(s.apps[&id].spec.instances, 1, "the app keeps its instances");
 }
