@@ -20,6 +20,9 @@ pub struct Plan {
     pub finished_deployments: Vec<DeploymentId>,
     /// Apps whose delete has completed (no tasks left).
     pub removed_apps: Vec<AppId>,
+    /// Deployments that moved on to a later step (1-based).
+    #[serde(default)]
+    pub deployment_steps: Vec<(DeploymentId, usize)>,
 }
 
 impl Plan {
@@ -31,5 +34,6 @@ impl Plan {
             && self.backoffs.is_empty()
             && self.finished_deployments.is_empty()
             && self.removed_apps.is_empty()
+            && self.deployment_steps.is_empty()
     }
 }

@@ -8,7 +8,7 @@ use model::{
     TaskId, TaskState, UnixMillis,
 };
 use rand::Rng;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Instances an app wants but could not get, and why (for `/v2/queue`).
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +34,7 @@ pub fn plan(state: &ClusterState, now: UnixMillis, rng: &mut impl Rng) -> Outcom
     let mut placer = Placer::new(state);
     let mut expunged: BTreeSet<TaskId> = BTreeSet::new();
 
+    let held = held_apps(state);
     for app in state.apps.values() {
         let id = &app.spec.id;
         let backoff = expunge_terminal(state, app, now, &mut out, &mut expunged);
@@ -43,6 +44,10 @@ pub fn plan(state: &ClusterState, now: UnixMillis, rng: &mut impl Rng) -> Outcom
                 out.plan.removed_apps.push(id.clone());
             }
             // Kills were requested when the delete was applied; nothing else.
+            continue;
+        }
+        if held.contains(id) {
+            // A later step of a deployment (dependencies first): wait.
             continue;
         }
         reconcile_app(state, app, backoff, now, rng, &mut placer, &mut out);
@@ -267,30 +272,69 @@ fn select_kills(tasks: &[&Task], n: usize, selection: KillSelection) -> Vec<Task
 }
 
 /// A deployment is done when every app it touches has converged: exactly
-/// `instances` running tasks of the current version and nothing else alive
+/// `instances` running (healthy, ready) tasks of the current version and
+/// nothing else alive
 /// (or, for a delete, the app is gone).
-fn finish_deployments(state: &ClusterState, plan: &Plan, out: &mut Outcome) {
-    let removed: BTreeSet<&AppId> = plan.removed_apps.iter().collect();
-    let mut finished = Vec::new();
+/// Apps whose turn in a deployment has not come: Marathon creates a group's
+/// new apps in a first `StartApplication` step (no instances yet) and then
+/// scales them step by step in dependency order. An app is launched from
+/// the first step that scales or restarts it.
+fn held_apps(state: &ClusterState) -> BTreeSet<AppId> {
+    let none_removed = BTreeSet::new();
+    let no_plan = Plan::default();
+    let mut held = BTreeSet::new();
     for d in state.deployments.values() {
-        let done = d.affected_apps.iter().all(|app_id| {
-            let stopping = d
-                .steps
-                .iter()
-                .flat_map(|s| s.actions.iter())
-                .any(|(a, id)| id == app_id && *a == DeploymentAction::StopApplication);
-            match state.apps.get(app_id) {
-                None => true,
-                Some(_) if removed.contains(app_id) => true,
-                Some(app) if app.deleting || stopping => false,
-                Some(app) => converged(state, app, plan),
+        // Steps already done count as passed even before the store records it.
+        let mut current = d.current_step.max(1);
+        while current <= d.steps.len() && step_done(state, &d.steps[current - 1], &no_plan, &none_removed) {
+            current += 1;
+        }
+        let mut first_launch: BTreeMap<&AppId, usize> = BTreeMap::new();
+        let mut first_seen: BTreeMap<&AppId, usize> = BTreeMap::new();
+        for (i, step) in d.steps.iter().enumerate() {
+            for (action, app) in &step.actions {
+                first_seen.entry(app).or_insert(i + 1);
+                if !matches!(action, DeploymentAction::StartApplication | DeploymentAction::StopApplication) {
+                    first_launch.entry(app).or_insert(i + 1);
+                }
             }
-        });
-        if done {
-            finished.push(d.id.clone());
+        }
+        for (app, seen) in first_seen {
+            let turn = first_launch.get(app).copied().unwrap_or(seen);
+            if turn > current {
+                held.insert(app.clone());
+            }
         }
     }
-    out.plan.finished_deployments.extend(finished);
+    held
+}
+
+/// Whether every action of a step is done.
+fn step_done(state: &ClusterState, step: &model::Step, plan: &Plan, removed: &BTreeSet<&AppId>) -> bool {
+    step.actions.iter().all(|(action, app_id)| match state.apps.get(app_id) {
+        // Starting means creating the app; its instances come with a scale step.
+        Some(app) if *action == DeploymentAction::StartApplication && !app.deleting => true,
+        None => true,
+        Some(_) if removed.contains(app_id) => true,
+        Some(app) if app.deleting || *action == DeploymentAction::StopApplication => false,
+        Some(app) => converged(state, app, plan),
+    })
+}
+
+/// Moves deployments through their steps; finished when the last is done.
+fn finish_deployments(state: &ClusterState, plan: &Plan, out: &mut Outcome) {
+    let removed: BTreeSet<&AppId> = plan.removed_apps.iter().collect();
+    for d in state.deployments.values() {
+        let mut step = d.current_step.max(1);
+        while step <= d.steps.len() && step_done(state, &d.steps[step - 1], plan, &removed) {
+            step += 1;
+        }
+        if step > d.steps.len() {
+            out.plan.finished_deployments.push(d.id.clone());
+        } else if step != d.current_step {
+            out.plan.deployment_steps.push((d.id.clone(), step));
+        }
+    }
 }
 
 fn converged(state: &ClusterState, app: &App, plan: &Plan) -> bool {

@@ -300,6 +300,11 @@ fn apply_plan(state: &mut ClusterState, plan: &Plan) -> Applied {
             app.backoff = *backoff;
         }
     }
+    for (d, step) in &plan.deployment_steps {
+        if let Some(dep) = state.deployments.get_mut(d) {
+            dep.current_step = (*step).clamp(1, dep.steps.len().max(1));
+        }
+    }
     for d in &plan.finished_deployments {
         state.deployments.remove(d);
     }

@@ -57,7 +57,11 @@ impl Sim {
             id: DeploymentId(format!("d{}", self.deployments)),
             version: self.now,
             affected_apps: vec![a.id.clone()],
-            steps: vec![Step { actions: vec![(model::DeploymentAction::StartApplication, a.id.clone())] }],
+            // As the API does for a new app: create, then scale.
+            steps: vec![
+                Step { actions: vec![(model::DeploymentAction::StartApplication, a.id.clone())] },
+                Step { actions: vec![(model::DeploymentAction::ScaleApplication, a.id.clone())] },
+            ],
             current_step: 1,
             started_at: self.now,
         };
@@ -332,4 +336,45 @@ fn readiness_gates_replacement_and_the_deployment() {
     sim.round();
     assert!(sim.state.deployments.is_empty());
     assert_eq!(sim.running("/r"), 2);
+}
+
+#[test]
+fn deployment_steps_start_dependencies_first() {
+    let mut sim = Sim::new(vec![node(1, 8.0, 8192.0)]);
+    let db = spec("/db", 1, 0.1);
+    let web = spec("/web", 2, 0.1);
+    sim.put(db.clone());
+    sim.put(web.clone());
+    // One deployment for both: /db first, then /web.
+    sim.state.deployments.clear();
+    let d = Deployment {
+        id: DeploymentId("group".into()),
+        version: sim.now,
+        affected_apps: vec![db.id.clone(), web.id.clone()],
+        steps: vec![
+            Step {
+                actions: vec![
+                    (model::DeploymentAction::StartApplication, db.id.clone()),
+                    (model::DeploymentAction::StartApplication, web.id.clone()),
+                ],
+            },
+            Step { actions: vec![(model::DeploymentAction::ScaleApplication, db.id.clone())] },
+            Step { actions: vec![(model::DeploymentAction::ScaleApplication, web.id.clone())] },
+        ],
+        current_step: 1,
+        started_at: sim.now,
+    };
+    sim.state.deployments.insert(d.id.clone(), d);
+    let out = sim.round();
+    assert!(out.plan.launches.iter().all(|t| t.app_id == db.id), "only the dependency starts first");
+    assert_eq!(out.plan.launches.len(), 1);
+    // /db runs now: in the same round the deployment moves to /web's step
+    // and /web launches.
+    let out = sim.round();
+    assert_eq!(out.plan.deployment_steps, vec![(DeploymentId("group".into()), 3)]);
+    assert_eq!(out.plan.launches.iter().filter(|t| t.app_id == web.id).count(), 2);
+    sim.round();
+    sim.round();
+    assert!(sim.state.deployments.is_empty());
+    assert_eq!(sim.running("/web"), 2);
 }
