@@ -44,6 +44,13 @@ fn now() -> UnixMillis {
     crate::sandbox::now()
 }
 
+/// The HTTP(S) client for checks. Like Marathon, HTTPS checks do not verify
+/// the task's certificate: tasks commonly serve self-signed ones, and the
+/// check asks "does it answer", not "is it who it claims".
+pub(crate) fn check_client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(0).danger_accept_invalid_certs(true).build().unwrap_or_default()
+}
+
 /// Outcome of one check run: `Ok` passed, `Err(cause)` failed, `None`
 /// no verdict (an ignored 1xx answer).
 async fn run_check(check: &HealthCheck, t: &CheckTarget, client: &reqwest::Client) -> Option<Result<(), String>> {
@@ -52,11 +59,9 @@ async fn run_check(check: &HealthCheck, t: &CheckTarget, client: &reqwest::Clien
     match check.protocol {
         HealthProtocol::Http | HealthProtocol::Https => {
             let Some(port) = port else { return Some(Err("no port to check".into())) };
-            if check.protocol == HealthProtocol::Https {
-                return Some(Err("HTTPS health checks are not supported yet".into()));
-            }
+            let scheme = if check.protocol == HealthProtocol::Https { "https" } else { "http" };
             let path = check.path.as_deref().unwrap_or("/");
-            let url = format!("http://{}:{port}{path}", t.host);
+            let url = format!("{scheme}://{}:{port}{path}", t.host);
             match client.get(&url).timeout(timeout).send().await {
                 Ok(r) => {
                     let code = r.status().as_u16();
@@ -120,7 +125,7 @@ pub async fn run_checker(t: CheckTarget, events: mpsc::UnboundedSender<CheckerEv
     if t.checks.is_empty() {
         return;
     }
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap_or_default();
+    let client = check_client();
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Option<Result<(), String>>)>();
     let mut loops = tokio::task::JoinSet::new();
     for (i, check) in t.checks.iter().cloned().enumerate() {
@@ -310,5 +315,78 @@ mod tests {
         let h = tokio::spawn(run_checker(target(port, vec![c]), tx));
         assert!(tokio::time::timeout(Duration::from_millis(700), rx.recv()).await.is_err());
         h.abort();
+    }
+}
+
+#[cfg(test)]
+mod https_tests {
+    use super::*;
+
+    /// A real HTTPS server (python3's ssl with a self-signed certificate
+    /// made by openssl) passes an HTTPS check.
+    #[tokio::test]
+    async fn https_check_passes_against_a_self_signed_server() {
+        let dir = tempfile_dir();
+        let ok = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1"])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(ok.success());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let script = format!(
+            "import http.server, ssl\ns = http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler)\n\
+             c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('{0}/cert.pem', '{0}/key.pem')\n\
+             s.socket = c.wrap_socket(s.socket, server_side=True)\ns.serve_forever()\n",
+            dir.display()
+        );
+        let mut server = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .current_dir(&dir)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut check = HealthCheck {
+            protocol: HealthProtocol::Https,
+            path: Some("/".into()),
+            port_index: Some(0),
+            port: None,
+            command: None,
+            grace_period_seconds: 30.0,
+            interval_seconds: 0.2,
+            timeout_seconds: 1.0,
+            max_consecutive_failures: 0,
+            delay_seconds: 0.0,
+            ignore_http1xx: false,
+        };
+        check.port = Some(port);
+        let target = CheckTarget {
+            task_id: TaskId::new(&model::AppId::parse("/tls").expect("id"), uuid::Uuid::nil(), 1),
+            host: "127.0.0.1".into(),
+            ports: vec![port],
+            checks: vec![check],
+            started_at: now(),
+            env: BTreeMap::new(),
+            sandbox: dir.clone(),
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let h = tokio::spawn(run_checker(target, tx));
+        let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        h.abort();
+        let _ = server.kill();
+        let _ = server.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(matches!(first, Ok(Some(CheckerEvent::Report(ref r))) if r.alive), "{first:?}");
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("wharf-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("dir");
+        d
     }
 }

@@ -47,11 +47,8 @@ async fn run_check(check: &ReadinessCheck, t: &ReadyTarget, client: &reqwest::Cl
     let Some(port) = t.ports.get(&check.port_name) else {
         return result(false, None);
     };
-    if check.protocol == ReadinessProtocol::Https {
-        // No TLS in this agent yet (as for health checks).
-        return result(false, None);
-    }
-    let url = format!("http://{}:{port}{}", t.host, check.path);
+    let scheme = if check.protocol == ReadinessProtocol::Https { "https" } else { "http" };
+    let url = format!("{scheme}://{}:{port}{}", t.host, check.path);
     let timeout = Duration::from_secs_f64(check.timeout_seconds.max(0.1));
     let Ok(resp) = client.get(&url).timeout(timeout).send().await else {
         return result(false, None);
@@ -73,7 +70,7 @@ pub async fn run_readiness(t: ReadyTarget, reports: mpsc::UnboundedSender<Readin
     if t.checks.is_empty() {
         return;
     }
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap_or_default();
+    let client = crate::health::check_client();
     let interval = t.checks.iter().map(|c| c.interval_seconds).fold(f64::INFINITY, f64::min).clamp(0.1, 3600.0);
     let mut results: Vec<Option<ReadinessResult>> = vec![None; t.checks.len()];
     // What was last reported: each check's verdict and HTTP status.
