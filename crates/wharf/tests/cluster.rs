@@ -572,3 +572,41 @@ async fn constraints_spread_pin_and_queue_with_a_reason() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_survives_a_leader_change() {
+    let mut c = Cluster::start(3, &[]).await;
+    let def = json!({"id": "/hc", "cmd": "exec python3 -m http.server $PORT0", "cpus": 0.1, "mem": 64, "instances": 3,
+                     "constraints": [["hostname", "UNIQUE"]],
+                     "healthChecks": [{"protocol": "HTTP", "path": "/", "intervalSeconds": 1, "gracePeriodSeconds": 30}]});
+    let (s, v) = c.call(0, Method::POST, "/v2/apps", Some(&def)).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    wait_for("3 healthy", Duration::from_secs(30), || async {
+        c.get(1, "/v2/apps/hc").await["app"]["tasksHealthy"] == 3
+    })
+    .await;
+    let leader = c.leader(0).await.expect("leader");
+    let leader_ip = c.nodes[leader].ip.clone();
+    c.nodes[leader].kill9();
+    let other = (leader + 1) % 3;
+    wait_for("a new leader", Duration::from_secs(10), || async { c.leader(other).await.is_some_and(|l| l != leader) })
+        .await;
+    // Right after the failover the surviving tasks are still known healthy:
+    // health lives in the replicated state, not in the old leader's memory.
+    let tasks = c.get(other, "/v2/apps/hc/tasks").await;
+    let survivors: Vec<&Value> =
+        tasks["tasks"].as_array().expect("tasks").iter().filter(|t| t["host"] != leader_ip.as_str()).collect();
+    assert_eq!(survivors.len(), 2, "{tasks}");
+    for t in survivors {
+        assert_eq!(t["healthCheckResults"][0]["alive"], true, "{t}");
+    }
+    // The dead node's task goes; UNIQUE leaves its replacement waiting.
+    wait_for("the lost task expunged, the rest healthy, one queued", Duration::from_secs(40), || async {
+        let app = c.get(other, "/v2/apps/hc").await;
+        let q = c.get(other, "/v2/queue").await;
+        app["app"]["tasksHealthy"] == 2
+            && app["app"]["tasksRunning"] == 2
+            && q["queue"].as_array().is_some_and(|q| q.iter().any(|e| e["app"]["id"] == "/hc" && e["count"] == 1))
+    })
+    .await;
+}
