@@ -1,14 +1,21 @@
-//! Raft log, vote and commit index in redb. Every append is one durable redb
-//! transaction (one fsync for the whole batch openraft hands us), and the
-//! flush callback fires only after it: an acknowledged write is on disk.
+//! Raft log, vote and commit index in redb.
+//!
+//! Appends are group-committed: `append` hands entries to one writer thread
+//! and returns; the thread writes everything queued meanwhile in a single
+//! durable redb transaction (one fsync) and only then fires each batch's
+//! flush callback — so an acknowledged write is on disk, and concurrent
+//! writers share fsyncs instead of queueing behind one each. Entries not yet
+//! flushed are served to readers from memory. Truncate, purge and vote
+//! writes first wait for the writer to drain, so operations stay ordered.
 
 use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
@@ -16,9 +23,74 @@ const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_PURGED: &str = "last_purged";
 
+/// Entries handed to the writer but not yet durable, by index.
+type Pending = Arc<Mutex<BTreeMap<u64, Entry>>>;
+
+enum Op {
+    Append(Vec<Entry>, LogFlushed<TypeConfig>),
+    /// Answered once everything queued before it is durable.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    pending: Pending,
+    writer: mpsc::Sender<Op>,
+}
+
+/// The writer thread: drains every queued op, writes all appends in one
+/// transaction, then acknowledges in order.
+fn writer_loop(db: Arc<Database>, pending: Pending, rx: mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            ops.push(more);
+        }
+        let entries: Vec<&Entry> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Append(es, _) => Some(es.iter()),
+                Op::Barrier(_) => None,
+            })
+            .flatten()
+            .collect();
+        let result = write_entries(&db, &entries);
+        if result.is_ok() {
+            if let Ok(mut p) = pending.lock() {
+                for e in &entries {
+                    if p.get(&e.log_id.index).is_some_and(|x| x.log_id == e.log_id) {
+                        p.remove(&e.log_id.index);
+                    }
+                }
+            }
+        }
+        for op in ops {
+            match op {
+                Op::Append(_, cb) => {
+                    cb.log_io_completed(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.clone())))
+                }
+                Op::Barrier(tx) => {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+}
+
+fn write_entries(db: &Database, entries: &[&Entry]) -> Result<(), String> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let tx = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut table = tx.open_table(LOGS).map_err(|e| e.to_string())?;
+        for e in entries {
+            let bytes = serde_json::to_vec(e).map_err(|e| e.to_string())?;
+            table.insert(e.log_id.index, bytes.as_slice()).map_err(|e| e.to_string())?;
+        }
+    }
+    tx.commit().map_err(|e| e.to_string())
 }
 
 fn read_err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
@@ -37,7 +109,30 @@ impl LogStore {
             tx.open_table(META)?;
         }
         tx.commit()?;
-        Ok(LogStore { db })
+        let pending: Pending = Arc::default();
+        let (writer, rx) = mpsc::channel();
+        let (db2, p2) = (db.clone(), pending.clone());
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || writer_loop(db2, p2, rx))
+            .map_err(redb::Error::Io)?;
+        Ok(LogStore { db, pending, writer })
+    }
+
+    /// Waits until every append handed to the writer is durable.
+    async fn drain(&self) -> Result<(), StorageError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.writer.send(Op::Barrier(tx)).map_err(|_| write_err(std::io::Error::other("log writer stopped")))?;
+        rx.await.map_err(|_| write_err(std::io::Error::other("log writer stopped")))
+    }
+
+    fn pending_in(&self, start: u64, end: Option<u64>) -> Vec<Entry> {
+        let Ok(p) = self.pending.lock() else { return Vec::new() };
+        match end {
+            Some(end) if end <= start => Vec::new(),
+            Some(end) => p.range(start..end).map(|(_, e)| e.clone()).collect(),
+            None => p.range(start..).map(|(_, e)| e.clone()).collect(),
+        }
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
@@ -96,12 +191,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
             None => table.range(start..),
         }
         .map_err(read_err)?;
-        let mut out = Vec::new();
+        let mut by_index: BTreeMap<u64, Entry> = BTreeMap::new();
         for item in iter {
-            let (_, v) = item.map_err(read_err)?;
-            out.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+            let (k, v) = item.map_err(read_err)?;
+            by_index.insert(k.value(), serde_json::from_slice(v.value()).map_err(read_err)?);
         }
-        Ok(out)
+        // Entries not yet flushed are newer than what redb holds.
+        for e in self.pending_in(start, end) {
+            by_index.insert(e.log_id.index, e);
+        }
+        Ok(by_index.into_values().collect())
     }
 }
 
@@ -110,7 +209,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.get_meta(KEY_PURGED)?;
-        let last = self.last_entry_id()?.or(last_purged);
+        let pending_last = self.pending.lock().ok().and_then(|p| p.values().next_back().map(|e| e.log_id));
+        let last = pending_last.or(self.last_entry_id()?).or(last_purged);
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
@@ -119,6 +219,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.drain().await?;
         self.put_meta(KEY_VOTE, vote)
     }
 
@@ -126,8 +227,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_meta(KEY_VOTE)
     }
 
+    /// The commit index is a hint for re-applying after a restart (without
+    /// it the node re-applies once a leader commits again), so it rides on
+    /// the next durable commit instead of costing an fsync of its own.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_COMMITTED, &committed)
+        let bytes = serde_json::to_vec(&committed).map_err(write_err)?;
+        let mut tx = self.db.begin_write().map_err(write_err)?;
+        let _ = tx.set_durability(redb::Durability::None);
+        {
+            let mut table = tx.open_table(META).map_err(write_err)?;
+            table.insert(KEY_COMMITTED, bytes.as_slice()).map_err(write_err)?;
+        }
+        tx.commit().map_err(write_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -139,28 +250,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let tx = self.db.begin_write().map_err(write_err)?;
-        {
-            let mut table = tx.open_table(LOGS).map_err(write_err)?;
-            for e in entries {
-                let bytes = serde_json::to_vec(&e).map_err(write_err)?;
-                table.insert(e.log_id.index, bytes.as_slice()).map_err(write_err)?;
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let Ok(mut p) = self.pending.lock() {
+            for e in &entries {
+                p.insert(e.log_id.index, e.clone());
             }
         }
-        let res = tx.commit();
-        match res {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(write_err(e))
-            }
-        }
+        self.writer
+            .send(Op::Append(entries, callback))
+            .map_err(|_| write_err(std::io::Error::other("log writer stopped")))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.drain().await?;
+        if let Ok(mut p) = self.pending.lock() {
+            p.retain(|i, _| *i < log_id.index);
+        }
         let tx = self.db.begin_write().map_err(write_err)?;
         {
             let mut table = tx.open_table(LOGS).map_err(write_err)?;
@@ -170,6 +275,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.drain().await?;
         let bytes = serde_json::to_vec(&Some(log_id)).map_err(write_err)?;
         let tx = self.db.begin_write().map_err(write_err)?;
         {
