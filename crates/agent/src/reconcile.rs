@@ -51,7 +51,7 @@ fn now() -> UnixMillis {
 pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let driver = Arc::new(ExecDriver::new(cfg.sandbox_root.clone(), cfg.executor.clone(), ev_tx));
-    let reports = spawn_reporter(store.clone());
+    let reports = spawn_batcher(store.clone(), Command::TaskStatuses, "status report");
     let health_reports = spawn_batcher(store.clone(), Command::TaskHealth, "health report");
     let mut ready = Runners::new(spawn_batcher(store.clone(), Command::TaskReadiness, "readiness report"));
     let (check_tx, mut check_rx) = mpsc::unbounded_channel::<CheckerEvent>();
@@ -242,7 +242,7 @@ impl Checkers {
     }
 }
 
-/// Batches reports (health or readiness transitions) into one command each
+/// Batches reports (task statuses, health or readiness transitions) into one command each
 /// round trip; each batch is retried until it is committed.
 fn spawn_batcher<T: Clone + Send + 'static>(
     store: Arc<Store>,
@@ -323,30 +323,4 @@ fn spawn_kill(driver: Arc<ExecDriver>, guard: Arc<Mutex<()>>, id: TaskId) {
             tracing::warn!(task = %id, error = %e, "kill failed");
         }
     });
-}
-
-/// Batches status reports into `TaskStatuses` commands; retries until each
-/// batch is committed.
-fn spawn_reporter(store: Arc<Store>) -> mpsc::UnboundedSender<TaskStatus> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<TaskStatus>();
-    tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            while let Ok(more) = rx.try_recv() {
-                batch.push(more);
-            }
-            let mut delay = Duration::from_millis(50);
-            loop {
-                match store.propose(Command::TaskStatuses(batch.clone())).await {
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "status report not committed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(2));
-                    }
-                }
-            }
-        }
-    });
-    tx
 }
