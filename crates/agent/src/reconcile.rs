@@ -14,7 +14,7 @@ use crate::health::{run_checker, CheckTarget, CheckerEvent};
 use crate::readiness::Runners;
 use crate::sandbox::LaunchSpec;
 use model::{AppSpec, CommandSpec, ContainerSpec, NodeId, Task, TaskGoal, TaskId, TaskState, TaskStatus, UnixMillis};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,10 +41,20 @@ pub struct AgentConfig {
     pub sandbox_root: PathBuf,
     /// Program and leading args that run the executor.
     pub executor: Vec<OsString>,
+    /// Sandboxes (logs) of finished tasks kept on this node.
+    pub keep_sandboxes: usize,
 }
 
 fn now() -> UnixMillis {
     crate::sandbox::now()
+}
+
+/// What this agent knows of its tasks beyond the store.
+#[derive(Default)]
+struct Tracked {
+    local: HashMap<TaskId, Local>,
+    /// Finished tasks whose sandboxes are still kept, oldest first.
+    finished: VecDeque<TaskId>,
 }
 
 /// Runs until the store shuts down.
@@ -56,14 +66,14 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
     let mut ready = Runners::new(spawn_batcher(store.clone(), Command::TaskReadiness, "readiness report"));
     let (check_tx, mut check_rx) = mpsc::unbounded_channel::<CheckerEvent>();
     let mut checks = Checkers { running: HashMap::new(), tx: check_tx };
-    let mut local: HashMap<TaskId, Local> = HashMap::new();
+    let mut tracked = Tracked::default();
     let mut sub = store.subscribe();
 
     match driver.recover().await {
         Ok(found) => {
             for r in found {
                 let phase = if r.state.is_terminal() { Phase::Exited } else { Phase::Running };
-                local.insert(r.task_id.clone(), Local { phase, guard: Arc::new(Mutex::new(())) });
+                tracked.local.insert(r.task_id.clone(), Local { phase, guard: Arc::new(Mutex::new(())) });
                 let known = store.read(|s| s.tasks.get(&r.task_id).map(|t| t.state));
                 if let Some(st) = known {
                     if st != r.state && !st.is_terminal() {
@@ -76,7 +86,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
         Err(e) => tracing::error!(error = %e, "could not recover tasks from sandboxes"),
     }
 
-    reconcile(&store, &cfg, &driver, &reports, &mut local, &mut checks, &mut ready);
+    reconcile(&store, &cfg, &driver, &reports, &mut tracked, &mut checks, &mut ready);
     loop {
         tokio::select! {
             u = sub.next() => {
@@ -84,7 +94,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                     return;
                 }
                 sub.drain();
-                reconcile(&store, &cfg, &driver, &reports, &mut local, &mut checks, &mut ready);
+                reconcile(&store, &cfg, &driver, &reports, &mut tracked, &mut checks, &mut ready);
             }
             Some(ev) = check_rx.recv() => match ev {
                 CheckerEvent::Report(r) => {
@@ -106,7 +116,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                 let Some(ev) = ev else { return };
                 let status = match ev {
                     TaskEvent::Running { task_id, at, .. } => {
-                        if let Some(l) = local.get_mut(&task_id) {
+                        if let Some(l) = tracked.local.get_mut(&task_id) {
                             if l.phase == Phase::Launching {
                                 l.phase = Phase::Running;
                             }
@@ -114,7 +124,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                         TaskStatus { task_id, state: TaskState::Running, at, message: None }
                     }
                     TaskEvent::Exited { task_id, state, message, at } => {
-                        if let Some(l) = local.get_mut(&task_id) {
+                        if let Some(l) = tracked.local.get_mut(&task_id) {
                             l.phase = Phase::Exited;
                         }
                         TaskStatus { task_id, state, at, message: Some(message) }
@@ -131,10 +141,11 @@ fn reconcile(
     cfg: &AgentConfig,
     driver: &Arc<ExecDriver>,
     reports: &mpsc::UnboundedSender<TaskStatus>,
-    local: &mut HashMap<TaskId, Local>,
+    tracked: &mut Tracked,
     checks: &mut Checkers,
     ready: &mut Runners,
 ) {
+    let Tracked { local, finished } = tracked;
     // Each task with its app's spec, and whether it runs the app's current version.
     let mine: Vec<(Task, Option<AppSpec>, bool)> = store.read(|s| {
         s.tasks_on(cfg.node)
@@ -195,7 +206,22 @@ fn reconcile(
             spawn_kill(driver.clone(), l.guard.clone(), id.clone());
         }
     }
-    local.retain(|id, l| assigned.contains(id) || l.phase != Phase::Exited);
+    local.retain(|id, l| {
+        let keep = assigned.contains(id) || l.phase != Phase::Exited;
+        if !keep {
+            finished.push_back(id.clone());
+        }
+        keep
+    });
+    // Sandboxes (logs) of the most recent finished tasks stay for people to
+    // read; older ones go, so disk use stays bounded.
+    while finished.len() > cfg.keep_sandboxes {
+        if let Some(old) = finished.pop_front() {
+            if let Err(e) = driver.remove_sandbox(&old) {
+                tracing::warn!(task = %old, error = %e, "could not remove a finished sandbox");
+            }
+        }
+    }
     checks.retain(&checked);
     ready.retain(&readying);
 }

@@ -85,6 +85,9 @@ pub struct AgentArgs {
     /// Seconds without a heartbeat before a node is unreachable.
     #[arg(long, default_value_t = 3.0)]
     pub heartbeat_timeout: f64,
+    /// Sandboxes (logs) of finished tasks kept on this node; older ones are deleted.
+    #[arg(long, default_value_t = 100)]
+    pub keep_sandboxes: usize,
     /// Seconds a voter may be unreachable before a learner replaces it.
     #[arg(long, default_value_t = 30.0)]
     pub voter_replace_after: f64,

@@ -126,6 +126,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         node: store.node_id(),
         sandbox_root,
         executor: vec![exe.into_os_string(), "executor".into()],
+        keep_sandboxes: args.keep_sandboxes,
     };
     tokio::spawn(agent::run_agent(store.clone(), agent_cfg));
 

@@ -221,3 +221,29 @@ async fn resetting_the_launch_delay_relaunches_at_once() {
     let (s, _) = node.call(Method::DELETE, "/v2/queue/nope/delay", None).await.expect("reset");
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_sandboxes_are_removed_recent_ones_kept() {
+    let node = Node::start_with(&["--keep-sandboxes", "2"]).await;
+    let def =
+        json!({"id": "/brief", "cmd": "exit 1", "cpus": 0.05, "mem": 16, "backoffSeconds": 0, "backoffFactor": 1.0});
+    node.call(Method::POST, "/v2/apps", Some(&def)).await.expect("post");
+    let sandboxes = node.data_dir().join("data/sandboxes");
+    let count = || std::fs::read_dir(&sandboxes).map(|d| d.count()).unwrap_or(0);
+    // Many short-lived tasks come and go...
+    let mut attempts = std::collections::BTreeSet::new();
+    let mut max_seen = 0;
+    let t = std::time::Instant::now();
+    while attempts.len() < 8 {
+        assert!(t.elapsed() < Duration::from_secs(30), "only {} attempts", attempts.len());
+        let app = node.get("/v2/apps/brief?embed=app.lastTaskFailure").await;
+        if let Some(id) = app["app"]["lastTaskFailure"]["taskId"].as_str() {
+            attempts.insert(id.to_string());
+        }
+        max_seen = max_seen.max(count());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...but only the kept ones (plus the attempt in flight) stay on disk.
+    assert!(max_seen <= 3, "{max_seen} sandboxes on disk after {} attempts", attempts.len());
+    assert!(count() >= 1, "recent sandboxes stay for their logs");
+}
