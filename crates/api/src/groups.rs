@@ -235,7 +235,12 @@ async fn write(ctx: &ApiContext, update: GroupUpdate, force: bool, dry_run: bool
         let refs: Vec<&AppSpec> = change.apps.iter().collect();
         let mut steps: Vec<Vec<(DeploymentAction, AppId)>> = Vec::new();
         if !change.remove.is_empty() {
-            steps.push(change.remove.iter().map(|a| (DeploymentAction::StopApplication, a.clone())).collect());
+            // Removed apps stop in reverse dependency order: dependents first.
+            let removed: Vec<&AppSpec> =
+                change.remove.iter().filter_map(|id| s.apps.get(id).map(|a| &a.spec)).collect();
+            for layer in layers(&removed, &group_deps)?.into_iter().rev() {
+                steps.push(layer.into_iter().map(|a| (DeploymentAction::StopApplication, a)).collect());
+            }
         }
         let new: Vec<(DeploymentAction, AppId)> = change
             .apps

@@ -39,11 +39,13 @@ pub fn plan(state: &ClusterState, now: UnixMillis, rng: &mut impl Rng) -> Outcom
         let id = &app.spec.id;
         let backoff = expunge_terminal(state, app, now, &mut out, &mut expunged);
         if app.deleting {
-            let left = state.tasks_of(id).filter(|t| !expunged.contains(&t.id)).count();
-            if left == 0 {
+            let left: Vec<&Task> = state.tasks_of(id).filter(|t| !expunged.contains(&t.id)).collect();
+            if left.is_empty() {
                 out.plan.removed_apps.push(id.clone());
+            } else if !held.contains(id) {
+                // Its stop step has come: kill what is left.
+                out.plan.kills.extend(left.iter().filter(|t| t.goal == TaskGoal::Running).map(|t| t.id.clone()));
             }
-            // Kills were requested when the delete was applied; nothing else.
             continue;
         }
         if held.contains(id) {

@@ -191,9 +191,8 @@ fn delete_app(state: &mut ClusterState, id: &AppId, at: UnixMillis, deployment: 
         app.deleting = true;
         app.version = at;
     }
-    for t in state.tasks.values_mut().filter(|t| &t.app_id == id) {
-        t.goal = TaskGoal::Killed;
-    }
+    // The scheduler kills the tasks when the deployment's step for this app
+    // comes (a group stops dependents before what they depend on).
     state.deployments.insert(deployment.id.clone(), deployment.clone());
     Applied::Done
 }

@@ -39,4 +39,23 @@ async fn dependents_start_after_their_dependencies_are_healthy() {
         node.get("/v2/deployments").await.as_array().is_some_and(|a| a.is_empty())
     })
     .await;
+
+    // Removal goes the other way: web stops before db.
+    let (s, v) = node.call(Method::DELETE, "/v2/groups/stack", None).await.expect("delete");
+    assert!(s.is_success(), "{v}");
+    let t = std::time::Instant::now();
+    loop {
+        let web = node.tasks("/stack/web").await.len();
+        let db = node.running("/stack/db").await.len();
+        assert!(!(db == 0 && web > 0), "db stopped while web still had {web} task(s)");
+        if web == 0 && db == 0 && node.tasks("/stack/db").await.is_empty() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "group not removed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for("the apps to go", Duration::from_secs(20), || async {
+        node.get("/v2/apps").await["apps"].as_array().is_some_and(|a| a.is_empty())
+    })
+    .await;
 }
