@@ -610,3 +610,57 @@ async fn health_survives_a_leader_change() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_killing_the_leader_under_load() {
+    let mut c = Cluster::start(3, &[]).await;
+    let leader = c.leader(0).await.expect("leader");
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let addrs: Vec<String> = c.nodes.iter().map(|n| n.addr()).collect();
+    // Eight clients write concurrently through the followers while the leader is killed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..8u32 {
+        let base = addrs[followers[(w % 2) as usize]].clone();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("client");
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("/load/w{w}-{i}");
+                let def = json!({"id": id, "args": ["sleep", "1"], "cpus": 0.01, "mem": 8, "instances": 0});
+                if let Ok(r) = client.post(format!("{base}/v2/apps")).json(&def).send().await {
+                    if r.status() == StatusCode::CREATED {
+                        acked.push(id);
+                    }
+                }
+                i += 1;
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    c.nodes[leader].kill9();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.expect("writer"));
+    }
+    assert!(acked.len() > 50, "too few writes acknowledged: {}", acked.len());
+    // Every acknowledged write is on both survivors, and on the old leader after it returns.
+    c.nodes[leader].spawn(None);
+    c.wait_up(leader).await;
+    for i in 0..3 {
+        wait_for("all acknowledged writes", Duration::from_secs(20), || async {
+            let apps = c.get(i, "/v2/apps?id=/load/").await;
+            let have: std::collections::BTreeSet<String> = apps["apps"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x["id"].as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            acked.iter().all(|id| have.contains(id))
+        })
+        .await;
+    }
+}
