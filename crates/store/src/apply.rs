@@ -94,18 +94,16 @@ fn take_lock(state: &mut ClusterState, id: &AppId, force: bool) -> Result<(), Re
 }
 
 fn assign_service_ports(state: &ClusterState, spec: &mut AppSpec, old: Option<&AppSpec>) -> Result<(), Rejection> {
-    let mut used: BTreeMap<u16, AppId> = BTreeMap::new();
-    for a in state.apps.values().filter(|a| a.spec.id != spec.id) {
-        for p in a.spec.ports.iter().filter(|p| p.port != 0) {
-            used.insert(p.port, a.spec.id.clone());
-        }
-    }
+    // Ports only (no id clones): this runs on every app write.
+    let others = || state.apps.values().filter(|a| a.spec.id != spec.id);
+    let mut taken: BTreeSet<u16> =
+        others().flat_map(|a| a.spec.ports.iter().map(|p| p.port)).filter(|p| *p != 0).collect();
     for p in spec.ports.iter().filter(|p| p.port != 0) {
-        if let Some(owner) = used.get(&p.port) {
-            return Err(Rejection::ServicePortTaken(p.port, owner.clone()));
+        if taken.contains(&p.port) {
+            let owner = others().find(|a| a.spec.ports.iter().any(|q| q.port == p.port)).map(|a| a.spec.id.clone());
+            return Err(Rejection::ServicePortTaken(p.port, owner.unwrap_or_else(AppId::root)));
         }
     }
-    let mut taken: BTreeSet<u16> = used.keys().copied().collect();
     taken.extend(spec.ports.iter().map(|p| p.port).filter(|p| *p != 0));
     for (i, p) in spec.ports.iter_mut().enumerate() {
         if p.port != 0 {
