@@ -132,6 +132,9 @@ pub async fn run_checker(t: CheckTarget, events: mpsc::UnboundedSender<CheckerEv
         let (t, tx, client) = (t.clone(), tx.clone(), client.clone());
         loops.spawn(async move {
             let interval = Duration::from_secs_f64(check.interval_seconds.max(0.1));
+            if check.mesos_side {
+                tokio::time::sleep(Duration::from_secs_f64(check.delay_seconds.max(0.0))).await;
+            }
             loop {
                 let res = run_check(&check, &t, &client).await;
                 if tx.send((i, res)).is_err() {
@@ -214,6 +217,7 @@ mod tests {
             max_consecutive_failures: max,
             delay_seconds: 0.0,
             ignore_http1xx: false,
+            mesos_side: false,
         }
     }
 
@@ -307,6 +311,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn mesos_side_checks_wait_their_delay() {
+        let mut c = check(HealthProtocol::Command, 0);
+        c.command = Some("true".into());
+        c.mesos_side = true;
+        c.delay_seconds = 0.8;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let h = tokio::spawn(run_checker(target(1, vec![c]), tx));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), rx.recv()).await.is_err(),
+            "no check before the delay"
+        );
+        let first = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.expect("report");
+        assert!(matches!(first, Some(CheckerEvent::Report(ref r)) if r.alive), "{first:?}");
+        h.abort();
+    }
+
+    #[tokio::test]
     async fn failures_in_the_grace_period_are_ignored() {
         let port = server(500).await;
         let mut c = check(HealthProtocol::Http, 1);
@@ -363,6 +384,7 @@ mod https_tests {
             max_consecutive_failures: 0,
             delay_seconds: 0.0,
             ignore_http1xx: false,
+            mesos_side: false,
         };
         check.port = Some(port);
         let target = CheckTarget {

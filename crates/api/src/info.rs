@@ -28,27 +28,13 @@ pub async fn leader(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
     }
 }
 
-/// `DELETE /v2/leader`: the leader steps down — another up-to-date voter
-/// is asked to campaign, and wins with a higher term.
+/// `DELETE /v2/leader`: the leader steps down and another voter takes over.
 pub async fn abdicate(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
-    let l = ctx.store.leadership().borrow().clone();
-    let membership = ctx.store.membership();
-    let candidates: Vec<String> = ctx.store.read(|s| {
-        membership
-            .voters
-            .iter()
-            .filter(|v| Some(**v) != l.leader)
-            .filter_map(|v| s.nodes.get(v))
-            .filter(|n| n.is_reachable())
-            .map(|n| n.rpc_addr.clone())
-            .collect()
-    });
-    for addr in candidates {
-        if ctx.store.ask_to_campaign(&addr).await.is_ok() {
-            return Ok(Json(json!({ "message": "Leadership abdicated" })).into_response());
-        }
+    if ctx.store.abdicate().await? {
+        Ok(Json(json!({ "message": "Leadership abdicated" })).into_response())
+    } else {
+        Err(HttpError(ApiError::new(503, "No other voter took over leadership")))
     }
-    Err(HttpError(ApiError::new(503, "No other voter can take over leadership")))
 }
 
 pub async fn info(State(ctx): State<Arc<ApiContext>>) -> ApiResult {

@@ -130,6 +130,8 @@ pub(crate) fn health_protocol_name(p: HealthProtocol) -> &'static str {
 /// number of ports (definitions or mappings) a `portIndex` may address.
 pub(crate) fn health_check(cx: &mut Cx, v: &Value, rel: &str, port_count: usize) -> Option<HealthCheck> {
     let o = cx.object(v, rel)?;
+    let mesos_side =
+        get(o, "protocol").and_then(Value::as_str).is_some_and(|p| p.starts_with("MESOS_") || p == "COMMAND");
     let protocol = match get(o, "protocol") {
         None => HealthProtocol::Http,
         Some(p) => {
@@ -221,5 +223,6 @@ pub(crate) fn health_check(cx: &mut Cx, v: &Value, rel: &str, port_count: usize)
         max_consecutive_failures,
         delay_seconds,
         ignore_http1xx,
+        mesos_side,
     })
 }

@@ -95,6 +95,10 @@ pub struct HealthCheck {
     pub max_consecutive_failures: u32,
     pub delay_seconds: f64,
     pub ignore_http1xx: bool,
+    /// Marathon's Mesos-side forms (`MESOS_*`, `COMMAND`): the first check
+    /// waits `delay_seconds`, as Mesos does; Marathon-side ones start at once.
+    #[serde(default)]
+    pub mesos_side: bool,
 }
 
 /// Protocol of a readiness check.

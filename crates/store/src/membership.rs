@@ -44,6 +44,7 @@ pub fn router(raft: Raft, max_voters: usize) -> Router {
     Router::new()
         .route("/cluster/join", post(join))
         .route("/cluster/elect", post(elect))
+        .route("/cluster/abdicate", post(abdicate_rpc))
         .with_state(RpcState { raft, max_voters })
 }
 
@@ -95,6 +96,49 @@ async fn join(State(st): State<RpcState>, Json(req): Json<JoinRequest>) -> Json<
 
 async fn elect(State(st): State<RpcState>) -> Json<bool> {
     Json(st.raft.trigger().elect().await.is_ok())
+}
+
+async fn abdicate_rpc(State(st): State<RpcState>) -> Json<bool> {
+    Json(step_down(&st.raft, &reqwest::Client::new()).await)
+}
+
+/// On the leader: stop heartbeating and campaigning, so the followers'
+/// leader leases lapse and one of them wins an election (asked directly to
+/// campaign, and by its own timer otherwise); then resume. openraft 0.9
+/// has no leadership transfer, so this is the step-down.
+async fn step_down(raft: &Raft, client: &reqwest::Client) -> bool {
+    let me = raft.metrics().borrow().id;
+    if raft.current_leader().await != Some(me) {
+        return false;
+    }
+    let others: Vec<String> = {
+        let m = raft.metrics().borrow().membership_config.clone();
+        m.membership()
+            .voter_ids()
+            .filter(|id| *id != me)
+            .filter_map(|id| m.membership().get_node(&id).map(|n| n.addr.clone()))
+            .collect()
+    };
+    if others.is_empty() {
+        return false;
+    }
+    raft.runtime_config().heartbeat(false);
+    raft.runtime_config().elect(false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut moved = false;
+    while tokio::time::Instant::now() < deadline {
+        for addr in &others {
+            let _ = client.post(format!("http://{addr}/cluster/elect")).timeout(Duration::from_secs(1)).send().await;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if raft.current_leader().await.is_some_and(|l| l != me) {
+            moved = true;
+            break;
+        }
+    }
+    raft.runtime_config().heartbeat(true);
+    raft.runtime_config().elect(true);
+    moved
 }
 
 impl Store {
@@ -163,6 +207,23 @@ impl Store {
             return Ok(());
         };
         self.raft.change_membership(change, false).await.map(|_| ()).map_err(|e| StoreError::Raft(e.to_string()))
+    }
+
+    /// Makes the current leader step down (through it, wherever this runs);
+    /// true once another node leads.
+    pub async fn abdicate(&self) -> Result<bool, StoreError> {
+        if self.is_leader() {
+            return Ok(step_down(&self.raft, &self.client).await);
+        }
+        let addr = self.leadership().borrow().leader_rpc.clone().ok_or(StoreError::NoLeader)?;
+        let r = self
+            .client
+            .post(format!("http://{addr}/cluster/abdicate"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| StoreError::Forward { addr: addr.clone(), reason: e.to_string() })?;
+        r.json::<bool>().await.map_err(|e| StoreError::Forward { addr, reason: e.to_string() })
     }
 
     /// Asks the voter at `rpc_addr` to start an election (leader hand-over).

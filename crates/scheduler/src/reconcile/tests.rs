@@ -262,6 +262,7 @@ fn health_gates_replacement_of_old_tasks() {
         max_consecutive_failures: 3,
         delay_seconds: 0.0,
         ignore_http1xx: false,
+        mesos_side: false,
     });
     a.upgrade.minimum_health_capacity = 0.5;
     a.upgrade.maximum_over_capacity = 0.0;
