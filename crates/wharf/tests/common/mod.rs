@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod sse;
+
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
