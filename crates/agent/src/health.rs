@@ -40,9 +40,7 @@ pub enum CheckerEvent {
     },
 }
 
-fn now() -> UnixMillis {
-    crate::sandbox::now()
-}
+use crate::sandbox::now;
 
 /// The HTTP(S) client for checks. Like Marathon, HTTPS checks do not verify
 /// the task's certificate: tasks commonly serve self-signed ones, and the

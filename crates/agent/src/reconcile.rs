@@ -13,7 +13,7 @@ use crate::env::task_env;
 use crate::health::{run_checker, CheckTarget, CheckerEvent};
 use crate::readiness::Runners;
 use crate::sandbox::LaunchSpec;
-use model::{AppSpec, CommandSpec, ContainerSpec, NodeId, Task, TaskGoal, TaskId, TaskState, TaskStatus, UnixMillis};
+use model::{AppSpec, CommandSpec, ContainerSpec, NodeId, Task, TaskGoal, TaskId, TaskState, TaskStatus};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -45,9 +45,7 @@ pub struct AgentConfig {
     pub keep_sandboxes: usize,
 }
 
-fn now() -> UnixMillis {
-    crate::sandbox::now()
-}
+use crate::sandbox::now;
 
 /// What this agent knows of its tasks beyond the store.
 #[derive(Default)]

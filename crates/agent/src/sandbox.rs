@@ -62,9 +62,9 @@ pub enum ExecMsg {
     Failed { message: String },
 }
 
+/// The agent's clock (the edge where time enters).
 pub fn now() -> UnixMillis {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    UnixMillis(d.as_millis() as i64)
+    UnixMillis::from_system_time(std::time::SystemTime::now())
 }
 
 /// Writes `data` to `dir/name` via a temporary file and rename, so readers

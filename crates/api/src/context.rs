@@ -6,6 +6,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use store::Store;
 
+/// The API's clock: proposers stamp times, so this is where they are read.
+pub(crate) fn now() -> UnixMillis {
+    UnixMillis::from_system_time(std::time::SystemTime::now())
+}
+
 pub struct ApiContext {
     pub store: Arc<Store>,
     pub node: NodeId,
@@ -23,11 +28,7 @@ impl ApiContext {
     }
 
     pub fn now(&self) -> UnixMillis {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        UnixMillis(ms)
+        now()
     }
 
     /// A version stamp strictly later than `prev` (two writes in one

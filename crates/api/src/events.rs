@@ -72,11 +72,7 @@ impl EventBus {
     }
 }
 
-fn now() -> UnixMillis {
-    let ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    UnixMillis(ms)
-}
+use crate::context::now;
 
 /// What the bus last reported: enough to tell what a change did.
 struct Seen {

@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 pub struct UnixMillis(pub i64);
 
 impl UnixMillis {
+    /// Converts a wall-clock reading (taken by the caller, never here).
+    pub fn from_system_time(t: std::time::SystemTime) -> UnixMillis {
+        UnixMillis(t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
+    }
+
     pub fn plus_secs_f64(self, secs: f64) -> UnixMillis {
         UnixMillis(self.0.saturating_add((secs * 1000.0).round() as i64))
     }

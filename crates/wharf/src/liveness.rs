@@ -50,11 +50,7 @@ impl Liveness {
     }
 }
 
-fn now() -> UnixMillis {
-    let ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    UnixMillis(ms)
-}
+use crate::clock::now;
 
 /// `/cluster/heartbeat`, served on the RPC port.
 pub fn router(liveness: Arc<Liveness>) -> Router {

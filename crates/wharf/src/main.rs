@@ -8,6 +8,7 @@ mod bench;
 mod bench_cluster;
 mod cli;
 mod client;
+mod clock;
 mod liveness;
 mod node;
 mod orchestrator;

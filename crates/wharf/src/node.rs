@@ -5,18 +5,14 @@
 use crate::cli::AgentArgs;
 use crate::resources;
 use anyhow::Context;
-use model::{NodeInfo, UnixMillis};
+use model::NodeInfo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use store::{Command, Store, StoreConfig};
 use tokio::net::TcpListener;
 
-fn now() -> UnixMillis {
-    let ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    UnixMillis(ms)
-}
+use crate::clock::now;
 
 fn parse_addr(flag: &str, s: &str) -> anyhow::Result<SocketAddr> {
     s.parse().with_context(|| format!("{flag}: '{s}' is not IP:PORT"))

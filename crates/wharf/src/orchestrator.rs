@@ -3,18 +3,13 @@
 //! `ApplyPlan` command. Only the leader runs it; it stops when leadership
 //! moves elsewhere.
 
-use model::UnixMillis;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::sync::Arc;
 use std::time::Duration;
 use store::{Applied, Command, Store};
 
-fn now() -> UnixMillis {
-    let ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    UnixMillis(ms)
-}
+use crate::clock::now;
 
 pub async fn run(store: Arc<Store>) {
     let mut leadership = store.leadership();
