@@ -48,6 +48,7 @@ mod tests {
         assert_eq!(parse_time("2015-08-26T22:33:24.225+00:00"), Some(t));
         assert_eq!(parse_time("2015-08-27T00:33:24.225+02:00"), Some(t));
         assert_eq!(parse_time("2015-08-26T22:33:24Z"), Some(UnixMillis(1_440_628_404_000)));
+        assert_eq!(parse_time("1970-01-01T00:00:01.5Z"), Some(UnixMillis(1500)));
         assert_eq!(parse_time("yesterday"), None);
         assert_eq!(parse_time(""), None);
     }

@@ -50,32 +50,12 @@ async fn started_at(c: &Client, app: &str) -> anyhow::Result<Option<Vec<i64>>> {
     let tasks = v["tasks"].as_array().cloned().unwrap_or_default();
     let mut out = Vec::new();
     for t in &tasks {
-        match t["startedAt"].as_str().and_then(parse_ms) {
+        match t["startedAt"].as_str().and_then(marathon::parse_time).map(|t| t.0) {
             Some(ms) => out.push(ms),
             None => return Ok(None),
         }
     }
     Ok(if tasks.is_empty() { None } else { Some(out) })
-}
-
-fn parse_ms(s: &str) -> Option<i64> {
-    // "2015-08-26T22:33:24.225Z"
-    let (date, time) = s.trim_end_matches('Z').split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    let ms: i64 = format!("{:0<3}", &frac[..frac.len().min(3)]).parse().ok()?;
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(((days * 86400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
 }
 
 /// Starts a benchmark node on loopback with generous resources.
@@ -292,13 +272,4 @@ pub async fn launch(tasks: u32, burst: u32, data_dir: Option<PathBuf>) -> anyhow
     cleanup(&c).await?;
     drop(node);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn parses_marathon_timestamps() {
-        assert_eq!(super::parse_ms("1970-01-01T00:00:01.5Z"), Some(1500));
-        assert_eq!(super::parse_ms("2015-08-26T22:33:24.225Z"), Some(1440628404225));
-    }
 }
