@@ -78,16 +78,20 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
     }
 }
 
+/// The deployments holding `id`: refused unless `force` (reads only, so
+/// later checks can still refuse with nothing changed).
+fn lock_holders(state: &ClusterState, id: &AppId, force: bool) -> Result<Vec<DeploymentId>, Rejection> {
+    let holding: Vec<DeploymentId> = state.deployments_of(id).map(|d| d.id.clone()).collect();
+    if holding.is_empty() || force {
+        Ok(holding)
+    } else {
+        Err(Rejection::Locked(holding))
+    }
+}
+
 /// Refuses when deployments hold `id`, or cancels them under `force`.
 fn take_lock(state: &mut ClusterState, id: &AppId, force: bool) -> Result<(), Rejection> {
-    let holding: Vec<DeploymentId> = state.deployments_of(id).map(|d| d.id.clone()).collect();
-    if holding.is_empty() {
-        return Ok(());
-    }
-    if !force {
-        return Err(Rejection::Locked(holding));
-    }
-    for d in holding {
+    for d in lock_holders(state, id, force)? {
         state.deployments.remove(&d);
     }
     Ok(())
@@ -130,15 +134,16 @@ fn put_app(state: &mut ClusterState, spec: &AppSpec, at: UnixMillis, deployment:
     if old.as_ref().is_some_and(|o| o.deleting) && !force {
         return Applied::Rejected(Rejection::BeingDeleted(spec.id.clone()));
     }
-    if let Err(r) = take_lock_checked(state, &spec.id, force) {
-        return Applied::Rejected(r);
-    }
+    let holders = match lock_holders(state, &spec.id, force) {
+        Ok(h) => h,
+        Err(r) => return Applied::Rejected(r),
+    };
     if let Err(r) = assign_service_ports(state, &mut spec, old.as_ref().map(|o| &o.spec)) {
         return Applied::Rejected(r);
     }
     // Locks are only taken once nothing else can refuse.
-    if let Err(r) = take_lock(state, &spec.id, force) {
-        return Applied::Rejected(r);
+    for d in holders {
+        state.deployments.remove(&d);
     }
     let app = match old {
         Some(mut existing) if !existing.deleting => {
@@ -166,16 +171,6 @@ fn put_app(state: &mut ClusterState, spec: &AppSpec, at: UnixMillis, deployment:
     record_version(state, &app);
     state.deployments.insert(deployment.id.clone(), deployment.clone());
     Applied::App(Box::new(app))
-}
-
-/// Lock check without side effects, so later refusals leave state untouched.
-fn take_lock_checked(state: &ClusterState, id: &AppId, force: bool) -> Result<(), Rejection> {
-    let holding: Vec<DeploymentId> = state.deployments_of(id).map(|d| d.id.clone()).collect();
-    if holding.is_empty() || force {
-        Ok(())
-    } else {
-        Err(Rejection::Locked(holding))
-    }
 }
 
 fn delete_app(state: &mut ClusterState, id: &AppId, at: UnixMillis, deployment: &Deployment, force: bool) -> Applied {
