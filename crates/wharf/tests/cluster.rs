@@ -208,33 +208,20 @@ impl Drop for Cluster {
         let _ = quiet("iptables").args(["-D", "INPUT", "-j", &self.chain]).status();
         let _ = quiet("iptables").args(["-X", &self.chain]).status();
         // Tasks outlive agents by design: delete the apps through a live node first.
-        let live: Vec<String> = self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.addr()).collect();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-            rt.block_on(async move {
-                let c = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
-                for base in &live {
-                    let Ok(r) = c.get(format!("{base}/v2/apps")).send().await else { continue };
-                    let Ok(v) = r.json::<Value>().await else { continue };
-                    for a in v["apps"].as_array().cloned().unwrap_or_default() {
-                        if let Some(id) = a["id"].as_str() {
-                            let _ = c.delete(format!("{base}/v2/apps{id}?force=true")).send().await;
-                        }
-                    }
-                    let t = Instant::now();
-                    while t.elapsed() < Duration::from_secs(15) {
-                        let Ok(r) = c.get(format!("{base}/v2/tasks")).send().await else { break };
-                        let Ok(v) = r.json::<Value>().await else { break };
-                        if v["tasks"].as_array().is_none_or(|a| a.is_empty()) {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    break;
+        common::remove_all_apps_blocking(self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.addr()).collect());
+        // Nodes a test killed for good left their tasks running (by design);
+        // stop those through their executors.
+        for n in self.nodes.iter().filter(|n| n.child.is_none()) {
+            let Ok(dir) = std::fs::read_dir(n.dir.join("data/sandboxes")) else { continue };
+            for sandbox in dir.filter_map(Result::ok) {
+                let state = std::fs::read_to_string(sandbox.path().join("state.json")).unwrap_or_default();
+                let v: Value = serde_json::from_str(&state).unwrap_or(Value::Null);
+                if let (Some(pid), Value::Null) = (v["executor_pid"].as_i64(), &v["exit"]) {
+                    let pid = nix::unistd::Pid::from_raw(pid as i32);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
                 }
-            });
-        })
-        .join();
+            }
+        }
         for n in &mut self.nodes {
             n.stop();
         }

@@ -172,59 +172,47 @@ impl Node {
         let v: Value = serde_json::from_str(&state).expect("state json");
         v["pid"].as_i64().expect("pid") as i32
     }
-
-    pub async fn delete_all(&self) {
-        let Ok((_, apps)) = self.call(Method::GET, "/v2/apps", None).await else { return };
-        for a in apps["apps"].as_array().cloned().unwrap_or_default() {
-            if let Some(id) = a["id"].as_str() {
-                let _ = self.call(Method::DELETE, &format!("/v2/apps{id}?force=true"), None).await;
-            }
-        }
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(20) {
-            match self.call(Method::GET, "/v2/tasks", None).await {
-                Ok((_, v)) if v["tasks"].as_array().is_some_and(|a| a.is_empty()) => return,
-                Err(_) => return,
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
         if self.child.is_some() {
-            // Tasks survive the agent, so remove them through the API first.
-            let http = self.http;
-            let done = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                rt.block_on(async move {
-                    let client = reqwest::Client::new();
-                    let base = format!("http://127.0.0.1:{http}");
-                    if let Ok(r) = client.get(format!("{base}/v2/apps")).send().await {
-                        if let Ok(v) = r.json::<Value>().await {
-                            for a in v["apps"].as_array().cloned().unwrap_or_default() {
-                                if let Some(id) = a["id"].as_str() {
-                                    let _ = client.delete(format!("{base}/v2/apps{id}?force=true")).send().await;
-                                }
-                            }
-                        }
-                    }
-                    let t = Instant::now();
-                    while t.elapsed() < Duration::from_secs(15) {
-                        let Ok(r) = client.get(format!("{base}/v2/tasks")).send().await else { break };
-                        let Ok(v) = r.json::<Value>().await else { break };
-                        if v["tasks"].as_array().is_none_or(|a| a.is_empty()) {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                });
-            });
-            let _ = done.join();
+            remove_all_apps_blocking(vec![self.addr()]);
         }
         self.stop();
     }
+}
+
+/// Tasks outlive agents by design, so a test cleans up through the API:
+/// through the first of `bases` that answers, delete every app and wait
+/// (bounded) until no task is left. Blocking, for use in `Drop`.
+pub fn remove_all_apps_blocking(bases: Vec<String>) {
+    let cleanup = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let c = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+            for base in &bases {
+                let Ok(r) = c.get(format!("{base}/v2/apps")).send().await else { continue };
+                let Ok(v) = r.json::<Value>().await else { continue };
+                for a in v["apps"].as_array().cloned().unwrap_or_default() {
+                    if let Some(id) = a["id"].as_str() {
+                        let _ = c.delete(format!("{base}/v2/apps{id}?force=true")).send().await;
+                    }
+                }
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(15) {
+                    let Ok(r) = c.get(format!("{base}/v2/tasks")).send().await else { break };
+                    let Ok(v) = r.json::<Value>().await else { break };
+                    if v["tasks"].as_array().is_none_or(|a| a.is_empty()) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                return;
+            }
+        });
+    });
+    let _ = cleanup.join();
 }
 
 pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F)
