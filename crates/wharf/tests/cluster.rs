@@ -568,8 +568,9 @@ async fn health_survives_a_leader_change() {
                      "healthChecks": [{"protocol": "HTTP", "path": "/", "intervalSeconds": 1, "gracePeriodSeconds": 30}]});
     let (s, v) = c.call(0, Method::POST, "/v2/apps", Some(&def)).await.expect("post");
     assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Read where it was written: a follower may not have applied the write yet.
     wait_for("3 healthy", Duration::from_secs(30), || async {
-        c.get(1, "/v2/apps/hc").await["app"]["tasksHealthy"] == 3
+        c.get(0, "/v2/apps/hc").await["app"]["tasksHealthy"] == 3
     })
     .await;
     let leader = c.leader(0).await.expect("leader");
