@@ -1,7 +1,7 @@
 //! The environment a task sees: Marathon's and Mesos's variables (ports,
 //! host, ids, app version, resources, labels) with the app's own `env` on top.
 
-use model::{AppSpec, ContainerSpec, Task, UnixMillis};
+use model::{AppSpec, ContainerSpec, Task};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -39,7 +39,8 @@ pub fn task_env(app: &AppSpec, task: &Task, sandbox: &Path) -> BTreeMap<String, 
     env.insert("MESOS_TASK_ID".to_string(), task.id.to_string());
     env.insert("MESOS_SANDBOX".to_string(), sandbox.to_string_lossy().into_owned());
     env.insert("MARATHON_APP_ID".to_string(), app.id.to_string());
-    env.insert("MARATHON_APP_VERSION".to_string(), iso8601(task.app_version));
+    // The same formatter as the API, so the env matches the task's `version`.
+    env.insert("MARATHON_APP_VERSION".to_string(), marathon::format_time(task.app_version));
     let r = &app.resources;
     env.insert("MARATHON_APP_RESOURCE_CPUS".to_string(), double(r.cpus));
     env.insert("MARATHON_APP_RESOURCE_MEM".to_string(), double(r.mem));
@@ -92,35 +93,10 @@ fn double(v: f64) -> String {
     }
 }
 
-/// `2015-09-25T15:13:48.343Z`.
-pub fn iso8601(t: UnixMillis) -> String {
-    let ms = t.0.rem_euclid(1000);
-    let secs = t.0.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", sod / 3600, (sod / 60) % 60, sod % 60)
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::{AppId, NodeId, PortSpec, Resources, TaskGoal, TaskId, TaskState};
+    use model::{AppId, NodeId, PortSpec, Resources, TaskGoal, TaskId, TaskState, UnixMillis};
 
     fn fixture() -> (AppSpec, Task) {
         let id = AppId::parse("/prod/web").expect("valid id");
@@ -191,13 +167,5 @@ mod tests {
         assert!(!env.contains_key("PORT"));
         assert!(!env.contains_key("PORTS"));
         assert!(!env.contains_key("PORT0"));
-    }
-
-    #[test]
-    fn iso_dates() {
-        assert_eq!(iso8601(UnixMillis(0)), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso8601(UnixMillis(951_782_400_000)), "2000-02-29T00:00:00.000Z");
-        assert_eq!(iso8601(UnixMillis(1_709_251_199_999)), "2024-02-29T23:59:59.999Z");
-        assert_eq!(iso8601(UnixMillis(-1)), "1969-12-31T23:59:59.999Z");
     }
 }

@@ -49,6 +49,10 @@ mod tests {
         assert_eq!(parse_time("2015-08-27T00:33:24.225+02:00"), Some(t));
         assert_eq!(parse_time("2015-08-26T22:33:24Z"), Some(UnixMillis(1_440_628_404_000)));
         assert_eq!(parse_time("1970-01-01T00:00:01.5Z"), Some(UnixMillis(1500)));
+        assert_eq!(format_time(UnixMillis(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_time(UnixMillis(951_782_400_000)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(format_time(UnixMillis(1_709_251_199_999)), "2024-02-29T23:59:59.999Z");
+        assert_eq!(format_time(UnixMillis(-1)), "1969-12-31T23:59:59.999Z");
         assert_eq!(parse_time("yesterday"), None);
         assert_eq!(parse_time(""), None);
     }
