@@ -233,10 +233,6 @@ impl Store {
         }
     }
 
-    pub fn snapshot(&self) -> ClusterState {
-        self.read(|s| s.clone())
-    }
-
     /// Subscribe first, then read the state: no change falls in between.
     pub fn subscribe(&self) -> Subscription {
         self.feed.subscribe()

@@ -226,21 +226,6 @@ impl Store {
         r.json::<bool>().await.map_err(|e| StoreError::Forward { addr, reason: e.to_string() })
     }
 
-    /// Asks the voter at `rpc_addr` to start an election (leader hand-over).
-    pub async fn ask_to_campaign(&self, rpc_addr: &str) -> Result<(), StoreError> {
-        let r = self
-            .client
-            .post(format!("http://{rpc_addr}/cluster/elect"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .map_err(|e| StoreError::Forward { addr: rpc_addr.into(), reason: e.to_string() })?;
-        match r.json::<bool>().await {
-            Ok(true) => Ok(()),
-            _ => Err(StoreError::Forward { addr: rpc_addr.into(), reason: "election not started".into() }),
-        }
-    }
-
     /// Whether this node has ever been part of a cluster (then it must
     /// never bootstrap or join again).
     pub async fn is_initialized(&self) -> Result<bool, StoreError> {
