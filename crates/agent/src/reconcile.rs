@@ -19,7 +19,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use store::{Command, Store};
+use store::{Change, Command, Effect, Store, Update};
 use tokio::sync::{mpsc, Mutex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +88,10 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
     loop {
         tokio::select! {
             u = sub.next() => {
-                if u.is_none() {
-                    return;
+                match u {
+                    None => return,
+                    Some(Update::Change(c)) if !concerns(&c, cfg.node) => continue,
+                    Some(_) => {}
                 }
                 sub.drain();
                 reconcile(&store, &cfg, &driver, &reports, &mut tracked, &mut checks, &mut ready);
@@ -132,6 +134,19 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
             }
         }
     }
+}
+
+/// Whether a change can matter to this node's agent: one of its tasks, its
+/// own record, or an app it runs tasks of changed. Others (the rest of the
+/// cluster) are skipped without reading the state.
+fn concerns(c: &Change, node: NodeId) -> bool {
+    c.effects.iter().any(|e| match e {
+        Effect::TaskChanged { .. } => e.task().is_some_and(|t| t.node == node),
+        Effect::NodeChanged { id, .. } => *id == node,
+        Effect::AppPut { after, .. } => c.state.tasks_of(&after.spec.id).any(|t| t.node == node),
+        Effect::AppRemoved { .. } => true,
+        _ => false,
+    })
 }
 
 fn reconcile(

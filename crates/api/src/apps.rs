@@ -15,7 +15,7 @@ use marathon::{ApiError, Embed};
 use model::{App, AppId, AppSpec, Deployment, DeploymentAction, Step, TaskId, UnixMillis};
 use serde_json::{json, Value};
 use std::sync::Arc;
-use store::{Applied, Command};
+use store::{AppPut, Applied, Command, Precondition, Rejection};
 
 type Ctx = State<Arc<ApiContext>>;
 
@@ -70,37 +70,75 @@ pub(crate) fn deployment(ctx: &ApiContext, at: UnixMillis, steps: Vec<Vec<(Deplo
 }
 
 fn deployment_for_put(ctx: &ApiContext, old: Option<&App>, new: &AppSpec, at: UnixMillis) -> Deployment {
+    deployment(ctx, at, steps_for_put(old, new))
+}
+
+/// A put's deployment steps: create then scale, restart, or scale.
+fn steps_for_put(old: Option<&App>, new: &AppSpec) -> Vec<Vec<(DeploymentAction, AppId)>> {
     let id = new.id.clone();
-    let steps = match old {
+    match old {
         None => {
             vec![vec![(DeploymentAction::StartApplication, id.clone())], vec![(DeploymentAction::ScaleApplication, id)]]
         }
         Some(o) if o.spec.config_differs(new) => vec![vec![(DeploymentAction::RestartApplication, id)]],
         Some(_) => vec![vec![(DeploymentAction::ScaleApplication, id)]],
-    };
-    deployment(ctx, at, steps)
+    }
 }
 
 pub(crate) fn version_answer(version: UnixMillis, deployment: &Deployment) -> Value {
     json!({"version": marathon::format_time(version), "deploymentId": deployment.id.0})
 }
 
-/// Proposes a put; returns the stored app and the deployment.
-async fn propose_put(
+/// How often a write computed from the current app is computed again when
+/// another write changed the app first.
+pub(crate) const WRITE_ATTEMPTS: usize = 64;
+
+/// The precondition for a write computed from `old`.
+pub(crate) fn expect_of(old: Option<&App>) -> Precondition {
+    old.map_or(Precondition::Absent, |a| Precondition::Version(a.version))
+}
+
+/// A stored app, its deployment, and whether the write created it.
+struct PutResult {
+    app: App,
+    deployment: Deployment,
+    created: bool,
+}
+
+/// Computes the new definition of app `id` from its current one (`None`
+/// when absent) and puts it. The put only applies if the app is still as it
+/// was read; otherwise it is computed again from the newer version. So
+/// concurrent writes to one app (a PATCH of one field each) are applied one
+/// after another in commit order and none is lost.
+async fn put_computed(
     ctx: &ApiContext,
-    spec: AppSpec,
+    id: &AppId,
     force: bool,
     create_only: bool,
-) -> Result<(App, Deployment), HttpError> {
-    let old = ctx.store.read(|s| s.apps.get(&spec.id).cloned());
-    let at = ctx.version_after(old.as_ref().map(|a| a.version));
-    let dep = deployment_for_put(ctx, old.as_ref(), &spec, at);
-    let cmd = Command::PutApp { app: spec, at, deployment: dep.clone(), force, create_only };
-    match ctx.store.propose(cmd).await? {
-        Applied::App(app) => Ok((*app, dep)),
-        Applied::Rejected(r) => Err(r.into()),
-        other => Err(HttpError(ApiError::new(500, format!("unexpected store answer {other:?}")))),
+    compute: impl Fn(Option<&App>) -> Result<AppSpec, HttpError>,
+) -> Result<PutResult, HttpError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let snap = ctx.store.snapshot();
+        let old = snap.apps.get(id);
+        let spec = compute(old)?;
+        let at = ctx.version_after(old.map(|a| a.version));
+        let dep = deployment_for_put(ctx, old, &spec, at);
+        let expect = Some(expect_of(old));
+        let cmd = Command::PutApp { app: spec, at, deployment: dep.clone(), force, create_only, expect };
+        match ctx.store.propose(cmd).await? {
+            Applied::App(app) => return Ok(PutResult { app: *app, deployment: dep, created: old.is_none() }),
+            Applied::Rejected(Rejection::Conflict(_)) if attempt < WRITE_ATTEMPTS => {}
+            Applied::Rejected(r) => return Err(r.into()),
+            other => return Err(unexpected(other)),
+        }
     }
+}
+
+pub(crate) fn unexpected(answer: Applied) -> HttpError {
+    tracing::error!(?answer, "the store answered a write with the wrong kind of answer");
+    HttpError(ApiError::new(500, "internal error: the store gave an answer of the wrong kind"))
 }
 
 pub async fn list(State(ctx): Ctx, RawQuery(q): RawQuery) -> ApiResult {
@@ -144,7 +182,8 @@ pub async fn create(State(ctx): Ctx, RawQuery(q): RawQuery, body: Bytes) -> ApiR
     let p = Params::parse(q.as_deref());
     let force = p.flag("force")?;
     let spec = marathon::parse_app(&body)?;
-    let (app, _dep) = propose_put(&ctx, spec, force, true).await?;
+    let id = spec.id.clone();
+    let PutResult { app, .. } = put_computed(&ctx, &id, force, true, |_| Ok(spec.clone())).await?;
     let embed = Embed { deployments: true, counts: true, ..Embed::default() };
     let body = ctx.store.read(|s| marathon::render_app(&app, s, &embed));
     let location = format!("/v2/apps{}", app.spec.id);
@@ -161,25 +200,59 @@ async fn update_many(ctx: Arc<ApiContext>, q: Option<String>, body: Bytes) -> Ap
             "expected an array of apps",
         )])));
     };
-    // Validate everything first: a bad element stores nothing.
-    let mut specs = Vec::new();
-    for (i, item) in items.into_iter().enumerate() {
+    let mut ids = Vec::new();
+    for (i, item) in items.iter().enumerate() {
         let id = item.get("id").and_then(Value::as_str).and_then(|s| AppId::parse(s).ok()).ok_or_else(|| {
             HttpError(ApiError::unprocessable(vec![marathon::ErrorDetail::new(format!("/{i}/id"), "id is required")]))
         })?;
-        let existing = ctx.store.read(|s| s.apps.get(&id).map(|a| a.spec.clone()));
-        let spec = match existing {
-            Some(old) => marathon::merge_app(&old, &id, item)?,
-            None => marathon::app_from_value(item, &format!("/{i}"))?,
-        };
-        specs.push(spec);
+        ids.push(id);
     }
-    let mut last = None;
-    for spec in specs {
-        let (app, dep) = propose_put(&ctx, spec, force, false).await?;
-        last = Some(version_answer(app.version, &dep));
+    // One command for the whole array: every app is merged onto the version
+    // it was read at; all are stored with one deployment, or none is.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let snap = ctx.store.snapshot();
+        let mut puts = Vec::new();
+        let mut steps = Vec::new();
+        for (i, (id, item)) in ids.iter().zip(&items).enumerate() {
+            let old = snap.apps.get(id);
+            let spec = match old {
+                Some(old) => marathon::merge_app(&old.spec, id, item.clone())?,
+                None => marathon::app_from_value(item.clone(), &format!("/{i}"))?,
+            };
+            steps.push(steps_for_put(old, &spec));
+            puts.push(AppPut { app: spec, expect: Some(expect_of(old)) });
+        }
+        if puts.is_empty() {
+            return Ok(Json(json!({})).into_response());
+        }
+        let latest = ids.iter().filter_map(|id| snap.apps.get(id).map(|a| a.version)).max();
+        let at = ctx.version_after(latest);
+        let dep = deployment(&ctx, at, merge_steps(steps));
+        let cmd = Command::PutApps { apps: puts, at, deployment: dep.clone(), force };
+        match ctx.store.propose(cmd).await? {
+            Applied::Apps(_) => return Ok(Json(version_answer(at, &dep)).into_response()),
+            Applied::Rejected(Rejection::Conflict(_)) if attempt < WRITE_ATTEMPTS => {}
+            Applied::Rejected(r) => return Err(r.into()),
+            other => return Err(unexpected(other)),
+        }
     }
-    Ok(Json(last.unwrap_or_else(|| json!({}))).into_response())
+}
+
+/// Several apps' steps as one deployment's: the first steps of each app
+/// together, then the second ones.
+fn merge_steps(per_app: Vec<Vec<Vec<(DeploymentAction, AppId)>>>) -> Vec<Vec<(DeploymentAction, AppId)>> {
+    let mut out: Vec<Vec<(DeploymentAction, AppId)>> = Vec::new();
+    for steps in per_app {
+        for (i, step) in steps.into_iter().enumerate() {
+            if out.len() <= i {
+                out.push(Vec::new());
+            }
+            out[i].extend(step);
+        }
+    }
+    out
 }
 
 pub async fn put_many(State(ctx): Ctx, RawQuery(q): RawQuery, body: Bytes) -> ApiResult {
@@ -221,9 +294,7 @@ pub async fn get_path(State(ctx): Ctx, Path(path): Path<String>, RawQuery(q): Ra
             }
         }
         Target::Versions(id) => {
-            let v = ctx.store.read(|s| {
-                s.apps.get(&id).map(|_| marathon::render_versions(s.app_versions.get(&id).map_or(&[], Vec::as_slice)))
-            });
+            let v = ctx.store.read(|s| s.apps.get(&id).map(|_| marathon::render_versions(s.versions_of(&id))));
             match v {
                 Some(v) => Ok(Json(v).into_response()),
                 None => Err(not_found(&id)),
@@ -268,22 +339,20 @@ async fn update_one(ctx: Arc<ApiContext>, path: String, q: Option<String>, body:
         let at = marathon::parse_time(version);
         let spec = ctx.store.read(|s| at.and_then(|at| s.app_version(&id, at)).map(|v| v.spec.clone()));
         let spec = spec.ok_or_else(|| no_version(&id, version))?;
-        let (app, dep) = propose_put(&ctx, spec, force, false).await?;
-        return Ok(Json(version_answer(app.version, &dep)).into_response());
+        let r = put_computed(&ctx, &id, force, false, |_| Ok(spec.clone())).await?;
+        return Ok(Json(version_answer(r.app.version, &r.deployment)).into_response());
     }
-    let existing = ctx.store.read(|s| s.apps.get(&id).map(|a| a.spec.clone()));
-    let created = existing.is_none();
-    let spec = match existing {
-        Some(old) => marathon::merge_app(&old, &id, value)?,
+    let merge = |old: Option<&App>| match old {
+        Some(old) => Ok(marathon::merge_app(&old.spec, &id, value.clone())?),
         None => {
-            let mut v = value;
+            let mut v = value.clone();
             if let Value::Object(m) = &mut v {
                 m.insert("id".into(), json!(id.as_str()));
             }
-            marathon::app_from_value(v, "")?
+            Ok(marathon::app_from_value(v, "")?)
         }
     };
-    let (app, dep) = propose_put(&ctx, spec, force, false).await?;
+    let PutResult { app, deployment: dep, created } = put_computed(&ctx, &id, force, false, merge).await?;
     if created {
         let embed = Embed { deployments: true, counts: true, ..Embed::default() };
         let body = ctx.store.read(|s| marathon::render_app(&app, s, &embed));

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use marathon::ApiError;
-use model::{DeploymentAction, DeploymentId};
+use model::DeploymentId;
 use std::sync::Arc;
 use store::{Applied, Command};
 
@@ -20,8 +20,9 @@ pub async fn list(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
 
 /// `DELETE /v2/deployments/{id}`: rolls the change back — every affected
 /// app returns to its version from before the deployment (an app the
-/// deployment created is deleted), as a new deployment. With `force=true`
-/// the deployment is only forgotten and apps stay as they are.
+/// deployment created is deleted), as one new deployment, in one command.
+/// With `force=true` the deployment is only forgotten and apps stay as they
+/// are.
 pub async fn delete(State(ctx): State<Arc<ApiContext>>, Path(id): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
     let p = Params::parse(q.as_deref());
     let id = DeploymentId(id);
@@ -34,32 +35,13 @@ pub async fn delete(State(ctx): State<Arc<ApiContext>>, Path(id): Path<String>, 
             _ => Ok(StatusCode::ACCEPTED.into_response()),
         };
     }
-    let mut answer = None;
-    for app in &dep.affected_apps {
-        // The newest version older than the deployment.
-        let previous = ctx.store.read(|s| {
-            s.app_versions.get(app).and_then(|vs| vs.iter().rev().find(|v| v.version < dep.version).cloned())
-        });
-        let exists = ctx.store.read(|s| s.apps.get(app).map(|a| a.version));
-        let Some(current) = exists else { continue };
-        let at = ctx.version_after(Some(current));
-        let (cmd, d) = match previous {
-            Some(v) => {
-                let d =
-                    crate::apps::deployment(&ctx, at, vec![vec![(DeploymentAction::RestartApplication, app.clone())]]);
-                (Command::PutApp { app: v.spec, at, deployment: d.clone(), force: true, create_only: false }, d)
-            }
-            None => {
-                let d = crate::apps::deployment(&ctx, at, vec![vec![(DeploymentAction::StopApplication, app.clone())]]);
-                (Command::DeleteApp { id: app.clone(), at, deployment: d.clone(), force: true }, d)
-            }
-        };
-        match ctx.store.propose(cmd).await? {
-            Applied::Rejected(r) => return Err(r.into()),
-            _ => answer = Some(crate::apps::version_answer(at, &d)),
-        }
+    let latest = ctx.store.read(|s| dep.affected_apps.iter().filter_map(|a| s.apps.get(a).map(|a| a.version)).max());
+    let at = ctx.version_after(latest);
+    let cmd = Command::RollbackDeployment { id, new_id: ctx.new_deployment_id(), at };
+    match ctx.store.propose(cmd).await? {
+        Applied::RolledBack(Some(d)) => Ok(Json(crate::apps::version_answer(at, &d)).into_response()),
+        Applied::RolledBack(None) => Ok(Json(serde_json::json!({})).into_response()),
+        Applied::Rejected(r) => Err(r.into()),
+        other => Err(crate::apps::unexpected(other)),
     }
-    // The rolled-back deployment itself is gone (force replaced it).
-    let _ = ctx.store.propose(Command::CancelDeployment { id }).await;
-    Ok(Json(answer.unwrap_or_else(|| serde_json::json!({}))).into_response())
 }

@@ -31,9 +31,10 @@ impl From<Rejection> for HttpError {
                 ApiError::not_found(msg)
             }
             Rejection::Locked(ds) => ApiError::conflict(msg, &ds),
-            Rejection::AlreadyExists(_) | Rejection::BeingDeleted(_) | Rejection::NodeRemoved(_) => {
-                ApiError::new(409, msg)
-            }
+            Rejection::AlreadyExists(_)
+            | Rejection::BeingDeleted(_)
+            | Rejection::NodeRemoved(_)
+            | Rejection::Conflict(_) => ApiError::new(409, msg),
             Rejection::NoServicePort(..) | Rejection::ServicePortTaken(..) => ApiError::new(422, msg),
         })
     }

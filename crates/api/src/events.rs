@@ -1,17 +1,16 @@
 //! `GET /v2/events`: Marathon's event stream as server-sent events.
 //!
 //! One `EventBus` per node, started by the first subscriber, turns this
-//! node's replica into Marathon events: it follows the store's change feed
-//! (subscribe, then read) and compares each applied change with what it saw
-//! before (tasks' states and health, deployments, apps) and at the command
-//! itself (an agent's `KillUnhealthy`), so every node serves events
-//! from its own replica. Events go out on a bounded broadcast channel: a
-//! client that falls more than `CLIENT_BUFFER` events behind is disconnected
-//! instead of slowing anyone down.
+//! node's change feed into Marathon events: each applied command's effects
+//! (task before/after, deployments started and finished, apps put and
+//! removed) become events, rendered against the state right after that
+//! command, so every node serves the same events from its own replica and
+//! no change is folded into a later one. Events go out on a bounded
+//! broadcast channel: a client that falls more than `CLIENT_BUFFER` events
+//! behind is disconnected instead of slowing anyone down.
 //!
-//! Limits: changes that land between two reads of the replica are folded
-//! together (a task that passes through a state within one fold is reported
-//! in its latest state only); a feed `Reset` re-reads the state silently.
+//! A feed `Reset` (this node fell behind, or installed a snapshot) skips
+//! the changes folded into it: clients see no events for them.
 
 use crate::context::ApiContext;
 use crate::query::Params;
@@ -21,11 +20,10 @@ use axum::response::IntoResponse;
 use futures::stream::{self, Stream, StreamExt};
 use marathon::events::{self as ev, MarathonEvent};
 use marathon::Embed;
-use model::{AppId, ClusterState, Deployment, DeploymentId, TaskId, TaskState, UnixMillis};
-use std::collections::{BTreeMap, BTreeSet};
+use model::{AppId, UnixMillis};
 use std::convert::Infallible;
 use std::sync::Arc;
-use store::{Command, Store, Update};
+use store::{Change, Command, Effect, Store, Update};
 use tokio::sync::broadcast;
 
 /// How many events a client may fall behind before it is disconnected.
@@ -48,19 +46,13 @@ impl EventBus {
         let (tx, _) = broadcast::channel(CLIENT_BUFFER);
         let sender = tx.clone();
         let mut sub = store.subscribe();
-        let mut seen = store.read(Seen::of);
         tokio::spawn(async move {
             while let Some(update) = sub.next().await {
-                match update {
-                    Update::Reset { .. } => seen = store.read(Seen::of),
-                    Update::Change(c) => {
-                        let events = store.read(|s| seen.advance(s, &c.command, now()));
-                        for e in events {
-                            let data = e.body.to_string();
-                            // No subscribers is fine.
-                            let _ = sender.send(Arc::new(Published { event_type: e.event_type, data }));
-                        }
-                    }
+                let Update::Change(c) = update else { continue };
+                for e in events_of(&c, now()) {
+                    let data = e.body.to_string();
+                    // No subscribers is fine.
+                    let _ = sender.send(Arc::new(Published { event_type: e.event_type, data }));
                 }
             }
         });
@@ -74,96 +66,70 @@ impl EventBus {
 
 use crate::context::now;
 
-/// What the bus last reported: enough to tell what a change did.
-struct Seen {
-    tasks: BTreeMap<TaskId, TaskState>,
-    /// Tasks' health verdicts (`Task::healthy`).
-    health: BTreeMap<TaskId, bool>,
-    deployments: BTreeMap<DeploymentId, Deployment>,
-    apps: BTreeSet<AppId>,
-}
-
-impl Seen {
-    fn of(s: &ClusterState) -> Seen {
-        Seen {
-            tasks: s.tasks.iter().map(|(id, t)| (id.clone(), t.state)).collect(),
-            health: health_of(s),
-            deployments: s.deployments.clone(),
-            apps: s.apps.keys().cloned().collect(),
+/// The events of one applied command, in the order Marathon sends them: the
+/// API write, the deployment start, task updates, then deployment ends and
+/// app removals.
+fn events_of(c: &Change, now: UnixMillis) -> Vec<MarathonEvent> {
+    let s = &c.state;
+    let mut out = Vec::new();
+    let user_write = matches!(
+        *c.command,
+        Command::PutApp { .. }
+            | Command::PutApps { .. }
+            | Command::PutGroup { .. }
+            | Command::RollbackDeployment { .. }
+    );
+    for e in c.effects.iter() {
+        match e {
+            Effect::AppPut { after, .. } if user_write && !after.deleting => {
+                out.push(ev::api_post("", marathon::render_app(after, s, &Embed::default()), now));
+            }
+            _ => {}
         }
     }
-
-    /// The events of `cmd`, judged against the state after it, in the order
-    /// Marathon sends them: the API write, the deployment start, task
-    /// updates, then deployment ends and app removals.
-    fn advance(&mut self, s: &ClusterState, cmd: &Command, now: UnixMillis) -> Vec<MarathonEvent> {
-        let mut out = Vec::new();
-        let written: Vec<(&AppId, UnixMillis)> = match cmd {
-            Command::PutApp { app, at, .. } => vec![(&app.id, *at)],
-            Command::PutGroup { apps, at, .. } => apps.iter().map(|a| (&a.id, *at)).collect(),
-            _ => Vec::new(),
-        };
-        for (id, at) in written {
-            if let Some(app) = s.apps.get(id).filter(|a| a.version >= at) {
-                out.push(ev::api_post("", marathon::render_app(app, s, &Embed::default()), now));
-            }
-        }
-        for d in s.deployments.values().filter(|d| !self.deployments.contains_key(&d.id)) {
+    for e in c.effects.iter() {
+        if let Effect::DeploymentStarted(d) = e {
             out.push(ev::deployment_info(d, s, now));
         }
-        let touches_tasks =
-            !matches!(cmd, Command::PutApp { .. } | Command::RegisterNode(_) | Command::CancelDeployment { .. });
-        if touches_tasks {
-            for t in s.tasks.values() {
-                if self.tasks.get(&t.id) != Some(&t.state) {
-                    out.push(ev::status_update(t, s, now));
-                }
-            }
-            self.tasks = s.tasks.iter().map(|(id, t)| (id.clone(), t.state)).collect();
+    }
+    for e in c.effects.iter() {
+        let Effect::TaskChanged { before, after: Some(t), .. } = e else { continue };
+        if before.as_ref().map(|b| b.state) != Some(t.state) {
+            out.push(ev::status_update(t, s, now));
         }
-        if let Command::TaskHealth(_) = cmd {
-            for t in s.tasks.values() {
-                let Some(alive) = t.healthy else { continue };
-                if self.health.get(&t.id) == Some(&alive) {
-                    continue;
-                }
-                if !alive {
-                    out.push(ev::failed_health_check(t, s, now));
-                }
-                out.push(ev::health_status_changed(t, alive, now));
+        if let Some(alive) = t.healthy.filter(|h| before.as_ref().and_then(|b| b.healthy) != Some(*h)) {
+            if !alive {
+                out.push(ev::failed_health_check(t, s, now));
             }
-            self.health = health_of(s);
+            out.push(ev::health_status_changed(t, alive, now));
         }
-        if let Command::KillUnhealthy { id, reason, .. } = cmd {
-            if let Some(t) = s.tasks.get(id) {
-                out.push(ev::unhealthy_instance_kill(t, reason, now));
-            }
+    }
+    if let Command::KillUnhealthy { id, reason, .. } = &*c.command {
+        let killed = c.effects.iter().any(|e| matches!(e, Effect::TaskChanged { id: k, .. } if k == id));
+        if let Some(t) = s.tasks.get(id).filter(|_| killed) {
+            out.push(ev::unhealthy_instance_kill(t, reason, now));
         }
-        let finished: BTreeSet<&DeploymentId> = match cmd {
-            Command::ApplyPlan(plan) => plan.finished_deployments.iter().collect(),
-            _ => BTreeSet::new(),
-        };
-        for (id, d) in self.deployments.iter().filter(|(id, _)| !s.deployments.contains_key(*id)) {
-            if finished.contains(id) {
+    }
+    for e in c.effects.iter() {
+        match e {
+            Effect::DeploymentFinished { deployment: d, succeeded: true } => {
                 out.push(ev::deployment_step_success(d, s, now));
                 out.push(ev::deployment_success(d, s, now));
                 out.push(ev::group_change_success(&AppId::root(), d.version, now));
-            } else {
+            }
+            Effect::DeploymentFinished { deployment: d, succeeded: false } => {
                 out.push(ev::deployment_step_failure(d, s, now));
                 out.push(ev::deployment_failed(d, s, now));
             }
+            _ => {}
         }
-        self.deployments = s.deployments.clone();
-        for id in self.apps.iter().filter(|id| !s.apps.contains_key(*id)) {
-            out.push(ev::app_terminated(id, now));
-        }
-        self.apps = s.apps.keys().cloned().collect();
-        out
     }
-}
-
-fn health_of(s: &ClusterState) -> BTreeMap<TaskId, bool> {
-    s.tasks.iter().filter_map(|(id, t)| t.healthy.map(|h| (id.clone(), h))).collect()
+    for e in c.effects.iter() {
+        if let Effect::AppRemoved { before } = e {
+            out.push(ev::app_terminated(&before.spec.id, now));
+        }
+    }
+    out
 }
 
 /// `GET /v2/events?event_type=...` (repeatable).

@@ -88,7 +88,8 @@ pub async fn reset_delay(State(ctx): State<Arc<ApiContext>>, Path(path): Path<St
     if ctx.store.read(|s| !s.apps.contains_key(&id)) {
         return Err(HttpError(ApiError::not_found(format!("Application {id} not found in tasks queue."))));
     }
-    let plan = model::Plan { backoffs: vec![(id, model::LaunchBackoff::default())], ..Default::default() };
-    ctx.store.propose(store::Command::ApplyPlan(plan)).await?;
-    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+    match ctx.store.propose(store::Command::ResetDelay { id }).await? {
+        store::Applied::Rejected(r) => Err(r.into()),
+        _ => Ok(axum::http::StatusCode::NO_CONTENT.into_response()),
+    }
 }

@@ -7,8 +7,8 @@ use model::AppVersion;
 use serde_json::{json, Value};
 
 /// `{"versions": [...]}`, newest first.
-pub fn render_versions(history: &[AppVersion]) -> Value {
-    let mut versions: Vec<&AppVersion> = history.iter().collect();
+pub fn render_versions<'a>(history: impl IntoIterator<Item = &'a AppVersion>) -> Value {
+    let mut versions: Vec<&AppVersion> = history.into_iter().collect();
     versions.sort_by_key(|v| std::cmp::Reverse(v.version));
     let list: Vec<String> = versions.into_iter().map(|v| format_time(v.version)).collect();
     json!({ "versions": list })

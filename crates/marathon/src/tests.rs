@@ -659,7 +659,7 @@ fn render_app_counts_and_embeds() {
         (4, TaskState::Failed, None),
     ] {
         let t = task(&id, n, state, h);
-        st.tasks.insert(t.id.clone(), t);
+        st.tasks.insert(t);
     }
     let d = Deployment {
         id: DeploymentId("dep-1".into()),
@@ -790,7 +790,7 @@ fn render_queue_lists_apps_missing_tasks() {
     let spec = ok(json!({"id": "/q", "cmd": "x", "instances": 3}));
     let (mut st, id) = state_with_app(spec);
     let t = task(&id, 1, TaskState::Running, None);
-    st.tasks.insert(t.id.clone(), t);
+    st.tasks.insert(t);
     let full = ok(json!({"id": "/full", "cmd": "x", "instances": 0}));
     st.apps.insert(full.id.clone(), app_of(full));
     let now = UnixMillis(1_440_628_410_000);

@@ -13,6 +13,7 @@ pub mod node;
 pub mod plan;
 pub mod resources;
 pub mod state;
+pub mod table;
 pub mod task;
 pub mod time;
 
@@ -23,5 +24,6 @@ pub use node::*;
 pub use plan::*;
 pub use resources::*;
 pub use state::*;
+pub use table::*;
 pub use task::*;
 pub use time::*;

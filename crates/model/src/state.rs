@@ -1,16 +1,25 @@
 //! `ClusterState`: the whole replicated state as plain data, and read-only
 //! queries over it. Only the store's `apply` changes it.
+//!
+//! Built from persistent maps (`Table`), so a clone is cheap and shares
+//! everything: the store hands readers immutable snapshots.
 
-use crate::{App, AppId, AppSpec, Deployment, DeploymentId, NodeId, NodeInfo, Resources, Task, TaskId, UnixMillis};
+use crate::{
+    App, AppId, AppSpec, Deployment, DeploymentId, NodeId, NodeInfo, Resources, Table, Task, TaskTable, UnixMillis,
+};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ClusterState {
-    pub nodes: BTreeMap<NodeId, NodeInfo>,
-    pub apps: BTreeMap<AppId, App>,
-    pub tasks: BTreeMap<TaskId, Task>,
-    pub deployments: BTreeMap<DeploymentId, Deployment>,
+    /// Raft log index of the last command folded into this state (set by
+    /// the store before each apply; the same on every replica).
+    #[serde(default)]
+    pub applied_index: u64,
+    pub nodes: Table<NodeId, NodeInfo>,
+    pub apps: Table<AppId, App>,
+    pub tasks: TaskTable,
+    pub deployments: Table<DeploymentId, Deployment>,
     /// Nodes removed by an operator: never re-admitted; the leader drops
     /// them from Raft membership.
     #[serde(default)]
@@ -18,11 +27,11 @@ pub struct ClusterState {
     /// Past definitions of each app, oldest first, at most `APP_VERSIONS_KEPT`
     /// (the newest is the app's current definition).
     #[serde(default)]
-    pub app_versions: BTreeMap<AppId, Vec<AppVersion>>,
+    pub app_versions: Table<AppId, imbl::Vector<AppVersion>>,
     /// Settings of groups written through `/v2/groups`. The group tree
     /// itself is derived from app ids.
     #[serde(default)]
-    pub groups: BTreeMap<AppId, GroupMeta>,
+    pub groups: Table<AppId, GroupMeta>,
 }
 
 /// How many versions of one app `ClusterState::app_versions` keeps.
@@ -57,12 +66,12 @@ pub struct NodeUsage {
 }
 
 impl ClusterState {
-    pub fn tasks_of<'a>(&'a self, app: &'a AppId) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks.values().filter(move |t| &t.app_id == app)
+    pub fn tasks_of<'a>(&'a self, app: &AppId) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks.of_app(app)
     }
 
     pub fn tasks_on(&self, node: NodeId) -> impl Iterator<Item = &Task> + '_ {
-        self.tasks.values().filter(move |t| t.node == node)
+        self.tasks.on_node(node)
     }
 
     pub fn usage(&self, node: NodeId) -> NodeUsage {
@@ -89,6 +98,11 @@ impl ClusterState {
     }
 
     /// Service ports already taken by apps other than `except`.
+    /// The version history of `app`, oldest first.
+    pub fn versions_of<'a>(&'a self, app: &AppId) -> impl DoubleEndedIterator<Item = &'a AppVersion> + 'a {
+        self.app_versions.get(app).into_iter().flat_map(|v| v.iter())
+    }
+
     pub fn service_ports_used(&self, except: Option<&AppId>) -> BTreeSet<u16> {
         self.apps
             .values()

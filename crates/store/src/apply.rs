@@ -5,10 +5,11 @@
 //! decided here (not only in the API) so that racing writers are judged
 //! against the committed order.
 
-use crate::command::{Applied, Command, Rejection};
+use crate::command::{AppPut, Applied, Command, DropReason, Dropped, Precondition, Rejection};
 use model::{
-    App, AppId, AppSpec, AppVersion, ClusterState, Deployment, DeploymentId, GroupMeta, LaunchBackoff, NodeId,
-    NodeUsage, Plan, TaskGoal, TaskId, TaskState, TaskStatus, UnixMillis, APP_VERSIONS_KEPT,
+    App, AppId, AppSpec, AppVersion, ClusterState, Deployment, DeploymentAction, DeploymentId, GroupMeta,
+    LaunchBackoff, NodeId, NodeUsage, Plan, Step, TaskGoal, TaskId, TaskState, TaskStatus, UnixMillis,
+    APP_VERSIONS_KEPT,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,12 +30,24 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             state.nodes.insert(node.id, node);
             Applied::Done
         }
-        Command::PutApp { app, at, deployment, force, create_only } => {
+        Command::PutApp { app, at, deployment, force, create_only, expect } => {
             if *create_only && state.apps.contains_key(&app.id) {
                 return Applied::Rejected(Rejection::AlreadyExists(app.id.clone()));
             }
+            if let Err(r) = check_precondition(state, &app.id, *expect) {
+                return Applied::Rejected(r);
+            }
             put_app(state, app, *at, deployment, *force)
         }
+        Command::PutApps { apps, at, deployment, force } => put_apps(state, apps, *at, deployment, *force),
+        Command::RollbackDeployment { id, new_id, at } => rollback_deployment(state, id, new_id, *at),
+        Command::ResetDelay { id } => match state.apps.get_mut(id) {
+            Some(app) => {
+                app.backoff = LaunchBackoff::default();
+                Applied::Done
+            }
+            None => Applied::Rejected(Rejection::NoSuchApp(id.clone())),
+        },
         Command::DeleteApp { id, at, deployment, force } => delete_app(state, id, *at, deployment, *force),
         Command::RestartApp { id, at, deployment, force } => restart_app(state, id, *at, deployment, *force),
         Command::KillTasks { ids, scale, at, deployment } => kill_tasks(state, ids, *scale, *at, deployment.as_ref()),
@@ -75,6 +88,16 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             state,
             &GroupChange { apps, remove_apps, groups, remove_groups, at: *at, deployment, force: *force },
         ),
+    }
+}
+
+/// Refuses a write computed from an app that has changed since.
+fn check_precondition(state: &ClusterState, id: &AppId, expect: Option<Precondition>) -> Result<(), Rejection> {
+    let current = state.apps.get(id).map(|a| a.version);
+    match (expect, current) {
+        (None, _) | (Some(Precondition::Absent), None) => Ok(()),
+        (Some(Precondition::Version(v)), Some(c)) if v == c => Ok(()),
+        _ => Err(Rejection::Conflict(id.clone())),
     }
 }
 
@@ -221,13 +244,16 @@ fn kill_tasks(
     let mut killed = Vec::new();
     let mut per_app: BTreeMap<AppId, u32> = BTreeMap::new();
     for id in ids {
-        if let Some(t) = state.tasks.get_mut(id) {
+        let app = state.tasks.update(id, |t| {
             if t.state.is_terminal() || t.goal == TaskGoal::Killed {
-                continue;
+                return None;
             }
             t.goal = TaskGoal::Killed;
+            Some(t.app_id.clone())
+        });
+        if let Some(Some(app)) = app {
             killed.push(id.clone());
-            *per_app.entry(t.app_id.clone()).or_default() += 1;
+            *per_app.entry(app).or_default() += 1;
         }
     }
     if scale {
@@ -247,34 +273,53 @@ fn kill_tasks(
     Applied::Killed(killed)
 }
 
+/// Why `task` cannot be committed now, or `None` if it can (and then its
+/// resources are taken from `usage`).
+fn launch_refusal(
+    state: &ClusterState,
+    usage: &mut BTreeMap<NodeId, NodeUsage>,
+    task: &model::Task,
+) -> Option<DropReason> {
+    if state.apps.get(&task.app_id).is_none_or(|a| a.deleting) {
+        return Some(DropReason::AppGone);
+    }
+    if state.nodes.get(&task.node).is_none_or(|n| n.draining) {
+        return Some(DropReason::NodeUnavailable);
+    }
+    if state.tasks.contains_key(&task.id) {
+        return Some(DropReason::DuplicateTask);
+    }
+    let u = usage.entry(task.node).or_insert_with(|| state.usage(task.node));
+    if let Some(p) = task.ports.iter().find(|p| u.ports_used.contains(p)) {
+        return Some(DropReason::PortTaken(*p));
+    }
+    if !task.resources.fits_in(&u.free) {
+        return Some(DropReason::InsufficientResources);
+    }
+    u.free.sub(&task.resources);
+    u.used.add(&task.resources);
+    u.ports_used.extend(task.ports.iter().copied());
+    None
+}
+
+/// Nomad's plan applier: every launch is checked again against the newest
+/// state; the ones that still fit are committed, the others are returned
+/// with their reason and the index the scheduler should plan from again.
 fn apply_plan(state: &mut ClusterState, plan: &Plan) -> Applied {
     let mut usage: BTreeMap<NodeId, NodeUsage> = BTreeMap::new();
-    let (mut launched, mut dropped) = (0, 0);
+    let mut launched = 0;
+    let mut dropped = Vec::new();
     for task in &plan.launches {
-        let app_ok = state.apps.get(&task.app_id).is_some_and(|a| !a.deleting);
-        let node_ok = state.nodes.get(&task.node).is_some_and(|n| !n.draining);
-        let fresh = !state.tasks.contains_key(&task.id);
-        let fits = node_ok && {
-            let u = usage.entry(task.node).or_insert_with(|| state.usage(task.node));
-            let ports_free = task.ports.iter().all(|p| !u.ports_used.contains(p));
-            task.resources.fits_in(&u.free) && ports_free
-        };
-        if app_ok && fresh && fits {
-            if let Some(u) = usage.get_mut(&task.node) {
-                u.free.sub(&task.resources);
-                u.used.add(&task.resources);
-                u.ports_used.extend(task.ports.iter().copied());
+        match launch_refusal(state, &mut usage, task) {
+            None => {
+                state.tasks.insert(task.clone());
+                launched += 1;
             }
-            state.tasks.insert(task.id.clone(), task.clone());
-            launched += 1;
-        } else {
-            dropped += 1;
+            Some(reason) => dropped.push(Dropped { task: task.id.clone(), node: task.node, reason }),
         }
     }
     for id in &plan.kills {
-        if let Some(t) = state.tasks.get_mut(id) {
-            t.goal = TaskGoal::Killed;
-        }
+        state.tasks.update(id, |t| t.goal = TaskGoal::Killed);
     }
     for id in &plan.expunges {
         // Unreachable tasks may be expunged too (their app's unreachableStrategy).
@@ -289,7 +334,9 @@ fn apply_plan(state: &mut ClusterState, plan: &Plan) -> Applied {
     }
     for (app_id, backoff) in &plan.backoffs {
         if let Some(app) = state.apps.get_mut(app_id) {
-            app.backoff = *backoff;
+            if app.backoff != *backoff {
+                app.backoff = *backoff;
+            }
         }
     }
     for (d, step) in &plan.deployment_steps {
@@ -307,7 +354,7 @@ fn apply_plan(state: &mut ClusterState, plan: &Plan) -> Applied {
             state.app_versions.remove(app_id);
         }
     }
-    Applied::Planned { launched, dropped }
+    Applied::Planned { launched, dropped, index: state.applied_index }
 }
 
 fn node_liveness(state: &mut ClusterState, node: NodeId, reachable: bool, at: UnixMillis) -> Applied {
@@ -315,14 +362,18 @@ fn node_liveness(state: &mut ClusterState, node: NodeId, reachable: bool, at: Un
         return Applied::Rejected(Rejection::NoSuchNode(node));
     };
     n.unreachable_since = if reachable { None } else { n.unreachable_since.or(Some(at)) };
-    for t in state.tasks.values_mut().filter(|t| t.node == node && !t.state.is_terminal()) {
-        if !reachable && t.state != TaskState::Unreachable {
-            t.state = TaskState::Unreachable;
-            t.updated_at = at;
-        } else if reachable && t.state == TaskState::Unreachable {
-            // Its agent re-reports anything that changed while it was cut off.
-            t.state = TaskState::Running;
-            t.updated_at = at;
+    for id in state.tasks.ids_on(node) {
+        let flip = state
+            .tasks
+            .get(&id)
+            .is_some_and(|t| !t.state.is_terminal() && ((t.state == TaskState::Unreachable) == reachable));
+        if flip {
+            state.tasks.update(&id, |t| {
+                // Back from unreachable, its agent re-reports anything that
+                // changed while it was cut off.
+                t.state = if reachable { TaskState::Running } else { TaskState::Unreachable };
+                t.updated_at = at;
+            });
         }
     }
     Applied::Done
@@ -333,11 +384,15 @@ fn remove_node(state: &mut ClusterState, node: NodeId, at: UnixMillis) -> Applie
         return Applied::Rejected(Rejection::NoSuchNode(node));
     }
     state.removed_nodes.insert(node);
-    for t in state.tasks.values_mut().filter(|t| t.node == node && !t.state.is_terminal()) {
-        t.state = TaskState::Lost;
-        t.goal = TaskGoal::Killed;
-        t.updated_at = at;
-        t.message = Some("node removed from the cluster".into());
+    for id in state.tasks.ids_on(node) {
+        state.tasks.update(&id, |t| {
+            if !t.state.is_terminal() {
+                t.state = TaskState::Lost;
+                t.goal = TaskGoal::Killed;
+                t.updated_at = at;
+                t.message = Some("node removed from the cluster".into());
+            }
+        });
     }
     Applied::Done
 }
@@ -345,16 +400,17 @@ fn remove_node(state: &mut ClusterState, node: NodeId, at: UnixMillis) -> Applie
 /// Keeps `app`'s current definition in its version history (bounded,
 /// oldest dropped first).
 fn record_version(state: &mut ClusterState, app: &App) {
-    let history = state.app_versions.entry(app.spec.id.clone()).or_default();
+    let history = state.app_versions.get_or_insert_with(app.spec.id.clone(), imbl::Vector::new);
     history.retain(|v| v.version != app.version);
-    history.push(AppVersion {
+    history.push_back(AppVersion {
         version: app.version,
         spec: app.spec.clone(),
         last_scaling_at: app.last_scaling_at,
         last_config_change_at: app.last_config_change_at,
     });
-    let excess = history.len().saturating_sub(APP_VERSIONS_KEPT);
-    history.drain(..excess);
+    while history.len() > APP_VERSIONS_KEPT {
+        history.pop_front();
+    }
 }
 
 /// `PutGroup`: every part is applied to a copy, so a refusal of any part
@@ -396,6 +452,94 @@ fn put_group(state: &mut ClusterState, g: &GroupChange<'_>) -> Applied {
     Applied::Done
 }
 
+/// `PutApps`: every app is put onto a copy, so one refusal refuses all.
+/// Locks and deletes in progress are judged against the state before (the
+/// change's own deployment holds all its apps).
+fn put_apps(
+    state: &mut ClusterState,
+    apps: &[AppPut],
+    at: UnixMillis,
+    deployment: &Deployment,
+    force: bool,
+) -> Applied {
+    for p in apps {
+        if let Err(r) = check_precondition(state, &p.app.id, p.expect) {
+            return Applied::Rejected(r);
+        }
+        if !force {
+            if state.apps.get(&p.app.id).is_some_and(|a| a.deleting) {
+                return Applied::Rejected(Rejection::BeingDeleted(p.app.id.clone()));
+            }
+            if let Err(r) = lock_holders(state, &p.app.id, false) {
+                return Applied::Rejected(r);
+            }
+        }
+    }
+    let mut next = state.clone();
+    let mut stored = Vec::with_capacity(apps.len());
+    for p in apps {
+        match put_app(&mut next, &p.app, at, deployment, true) {
+            Applied::App(app) => stored.push(*app),
+            Applied::Rejected(r) => return Applied::Rejected(r),
+            _ => {}
+        }
+    }
+    *state = next;
+    Applied::Apps(stored)
+}
+
+/// `RollbackDeployment`: one new deployment returns every app the old one
+/// affected to its newest version older than the old one; an app the old
+/// one created is deleted. All or nothing.
+fn rollback_deployment(state: &mut ClusterState, id: &DeploymentId, new_id: &DeploymentId, at: UnixMillis) -> Applied {
+    let Some(old) = state.deployments.get(id).cloned() else {
+        return Applied::Rejected(Rejection::NoSuchDeployment(id.clone()));
+    };
+    let mut next = state.clone();
+    next.deployments.remove(id);
+    // For each app still there: the definition to return to, or None to delete it.
+    let reverts: Vec<(AppId, Option<AppSpec>)> = old
+        .affected_apps
+        .iter()
+        .filter(|app| next.apps.contains_key(app))
+        .map(|app| {
+            let previous = next.versions_of(app).rev().find(|v| v.version < old.version).map(|v| v.spec.clone());
+            (app.clone(), previous)
+        })
+        .collect();
+    if reverts.is_empty() {
+        *state = next;
+        return Applied::RolledBack(None);
+    }
+    let actions = reverts
+        .iter()
+        .map(|(app, to)| {
+            let action =
+                if to.is_some() { DeploymentAction::RestartApplication } else { DeploymentAction::StopApplication };
+            (action, app.clone())
+        })
+        .collect();
+    let deployment = Deployment {
+        id: new_id.clone(),
+        version: at,
+        affected_apps: reverts.iter().map(|(a, _)| a.clone()).collect(),
+        steps: vec![Step { actions }],
+        current_step: 1,
+        started_at: at,
+    };
+    for (app, to) in &reverts {
+        let res = match to {
+            Some(spec) => put_app(&mut next, spec, at, &deployment, true),
+            None => delete_app(&mut next, app, at, &deployment, true),
+        };
+        if let Applied::Rejected(r) = res {
+            return Applied::Rejected(r);
+        }
+    }
+    *state = next;
+    Applied::RolledBack(Some(Box::new(deployment)))
+}
+
 /// The parts of `Command::PutGroup`, borrowed.
 struct GroupChange<'a> {
     apps: &'a [AppSpec],
@@ -408,12 +552,13 @@ struct GroupChange<'a> {
 }
 
 fn task_health(state: &mut ClusterState, r: &model::HealthReport) {
-    let Some(t) = state.tasks.get_mut(&r.task_id) else {
-        return;
-    };
-    if t.state.is_terminal() {
+    if state.tasks.get(&r.task_id).is_none_or(|t| t.state.is_terminal()) {
         return;
     }
+    state.tasks.update(&r.task_id, |t| health_into(t, r));
+}
+
+fn health_into(t: &mut model::Task, r: &model::HealthReport) {
     let mut h = t.health.clone().unwrap_or_default();
     h.alive = r.alive;
     h.consecutive_failures = r.consecutive_failures;
@@ -429,38 +574,37 @@ fn task_health(state: &mut ClusterState, r: &model::HealthReport) {
 }
 
 fn kill_unhealthy(state: &mut ClusterState, id: &TaskId, reason: &str, at: UnixMillis) -> Applied {
-    let Some(t) = state.tasks.get_mut(id) else {
-        return Applied::Killed(Vec::new());
-    };
-    if t.state.is_terminal() || t.goal == TaskGoal::Killed {
+    if !state.tasks.get(id).is_some_and(|t| !t.state.is_terminal() && t.goal != TaskGoal::Killed) {
         return Applied::Killed(Vec::new());
     }
-    t.goal = TaskGoal::Killed;
-    t.message = Some(reason.to_string());
-    t.updated_at = t.updated_at.max(at);
+    state.tasks.update(id, |t| {
+        t.goal = TaskGoal::Killed;
+        t.message = Some(reason.to_string());
+        t.updated_at = t.updated_at.max(at);
+    });
     Applied::Killed(vec![id.clone()])
 }
 
 /// Records readiness results; once a task is ready it stays ready.
 fn task_readiness(state: &mut ClusterState, r: &model::ReadinessReport) {
-    let Some(t) = state.tasks.get_mut(&r.task_id) else {
-        return;
-    };
-    if t.state.is_terminal() || t.ready == Some(true) {
+    if !state.tasks.get(&r.task_id).is_some_and(|t| !t.state.is_terminal() && t.ready != Some(true)) {
         return;
     }
-    t.ready = Some(r.ready);
-    t.readiness = r.results.clone();
+    state.tasks.update(&r.task_id, |t| {
+        t.ready = Some(r.ready);
+        t.readiness = r.results.clone();
+    });
 }
 
 fn task_status(state: &mut ClusterState, s: &TaskStatus) {
-    let Some(t) = state.tasks.get_mut(&s.task_id) else {
-        return;
-    };
     // A terminal task never comes back: late or duplicate reports are ignored.
-    if t.state.is_terminal() {
+    if state.tasks.get(&s.task_id).is_none_or(|t| t.state.is_terminal()) {
         return;
     }
+    state.tasks.update(&s.task_id, |t| status_into(t, s));
+}
+
+fn status_into(t: &mut model::Task, s: &TaskStatus) {
     t.state = s.state;
     t.updated_at = s.at;
     if s.state == TaskState::Running && t.started_at.is_none() {

@@ -26,6 +26,12 @@ pub enum Command {
         /// With `create_only`, an existing app is refused (`POST /v2/apps`).
         #[serde(default)]
         create_only: bool,
+        /// The state the proposer computed `app` from (a PATCH merged onto
+        /// one version): refused with `Conflict` if the app has changed
+        /// since, so the proposer merges again onto the newer version and no
+        /// concurrent update is lost.
+        #[serde(default)]
+        expect: Option<Precondition>,
     },
     /// Start deleting an app: its tasks are killed, then the app is removed.
     DeleteApp { id: AppId, at: UnixMillis, deployment: Deployment, force: bool },
@@ -75,6 +81,55 @@ pub enum Command {
     /// Readiness transitions from agents, batched: a task's first result and
     /// its pass.
     TaskReadiness(Vec<model::ReadinessReport>),
+    /// Create or update several apps as one change (`PUT /v2/apps` with an
+    /// array): one deployment; refused whole if any app is refused.
+    PutApps { apps: Vec<AppPut>, at: UnixMillis, deployment: Deployment, force: bool },
+    /// Roll a deployment back (`DELETE /v2/deployments/{id}`): every app it
+    /// affects returns to its newest version older than the deployment (an
+    /// app it created is deleted), as one new deployment `new_id`; the rolled
+    /// back deployment is dropped.
+    RollbackDeployment { id: DeploymentId, new_id: DeploymentId, at: UnixMillis },
+    /// Forget an app's launch backoff (`DELETE /v2/queue/{app}/delay`).
+    ResetDelay { id: AppId },
+}
+
+/// What the app must look like for a write computed from it to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Precondition {
+    /// The app did not exist.
+    Absent,
+    /// The app was at this version.
+    Version(UnixMillis),
+}
+
+/// One app of `Command::PutApps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppPut {
+    pub app: AppSpec,
+    pub expect: Option<Precondition>,
+}
+
+/// Why a plan's launch was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DropReason {
+    /// The app is gone or being deleted.
+    AppGone,
+    /// The node is gone or draining.
+    NodeUnavailable,
+    /// A task with this id exists already.
+    DuplicateTask,
+    /// The node no longer has the cpus, mem, disk or gpus.
+    InsufficientResources,
+    /// One of the task's host ports is taken on the node.
+    PortTaken(u16),
+}
+
+/// A launch of a plan that was not committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub task: TaskId,
+    pub node: NodeId,
+    pub reason: DropReason,
 }
 
 /// Why a command changed nothing.
@@ -98,6 +153,9 @@ pub enum Rejection {
     NodeRemoved(NodeId),
     #[error("Deployment '{0}' does not exist")]
     NoSuchDeployment(DeploymentId),
+    /// The app changed after the proposer read it (see `Precondition`).
+    #[error("App '{0}' was changed by another request; try again")]
+    Conflict(AppId),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -108,10 +166,16 @@ pub enum Applied {
     App(Box<model::App>),
     /// Tasks actually killed by `KillTasks`.
     Killed(Vec<TaskId>),
-    /// Outcome of a plan: launches that were dropped because they no longer fit.
+    /// Outcome of a plan: the launches that no longer fit were dropped;
+    /// the scheduler plans again from a state at or after `index`.
     Planned {
         launched: usize,
-        dropped: usize,
+        dropped: Vec<Dropped>,
+        index: u64,
     },
     Rejected(Rejection),
+    /// The stored apps after `PutApps`.
+    Apps(Vec<model::App>),
+    /// The deployment a rollback started (`None`: nothing to roll back).
+    RolledBack(Option<Box<Deployment>>),
 }

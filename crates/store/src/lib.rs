@@ -17,6 +17,7 @@
 
 pub mod apply;
 pub mod command;
+pub mod effect;
 mod log_store;
 mod membership;
 pub mod network;
@@ -24,8 +25,10 @@ mod raft_types;
 mod state_machine;
 pub mod watch;
 
-pub use command::{Applied, Command, Rejection};
+pub use command::{AppPut, Applied, Command, DropReason, Dropped, Precondition, Rejection};
+pub use effect::Effect;
 pub use membership::Membership;
+pub use state_machine::{SnapshotError, SNAPSHOT_FORMAT};
 pub use watch::{Change, Subscription, Update};
 
 use crate::log_store::LogStore;
@@ -49,6 +52,8 @@ pub enum StoreError {
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("cannot open the state database: {0}")]
     Database(#[from] redb::Error),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     #[error("raft: {0}")]
     Raft(String),
     #[error("no leader elected yet; try again")]
@@ -123,10 +128,10 @@ impl Store {
         std::fs::create_dir_all(&cfg.data_dir).map_err(io_err(&cfg.data_dir))?;
         let node_id = load_or_create_node_id(&cfg.data_dir)?;
         let db = Arc::new(redb::Database::create(cfg.data_dir.join("state.redb")).map_err(redb::Error::from)?);
-        let feed = Feed::default();
+        let state: SharedState = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
+        let feed = Feed::new(state.clone());
         let log = LogStore::new(db.clone())?;
-        let sm = StateMachine::open(db, feed.clone())?;
-        let state = sm.shared();
+        let sm = StateMachine::open(db, state.clone(), feed.clone())?;
         let config = openraft::Config {
             cluster_name: "wharf".into(),
             heartbeat_interval: cfg.heartbeat_ms,
@@ -223,14 +228,15 @@ impl Store {
             self.raft.wait(Some(Duration::from_secs(2))).applied_index_at_least(Some(index), "read your write").await;
     }
 
-    /// Reads the applied state.
+    /// Reads the applied state (an immutable snapshot: never blocks a write).
     pub fn read<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
-        match self.state.read() {
-            Ok(s) => f(&s),
-            // A panic while applying poisons the lock; the state itself is
-            // still the last fully applied one, so reading it is sound.
-            Err(poisoned) => f(&poisoned.into_inner()),
-        }
+        f(&self.state.load())
+    }
+
+    /// The applied state as an immutable snapshot to keep or move to
+    /// another thread (a long computation, a render).
+    pub fn snapshot(&self) -> Arc<ClusterState> {
+        self.state.load_full()
     }
 
     /// Subscribe first, then read the state: no change falls in between.

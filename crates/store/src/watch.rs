@@ -1,8 +1,13 @@
 //! The change feed. Consumers take the current state, then receive every
-//! change after it. A consumer that falls behind the buffer gets `Reset` and
-//! re-reads the state: it never silently misses a change.
+//! change after it: the command, its log index, its effects (what it
+//! changed) and the immutable state right after it. A consumer that falls
+//! behind the buffer gets `Reset` with a fresh snapshot and resumes from its
+//! index: it never silently misses a change, and never sees one twice.
 
 use crate::command::Command;
+use crate::effect::Effect;
+use arc_swap::ArcSwap;
+use model::ClusterState;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -13,21 +18,27 @@ pub struct Change {
     /// Raft log index of the applied command.
     pub index: u64,
     pub command: Arc<Command>,
+    /// What the command changed, in the order a consumer should act on it.
+    pub effects: Arc<[Effect]>,
+    /// The state right after this command.
+    pub state: Arc<ClusterState>,
 }
 
 #[derive(Debug, Clone)]
 enum Event {
     Change(Change),
     /// The whole state was replaced (snapshot installed).
-    Reset(u64),
+    Reset(Arc<ClusterState>),
 }
 
 /// What a subscriber sees next.
 #[derive(Debug, Clone)]
 pub enum Update {
-    /// Re-read the whole state; changes before `index` are folded into it.
+    /// Start over from `state` (at log index `index`): changes up to it are
+    /// folded into it; the next `Change` follows it.
     Reset {
         index: u64,
+        state: Arc<ClusterState>,
     },
     Change(Change),
 }
@@ -35,45 +46,60 @@ pub enum Update {
 #[derive(Clone)]
 pub struct Feed {
     tx: broadcast::Sender<Event>,
-}
-
-impl Default for Feed {
-    fn default() -> Self {
-        Feed { tx: broadcast::channel(BUFFER).0 }
-    }
+    current: Arc<ArcSwap<ClusterState>>,
 }
 
 impl Feed {
-    pub(crate) fn publish(&self, index: u64, command: Arc<Command>) {
-        // No receivers is fine: nobody is watching yet.
-        let _ = self.tx.send(Event::Change(Change { index, command }));
+    pub(crate) fn new(current: Arc<ArcSwap<ClusterState>>) -> Feed {
+        Feed { tx: broadcast::channel(BUFFER).0, current }
     }
 
-    pub(crate) fn reset(&self, index: u64) {
-        let _ = self.tx.send(Event::Reset(index));
+    pub(crate) fn publish(&self, change: Change) {
+        // No receivers is fine: nobody is watching yet.
+        let _ = self.tx.send(Event::Change(change));
+    }
+
+    pub(crate) fn reset(&self, state: Arc<ClusterState>) {
+        let _ = self.tx.send(Event::Reset(state));
     }
 
     pub fn subscribe(&self) -> Subscription {
-        Subscription { rx: self.tx.subscribe() }
+        Subscription { rx: self.tx.subscribe(), current: self.current.clone(), seen: 0 }
     }
 }
 
 pub struct Subscription {
     rx: broadcast::Receiver<Event>,
+    current: Arc<ArcSwap<ClusterState>>,
+    /// Changes at or below this index are already folded into the last
+    /// `Reset` this subscriber got.
+    seen: u64,
 }
 
 impl Subscription {
     /// The next update; `None` once the store is gone.
     pub async fn next(&mut self) -> Option<Update> {
-        match self.rx.recv().await {
-            Ok(Event::Change(c)) => Some(Update::Change(c)),
-            Ok(Event::Reset(index)) => Some(Update::Reset { index }),
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                self.rx = self.rx.resubscribe();
-                Some(Update::Reset { index: 0 })
+        loop {
+            match self.rx.recv().await {
+                Ok(Event::Change(c)) if c.index <= self.seen => {}
+                Ok(Event::Change(c)) => return Some(Update::Change(c)),
+                Ok(Event::Reset(state)) => {
+                    self.seen = state.applied_index;
+                    return Some(Update::Reset { index: state.applied_index, state });
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => return Some(self.lagged()),
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
-            Err(broadcast::error::RecvError::Closed) => None,
         }
+    }
+
+    /// Resubscribes, then reads the state: a change published in between is
+    /// both in the state and in the new queue, and is skipped by its index.
+    fn lagged(&mut self) -> Update {
+        self.rx = self.rx.resubscribe();
+        let state = self.current.load_full();
+        self.seen = state.applied_index;
+        Update::Reset { index: state.applied_index, state }
     }
 
     /// Drains everything already queued without waiting; true if anything was.

@@ -20,6 +20,7 @@ fn put(i: u32) -> Command {
         },
         force: false,
         create_only: false,
+        expect: None,
     }
 }
 

@@ -67,7 +67,7 @@ impl Sim {
         };
         apply(
             &mut self.state,
-            &Command::PutApp { app: a, at: self.now, deployment: d, force: true, create_only: false },
+            &Command::PutApp { app: a, at: self.now, deployment: d, force: true, create_only: false, expect: None },
         );
     }
 
@@ -268,8 +268,9 @@ fn health_gates_replacement_of_old_tasks() {
     a.upgrade.maximum_over_capacity = 0.0;
     sim.put(a.clone());
     sim.round();
-    for t in sim.state.tasks.values_mut() {
-        t.healthy = Some(true);
+    let ids: Vec<_> = sim.state.tasks.keys().cloned().collect();
+    for id in ids {
+        sim.state.tasks.update(&id, |t| t.healthy = Some(true));
     }
     a.env.insert("V".into(), "2".into());
     sim.put(a);
@@ -347,7 +348,7 @@ fn deployment_steps_start_dependencies_first() {
     sim.put(db.clone());
     sim.put(web.clone());
     // One deployment for both: /db first, then /web.
-    sim.state.deployments.clear();
+    sim.state.deployments = Default::default();
     let d = Deployment {
         id: DeploymentId("group".into()),
         version: sim.now,

@@ -58,7 +58,17 @@ fn task(app: &AppId, n: u128, node: u64, port: u16) -> Task {
 
 fn put(state: &mut ClusterState, a: AppSpec, d: &str, force: bool) -> Applied {
     let id = a.id.clone();
-    apply(state, &Command::PutApp { app: a, at: UnixMillis(5), deployment: dep(d, &id), force, create_only: false })
+    apply(
+        state,
+        &Command::PutApp {
+            app: a,
+            at: UnixMillis(5),
+            deployment: dep(d, &id),
+            force,
+            create_only: false,
+            expect: None,
+        },
+    )
 }
 
 #[test]
@@ -115,7 +125,16 @@ fn plan_launches_are_rechecked_against_free_resources_and_ports() {
         ..Default::default()
     };
     let r = apply(&mut s, &Command::ApplyPlan(plan));
-    assert_eq!(r, Applied::Planned { launched: 2, dropped: 2 });
+    let Applied::Planned { launched, dropped, .. } = r else { panic!("{r:?}") };
+    assert_eq!(launched, 2);
+    let reasons: Vec<(String, DropReason)> = dropped.into_iter().map(|d| (d.task.to_string(), d.reason)).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (task(&id, 2, 1, 31000).id.to_string(), DropReason::PortTaken(31000)),
+            (task(&id, 4, 1, 31002).id.to_string(), DropReason::InsufficientResources),
+        ]
+    );
     assert_eq!(s.tasks.len(), 2);
 }
 
@@ -201,4 +220,102 @@ fn unhealthy_kill_records_the_reason_and_readiness_sticks_once_passed() {
     assert_eq!(s.tasks[&t.id].message.as_deref(), Some("3 failures"));
     assert_eq!(apply(&mut s, &kill), Applied::Killed(Vec::new()), "a second kill changes nothing");
     assert_eq!(s.apps[&id].spec.instances, 1, "the app keeps its instances");
+}
+
+fn put_expecting(state: &mut ClusterState, a: AppSpec, at: i64, expect: Option<Precondition>) -> Applied {
+    let id = a.id.clone();
+    let mut deployment = dep(&format!("d{at}"), &id);
+    deployment.version = UnixMillis(at);
+    let cmd = Command::PutApp { app: a, at: UnixMillis(at), deployment, force: true, create_only: false, expect };
+    apply(state, &cmd)
+}
+
+#[test]
+fn a_put_computed_from_an_old_version_is_refused_as_a_conflict() {
+    let mut s = ClusterState::default();
+    let id = AppId::parse("/a").expect("id");
+    assert!(matches!(put_expecting(&mut s, app("/a"), 10, Some(Precondition::Absent)), Applied::App(_)));
+    // A second create computed from "absent" lost the race.
+    let r = put_expecting(&mut s, app("/a"), 11, Some(Precondition::Absent));
+    assert_eq!(r, Applied::Rejected(Rejection::Conflict(id.clone())));
+    // Two writers both read version 10: the first wins, the second must merge again.
+    let mut first = app("/a");
+    first.env.insert("ONE".into(), "1".into());
+    assert!(matches!(put_expecting(&mut s, first, 12, Some(Precondition::Version(UnixMillis(10)))), Applied::App(_)));
+    let mut second = app("/a");
+    second.env.insert("TWO".into(), "2".into());
+    let r = put_expecting(&mut s, second, 13, Some(Precondition::Version(UnixMillis(10))));
+    assert_eq!(r, Applied::Rejected(Rejection::Conflict(id.clone())));
+    assert_eq!(s.apps[&id].version, UnixMillis(12));
+    assert!(s.apps[&id].spec.env.contains_key("ONE"));
+}
+
+#[test]
+fn put_apps_stores_all_or_nothing_with_one_deployment() {
+    let mut s = ClusterState::default();
+    let (a, b) = (AppId::parse("/a").expect("id"), AppId::parse("/b").expect("id"));
+    let mut d = dep("many", &a);
+    d.affected_apps.push(b.clone());
+    let puts = vec![
+        AppPut { app: app("/a"), expect: Some(Precondition::Absent) },
+        AppPut { app: app("/b"), expect: Some(Precondition::Absent) },
+    ];
+    let cmd = Command::PutApps { apps: puts.clone(), at: UnixMillis(5), deployment: d.clone(), force: false };
+    let Applied::Apps(stored) = apply(&mut s, &cmd) else { panic!("not stored") };
+    assert_eq!(stored.len(), 2);
+    assert_eq!(s.deployments.len(), 1);
+    // The same again: /a is held by "many" now, so nothing changes at all.
+    let before = s.clone();
+    let mut d2 = d.clone();
+    d2.id = DeploymentId("again".into());
+    let r = apply(&mut s, &Command::PutApps { apps: puts, at: UnixMillis(6), deployment: d2, force: false });
+    assert!(matches!(r, Applied::Rejected(Rejection::Conflict(_))), "{r:?}");
+    assert_eq!(s, before);
+}
+
+#[test]
+fn rollback_returns_apps_to_their_previous_version_in_one_deployment() {
+    let mut s = ClusterState::default();
+    let id = AppId::parse("/a").expect("id");
+    put_expecting(&mut s, app("/a"), 10, None);
+    s.deployments = Default::default();
+    let mut v2 = app("/a");
+    v2.env.insert("V".into(), "2".into());
+    put_expecting(&mut s, v2, 20, None);
+    let holding: Vec<DeploymentId> = s.deployments.keys().cloned().collect();
+    assert_eq!(holding.len(), 1);
+    let new_id = DeploymentId("rollback".into());
+    let cmd = Command::RollbackDeployment { id: holding[0].clone(), new_id: new_id.clone(), at: UnixMillis(30) };
+    let Applied::RolledBack(Some(d)) = apply(&mut s, &cmd) else { panic!("not rolled back") };
+    assert_eq!(d.id, new_id);
+    assert_eq!(d.steps[0].actions, vec![(DeploymentAction::RestartApplication, id.clone())]);
+    assert!(!s.apps[&id].spec.env.contains_key("V"), "back at the first version");
+    assert_eq!(s.deployments.keys().cloned().collect::<Vec<_>>(), vec![new_id.clone()]);
+    // Rolling back the creation deletes the app.
+    let cmd = Command::RollbackDeployment { id: new_id, new_id: DeploymentId("r2".into()), at: UnixMillis(40) };
+    assert!(matches!(apply(&mut s, &cmd), Applied::RolledBack(Some(_))));
+    let missing = Command::RollbackDeployment {
+        id: DeploymentId("nope".into()),
+        new_id: DeploymentId("r3".into()),
+        at: UnixMillis(50),
+    };
+    assert_eq!(apply(&mut s, &missing), Applied::Rejected(Rejection::NoSuchDeployment(DeploymentId("nope".into()))));
+}
+
+#[test]
+fn reset_delay_forgets_the_backoff_only() {
+    let mut s = ClusterState::default();
+    let id = AppId::parse("/a").expect("id");
+    put_expecting(&mut s, app("/a"), 10, None);
+    if let Some(a) = s.apps.get_mut(&id) {
+        a.backoff = LaunchBackoff { delay_seconds: 4.0, not_before: UnixMillis(99) };
+    }
+    assert_eq!(apply(&mut s, &Command::ResetDelay { id: id.clone() }), Applied::Done);
+    assert_eq!(s.apps[&id].backoff, LaunchBackoff::default());
+    assert_eq!(s.apps[&id].version, UnixMillis(10));
+    let other = AppId::parse("/b").expect("id");
+    assert_eq!(
+        apply(&mut s, &Command::ResetDelay { id: other.clone() }),
+        Applied::Rejected(Rejection::NoSuchApp(other))
+    );
 }

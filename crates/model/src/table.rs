@@ -1,0 +1,369 @@
+//! `Table`: the persistent map that `ClusterState` is built from, and
+//! `TaskTable`, the task table with its indexes by app and by node.
+//!
+//! Persistent (`imbl`'s B-tree with structural sharing, values behind `Arc`),
+//! so cloning a whole `ClusterState` costs a few reference counts: the store
+//! publishes an immutable snapshot after every command and readers never
+//! hold a lock that `apply` needs. Every write records the key it touched,
+//! so the store can say exactly what a command changed (its effects) without
+//! diffing the whole state.
+
+use crate::{AppId, NodeId, Task, TaskId};
+use imbl::{OrdMap, OrdSet};
+use serde::de::{Deserialize, Deserializer};
+use serde::ser::{Serialize, Serializer};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+/// A persistent ordered map that remembers which keys were written since
+/// the last `take_touched`. Serialises exactly as a `BTreeMap` would.
+#[derive(Clone)]
+pub struct Table<K: Ord + Clone, V: Clone> {
+    map: OrdMap<K, Arc<V>>,
+    touched: BTreeSet<K>,
+}
+
+impl<K: Ord + Clone, V: Clone> Default for Table<K, V> {
+    fn default() -> Self {
+        Table { map: OrdMap::new(), touched: BTreeSet::new() }
+    }
+}
+
+impl<K: Ord + Clone, V: Clone> Table<K, V> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.map.get(k).map(|v| v.as_ref())
+    }
+
+    /// The shared value itself: cheap to keep (effects, snapshots).
+    pub fn get_arc(&self, k: &K) -> Option<Arc<V>> {
+        self.map.get(k).cloned()
+    }
+
+    pub fn contains_key(&self, k: &K) -> bool {
+        self.map.contains_key(k)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> + '_ {
+        self.map.iter().map(|(k, v)| (k, v.as_ref()))
+    }
+
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &K> + '_ {
+        self.map.keys()
+    }
+
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + '_ {
+        self.map.values().map(|v| v.as_ref())
+    }
+
+    pub fn insert(&mut self, k: K, v: V) {
+        self.touched.insert(k.clone());
+        self.map.insert(k, Arc::new(v));
+    }
+
+    pub fn remove(&mut self, k: &K) -> Option<V> {
+        let old = self.map.remove(k)?;
+        self.touched.insert(k.clone());
+        Some(Arc::unwrap_or_clone(old))
+    }
+
+    /// Copy-on-write access: the value is copied only if a snapshot still
+    /// shares it.
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        let v = self.map.get_mut(k)?;
+        self.touched.insert(k.clone());
+        Some(Arc::make_mut(v))
+    }
+
+    /// The value at `k`, inserted with `make` first if absent.
+    pub fn get_or_insert_with(&mut self, k: K, make: impl FnOnce() -> V) -> &mut V {
+        self.touched.insert(k.clone());
+        let v = self.map.entry(k).or_insert_with(|| Arc::new(make()));
+        Arc::make_mut(v)
+    }
+
+    /// Keys written (inserted, changed or removed) since the last call.
+    pub fn take_touched(&mut self) -> BTreeSet<K> {
+        std::mem::take(&mut self.touched)
+    }
+}
+
+/// Like `BTreeMap`'s: panics on a missing key (tests and checked lookups).
+impl<K: Ord + Clone, V: Clone> std::ops::Index<&K> for Table<K, V> {
+    type Output = V;
+    fn index(&self, k: &K) -> &V {
+        match self.get(k) {
+            Some(v) => v,
+            None => panic!("no such key in table"),
+        }
+    }
+}
+
+impl std::ops::Index<&TaskId> for TaskTable {
+    type Output = Task;
+    fn index(&self, k: &TaskId) -> &Task {
+        &self.tasks[k]
+    }
+}
+
+impl<K: Ord + Clone, V: Clone + PartialEq> PartialEq for Table<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.map == other.map
+    }
+}
+
+impl<K: Ord + Clone + fmt::Debug, V: Clone + fmt::Debug> fmt::Debug for Table<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<K: Ord + Clone, V: Clone> FromIterator<(K, V)> for Table<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Table { map: iter.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(), touched: BTreeSet::new() }
+    }
+}
+
+impl<K: Ord + Clone + Serialize, V: Clone + Serialize> Serialize for Table<K, V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de, K, V> Deserialize<'de> for Table<K, V>
+where
+    K: Ord + Clone + Deserialize<'de>,
+    V: Clone + Deserialize<'de>,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = std::collections::BTreeMap::<K, V>::deserialize(d)?;
+        Ok(m.into_iter().collect())
+    }
+}
+
+/// The task table with indexes by app and by node, kept by every write.
+/// A task's app and node never change after it is placed; `update` re-indexes
+/// anyway if a caller changes them, so the indexes cannot drift.
+#[derive(Clone, Default, PartialEq)]
+pub struct TaskTable {
+    tasks: Table<TaskId, Task>,
+    by_app: OrdMap<AppId, OrdSet<TaskId>>,
+    by_node: OrdMap<NodeId, OrdSet<TaskId>>,
+}
+
+impl TaskTable {
+    pub fn get(&self, id: &TaskId) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+
+    pub fn get_arc(&self, id: &TaskId) -> Option<Arc<Task>> {
+        self.tasks.get_arc(id)
+    }
+
+    pub fn contains_key(&self, id: &TaskId) -> bool {
+        self.tasks.contains_key(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&TaskId, &Task)> + '_ {
+        self.tasks.iter()
+    }
+
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &TaskId> + '_ {
+        self.tasks.keys()
+    }
+
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Task> + '_ {
+        self.tasks.values()
+    }
+
+    /// The tasks of one app, from the index.
+    pub fn of_app<'a>(&'a self, app: &AppId) -> impl Iterator<Item = &'a Task> + 'a {
+        self.by_app.get(app).into_iter().flat_map(|ids| ids.iter()).filter_map(|id| self.tasks.get(id))
+    }
+
+    /// The tasks placed on one node, from the index.
+    pub fn on_node(&self, node: NodeId) -> impl Iterator<Item = &Task> + '_ {
+        self.by_node.get(&node).into_iter().flat_map(|ids| ids.iter()).filter_map(|id| self.tasks.get(id))
+    }
+
+    /// Ids of the tasks on one node (to change them while iterating).
+    pub fn ids_on(&self, node: NodeId) -> Vec<TaskId> {
+        self.by_node.get(&node).map(|ids| ids.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn insert(&mut self, task: Task) {
+        if let Some(old) = self.tasks.get(&task.id) {
+            let (app, node) = (old.app_id.clone(), old.node);
+            self.unindex(&task.id, &app, node);
+        }
+        self.index(&task);
+        self.tasks.insert(task.id.clone(), task);
+    }
+
+    pub fn remove(&mut self, id: &TaskId) -> Option<Task> {
+        let t = self.tasks.remove(id)?;
+        self.unindex(id, &t.app_id, t.node);
+        Some(t)
+    }
+
+    /// Changes one task in place; returns what `f` returns, or `None` if
+    /// there is no such task.
+    pub fn update<R>(&mut self, id: &TaskId, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
+        let t = self.tasks.get_mut(id)?;
+        let (app, node) = (t.app_id.clone(), t.node);
+        let r = f(t);
+        if t.app_id != app || t.node != node {
+            let t = t.clone();
+            self.unindex(id, &app, node);
+            self.index(&t);
+        }
+        Some(r)
+    }
+
+    pub fn take_touched(&mut self) -> BTreeSet<TaskId> {
+        self.tasks.take_touched()
+    }
+
+    fn index(&mut self, t: &Task) {
+        self.by_app.entry(t.app_id.clone()).or_default().insert(t.id.clone());
+        self.by_node.entry(t.node).or_default().insert(t.id.clone());
+    }
+
+    fn unindex(&mut self, id: &TaskId, app: &AppId, node: NodeId) {
+        if let Some(ids) = self.by_app.get_mut(app) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_app.remove(app);
+            }
+        }
+        if let Some(ids) = self.by_node.get_mut(&node) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_node.remove(&node);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for TaskTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.tasks.fmt(f)
+    }
+}
+
+impl FromIterator<Task> for TaskTable {
+    fn from_iter<I: IntoIterator<Item = Task>>(iter: I) -> Self {
+        let mut t = TaskTable::default();
+        for task in iter {
+            t.insert(task);
+        }
+        t.take_touched();
+        t
+    }
+}
+
+impl Serialize for TaskTable {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.tasks.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskTable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = std::collections::BTreeMap::<TaskId, Task>::deserialize(d)?;
+        Ok(m.into_values().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Resources, TaskGoal, TaskState, UnixMillis};
+
+    fn task(app: &str, n: u128, node: u64) -> Task {
+        let app = AppId::parse(app).expect("app id");
+        Task {
+            id: TaskId::new(&app, uuid::Uuid::from_u128(n), 1),
+            app_id: app,
+            node: NodeId(node),
+            host: "h".into(),
+            app_version: UnixMillis(1),
+            ports: vec![],
+            resources: Resources::default(),
+            state: TaskState::Staging,
+            goal: TaskGoal::Running,
+            staged_at: UnixMillis(1),
+            started_at: None,
+            updated_at: UnixMillis(1),
+            message: None,
+            healthy: None,
+            health: None,
+            ready: None,
+            readiness: vec![],
+        }
+    }
+
+    #[test]
+    fn indexes_follow_inserts_updates_and_removes() {
+        let mut t = TaskTable::default();
+        let a = task("/a", 1, 1);
+        let b = task("/b", 2, 1);
+        let c = task("/a", 3, 2);
+        for x in [&a, &b, &c] {
+            t.insert(x.clone());
+        }
+        let ids = |it: Vec<&Task>| it.into_iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(t.of_app(&a.app_id).collect()).len(), 2);
+        assert_eq!(ids(t.on_node(NodeId(1)).collect()).len(), 2);
+        t.update(&c.id, |x| x.node = NodeId(1));
+        assert_eq!(t.on_node(NodeId(1)).count(), 3);
+        assert_eq!(t.on_node(NodeId(2)).count(), 0);
+        t.remove(&a.id);
+        assert_eq!(ids(t.of_app(&a.app_id).collect()), vec![c.id.clone()]);
+        let touched = t.take_touched();
+        assert_eq!(touched.len(), 3);
+        assert!(t.take_touched().is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_does_not_see_later_writes() {
+        let mut t = TaskTable::default();
+        let a = task("/a", 1, 1);
+        t.insert(a.clone());
+        let snap = t.clone();
+        t.update(&a.id, |x| x.state = TaskState::Running);
+        assert_eq!(snap.get(&a.id).map(|x| x.state), Some(TaskState::Staging));
+        assert_eq!(t.get(&a.id).map(|x| x.state), Some(TaskState::Running));
+    }
+
+    #[test]
+    fn serialises_as_a_plain_map_and_rebuilds_indexes() {
+        let mut t = TaskTable::default();
+        t.insert(task("/a", 1, 7));
+        let json = serde_json::to_value(&t).expect("serialise");
+        assert!(json.as_object().is_some_and(|m| m.len() == 1), "{json}");
+        let back: TaskTable = serde_json::from_value(json).expect("deserialise");
+        assert_eq!(back.on_node(NodeId(7)).count(), 1);
+        assert_eq!(back, t);
+    }
+}
