@@ -549,7 +549,8 @@ async fn constraints_spread_pin_and_queue_with_a_reason() {
         let w = c.get(2, "/wharf/v1/queue").await;
         let words = w["queue"].as_array().is_some_and(|q| {
             q.iter().any(|e| {
-                e["app"] == "/uniq" && e["reason"].as_str().is_some_and(|r| r.contains("hostname") && r.contains("Unique"))
+                e["app"] == "/uniq"
+                    && e["reason"].as_str().is_some_and(|r| r.contains("hostname") && r.contains("Unique"))
             })
         });
         marathon && words
