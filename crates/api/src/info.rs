@@ -2,7 +2,8 @@
 
 use crate::context::ApiContext;
 use crate::error::{ApiResult, HttpError};
-use axum::extract::{Path, State};
+use crate::query::Params;
+use axum::extract::{Path, RawQuery, State};
 use axum::response::IntoResponse;
 use axum::Json;
 use marathon::ApiError;
@@ -67,16 +68,22 @@ pub async fn info(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
     .into_response())
 }
 
-pub async fn queue(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
-    let now = ctx.now();
-    // The scheduler is pure, so any node can ask it why work is waiting
-    // without changing anything.
+/// What the scheduler would say now about work that waits. It is pure, so
+/// any node can ask it without changing anything.
+pub(crate) fn unplaced(s: &model::ClusterState, now: model::UnixMillis) -> Vec<scheduler::Unplaced> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(now.0 as u64);
+    scheduler::plan(s, now, &mut rng).unplaced
+}
+
+/// `GET /v2/queue` (`embed=lastUnusedOffers` adds that list).
+pub async fn queue(State(ctx): State<Arc<ApiContext>>, RawQuery(q): RawQuery) -> ApiResult {
+    let now = ctx.now();
+    let embed = Params::parse(q.as_deref()).all("embed");
+    let last_unused = embed.iter().flat_map(|e| e.split(',')).any(|e| e.trim() == "lastUnusedOffers");
     let body = ctx.store.read(|s| {
-        let out = scheduler::plan(s, now, &mut rng);
-        let reasons: std::collections::BTreeMap<model::AppId, String> =
-            out.unplaced.into_iter().map(|u| (u.app, u.reason)).collect();
-        marathon::render_queue(s, now, &reasons)
+        let offers: std::collections::BTreeMap<model::AppId, model::OfferSummary> =
+            unplaced(s, now).into_iter().map(|u| (u.app.clone(), u.offers())).collect();
+        marathon::render_queue(s, now, &offers, last_unused)
     });
     Ok(Json(body).into_response())
 }

@@ -59,6 +59,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
             get(groups::get_path).put(groups::put_path).delete(groups::delete_path).post(groups::create),
         )
         .route("/wharf/v1/nodes", get(wharf::nodes))
+        .route("/wharf/v1/queue", get(wharf::queue))
         .route("/wharf/v1/nodes/{id}", axum::routing::delete(wharf::remove))
         .route("/wharf/v1/nodes/{id}/drain", post(wharf::drain))
         .route("/wharf/v1/tasks/{id}/files/{name}", get(wharf::task_file))

@@ -1,4 +1,5 @@
-//! `/wharf/v1`: what Marathon never had — nodes and task files (logs).
+//! `/wharf/v1`: what Marathon never had — nodes, task files (logs) and why
+//! queued work waits.
 
 use crate::context::ApiContext;
 use crate::error::{ApiResult, HttpError};
@@ -42,6 +43,62 @@ pub async fn nodes(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
             .collect::<Vec<_>>()
     });
     Ok(Json(json!({ "nodes": nodes })).into_response())
+}
+
+/// `GET /wharf/v1/queue`: every app `/v2/queue` lists, with the scheduler's
+/// reason in words and the per-node tally by Marathon's reason names.
+pub async fn queue(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
+    let now = ctx.now();
+    let body = ctx.store.read(|s| {
+        let unplaced: std::collections::BTreeMap<model::AppId, scheduler::Unplaced> =
+            crate::info::unplaced(s, now).into_iter().map(|u| (u.app.clone(), u)).collect();
+        let items: Vec<_> = s
+            .apps
+            .values()
+            .filter(|a| !a.deleting)
+            .filter_map(|a| {
+                let active = s.tasks_of(&a.spec.id).filter(|t| t.is_active()).count();
+                let missing = (a.spec.instances as usize).checked_sub(active).filter(|m| *m > 0)?;
+                let item = match unplaced.get(&a.spec.id) {
+                    Some(u) => {
+                        let o = u.offers();
+                        let declined: serde_json::Map<String, serde_json::Value> = model::DeclineReason::FUNNEL
+                            .iter()
+                            .filter(|r| o.declined(**r) > 0)
+                            .map(|r| (r.marathon_name().to_string(), json!(o.declined(*r))))
+                            .collect();
+                        let (waiting, until) = match &u.why {
+                            scheduler::Waiting::Backoff { until } => ("backoff", Some(marathon::format_time(*until))),
+                            scheduler::Waiting::Declined { .. } => ("declined", None),
+                        };
+                        json!({
+                            "app": a.spec.id.as_str(),
+                            "count": missing,
+                            "waiting": waiting,
+                            "delayedUntil": until,
+                            "reason": u.explain(now),
+                            "nodes": o.processed,
+                            "declined": declined,
+                        })
+                    }
+                    // Placeable: launching now, or held until an earlier
+                    // deployment step (dependencies) is done.
+                    None => json!({
+                        "app": a.spec.id.as_str(),
+                        "count": missing,
+                        "waiting": "launching",
+                        "delayedUntil": null,
+                        "reason": "being launched, or waiting for an earlier deployment step",
+                        "nodes": null,
+                        "declined": {},
+                    }),
+                };
+                Some(item)
+            })
+            .collect();
+        json!({ "queue": items })
+    });
+    Ok(Json(body).into_response())
 }
 
 fn parse_node(id: &str) -> Result<NodeId, HttpError> {

@@ -5,7 +5,7 @@
 
 use crate::render::{health_check_wire, instance_id, render_deployment, render_task};
 use crate::time::format_time;
-use model::{AppId, ClusterState, Deployment, Task, UnixMillis};
+use model::{AppId, ClusterState, Deployment, DeploymentAction, Task, UnixMillis};
 use serde_json::{json, Map, Value};
 
 /// One event: its type (the SSE `event:` line) and its JSON body.
@@ -108,15 +108,52 @@ pub fn unhealthy_instance_kill(task: &Task, reason: &str, now: UnixMillis) -> Ma
     )
 }
 
-/// The deployment plan as events carry it (`id`, `version`, `steps`, ...).
+/// The deployment plan as events carry it: Marathon's `DeploymentPlan`
+/// (`id`, `original`, `target`, `steps`, `version`) and nothing else, since
+/// marathon-python builds its plan object from every field.
 fn plan(d: &Deployment, state: &ClusterState) -> Value {
     let r = render_deployment(d, state);
     json!({
         "id": r["id"],
-        "version": r["version"],
+        "original": plan_group(d, state, false),
+        "target": plan_group(d, state, true),
         "steps": r["steps"],
-        "affectedApps": r["affectedApps"],
-        "totalSteps": r["totalSteps"],
+        "version": r["version"],
+    })
+}
+
+/// A root group with the deployment's apps as they were before it
+/// (`target` false) or as it makes them (a stopped app is gone). Marathon sends the whole tree; Wharf
+/// sends the apps the plan touches, from their stored versions.
+fn plan_group(d: &Deployment, state: &ClusterState, target: bool) -> Value {
+    let apps: Vec<Value> = d
+        .affected_apps
+        .iter()
+        .filter_map(|id| {
+            let stopped = d
+                .steps
+                .iter()
+                .flat_map(|s| &s.actions)
+                .any(|(a, app)| app == id && *a == DeploymentAction::StopApplication);
+            if target && stopped {
+                return None;
+            }
+            let versions = state.app_versions.get(id)?;
+            let v = if target {
+                versions.iter().filter(|v| v.version <= d.version).max_by_key(|v| v.version)
+            } else {
+                versions.iter().filter(|v| v.version < d.version).max_by_key(|v| v.version)
+            };
+            v.map(crate::history::render_app_version)
+        })
+        .collect();
+    json!({
+        "id": "/",
+        "apps": apps,
+        "groups": [],
+        "pods": [],
+        "dependencies": [],
+        "version": format_time(d.version),
     })
 }
 

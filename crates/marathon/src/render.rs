@@ -5,8 +5,8 @@ use crate::convert::{net_mode, net_mode_of, port_mappings_mut, NetMode};
 use crate::time::format_time;
 use crate::validate::{constraint_op_name, health_protocol_name};
 use model::{
-    App, AppSpec, ClusterState, CommandSpec, ContainerSpec, Deployment, HealthCheck, KillSelection, Task, TaskState,
-    UnixMillis,
+    App, AppSpec, ClusterState, CommandSpec, ContainerSpec, Deployment, HealthCheck, KillSelection, OfferSummary, Task,
+    TaskState, UnixMillis,
 };
 use serde_json::{json, Map, Value};
 
@@ -388,12 +388,16 @@ pub fn render_deployment(d: &Deployment, state: &ClusterState) -> Value {
     })
 }
 
-/// `GET /v2/queue`: one entry per app with fewer active tasks than instances.
-/// `reasons`: why each waiting app could not be placed (from the scheduler).
+/// `GET /v2/queue`: one entry per app with fewer active tasks than instances,
+/// in Marathon's shape and nothing more (strict clients such as
+/// marathon-python build objects from every field). `offers`: how the nodes
+/// answered each waiting app (from the scheduler); Wharf's own explanation is
+/// served at `/wharf/v1/queue`. `last_unused_offers`: `embed=lastUnusedOffers`.
 pub fn render_queue(
     state: &ClusterState,
     now: UnixMillis,
-    reasons: &std::collections::BTreeMap<model::AppId, String>,
+    offers: &std::collections::BTreeMap<model::AppId, OfferSummary>,
+    last_unused_offers: bool,
 ) -> Value {
     let mut queue = Vec::new();
     for app in state.apps.values().filter(|a| !a.deleting) {
@@ -412,21 +416,38 @@ pub fn render_queue(
                 "lastConfigChangeAt": format_time(app.last_config_change_at),
             }),
         );
-        queue.push(json!({
+        let o = offers.get(&app.spec.id).copied().unwrap_or_default();
+        // Wharf keeps no history of earlier rounds: the launch attempt's
+        // summary is the latest round's, where each node made one offer.
+        let funnel: Vec<Value> = o
+            .funnel()
+            .iter()
+            .map(|s| json!({"reason": s.reason.marathon_name(), "declined": s.declined, "processed": s.processed}))
+            .collect();
+        let mut summary = json!({
+            "processedOffersCount": o.processed,
+            "unusedOffersCount": o.unused(),
+            "rejectSummaryLastOffers": funnel,
+            "rejectSummaryLaunchAttempt": funnel,
+        });
+        if o.unused() > 0 {
+            summary["lastUnusedOfferAt"] = json!(format_time(now));
+        }
+        // No `role`: Marathon 1.9+ sends it here, but marathon-python 0.13.0
+        // fails on it (its queue item takes no `role`); the app carries none.
+        let mut item = json!({
             "app": Value::Object(a),
             "count": wanted - active,
-            "role": "*",
             "delay": {"timeLeftSeconds": left, "overdue": left == 0},
             "since": format_time(app.version.max(app.backoff.not_before.min(now))),
-            "processedOffersSummary": {
-                "processedOffersCount": state.nodes.len(),
-                "unusedOffersCount": if reasons.contains_key(&app.spec.id) { state.nodes.len() } else { 0 },
-                "rejectSummaryLastOffers": reasons.get(&app.spec.id).map(|r| vec![json!({"reason": r, "declined": state.nodes.len(), "processed": state.nodes.len()})]).unwrap_or_default(),
-            },
-            "lastUnusedOffers": [],
-            // Wharf: why the missing instances are not running yet.
-            "reason": reasons.get(&app.spec.id),
-        }));
+            "processedOffersSummary": summary,
+        });
+        if last_unused_offers {
+            // Wharf does not keep the offers themselves (Mesos offer ids,
+            // resources per offer): the list is empty but present, as asked.
+            item["lastUnusedOffers"] = json!([]);
+        }
+        queue.push(item);
     }
     json!({ "queue": queue })
 }

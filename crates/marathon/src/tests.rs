@@ -796,17 +796,77 @@ fn render_queue_lists_apps_missing_tasks() {
     let now = UnixMillis(1_440_628_410_000);
     st.apps.get_mut(&id).expect("app").backoff =
         LaunchBackoff { delay_seconds: 4.0, not_before: UnixMillis(1_440_628_414_000) };
-    let out = render_queue(&st, now, &Default::default());
+    let out = render_queue(&st, now, &Default::default(), false);
     let q = out["queue"].as_array().expect("queue");
     assert_eq!(q.len(), 1);
     assert_eq!(q[0]["app"]["id"], "/q");
     assert_eq!(q[0]["count"], 2);
     assert_eq!(q[0]["delay"], json!({"timeLeftSeconds": 4, "overdue": false}));
-    let later = render_queue(&st, UnixMillis(1_440_628_420_000), &Default::default());
+    let later = render_queue(&st, UnixMillis(1_440_628_420_000), &Default::default(), false);
     assert_eq!(later["queue"][0]["delay"]["overdue"], true);
+    // Exactly Marathon's keys: those of the fixture's first item, without
+    // `role` (marathon-python 0.13.0 rejects it) and `lastUnusedOffers`
+    // (only with embed=lastUnusedOffers).
     let shape = reference("api-examples/queue.json");
-    for k in shape["queue"][0].as_object().expect("object").keys() {
-        assert!(q[0].get(k).is_some(), "missing {k}");
+    let want: BTreeSet<&String> =
+        shape["queue"][0].as_object().expect("object").keys().filter(|k| *k != "role").collect();
+    let got: BTreeSet<&String> = q[0].as_object().expect("object").keys().collect();
+    assert_eq!(got, want);
+    let embedded = render_queue(&st, now, &Default::default(), true);
+    assert_eq!(embedded["queue"][0]["lastUnusedOffers"], json!([]));
+}
+
+#[test]
+fn render_queue_summarises_declines_in_marathons_funnel() {
+    let spec = ok(json!({"id": "/u", "cmd": "x", "instances": 1, "constraints": [["hostname", "UNIQUE"]]}));
+    let (st, id) = state_with_app(spec);
+    let mut o = OfferSummary::default();
+    o.decline(DeclineReason::UnfulfilledConstraint);
+    o.decline(DeclineReason::InsufficientCpus);
+    o.decline(DeclineReason::InsufficientMemory);
+    let now = UnixMillis(1_440_628_410_000);
+    let out = render_queue(&st, now, &[(id, o)].into(), false);
+    let summary = &out["queue"][0]["processedOffersSummary"];
+    assert_eq!(summary["processedOffersCount"], 3);
+    assert_eq!(summary["unusedOffersCount"], 3);
+    assert_eq!(summary["lastUnusedOfferAt"], format_time(now));
+    let fixture = reference("api-examples/queue.json");
+    let fixture_summary = &fixture["queue"][1]["processedOffersSummary"];
+    let keys = |v: &Value| v.as_object().expect("object").keys().cloned().collect::<BTreeSet<_>>();
+    // Marathon's keys, except lastUsedOfferAt: no node took a task.
+    let mut want = keys(fixture_summary);
+    want.remove("lastUsedOfferAt");
+    assert_eq!(keys(summary), want);
+    for list in ["rejectSummaryLastOffers", "rejectSummaryLaunchAttempt"] {
+        let steps = summary[list].as_array().expect("steps");
+        let names: Vec<&str> = steps.iter().map(|s| s["reason"].as_str().expect("reason")).collect();
+        assert_eq!(
+            names,
+            [
+                "UnfulfilledRole",
+                "UnfulfilledConstraint",
+                "NoCorrespondingReservationFound",
+                "AgentMaintenance",
+                "InsufficientCpus",
+                "InsufficientMemory",
+                "InsufficientDisk",
+                "InsufficientGpus",
+                "InsufficientPorts",
+                "DeclinedScarceResources"
+            ]
+        );
+        // Every name is one Marathon uses (the fixture omits InsufficientPorts).
+        let known: BTreeSet<&str> = fixture_summary["rejectSummaryLaunchAttempt"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter_map(|s| s["reason"].as_str())
+            .collect();
+        assert!(names.iter().all(|n| known.contains(n) || *n == "InsufficientPorts"), "{names:?}");
+        assert_eq!(steps[1], json!({"reason": "UnfulfilledConstraint", "declined": 1, "processed": 3}));
+        assert_eq!(steps[4], json!({"reason": "InsufficientCpus", "declined": 1, "processed": 2}));
+        assert_eq!(steps[5], json!({"reason": "InsufficientMemory", "declined": 1, "processed": 1}));
+        assert_eq!(steps[6], json!({"reason": "InsufficientDisk", "declined": 0, "processed": 0}));
     }
 }
 

@@ -16,4 +16,5 @@ mod placement;
 mod reconcile;
 
 pub use constraints::{check as check_constraint, ConstraintViolation};
-pub use reconcile::{plan, Outcome, Unplaced};
+pub use placement::{Decline, Declined};
+pub use reconcile::{plan, Outcome, Unplaced, Waiting};

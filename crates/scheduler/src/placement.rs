@@ -2,9 +2,28 @@
 //! of what earlier placements in the same plan took.
 
 use crate::constraints;
-use model::{AppId, AppSpec, ClusterState, NodeId, NodeInfo, NodeUsage, Task};
+use model::{AppId, AppSpec, ClusterState, DeclineReason, NodeId, NodeInfo, NodeUsage, OfferSummary, Task};
 use rand::Rng;
 use std::collections::BTreeMap;
+
+/// Why one node cannot take a task: Marathon's reason and Wharf's detail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decline {
+    pub reason: DeclineReason,
+    /// For people, e.g. "constraint hostname:Unique not satisfied".
+    pub detail: String,
+}
+
+/// Why no node could take a task: the per-node tally in Marathon's terms and
+/// how many nodes gave each detail.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Declined {
+    pub offers: OfferSummary,
+    pub details: BTreeMap<String, u32>,
+}
+
+/// Tasks per field value, and all values seen (see `Placer::field_values`).
+type FieldValues = (BTreeMap<String, usize>, Vec<String>);
 
 pub struct Placer<'a> {
     state: &'a ClusterState,
@@ -24,16 +43,16 @@ impl<'a> Placer<'a> {
     }
 
     /// Picks a node and ports for one task of `app`, or says why none fits.
-    pub fn place(&mut self, app: &AppSpec, rng: &mut impl Rng) -> Result<(&'a NodeInfo, Vec<u16>), String> {
-        if self.state.nodes.is_empty() {
-            return Err("no nodes in the cluster".into());
-        }
+    pub fn place(&mut self, app: &AppSpec, rng: &mut impl Rng) -> Result<(&'a NodeInfo, Vec<u16>), Declined> {
         let counts = self.per_node.get(&app.id).cloned().unwrap_or_default();
-        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let seen: Vec<FieldValues> = app.constraints.iter().map(|c| self.field_values(&c.field, &counts)).collect();
+        let mut declined = Declined::default();
         let mut best: Option<(&'a NodeInfo, Vec<u16>, (usize, i64))> = None;
-        for node in self.state.nodes.values() {
-            match self.fit(app, node, &counts, rng) {
+        // Unreachable nodes make no offers (as a lost Mesos agent sends none).
+        for node in self.state.nodes.values().filter(|n| n.is_reachable()) {
+            match self.fit(app, node, &seen, rng) {
                 Ok(ports) => {
+                    declined.offers.accept();
                     let free_cpu = self.usage.get(&node.id).map(|u| u.free.cpus).unwrap_or(0.0);
                     // Spread an app's tasks first, then prefer the emptiest node.
                     let score = (counts.get(&node.id).copied().unwrap_or(0), -((free_cpu * 1000.0) as i64));
@@ -41,7 +60,10 @@ impl<'a> Placer<'a> {
                         best = Some((node, ports, score));
                     }
                 }
-                Err(why) => *reasons.entry(why).or_default() += 1,
+                Err(d) => {
+                    declined.offers.decline(d.reason);
+                    *declined.details.entry(d.detail).or_default() += 1;
+                }
             }
         }
         match best {
@@ -54,59 +76,59 @@ impl<'a> Placer<'a> {
                 *self.per_node.entry(app.id.clone()).or_default().entry(node.id).or_default() += 1;
                 Ok((node, ports))
             }
-            None => {
-                let summary: Vec<String> = reasons.into_iter().map(|(r, n)| format!("{r} ({n} node(s))")).collect();
-                Err(summary.join("; "))
-            }
+            None => Err(declined),
         }
     }
 
+    /// For one constraint field: how many of the app's tasks run per value,
+    /// and every value any node has (computed once per placement, not per node).
+    fn field_values(&self, field: &str, counts: &BTreeMap<NodeId, usize>) -> FieldValues {
+        let mut placed: BTreeMap<String, usize> = BTreeMap::new();
+        for (nid, n) in counts {
+            if let Some(v) = self.state.nodes.get(nid).and_then(|nd| constraints::value_of(nd, field)) {
+                *placed.entry(v).or_default() += n;
+            }
+        }
+        let mut all: Vec<String> =
+            self.state.nodes.values().filter_map(|nd| constraints::value_of(nd, field)).collect();
+        all.sort();
+        all.dedup();
+        (placed, all)
+    }
+
+    /// The node's answer for one more task of `app`. Checks run in the order
+    /// of Marathon's funnel, so a node is declined for the earliest reason.
     fn fit(
         &self,
         app: &AppSpec,
         node: &NodeInfo,
-        counts: &BTreeMap<NodeId, usize>,
+        seen: &[FieldValues],
         rng: &mut impl Rng,
-    ) -> Result<Vec<u16>, String> {
-        if node.draining {
-            return Err("node is draining".into());
+    ) -> Result<Vec<u16>, Decline> {
+        for (c, (placed, all)) in app.constraints.iter().zip(seen) {
+            constraints::check(c, node, placed, all)
+                .map_err(|v| Decline { reason: DeclineReason::UnfulfilledConstraint, detail: v.0 })?;
         }
-        if !node.is_reachable() {
-            return Err("node is unreachable".into());
+        if node.draining {
+            return Err(Decline { reason: DeclineReason::AgentMaintenance, detail: "node is draining".into() });
         }
         let usage = self.usage.get(&node.id).cloned().unwrap_or_default();
         let r = &app.resources;
         let f = &usage.free;
         if !r.fits_in(f) {
-            let mut short = Vec::new();
-            if r.cpus > f.cpus + 1e-9 {
-                short.push("cpus");
-            }
-            if r.mem > f.mem + 1e-9 {
-                short.push("mem");
-            }
-            if r.disk > f.disk + 1e-9 {
-                short.push("disk");
-            }
-            if r.gpus > f.gpus {
-                short.push("gpus");
-            }
-            return Err(format!("insufficient {}", short.join(", ")));
-        }
-        for c in &app.constraints {
-            let mut placed: BTreeMap<String, usize> = BTreeMap::new();
-            for (nid, n) in counts {
-                if let Some(v) = self.state.nodes.get(nid).and_then(|nd| constraints::value_of(nd, &c.field)) {
-                    *placed.entry(v).or_default() += n;
-                }
-            }
-            let mut all: Vec<String> =
-                self.state.nodes.values().filter_map(|nd| constraints::value_of(nd, &c.field)).collect();
-            all.sort();
-            all.dedup();
-            constraints::check(c, node, &placed, &all).map_err(|v| v.0)?;
+            let short = [
+                (r.cpus > f.cpus + 1e-9, DeclineReason::InsufficientCpus, "cpus"),
+                (r.mem > f.mem + 1e-9, DeclineReason::InsufficientMemory, "mem"),
+                (r.disk > f.disk + 1e-9, DeclineReason::InsufficientDisk, "disk"),
+                (r.gpus > f.gpus, DeclineReason::InsufficientGpus, "gpus"),
+            ];
+            let short: Vec<_> = short.iter().filter(|s| s.0).collect();
+            let reason = short.first().map_or(DeclineReason::InsufficientCpus, |s| s.1);
+            let names: Vec<&str> = short.iter().map(|s| s.2).collect();
+            return Err(Decline { reason, detail: format!("insufficient {}", names.join(", ")) });
         }
         self.pick_ports(app, node, &usage, rng)
+            .map_err(|detail| Decline { reason: DeclineReason::InsufficientPorts, detail })
     }
 
     fn pick_ports(

@@ -4,8 +4,8 @@
 use crate::backoff;
 use crate::placement::{active, Placer};
 use model::{
-    App, AppId, ClusterState, DeploymentAction, KillSelection, LaunchBackoff, Plan, Task, TaskFailure, TaskGoal,
-    TaskId, TaskState, UnixMillis,
+    App, AppId, ClusterState, DeploymentAction, KillSelection, LaunchBackoff, OfferSummary, Plan, Task, TaskFailure,
+    TaskGoal, TaskId, TaskState, UnixMillis,
 };
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +15,43 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Unplaced {
     pub app: AppId,
     pub count: u32,
-    pub reason: String,
+    pub why: Waiting,
+}
+
+/// Why an app's missing instances are not being launched.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Waiting {
+    /// Its restart backoff holds launches back until then.
+    Backoff { until: UnixMillis },
+    /// Every node declined the next task: the tally in Marathon's reasons,
+    /// and how many nodes gave each detail (e.g. which constraint).
+    Declined { offers: OfferSummary, details: BTreeMap<String, u32> },
+}
+
+impl Unplaced {
+    /// The nodes' answers (nothing was offered while backing off).
+    pub fn offers(&self) -> OfferSummary {
+        match &self.why {
+            Waiting::Backoff { .. } => OfferSummary::default(),
+            Waiting::Declined { offers, .. } => *offers,
+        }
+    }
+
+    /// One sentence for people, e.g. "2 of 2 nodes declined: constraint
+    /// hostname:Unique not satisfied (2 nodes)".
+    pub fn explain(&self, now: UnixMillis) -> String {
+        match &self.why {
+            Waiting::Backoff { until } => {
+                format!("delayed by the restart backoff for {:.1}s", now.secs_until(*until).max(0.0))
+            }
+            Waiting::Declined { offers, .. } if offers.processed == 0 => "no reachable nodes".into(),
+            Waiting::Declined { offers, details } => {
+                let parts: Vec<String> =
+                    details.iter().map(|(d, n)| format!("{d} ({n} node{})", if *n == 1 { "" } else { "s" })).collect();
+                format!("{} of {} nodes declined: {}", offers.unused(), offers.processed, parts.join("; "))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -168,7 +204,7 @@ fn reconcile_app(
         out.unplaced.push(Unplaced {
             app: id.clone(),
             count: launch as u32,
-            reason: format!("delayed by backoff for {:.1}s", now.secs_until(backoff.not_before)),
+            why: Waiting::Backoff { until: backoff.not_before },
         });
         launch = 0;
     }
@@ -197,8 +233,9 @@ fn reconcile_app(
                     readiness: Vec::new(),
                 });
             }
-            Err(reason) => {
-                out.unplaced.push(Unplaced { app: id.clone(), count: (launch - placed) as u32, reason });
+            Err(d) => {
+                let why = Waiting::Declined { offers: d.offers, details: d.details };
+                out.unplaced.push(Unplaced { app: id.clone(), count: (launch - placed) as u32, why });
                 break;
             }
         }

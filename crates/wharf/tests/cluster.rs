@@ -535,14 +535,25 @@ async fn constraints_spread_pin_and_queue_with_a_reason() {
     })
     .await;
     wait_for("the fourth instance queued with the reason", Duration::from_secs(10), || async {
+        // In Marathon's terms: all three nodes declined on the constraint.
         let q = c.get(2, "/v2/queue").await;
-        q["queue"].as_array().is_some_and(|q| {
+        let declined = |e: &Value| {
+            e["processedOffersSummary"]["rejectSummaryLastOffers"].as_array().is_some_and(|s| {
+                s.iter().any(|r| r["reason"] == "UnfulfilledConstraint" && r["declined"] == 3 && r["processed"] == 3)
+            })
+        };
+        let marathon = q["queue"]
+            .as_array()
+            .is_some_and(|q| q.iter().any(|e| e["app"]["id"] == "/uniq" && e["count"] == 1 && declined(e)));
+        // In words, under /wharf/v1.
+        let w = c.get(2, "/wharf/v1/queue").await;
+        let words = w["queue"].as_array().is_some_and(|q| {
             q.iter().any(|e| {
-                e["app"]["id"] == "/uniq"
-                    && e["count"] == 1
+                e["app"] == "/uniq"
                     && e["reason"].as_str().is_some_and(|r| r.contains("hostname") && r.contains("Unique"))
             })
-        })
+        });
+        marathon && words
     })
     .await;
 

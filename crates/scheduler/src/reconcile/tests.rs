@@ -1,7 +1,7 @@
 use super::*;
 use model::{
-    AppSpec, Constraint, ConstraintOp, Deployment, DeploymentId, NodeId, NodeInfo, PortSpec, Resources, Step,
-    TaskStatus,
+    AppSpec, Constraint, ConstraintOp, DeclineReason, Deployment, DeploymentId, NodeId, NodeInfo, PortSpec, Resources,
+    Step, TaskStatus,
 };
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -125,7 +125,11 @@ fn what_does_not_fit_stays_queued_with_a_reason() {
     assert_eq!(out.plan.launches.len(), 2);
     assert_eq!(out.unplaced.len(), 1);
     assert_eq!(out.unplaced[0].count, 1);
-    assert!(out.unplaced[0].reason.contains("insufficient cpus"), "{}", out.unplaced[0].reason);
+    let offers = out.unplaced[0].offers();
+    assert_eq!((offers.processed, offers.declined(DeclineReason::InsufficientCpus)), (1, 1), "{offers:?}");
+    assert_eq!(offers.unused(), 1);
+    let why = out.unplaced[0].explain(sim.now);
+    assert_eq!(why, "1 of 1 nodes declined: insufficient cpus (1 node)");
     assert_eq!(sim.state.deployments.len(), 1, "deployment waits");
 }
 
@@ -206,7 +210,53 @@ fn unique_hostname_leaves_the_rest_queued() {
     let out = sim.round();
     assert_eq!(out.plan.launches.len(), 2);
     assert_eq!(out.unplaced[0].count, 1);
-    assert!(out.unplaced[0].reason.contains("UNIQUE") || out.unplaced[0].reason.contains("Unique"));
+    let offers = out.unplaced[0].offers();
+    assert_eq!(offers.declined(DeclineReason::UnfulfilledConstraint), 2, "{offers:?}");
+    assert_eq!(offers.unused(), 2);
+    let why = out.unplaced[0].explain(sim.now);
+    assert!(why.starts_with("2 of 2 nodes declined: constraint hostname:Unique"), "{why}");
+}
+
+#[test]
+fn a_node_is_declined_for_its_earliest_reason_in_marathons_funnel() {
+    // Node 1 lacks memory and breaks the constraint: counted as the
+    // constraint. Node 2 is draining and lacks cpus: maintenance first.
+    // Node 3 is unreachable: it makes no offer at all.
+    let mut n1 = node(1, 8.0, 16.0);
+    n1.attributes.insert("rack".into(), "b".into());
+    let mut n2 = node(2, 0.01, 8192.0);
+    n2.attributes.insert("rack".into(), "a".into());
+    let mut n3 = node(3, 8.0, 8192.0);
+    n3.attributes.insert("rack".into(), "a".into());
+    let mut sim = Sim::new(vec![n1, n2, n3]);
+    // Set after registering, which starts every node reachable and open.
+    sim.state.nodes.get_mut(&NodeId(2)).expect("node 2").draining = true;
+    sim.state.nodes.get_mut(&NodeId(3)).expect("node 3").unreachable_since = Some(UnixMillis(1));
+    let mut a = spec("/f", 1, 0.5);
+    a.resources.mem = 64.0;
+    a.constraints.push(Constraint { field: "rack".into(), op: ConstraintOp::Is, value: Some("a".into()) });
+    sim.put(a);
+    let out = sim.round();
+    assert!(out.plan.launches.is_empty());
+    let offers = out.unplaced[0].offers();
+    assert_eq!(offers.processed, 2, "the unreachable node is not counted");
+    assert_eq!(offers.declined(DeclineReason::UnfulfilledConstraint), 1);
+    assert_eq!(offers.declined(DeclineReason::AgentMaintenance), 1);
+    assert_eq!(offers.declined(DeclineReason::InsufficientMemory), 0);
+    assert_eq!(offers.declined(DeclineReason::InsufficientCpus), 0);
+}
+
+#[test]
+fn backoff_is_a_wait_without_declines() {
+    let mut sim = Sim::new(vec![node(1, 8.0, 8192.0)]);
+    sim.put(spec("/b", 1, 0.1));
+    let id = AppId::parse("/b").expect("id");
+    let until = sim.now.plus_secs_f64(5.0);
+    sim.state.apps.get_mut(&id).expect("app").backoff = LaunchBackoff { delay_seconds: 5.0, not_before: until };
+    let out = plan(&sim.state, sim.now, &mut sim.rng);
+    assert_eq!(out.unplaced[0].why, Waiting::Backoff { until });
+    assert_eq!(out.unplaced[0].offers().processed, 0);
+    assert_eq!(out.unplaced[0].explain(sim.now), "delayed by the restart backoff for 5.0s");
 }
 
 proptest! {
@@ -240,7 +290,10 @@ proptest! {
         let out = plan(&sim.state, sim.now, &mut sim.rng);
         // Converged: nothing left to launch unless it cannot fit.
         for u in &out.unplaced {
-            prop_assert!(u.reason.contains("insufficient") || u.reason.contains("ports"), "{}", u.reason);
+            let o = u.offers();
+            let resources = [DeclineReason::InsufficientCpus, DeclineReason::InsufficientMemory, DeclineReason::InsufficientPorts];
+            prop_assert!(o.unused() == o.processed && o.unused() > 0, "{:?}", o);
+            prop_assert_eq!(resources.iter().map(|r| o.declined(*r)).sum::<u32>(), o.unused(), "{:?}", o);
         }
         prop_assert!(out.plan.launches.is_empty() || !out.unplaced.is_empty() || out.plan.launches.len() <= apps.len() * 6);
     }
