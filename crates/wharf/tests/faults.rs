@@ -514,28 +514,41 @@ async fn twelve_concurrent_patches_of_different_fields_all_survive() {
                 barrier.wait().await;
                 // `force`: the previous PATCH's deployment may still hold the app.
                 let url = format!("{base}/v2/apps/c/one?force=true");
-                let r = http.patch(url).json(&json!({ field: value })).send().await;
-                let status = r.as_ref().map(|r| r.status()).map_err(|e| e.to_string());
-                (field, status)
+                let answer = match http.patch(url).json(&json!({ field: value })).send().await {
+                    Ok(r) => Ok((r.status(), r.json::<Value>().await.unwrap_or(Value::Null))),
+                    Err(e) => Err(e.to_string()),
+                };
+                (field, answer)
             })
         })
         .collect();
+    // Every answer names the version it made; the newest is the last write.
+    let mut last_version = String::new();
     for p in patches {
-        let (field, status) = p.await.expect("patch");
-        assert_eq!(status, Ok(StatusCode::OK), "PATCH {field}");
+        let (field, answer) = p.await.expect("patch");
+        let (status, body) = answer.unwrap_or_else(|e| panic!("PATCH {field}: {e}"));
+        assert_eq!(status, StatusCode::OK, "PATCH {field}: {body}");
+        let version = body["version"].as_str().unwrap_or_default().to_string();
+        last_version = last_version.max(version);
     }
 
-    let mut lost = Vec::new();
-    for i in 0..3 {
-        let mut app = Value::Null;
-        // Followers trail by a replication round; wait until this node has the last write.
-        for _ in 0..50 {
-            app = c.get(i, "/v2/apps/c/one").await["app"].clone();
-            if c.get(0, "/v2/apps/c/one").await["app"]["version"] == app["version"] {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    // Followers trail by a replication round: wait until all nodes show the
+    // same version twice in a row.
+    let mut views = Vec::new();
+    for _ in 0..100 {
+        let mut now = Vec::new();
+        for i in 0..3 {
+            now.push(c.get(i, "/v2/apps/c/one").await["app"].clone());
         }
+        let same = now.iter().all(|a| a["version"] == now[0]["version"]);
+        if same && views.first().is_some_and(|v: &Value| v["version"] == now[0]["version"]) {
+            break;
+        }
+        views = now;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut lost = Vec::new();
+    for (i, app) in views.iter().enumerate() {
         for (field, value) in twelve_fields() {
             if !same_json(&app[field], &value) {
                 lost.push(format!("node {i}: {field} is {}, was patched to {value}", app[field]));
@@ -543,6 +556,12 @@ async fn twelve_concurrent_patches_of_different_fields_all_survive() {
         }
     }
     assert!(lost.is_empty(), "acknowledged PATCHes lost ({} of 36 field views):\n{}", lost.len(), lost.join("\n"));
+    // Versions are timestamps: the app's is never older than one a PATCH answered with.
+    let version = views[0]["version"].as_str().unwrap_or_default();
+    assert!(
+        version >= last_version.as_str(),
+        "the app is at version {version}, older than an acknowledged {last_version}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
