@@ -224,9 +224,13 @@ impl Drop for Cluster {
         let _ = quiet("iptables").args(["-X", &self.chain]).status();
         // Tasks outlive agents by design: delete the apps through a live node first.
         super::remove_all_apps_blocking(self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.addr()).collect());
-        // Nodes a test killed for good left their tasks running (by design);
-        // stop those through their executors.
-        for n in self.nodes.iter().filter(|n| n.child.is_none()) {
+        for n in &mut self.nodes {
+            n.stop();
+        }
+        // Tasks still running now belong to nodes a test killed for good, or
+        // to a cluster too broken to delete its apps; stop them through their
+        // executors so no test leaks processes.
+        for n in &self.nodes {
             let Ok(dir) = std::fs::read_dir(n.dir.join("data/sandboxes")) else { continue };
             for sandbox in dir.filter_map(Result::ok) {
                 let state = std::fs::read_to_string(sandbox.path().join("state.json")).unwrap_or_default();
@@ -236,9 +240,6 @@ impl Drop for Cluster {
                     let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
                 }
             }
-        }
-        for n in &mut self.nodes {
-            n.stop();
         }
     }
 }
