@@ -121,11 +121,14 @@ async fn put_computed(
     loop {
         attempt += 1;
         let snap = ctx.store.snapshot();
-        let old = snap.apps.get(id);
+        let stored = snap.apps.get(id);
+        // An app being deleted is gone for its users (Marathon removes it when
+        // the DELETE is answered): a write starts a new app from what it gives.
+        let old = stored.filter(|a| !a.deleting);
         let spec = compute(old)?;
-        let at = ctx.version_after(old.map(|a| a.version));
+        let at = ctx.version_after(stored.map(|a| a.version));
         let dep = deployment_for_put(ctx, old, &spec, at);
-        let expect = Some(expect_of(old));
+        let expect = Some(expect_of(stored));
         let cmd = Command::PutApp { app: spec, at, deployment: dep.clone(), force, create_only, expect };
         match ctx.store.propose(cmd).await? {
             Applied::App(app) => return Ok(PutResult { app: *app, deployment: dep, created: old.is_none() }),
@@ -216,13 +219,14 @@ async fn update_many(ctx: Arc<ApiContext>, q: Option<String>, body: Bytes) -> Ap
         let mut puts = Vec::new();
         let mut steps = Vec::new();
         for (i, (id, item)) in ids.iter().zip(&items).enumerate() {
-            let old = snap.apps.get(id);
+            let stored = snap.apps.get(id);
+            let old = stored.filter(|a| !a.deleting);
             let spec = match old {
                 Some(old) => marathon::merge_app(&old.spec, id, item.clone())?,
                 None => marathon::app_from_value(item.clone(), &format!("/{i}"))?,
             };
             steps.push(steps_for_put(old, &spec));
-            puts.push(AppPut { app: spec, expect: Some(expect_of(old)) });
+            puts.push(AppPut { app: spec, expect: Some(expect_of(stored)) });
         }
         if puts.is_empty() {
             return Ok(Json(json!({})).into_response());

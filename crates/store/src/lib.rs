@@ -137,7 +137,10 @@ impl Store {
             heartbeat_interval: cfg.heartbeat_ms,
             election_timeout_min: cfg.election_timeout_ms.0,
             election_timeout_max: cfg.election_timeout_ms.1,
-            max_payload_entries: 1000,
+            // openraft 0.9 bounds one AppendEntries by the heartbeat interval:
+            // a large batch to a follower that fell behind on a slow disk
+            // times out again and again and it never catches up.
+            max_payload_entries: 64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
             ..Default::default()
         }

@@ -382,7 +382,6 @@ fn seed() -> u64 {
 // its AppendEntries timeout (the 100 ms heartbeat interval), so it may never
 // catch up (seen with WHARF_FAULT_SEED=1 and 3; gone with 64-entry batches).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "enable once PATCH is atomic (issue 7)"]
 async fn acknowledged_writes_survive_kills_partitions_and_pauses_in_a_serial_order() {
     let _heavy = HEAVY.lock().await;
     let seed = seed();
@@ -480,7 +479,6 @@ fn same_json(a: &Value, b: &Value) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "enable once PATCH is atomic (issue 7)"]
 async fn twelve_concurrent_patches_of_different_fields_all_survive() {
     let _heavy = HEAVY.lock().await;
     let c = Cluster::start(3, &RESOURCES).await;
@@ -565,7 +563,6 @@ async fn twelve_concurrent_patches_of_different_fields_all_survive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "enable once PATCH is atomic (issue 7)"]
 async fn racing_scales_patches_and_deletes_of_one_app_are_serializable() {
     let _heavy = HEAVY.lock().await;
     let c = Cluster::start(3, &RESOURCES).await;
