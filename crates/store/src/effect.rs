@@ -163,3 +163,221 @@ pub fn replay(state: &mut ClusterState, effects: &[Effect]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::apply;
+    use model::{
+        AppSpec, DeploymentAction, HealthReport, NodeInfo, Plan, Resources, Step, TaskGoal, TaskState, TaskStatus,
+        UnixMillis,
+    };
+    use proptest::prelude::*;
+
+    fn node(id: u64) -> NodeInfo {
+        NodeInfo {
+            id: NodeId(id),
+            hostname: format!("n{id}"),
+            advertise: "127.0.0.1".into(),
+            http_addr: String::new(),
+            rpc_addr: String::new(),
+            resources: Resources { cpus: 4.0, mem: 4096.0, disk: 1000.0, gpus: 0 },
+            port_range: (31000, 31100),
+            attributes: Default::default(),
+            registered_at: UnixMillis(0),
+            draining: false,
+            unreachable_since: None,
+        }
+    }
+
+    fn app_id(n: u8) -> AppId {
+        AppId::parse(&format!("/g/app{}", n % 3)).expect("id")
+    }
+
+    fn deployment(n: u64, app: &AppId) -> Deployment {
+        Deployment {
+            id: DeploymentId(format!("d{n}")),
+            version: UnixMillis(n as i64),
+            affected_apps: vec![app.clone()],
+            steps: vec![Step { actions: vec![(DeploymentAction::ScaleApplication, app.clone())] }],
+            current_step: 1,
+            started_at: UnixMillis(n as i64),
+        }
+    }
+
+    /// Turns a generated op into a command that makes sense in `state`.
+    fn command(state: &ClusterState, op: (u8, u8, u8), seq: u64) -> Command {
+        let (kind, a, b) = op;
+        let id = app_id(a);
+        let any_task = || state.tasks.keys().nth(b as usize % state.tasks.len().max(1)).cloned();
+        let at = UnixMillis(seq as i64);
+        match kind % 10 {
+            0 => Command::RegisterNode(node(1 + (a % 2) as u64)),
+            1 => {
+                let mut spec = AppSpec::new(id.clone());
+                spec.instances = (b % 3) as u32;
+                Command::PutApp {
+                    app: spec,
+                    at,
+                    deployment: deployment(seq, &id),
+                    force: b % 2 == 0,
+                    create_only: false,
+                    expect: None,
+                }
+            }
+            2 => Command::DeleteApp { id: id.clone(), at, deployment: deployment(seq, &id), force: true },
+            3 => {
+                let node = NodeId(1 + (b % 2) as u64);
+                let task = model::Task {
+                    id: model::TaskId::new(&id, uuid::Uuid::from_u128(seq as u128), 1),
+                    app_id: id.clone(),
+                    node,
+                    host: "h".into(),
+                    app_version: at,
+                    ports: vec![31000 + (seq % 100) as u16],
+                    resources: Resources { cpus: 0.5, mem: 64.0, disk: 0.0, gpus: 0 },
+                    state: TaskState::Staging,
+                    goal: TaskGoal::Running,
+                    staged_at: at,
+                    started_at: None,
+                    updated_at: at,
+                    message: None,
+                    healthy: None,
+                    health: None,
+                    ready: None,
+                    readiness: vec![],
+                };
+                let done: Vec<_> = state.deployments.keys().take(1).cloned().collect();
+                let gone = state.apps.values().filter(|a| a.deleting).map(|a| a.spec.id.clone()).collect();
+                Command::ApplyPlan(Plan {
+                    launches: vec![task],
+                    finished_deployments: done,
+                    removed_apps: gone,
+                    ..Default::default()
+                })
+            }
+            4 => {
+                let states = [TaskState::Running, TaskState::Failed, TaskState::Killed, TaskState::Finished];
+                match any_task() {
+                    Some(t) => Command::TaskStatuses(vec![TaskStatus {
+                        task_id: t,
+                        state: states[b as usize % 4],
+                        at,
+                        message: None,
+                    }]),
+                    None => Command::RegisterNode(node(1)),
+                }
+            }
+            5 => match any_task() {
+                Some(t) => Command::TaskHealth(vec![HealthReport {
+                    task_id: t,
+                    alive: b % 2 == 0,
+                    consecutive_failures: 0,
+                    at,
+                    cause: None,
+                }]),
+                None => Command::RegisterNode(node(2)),
+            },
+            6 => Command::KillTasks {
+                ids: any_task().into_iter().collect(),
+                scale: b % 2 == 0,
+                at,
+                deployment: Some(deployment(seq, &id)),
+            },
+            7 => {
+                let expunges = state.tasks.values().filter(|t| t.state.is_terminal()).map(|t| t.id.clone()).collect();
+                Command::ApplyPlan(Plan { expunges, ..Default::default() })
+            }
+            8 => match state.deployments.keys().next() {
+                Some(d) if b % 2 == 0 => {
+                    Command::RollbackDeployment { id: d.clone(), new_id: DeploymentId(format!("r{seq}")), at }
+                }
+                Some(d) => Command::CancelDeployment { id: d.clone() },
+                None => Command::ResetDelay { id },
+            },
+            _ => match b % 3 {
+                0 => Command::NodeLiveness { node: NodeId(1 + (a % 2) as u64), reachable: a % 4 < 2, at },
+                1 => Command::DrainNode { node: NodeId(1 + (a % 2) as u64), draining: b % 2 == 0 },
+                _ => Command::RemoveNode { node: NodeId(2), at },
+            },
+        }
+    }
+
+    /// What effects describe: everything but the version history and the
+    /// list of removed nodes.
+    fn described(s: &ClusterState) -> (String, String, String, String, String) {
+        let j = |v: serde_json::Result<String>| v.unwrap_or_default();
+        (
+            j(serde_json::to_string(&s.nodes)),
+            j(serde_json::to_string(&s.apps)),
+            j(serde_json::to_string(&s.tasks)),
+            j(serde_json::to_string(&s.deployments)),
+            j(serde_json::to_string(&s.groups)),
+        )
+    }
+
+    proptest! {
+        /// Effects are complete: a consumer that starts from the initial state
+        /// and folds in only the effects reaches the final state.
+        #[test]
+        fn effects_replayed_over_the_initial_state_give_the_final_state(
+            ops in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>()), 1..80)
+        ) {
+            let mut state = ClusterState::default();
+            apply(&mut state, &Command::RegisterNode(node(1)));
+            state.nodes.take_touched();
+            let initial = state.clone();
+            let mut replayed = initial.clone();
+            for (seq, op) in ops.into_iter().enumerate() {
+                let cmd = command(&state, op, seq as u64 + 10);
+                let before = state.clone();
+                apply(&mut state, &cmd);
+                let effects = collect(&before, &mut state, &cmd);
+                // No effect without a change, and each one names a real change.
+                for e in &effects {
+                    if let Effect::TaskChanged { before, after, .. } = e {
+                        prop_assert_ne!(before, after);
+                    }
+                }
+                replay(&mut replayed, &effects);
+                prop_assert_eq!(described(&replayed), described(&state));
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_write_has_no_effects() {
+        let mut state = ClusterState::default();
+        let id = app_id(0);
+        let cmd =
+            Command::DeleteApp { id: id.clone(), at: UnixMillis(1), deployment: deployment(1, &id), force: false };
+        let before = state.clone();
+        apply(&mut state, &cmd);
+        assert!(collect(&before, &mut state, &cmd).is_empty());
+    }
+
+    #[test]
+    fn a_finished_deployment_says_whether_it_succeeded() {
+        let mut state = ClusterState::default();
+        let id = app_id(0);
+        let put = Command::PutApp {
+            app: AppSpec::new(id.clone()),
+            at: UnixMillis(1),
+            deployment: deployment(1, &id),
+            force: false,
+            create_only: false,
+            expect: None,
+        };
+        let before = state.clone();
+        apply(&mut state, &put);
+        let effects = collect(&before, &mut state, &put);
+        assert!(effects.iter().any(|e| matches!(e, Effect::DeploymentStarted(d) if d.id.0 == "d1")));
+        assert!(effects.iter().any(|e| matches!(e, Effect::AppPut { before: None, .. })));
+        let done =
+            Command::ApplyPlan(Plan { finished_deployments: vec![DeploymentId("d1".into())], ..Default::default() });
+        let before = state.clone();
+        apply(&mut state, &done);
+        let effects = collect(&before, &mut state, &done);
+        assert!(matches!(effects.as_slice(), [Effect::DeploymentFinished { succeeded: true, .. }]), "{effects:?}");
+    }
+}

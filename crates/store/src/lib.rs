@@ -80,11 +80,20 @@ pub struct StoreConfig {
     pub election_timeout_ms: (u64, u64),
     /// Nodes beyond this many join as learners (full read replicas).
     pub max_voters: usize,
+    /// Log entries after which a snapshot is built (and the log before it purged).
+    pub snapshot_every: u64,
 }
 
 impl StoreConfig {
     pub fn new(data_dir: PathBuf, rpc_advertise: String) -> StoreConfig {
-        StoreConfig { data_dir, rpc_advertise, heartbeat_ms: 100, election_timeout_ms: (400, 800), max_voters: 3 }
+        StoreConfig {
+            data_dir,
+            rpc_advertise,
+            heartbeat_ms: 100,
+            election_timeout_ms: (400, 800),
+            max_voters: 3,
+            snapshot_every: 5000,
+        }
     }
 }
 
@@ -141,7 +150,7 @@ impl Store {
             // a large batch to a follower that fell behind on a slow disk
             // times out again and again and it never catches up.
             max_payload_entries: 64,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
             ..Default::default()
         }
         .validate()

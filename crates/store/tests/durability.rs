@@ -2,6 +2,7 @@
 //! and the node never re-initialises its cluster.
 
 use model::{AppId, AppSpec, Deployment, DeploymentAction, DeploymentId, Step, UnixMillis};
+use redb::ReadableTable;
 use std::time::Duration;
 use store::{Applied, Command, Store, StoreConfig, Update};
 
@@ -27,9 +28,27 @@ fn put(i: u32) -> Command {
 async fn open(dir: &std::path::Path) -> Store {
     let mut cfg = StoreConfig::new(dir.to_path_buf(), "127.0.0.1:1".into());
     cfg.election_timeout_ms = (150, 300);
-    let store = Store::open(cfg).await.expect("open store");
+    let store = open_when_released(cfg).await.expect("open store");
     store.bootstrap_if_new().await.expect("bootstrap");
     store
+}
+
+/// Opens the store once the previous instance in this process has let go of
+/// the database: openraft's tasks end shortly after `shutdown` returns. (A
+/// restarted node is a new process and never waits here.)
+async fn open_when_released(cfg: StoreConfig) -> Result<Store, store::StoreError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = StoreConfig { data_dir: cfg.data_dir.clone(), rpc_advertise: cfg.rpc_advertise.clone(), ..cfg };
+        match Store::open(c).await {
+            Err(store::StoreError::Database(redb::Error::DatabaseAlreadyOpen))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 #[tokio::test]
@@ -68,4 +87,53 @@ async fn writes_survive_restart_and_feed_reports_them() {
     assert!(matches!(res, Applied::App(_)));
     assert_eq!(store.read(|s| s.apps.len()), 21);
     store.shutdown().await;
+}
+
+/// A store that snapshots every few entries, as a long-running node does.
+async fn open_snapshotting(dir: &std::path::Path) -> Result<Store, store::StoreError> {
+    let mut cfg = StoreConfig::new(dir.to_path_buf(), "127.0.0.1:1".into());
+    cfg.election_timeout_ms = (150, 300);
+    cfg.snapshot_every = 10;
+    let store = open_when_released(cfg).await?;
+    store.bootstrap_if_new().await?;
+    Ok(store)
+}
+
+#[tokio::test]
+async fn a_snapshot_restores_the_state_and_a_corrupt_one_stops_the_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open_snapshotting(dir.path()).await.expect("open");
+        for i in 0..40 {
+            store.propose(put(i)).await.expect("propose");
+        }
+        store.shutdown().await;
+    }
+    let db_path = dir.path().join("state.redb");
+    // The snapshot was written (its log prefix purged) and restores everything.
+    {
+        let store = open_snapshotting(dir.path()).await.expect("reopen");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while store.read(|s| s.apps.len()) < 40 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(store.read(|s| s.apps.len()), 40);
+        store.shutdown().await;
+    }
+    {
+        let db = redb::Database::open(&db_path).expect("open db");
+        let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("snapshot");
+        let tx = db.begin_write().expect("tx");
+        {
+            let mut t = tx.open_table(table).expect("table");
+            assert!(t.get("current.data").expect("get").is_some(), "a snapshot was stored");
+            t.insert("current.data", b"{\"format\":1,\"state\":{\"apps\":[tru".as_slice()).expect("insert");
+        }
+        tx.commit().expect("commit");
+    }
+    let err = match open_snapshotting(dir.path()).await {
+        Ok(_) => panic!("a node with a corrupt snapshot must not start"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("snapshot cannot be decoded") && err.contains("data directory is damaged"), "{err}");
 }

@@ -319,3 +319,160 @@ fn reset_delay_forgets_the_backoff_only() {
         Applied::Rejected(Rejection::NoSuchApp(other))
     );
 }
+
+/// One of every `Command` variant, in an order that makes each one act on
+/// something. The `match` in `variant` has no wildcard: a new variant does
+/// not compile until it is added here and to the golden file.
+fn every_command() -> Vec<Command> {
+    let a = AppId::parse("/golden/a").expect("id");
+    let b = AppId::parse("/golden/b").expect("id");
+    let d = |n: &str, app: &AppId, v: i64| {
+        let mut x = dep(n, app);
+        x.version = UnixMillis(v);
+        x.started_at = UnixMillis(v);
+        x
+    };
+    let t1 = task(&a, 1, 1, 31000);
+    let t2 = task(&a, 2, 1, 31001);
+    let mut many = d("d-many", &b, 30);
+    many.affected_apps = vec![a.clone(), b.clone()];
+    vec![
+        Command::RegisterNode(node(1)),
+        Command::RegisterNode(node(2)),
+        Command::PutApp {
+            app: app("/golden/a"),
+            at: UnixMillis(10),
+            deployment: d("d-a", &a, 10),
+            force: false,
+            create_only: true,
+            expect: Some(Precondition::Absent),
+        },
+        Command::ApplyPlan(Plan {
+            launches: vec![t1.clone(), t2.clone()],
+            finished_deployments: vec![DeploymentId("d-a".into())],
+            ..Default::default()
+        }),
+        Command::TaskStatuses(vec![TaskStatus {
+            task_id: t1.id.clone(),
+            state: TaskState::Running,
+            at: UnixMillis(11),
+            message: None,
+        }]),
+        Command::TaskHealth(vec![model::HealthReport {
+            task_id: t1.id.clone(),
+            alive: true,
+            consecutive_failures: 0,
+            at: UnixMillis(12),
+            cause: None,
+        }]),
+        Command::TaskReadiness(vec![model::ReadinessReport {
+            task_id: t1.id.clone(),
+            ready: true,
+            results: vec![],
+            at: UnixMillis(12),
+        }]),
+        Command::KillUnhealthy { id: t2.id.clone(), reason: "failed 3 checks".into(), at: UnixMillis(13) },
+        Command::RestartApp { id: a.clone(), at: UnixMillis(20), deployment: d("d-restart", &a, 20), force: false },
+        Command::CancelDeployment { id: DeploymentId("d-restart".into()) },
+        Command::PutApps {
+            apps: vec![AppPut { app: app("/golden/b"), expect: Some(Precondition::Absent) }],
+            at: UnixMillis(30),
+            deployment: many,
+            force: true,
+        },
+        Command::RollbackDeployment {
+            id: DeploymentId("d-many".into()),
+            new_id: DeploymentId("d-rollback".into()),
+            at: UnixMillis(40),
+        },
+        Command::ResetDelay { id: a.clone() },
+        Command::KillTasks {
+            ids: vec![t1.id.clone()],
+            scale: true,
+            at: UnixMillis(50),
+            deployment: Some(d("d-kill", &a, 50)),
+        },
+        Command::PutGroup {
+            apps: vec![app("/golden/c")],
+            remove_apps: vec![],
+            groups: vec![(
+                AppId::parse("/golden").expect("id"),
+                GroupMeta { dependencies: vec![], version: UnixMillis(60) },
+            )],
+            remove_groups: vec![],
+            at: UnixMillis(60),
+            deployment: d("d-group", &b, 60),
+            force: true,
+        },
+        Command::DeleteApp { id: a.clone(), at: UnixMillis(70), deployment: d("d-delete", &a, 70), force: true },
+        Command::NodeLiveness { node: NodeId(2), reachable: false, at: UnixMillis(80) },
+        Command::DrainNode { node: NodeId(1), draining: true },
+        Command::RemoveNode { node: NodeId(2), at: UnixMillis(90) },
+    ]
+}
+
+fn variant(c: &Command) -> &'static str {
+    match c {
+        Command::RegisterNode(_) => "RegisterNode",
+        Command::PutApp { .. } => "PutApp",
+        Command::DeleteApp { .. } => "DeleteApp",
+        Command::RestartApp { .. } => "RestartApp",
+        Command::KillTasks { .. } => "KillTasks",
+        Command::ApplyPlan(_) => "ApplyPlan",
+        Command::TaskStatuses(_) => "TaskStatuses",
+        Command::CancelDeployment { .. } => "CancelDeployment",
+        Command::NodeLiveness { .. } => "NodeLiveness",
+        Command::DrainNode { .. } => "DrainNode",
+        Command::RemoveNode { .. } => "RemoveNode",
+        Command::PutGroup { .. } => "PutGroup",
+        Command::TaskHealth(_) => "TaskHealth",
+        Command::KillUnhealthy { .. } => "KillUnhealthy",
+        Command::TaskReadiness(_) => "TaskReadiness",
+        Command::PutApps { .. } => "PutApps",
+        Command::RollbackDeployment { .. } => "RollbackDeployment",
+        Command::ResetDelay { .. } => "ResetDelay",
+    }
+}
+
+fn golden_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// An old log must always replay: the committed encodings of every command
+/// still decode, and applied in order they give the committed state.
+/// `WHARF_BLESS=1` writes the files anew (only when a variant is added).
+#[test]
+fn the_golden_log_decodes_and_replays_to_the_golden_state() {
+    let dir = golden_dir();
+    if std::env::var("WHARF_BLESS").is_ok_and(|v| v == "1") {
+        let lines: Vec<String> = every_command().iter().map(|c| serde_json::to_string(c).expect("encode")).collect();
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("commands.jsonl"), lines.join("\n") + "\n").expect("write");
+        let mut s = ClusterState::default();
+        for c in every_command() {
+            apply(&mut s, &c);
+        }
+        std::fs::write(dir.join("state-after.json"), serde_json::to_string_pretty(&s).expect("encode")).expect("write");
+    }
+    let log = std::fs::read_to_string(dir.join("commands.jsonl")).expect("golden log");
+    let commands: Vec<Command> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let mut seen: Vec<&str> = commands.iter().map(variant).collect();
+    seen.sort();
+    seen.dedup();
+    let mut all: Vec<&str> = every_command().iter().map(variant).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(seen, all, "the golden log must hold every Command variant (WHARF_BLESS=1 to add a new one)");
+    let mut s = ClusterState::default();
+    for c in &commands {
+        apply(&mut s, c);
+    }
+    let want: ClusterState =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state-after.json")).expect("golden state"))
+            .expect("decode golden state");
+    assert_eq!(s, want);
+    // The replay did something of every kind: tasks placed, apps kept and removed, a node gone.
+    assert!(s.removed_nodes.contains(&NodeId(2)));
+    assert!(s.apps.contains_key(&AppId::parse("/golden/c").expect("id")));
+}
