@@ -123,6 +123,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         sandbox_root,
         executor: vec![exe.into_os_string(), "executor".into()],
         keep_sandboxes: args.keep_sandboxes,
+        check_client: agent::health::check_client().context("starting the agent")?,
     };
     tokio::spawn(agent::run_agent(store.clone(), agent_cfg));
 
