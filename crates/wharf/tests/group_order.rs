@@ -16,7 +16,9 @@ async fn dependents_start_after_their_dependencies_are_healthy() {
         "apps": [
             {"id": "db", "cmd": "sleep 2; exec python3 -m http.server $PORT0", "cpus": 0.1, "mem": 64,
              "healthChecks": [{"protocol": "HTTP", "path": "/", "intervalSeconds": 1, "gracePeriodSeconds": 30}]},
-            {"id": "web", "cmd": "exec sleep 1000", "cpus": 0.05, "mem": 16, "instances": 2, "dependencies": ["db"]}
+            // web takes a second to stop, so stopping db at the same time shows.
+            {"id": "web", "cmd": "trap 'sleep 1; exit 0' TERM; sleep 1000 & wait",
+             "cpus": 0.05, "mem": 16, "instances": 2, "dependencies": ["db"]}
         ]
     });
     let (s, v) = node.call(Method::POST, "/v2/groups", Some(&def)).await.expect("post");
