@@ -38,6 +38,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("--data-dir: cannot create {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    // Every flag is checked before anything listens or any state changes.
+    let local = describe_node(&args, &data_dir, &advertise)?;
+    let exe = std::env::current_exe().context("locating the wharf binary for executors")?;
+    let check_client = agent::health::check_client().context("starting the agent")?;
 
     // Listeners first: a port in use is reported before any state changes.
     let rpc_listener = TcpListener::bind(rpc).await.with_context(|| format!("--rpc: cannot listen on {rpc}"))?;
@@ -55,14 +59,21 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     sup.start_once("RPC server", async move { axum::serve(rpc_listener, rpc_router).await });
     join_cluster(&store, &args.join).await?;
 
-    let node = node_info(&args, &data_dir, store.node_id(), &advertise, http_advertise.clone(), rpc_advertise)?;
+    let node = NodeInfo {
+        id: store.node_id(),
+        http_addr: http_advertise.clone(),
+        rpc_addr: rpc_advertise,
+        registered_at: now(),
+        ..local
+    };
     register(&store, node).await?;
 
     let sandbox_root = data_dir.join("sandboxes");
     std::fs::create_dir_all(&sandbox_root)?;
     let stop_http = start_http(&mut sup, http_listener, &store, sandbox_root.clone());
     start_loops(&mut sup, &store, liveness, &args);
-    start_agent(&mut sup, &store, sandbox_root, args.keep_sandboxes)?;
+    let executor = vec![exe.into_os_string(), "executor".into()];
+    start_agent(&mut sup, &store, sandbox_root, executor, args.keep_sandboxes, check_client);
 
     tracing::info!(http = %http_advertise, node = %store.node_id(), "wharf node ready");
     let outcome = sup.run_until(wait_for_signal()).await;
@@ -104,15 +115,10 @@ async fn join_cluster(store: &Store, join: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// This node as the cluster sees it: addresses, resources, attributes.
-fn node_info(
-    args: &AgentArgs,
-    data_dir: &std::path::Path,
-    id: model::NodeId,
-    advertise: &str,
-    http_addr: String,
-    rpc_addr: String,
-) -> anyhow::Result<NodeInfo> {
+/// This node as the cluster will see it, from the flags and the host: its
+/// resources, ports, attributes and names. Id, addresses and registration
+/// time are filled in once the store and listeners exist.
+fn describe_node(args: &AgentArgs, data_dir: &std::path::Path, advertise: &str) -> anyhow::Result<NodeInfo> {
     let mut resources = resources::detect(data_dir);
     if let Some(spec) = &args.resources {
         resources = resources::apply_override(resources, spec)?;
@@ -128,15 +134,15 @@ fn node_info(
         }
     };
     Ok(NodeInfo {
-        id,
+        id: model::NodeId(0),
         hostname,
         advertise: advertise.to_string(),
-        http_addr,
-        rpc_addr,
+        http_addr: String::new(),
+        rpc_addr: String::new(),
         resources,
         port_range: resources::port_range(&args.ports)?,
         attributes,
-        registered_at: now(),
+        registered_at: model::UnixMillis(0),
         draining: false,
         unreachable_since: None,
     })
@@ -183,22 +189,21 @@ fn start_agent(
     sup: &mut Supervisor,
     store: &Arc<Store>,
     sandbox_root: std::path::PathBuf,
+    executor: Vec<std::ffi::OsString>,
     keep_sandboxes: usize,
-) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("locating the wharf binary for executors")?;
-    let check_client = agent::health::check_client().context("starting the agent")?;
+    check_client: reqwest::Client,
+) {
     let s = store.clone();
     sup.start("agent", Policy::Restart, move || {
         let cfg = agent::AgentConfig {
             node: s.node_id(),
             sandbox_root: sandbox_root.clone(),
-            executor: vec![exe.clone().into_os_string(), "executor".into()],
+            executor: executor.clone(),
             keep_sandboxes,
             check_client: check_client.clone(),
         };
         agent::run_agent(s.clone(), cfg)
     });
-    Ok(())
 }
 
 /// Registers (or refreshes) this node once a leader can commit it.
