@@ -6,13 +6,15 @@
 //! hosts (on hybrid hosts the controllers live on the v1 hierarchies, so the v1
 //! manager is used). The cgroup is `/wharf/<task_id>` below the root of every
 //! hierarchy. Only the few files `libcgroups` does not cover (OOM counters) are
-//! read here directly.
+//! read here directly, and the `/wharf` directories are listed here to find
+//! cgroups left behind by dead executors ([`task_cgroups`]).
 
 use libcgroups::common::{self, AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup, ControllerOpt};
 use model::{Resources, TaskId};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -30,9 +32,38 @@ pub enum CgroupError {
     Resources(String),
 }
 
+/// The parent of every task cgroup, below each hierarchy's root.
+const WHARF_PARENT: &str = "wharf";
+
 /// The cgroup name of a task, relative to each hierarchy's root.
 pub fn cgroup_name(id: &TaskId) -> PathBuf {
-    PathBuf::from(format!("/wharf/{}", id.as_str()))
+    PathBuf::from(format!("/{WHARF_PARENT}/{}", id.as_str()))
+}
+
+/// Every task whose cgroup (`/wharf/<task-id>`) exists on this host, in any
+/// hierarchy, whichever agent made it. Directories whose name is not a task
+/// id are not Wharf's and are ignored.
+pub fn task_cgroups() -> Result<BTreeSet<TaskId>, CgroupError> {
+    let roots = match setup()? {
+        CgroupSetup::Unified => vec![PathBuf::from(CGROUP_ROOT)],
+        CgroupSetup::Legacy | CgroupSetup::Hybrid => {
+            libcgroups::v1::util::list_subsystem_mount_points().map_err(|e| CgroupError::Setup(e.to_string()))?
+        }
+    };
+    let mut ids = BTreeSet::new();
+    for root in roots {
+        // A hierarchy without `/wharf` has never held a task.
+        let Ok(entries) = std::fs::read_dir(root.join(WHARF_PARENT)) else { continue };
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if let Some(id) = entry.file_name().to_str().and_then(|n| TaskId::parse(n).ok()) {
+                ids.insert(id);
+            }
+        }
+    }
+    Ok(ids)
 }
 
 fn setup() -> Result<CgroupSetup, CgroupError> {

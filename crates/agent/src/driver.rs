@@ -2,7 +2,8 @@
 //! sandboxes, starts one executor per task (in its own session, so tasks
 //! survive an agent restart), turns the executor's "running" message and its
 //! exit into [`TaskEvent`]s, forwards kill requests, and re-attaches to live
-//! executors after an agent restart.
+//! executors after an agent restart. On that restart it also sweeps task
+//! cgroups that no live executor owns (their executor died with the agent).
 //!
 //! Exit notification uses a pidfd per executor registered with tokio
 //! (`AsyncFd`): no polling, and it works for executors that are not the
@@ -12,7 +13,7 @@
 use crate::cgroup::TaskCgroup;
 use crate::sandbox::{self, ExecMsg, ExitRecord, LaunchSpec, StateFile, EXECUTOR_LOG, SPEC_FILE, STATE_FILE};
 use model::{TaskId, TaskState, UnixMillis};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -26,6 +27,11 @@ use tokio::sync::mpsc::UnboundedSender;
 
 /// How long `launch` waits for the executor to report the task started.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// The executor's flag naming its sandbox; the sweep of orphan cgroups finds
+/// live executors by it.
+const SANDBOX_FLAG: &str = "--sandbox";
+/// How long to keep SIGKILLing what is left in an orphan cgroup.
+const ORPHAN_SWEEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the driver reports about tasks, on the channel given to
 /// [`ExecDriver::new`].
@@ -145,7 +151,7 @@ impl ExecDriver {
         let log = std::fs::File::create(dir.join(EXECUTOR_LOG)).map_err(io_err("create executor log"))?;
 
         let mut cmd = std::process::Command::new(program);
-        cmd.args(args).arg("--sandbox").arg(&dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+        cmd.args(args).arg(SANDBOX_FLAG).arg(&dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
         // SAFETY: setsid is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
@@ -222,8 +228,21 @@ impl ExecDriver {
     /// executors (their exit is reported as an `Exited` event) and returns
     /// every task found with its current state. A sandbox whose executor
     /// died without recording the task's end is cleaned up (its cgroup
-    /// killed) and reported `Failed`.
+    /// killed) and reported `Failed`. Last, task cgroups on this host that
+    /// no live executor owns (their sandbox is gone, or the executor died
+    /// after recording the exit) are killed and removed.
     pub async fn recover(&self) -> Result<Vec<RecoveredTask>, DriverError> {
+        let found = self.recover_sandboxes()?;
+        let owned: HashSet<TaskId> = self.inner.tasks().keys().cloned().collect();
+        match tokio::task::spawn_blocking(move || sweep_orphan_cgroups(&owned)).await {
+            Ok(swept) if !swept.is_empty() => tracing::info!(count = swept.len(), "removed orphan task cgroups"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweeping orphan task cgroups failed"),
+        }
+        Ok(found)
+    }
+
+    fn recover_sandboxes(&self) -> Result<Vec<RecoveredTask>, DriverError> {
         let entries = match std::fs::read_dir(&self.inner.root) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -365,6 +384,64 @@ async fn watch(inner: Arc<Inner>, id: TaskId, exec_pid: u32, pidfd: Arc<OwnedFd>
         }
     }
     let _ = inner.events.send(TaskEvent::Exited { task_id: id, state: exit.state, message: exit.message, at: exit.at });
+}
+
+/// Kills and removes every task cgroup on this host that neither `owned`
+/// (this driver's attached executors) nor a live executor of any agent on
+/// the host claims: several agents may share a host, and each sweeps when
+/// it starts. Returns the tasks whose cgroups were removed.
+fn sweep_orphan_cgroups(owned: &HashSet<TaskId>) -> Vec<TaskId> {
+    let cgroups = match crate::cgroup::task_cgroups() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list task cgroups; orphans stay");
+            return Vec::new();
+        }
+    };
+    // Listed before the process scan: an executor that made one of these
+    // cgroups was started before the listing, so the scan sees it if it
+    // still lives.
+    let live = live_executor_tasks();
+    let mut swept = Vec::new();
+    for id in cgroups.into_iter().filter(|id| !owned.contains(id) && !live.contains(id)) {
+        let cg = match TaskCgroup::open(&id) {
+            Ok(cg) => cg,
+            Err(e) => {
+                tracing::warn!(task = %id, error = %e, "cannot open an orphan task cgroup");
+                continue;
+            }
+        };
+        let left = cg.pids().len();
+        if !cg.kill_all(ORPHAN_SWEEP_TIMEOUT, || {}) {
+            tracing::warn!(task = %id, "processes survive SIGKILL in an orphan task cgroup");
+        }
+        match cg.remove() {
+            Ok(()) => {
+                tracing::info!(task = %id, killed = left, "removed the cgroup of a task whose executor is gone");
+                swept.push(id);
+            }
+            Err(e) => tracing::warn!(task = %id, error = %e, "cannot remove an orphan task cgroup"),
+        }
+    }
+    swept
+}
+
+/// Tasks whose executor is alive on this host, whichever agent started it:
+/// processes with `--sandbox <root>/<task-id>` on their command line. A
+/// zombie's command line is empty, so a dead executor never counts.
+fn live_executor_tasks() -> HashSet<TaskId> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return HashSet::new() };
+    procs
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter_map(|cmdline| {
+            let mut args = cmdline.split(|b| *b == 0);
+            args.by_ref().find(|a| *a == SANDBOX_FLAG.as_bytes())?;
+            let dir = Path::new(std::str::from_utf8(args.next()?).ok()?);
+            TaskId::parse(dir.file_name()?.to_str()?).ok()
+        })
+        .collect()
 }
 
 /// Reaps an executor that failed to start its task, without reporting.

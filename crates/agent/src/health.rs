@@ -42,11 +42,23 @@ pub enum CheckerEvent {
 
 use crate::sandbox::now;
 
-/// The HTTP(S) client for checks. Like Marathon, HTTPS checks do not verify
-/// the task's certificate: tasks commonly serve self-signed ones, and the
-/// check asks "does it answer", not "is it who it claims".
-pub(crate) fn check_client() -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(0).danger_accept_invalid_certs(true).build().unwrap_or_default()
+/// The HTTP client for health and readiness checks could not be built (its
+/// TLS backend failed to start). A default client would check HTTPS tasks
+/// with a different certificate policy, so the agent does not start instead.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client for health and readiness checks")]
+pub struct CheckClientError(#[source] reqwest::Error);
+
+/// The HTTP(S) client for checks, built once per agent. Like Marathon, HTTPS
+/// checks do not verify the task's certificate: tasks commonly serve
+/// self-signed ones, and the check asks "does it answer", not "is it who it
+/// claims".
+pub fn check_client() -> Result<reqwest::Client, CheckClientError> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .danger_accept_invalid_certs(true)
+        .build()
+        .map_err(CheckClientError)
 }
 
 /// Outcome of one check run: `Ok` passed, `Err(cause)` failed, `None`
@@ -119,11 +131,10 @@ struct Verdicts {
 }
 
 /// Runs until aborted (the agent aborts it when the task stops running).
-pub async fn run_checker(t: CheckTarget, events: mpsc::UnboundedSender<CheckerEvent>) {
+pub async fn run_checker(t: CheckTarget, client: reqwest::Client, events: mpsc::UnboundedSender<CheckerEvent>) {
     if t.checks.is_empty() {
         return;
     }
-    let client = check_client();
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Option<Result<(), String>>)>();
     let mut loops = tokio::task::JoinSet::new();
     for (i, check) in t.checks.iter().cloned().enumerate() {
@@ -219,6 +230,10 @@ mod tests {
         }
     }
 
+    fn client() -> reqwest::Client {
+        check_client().expect("check client")
+    }
+
     fn target(port: u16, checks: Vec<HealthCheck>) -> CheckTarget {
         CheckTarget {
             task_id: TaskId::new(&model::AppId::parse("/t").expect("id"), uuid_nil(), 1),
@@ -257,7 +272,7 @@ mod tests {
     async fn healthy_http_is_reported_once() {
         let port = server(200).await;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let h = tokio::spawn(run_checker(target(port, vec![check(HealthProtocol::Http, 3)]), tx));
+        let h = tokio::spawn(run_checker(target(port, vec![check(HealthProtocol::Http, 3)]), client(), tx));
         let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("report");
         assert!(matches!(first, Some(CheckerEvent::Report(ref r)) if r.alive), "{first:?}");
         // Steady health: nothing more is reported.
@@ -269,7 +284,7 @@ mod tests {
     async fn failing_checks_report_then_ask_for_a_kill() {
         let port = server(503).await;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_checker(target(port, vec![check(HealthProtocol::Http, 3)]), tx));
+        tokio::spawn(run_checker(target(port, vec![check(HealthProtocol::Http, 3)]), client(), tx));
         let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("report");
         match first {
             Some(CheckerEvent::Report(r)) => {
@@ -291,7 +306,7 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut cmd = check(HealthProtocol::Command, 0);
         cmd.command = Some("test -d /".into());
-        let h = tokio::spawn(run_checker(target(port, vec![check(HealthProtocol::Tcp, 0), cmd]), tx));
+        let h = tokio::spawn(run_checker(target(port, vec![check(HealthProtocol::Tcp, 0), cmd]), client(), tx));
         let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("report");
         assert!(matches!(first, Some(CheckerEvent::Report(ref r)) if r.alive), "{first:?}");
         h.abort();
@@ -301,7 +316,7 @@ mod tests {
         let dead = closed.local_addr().expect("addr").port();
         drop(closed);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let h = tokio::spawn(run_checker(target(dead, vec![check(HealthProtocol::Tcp, 0)]), tx));
+        let h = tokio::spawn(run_checker(target(dead, vec![check(HealthProtocol::Tcp, 0)]), client(), tx));
         let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("report");
         assert!(matches!(first, Some(CheckerEvent::Report(ref r)) if !r.alive), "{first:?}");
         assert!(tokio::time::timeout(Duration::from_millis(600), rx.recv()).await.is_err(), "no kill");
@@ -315,7 +330,7 @@ mod tests {
         c.mesos_side = true;
         c.delay_seconds = 0.8;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let h = tokio::spawn(run_checker(target(1, vec![c]), tx));
+        let h = tokio::spawn(run_checker(target(1, vec![c]), client(), tx));
         assert!(
             tokio::time::timeout(Duration::from_millis(500), rx.recv()).await.is_err(),
             "no check before the delay"
@@ -331,7 +346,7 @@ mod tests {
         let mut c = check(HealthProtocol::Http, 1);
         c.grace_period_seconds = 60.0;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let h = tokio::spawn(run_checker(target(port, vec![c]), tx));
+        let h = tokio::spawn(run_checker(target(port, vec![c]), client(), tx));
         assert!(tokio::time::timeout(Duration::from_millis(700), rx.recv()).await.is_err());
         h.abort();
     }
@@ -340,6 +355,10 @@ mod tests {
 #[cfg(test)]
 mod https_tests {
     use super::*;
+
+    fn client() -> reqwest::Client {
+        check_client().expect("check client")
+    }
 
     /// A real HTTPS server (python3's ssl with a self-signed certificate
     /// made by openssl) passes an HTTPS check.
@@ -395,7 +414,7 @@ mod https_tests {
             sandbox: dir.clone(),
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let h = tokio::spawn(run_checker(target, tx));
+        let h = tokio::spawn(run_checker(target, client(), tx));
         let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
         h.abort();
         let _ = server.kill();

@@ -66,11 +66,10 @@ async fn run_check(check: &ReadinessCheck, t: &ReadyTarget, client: &reqwest::Cl
 
 /// Checks until every check has passed once, reporting transitions (see the
 /// module doc). Runs until done or aborted.
-pub async fn run_readiness(t: ReadyTarget, reports: mpsc::UnboundedSender<ReadinessReport>) {
+pub async fn run_readiness(t: ReadyTarget, client: reqwest::Client, reports: mpsc::UnboundedSender<ReadinessReport>) {
     if t.checks.is_empty() {
         return;
     }
-    let client = crate::health::check_client();
     let interval = t.checks.iter().map(|c| c.interval_seconds).fold(f64::INFINITY, f64::min).clamp(0.1, 3600.0);
     let mut results: Vec<Option<ReadinessResult>> = vec![None; t.checks.len()];
     // What was last reported: each check's verdict and HTTP status.
@@ -100,11 +99,12 @@ pub async fn run_readiness(t: ReadyTarget, reports: mpsc::UnboundedSender<Readin
 pub struct Runners {
     running: HashMap<TaskId, tokio::task::AbortHandle>,
     tx: mpsc::UnboundedSender<ReadinessReport>,
+    client: reqwest::Client,
 }
 
 impl Runners {
-    pub fn new(tx: mpsc::UnboundedSender<ReadinessReport>) -> Runners {
-        Runners { running: HashMap::new(), tx }
+    pub fn new(tx: mpsc::UnboundedSender<ReadinessReport>, client: reqwest::Client) -> Runners {
+        Runners { running: HashMap::new(), tx, client }
     }
 
     /// Starts checking `task` unless it is being checked already.
@@ -112,7 +112,7 @@ impl Runners {
         if self.running.contains_key(&task.id) {
             return;
         }
-        let h = tokio::spawn(run_readiness(ReadyTarget::of(task, app), self.tx.clone()));
+        let h = tokio::spawn(run_readiness(ReadyTarget::of(task, app), self.client.clone(), self.tx.clone()));
         self.running.insert(task.id.clone(), h.abort_handle());
     }
 
@@ -177,7 +177,7 @@ mod tests {
     async fn reports_the_first_result_then_the_pass_and_stops() {
         let port = server(3).await;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let h = tokio::spawn(run_readiness(target(port), tx));
+        let h = tokio::spawn(run_readiness(target(port), crate::health::check_client().expect("client"), tx));
         let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.ok().flatten().expect("first result");
         assert!(!first.ready);
         assert_eq!(first.results[0].last_response.as_ref().map(|r| r.status), Some(503));

@@ -43,6 +43,9 @@ pub struct AgentConfig {
     pub executor: Vec<OsString>,
     /// Sandboxes (logs) of finished tasks kept on this node.
     pub keep_sandboxes: usize,
+    /// The client for health and readiness checks ([`crate::health::check_client`]),
+    /// built by the caller so a failure stops the node before the agent starts.
+    pub check_client: reqwest::Client,
 }
 
 use crate::sandbox::now;
@@ -61,9 +64,12 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
     let driver = Arc::new(ExecDriver::new(cfg.sandbox_root.clone(), cfg.executor.clone(), ev_tx));
     let reports = spawn_batcher(store.clone(), Command::TaskStatuses, "status report");
     let health_reports = spawn_batcher(store.clone(), Command::TaskHealth, "health report");
-    let mut ready = Runners::new(spawn_batcher(store.clone(), Command::TaskReadiness, "readiness report"));
+    let mut ready = Runners::new(
+        spawn_batcher(store.clone(), Command::TaskReadiness, "readiness report"),
+        cfg.check_client.clone(),
+    );
     let (check_tx, mut check_rx) = mpsc::unbounded_channel::<CheckerEvent>();
-    let mut checks = Checkers { running: HashMap::new(), tx: check_tx };
+    let mut checks = Checkers { running: HashMap::new(), tx: check_tx, client: cfg.check_client.clone() };
     let mut tracked = Tracked::default();
     let mut sub = store.subscribe();
 
@@ -243,6 +249,7 @@ fn reconcile(
 struct Checkers {
     running: HashMap<TaskId, tokio::task::AbortHandle>,
     tx: mpsc::UnboundedSender<CheckerEvent>,
+    client: reqwest::Client,
 }
 
 impl Checkers {
@@ -260,7 +267,7 @@ impl Checkers {
             env: task_env(app, task, &sandbox),
             sandbox,
         };
-        let h = tokio::spawn(run_checker(target, self.tx.clone()));
+        let h = tokio::spawn(run_checker(target, self.client.clone(), self.tx.clone()));
         self.running.insert(task.id.clone(), h.abort_handle());
     }
 

@@ -320,3 +320,54 @@ async fn limits_are_applied_and_dead_executor_is_cleaned_up() {
         assert!(!alive(p), "process {p} of the task survived its executor");
     }
 }
+
+/// An executor that died together with its agent leaves its task's cgroup,
+/// with the task's processes, behind; the sandbox may be gone already.
+/// Recovery kills what is in such a cgroup and removes it, and leaves the
+/// cgroup of a task whose executor lives alone.
+#[tokio::test]
+async fn recovery_sweeps_cgroups_no_executor_owns() {
+    let mut f = fixture();
+    let live = sh("sleep 100");
+    let live_id = live.task_id.clone();
+    let live_pid = f.driver.launch(live).await.expect("launch");
+    running(&mut f.events, &live_id).await;
+
+    // What a dead executor leaves: a task cgroup with a process in it and no
+    // executor (here, no sandbox either).
+    let orphan_id = task_id();
+    let mut orphan = std::process::Command::new("sleep").arg("100").spawn().expect("spawn sleep");
+    let orphan_cg = TaskCgroup::open(&orphan_id).expect("cgroup handle");
+    let limits = Resources { cpus: 0.1, mem: 32.0, disk: 0.0, gpus: 0 };
+    orphan_cg.create_with(nix::unistd::Pid::from_raw(orphan.id() as i32), &limits).expect("orphan cgroup");
+    assert!(cgroup_exists(&orphan_id), "the orphan cgroup was made");
+
+    // The agent restarts.
+    let (tx, mut events) = unbounded_channel();
+    drop(std::mem::replace(&mut f.driver, ExecDriver::new(f.root.clone(), executor(), tx)));
+    let found = f.driver.recover().await.expect("recover");
+
+    assert!(!cgroup_exists(&orphan_id), "the orphan cgroup is removed");
+    let status = tokio::task::spawn_blocking(move || orphan.wait()).await.expect("join").expect("wait");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "the orphan's process was killed: {status:?}");
+    assert!(!found.iter().any(|r| r.task_id == orphan_id), "an orphan cgroup is not a task: {found:?}");
+
+    // The live task is untouched: recovered, its cgroup and process alive.
+    assert!(found.iter().any(|r| r.task_id == live_id && r.state == TaskState::Running), "{found:?}");
+    assert!(cgroup_exists(&live_id), "the live task's cgroup stays");
+    assert!(alive(live_pid), "the live task keeps running");
+    assert!(TaskCgroup::open(&live_id).expect("handle").pids().iter().any(|p| p.as_raw() as u32 == live_pid));
+    f.driver.kill(&live_id).await.expect("kill");
+    let (state, _) = exited(&mut events, &live_id, Duration::from_secs(10)).await;
+    assert_eq!(state, TaskState::Killed);
+    assert!(!cgroup_exists(&live_id), "the executor removes its cgroup when the task ends");
+}
+
+/// Whether `/wharf/<id>` exists in any hierarchy of this host (v2, or the
+/// v1 memory controller).
+fn cgroup_exists(id: &TaskId) -> bool {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/memory"]
+        .iter()
+        .any(|root| std::path::Path::new(root).join("wharf").join(id.as_str()).is_dir())
+}

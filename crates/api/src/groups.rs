@@ -110,20 +110,16 @@ pub async fn delete_path(State(ctx): Ctx, Path(path): Path<String>, RawQuery(q):
 
 async fn delete(ctx: Arc<ApiContext>, id: AppId, q: Option<String>) -> ApiResult {
     let p = Params::parse(q.as_deref());
-    let (exists, apps, groups, prev) = ctx.store.read(|s| {
+    let (exists, apps, groups, prev, steps) = ctx.store.read(|s| {
         let apps: Vec<AppId> = s.apps.keys().filter(|a| a.is_within(&id) && **a != id).cloned().collect();
         let groups: Vec<AppId> = s.groups.keys().filter(|g| g.is_within(&id)).cloned().collect();
-        (group_exists(s, &id), apps, groups, marathon::groups::group_version(s, &id))
+        let steps = reverse_dependency_stops(s, &apps);
+        (group_exists(s, &id), apps, groups, marathon::groups::group_version(s, &id), steps)
     });
     if !exists {
         return Err(no_group(&id));
     }
     let at = ctx.version_after(Some(prev));
-    let steps = if apps.is_empty() {
-        Vec::new()
-    } else {
-        vec![apps.iter().map(|a| (DeploymentAction::StopApplication, a.clone())).collect()]
-    };
     let dep = deployment(&ctx, at, steps);
     let cmd = Command::PutGroup {
         apps: Vec::new(),
@@ -193,6 +189,23 @@ fn depends_on(app: &AppSpec, groups: &BTreeMap<AppId, Vec<AppId>>, all: &[AppId]
         }
     }
     all.iter().filter(|a| **a != app.id && named.iter().any(|n| a.is_within(n))).cloned().collect()
+}
+
+/// Stop steps for removing `apps`: dependents first, as a group write
+/// removes them. A dependency cycle among stored apps must not block a
+/// delete, so it falls back to stopping them all in one step.
+fn reverse_dependency_stops(s: &ClusterState, apps: &[AppId]) -> Vec<Vec<(DeploymentAction, AppId)>> {
+    if apps.is_empty() {
+        return Vec::new();
+    }
+    let group_deps: BTreeMap<AppId, Vec<AppId>> =
+        s.groups.iter().map(|(g, m)| (g.clone(), m.dependencies.clone())).collect();
+    let specs: Vec<&AppSpec> = apps.iter().filter_map(|id| s.apps.get(id).map(|a| &a.spec)).collect();
+    let stop = |layer: Vec<AppId>| layer.into_iter().map(|a| (DeploymentAction::StopApplication, a)).collect();
+    match layers(&specs, &group_deps) {
+        Ok(layers) => layers.into_iter().rev().map(stop).collect(),
+        Err(_) => vec![stop(apps.to_vec())],
+    }
 }
 
 /// Orders changed apps into steps by dependency (Kahn's layers).

@@ -350,8 +350,7 @@ pub fn render_task(task: &Task, state: &ClusterState) -> Value {
 
 /// `prefix.instance-<uuid>` of `prefix.instance-<uuid>._app.<n>`.
 pub(crate) fn instance_id(task: &Task) -> String {
-    let s = task.id.as_str();
-    s.split("._app.").next().unwrap_or(s).to_string()
+    task.id.instance_id().to_string()
 }
 
 /// One deployment, in the shape of `api-examples/deployments.json`.

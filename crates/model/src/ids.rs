@@ -139,13 +139,13 @@ impl TaskId {
         TaskId(format!("{}.instance-{}._app.{}", app.task_prefix(), instance, attempt))
     }
 
+    /// Accepts exactly the form [`TaskId::new`] makes: a non-empty prefix,
+    /// `.instance-`, a UUID, `._app.` and an attempt number.
     pub fn parse(s: &str) -> Result<TaskId, IdError> {
-        let bad = || IdError::BadTaskId(s.to_string());
-        let (prefix, rest) = s.split_once(".instance-").ok_or_else(bad)?;
-        if prefix.is_empty() || !rest.contains("._app.") {
-            return Err(bad());
+        match split_task_id(s) {
+            Some(_) => Ok(TaskId(s.to_string())),
+            None => Err(IdError::BadTaskId(s.to_string())),
         }
-        Ok(TaskId(s.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -155,9 +155,33 @@ impl TaskId {
     /// The app this task belongs to. `_` in the prefix stands for `/`, so this
     /// is exact for every id Wharf makes (app segments never contain `_`).
     pub fn app_id(&self) -> AppId {
-        let prefix = self.0.split(".instance-").next().unwrap_or_default();
-        AppId(format!("/{}", prefix.replace('_', "/")))
+        AppId(format!("/{}", self.prefix().replace('_', "/")))
     }
+
+    /// `<prefix>.instance-<uuid>`: Marathon's instance id, the task id
+    /// without its attempt suffix.
+    pub fn instance_id(&self) -> &str {
+        let attempt = self.0.rfind("._app.").unwrap_or(self.0.len());
+        &self.0[..attempt]
+    }
+
+    fn prefix(&self) -> &str {
+        split_task_id(&self.0).map(|(prefix, _)| prefix).unwrap_or_default()
+    }
+}
+
+/// Splits `<prefix>.instance-<uuid>._app.<n>` from the end, because an app
+/// segment may itself contain `.instance-` (`/x.instance-y` is a valid app)
+/// while the suffix after the last `.instance-` has a fixed form.
+fn split_task_id(s: &str) -> Option<(&str, Uuid)> {
+    let (rest, attempt) = s.rsplit_once("._app.")?;
+    if attempt.is_empty() || !attempt.bytes().all(|b| b.is_ascii_digit()) || attempt.parse::<u32>().is_err() {
+        return None;
+    }
+    let (prefix, instance) = rest.rsplit_once(".instance-")?;
+    // Only the hyphenated form, which is what `TaskId::new` writes.
+    let uuid = Uuid::try_parse(instance).ok().filter(|_| instance.len() == 36)?;
+    (!prefix.is_empty()).then_some((prefix, uuid))
 }
 
 impl fmt::Display for TaskId {
@@ -229,6 +253,35 @@ mod tests {
         assert_eq!(t.app_id(), app);
         assert!(TaskId::parse(t.as_str()).is_ok());
         assert!(TaskId::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn task_id_recovers_app_whose_name_contains_the_separator() {
+        let uuid = Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0);
+        for name in ["/x.instance-y", "/a.instance-b/c.instance-d", "/grp/x.instance-y.instance-z"] {
+            let app = AppId::parse(name).expect("valid");
+            let t = TaskId::new(&app, uuid, 3);
+            assert_eq!(t.app_id(), app, "{t}");
+            let parsed = TaskId::parse(t.as_str()).expect("a made id parses");
+            assert_eq!(parsed.app_id(), app, "{t}");
+            assert_eq!(parsed.instance_id(), format!("{}.instance-{uuid}", app.task_prefix()));
+        }
+        let nested = AppId::parse("/prod/x.instance-y/web").expect("valid");
+        let t = TaskId::new(&nested, uuid, 1);
+        assert_eq!(t.as_str(), format!("prod_x.instance-y_web.instance-{uuid}._app.1"));
+        assert_eq!(t.app_id(), nested);
+    }
+
+    #[test]
+    fn task_id_parse_wants_the_whole_suffix() {
+        let uuid = "00000000-0000-0000-0000-000000000000";
+        assert!(TaskId::parse(&format!("web.instance-{uuid}._app.1")).is_ok());
+        assert!(TaskId::parse(&format!(".instance-{uuid}._app.1")).is_err(), "empty prefix");
+        assert!(TaskId::parse("web.instance-nouuid._app.1").is_err(), "not a uuid");
+        assert!(TaskId::parse(&format!("web.instance-{uuid}._app.")).is_err(), "no attempt");
+        assert!(TaskId::parse(&format!("web.instance-{uuid}._app.x")).is_err(), "attempt not a number");
+        assert!(TaskId::parse(&format!("web.instance-{uuid}")).is_err(), "no attempt suffix");
+        assert!(TaskId::parse(&format!("web.instance-{uuid}._app.1/../x")).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod liveness;
 mod node;
 mod orchestrator;
 mod resources;
+mod supervisor;
 
 use clap::Parser;
 

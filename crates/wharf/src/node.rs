@@ -1,9 +1,12 @@
 //! `wharf agent`: wires one node together — store, RPC server, API server,
-//! the leader's orchestrator and this node's agent — and shuts it down on
-//! SIGTERM/SIGINT without touching running tasks.
+//! the leader's orchestrator and liveness monitor, heartbeats and this node's
+//! agent — runs them under the [`Supervisor`], and shuts the node down on
+//! SIGTERM/SIGINT (or when a vital subsystem stops) without touching running
+//! tasks.
 
 use crate::cli::AgentArgs;
 use crate::resources;
+use crate::supervisor::{Backoff, Policy, Supervisor};
 use anyhow::Context;
 use model::NodeInfo;
 use std::net::SocketAddr;
@@ -18,38 +21,27 @@ fn parse_addr(flag: &str, s: &str) -> anyhow::Result<SocketAddr> {
     s.parse().with_context(|| format!("{flag}: '{s}' is not IP:PORT"))
 }
 
+/// Runs a node until SIGTERM/SIGINT, or until a vital subsystem stops (then
+/// the error names it and `wharf agent` exits non-zero). Tasks keep running
+/// either way.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-
-    let http: SocketAddr = parse_addr("--http", &args.http)?;
-    let rpc: SocketAddr = parse_addr("--rpc", &args.rpc)?;
+    init_logging();
+    let (http, rpc) = (parse_addr("--http", &args.http)?, parse_addr("--rpc", &args.rpc)?);
     let advertise = match &args.advertise {
         Some(a) => a.clone(),
         None if !http.ip().is_unspecified() => http.ip().to_string(),
         None => "127.0.0.1".to_string(),
     };
-    let port_range = resources::port_range(&args.ports)?;
+    if !(1..=7).contains(&args.voters) {
+        anyhow::bail!("--voters: must be between 1 and 7 (3 or 5 recommended), got {}", args.voters);
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("--data-dir: cannot create {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
-    let mut res = resources::detect(&data_dir);
-    if let Some(spec) = &args.resources {
-        res = resources::apply_override(res, spec)?;
-    }
-    let attributes = match &args.attributes {
-        Some(a) => resources::attributes(a)?,
-        None => Default::default(),
-    };
-    let hostname = match &args.hostname {
-        Some(h) => h.clone(),
-        None => nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| advertise.clone()),
-    };
+    // Every flag is checked before anything listens or any state changes.
+    let local = describe_node(&args, &data_dir, &advertise)?;
+    let exe = std::env::current_exe().context("locating the wharf binary for executors")?;
+    let check_client = agent::health::check_client().context("starting the agent")?;
 
     // Listeners first: a port in use is reported before any state changes.
     let rpc_listener = TcpListener::bind(rpc).await.with_context(|| format!("--rpc: cannot listen on {rpc}"))?;
@@ -57,82 +49,161 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let rpc_advertise = format!("{advertise}:{}", rpc_listener.local_addr()?.port());
     let http_advertise = format!("{advertise}:{}", http_listener.local_addr()?.port());
 
-    if !(1..=7).contains(&args.voters) {
-        anyhow::bail!("--voters: must be between 1 and 7 (3 or 5 recommended), got {}", args.voters);
-    }
     let mut store_cfg = StoreConfig::new(data_dir.join("state"), rpc_advertise.clone());
     store_cfg.max_voters = args.voters;
     let store = Arc::new(Store::open(store_cfg).await.context("opening the state store")?);
     let liveness = Arc::new(crate::liveness::Liveness::default());
-    let live_cfg = crate::liveness::LivenessConfig {
-        heartbeat_interval: Duration::from_millis(500),
-        heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout.max(0.5)),
-        voter_replace_after: Duration::from_secs_f64(args.voter_replace_after.max(0.0)),
-    };
+    let mut sup = Supervisor::new(Backoff::default());
+    // The RPC server runs before joining: Raft needs it to hear the leader.
     let rpc_router = store.rpc_router().merge(crate::liveness::router(liveness.clone()));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(rpc_listener, rpc_router).await {
-            tracing::error!(error = %e, "RPC server stopped");
-        }
-    });
-    if args.join.is_empty() {
-        if store.bootstrap_if_new().await? {
-            tracing::info!(node = %store.node_id(), "initialised a new one-node cluster");
-        }
-    } else if !store.is_initialized().await? {
-        // A node with Raft state never joins again: it is already a member.
-        let voter = store.join(&args.join).await.context("--join: joining the cluster")?;
-        tracing::info!(node = %store.node_id(), voter, "joined the cluster");
-    }
+    sup.start_once("RPC server", async move { axum::serve(rpc_listener, rpc_router).await });
+    join_cluster(&store, &args.join).await?;
 
     let node = NodeInfo {
         id: store.node_id(),
-        hostname,
-        advertise: advertise.clone(),
         http_addr: http_advertise.clone(),
         rpc_addr: rpc_advertise,
-        resources: res,
-        port_range,
-        attributes,
         registered_at: now(),
-        draining: false,
-        unreachable_since: None,
+        ..local
     };
     register(&store, node).await?;
 
     let sandbox_root = data_dir.join("sandboxes");
     std::fs::create_dir_all(&sandbox_root)?;
-    let ctx = Arc::new(api::ApiContext::new(store.clone(), sandbox_root.clone()));
-    let app = api::router(ctx);
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let http_server = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop_rx.changed().await;
-        };
-        if let Err(e) = axum::serve(http_listener, app).with_graceful_shutdown(shutdown).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
-
-    tokio::spawn(crate::orchestrator::run(store.clone()));
-    tokio::spawn(crate::liveness::send_heartbeats(store.clone(), liveness.clone(), live_cfg));
-    tokio::spawn(crate::liveness::monitor(store.clone(), liveness, live_cfg));
-    let exe = std::env::current_exe().context("locating the wharf binary for executors")?;
-    let agent_cfg = agent::AgentConfig {
-        node: store.node_id(),
-        sandbox_root,
-        executor: vec![exe.into_os_string(), "executor".into()],
-        keep_sandboxes: args.keep_sandboxes,
-    };
-    tokio::spawn(agent::run_agent(store.clone(), agent_cfg));
+    let stop_http = start_http(&mut sup, http_listener, &store, sandbox_root.clone());
+    start_loops(&mut sup, &store, liveness, &args);
+    let executor = vec![exe.into_os_string(), "executor".into()];
+    start_agent(&mut sup, &store, sandbox_root, executor, args.keep_sandboxes, check_client);
 
     tracing::info!(http = %http_advertise, node = %store.node_id(), "wharf node ready");
-    wait_for_signal().await;
-    tracing::info!("shutting down; tasks keep running");
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(2), http_server).await;
+    let outcome = sup.run_until(wait_for_signal()).await;
+    match &outcome {
+        Ok(()) => tracing::info!("shutting down; tasks keep running"),
+        Err(fatal) => tracing::error!("{fatal}; shutting down, tasks keep running"),
+    }
+    let _ = stop_http.send(true);
+    sup.wait_for(HTTP_SERVER, Duration::from_secs(2)).await;
     store.shutdown().await;
+    // Dropping the supervisor aborts what is still running.
+    drop(sup);
+    outcome.map_err(anyhow::Error::from)
+}
+
+const HTTP_SERVER: &str = "HTTP server";
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// A new node becomes a one-member cluster, or joins through `join`; a node
+/// with Raft state is already a member and does neither.
+async fn join_cluster(store: &Store, join: &[String]) -> anyhow::Result<()> {
+    if join.is_empty() {
+        if store.bootstrap_if_new().await? {
+            tracing::info!(node = %store.node_id(), "initialised a new one-node cluster");
+        }
+    } else if !store.is_initialized().await? {
+        let voter = store.join(join).await.context("--join: joining the cluster")?;
+        tracing::info!(node = %store.node_id(), voter, "joined the cluster");
+    }
     Ok(())
+}
+
+/// This node as the cluster will see it, from the flags and the host: its
+/// resources, ports, attributes and names. Id, addresses and registration
+/// time are filled in once the store and listeners exist.
+fn describe_node(args: &AgentArgs, data_dir: &std::path::Path, advertise: &str) -> anyhow::Result<NodeInfo> {
+    let mut resources = resources::detect(data_dir);
+    if let Some(spec) = &args.resources {
+        resources = resources::apply_override(resources, spec)?;
+    }
+    let attributes = match &args.attributes {
+        Some(a) => resources::attributes(a)?,
+        None => Default::default(),
+    };
+    let hostname = match &args.hostname {
+        Some(h) => h.clone(),
+        None => {
+            nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| advertise.to_string())
+        }
+    };
+    Ok(NodeInfo {
+        id: model::NodeId(0),
+        hostname,
+        advertise: advertise.to_string(),
+        http_addr: String::new(),
+        rpc_addr: String::new(),
+        resources,
+        port_range: resources::port_range(&args.ports)?,
+        attributes,
+        registered_at: model::UnixMillis(0),
+        draining: false,
+        unreachable_since: None,
+    })
+}
+
+/// The HTTP API; it drains its connections once the returned sender says so.
+fn start_http(
+    sup: &mut Supervisor,
+    listener: TcpListener,
+    store: &Arc<Store>,
+    sandbox_root: std::path::PathBuf,
+) -> tokio::sync::watch::Sender<bool> {
+    let app = api::router(Arc::new(api::ApiContext::new(store.clone(), sandbox_root)));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        let _ = stop_rx.changed().await;
+    };
+    sup.start_once(HTTP_SERVER, async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+    stop_tx
+}
+
+/// The leader's orchestrator and liveness monitor and every node's
+/// heartbeats: loops that read what they need from the store, so a restart
+/// loses nothing.
+fn start_loops(sup: &mut Supervisor, store: &Arc<Store>, liveness: Arc<crate::liveness::Liveness>, args: &AgentArgs) {
+    let live_cfg = crate::liveness::LivenessConfig {
+        heartbeat_interval: Duration::from_millis(500),
+        heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout.max(0.5)),
+        voter_replace_after: Duration::from_secs_f64(args.voter_replace_after.max(0.0)),
+    };
+    let s = store.clone();
+    sup.start("orchestrator", Policy::Restart, move || crate::orchestrator::run(s.clone()));
+    let (s, l) = (store.clone(), liveness.clone());
+    sup.start("heartbeats", Policy::Restart, move || crate::liveness::send_heartbeats(s.clone(), l.clone(), live_cfg));
+    let s = store.clone();
+    sup.start("liveness monitor", Policy::Restart, move || {
+        crate::liveness::monitor(s.clone(), liveness.clone(), live_cfg)
+    });
+}
+
+/// This node's agent. A restarted agent recovers its running tasks from
+/// their sandboxes, as after a process restart.
+fn start_agent(
+    sup: &mut Supervisor,
+    store: &Arc<Store>,
+    sandbox_root: std::path::PathBuf,
+    executor: Vec<std::ffi::OsString>,
+    keep_sandboxes: usize,
+    check_client: reqwest::Client,
+) {
+    let s = store.clone();
+    sup.start("agent", Policy::Restart, move || {
+        let cfg = agent::AgentConfig {
+            node: s.node_id(),
+            sandbox_root: sandbox_root.clone(),
+            executor: executor.clone(),
+            keep_sandboxes,
+            check_client: check_client.clone(),
+        };
+        agent::run_agent(s.clone(), cfg)
+    });
 }
 
 /// Registers (or refreshes) this node once a leader can commit it.
