@@ -121,7 +121,16 @@ async fn a_snapshot_restores_the_state_and_a_corrupt_one_stops_the_node() {
         store.shutdown().await;
     }
     {
-        let db = redb::Database::open(&db_path).expect("open db");
+        // As in `open_when_released`: the store's tasks let go of the file shortly.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let db = loop {
+            match redb::Database::open(&db_path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other.expect("open db"),
+            }
+        };
         let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("snapshot");
         let tx = db.begin_write().expect("tx");
         {
