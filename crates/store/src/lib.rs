@@ -54,6 +54,8 @@ pub enum StoreError {
     Database(#[from] redb::Error),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    #[error("cannot build the client for node-to-node calls: {0}")]
+    RpcClient(#[source] reqwest::Error),
     #[error("raft: {0}")]
     Raft(String),
     #[error("no leader elected yet; try again")]
@@ -156,7 +158,8 @@ impl Store {
         .validate()
         .map_err(|e| StoreError::Raft(e.to_string()))?;
         let local_ip = cfg.rpc_advertise.rsplit_once(':').and_then(|(h, _)| h.parse::<std::net::IpAddr>().ok());
-        let raft = Raft::new(node_id, Arc::new(config), Network::bound_to(local_ip), log, sm)
+        let client = network::client(local_ip).map_err(StoreError::RpcClient)?;
+        let raft = Raft::new(node_id, Arc::new(config), Network::with_client(client.clone()), log, sm)
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))?;
         let leadership = spawn_leadership_watch(&raft, node_id);
@@ -166,7 +169,7 @@ impl Store {
             feed,
             node_id: NodeId(node_id),
             rpc_advertise: cfg.rpc_advertise,
-            client: network::client(local_ip),
+            client,
             leadership,
             max_voters: cfg.max_voters,
         })

@@ -27,31 +27,21 @@ pub struct Network {
 }
 
 impl Network {
-    pub fn new() -> Network {
-        Network::bound_to(None)
-    }
-
-    /// Outgoing RPCs leave from `local` (the node's advertised address), so
-    /// peers and firewalls see who is talking.
-    pub fn bound_to(local: Option<std::net::IpAddr>) -> Network {
-        Network { client: client(local) }
+    /// Outgoing RPCs go through `client` (see `client`).
+    pub fn with_client(client: reqwest::Client) -> Network {
+        Network { client }
     }
 }
 
-/// The HTTP client for node-to-node calls.
-pub fn client(local: Option<std::net::IpAddr>) -> reqwest::Client {
+/// The HTTP client for node-to-node calls. Outgoing RPCs leave from `local`
+/// (the node's advertised address), so peers and firewalls see who is
+/// talking. Fails rather than falling back to a client without those settings.
+pub fn client(local: Option<std::net::IpAddr>) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
         .local_address(local)
         .build()
-        .unwrap_or_default()
-}
-
-impl Default for Network {
-    fn default() -> Self {
-        Network::new()
-    }
 }
 
 pub struct PeerClient {
