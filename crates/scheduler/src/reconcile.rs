@@ -62,6 +62,9 @@ pub struct Outcome {
     pub wake_at: Option<UnixMillis>,
 }
 
+/// Launches in one plan at most (about 600 bytes each in the Raft log).
+pub const MAX_LAUNCHES_PER_PLAN: usize = 2000;
+
 /// How long a task must run before an app's backoff is forgiven.
 const BACKOFF_RESET_AFTER_SECS: f64 = 30.0;
 
@@ -209,7 +212,10 @@ fn reconcile_app(
         launch = 0;
     }
 
-    for placed in 0..launch {
+    // Bounded per plan, so one Raft entry stays small; the rest is placed by
+    // the next plan, which follows this one's commit at once.
+    let room = MAX_LAUNCHES_PER_PLAN.saturating_sub(out.plan.launches.len());
+    for placed in 0..launch.min(room) {
         match placer.place(spec, rng) {
             Ok((node, ports)) => {
                 let uuid = uuid::Builder::from_random_bytes(rng.gen()).into_uuid();

@@ -12,6 +12,7 @@ use model::NodeId;
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Who votes and who only replicates, as this node sees it.
@@ -21,7 +22,7 @@ pub struct Membership {
     pub learners: BTreeSet<NodeId>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct JoinRequest {
     id: u64,
     addr: String,
@@ -38,6 +39,9 @@ enum JoinResult {
 struct RpcState {
     raft: Raft,
     max_voters: usize,
+    /// One join at a time: Raft allows one membership change in flight, and
+    /// nodes that start together (a new cluster, `cluster up`) join together.
+    joining: Arc<tokio::sync::Mutex<()>>,
 }
 
 pub fn router(raft: Raft, max_voters: usize) -> Router {
@@ -45,7 +49,7 @@ pub fn router(raft: Raft, max_voters: usize) -> Router {
         .route("/cluster/join", post(join))
         .route("/cluster/elect", post(elect))
         .route("/cluster/abdicate", post(abdicate_rpc))
-        .with_state(RpcState { raft, max_voters })
+        .with_state(RpcState { raft, max_voters, joining: Arc::default() })
 }
 
 fn membership_of(raft: &Raft) -> Membership {
@@ -57,29 +61,47 @@ fn membership_of(raft: &Raft) -> Membership {
 
 /// On the leader: adds the node as a learner (waiting until it caught up),
 /// then makes it a voter while there are fewer than `max_voters`.
-async fn add_member(raft: &Raft, max_voters: usize, req: JoinRequest) -> JoinResult {
+/// Another membership change is still in flight; try again shortly.
+struct InProgress;
+
+fn in_progress(e: &openraft::error::RaftError<u64, openraft::error::ClientWriteError<u64, BasicNode>>) -> bool {
+    matches!(
+        e.api_error(),
+        Some(openraft::error::ClientWriteError::ChangeMembershipError(
+            openraft::error::ChangeMembershipError::InProgress(_)
+        ))
+    )
+}
+
+async fn add_member(raft: &Raft, max_voters: usize, req: JoinRequest) -> Result<JoinResult, InProgress> {
     let current = membership_of(raft);
     let known = current.voters.contains(&NodeId(req.id)) || current.learners.contains(&NodeId(req.id));
     if !known {
         if let Err(e) = raft.add_learner(req.id, BasicNode { addr: req.addr.clone() }, true).await {
-            return match e.forward_to_leader() {
+            if in_progress(&e) {
+                return Err(InProgress);
+            }
+            return Ok(match e.forward_to_leader() {
                 Some(f) => JoinResult::NotLeader { leader: f.leader_node.as_ref().map(|n| n.addr.clone()) },
                 None => JoinResult::Failed(e.to_string()),
-            };
+            });
         }
     }
     let m = membership_of(raft);
     if m.voters.contains(&NodeId(req.id)) {
-        return JoinResult::Joined { voter: true };
+        return Ok(JoinResult::Joined { voter: true });
     }
     if m.voters.len() < max_voters {
         let add: BTreeSet<u64> = [req.id].into();
         if let Err(e) = raft.change_membership(ChangeMembers::AddVoterIds(add), true).await {
-            return JoinResult::Failed(e.to_string());
+            if in_progress(&e) {
+                return Err(InProgress);
+            }
+            return Ok(JoinResult::Failed(e.to_string()));
         }
-        return JoinResult::Joined { voter: true };
+        return Ok(JoinResult::Joined { voter: true });
     }
-    JoinResult::Joined { voter: false }
+    Ok(JoinResult::Joined { voter: false })
 }
 
 async fn join(State(st): State<RpcState>, Json(req): Json<JoinRequest>) -> Json<JoinResult> {
@@ -91,7 +113,21 @@ async fn join(State(st): State<RpcState>, Json(req): Json<JoinRequest>) -> Json<
         });
         return Json(JoinResult::NotLeader { leader: addr });
     }
-    Json(add_member(&st.raft, st.max_voters, req).await)
+    let _one_at_a_time = st.joining.lock().await;
+    // Another change (a voter replaced by the liveness monitor) may still be
+    // in flight: wait for it rather than refuse the new node.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match add_member(&st.raft, st.max_voters, req.clone()).await {
+            Ok(answer) => return Json(answer),
+            Err(InProgress) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(InProgress) => {
+                return Json(JoinResult::Failed("another membership change is still in progress; try again".into()))
+            }
+        }
+    }
 }
 
 async fn elect(State(st): State<RpcState>) -> Json<bool> {

@@ -161,6 +161,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1000)]
         tasks: u32,
     },
+    /// The core at scale: a real leader with thousands of simulated nodes and
+    /// agents: placements/s, read latency, node loss, memory, snapshots.
+    Scale {
+        /// Simulated node counts, one run each (e.g. `1000,10000`).
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1000, 10000])]
+        nodes: Vec<usize>,
+        /// Apps deployed in each run.
+        #[arg(long, default_value_t = 1000)]
+        apps: usize,
+        /// Tasks per simulated node (spread over the apps).
+        #[arg(long, default_value_t = 10)]
+        tasks_per_node: usize,
+    },
     /// Three nodes on 127.77.0.1-3: write throughput, leader failover, node loss.
     Cluster {
         /// Leader kills to time.
@@ -185,5 +198,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Health { rounds, tasks }) => crate::bench::health(rounds, tasks).await,
         Command::Bench(BenchCommand::Cluster { rounds }) => crate::bench_cluster::run(rounds).await,
+        Command::Bench(BenchCommand::Scale { nodes, apps, tasks_per_node }) => {
+            crate::bench_scale::run(crate::bench_scale::ScaleArgs { nodes, apps, tasks_per_node }).await
+        }
     }
 }

@@ -441,3 +441,15 @@ async fn acknowledged_writes_survive_killing_the_leader_under_load() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_join_at_the_same_time_all_get_in() {
+    // Raft allows one membership change at a time: the leader must take
+    // joins in turn instead of refusing the ones that arrive together.
+    let c = Cluster::start_together(4).await;
+    let nodes = c.get(0, "/wharf/v1/nodes").await;
+    let roles: Vec<&str> =
+        nodes["nodes"].as_array().expect("nodes").iter().filter_map(|n| n["role"].as_str()).collect();
+    assert_eq!(roles.iter().filter(|r| **r == "voter").count(), 3, "{nodes}");
+    assert_eq!(roles.iter().filter(|r| **r == "learner").count(), 1, "{nodes}");
+}

@@ -433,3 +433,24 @@ fn deployment_steps_start_dependencies_first() {
     assert!(sim.state.deployments.is_empty());
     assert_eq!(sim.running("/web"), 2);
 }
+
+#[test]
+fn at_scale_a_plan_is_bounded_and_still_spreads_and_converges() {
+    // More nodes than one placement looks at, more instances than one plan holds.
+    let nodes: Vec<NodeInfo> = (1..=200).map(|i| node(i, 8.0, 8192.0)).collect();
+    let mut sim = Sim::new(nodes);
+    sim.put(spec("/big", 3000, 0.01));
+    sim.put(spec("/small", 150, 0.01));
+    let out = sim.round();
+    assert_eq!(out.plan.launches.len(), crate::reconcile::MAX_LAUNCHES_PER_PLAN);
+    for _ in 0..5 {
+        sim.round();
+    }
+    assert_eq!(sim.running("/big"), 3000);
+    assert_eq!(sim.running("/small"), 150);
+    // Each placement compares a few feasible nodes and takes the one with the
+    // fewest tasks of the app: 150 instances land on at least 140 of 200 nodes.
+    let id = AppId::parse("/small").expect("id");
+    let nodes: std::collections::BTreeSet<NodeId> = sim.state.tasks_of(&id).map(|t| t.node).collect();
+    assert!(nodes.len() >= 140, "only {} nodes used", nodes.len());
+}

@@ -78,7 +78,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+    fn prepare(n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         // A /24 of loopback addresses of our own, so parallel tests never meet.
         let seed = super::free_port();
@@ -98,12 +98,34 @@ impl Cluster {
         }
         let chain = format!("WHARF{a}x{b}");
         let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
-        let mut c = Cluster { nodes, _dir: dir, chain, client };
+        Cluster { nodes, _dir: dir, chain, client }
+    }
+
+    /// `n` nodes: the first starts alone, the others join it one by one.
+    pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let mut c = Cluster::prepare(n, extra);
         c.nodes[0].spawn(None);
         c.wait_up(0).await;
         let seed_rpc = c.nodes[0].rpc();
         for i in 1..n {
             c.nodes[i].spawn(Some(&seed_rpc));
+            c.wait_up(i).await;
+        }
+        c.wait_nodes(n).await;
+        c
+    }
+
+    /// `n` nodes: the first starts alone, then all others join it at once
+    /// (as hosts provisioned together do).
+    pub async fn start_together(n: usize) -> Cluster {
+        let mut c = Cluster::prepare(n, &[]);
+        c.nodes[0].spawn(None);
+        c.wait_up(0).await;
+        let seed_rpc = c.nodes[0].rpc();
+        for i in 1..n {
+            c.nodes[i].spawn(Some(&seed_rpc));
+        }
+        for i in 1..n {
             c.wait_up(i).await;
         }
         c.wait_nodes(n).await;
