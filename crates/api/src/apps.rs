@@ -150,8 +150,9 @@ pub async fn list(State(ctx): Ctx, RawQuery(q): RawQuery) -> ApiResult {
     let id_filter = p.get("id").map(str::to_string);
     let cmd_filter = p.get("cmd").map(str::to_string);
     let label_filter = p.get("label").map(str::to_string);
-    let apps = ctx.store.read(|s| {
-        s.apps
+    crate::context::render_blocking(&ctx.store, move |s| {
+        let apps: Vec<Value> = s
+            .apps
             .values()
             .filter(|a| id_filter.as_ref().is_none_or(|f| a.spec.id.as_str().contains(f.as_str())))
             .filter(|a| {
@@ -163,9 +164,10 @@ pub async fn list(State(ctx): Ctx, RawQuery(q): RawQuery) -> ApiResult {
             })
             .filter(|a| label_filter.as_ref().is_none_or(|f| label_matches(&a.spec, f)))
             .map(|a| marathon::render_app(a, s, &embed))
-            .collect::<Vec<_>>()
-    });
-    Ok(Json(json!({ "apps": apps })).into_response())
+            .collect();
+        json!({ "apps": apps })
+    })
+    .await
 }
 
 /// Marathon's label selector: `key`, `key==value`, `key!=value`, comma-separated (all must hold).

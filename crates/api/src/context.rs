@@ -45,3 +45,19 @@ impl ApiContext {
         DeploymentId::new(uuid::Uuid::new_v4())
     }
 }
+
+/// Renders a large answer from an immutable snapshot on a blocking thread,
+/// so a listing of every task never holds up the async workers (Raft's
+/// heartbeats run there too).
+pub(crate) async fn render_blocking(
+    store: &Store,
+    render: impl FnOnce(&model::ClusterState) -> serde_json::Value + Send + 'static,
+) -> Result<axum::response::Response, crate::error::HttpError> {
+    use axum::response::IntoResponse;
+    let snap = store.snapshot();
+    let bytes = tokio::task::spawn_blocking(move || serde_json::to_vec(&render(&snap)))
+        .await
+        .map_err(|e| crate::error::HttpError(marathon::ApiError::new(500, format!("rendering failed: {e}"))))?
+        .map_err(|e| crate::error::HttpError(marathon::ApiError::new(500, format!("rendering failed: {e}"))))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}

@@ -25,14 +25,16 @@ pub async fn list(State(ctx): State<Arc<ApiContext>>, RawQuery(q): RawQuery) -> 
             TaskState::from_marathon_name(&up).or_else(|| TaskState::from_marathon_name(&format!("TASK_{up}")))
         })
         .collect();
-    let tasks = ctx.store.read(|s| {
-        s.tasks
+    crate::context::render_blocking(&ctx.store, move |s| {
+        let tasks: Vec<Value> = s
+            .tasks
             .values()
             .filter(|t| wanted.is_empty() || wanted.contains(&t.state))
             .map(|t| marathon::render_task(t, s))
-            .collect::<Vec<_>>()
-    });
-    Ok(Json(json!({ "tasks": tasks })).into_response())
+            .collect();
+        json!({ "tasks": tasks })
+    })
+    .await
 }
 
 /// `POST /v2/tasks/delete` with `{"ids": [...]}`.
