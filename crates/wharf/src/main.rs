@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_cluster;
+mod bench_etcd;
 mod cli;
 mod client;
 mod clock;
