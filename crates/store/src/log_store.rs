@@ -7,6 +7,9 @@
 //! writers share fsyncs instead of queueing behind one each. Entries not yet
 //! flushed are served to readers from memory. Truncate, purge and vote
 //! writes first wait for the writer to drain, so operations stay ordered.
+//! The commit index goes through the writer too, so saving it never waits
+//! on a transaction (and its fsync) in flight: openraft's core awaits it on
+//! every commit.
 
 use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -30,6 +33,8 @@ enum Op {
     Append(Vec<Entry>, LogFlushed<TypeConfig>),
     /// Answered once everything queued before it is durable.
     Barrier(tokio::sync::oneshot::Sender<()>),
+    /// The newest commit index (JSON), a restart hint written with the next batch.
+    Committed(Vec<u8>),
 }
 
 #[derive(Clone)]
@@ -37,6 +42,9 @@ pub struct LogStore {
     db: Arc<Database>,
     pending: Pending,
     writer: mpsc::Sender<Op>,
+    /// The last commit index handed to the writer, for `read_committed`
+    /// before the writer has stored it.
+    committed: Arc<Mutex<Option<Option<LogId>>>>,
 }
 
 /// The writer thread: drains every queued op, writes all appends in one
@@ -51,11 +59,15 @@ fn writer_loop(db: Arc<Database>, pending: Pending, rx: mpsc::Receiver<Op>) {
             .iter()
             .filter_map(|op| match op {
                 Op::Append(es, _) => Some(es.iter()),
-                Op::Barrier(_) => None,
+                Op::Barrier(_) | Op::Committed(_) => None,
             })
             .flatten()
             .collect();
-        let result = write_entries(&db, &entries);
+        let committed = ops.iter().rev().find_map(|op| match op {
+            Op::Committed(c) => Some(c.as_slice()),
+            _ => None,
+        });
+        let result = write_entries(&db, &entries, committed);
         if result.is_ok() {
             if let Ok(mut p) = pending.lock() {
                 for e in &entries {
@@ -73,22 +85,32 @@ fn writer_loop(db: Arc<Database>, pending: Pending, rx: mpsc::Receiver<Op>) {
                 Op::Barrier(tx) => {
                     let _ = tx.send(());
                 }
+                Op::Committed(_) => {}
             }
         }
     }
 }
 
-fn write_entries(db: &Database, entries: &[&Entry]) -> Result<(), String> {
-    if entries.is_empty() {
+/// One transaction: durable when it holds entries; a commit index alone
+/// rides without an fsync (a lost hint only means re-applying later).
+fn write_entries(db: &Database, entries: &[&Entry], committed: Option<&[u8]>) -> Result<(), String> {
+    if entries.is_empty() && committed.is_none() {
         return Ok(());
     }
-    let tx = db.begin_write().map_err(|e| e.to_string())?;
+    let mut tx = db.begin_write().map_err(|e| e.to_string())?;
+    if entries.is_empty() {
+        let _ = tx.set_durability(redb::Durability::None);
+    }
     {
         let mut table = tx.open_table(LOGS).map_err(|e| e.to_string())?;
         for e in entries {
             let bytes = serde_json::to_vec(e).map_err(|e| e.to_string())?;
             table.insert(e.log_id.index, bytes.as_slice()).map_err(|e| e.to_string())?;
         }
+    }
+    if let Some(c) = committed {
+        let mut meta = tx.open_table(META).map_err(|e| e.to_string())?;
+        meta.insert(KEY_COMMITTED, c).map_err(|e| e.to_string())?;
     }
     tx.commit().map_err(|e| e.to_string())
 }
@@ -116,7 +138,7 @@ impl LogStore {
             .name("raft-log-writer".into())
             .spawn(move || writer_loop(db2, p2, rx))
             .map_err(redb::Error::Io)?;
-        Ok(LogStore { db, pending, writer })
+        Ok(LogStore { db, pending, writer, committed: Arc::default() })
     }
 
     /// Waits until every append handed to the writer is durable.
@@ -229,19 +251,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// The commit index is a hint for re-applying after a restart (without
     /// it the node re-applies once a leader commits again), so it rides on
-    /// the next durable commit instead of costing an fsync of its own.
+    /// the writer's next transaction instead of costing an fsync of its own
+    /// or waiting here for the one in flight.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(&committed).map_err(write_err)?;
-        let mut tx = self.db.begin_write().map_err(write_err)?;
-        let _ = tx.set_durability(redb::Durability::None);
-        {
-            let mut table = tx.open_table(META).map_err(write_err)?;
-            table.insert(KEY_COMMITTED, bytes.as_slice()).map_err(write_err)?;
+        if let Ok(mut c) = self.committed.lock() {
+            *c = Some(committed);
         }
-        tx.commit().map_err(write_err)
+        self.writer.send(Op::Committed(bytes)).map_err(|_| write_err(std::io::Error::other("log writer stopped")))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        if let Some(c) = self.committed.lock().ok().and_then(|c| *c) {
+            return Ok(c);
+        }
         Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 

@@ -14,7 +14,7 @@ use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct Proc {
+pub struct Proc {
     ip: String,
     dir: std::path::PathBuf,
     child: Option<Child>,
@@ -85,49 +85,119 @@ async fn write(c: &Client, id: &str) -> bool {
     matches!(c.call(Method::POST, "/v2/apps", Some(&def)).await, Ok((StatusCode::CREATED, _)))
 }
 
-async fn throughput(leader: &str, clients: usize, total: usize, tag: &str) -> anyhow::Result<()> {
-    let c = Arc::new(Client::new(&format!("http://{leader}"))?);
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for k in 0..clients {
-        let c = c.clone();
-        let tag = tag.to_string();
-        handles.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut i = k;
-            while i < total {
-                let t = Instant::now();
-                if write(&c, &format!("/bench/{tag}/w{i}")).await {
-                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                }
-                i += clients;
-            }
-            lat
-        }));
-    }
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.await?);
-    }
-    let secs = start.elapsed().as_secs_f64();
-    all.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "  {clients:>2} client(s): {} writes in {:.2}s = {:.0} writes/s, p50 {:.1} ms, p99 {:.1} ms",
-        all.len(),
-        secs,
-        all.len() as f64 / secs,
-        pct(&all, 0.5),
-        pct(&all, 0.99)
-    );
-    Ok(())
+/// How long the closed-loop load runs: requests started in the warm-up are
+/// not counted, so connection set-up and the first log segment don't skew
+/// the figures.
+#[derive(Clone, Copy)]
+pub struct LoadSpec {
+    pub clients: usize,
+    pub warmup: Duration,
+    pub measure: Duration,
 }
 
-pub async fn run(rounds: u32) -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
+/// What one load run saw: successful writes per second over the measured
+/// window and their latency percentiles.
+pub struct LoadResult {
+    pub writes: usize,
+    pub errors: usize,
+    pub per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// The one load generator for every system compared: `clients` tasks each
+/// send one request, wait for its answer, then send the next, all through the
+/// same HTTP client settings. `request(client, seq)` builds the write;
+/// `accepted` says whether the answer is an acknowledged write.
+pub async fn load<F>(spec: LoadSpec, request: F, accepted: fn(StatusCode) -> bool) -> anyhow::Result<LoadResult>
+where
+    F: Fn(&reqwest::Client, usize, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let http =
+        reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(spec.clients).build()?;
+    let request = Arc::new(request);
+    let start = Instant::now();
+    let counted_from = start + spec.warmup;
+    let end = counted_from + spec.measure;
+    let mut handles = Vec::new();
+    for k in 0..spec.clients {
+        let (http, request) = (http.clone(), request.clone());
+        handles.push(tokio::spawn(async move {
+            let (mut lat, mut errors, mut seq) = (Vec::new(), 0usize, 0usize);
+            loop {
+                let t = Instant::now();
+                if t >= end {
+                    break;
+                }
+                let ok = match request(&http, k, seq).send().await {
+                    // Read the body so the connection goes back to the pool.
+                    Ok(resp) => accepted(resp.status()) && resp.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                seq += 1;
+                let done = Instant::now();
+                // Only requests wholly inside the measured window count.
+                if t >= counted_from && done <= end {
+                    if ok {
+                        lat.push(done.duration_since(t).as_secs_f64() * 1000.0);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for h in handles {
+        let (lat, e) = h.await?;
+        all.extend(lat);
+        errors += e;
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    Ok(LoadResult {
+        writes: all.len(),
+        errors,
+        per_sec: all.len() as f64 / spec.measure.as_secs_f64(),
+        p50_ms: pct(&all, 0.5),
+        p99_ms: pct(&all, 0.99),
+    })
+}
+
+/// Durable app writes against Wharf's leader: `POST /v2/apps` of a new app
+/// with no instances (one Raft entry, nothing to launch).
+pub async fn wharf_writes(leader: &str, spec: LoadSpec, tag: &str) -> anyhow::Result<LoadResult> {
+    let url = format!("http://{leader}/v2/apps");
+    let tag = tag.to_string();
+    load(
+        spec,
+        move |http, k, seq| {
+            let id = format!("/bench/{tag}/c{k}-w{seq}");
+            http.post(&url).json(&json!({"id": id, "args": ["sleep", "1"], "cpus": 0.01, "mem": 8, "instances": 0}))
+        },
+        |s| s == StatusCode::CREATED,
+    )
+    .await
+}
+
+fn print_result(clients: usize, r: &LoadResult) {
+    println!(
+        "  {clients:>2} client(s): {} writes = {:.0} writes/s, p50 {:.1} ms, p99 {:.1} ms{}",
+        r.writes,
+        r.per_sec,
+        r.p50_ms,
+        r.p99_ms,
+        if r.errors > 0 { format!(", {} failed", r.errors) } else { String::new() }
+    );
+}
+
+/// Three Wharf nodes on 127.77.0.1-3 with scratch data dirs under `dir`;
+/// returns them (stopped on drop) and the leader's HTTP address.
+pub async fn start_wharf(dir: &std::path::Path) -> anyhow::Result<(Vec<Proc>, String)> {
     let mut nodes: Vec<Proc> = (0..3)
         .map(|i| Proc {
             ip: format!("127.77.0.{}", i + 1),
-            dir: tmp.path().join(format!("n{i}")),
+            dir: dir.join(format!("n{i}")),
             child: None,
             ports: format!("{}-{}", 45000 + i * 1000, 45000 + i * 1000 + 999),
         })
@@ -140,10 +210,22 @@ pub async fn run(rounds: u32) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let leader = wait_leader(&Client::new(&nodes[0].addr())?).await?;
+    Ok((nodes, leader))
+}
+
+pub async fn run(rounds: u32, spec: LoadSpec) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (mut nodes, leader) = start_wharf(tmp.path()).await?;
     println!("3-node cluster on 127.77.0.1-3, every write durable (redb fsync) on a quorum");
-    println!("write throughput (POST /v2/apps to the leader {leader}):");
-    throughput(&leader, 1, 500, "c1").await?;
-    throughput(&leader, 64, 4000, "c64").await?;
+    println!(
+        "write throughput (POST /v2/apps to the leader {leader}, {:.0} s after {:.0} s warm-up):",
+        spec.measure.as_secs_f64(),
+        spec.warmup.as_secs_f64()
+    );
+    for clients in [1, 64] {
+        let r = wharf_writes(&leader, LoadSpec { clients, ..spec }, &format!("c{clients}")).await?;
+        print_result(clients, &r);
+    }
 
     println!("leader failover (kill -9 the leader -> first successful write through another node):");
     let mut times = Vec::new();

@@ -1,7 +1,9 @@
 //! Command-line surface (clap derive).
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "wharf", version, about = "A batteries-included container service (Marathon-compatible)")]
@@ -179,6 +181,19 @@ pub enum BenchCommand {
         /// Leader kills to time.
         #[arg(long, default_value_t = 3)]
         rounds: u32,
+        /// Only durable writes, side by side with a 3-member etcd on
+        /// 127.78.0.1-3 (needs `etcd` on the PATH: `apt-get install etcd-server`).
+        #[arg(long)]
+        vs_etcd: bool,
+        /// Seconds of write load measured per client count.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Seconds of write load before measuring.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Concurrent clients for --vs-etcd, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,64")]
+        clients: Vec<usize>,
     },
 }
 
@@ -197,9 +212,28 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             crate::bench::launch(tasks, burst, data_dir).await
         }
         Command::Bench(BenchCommand::Health { rounds, tasks }) => crate::bench::health(rounds, tasks).await,
-        Command::Bench(BenchCommand::Cluster { rounds }) => crate::bench_cluster::run(rounds).await,
         Command::Bench(BenchCommand::Scale { nodes, apps, tasks_per_node }) => {
             crate::bench_scale::run(crate::bench_scale::ScaleArgs { nodes, apps, tasks_per_node }).await
+        }
+        Command::Bench(BenchCommand::Cluster { rounds, vs_etcd, seconds, warmup, clients }) => {
+            let spec = crate::bench_cluster::LoadSpec {
+                clients: 1,
+                warmup: Duration::try_from_secs_f64(warmup).context("--warmup")?,
+                measure: Duration::try_from_secs_f64(seconds).context("--seconds")?,
+            };
+            // Ctrl-C drops the run, so every node and etcd member it started
+            // is stopped and the scratch directory removed.
+            let bench = async {
+                if vs_etcd {
+                    crate::bench_etcd::run(spec, &clients).await
+                } else {
+                    crate::bench_cluster::run(rounds, spec).await
+                }
+            };
+            tokio::select! {
+                r = bench => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; the benchmark's processes were stopped"),
+            }
         }
     }
 }
