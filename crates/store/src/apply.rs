@@ -283,7 +283,9 @@ fn launch_refusal(
     if state.apps.get(&task.app_id).is_none_or(|a| a.deleting) {
         return Some(DropReason::AppGone);
     }
-    if state.nodes.get(&task.node).is_none_or(|n| n.draining) {
+    // A node that went unreachable after the plan was made takes nothing:
+    // its tasks would never start, nor be moved by its unreachableStrategy.
+    if state.nodes.get(&task.node).is_none_or(|n| n.draining || !n.is_reachable()) {
         return Some(DropReason::NodeUnavailable);
     }
     if state.tasks.contains_key(&task.id) {

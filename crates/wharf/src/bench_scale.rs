@@ -190,7 +190,9 @@ fn spawn_sim_agents(store: Arc<Store>) {
                 Update::Change(c) => {
                     for e in c.effects.iter() {
                         if let Effect::TaskChanged { after: Some(t), .. } = e {
-                            if let Some(s) = report_for(t) {
+                            // A lost node's agent reports nothing.
+                            let up = c.state.nodes.get(&t.node).is_some_and(|n| n.is_reachable());
+                            if let Some(s) = report_for(t).filter(|_| up) {
                                 let _ = tx.send(s);
                             }
                         }

@@ -476,3 +476,19 @@ fn the_golden_log_decodes_and_replays_to_the_golden_state() {
     assert!(s.removed_nodes.contains(&NodeId(2)));
     assert!(s.apps.contains_key(&AppId::parse("/golden/c").expect("id")));
 }
+
+#[test]
+fn a_plan_made_before_a_node_went_unreachable_places_nothing_there() {
+    let mut s = ClusterState::default();
+    apply(&mut s, &Command::RegisterNode(node(1)));
+    put(&mut s, app("/a"), "d1", false);
+    let id = AppId::parse("/a").expect("id");
+    apply(&mut s, &Command::NodeLiveness { node: NodeId(1), reachable: false, at: UnixMillis(7) });
+    let plan = Plan { launches: vec![task(&id, 1, 1, 31000)], ..Default::default() };
+    let Applied::Planned { launched, dropped, .. } = apply(&mut s, &Command::ApplyPlan(plan)) else {
+        panic!("not a plan answer")
+    };
+    assert_eq!(launched, 0);
+    assert_eq!(dropped[0].reason, DropReason::NodeUnavailable);
+    assert!(s.tasks.is_empty());
+}
