@@ -295,17 +295,9 @@ async fn measure(dir: &std::path::Path, nodes: usize, apps: usize, per_app: usiz
     spawn_sim_agents(store.clone());
 
     let t = Instant::now();
-    let results: Vec<_> = stream::iter(0..nodes)
-        .map(|i| {
-            let store = store.clone();
-            async move { store.propose(Command::RegisterNode(sim_node(i))).await }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
-    if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
-        bail!("registering simulated nodes: {e}");
-    }
+    propose_all(&store, (0..nodes).map(|i| Command::RegisterNode(sim_node(i))))
+        .await
+        .context("registering simulated nodes")?;
     let register_s = t.elapsed().as_secs_f64();
     println!("   {nodes} nodes registered in {register_s:.1} s");
 
@@ -317,25 +309,15 @@ async fn measure(dir: &std::path::Path, nodes: usize, apps: usize, per_app: usiz
 
     // Deploy.
     let t = Instant::now();
-    let posted: Vec<anyhow::Result<()>> = stream::iter(0..apps)
-        .map(|i| {
-            let (client, base) = (client.clone(), base.clone());
-            async move {
-                let app = json!({"id": format!("/bench/app-{i}"), "cmd": "sleep 1000", "cpus": 0.01, "mem": 1,
-                                 "instances": per_app, "portDefinitions": [{"port": 0}]});
-                let r = client.post(format!("{base}/v2/apps")).json(&app).send().await?;
-                if !r.status().is_success() {
-                    bail!("POST /v2/apps: {} {}", r.status(), r.text().await.unwrap_or_default());
-                }
-                Ok(())
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    if let Some(Err(e)) = posted.into_iter().find(|r| r.is_err()) {
-        return Err(e);
-    }
+    send_all(
+        "POST /v2/apps",
+        (0..apps).map(|i| {
+            let app = json!({"id": format!("/bench/app-{i}"), "cmd": "sleep 1000", "cpus": 0.01, "mem": 1,
+                             "instances": per_app, "portDefinitions": [{"port": 0}]});
+            client.post(format!("{base}/v2/apps")).json(&app)
+        }),
+    )
+    .await?;
     wait_until("every task to run and every deployment to finish", Duration::from_secs(600), || {
         running_now(&store) >= total && store.read(|s| s.deployments.is_empty())
     })
@@ -349,27 +331,11 @@ async fn measure(dir: &std::path::Path, nodes: usize, apps: usize, per_app: usiz
     // Roll 10% of the apps (a config change replaces every task).
     let rolled = (apps / 10).max(1);
     let t = Instant::now();
-    let patched: Vec<anyhow::Result<()>> = stream::iter(0..rolled)
-        .map(|i| {
-            let (client, base) = (client.clone(), base.clone());
-            async move {
-                let r = client
-                    .patch(format!("{base}/v2/apps/bench/app-{i}"))
-                    .json(&json!({"env": {"ROLL": "2"}}))
-                    .send()
-                    .await?;
-                if !r.status().is_success() {
-                    bail!("PATCH: {} {}", r.status(), r.text().await.unwrap_or_default());
-                }
-                Ok(())
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    if let Some(Err(e)) = patched.into_iter().find(|r| r.is_err()) {
-        return Err(e);
-    }
+    send_all(
+        "PATCH",
+        (0..rolled).map(|i| client.patch(format!("{base}/v2/apps/bench/app-{i}")).json(&json!({"env": {"ROLL": "2"}}))),
+    )
+    .await?;
     wait_until("the rolled apps' deployments to finish", Duration::from_secs(600), || {
         store.read(|s| s.deployments.is_empty()) && running_now(&store) >= total
     })
@@ -382,19 +348,9 @@ async fn measure(dir: &std::path::Path, nodes: usize, apps: usize, per_app: usiz
     let on_lost = store.read(|s| (0..lost).map(|i| s.tasks_on(NodeId(SIM_BASE + i as u64)).count()).sum::<usize>());
     let t = Instant::now();
     let at = now();
-    let marked: Vec<_> = stream::iter(0..lost)
-        .map(|i| {
-            let store = store.clone();
-            async move {
-                store.propose(Command::NodeLiveness { node: NodeId(SIM_BASE + i as u64), reachable: false, at }).await
-            }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
-    if let Some(Err(e)) = marked.into_iter().find(|r| r.is_err()) {
-        bail!("marking nodes lost: {e}");
-    }
+    let lost_nodes =
+        (0..lost).map(|i| Command::NodeLiveness { node: NodeId(SIM_BASE + i as u64), reachable: false, at });
+    propose_all(&store, lost_nodes).await.context("marking nodes lost")?;
     wait_until("the lost nodes' tasks to be replaced", Duration::from_secs(600), || running_now(&store) >= total)
         .await?;
     let replace_s = t.elapsed().as_secs_f64();
@@ -428,6 +384,39 @@ async fn measure(dir: &std::path::Path, nodes: usize, apps: usize, per_app: usiz
     // The next run reuses the addresses: give the listeners time to close.
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(row)
+}
+
+/// Sends the requests 16 at a time; fails with the first refused one.
+async fn send_all(what: &str, requests: impl Iterator<Item = reqwest::RequestBuilder>) -> anyhow::Result<()> {
+    let results: Vec<anyhow::Result<()>> = stream::iter(requests)
+        .map(|req| async move {
+            let r = req.send().await?;
+            if !r.status().is_success() {
+                bail!("{what}: {} {}", r.status(), r.text().await.unwrap_or_default());
+            }
+            Ok(())
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
+}
+
+/// Proposes the commands 64 at a time, as many nodes (or the liveness
+/// monitor) would; fails with the first store error.
+async fn propose_all(store: &Arc<Store>, cmds: impl Iterator<Item = Command>) -> anyhow::Result<()> {
+    let results: Vec<_> = stream::iter(cmds)
+        .map(|cmd| {
+            let store = store.clone();
+            async move { store.propose(cmd).await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    match results.into_iter().find(|r| r.is_err()) {
+        Some(Err(e)) => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 async fn wait_until_leader(store: &Store) -> anyhow::Result<()> {
