@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod deployment;
+pub mod endpoint;
 pub mod ids;
 pub mod node;
 pub mod offers;
@@ -20,6 +21,7 @@ pub mod time;
 
 pub use app::*;
 pub use deployment::*;
+pub use endpoint::*;
 pub use ids::*;
 pub use node::*;
 pub use offers::*;

@@ -174,7 +174,7 @@ fn reconcile_app(
     // With health checks, only healthy tasks count as up, and with readiness
     // checks only ready ones (Marathon's rule for deployments and
     // minimumHealthCapacity).
-    let current_running = current.iter().filter(|t| is_ready(app, t)).count();
+    let current_running = current.iter().filter(|t| t.is_up(&app.spec)).count();
 
     // Scale down: kill the surplus of current tasks, not-yet-running first.
     let mut kills: Vec<TaskId> = Vec::new();
@@ -294,14 +294,6 @@ fn handle_unreachable(state: &ClusterState, app: &App, now: UnixMillis, out: &mu
     });
 }
 
-/// Running, healthy if the app has health checks, and ready (its readiness
-/// checks passed once) if it has readiness checks.
-fn is_ready(app: &App, t: &Task) -> bool {
-    t.state == TaskState::Running
-        && (app.spec.health_checks.is_empty() || t.healthy == Some(true))
-        && (app.spec.readiness_checks.is_empty() || t.ready == Some(true))
-}
-
 fn select_kills(tasks: &[&Task], n: usize, selection: KillSelection) -> Vec<TaskId> {
     let mut sorted: Vec<&&Task> = tasks.iter().collect();
     sorted.sort_by(|a, b| {
@@ -388,7 +380,7 @@ fn converged(state: &ClusterState, app: &App, plan: &Plan) -> bool {
     let killing: BTreeSet<&TaskId> = plan.kills.iter().collect();
     for t in state.tasks_of(&app.spec.id).filter(|t| !t.state.is_terminal()) {
         let current = t.app_version >= app.last_config_change_at;
-        if current && t.goal == TaskGoal::Running && is_ready(app, t) && !killing.contains(&t.id) {
+        if current && t.goal == TaskGoal::Running && t.is_up(&app.spec) && !killing.contains(&t.id) {
             running += 1;
         } else {
             other_alive += 1;

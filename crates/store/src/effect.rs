@@ -216,6 +216,22 @@ mod tests {
             1 => {
                 let mut spec = AppSpec::new(id.clone());
                 spec.instances = (b % 3) as u32;
+                if b % 4 < 2 {
+                    spec.health_checks.push(model::HealthCheck {
+                        protocol: model::HealthProtocol::Tcp,
+                        path: None,
+                        port_index: Some(0),
+                        port: None,
+                        command: None,
+                        grace_period_seconds: 1.0,
+                        interval_seconds: 1.0,
+                        timeout_seconds: 1.0,
+                        max_consecutive_failures: 3,
+                        delay_seconds: 0.0,
+                        ignore_http1xx: false,
+                        mesos_side: false,
+                    });
+                }
                 Command::PutApp {
                     app: spec,
                     at,
@@ -341,6 +357,39 @@ mod tests {
                 }
                 replay(&mut replayed, &effects);
                 prop_assert_eq!(described(&replayed), described(&state));
+            }
+        }
+    }
+
+    proptest! {
+        /// The endpoint stream, fed only the effects, always holds exactly the
+        /// endpoints computed from scratch over the state after each command.
+        #[test]
+        fn the_endpoint_stream_matches_the_state_after_every_command(
+            ops in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u8>()), 1..80)
+        ) {
+            let mut state = ClusterState::default();
+            apply(&mut state, &Command::RegisterNode(node(1)));
+            state.nodes.take_touched();
+            let mut tracker = crate::endpoints::Tracker::default();
+            tracker.reset(std::sync::Arc::new(state.clone()));
+            for (seq, op) in ops.into_iter().enumerate() {
+                let cmd = command(&state, op, seq as u64 + 10);
+                let before = state.clone();
+                apply(&mut state, &cmd);
+                let effects = collect(&before, &mut state, &cmd);
+                let had = tracker.endpoints();
+                let delta = tracker.apply(&state, &effects);
+                let mut fresh = crate::endpoints::Tracker::default();
+                fresh.reset(std::sync::Arc::new(state.clone()));
+                prop_assert_eq!(tracker.endpoints(), fresh.endpoints());
+                // The delta is what changed: removed ones were there, added ones are new.
+                for e in &delta.removed {
+                    prop_assert!(had.contains(e));
+                }
+                for e in &delta.added {
+                    prop_assert!(tracker.endpoints().contains(e));
+                }
             }
         }
     }

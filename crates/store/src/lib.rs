@@ -18,6 +18,7 @@
 pub mod apply;
 pub mod command;
 pub mod effect;
+pub mod endpoints;
 mod log_store;
 mod membership;
 pub mod network;
@@ -27,6 +28,7 @@ pub mod watch;
 
 pub use command::{AppPut, Applied, Command, DropReason, Dropped, Precondition, Rejection};
 pub use effect::Effect;
+pub use endpoints::{EndpointStream, EndpointUpdate};
 pub use membership::Membership;
 pub use state_machine::{SnapshotError, SNAPSHOT_FORMAT};
 pub use watch::{Change, Subscription, Update};
@@ -257,6 +259,13 @@ impl Store {
     /// Subscribe first, then read the state: no change falls in between.
     pub fn subscribe(&self) -> Subscription {
         self.feed.subscribe()
+    }
+
+    /// The endpoint stream (see [`endpoints`]), starting with a `Reset`
+    /// from the current state.
+    pub fn endpoints(&self) -> EndpointStream {
+        let feed = self.subscribe();
+        EndpointStream::new(feed, self.snapshot())
     }
 
     pub fn leadership(&self) -> tokio_watch::Receiver<Leadership> {

@@ -95,6 +95,39 @@ pub struct AgentArgs {
     /// Seconds a voter may be unreachable before a learner replaces it.
     #[arg(long, default_value_t = 30.0)]
     pub voter_replace_after: f64,
+    #[command(flatten)]
+    pub dns: DnsArgs,
+}
+
+/// The node's DNS server (Mesos-DNS names for the cluster domain).
+#[derive(Args, Clone, Debug)]
+pub struct DnsArgs {
+    /// DNS listener, UDP and TCP, or `off` (default: port 53 on the --http
+    /// address, falling back to 8053 when 53 cannot be bound).
+    #[arg(long = "dns")]
+    pub listen: Option<String>,
+    /// The cluster domain DNS is authoritative for.
+    #[arg(long = "dns-domain", default_value = "mesos")]
+    pub domain: String,
+    /// Labels of at most 24 characters without leading digits (Mesos-DNS's EnforceRFC952).
+    #[arg(long = "dns-rfc952")]
+    pub rfc952: bool,
+    /// TTL of answers, in seconds.
+    #[arg(long = "dns-ttl", default_value_t = 5)]
+    pub ttl: u32,
+    /// Resolvers for other names, comma-separated IP[:PORT] (default: /etc/resolv.conf's).
+    #[arg(long = "dns-upstream", value_delimiter = ',')]
+    pub upstream: Vec<String>,
+    /// A resolver for one zone: ZONE=IP[:PORT] (repeatable).
+    #[arg(long = "dns-zone-upstream")]
+    pub zone_upstream: Vec<String>,
+    /// Clients (CIDRs, comma-separated) whose other names are forwarded;
+    /// loopback and the cluster's nodes always are. Others get REFUSED.
+    #[arg(long = "dns-forward-from", value_delimiter = ',')]
+    pub forward_from: Vec<String>,
+    /// Seconds to wait for one upstream before asking the next.
+    #[arg(long = "dns-timeout", default_value_t = 2.0)]
+    pub timeout: f64,
 }
 
 #[derive(Subcommand)]

@@ -11,6 +11,7 @@ mod bench_scale;
 mod cli;
 mod client;
 mod clock;
+mod dns_setup;
 mod liveness;
 mod node;
 mod orchestrator;

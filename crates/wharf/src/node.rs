@@ -46,6 +46,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     // Listeners first: a port in use is reported before any state changes.
     let rpc_listener = TcpListener::bind(rpc).await.with_context(|| format!("--rpc: cannot listen on {rpc}"))?;
     let http_listener = TcpListener::bind(http).await.with_context(|| format!("--http: cannot listen on {http}"))?;
+    let dns_at = crate::dns_setup::listen_addr(&args.dns, http)?;
+    let dns_cfg = crate::dns_setup::config(&args.dns, dns_at.map(|(a, _)| a), advertise.parse().ok())?;
+    let dns_listeners = match dns_at {
+        Some((addr, explicit)) => crate::dns_setup::bind(addr, explicit).await?,
+        None => None,
+    };
     let rpc_advertise = format!("{advertise}:{}", rpc_listener.local_addr()?.port());
     let http_advertise = format!("{advertise}:{}", http_listener.local_addr()?.port());
 
@@ -70,7 +76,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
     let sandbox_root = data_dir.join("sandboxes");
     std::fs::create_dir_all(&sandbox_root)?;
-    let stop_http = start_http(&mut sup, http_listener, &store, sandbox_root.clone());
+    let dns = dns::server::Dns::new(dns_cfg);
+    start_dns(&mut sup, &store, &dns, dns_listeners);
+    let stop_http = start_http(&mut sup, http_listener, &store, sandbox_root.clone(), &dns);
     start_loops(&mut sup, &store, liveness, &args);
     let executor = vec![exe.into_os_string(), "executor".into()];
     start_agent(&mut sup, &store, sandbox_root, executor, args.keep_sandboxes, check_client);
@@ -154,14 +162,39 @@ fn start_http(
     listener: TcpListener,
     store: &Arc<Store>,
     sandbox_root: std::path::PathBuf,
+    dns: &Arc<dns::server::Dns>,
 ) -> tokio::sync::watch::Sender<bool> {
-    let app = api::router(Arc::new(api::ApiContext::new(store.clone(), sandbox_root)));
+    let app =
+        api::router(Arc::new(api::ApiContext::new(store.clone(), sandbox_root))).merge(dns::http::router(dns.clone()));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         let _ = stop_rx.changed().await;
     };
     sup.start_once(HTTP_SERVER, async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
     stop_tx
+}
+
+/// This node's DNS: the zone follows the store (restarted if it ends), and
+/// the server answers on the listeners (fatal if it stops: they are gone).
+fn start_dns(
+    sup: &mut Supervisor,
+    store: &Arc<Store>,
+    dns: &Arc<dns::server::Dns>,
+    listeners: Option<dns::server::Listeners>,
+) {
+    let (s, d) = (store.clone(), dns.clone());
+    sup.start("DNS records", Policy::Restart, move || {
+        let (s, d) = (s.clone(), d.clone());
+        async move {
+            dns::server::follow(s, d).await;
+            Ok::<(), std::io::Error>(())
+        }
+    });
+    if let Some(l) = listeners {
+        tracing::info!(addr = %l.addr, domain = %dns.cfg.zone.domain, "DNS listening");
+        let d = dns.clone();
+        sup.start_once("DNS server", async move { dns::server::serve(l, d).await });
+    }
 }
 
 /// The leader's orchestrator and liveness monitor and every node's

@@ -1,0 +1,285 @@
+//! The DNS server of a node: the listeners (UDP and TCP on one address,
+//! through `hickory-server`), the request handler that answers from the zone
+//! or forwards, and the loop that keeps the zone in step with the store.
+
+use crate::answer::{answer, Reply};
+use crate::forward::Forwarder;
+use crate::zone::{cluster_records, Masters, Zone, ZoneConfig};
+use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use store::{EndpointUpdate, Store};
+use tokio::net::{TcpListener, UdpSocket};
+
+/// Everything `--dns*` says.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    pub zone: ZoneConfig,
+    pub forwarder: Forwarder,
+    /// Clients whose other names are forwarded (the rest get REFUSED for
+    /// them): never an open resolver unless configured. The cluster's own
+    /// nodes are always allowed.
+    pub forward_from: Vec<IpNet>,
+    /// This node's own address, for `ns1.<domain>`.
+    pub ns_ip: Option<IpAddr>,
+}
+
+/// The zone and what the handler needs, shared by the listeners, the HTTP
+/// API and the loop that follows the store.
+pub struct Dns {
+    pub cfg: DnsConfig,
+    zone: RwLock<Zone>,
+    /// Addresses of the cluster's nodes (always allowed to forward).
+    nodes: RwLock<Vec<IpAddr>>,
+}
+
+impl Dns {
+    pub fn new(cfg: DnsConfig) -> Arc<Dns> {
+        let zone = Zone::new(cfg.zone.clone());
+        Arc::new(Dns { cfg, zone: RwLock::new(zone), nodes: RwLock::new(Vec::new()) })
+    }
+
+    /// Reads the zone (a short lock; writers hold it only to swap records).
+    pub fn read<R>(&self, f: impl FnOnce(&Zone) -> R) -> R {
+        match self.zone.read() {
+            Ok(z) => f(&z),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    fn write(&self, f: impl FnOnce(&mut Zone)) {
+        match self.zone.write() {
+            Ok(mut z) => f(&mut z),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    fn may_forward(&self, ip: IpAddr) -> bool {
+        ip.is_loopback()
+            || self.cfg.forward_from.iter().any(|n| n.contains(&ip))
+            || self.nodes.read().map(|n| n.contains(&ip)).unwrap_or(false)
+    }
+
+    /// Applies one endpoint update (and the cluster records when nodes or
+    /// the leader changed).
+    pub fn apply(&self, update: &EndpointUpdate, masters: Option<&Masters>) {
+        let refresh_cluster = match update {
+            EndpointUpdate::Reset { endpoints, .. } => {
+                self.write(|z| {
+                    z.clear_tasks();
+                    for e in endpoints {
+                        z.add_task(e);
+                    }
+                });
+                true
+            }
+            EndpointUpdate::Delta { removed, added, nodes_changed, .. } => {
+                self.write(|z| {
+                    for e in removed {
+                        z.remove_task(&e.task);
+                    }
+                    for e in added {
+                        z.add_task(e);
+                    }
+                });
+                *nodes_changed
+            }
+        };
+        if refresh_cluster {
+            if let Some(m) = masters {
+                self.set_cluster(update.state(), m);
+            }
+        }
+    }
+
+    /// Rebuilds the cluster records (nodes, leader, masters).
+    pub fn set_cluster(&self, state: &model::ClusterState, masters: &Masters) {
+        let nodes: Vec<&model::NodeInfo> = state.nodes.values().collect();
+        let recs = cluster_records(&nodes, masters, self.cfg.ns_ip, &self.cfg.zone);
+        let ips: Vec<IpAddr> = nodes.iter().filter_map(|n| n.advertise.parse().ok()).collect();
+        if let Ok(mut n) = self.nodes.write() {
+            *n = ips;
+        }
+        self.write(|z| z.set_cluster(recs));
+    }
+}
+
+/// Keeps the zone in step with the store: endpoint updates as they come,
+/// and the master records whenever the leader changes. Ends only when the
+/// store does.
+pub async fn follow(store: Arc<Store>, dns: Arc<Dns>) {
+    let mut endpoints = store.endpoints();
+    let mut leadership = store.leadership();
+    let masters = |store: &Store| Masters {
+        leader: store.leadership().borrow().leader,
+        voters: store.membership().voters.into_iter().collect(),
+    };
+    loop {
+        tokio::select! {
+            u = endpoints.next() => match u {
+                Some(u) => dns.apply(&u, Some(&masters(&store))),
+                None => return,
+            },
+            changed = leadership.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                dns.set_cluster(&store.snapshot(), &masters(&store));
+            }
+        }
+    }
+}
+
+/// The bound listeners.
+pub struct Listeners {
+    pub udp: UdpSocket,
+    pub tcp: TcpListener,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("--dns: cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds UDP and TCP on `addr`.
+pub async fn bind(addr: SocketAddr) -> Result<Listeners, BindError> {
+    let err = |source| BindError { addr, source };
+    let udp = UdpSocket::bind(addr).await.map_err(err)?;
+    let addr = udp.local_addr().map_err(err)?;
+    let tcp = TcpListener::bind(addr).await.map_err(err)?;
+    Ok(Listeners { udp, tcp, addr })
+}
+
+/// Serves DNS on the listeners until the server fails.
+pub async fn serve(listeners: Listeners, dns: Arc<Dns>) -> Result<(), hickory_server::net::NetError> {
+    let mut server = hickory_server::Server::new(Handler { dns });
+    server.register_socket(listeners.udp);
+    // Idle TCP clients are cut off after 10 s, so they cannot hold sockets.
+    server.register_listener(listeners.tcp, Duration::from_secs(10), 64);
+    server.block_until_done().await
+}
+
+struct Handler {
+    dns: Arc<Dns>,
+}
+
+impl Handler {
+    async fn send<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response: R,
+        reply: Reply,
+        authoritative: bool,
+    ) -> ResponseInfo {
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.authoritative = authoritative;
+        metadata.recursion_available = self.dns.may_forward(request.src().ip());
+        metadata.response_code = reply.code;
+        let edns = response_edns(request);
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(e) = &edns {
+            builder.edns(e);
+        }
+        let msg = builder.build(
+            metadata,
+            reply.answers.iter(),
+            reply.authority.iter(),
+            None::<&Record>,
+            reply.additionals.iter(),
+        );
+        match response.send_response(msg).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not send a DNS answer");
+                error_info(request, ResponseCode::ServFail)
+            }
+        }
+    }
+
+    async fn error<R: ResponseHandler>(&self, request: &Request, mut response: R, code: ResponseCode) -> ResponseInfo {
+        let edns = response_edns(request);
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(e) = &edns {
+            builder.edns(e);
+        }
+        let msg = builder.error_msg(&request.metadata, code);
+        response.send_response(msg).await.unwrap_or_else(|_| error_info(request, code))
+    }
+
+    async fn forward<R: ResponseHandler>(&self, request: &Request, mut response: R, qname: &str) -> ResponseInfo {
+        if !self.dns.may_forward(request.src().ip()) {
+            return self.error(request, response, ResponseCode::Refused).await;
+        }
+        let tcp = request.protocol() != hickory_server::net::xfer::Protocol::Udp;
+        let Some(up) = self.dns.cfg.forwarder.forward(qname, request.as_slice(), request.metadata.id, tcp).await else {
+            return self.error(request, response, ResponseCode::ServFail).await;
+        };
+        let mut metadata = up.metadata;
+        metadata.id = request.metadata.id;
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(e) = &up.edns {
+            builder.edns(e);
+        }
+        let msg =
+            builder.build(metadata, up.answers.iter(), up.authorities.iter(), None::<&Record>, up.additionals.iter());
+        response.send_response(msg).await.unwrap_or_else(|_| error_info(request, ResponseCode::ServFail))
+    }
+}
+
+/// RFC 6891: a query with EDNS gets an OPT record back.
+fn response_edns(request: &Request) -> Option<Edns> {
+    request.edns.as_ref().map(|req| {
+        let mut e = Edns::new();
+        e.set_max_payload(req.max_payload().max(512));
+        e.set_version(0);
+        e
+    })
+}
+
+fn error_info(request: &Request, code: ResponseCode) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = code;
+    hickory_proto::op::Header { metadata, counts: Default::default() }.into()
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response: R) -> ResponseInfo {
+        if request.metadata.op_code != OpCode::Query {
+            return self.error(request, response, ResponseCode::NotImp).await;
+        }
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return self.error(request, response, ResponseCode::BADVERS).await;
+        }
+        let Ok(info) = request.request_info() else {
+            // Not exactly one question.
+            return self.error(request, response, ResponseCode::FormErr).await;
+        };
+        let q = info.query;
+        let mut qname = q.name().to_string().to_ascii_lowercase();
+        if !qname.ends_with('.') {
+            qname.push('.');
+        }
+        let class_ok = matches!(q.query_class(), DNSClass::IN | DNSClass::ANY);
+        let reply = self.dns.read(|z| {
+            if !class_ok {
+                return z.in_zone(&qname).then(|| Reply { code: ResponseCode::Refused, ..Reply::default() });
+            }
+            answer(z, &qname, q.query_type(), &mut rand::thread_rng())
+        });
+        match reply {
+            Some(reply) => self.send(request, response, reply, class_ok).await,
+            None => self.forward(request, response, &qname).await,
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The record table: every name this node answers for, built from the
+//! endpoint stream (one entry per up task) and from the cluster's nodes and
+//! leader. Which records a task or the cluster gets is decided by pure
+//! functions (`task_records`, `cluster_records`); the table only adds and
+//! removes them, so an update touches only the names of the tasks it names.
+
+use crate::names::{canonical, label, mesos_task_name, LabelSpec};
+use model::{Endpoint, NodeId, NodeInfo, TaskId};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Marathon is the one framework of a Wharf cluster.
+pub const FRAMEWORK: &str = "marathon";
+
+/// What the zone is for, from the flags.
+#[derive(Debug, Clone)]
+pub struct ZoneConfig {
+    /// The cluster domain without dots around it (`mesos`).
+    pub domain: String,
+    pub spec: LabelSpec,
+    pub ttl: u32,
+}
+
+impl ZoneConfig {
+    /// `domain.` as a fully qualified name.
+    pub fn apex(&self) -> String {
+        format!("{}.", self.domain)
+    }
+
+    /// The name server's name, `ns1.<domain>.` (Mesos-DNS's SOA mname).
+    pub fn ns_name(&self) -> String {
+        format!("ns1.{}.", self.domain)
+    }
+}
+
+/// One record's data; owners are lowercase fully qualified names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rec {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Srv { port: u16, target: String },
+    Ptr(String),
+}
+
+impl Rec {
+    fn of_ip(ip: IpAddr) -> Rec {
+        match ip {
+            IpAddr::V4(v4) => Rec::A(v4),
+            IpAddr::V6(v6) => Rec::Aaaa(v6),
+        }
+    }
+}
+
+/// The records of one up task, Mesos-DNS's way for a Marathon task:
+/// `{task}.marathon.D` and `{canonical}.marathon.D` at the task's address,
+/// the same under `.marathon.slave.D` at the node's, SRV per host port under
+/// `.slave.`, and when its ports are named (Marathon's DiscoveryInfo) SRV per
+/// port and per named port under the framework; otherwise the framework SRV
+/// point at the slave name as Mesos-DNS does for tasks without DiscoveryInfo.
+pub fn task_records(ep: &Endpoint, cfg: &ZoneConfig) -> Vec<(String, Rec)> {
+    let d = &cfg.domain;
+    let task = label(&mesos_task_name(&ep.app), cfg.spec);
+    if task.is_empty() {
+        return Vec::new();
+    }
+    let canon = canonical(&task, ep.task.as_str(), &ep.node.to_string());
+    let fw = FRAMEWORK;
+    let mut out = Vec::new();
+    if let Some(ip) = ep.ip {
+        for owner in [
+            format!("{task}.{fw}.{d}."),
+            format!("{canon}.{fw}.{d}."),
+            format!("{task}.{fw}.slave.{d}."),
+            format!("{canon}.{fw}.slave.{d}."),
+        ] {
+            out.push((owner, Rec::of_ip(ip)));
+        }
+    }
+    let slave_target = format!("{canon}.{fw}.slave.{d}.");
+    let discovery = ep.ports.iter().any(|p| p.name.is_some());
+    for p in &ep.ports {
+        for proto in ["tcp", "udp"] {
+            let srv = Rec::Srv { port: p.host_port, target: slave_target.clone() };
+            out.push((format!("_{task}._{proto}.{fw}.slave.{d}."), srv.clone()));
+            if !discovery {
+                out.push((format!("_{task}._{proto}.{fw}.{d}."), srv));
+            }
+        }
+        if discovery {
+            let target = format!("{canon}.{fw}.{d}.");
+            for t in &p.transports {
+                let proto = t.as_str();
+                let srv = Rec::Srv { port: p.host_port, target: target.clone() };
+                out.push((format!("_{task}._{proto}.{fw}.{d}."), srv.clone()));
+                if let Some(name) = p.name.as_deref().map(|n| label(n, cfg.spec)).filter(|n| !n.is_empty()) {
+                    out.push((format!("_{name}._{task}._{proto}.{fw}.{d}."), srv));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Who leads and who votes, for the master records.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Masters {
+    pub leader: Option<NodeId>,
+    /// Raft voters, in id order (`masterN`).
+    pub voters: Vec<NodeId>,
+}
+
+/// The records that come from the cluster rather than from tasks: the
+/// leader, the masters (Raft voters), every node as a slave, the Marathon
+/// framework (the leader's API), the name server, and PTR records for node
+/// addresses. `ns_ip` is this node's own address.
+pub fn cluster_records(
+    nodes: &[&NodeInfo],
+    masters: &Masters,
+    ns_ip: Option<IpAddr>,
+    cfg: &ZoneConfig,
+) -> Vec<(String, Rec)> {
+    let d = &cfg.domain;
+    let ip_of = |n: &NodeInfo| n.advertise.parse::<IpAddr>().ok();
+    let http_port = |n: &NodeInfo| n.http_addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
+    let by_id: HashMap<NodeId, &NodeInfo> = nodes.iter().map(|n| (n.id, *n)).collect();
+    let mut out = Vec::new();
+    if let Some(leader) = masters.leader.and_then(|id| by_id.get(&id)) {
+        if let Some(ip) = ip_of(leader) {
+            out.push((format!("leader.{d}."), Rec::of_ip(ip)));
+            out.push((format!("{FRAMEWORK}.{d}."), Rec::of_ip(ip)));
+        }
+        // Clients of the leader talk to its HTTP API (Marathon's port).
+        if let Some(port) = http_port(leader) {
+            for proto in ["tcp", "udp"] {
+                out.push((format!("_leader._{proto}.{d}."), Rec::Srv { port, target: format!("leader.{d}.") }));
+            }
+            out.push((
+                format!("_framework._tcp.{FRAMEWORK}.{d}."),
+                Rec::Srv { port, target: format!("{FRAMEWORK}.{d}.") },
+            ));
+        }
+    }
+    let mut masters_ips: Vec<IpAddr> = Vec::new();
+    for id in masters.voters.iter().chain(masters.leader.iter()) {
+        if let Some(ip) = by_id.get(id).and_then(|n| ip_of(n)) {
+            if !masters_ips.contains(&ip) {
+                masters_ips.push(ip);
+            }
+        }
+    }
+    for (i, ip) in masters_ips.iter().enumerate() {
+        out.push((format!("master.{d}."), Rec::of_ip(*ip)));
+        out.push((format!("master{i}.{d}."), Rec::of_ip(*ip)));
+    }
+    let mut slave_ports: Vec<u16> = Vec::new();
+    for n in nodes {
+        if let Some(ip) = ip_of(n) {
+            out.push((format!("slave.{d}."), Rec::of_ip(ip)));
+            let name = format!("{}.slave.{d}.", label(&n.hostname, cfg.spec));
+            out.push((name.clone(), Rec::of_ip(ip)));
+            out.push((reverse_name(ip), Rec::Ptr(name)));
+        }
+        if let Some(p) = http_port(n).filter(|p| !slave_ports.contains(p)) {
+            slave_ports.push(p);
+        }
+    }
+    for port in slave_ports {
+        out.push((format!("_slave._tcp.{d}."), Rec::Srv { port, target: format!("slave.{d}.") }));
+    }
+    if let Some(ip) = ns_ip {
+        out.push((cfg.ns_name(), Rec::of_ip(ip)));
+    }
+    out
+}
+
+/// `in-addr.arpa.` / `ip6.arpa.` name of an address.
+pub fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(v6) => {
+            let mut s = String::new();
+            for b in v6.octets().iter().rev() {
+                s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
+            }
+            s.push_str("ip6.arpa.");
+            s
+        }
+    }
+}
+
+/// Every record this node answers for, by owner.
+#[derive(Debug)]
+pub struct Zone {
+    pub cfg: ZoneConfig,
+    /// Owner → its records; a record two tasks share (two tasks on one
+    /// node) is held twice and answered once.
+    names: HashMap<String, Vec<Rec>>,
+    /// How many owners sit below each name inside the zone: such a name
+    /// exists even without records of its own (an empty non-terminal).
+    below: HashMap<String, usize>,
+    tasks: HashMap<TaskId, Vec<(String, Rec)>>,
+    cluster: Vec<(String, Rec)>,
+    /// Bumped on every change; the SOA serial.
+    pub serial: u32,
+}
+
+impl Zone {
+    pub fn new(cfg: ZoneConfig) -> Zone {
+        Zone {
+            cfg,
+            names: HashMap::new(),
+            below: HashMap::new(),
+            tasks: HashMap::new(),
+            cluster: Vec::new(),
+            serial: 1,
+        }
+    }
+
+    pub fn clear_tasks(&mut self) {
+        let ids: Vec<TaskId> = self.tasks.keys().cloned().collect();
+        for id in ids {
+            self.remove_task(&id);
+        }
+    }
+
+    pub fn add_task(&mut self, ep: &Endpoint) {
+        self.remove_task(&ep.task);
+        let recs = task_records(ep, &self.cfg);
+        for (owner, rec) in &recs {
+            self.insert(owner, rec.clone());
+        }
+        self.tasks.insert(ep.task.clone(), recs);
+        self.serial = self.serial.wrapping_add(1);
+    }
+
+    pub fn remove_task(&mut self, id: &TaskId) {
+        if let Some(recs) = self.tasks.remove(id) {
+            for (owner, rec) in recs {
+                self.delete(&owner, &rec);
+            }
+            self.serial = self.serial.wrapping_add(1);
+        }
+    }
+
+    /// Replaces the cluster records (nodes, leader, masters) whole.
+    pub fn set_cluster(&mut self, recs: Vec<(String, Rec)>) {
+        for (owner, rec) in std::mem::take(&mut self.cluster) {
+            self.delete(&owner, &rec);
+        }
+        for (owner, rec) in &recs {
+            self.insert(owner, rec.clone());
+        }
+        self.cluster = recs;
+        self.serial = self.serial.wrapping_add(1);
+    }
+
+    /// The records of `owner`, or `None` when the name does not exist (no
+    /// records and nothing below it).
+    pub fn lookup(&self, owner: &str) -> Option<&[Rec]> {
+        match self.names.get(owner) {
+            Some(recs) => Some(recs),
+            None if owner == self.cfg.apex() || self.below.contains_key(owner) => Some(&[]),
+            None => None,
+        }
+    }
+
+    /// Every owner and its records (for `/v1/enumerate`-style listings).
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Vec<Rec>)> {
+        self.names.iter()
+    }
+
+    /// The names of the zone's tasks (`/v1/enumerate`).
+    pub fn task_records(&self) -> impl Iterator<Item = (&TaskId, &Vec<(String, Rec)>)> {
+        self.tasks.iter()
+    }
+
+    pub fn in_zone(&self, owner: &str) -> bool {
+        owner == self.cfg.apex() || owner.ends_with(&format!(".{}", self.cfg.apex()))
+    }
+
+    fn insert(&mut self, owner: &str, rec: Rec) {
+        if !self.names.contains_key(owner) {
+            for p in self.parents(owner) {
+                *self.below.entry(p).or_default() += 1;
+            }
+        }
+        self.names.entry(owner.to_string()).or_default().push(rec);
+    }
+
+    fn delete(&mut self, owner: &str, rec: &Rec) {
+        let Some(recs) = self.names.get_mut(owner) else { return };
+        if let Some(i) = recs.iter().position(|r| r == rec) {
+            recs.swap_remove(i);
+        }
+        if recs.is_empty() {
+            self.names.remove(owner);
+            for p in self.parents(owner) {
+                if let Some(n) = self.below.get_mut(&p) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.below.remove(&p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The names strictly between `owner` and the top of its zone (the
+    /// cluster domain, or the reverse zones).
+    fn parents(&self, owner: &str) -> Vec<String> {
+        let apex = self.cfg.apex();
+        let mut out = Vec::new();
+        let mut rest = owner;
+        while let Some((_, parent)) = rest.split_once('.') {
+            if parent.is_empty() || parent == apex || parent == "in-addr.arpa." || parent == "ip6.arpa." {
+                break;
+            }
+            out.push(parent.to_string());
+            rest = parent;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::{AppId, EndpointPort, Transport};
+
+    fn cfg() -> ZoneConfig {
+        ZoneConfig { domain: "mesos".into(), spec: LabelSpec::Rfc1123, ttl: 5 }
+    }
+
+    fn ep(app: &str, n: u128, node: u64, ip: &str, ports: &[(u16, Option<&str>)]) -> Endpoint {
+        let app = AppId::parse(app).expect("app");
+        Endpoint {
+            task: TaskId::new(&app, uuid::Uuid::from_u128(n), 1),
+            app,
+            node: NodeId(node),
+            host: ip.into(),
+            ip: ip.parse().ok(),
+            ports: ports
+                .iter()
+                .enumerate()
+                .map(|(index, (p, name))| EndpointPort {
+                    index,
+                    host_port: *p,
+                    service_port: 0,
+                    name: name.map(str::to_string),
+                    transports: vec![Transport::Tcp],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_task_gets_mesos_dns_names_and_leaves_no_trace() {
+        let mut z = Zone::new(cfg());
+        let a = ep("/group/web", 1, 2, "10.0.0.2", &[(31000, None)]);
+        let b = ep("/group/web", 2, 2, "10.0.0.2", &[(31001, None)]);
+        z.add_task(&a);
+        z.add_task(&b);
+        assert_eq!(
+            z.lookup("web-group.marathon.mesos."),
+            Some(&[Rec::A([10, 0, 0, 2].into()), Rec::A([10, 0, 0, 2].into())][..])
+        );
+        let srv = z.lookup("_web-group._tcp.marathon.mesos.").expect("srv");
+        assert_eq!(srv.len(), 2);
+        assert!(z.lookup("_web-group._udp.marathon.slave.mesos.").is_some());
+        // Empty non-terminals exist; unrelated names do not.
+        assert_eq!(z.lookup("_tcp.marathon.mesos."), Some(&[][..]));
+        assert_eq!(z.lookup("marathon.mesos."), Some(&[][..]));
+        assert_eq!(z.lookup("nope.marathon.mesos."), None);
+        z.remove_task(&a.task);
+        z.remove_task(&b.task);
+        assert_eq!(z.lookup("web-group.marathon.mesos."), None);
+        assert_eq!(z.lookup("_tcp.marathon.mesos."), None);
+        assert!(z.iter().next().is_none());
+    }
+
+    #[test]
+    fn named_ports_give_discovery_srv_records() {
+        let mut z = Zone::new(cfg());
+        z.add_task(&ep("/store/liquor", 1, 0, "1.2.3.11", &[(31354, Some("http")), (31355, Some("https"))]));
+        let http = z.lookup("_http._liquor-store._tcp.marathon.mesos.").expect("named port");
+        assert!(
+            matches!(&http[0], Rec::Srv { port: 31354, target } if target.starts_with("liquor-store-") && target.ends_with("-0.marathon.mesos."))
+        );
+        assert_eq!(z.lookup("_liquor-store._udp.marathon.mesos."), None, "tcp ports only");
+        assert_eq!(z.lookup("_liquor-store._tcp.marathon.mesos.").map(<[Rec]>::len), Some(2));
+    }
+
+    #[test]
+    fn reverse_names() {
+        assert_eq!(reverse_name("1.2.3.4".parse().expect("ip")), "4.3.2.1.in-addr.arpa.");
+        assert!(reverse_name("2001:db8::1".parse().expect("ip")).starts_with("1.0.0.0.0.0.0.0"));
+    }
+}

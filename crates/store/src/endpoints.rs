@@ -1,0 +1,182 @@
+//! The endpoint stream: which tasks of which apps can take traffic, derived
+//! from the change feed in one place. DNS, the load balancer and the UI
+//! consume it instead of diffing the cluster state.
+//!
+//! It keeps the current endpoint of every up task (`model::endpoint_of`,
+//! the one "is this task up?" rule) and, for each change, recomputes only the
+//! tasks the change's effects touched: a task changed, an app put or removed
+//! (its tasks), a node changed (its tasks). A lagging feed turns into
+//! `EndpointUpdate::Reset` with every endpoint, so nothing is missed.
+
+use crate::effect::Effect;
+use crate::watch::{Subscription, Update};
+use model::{endpoint_of, AppId, ClusterState, Endpoint, NodeId, TaskId};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// What a consumer of the endpoint stream sees next.
+#[derive(Debug, Clone)]
+pub enum EndpointUpdate {
+    /// Start over: these are all the endpoints at log index `index`.
+    Reset { index: u64, endpoints: Vec<Endpoint>, state: Arc<ClusterState> },
+    /// After the command at `index`: endpoints that went away, then new ones
+    /// (a task whose endpoint changed is in both). `nodes_changed` says a
+    /// node joined, left or changed (its address, reachability, draining).
+    Delta { index: u64, removed: Vec<Endpoint>, added: Vec<Endpoint>, nodes_changed: bool, state: Arc<ClusterState> },
+}
+
+impl EndpointUpdate {
+    pub fn state(&self) -> &Arc<ClusterState> {
+        match self {
+            EndpointUpdate::Reset { state, .. } | EndpointUpdate::Delta { state, .. } => state,
+        }
+    }
+}
+
+/// Endpoints from a change feed. Call [`EndpointStream::next`] in a loop.
+pub struct EndpointStream {
+    feed: Subscription,
+    /// The first update is always a `Reset` from this state.
+    initial: Option<Arc<ClusterState>>,
+    tracker: Tracker,
+}
+
+impl EndpointStream {
+    /// `feed` must be subscribed before `state` was read (subscribe, then read).
+    pub fn new(feed: Subscription, state: Arc<ClusterState>) -> EndpointStream {
+        EndpointStream { feed, initial: Some(state), tracker: Tracker::default() }
+    }
+
+    /// The next update with something in it; `None` once the store is gone.
+    pub async fn next(&mut self) -> Option<EndpointUpdate> {
+        if let Some(state) = self.initial.take() {
+            return Some(self.tracker.reset(state));
+        }
+        loop {
+            match self.feed.next().await? {
+                Update::Reset { state, .. } => return Some(self.tracker.reset(state)),
+                Update::Change(c) => {
+                    let d = self.tracker.apply(&c.state, &c.effects);
+                    if d.removed.is_empty() && d.added.is_empty() && !d.nodes_changed {
+                        continue;
+                    }
+                    return Some(EndpointUpdate::Delta {
+                        index: c.index,
+                        removed: d.removed,
+                        added: d.added,
+                        nodes_changed: d.nodes_changed,
+                        state: c.state,
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Delta {
+    pub removed: Vec<Endpoint>,
+    pub added: Vec<Endpoint>,
+    pub nodes_changed: bool,
+}
+
+/// The current endpoints, with indexes to find those an effect touches.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    current: HashMap<TaskId, Endpoint>,
+    by_app: BTreeMap<AppId, BTreeSet<TaskId>>,
+    by_node: BTreeMap<NodeId, BTreeSet<TaskId>>,
+}
+
+impl Tracker {
+    pub(crate) fn reset(&mut self, state: Arc<ClusterState>) -> EndpointUpdate {
+        *self = Tracker::default();
+        for t in state.tasks.values() {
+            if let Some(app) = state.apps.get(&t.app_id) {
+                if let Some(e) = endpoint_of(app, t, state.nodes.get(&t.node)) {
+                    self.insert(e);
+                }
+            }
+        }
+        let mut endpoints: Vec<Endpoint> = self.current.values().cloned().collect();
+        endpoints.sort();
+        EndpointUpdate::Reset { index: state.applied_index, endpoints, state }
+    }
+
+    /// Recomputes the tasks `effects` touched, against `state` (the state
+    /// right after them).
+    pub(crate) fn apply(&mut self, state: &ClusterState, effects: &[Effect]) -> Delta {
+        let mut touched: BTreeSet<TaskId> = BTreeSet::new();
+        let mut nodes_changed = false;
+        for e in effects {
+            match e {
+                Effect::TaskChanged { id, .. } => {
+                    touched.insert(id.clone());
+                }
+                Effect::AppPut { after, .. } => {
+                    touched.extend(state.tasks_of(&after.spec.id).map(|t| t.id.clone()));
+                    touched.extend(self.by_app.get(&after.spec.id).into_iter().flatten().cloned());
+                }
+                Effect::AppRemoved { before } => {
+                    touched.extend(self.by_app.get(&before.spec.id).into_iter().flatten().cloned());
+                }
+                Effect::NodeChanged { id, .. } => {
+                    nodes_changed = true;
+                    touched.extend(state.tasks_on(*id).map(|t| t.id.clone()));
+                    touched.extend(self.by_node.get(id).into_iter().flatten().cloned());
+                }
+                Effect::DeploymentStarted(_)
+                | Effect::DeploymentChanged { .. }
+                | Effect::DeploymentFinished { .. }
+                | Effect::GroupChanged { .. } => {}
+            }
+        }
+        let mut delta = Delta { nodes_changed, ..Delta::default() };
+        for id in touched {
+            let now = state.tasks.get(&id).and_then(|t| {
+                let app = state.apps.get(&t.app_id)?;
+                endpoint_of(app, t, state.nodes.get(&t.node))
+            });
+            let before = self.current.get(&id);
+            if before == now.as_ref() {
+                continue;
+            }
+            if let Some(old) = self.remove(&id) {
+                delta.removed.push(old);
+            }
+            if let Some(e) = now {
+                self.insert(e.clone());
+                delta.added.push(e);
+            }
+        }
+        delta
+    }
+
+    fn insert(&mut self, e: Endpoint) {
+        self.by_app.entry(e.app.clone()).or_default().insert(e.task.clone());
+        self.by_node.entry(e.node).or_default().insert(e.task.clone());
+        self.current.insert(e.task.clone(), e);
+    }
+
+    fn remove(&mut self, id: &TaskId) -> Option<Endpoint> {
+        let e = self.current.remove(id)?;
+        if let Some(s) = self.by_app.get_mut(&e.app) {
+            s.remove(id);
+            if s.is_empty() {
+                self.by_app.remove(&e.app);
+            }
+        }
+        if let Some(s) = self.by_node.get_mut(&e.node) {
+            s.remove(id);
+            if s.is_empty() {
+                self.by_node.remove(&e.node);
+            }
+        }
+        Some(e)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn endpoints(&self) -> BTreeSet<Endpoint> {
+        self.current.values().cloned().collect()
+    }
+}
