@@ -1,0 +1,222 @@
+//! Helpers for the DNS tests: a real store with a DNS server in front of it,
+//! and `dig` (Debian's bind9-dnsutils), parsed.
+
+#![allow(dead_code)]
+
+use dns::forward::Forwarder;
+use dns::names::LabelSpec;
+use dns::server::{Dns, DnsConfig};
+use dns::zone::ZoneConfig;
+use model::*;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::Command as Proc;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{Command, Store, StoreConfig};
+
+pub struct Served {
+    pub store: Arc<Store>,
+    pub dns: Arc<Dns>,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+pub fn config(spec: LabelSpec, upstreams: Vec<SocketAddr>) -> DnsConfig {
+    DnsConfig {
+        zone: ZoneConfig { domain: "mesos".into(), spec, ttl: 60 },
+        forwarder: Forwarder { upstreams, zones: vec![], timeout: Duration::from_millis(500) },
+        forward_from: vec![],
+        ns_ip: Some("127.0.0.1".parse().expect("ip")),
+    }
+}
+
+/// A one-node store (its own node registered as `master_ip`) and a DNS
+/// server on 127.0.0.1 that follows it.
+pub async fn serve(cfg: DnsConfig, master_ip: &str, master_http_port: u16) -> Served {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut scfg = StoreConfig::new(dir.path().to_path_buf(), "127.0.0.1:1".into());
+    scfg.election_timeout_ms = (150, 300);
+    let store = Arc::new(Store::open(scfg).await.expect("open store"));
+    store.bootstrap_if_new().await.expect("bootstrap");
+    let mut leader = store.leadership();
+    while !leader.borrow().is_self {
+        leader.changed().await.expect("leadership");
+    }
+    let mut me = node(store.node_id().0, master_ip, master_http_port);
+    me.hostname = "master".into();
+    propose(&store, Command::RegisterNode(me)).await;
+    let dns = Dns::new(cfg);
+    tokio::spawn(dns::server::follow(store.clone(), dns.clone()));
+    let l = dns::server::bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+    let addr = l.addr;
+    tokio::spawn(dns::server::serve(l, dns.clone()));
+    Served { store, dns, addr, _dir: dir }
+}
+
+pub async fn propose(store: &Store, c: Command) -> store::Applied {
+    store.propose(c).await.expect("propose")
+}
+
+pub fn node(id: u64, ip: &str, http_port: u16) -> NodeInfo {
+    let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
+    NodeInfo {
+        id: NodeId(id),
+        hostname: ip.to_string(),
+        advertise: ip.to_string(),
+        http_addr: format!("{host}:{http_port}"),
+        rpc_addr: format!("{host}:5050"),
+        resources: Resources { cpus: 64.0, mem: 65536.0, disk: 100000.0, gpus: 0 },
+        port_range: (31000, 32000),
+        attributes: Default::default(),
+        registered_at: UnixMillis(1),
+        draining: false,
+        unreachable_since: None,
+    }
+}
+
+pub fn deployment(n: u64, app: &AppId) -> Deployment {
+    Deployment {
+        id: DeploymentId(format!("d{n}")),
+        version: UnixMillis(n as i64),
+        affected_apps: vec![app.clone()],
+        steps: vec![Step { actions: vec![(DeploymentAction::StartApplication, app.clone())] }],
+        current_step: 1,
+        started_at: UnixMillis(n as i64),
+    }
+}
+
+/// Creates an app with the given port names (`None`: unnamed port).
+pub async fn app(store: &Store, id: &str, ports: &[Option<&str>], seq: u64) -> AppId {
+    let id = AppId::parse(id).expect("app id");
+    let mut spec = AppSpec::new(id.clone());
+    spec.resources = Resources { cpus: 0.1, mem: 16.0, disk: 0.0, gpus: 0 };
+    spec.instances = 0;
+    spec.ports = ports
+        .iter()
+        .map(|n| PortSpec { port: 0, name: n.map(str::to_string), protocol: "tcp".into(), labels: Default::default() })
+        .collect();
+    let c = Command::PutApp {
+        app: spec,
+        at: UnixMillis(seq as i64),
+        deployment: deployment(seq, &id),
+        force: true,
+        create_only: false,
+        expect: None,
+    };
+    propose(store, c).await;
+    id
+}
+
+/// Places a task of `app` on `node` with `ports` and reports it `state`.
+pub async fn task(store: &Store, app: &AppId, n: u128, node: u64, ports: &[u16], state: TaskState) -> TaskId {
+    let id = TaskId::new(app, uuid::Uuid::from_u128(n), 1);
+    let version = store.read(|s| s.apps.get(app).map(|a| a.version)).expect("app exists");
+    let t = Task {
+        id: id.clone(),
+        app_id: app.clone(),
+        node: NodeId(node),
+        host: String::new(),
+        app_version: version,
+        ports: ports.to_vec(),
+        resources: Resources { cpus: 0.1, mem: 16.0, disk: 0.0, gpus: 0 },
+        state: TaskState::Staging,
+        goal: TaskGoal::Running,
+        staged_at: UnixMillis(1),
+        started_at: None,
+        updated_at: UnixMillis(1),
+        message: None,
+        healthy: None,
+        health: None,
+        ready: None,
+        readiness: vec![],
+    };
+    let applied = propose(store, Command::ApplyPlan(Plan { launches: vec![t], ..Default::default() })).await;
+    assert!(matches!(&applied, store::Applied::Planned { dropped, .. } if dropped.is_empty()), "{applied:?}");
+    let st = TaskStatus { task_id: id.clone(), state, at: UnixMillis(2), message: None };
+    propose(store, Command::TaskStatuses(vec![st])).await;
+    id
+}
+
+/// One `dig` answer, parsed.
+#[derive(Debug, Default)]
+pub struct Dig {
+    pub status: String,
+    pub flags: BTreeSet<String>,
+    pub answer: Vec<(String, String, String)>,
+    pub authority: Vec<(String, String, String)>,
+    pub additional: Vec<(String, String, String)>,
+    pub raw: String,
+}
+
+impl Dig {
+    /// The data of the answers of one type, sorted.
+    pub fn data(&self, rtype: &str) -> Vec<String> {
+        let mut v: Vec<String> = self.answer.iter().filter(|a| a.1 == rtype).map(|a| a.2.clone()).collect();
+        v.sort();
+        v
+    }
+}
+
+/// Runs `dig @addr name type` plus `extra` options.
+pub fn dig(addr: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> Dig {
+    let out = Proc::new("dig")
+        .arg(format!("@{}", addr.ip()))
+        .args([
+            "-p",
+            &addr.port().to_string(),
+            "+time=2",
+            "+tries=1",
+            "+noall",
+            "+comments",
+            "+answer",
+            "+authority",
+            "+additional",
+        ])
+        .args(extra)
+        .args([name, rtype])
+        .output()
+        .expect("dig runs (Debian's bind9-dnsutils)");
+    let raw = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut d = Dig { raw: raw.clone(), ..Dig::default() };
+    let mut section = "";
+    for line in raw.lines() {
+        if let Some(rest) = line.split("status: ").nth(1) {
+            d.status = rest.split(',').next().unwrap_or("").to_string();
+        } else if let Some(rest) = line.strip_prefix(";; flags: ") {
+            let flags = rest.split(';').next().unwrap_or("");
+            d.flags = flags.split_whitespace().map(str::to_string).collect();
+        } else if line.contains("ANSWER SECTION") {
+            section = "answer";
+        } else if line.contains("AUTHORITY SECTION") {
+            section = "authority";
+        } else if line.contains("ADDITIONAL SECTION") {
+            section = "additional";
+        } else if line.starts_with(';') || line.trim().is_empty() {
+            if line.trim().is_empty() {
+                section = "";
+            }
+        } else {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 5 {
+                let rec = (f[0].to_string(), f[3].to_string(), f[4..].join(" "));
+                match section {
+                    "answer" => d.answer.push(rec),
+                    "authority" => d.authority.push(rec),
+                    "additional" => d.additional.push(rec),
+                    _ => {}
+                }
+            }
+        }
+    }
+    d
+}
+
+/// Waits until `f` holds (the zone follows the store asynchronously).
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
