@@ -8,12 +8,14 @@ use dns::names::LabelSpec;
 use dns::server::{Dns, DnsConfig};
 use dns::zone::ZoneConfig;
 use model::*;
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::Command as Proc;
 use std::sync::Arc;
 use std::time::Duration;
 use store::{Command, Store, StoreConfig};
+
+#[path = "dig.rs"]
+mod dig_cli;
+pub use dig_cli::{dig, Dig};
 
 pub struct Served {
     pub store: Arc<Store>,
@@ -136,80 +138,6 @@ pub async fn task(store: &Store, app: &AppId, n: u128, node: u64, ports: &[u16],
     let st = TaskStatus { task_id: id.clone(), state, at: UnixMillis(2), message: None };
     propose(store, Command::TaskStatuses(vec![st])).await;
     id
-}
-
-/// One `dig` answer, parsed.
-#[derive(Debug, Default)]
-pub struct Dig {
-    pub status: String,
-    pub flags: BTreeSet<String>,
-    pub answer: Vec<(String, String, String)>,
-    pub authority: Vec<(String, String, String)>,
-    pub additional: Vec<(String, String, String)>,
-    pub raw: String,
-}
-
-impl Dig {
-    /// The data of the answers of one type, sorted.
-    pub fn data(&self, rtype: &str) -> Vec<String> {
-        let mut v: Vec<String> = self.answer.iter().filter(|a| a.1 == rtype).map(|a| a.2.clone()).collect();
-        v.sort();
-        v
-    }
-}
-
-/// Runs `dig @addr name type` plus `extra` options.
-pub fn dig(addr: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> Dig {
-    let out = Proc::new("dig")
-        .arg(format!("@{}", addr.ip()))
-        .args([
-            "-p",
-            &addr.port().to_string(),
-            "+time=2",
-            "+tries=1",
-            "+noall",
-            "+comments",
-            "+answer",
-            "+authority",
-            "+additional",
-        ])
-        .args(extra)
-        .args([name, rtype])
-        .output()
-        .expect("dig runs (Debian's bind9-dnsutils)");
-    let raw = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut d = Dig { raw: raw.clone(), ..Dig::default() };
-    let mut section = "";
-    for line in raw.lines() {
-        if let Some(rest) = line.split("status: ").nth(1) {
-            d.status = rest.split(',').next().unwrap_or("").to_string();
-        } else if let Some(rest) = line.strip_prefix(";; flags: ") {
-            let flags = rest.split(';').next().unwrap_or("");
-            d.flags = flags.split_whitespace().map(str::to_string).collect();
-        } else if line.contains("ANSWER SECTION") {
-            section = "answer";
-        } else if line.contains("AUTHORITY SECTION") {
-            section = "authority";
-        } else if line.contains("ADDITIONAL SECTION") {
-            section = "additional";
-        } else if line.starts_with(';') || line.trim().is_empty() {
-            if line.trim().is_empty() {
-                section = "";
-            }
-        } else {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() >= 5 {
-                let rec = (f[0].to_string(), f[3].to_string(), f[4..].join(" "));
-                match section {
-                    "answer" => d.answer.push(rec),
-                    "authority" => d.authority.push(rec),
-                    "additional" => d.additional.push(rec),
-                    _ => {}
-                }
-            }
-        }
-    }
-    d
 }
 
 /// Waits until `f` holds (the zone follows the store asynchronously).
