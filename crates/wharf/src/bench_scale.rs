@@ -106,7 +106,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
 }
 
 /// A follower voter: `wharf agent` with nothing to offer, so no task lands on it.
-struct Follower(Child);
+pub(crate) struct Follower(Child);
 
 impl Drop for Follower {
     fn drop(&mut self) {
@@ -115,7 +115,7 @@ impl Drop for Follower {
     }
 }
 
-fn follower(dir: &std::path::Path, ip: &str, leader_rpc: &str) -> anyhow::Result<Follower> {
+pub(crate) fn follower(dir: &std::path::Path, ip: &str, leader_rpc: &str, extra: &[&str]) -> anyhow::Result<Follower> {
     let exe = std::env::current_exe()?;
     let child = std::process::Command::new(exe)
         .arg("agent")
@@ -123,6 +123,7 @@ fn follower(dir: &std::path::Path, ip: &str, leader_rpc: &str) -> anyhow::Result
         .arg(dir)
         .args(["--http", &format!("{ip}:8080"), "--rpc", &format!("{ip}:5050"), "--join", leader_rpc])
         .args(["--resources", "cpus:0;mem:0;disk:0;gpus:0", "--hostname", ip])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.with_extension("log")).map(Stdio::from).unwrap_or_else(|_| Stdio::null()))
         .spawn()
@@ -247,7 +248,7 @@ fn running_now(store: &Store) -> usize {
     })
 }
 
-async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub(crate) async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     while !done() {
         if Instant::now() > deadline {
@@ -280,8 +281,10 @@ async fn measure(dir: &std::path::Path, nodes: usize, apps: usize, per_app: usiz
     let rpc_server = tokio::spawn(async move { axum::serve(rpc, rpc_router).await });
     store.bootstrap_if_new().await?;
     wait_until_leader(&store).await?;
-    let _followers =
-        [follower(&dir.join("f2"), "127.79.0.2", leader_rpc)?, follower(&dir.join("f3"), "127.79.0.3", leader_rpc)?];
+    let _followers = [
+        follower(&dir.join("f2"), "127.79.0.2", leader_rpc, &[])?,
+        follower(&dir.join("f3"), "127.79.0.3", leader_rpc, &[])?,
+    ];
     let deadline = Instant::now() + Duration::from_secs(30);
     while store.membership().voters.len() < 3 {
         if Instant::now() > deadline {
@@ -404,7 +407,7 @@ async fn send_all(what: &str, requests: impl Iterator<Item = reqwest::RequestBui
 
 /// Proposes the commands 64 at a time, as many nodes (or the liveness
 /// monitor) would; fails with the first store error.
-async fn propose_all(store: &Arc<Store>, cmds: impl Iterator<Item = Command>) -> anyhow::Result<()> {
+pub(crate) async fn propose_all(store: &Arc<Store>, cmds: impl Iterator<Item = Command>) -> anyhow::Result<()> {
     let results: Vec<_> = stream::iter(cmds)
         .map(|cmd| {
             let store = store.clone();
@@ -419,7 +422,7 @@ async fn propose_all(store: &Arc<Store>, cmds: impl Iterator<Item = Command>) ->
     }
 }
 
-async fn wait_until_leader(store: &Store) -> anyhow::Result<()> {
+pub(crate) async fn wait_until_leader(store: &Store) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !store.is_leader() {
         if Instant::now() > deadline {

@@ -209,6 +209,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         tasks_per_node: usize,
     },
+    /// DNS: queries/s and latency beside NSD (dnsperf), and how fast a task
+    /// that turns healthy appears in another node's answers.
+    Dns {
+        /// Apps (one task each) whose A and SRV names are asked.
+        #[arg(long, default_value_t = 1000)]
+        apps: usize,
+        /// Seconds of dnsperf per server.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Tasks timed for propagation.
+        #[arg(long, default_value_t = 100)]
+        tasks: usize,
+    },
     /// Three nodes on 127.77.0.1-3: write throughput, leader failover, node loss.
     Cluster {
         /// Leader kills to time.
@@ -245,6 +258,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             crate::bench::launch(tasks, burst, data_dir).await
         }
         Command::Bench(BenchCommand::Health { rounds, tasks }) => crate::bench::health(rounds, tasks).await,
+        Command::Bench(BenchCommand::Dns { apps, seconds, tasks }) => {
+            crate::bench_dns::run(crate::bench_dns::DnsBenchArgs { apps, seconds, tasks }).await
+        }
         Command::Bench(BenchCommand::Scale { nodes, apps, tasks_per_node }) => {
             crate::bench_scale::run(crate::bench_scale::ScaleArgs { nodes, apps, tasks_per_node }).await
         }
