@@ -283,3 +283,49 @@ impl RequestHandler for Handler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::LabelSpec;
+
+    #[test]
+    fn only_loopback_the_nodes_and_configured_networks_may_forward() {
+        let cfg = DnsConfig {
+            zone: ZoneConfig { domain: "mesos".into(), spec: LabelSpec::Rfc1123, ttl: 5 },
+            forwarder: Forwarder { upstreams: vec![], zones: vec![], timeout: Duration::from_secs(1) },
+            forward_from: vec!["192.168.7.0/24".parse().expect("net")],
+            ns_ip: None,
+        };
+        let dns = Dns::new(cfg);
+        let mut state = model::ClusterState::default();
+        let mut n = model::NodeInfo {
+            id: model::NodeId(1),
+            hostname: "a".into(),
+            advertise: "10.0.0.9".into(),
+            http_addr: "10.0.0.9:8080".into(),
+            rpc_addr: String::new(),
+            resources: Default::default(),
+            port_range: (1, 2),
+            attributes: Default::default(),
+            registered_at: model::UnixMillis(0),
+            draining: false,
+            unreachable_since: None,
+        };
+        state.nodes.insert(n.id, n.clone());
+        dns.set_cluster(&state, &Masters::default());
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert!(dns.may_forward(ip("127.0.0.1")));
+        assert!(dns.may_forward(ip("::1")));
+        assert!(dns.may_forward(ip("10.0.0.9")), "a cluster node");
+        assert!(dns.may_forward(ip("192.168.7.20")), "--dns-forward-from");
+        assert!(!dns.may_forward(ip("8.8.8.8")), "never an open resolver");
+        // A node that leaves stops being allowed.
+        n.id = model::NodeId(2);
+        n.advertise = "10.0.0.10".into();
+        let mut state = model::ClusterState::default();
+        state.nodes.insert(n.id, n);
+        dns.set_cluster(&state, &Masters::default());
+        assert!(!dns.may_forward(ip("10.0.0.9")));
+    }
+}

@@ -205,11 +205,15 @@ pub struct Zone {
     cluster: Vec<(String, Rec)>,
     /// Bumped on every change; the SOA serial.
     pub serial: u32,
+    /// `.<domain>.`, to tell names in the zone without allocating per query.
+    suffix: String,
 }
 
 impl Zone {
     pub fn new(cfg: ZoneConfig) -> Zone {
+        let suffix = format!(".{}", cfg.apex());
         Zone {
+            suffix,
             cfg,
             names: HashMap::new(),
             below: HashMap::new(),
@@ -278,7 +282,7 @@ impl Zone {
     }
 
     pub fn in_zone(&self, owner: &str) -> bool {
-        owner == self.cfg.apex() || owner.ends_with(&format!(".{}", self.cfg.apex()))
+        owner.ends_with(&self.suffix) || owner.strip_suffix('.') == Some(self.cfg.domain.as_str())
     }
 
     fn insert(&mut self, owner: &str, rec: Rec) {

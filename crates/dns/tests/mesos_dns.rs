@@ -325,3 +325,17 @@ async fn the_http_api_answers_in_mesos_dns_shapes() {
     let tasks = e["frameworks"][0]["tasks"].as_array().cloned().unwrap_or_default();
     assert_eq!(tasks.len(), 6, "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_names_get_servfail_when_every_upstream_fails() {
+    // Two upstreams that never answer: nothing listens on these ports.
+    let dead = |p: u16| -> std::net::SocketAddr { ([127, 0, 0, 1], p).into() };
+    let unused = [std::net::UdpSocket::bind("127.0.0.1:0"), std::net::UdpSocket::bind("127.0.0.1:0")]
+        .map(|s| s.and_then(|s| s.local_addr()).map(|a| a.port()).expect("port"));
+    let served = serve(config(LabelSpec::Rfc1123, vec![dead(unused[0]), dead(unused[1])]), MASTER, 5050).await;
+    let d = dig(served.addr, "example.org.", "A", &["+time=5"]);
+    assert_eq!(d.status, "SERVFAIL", "{}", d.raw);
+    assert!(!d.flags.contains("aa"), "{}", d.raw);
+    // The cluster's own names do not depend on the upstreams.
+    assert_eq!(dig(served.addr, "leader.mesos.", "A", &[]).data("A"), vec![MASTER]);
+}
