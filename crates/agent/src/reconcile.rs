@@ -212,7 +212,8 @@ fn reconcile(
             }
             (TaskGoal::Killed, Some(l)) if matches!(l.phase, Phase::Launching | Phase::Running) => {
                 l.phase = Phase::Killing;
-                spawn_kill(driver.clone(), l.guard.clone(), task.id);
+                let drain = app.as_ref().map(|a| lb_drain(&task, a)).unwrap_or_default();
+                spawn_kill(driver.clone(), l.guard.clone(), task.id, drain);
             }
             _ => {}
         }
@@ -222,7 +223,7 @@ fn reconcile(
         if !assigned.contains(id) && matches!(l.phase, Phase::Launching | Phase::Running) {
             tracing::info!(task = %id, "killing a task the cluster no longer knows");
             l.phase = Phase::Killing;
-            spawn_kill(driver.clone(), l.guard.clone(), id.clone());
+            spawn_kill(driver.clone(), l.guard.clone(), id.clone(), Duration::ZERO);
         }
     }
     local.retain(|id, l| {
@@ -362,8 +363,25 @@ fn spawn_launch(
     });
 }
 
-fn spawn_kill(driver: Arc<ExecDriver>, guard: Arc<Mutex<()>>, id: TaskId) {
+/// How long a task that load balancers send to keeps running after it was
+/// asked to go: every node's LB drops it from its backends at the same log
+/// index that asked for the kill, so after a moment (replication, requests
+/// in flight) no new request reaches it and none in flight is cut off.
+/// Bounded by the app's kill grace period.
+pub const LB_DRAIN: Duration = Duration::from_secs(1);
+
+fn lb_drain(task: &model::Task, app: &model::AppSpec) -> Duration {
+    let balanced = app.ports.iter().any(|p| p.port != 0);
+    if balanced && task.state == TaskState::Running {
+        LB_DRAIN.min(Duration::from_secs_f64(app.kill_grace_seconds.max(0.0)))
+    } else {
+        Duration::ZERO
+    }
+}
+
+fn spawn_kill(driver: Arc<ExecDriver>, guard: Arc<Mutex<()>>, id: TaskId, drain: Duration) {
     tokio::spawn(async move {
+        tokio::time::sleep(drain).await;
         let _held = guard.lock().await;
         if let Err(e) = driver.kill(&id).await {
             tracing::warn!(task = %id, error = %e, "kill failed");

@@ -21,8 +21,17 @@ pub enum EndpointUpdate {
     Reset { index: u64, endpoints: Vec<Endpoint>, state: Arc<ClusterState> },
     /// After the command at `index`: endpoints that went away, then new ones
     /// (a task whose endpoint changed is in both). `nodes_changed` says a
-    /// node joined, left or changed (its address, reachability, draining).
-    Delta { index: u64, removed: Vec<Endpoint>, added: Vec<Endpoint>, nodes_changed: bool, state: Arc<ClusterState> },
+    /// node joined, left or changed (its address, reachability, draining);
+    /// `apps_changed` that an app was put or removed (its service ports or
+    /// labels may have changed even when its endpoints did not).
+    Delta {
+        index: u64,
+        removed: Vec<Endpoint>,
+        added: Vec<Endpoint>,
+        nodes_changed: bool,
+        apps_changed: bool,
+        state: Arc<ClusterState>,
+    },
 }
 
 impl EndpointUpdate {
@@ -57,7 +66,7 @@ impl EndpointStream {
                 Update::Reset { state, .. } => return Some(self.tracker.reset(state)),
                 Update::Change(c) => {
                     let d = self.tracker.apply(&c.state, &c.effects);
-                    if d.removed.is_empty() && d.added.is_empty() && !d.nodes_changed {
+                    if d.removed.is_empty() && d.added.is_empty() && !d.nodes_changed && !d.apps_changed {
                         continue;
                     }
                     return Some(EndpointUpdate::Delta {
@@ -65,6 +74,7 @@ impl EndpointStream {
                         removed: d.removed,
                         added: d.added,
                         nodes_changed: d.nodes_changed,
+                        apps_changed: d.apps_changed,
                         state: c.state,
                     });
                 }
@@ -78,6 +88,7 @@ pub(crate) struct Delta {
     pub removed: Vec<Endpoint>,
     pub added: Vec<Endpoint>,
     pub nodes_changed: bool,
+    pub apps_changed: bool,
 }
 
 /// The current endpoints, with indexes to find those an effect touches.
@@ -108,16 +119,19 @@ impl Tracker {
     pub(crate) fn apply(&mut self, state: &ClusterState, effects: &[Effect]) -> Delta {
         let mut touched: BTreeSet<TaskId> = BTreeSet::new();
         let mut nodes_changed = false;
+        let mut apps_changed = false;
         for e in effects {
             match e {
                 Effect::TaskChanged { id, .. } => {
                     touched.insert(id.clone());
                 }
                 Effect::AppPut { after, .. } => {
+                    apps_changed = true;
                     touched.extend(state.tasks_of(&after.spec.id).map(|t| t.id.clone()));
                     touched.extend(self.by_app.get(&after.spec.id).into_iter().flatten().cloned());
                 }
                 Effect::AppRemoved { before } => {
+                    apps_changed = true;
                     touched.extend(self.by_app.get(&before.spec.id).into_iter().flatten().cloned());
                 }
                 Effect::NodeChanged { id, .. } => {
@@ -131,7 +145,7 @@ impl Tracker {
                 | Effect::GroupChanged { .. } => {}
             }
         }
-        let mut delta = Delta { nodes_changed, ..Delta::default() };
+        let mut delta = Delta { nodes_changed, apps_changed, ..Delta::default() };
         for id in touched {
             let now = state.tasks.get(&id).and_then(|t| {
                 let app = state.apps.get(&t.app_id)?;

@@ -97,6 +97,14 @@ pub struct AgentArgs {
     pub voter_replace_after: f64,
     #[command(flatten)]
     pub dns: DnsArgs,
+    /// Where every app's TCP service ports listen on this node (default: the
+    /// --http IP).
+    #[arg(long)]
+    pub lb_bind: Option<String>,
+    /// The HTTP front for virtual hosts, or `off` (default: port 80 on the
+    /// --lb-bind address, falling back to 9090 when 80 cannot be bound).
+    #[arg(long)]
+    pub http_lb: Option<String>,
 }
 
 /// The node's DNS server (Mesos-DNS names for the cluster domain).

@@ -52,6 +52,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         Some((addr, explicit)) => crate::dns_setup::bind(addr, explicit).await?,
         None => None,
     };
+    let (lb_cfg, http_lb) = lb_listener(&args, http).await?;
     let rpc_advertise = format!("{advertise}:{}", rpc_listener.local_addr()?.port());
     let http_advertise = format!("{advertise}:{}", http_listener.local_addr()?.port());
 
@@ -78,7 +79,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&sandbox_root)?;
     let dns = dns::server::Dns::new(dns_cfg);
     start_dns(&mut sup, &store, &dns, dns_listeners);
-    let stop_http = start_http(&mut sup, http_listener, &store, sandbox_root.clone(), &dns);
+    let lb = lb::Lb::new(lb_cfg);
+    start_lb(&mut sup, &store, &lb, http_lb);
+    let stop_http = start_http(&mut sup, http_listener, &store, sandbox_root.clone(), &dns, &lb);
     start_loops(&mut sup, &store, liveness, &args);
     let executor = vec![exe.into_os_string(), "executor".into()];
     start_agent(&mut sup, &store, sandbox_root, executor, args.keep_sandboxes, check_client);
@@ -163,9 +166,11 @@ fn start_http(
     store: &Arc<Store>,
     sandbox_root: std::path::PathBuf,
     dns: &Arc<dns::server::Dns>,
+    lb: &Arc<lb::Lb>,
 ) -> tokio::sync::watch::Sender<bool> {
-    let app =
-        api::router(Arc::new(api::ApiContext::new(store.clone(), sandbox_root))).merge(dns::http::router(dns.clone()));
+    let app = api::router(Arc::new(api::ApiContext::new(store.clone(), sandbox_root)))
+        .merge(dns::http::router(dns.clone()))
+        .merge(lb::router(lb.clone()));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         let _ = stop_rx.changed().await;
@@ -194,6 +199,72 @@ fn start_dns(
         tracing::info!(addr = %l.addr, domain = %dns.cfg.zone.domain, "DNS listening");
         let d = dns.clone();
         sup.start_once("DNS server", async move { dns::server::serve(l, d).await });
+    }
+}
+
+/// The load balancer's settings and its HTTP front's listener: an address
+/// given with --http-lb must bind; the default falls back from 80 to 9090,
+/// and if neither binds the node runs without the front (said loudly).
+async fn lb_listener(args: &AgentArgs, http: SocketAddr) -> anyhow::Result<(lb::LbConfig, Option<TcpListener>)> {
+    let bind: std::net::IpAddr = match &args.lb_bind {
+        Some(b) => b.parse().with_context(|| format!("--lb-bind: '{b}' is not an IP address"))?,
+        None => http.ip(),
+    };
+    let cfg = lb::LbConfig { bind, ..lb::LbConfig::default() };
+    let listener = match args.http_lb.as_deref() {
+        Some("off") => None,
+        Some(a) => {
+            let addr = parse_addr("--http-lb", a)?;
+            Some(TcpListener::bind(addr).await.with_context(|| format!("--http-lb: cannot listen on {addr}"))?)
+        }
+        None => match TcpListener::bind(SocketAddr::new(bind, 80)).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!("HTTP LB: cannot listen on {bind}:80 ({e}); trying port 9090");
+                match TcpListener::bind(SocketAddr::new(bind, 9090)).await {
+                    Ok(l) => {
+                        tracing::warn!("HTTP LB: listening on {bind}:9090 instead of port 80");
+                        Some(l)
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "HTTP LB: cannot listen on {bind}:9090 either ({e}); no HTTP front (set --http-lb)"
+                        );
+                        None
+                    }
+                }
+            }
+        },
+    };
+    Ok((cfg, listener))
+}
+
+/// The load balancer: its table follows the store (restarted if it ends),
+/// the service-port listeners follow the table, the HTTP front serves.
+fn start_lb(sup: &mut Supervisor, store: &Arc<Store>, lb: &Arc<lb::Lb>, http: Option<TcpListener>) {
+    let (ports_tx, ports_rx) = tokio::sync::watch::channel(Vec::new());
+    let ports_tx = Arc::new(ports_tx);
+    let (s, l, tx) = (store.clone(), lb.clone(), ports_tx.clone());
+    sup.start("LB table", Policy::Restart, move || {
+        let (s, l, tx) = (s.clone(), l.clone(), tx.clone());
+        async move {
+            lb::table::follow(s, l, tx).await;
+            Ok::<(), std::io::Error>(())
+        }
+    });
+    let l = lb.clone();
+    sup.start("LB service ports", Policy::Restart, move || {
+        let (l, rx) = (l.clone(), ports_rx.clone());
+        async move {
+            lb::l4::serve_ports(l, rx).await;
+            Ok::<(), std::io::Error>(())
+        }
+    });
+    if let Some(listener) = http {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "HTTP LB listening");
+        }
+        sup.start_once("HTTP LB", lb::http::serve(lb.clone(), listener));
     }
 }
 

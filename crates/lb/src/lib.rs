@@ -1,0 +1,28 @@
+//! Load balancing on every node: each app's TCP service ports listen on
+//! every node and forward to the app's up tasks anywhere in the cluster
+//! (`l4`), and an HTTP front routes by `Host` and path to apps with a
+//! virtual host (`http`). Backends come from the store's endpoint stream
+//! (`table`); nothing reloads and no listener restarts on a change.
+//!
+//! Hand-written on tokio and hyper on purpose: `pingora` would bring 200+
+//! crates, C builds and a runtime of its own for what is a small proxy.
+
+pub mod http;
+pub mod l4;
+pub mod table;
+
+pub use table::{Lb, LbConfig};
+
+use std::sync::Arc;
+
+/// `GET /wharf/v1/lb`, merged into the node's HTTP API.
+pub fn router(lb: Arc<Lb>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/wharf/v1/lb",
+            axum::routing::get(|axum::extract::State(lb): axum::extract::State<Arc<Lb>>| async move {
+                axum::Json(lb.status())
+            }),
+        )
+        .with_state(lb)
+}

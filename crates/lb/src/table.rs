@@ -1,0 +1,291 @@
+//! The routing table: for every service port and virtual host, the app's
+//! backends (its up tasks), with live counters. Built from the endpoint
+//! stream; a backend keeps its identity (and counters) across updates as
+//! long as its task stays up. Readers take an `ArcSwap` snapshot, so a
+//! connection never waits for an update.
+
+use arc_swap::ArcSwap;
+use model::{AppId, ClusterState, Endpoint, TaskId};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use store::EndpointUpdate;
+
+#[derive(Debug, Clone)]
+pub struct LbConfig {
+    /// Where service ports listen (`--lb-bind`).
+    pub bind: IpAddr,
+    /// How long a backend that refused a connection gets no new ones.
+    pub down_for: Duration,
+    pub connect_timeout: Duration,
+    /// A proxied connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for LbConfig {
+    fn default() -> LbConfig {
+        LbConfig {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            down_for: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// One up task's port, as a place to send connections.
+#[derive(Debug)]
+pub struct Backend {
+    pub task: TaskId,
+    pub addr: SocketAddr,
+    /// Open connections (L4) or requests in flight (HTTP).
+    pub active: AtomicUsize,
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Sum of request (or connection set-up) latencies in microseconds.
+    pub latency_us: AtomicU64,
+    down_until: Mutex<Option<Instant>>,
+}
+
+impl Backend {
+    fn new(task: TaskId, addr: SocketAddr) -> Backend {
+        Backend {
+            task,
+            addr,
+            active: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            latency_us: AtomicU64::new(0),
+            down_until: Mutex::new(None),
+        }
+    }
+
+    pub fn is_down(&self, now: Instant) -> bool {
+        self.down_until.lock().map(|d| d.is_some_and(|t| t > now)).unwrap_or(false)
+    }
+
+    /// Refused a connection: no new ones for a while.
+    pub fn mark_down(&self, for_: Duration) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut d) = self.down_until.lock() {
+            *d = Some(Instant::now() + for_);
+        }
+    }
+}
+
+/// An app's port, with its backends.
+#[derive(Debug)]
+pub struct Service {
+    pub app: AppId,
+    pub port_index: usize,
+    pub service_port: u16,
+    pub backends: Vec<Arc<Backend>>,
+}
+
+impl Service {
+    /// Power of two choices on open connections, skipping `tried` and
+    /// backends marked down (unless every one is).
+    pub fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<Backend>> {
+        let now = Instant::now();
+        let fresh: Vec<&Arc<Backend>> = self.backends.iter().filter(|b| !tried.contains(&b.addr)).collect();
+        let up: Vec<&Arc<Backend>> = fresh.iter().copied().filter(|b| !b.is_down(now)).collect();
+        let pool = if up.is_empty() { fresh } else { up };
+        match pool.len() {
+            0 => None,
+            1 => Some(pool[0].clone()),
+            n => {
+                let a = rand::random::<usize>() % n;
+                let mut b = rand::random::<usize>() % (n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (x, y) = (pool[a], pool[b]);
+                let pick = if y.active.load(Ordering::Relaxed) < x.active.load(Ordering::Relaxed) { y } else { x };
+                Some(pick.clone())
+            }
+        }
+    }
+}
+
+/// A virtual host route of the HTTP front.
+#[derive(Debug, Clone)]
+pub struct VHost {
+    pub host: String,
+    /// Path prefix ("/" when none).
+    pub path: String,
+    pub service: Arc<Service>,
+}
+
+/// The whole table, swapped in whole on each update.
+#[derive(Debug, Default)]
+pub struct Routes {
+    pub ports: BTreeMap<u16, Arc<Service>>,
+    /// Longest path first for each host.
+    pub vhosts: Vec<VHost>,
+}
+
+impl Routes {
+    /// The route for a request's `Host` (without port) and path.
+    pub fn vhost(&self, host: &str, path: &str) -> Option<&VHost> {
+        self.vhosts.iter().find(|v| v.host.eq_ignore_ascii_case(host) && path.starts_with(&v.path))
+    }
+}
+
+/// The load balancer's state on one node.
+pub struct Lb {
+    pub cfg: LbConfig,
+    routes: ArcSwap<Routes>,
+    /// Up tasks, from the endpoint stream.
+    endpoints: Mutex<HashMap<TaskId, Endpoint>>,
+    /// Backends by (task, port index), so they outlive table rebuilds.
+    backends: Mutex<HashMap<(TaskId, usize), Arc<Backend>>>,
+}
+
+/// marathon-lb's labels for the first port, and Wharf's own.
+const VHOST_LABELS: [&str; 2] = ["HAPROXY_0_VHOST", "wharf.vhost"];
+const PATH_LABELS: [&str; 2] = ["HAPROXY_0_PATH", "wharf.path"];
+
+impl Lb {
+    pub fn new(cfg: LbConfig) -> Arc<Lb> {
+        Arc::new(Lb {
+            cfg,
+            routes: ArcSwap::from_pointee(Routes::default()),
+            endpoints: Mutex::new(HashMap::new()),
+            backends: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.load_full()
+    }
+
+    /// Folds in one endpoint update and rebuilds the table.
+    pub fn apply(&self, update: &EndpointUpdate) {
+        let Ok(mut eps) = self.endpoints.lock() else { return };
+        match update {
+            EndpointUpdate::Reset { endpoints, .. } => {
+                eps.clear();
+                for e in endpoints {
+                    eps.insert(e.task.clone(), e.clone());
+                }
+            }
+            EndpointUpdate::Delta { removed, added, .. } => {
+                for e in removed {
+                    eps.remove(&e.task);
+                }
+                for e in added {
+                    eps.insert(e.task.clone(), e.clone());
+                }
+            }
+        }
+        let routes = self.build(update.state(), &eps);
+        self.routes.store(Arc::new(routes));
+    }
+
+    fn build(&self, state: &ClusterState, eps: &HashMap<TaskId, Endpoint>) -> Routes {
+        let Ok(mut registry) = self.backends.lock() else { return Routes::default() };
+        let mut by_app: HashMap<&AppId, Vec<&Endpoint>> = HashMap::new();
+        for e in eps.values() {
+            by_app.entry(&e.app).or_default().push(e);
+        }
+        let mut keep: HashMap<(TaskId, usize), Arc<Backend>> = HashMap::new();
+        let mut routes = Routes::default();
+        for app in state.apps.values().filter(|a| !a.deleting) {
+            for (index, port) in app.spec.ports.iter().enumerate() {
+                let mut backends = Vec::new();
+                for e in by_app.get(&app.spec.id).into_iter().flatten() {
+                    let (Some(ip), Some(p)) = (e.ip, e.ports.get(index)) else { continue };
+                    let key = (e.task.clone(), index);
+                    let addr = SocketAddr::new(ip, p.host_port);
+                    let b = match registry.get(&key) {
+                        Some(b) if b.addr == addr => b.clone(),
+                        _ => Arc::new(Backend::new(e.task.clone(), addr)),
+                    };
+                    keep.insert(key, b.clone());
+                    backends.push(b);
+                }
+                backends.sort_by(|a, b| a.task.cmp(&b.task));
+                let service = Arc::new(Service {
+                    app: app.spec.id.clone(),
+                    port_index: index,
+                    service_port: port.port,
+                    backends,
+                });
+                let tcp = port.protocol.split(',').any(|p| p.trim() == "tcp" || p.trim().is_empty());
+                if port.port != 0 && tcp {
+                    routes.ports.insert(port.port, service.clone());
+                }
+                if index == 0 {
+                    let label = |keys: &[&str]| keys.iter().find_map(|k| app.spec.labels.get(*k)).cloned();
+                    let path = label(&PATH_LABELS).filter(|p| p.starts_with('/')).unwrap_or_else(|| "/".into());
+                    for host in label(&VHOST_LABELS).unwrap_or_default().split(',') {
+                        let host = host.trim().to_ascii_lowercase();
+                        if !host.is_empty() {
+                            routes.vhosts.push(VHost { host, path: path.clone(), service: service.clone() });
+                        }
+                    }
+                }
+            }
+        }
+        routes.vhosts.sort_by_key(|v| std::cmp::Reverse(v.path.len()));
+        *registry = keep;
+        routes
+    }
+
+    /// `GET /wharf/v1/lb`: every service port and virtual host with its
+    /// backends, their state and counters.
+    pub fn status(&self) -> Value {
+        let routes = self.routes();
+        let now = Instant::now();
+        let backends = |s: &Service| -> Vec<Value> {
+            s.backends
+                .iter()
+                .map(|b| {
+                    let requests = b.requests.load(Ordering::Relaxed);
+                    json!({
+                        "taskId": b.task.as_str(),
+                        "address": b.addr.to_string(),
+                        "state": if b.is_down(now) { "down" } else { "up" },
+                        "active": b.active.load(Ordering::Relaxed),
+                        "requests": requests,
+                        "errors": b.errors.load(Ordering::Relaxed),
+                        "bytes": b.bytes.load(Ordering::Relaxed),
+                        "meanLatencyMs": if requests == 0 { 0.0 } else { b.latency_us.load(Ordering::Relaxed) as f64 / requests as f64 / 1000.0 },
+                    })
+                })
+                .collect()
+        };
+        let ports: Vec<Value> = routes
+            .ports
+            .values()
+            .map(|s| json!({"servicePort": s.service_port, "appId": s.app.as_str(), "portIndex": s.port_index, "backends": backends(s)}))
+            .collect();
+        let vhosts: Vec<Value> = routes
+            .vhosts
+            .iter()
+            .map(|v| json!({"host": v.host, "path": v.path, "appId": v.service.app.as_str(), "backends": backends(&v.service)}))
+            .collect();
+        json!({"servicePorts": ports, "virtualHosts": vhosts})
+    }
+}
+
+/// Keeps the table in step with the store; ends when the store does.
+pub async fn follow(store: Arc<store::Store>, lb: Arc<Lb>, ports: Arc<tokio::sync::watch::Sender<Vec<u16>>>) {
+    let mut stream = store.endpoints();
+    while let Some(u) = stream.next().await {
+        lb.apply(&u);
+        let wanted: Vec<u16> = lb.routes().ports.keys().copied().collect();
+        ports.send_if_modified(|p| {
+            let changed = *p != wanted;
+            if changed {
+                *p = wanted.clone();
+            }
+            changed
+        });
+    }
+}
