@@ -87,6 +87,11 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+fn idempotent(m: &hyper::Method) -> bool {
+    use hyper::Method;
+    [Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT, Method::DELETE, Method::TRACE].contains(m)
+}
+
 async fn handle(
     lb: Arc<Lb>,
     client: Upstream,
@@ -145,6 +150,8 @@ async fn handle(
                 b.requests.fetch_add(1, Ordering::Relaxed);
                 b.latency_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 let (mut rp, rb) = resp.into_parts();
+                // The client's connection is ours, not the backend's.
+                rp.version = parts.version;
                 let hop: Vec<HeaderName> = rp.headers.keys().filter(|k| hop_by_hop(k)).cloned().collect();
                 for k in hop {
                     rp.headers.remove(k);
@@ -153,6 +160,13 @@ async fn handle(
             }
             // Never reached the backend: another one may take it.
             Err(e) if e.is_connect() => b.mark_down(lb.cfg.down_for),
+            // The backend closed the connection under the request (a task
+            // on its way out): a request that is safe to repeat goes to
+            // another backend, as HAProxy's `retry-on` does.
+            Err(e) if idempotent(&parts.method) => {
+                tracing::debug!(backend = %b.addr, error = %e, "HTTP LB: retrying an idempotent request elsewhere");
+                b.mark_down(lb.cfg.down_for);
+            }
             Err(e) => {
                 b.errors.fetch_add(1, Ordering::Relaxed);
                 return Ok(text(StatusCode::BAD_GATEWAY, format!("{}: the task did not answer: {e}", service.app)));

@@ -1,0 +1,232 @@
+//! The load balancer on a three-node cluster, through real sockets: an
+//! app's service port answers on every node and reaches every up task; a
+//! rolling upgrade under steady load through a service port and through the
+//! HTTP front fails no request; a task killed from outside mid-load costs at
+//! most the request it was serving; virtual hosts route to their apps, an
+//! unknown host is 404 and an app with no healthy task 503; a taken service
+//! port is refused; bad HTTP gets 4xx or a closed connection.
+
+mod common;
+
+use common::cluster::Cluster;
+use common::wait_for;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn app(id: &str, vhost: &str, version: &str, health_path: &str) -> Value {
+    json!({
+        "id": id,
+        "cmd": "echo $MESOS_TASK_ID > id; echo $V > v; echo ok > ok; exec python3 -m http.server $PORT0",
+        "cpus": 0.1, "mem": 64, "instances": 3,
+        "env": {"V": version},
+        "labels": {"HAPROXY_0_VHOST": vhost},
+        "healthChecks": [{"protocol": "HTTP", "path": health_path, "portIndex": 0, "intervalSeconds": 1,
+                          "timeoutSeconds": 1, "gracePeriodSeconds": 15, "maxConsecutiveFailures": 3}],
+        "upgradeStrategy": {"minimumHealthCapacity": 1, "maximumOverCapacity": 1}
+    })
+}
+
+async fn healthy(c: &Cluster, id: &str) -> Vec<Value> {
+    let v = c.get(0, &format!("/v2/apps{id}/tasks")).await;
+    v["tasks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t["state"] == "TASK_RUNNING")
+        .filter(|t| {
+            t["healthCheckResults"].as_array().is_some_and(|r| !r.is_empty() && r.iter().all(|h| h["alive"] == true))
+        })
+        .collect()
+}
+
+/// No deployment of `/lb/web` in flight.
+async fn deployed(c: &Cluster) -> bool {
+    let d = c.get(0, "/v2/deployments").await;
+    !d.as_array()
+        .into_iter()
+        .flatten()
+        .any(|d| d["affectedApps"].as_array().is_some_and(|a| a.contains(&json!("/lb/web"))))
+}
+
+/// A fresh connection per request, as a load test's client makes them.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(5)).build().expect("client")
+}
+
+/// Requests `url` (with `host`) in a loop until stopped: (ok, failed, last failures).
+fn load(
+    url: String,
+    host: Option<&'static str>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64, Vec<String>)> {
+    tokio::spawn(async move {
+        let http = client();
+        let (mut ok, mut failed, mut why) = (0u64, 0u64, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            let mut req = http.get(&url);
+            if let Some(h) = host {
+                req = req.header("Host", h);
+            }
+            match req.send().await {
+                Ok(r) if r.status() == StatusCode::OK => ok += 1,
+                Ok(r) => {
+                    failed += 1;
+                    why.push(format!("{} {}", r.status(), r.text().await.unwrap_or_default()));
+                }
+                Err(e) => {
+                    failed += 1;
+                    why.push(e.to_string());
+                }
+            }
+        }
+        (ok, failed, why)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_ports_and_virtual_hosts_survive_a_rolling_upgrade() {
+    let c = Cluster::start(3, &[]).await;
+    let (s, v) =
+        c.call(0, Method::POST, "/v2/apps", Some(&app("/lb/web", "web.test", "v1", "/ok"))).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let port = v["portDefinitions"][0]["port"].as_u64().expect("service port") as u16;
+    wait_for("three healthy tasks", Duration::from_secs(40), || async { healthy(&c, "/lb/web").await.len() == 3 })
+        .await;
+    wait_for("the first deployment", Duration::from_secs(20), || async { deployed(&c).await }).await;
+    let ids: BTreeSet<String> =
+        healthy(&c, "/lb/web").await.iter().map(|t| t["id"].as_str().unwrap_or_default().to_string()).collect();
+
+    // The service port answers on every node and reaches every task.
+    let http = client();
+    for n in &c.nodes {
+        let mut seen = BTreeSet::new();
+        for _ in 0..200 {
+            if let Ok(r) = http.get(format!("http://{}:{port}/id", n.ip)).send().await {
+                seen.insert(r.text().await.unwrap_or_default().trim().to_string());
+            }
+            if seen == ids {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(seen, ids, "every task through {}:{port}", n.ip);
+    }
+    let lb = c.get(1, "/wharf/v1/lb").await;
+    assert_eq!(lb["servicePorts"][0]["servicePort"], port, "{lb}");
+    assert_eq!(lb["servicePorts"][0]["backends"].as_array().map(Vec::len), Some(3), "{lb}");
+
+    // Virtual hosts: two apps, an unknown host, an app with no healthy task.
+    let (s, v) =
+        c.call(0, Method::POST, "/v2/apps", Some(&app("/lb/other", "other.test", "o1", "/ok"))).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) =
+        c.call(0, Method::POST, "/v2/apps", Some(&app("/lb/sick", "sick.test", "s1", "/never"))).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    wait_for("the other app healthy", Duration::from_secs(40), || async { healthy(&c, "/lb/other").await.len() == 3 })
+        .await;
+    let front = |i: usize| format!("http://{}:80", c.nodes[i].ip);
+    let get = |url: String, host: &'static str| {
+        let http = http.clone();
+        async move {
+            let r = http.get(url).header("Host", host).send().await.expect("front answers");
+            (r.status(), r.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(get(format!("{}/v", front(2)), "web.test").await, (StatusCode::OK, "v1\n".into()));
+    assert_eq!(get(format!("{}/v", front(2)), "other.test:80").await, (StatusCode::OK, "o1\n".into()));
+    let (s, body) = get(format!("{}/v", front(0)), "nope.test").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    let (s, body) = get(format!("{}/v", front(1)), "sick.test").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("/lb/sick"), "{body}");
+
+    // A service port another app holds is refused, naming both.
+    let mut taken = app("/lb/taken", "taken.test", "t", "/ok");
+    taken["portDefinitions"] = json!([{"port": port}]);
+    let (s, v) = c.call(0, Method::POST, "/v2/apps", Some(&taken)).await.expect("post");
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let msg = v.to_string();
+    assert!(msg.contains(&port.to_string()) && msg.contains("/lb/web"), "{msg}");
+
+    // A rolling upgrade under load through a service port and the front.
+    let stop = Arc::new(AtomicBool::new(false));
+    let l4 = load(format!("http://{}:{port}/ok", c.nodes[1].ip), None, stop.clone());
+    let l7 = load(format!("{}/ok", front(2)), Some("web.test"), stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s, v) = c.call(0, Method::PATCH, "/v2/apps/lb/web", Some(&json!({"env": {"V": "v2"}}))).await.expect("patch");
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_for("the rolling upgrade", Duration::from_secs(90), || async {
+        deployed(&c).await && healthy(&c, "/lb/web").await.len() == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (ok4, failed4, why4) = l4.await.expect("l4 load");
+    let (ok7, failed7, why7) = l7.await.expect("l7 load");
+    assert!(ok4 > 50 && ok7 > 50, "too little load: {ok4} / {ok7}");
+    assert_eq!(failed4, 0, "service port: {why4:?}");
+    assert_eq!(failed7, 0, "HTTP front: {why7:?}");
+    assert_eq!(get(format!("{}/v", front(0)), "web.test").await, (StatusCode::OK, "v2\n".into()));
+
+    // A task killed from outside mid-load: at most the request it was serving fails.
+    let victim = healthy(&c, "/lb/web").await[0].clone();
+    let (vid, vhost) = (
+        victim["id"].as_str().unwrap_or_default().to_string(),
+        victim["host"].as_str().unwrap_or_default().to_string(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let l4 = load(format!("http://{}:{port}/ok", c.nodes[0].ip), None, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = c.task_pid(c.node_of_host(&vhost), &vid).expect("pid");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, why) = l4.await.expect("load");
+    assert!(ok > 20, "{ok}");
+    assert!(failed <= 1, "{failed} failed: {why:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_http_gets_4xx_or_a_closed_connection() {
+    let c = Cluster::start(1, &[]).await;
+    let (s, v) =
+        c.call(0, Method::POST, "/v2/apps", Some(&app("/lb/bad", "bad.test", "b1", "/ok"))).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let port = v["portDefinitions"][0]["port"].as_u64().expect("service port") as u16;
+    wait_for("healthy tasks", Duration::from_secs(40), || async { healthy(&c, "/lb/bad").await.len() == 3 }).await;
+    let ip = c.nodes[0].ip.clone();
+    let talk = |addr: String, bytes: Vec<u8>, half_close: bool| -> String {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+        s.write_all(&bytes).expect("write");
+        if half_close {
+            s.shutdown(std::net::Shutdown::Write).expect("half-close");
+        }
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).to_string()
+    };
+    let front = format!("{ip}:80");
+    assert!(talk(front.clone(), b"NOT HTTP AT ALL\r\n\r\n".to_vec(), false).starts_with("HTTP/1.1 400"));
+    let mut big = b"GET / HTTP/1.1\r\nHost: bad.test\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    big.extend_from_slice(b"\r\n\r\n");
+    let r = talk(front.clone(), big, false);
+    assert!(r.is_empty() || r.lines().next().is_some_and(|l| l.contains(" 431 ")), "{r}");
+    // A client that never finishes its headers is cut off.
+    let t = std::time::Instant::now();
+    assert!(!talk(front.clone(), b"GET / HTTP/1.1\r\nHost: bad".to_vec(), false).starts_with("HTTP/1.1 200"));
+    assert!(t.elapsed() < Duration::from_secs(14), "the slow client was not cut off");
+    // Half-close through a service port: the answer still comes back whole.
+    let r = talk(format!("{ip}:{port}"), b"GET /v HTTP/1.0\r\n\r\n".to_vec(), true);
+    assert!(r.starts_with("HTTP/1.0 200") && r.ends_with("b1\n"), "{r}");
+    // Others are unaffected, and the front still answers.
+    let r = talk(front, b"GET /v HTTP/1.1\r\nHost: bad.test\r\nConnection: close\r\n\r\n".to_vec(), false);
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("b1\n"), "{r}");
+}
