@@ -230,6 +230,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         tasks: usize,
     },
+    /// The load balancer beside HAProxy (wrk): requests/s and p99 through the
+    /// HTTP front and an L4 service port, and new connections/s.
+    Lb {
+        /// Seconds of wrk per path.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Open connections wrk keeps.
+        #[arg(long, default_value_t = 50)]
+        connections: u32,
+    },
     /// Three nodes on 127.77.0.1-3: write throughput, leader failover, node loss.
     Cluster {
         /// Leader kills to time.
@@ -266,6 +276,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             crate::bench::launch(tasks, burst, data_dir).await
         }
         Command::Bench(BenchCommand::Health { rounds, tasks }) => crate::bench::health(rounds, tasks).await,
+        Command::Bench(BenchCommand::Lb { seconds, connections }) => {
+            crate::bench_lb::run(crate::bench_lb::LbBenchArgs { seconds, connections }).await
+        }
         Command::Bench(BenchCommand::Dns { apps, seconds, tasks }) => {
             crate::bench_dns::run(crate::bench_dns::DnsBenchArgs { apps, seconds, tasks }).await
         }

@@ -8,6 +8,7 @@ mod bench;
 mod bench_cluster;
 mod bench_dns;
 mod bench_etcd;
+mod bench_lb;
 mod bench_scale;
 mod cli;
 mod client;

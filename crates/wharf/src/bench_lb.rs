@@ -1,0 +1,243 @@
+//! `wharf bench lb`: Wharf's load balancer beside HAProxy, in the same run,
+//! with `wrk` (Debian's) on loopback. A real `wharf agent` node on
+//! 127.75.0.1 runs an app of two nginx tasks; `wrk` asks them directly,
+//! through Wharf's HTTP front (by virtual host) and an L4 service port, and
+//! through HAProxy (127.75.0.2) in HTTP and TCP mode in front of the very
+//! same two tasks; then new connections per second (`Connection: close`)
+//! through both L4 proxies.
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct LbBenchArgs {
+    pub seconds: u64,
+    pub connections: u32,
+}
+
+const NODE: &str = "127.75.0.1";
+const HAPROXY: &str = "127.75.0.2";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::SIGTERM);
+        let _ = self.0.wait();
+    }
+}
+
+pub async fn run(args: LbBenchArgs) -> anyhow::Result<()> {
+    for tool in ["wrk", "haproxy", "nginx"] {
+        if which(tool).is_none() {
+            bail!("`{tool}` is not installed: apt-get install wrk haproxy nginx-light");
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("wharf-bench-lb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let base = format!("http://{NODE}:8080");
+    let r = measure(&dir, &base, &args).await;
+    // The app's tasks outlive the node by design: delete it first.
+    let http = reqwest::Client::new();
+    let _ = http.delete(format!("{base}/v2/apps/bench/nginx?force=true")).send().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match http.get(format!("{base}/v2/apps/bench/nginx")).send().await {
+            Ok(resp) if resp.status() == 404 => break,
+            Err(_) => break,
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    if r.is_ok() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        eprintln!("(kept {} for a look at the logs)", dir.display());
+    }
+    r
+}
+
+fn which(tool: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).chain(["/usr/sbin".into(), "/sbin".into()]).map(|d| d.join(tool)).find(|p| p.is_file())
+}
+
+async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let _node = Proc(
+        std::process::Command::new(exe)
+            .arg("agent")
+            .arg("--data-dir")
+            .arg(dir.join("node"))
+            .args(["--http", &format!("{NODE}:8080"), "--rpc", &format!("{NODE}:5050"), "--dns", "off"])
+            .args(["--http-lb", &format!("{NODE}:80")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("node.log")).map(Stdio::from).unwrap_or_else(|_| Stdio::null()))
+            .spawn()
+            .context("starting the node")?,
+    );
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{base}/ping")).send().await.is_err() {
+        if Instant::now() > deadline {
+            bail!("the node did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let nginx = which("nginx").unwrap_or_else(|| "nginx".into());
+    let tmpl = dir.join("nginx.tmpl");
+    std::fs::write(
+        &tmpl,
+        "worker_processes 1; daemon off; pid nginx.pid; error_log stderr;\nevents { worker_connections 4096; }\nhttp { access_log off; server { listen HOSTPORT; location / { return 200 \"ok\\n\"; } } }\n",
+    )?;
+    let cmd = format!(
+        "sed \"s/HOSTPORT/$HOST:$PORT0/\" {} > nginx.conf && exec {} -p \"$PWD\" -c \"$PWD/nginx.conf\"",
+        tmpl.display(),
+        nginx.display()
+    );
+    let app = json!({"id": "/bench/nginx", "cmd": cmd, "cpus": 0.2, "mem": 64, "instances": 2,
+                     "labels": {"HAPROXY_0_VHOST": "bench.test"}});
+    let resp = http.post(format!("{base}/v2/apps")).json(&app).send().await?;
+    if !resp.status().is_success() {
+        bail!("deploying the nginx app: {}", resp.text().await.unwrap_or_default());
+    }
+    let service_port = resp.json::<Value>().await?["portDefinitions"][0]["port"].as_u64().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let backends: Vec<String> = loop {
+        let v: Value = http.get(format!("{base}/v2/apps/bench/nginx/tasks")).send().await?.json().await?;
+        let up: Vec<String> = v["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["state"] == "TASK_RUNNING")
+            .map(|t| format!("{}:{}", t["host"].as_str().unwrap_or(""), t["ports"][0]))
+            .collect();
+        if up.len() == 2
+            && reqwest::get(format!("http://{}/", up[0])).await.is_ok()
+            && reqwest::get(format!("http://{}/", up[1])).await.is_ok()
+        {
+            break up;
+        }
+        if Instant::now() > deadline {
+            bail!("the nginx tasks did not come up (see the node's log)");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let servers: String = backends.iter().enumerate().map(|(i, b)| format!("  server s{i} {b}\n")).collect();
+    let conf = format!(
+        "global\n  maxconn 4000\ndefaults\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nfrontend web\n  mode http\n  bind {HAPROXY}:80\n  default_backend nginx\nbackend nginx\n  mode http\n  balance leastconn\n{servers}listen tcp\n  mode tcp\n  bind {HAPROXY}:81\n  balance leastconn\n{servers}"
+    );
+    std::fs::write(dir.join("haproxy.cfg"), conf)?;
+    let _haproxy = Proc(
+        std::process::Command::new(which("haproxy").unwrap_or_else(|| "haproxy".into()))
+            .args(["-db", "-f"])
+            .arg(dir.join("haproxy.cfg"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("haproxy.log")).map(Stdio::from).unwrap_or_else(|_| Stdio::null()))
+            .spawn()
+            .context("starting haproxy")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reqwest::get(format!("http://{HAPROXY}:80/")).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("haproxy did not start (see haproxy.log)");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wharf_front = format!("http://{NODE}:80/");
+    let wharf_l4 = format!("http://{NODE}:{service_port}/");
+    let direct = format!("http://{}/", backends[0]);
+    println!(
+        "== wrk, 1 thread, {} connections, {} s each; two nginx tasks {}",
+        args.connections,
+        args.seconds,
+        backends.join(" and ")
+    );
+    let rows = [
+        ("nginx task directly (one of the two)", direct, None, false),
+        ("wharf HTTP front (Host: bench.test)", wharf_front.clone(), Some("bench.test"), false),
+        ("haproxy HTTP mode", format!("http://{HAPROXY}:80/"), None, false),
+        ("wharf L4 service port", wharf_l4.clone(), None, false),
+        ("haproxy TCP mode", format!("http://{HAPROXY}:81/"), None, false),
+        ("wharf L4, new connection per request", wharf_l4, None, true),
+        ("haproxy TCP, new connection per request", format!("http://{HAPROXY}:81/"), None, true),
+    ];
+    println!("| path | requests/s | p50 | p99 | errors |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    let mut results = Vec::new();
+    for (name, url, host, close) in rows {
+        let r = wrk(&url, host, close, args)?;
+        println!("| {name} | {:.0} | {:.2} ms | {:.2} ms | {} |", r.rps, r.p50, r.p99, r.errors);
+        results.push(r);
+    }
+    let ratio = |a: usize, b: usize| results[a].rps / results[b].rps.max(1.0);
+    println!(
+        "wharf/haproxy requests/s: HTTP {:.2}x, L4 {:.2}x, L4 new connections {:.2}x",
+        ratio(1, 2),
+        ratio(3, 4),
+        ratio(5, 6)
+    );
+    Ok(())
+}
+
+struct Wrk {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    errors: u64,
+}
+
+fn wrk(url: &str, host: Option<&str>, close: bool, args: &LbBenchArgs) -> anyhow::Result<Wrk> {
+    let mut cmd = std::process::Command::new("wrk");
+    cmd.args(["-t1", "-c", &args.connections.to_string(), "-d", &format!("{}s", args.seconds), "--latency"]);
+    if let Some(h) = host {
+        cmd.args(["-H", &format!("Host: {h}")]);
+    }
+    if close {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    let out = cmd.arg(url).output().context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("wrk said:\n{text}"))?;
+    let pct = |p: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(p).map(|v| v.trim().to_string()))
+            .map(|v| parse_duration_ms(&v))
+            .unwrap_or(f64::NAN)
+    };
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+        .flat_map(|l| l.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).collect::<Vec<_>>())
+        .sum();
+    Ok(Wrk { rps, p50: pct("50%"), p99: pct("99%"), errors })
+}
+
+/// wrk's durations: `812.00us`, `1.23ms`, `2.00s`.
+fn parse_duration_ms(v: &str) -> f64 {
+    let num = |s: &str| s.parse::<f64>().unwrap_or(f64::NAN);
+    if let Some(us) = v.strip_suffix("us") {
+        num(us) / 1000.0
+    } else if let Some(ms) = v.strip_suffix("ms") {
+        num(ms)
+    } else if let Some(s) = v.strip_suffix('s') {
+        num(s) * 1000.0
+    } else {
+        f64::NAN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_wrk_durations() {
+        assert!((super::parse_duration_ms("812.00us") - 0.812).abs() < 1e-9);
+        assert!((super::parse_duration_ms("1.5ms") - 1.5).abs() < 1e-9);
+        assert!((super::parse_duration_ms("2.00s") - 2000.0).abs() < 1e-9);
+    }
+}
