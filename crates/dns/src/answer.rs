@@ -6,7 +6,7 @@
 
 use crate::zone::{Rec, Zone};
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV};
+use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -28,31 +28,27 @@ pub fn answer(zone: &Zone, qname: &str, qtype: RecordType, rng: &mut impl Rng) -
     if !ours {
         return None;
     }
-    let ttl = zone.cfg.ttl;
     let soa = || soa_record(zone);
-    let Some(recs) = zone.lookup(qname) else {
+    if zone.lookup(qname).is_none() {
         return Some(Reply { code: ResponseCode::NXDomain, authority: vec![soa()], ..Reply::default() });
-    };
+    }
     let mut reply = Reply::default();
     let apex = qname == zone.cfg.apex();
     match qtype {
         RecordType::SOA if apex => reply.answers.push(soa()),
         RecordType::NS if apex => {
             reply.answers.push(ns_record(zone));
-            reply.additionals.extend(address_records(zone, &zone.cfg.ns_name(), ttl));
+            reply.additionals.extend(address_records(zone, &zone.cfg.ns_name()));
         }
         _ => {
-            let mut picked: Vec<&Rec> = recs.iter().filter(|r| matches(r, qtype)).collect();
-            picked.sort();
-            picked.dedup();
+            let mut picked: Vec<&(Rec, Record)> =
+                zone.records(qname).iter().filter(|(r, _)| matches(r, qtype)).collect();
             picked.shuffle(rng);
-            for r in &picked {
-                if let Some(rec) = to_record(qname, r, ttl) {
-                    reply.answers.push(rec);
-                }
+            for (r, rec) in picked {
+                reply.answers.push(rec.clone());
                 if let Rec::Srv { target, .. } = r {
                     // The targets' addresses save the client a second query.
-                    for a in address_records(zone, target, ttl) {
+                    for a in address_records(zone, target) {
                         if !reply.additionals.contains(&a) {
                             reply.additionals.push(a);
                         }
@@ -81,22 +77,12 @@ fn name(s: &str) -> Option<Name> {
     Name::from_ascii(s).ok()
 }
 
-fn to_record(owner: &str, r: &Rec, ttl: u32) -> Option<Record> {
-    let data = match r {
-        Rec::A(ip) => RData::A(A(*ip)),
-        Rec::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
-        Rec::Srv { port, target } => RData::SRV(SRV::new(0, 1, *port, name(target)?)),
-        Rec::Ptr(target) => RData::PTR(PTR(name(target)?)),
-    };
-    Some(Record::from_rdata(name(owner)?, ttl, data))
-}
-
-fn address_records(zone: &Zone, owner: &str, ttl: u32) -> Vec<Record> {
-    let mut recs: Vec<&Rec> =
-        zone.lookup(owner).unwrap_or(&[]).iter().filter(|r| matches!(r, Rec::A(_) | Rec::Aaaa(_))).collect();
-    recs.sort();
-    recs.dedup();
-    recs.into_iter().filter_map(|r| to_record(owner, r, ttl)).collect()
+fn address_records(zone: &Zone, owner: &str) -> Vec<Record> {
+    zone.records(owner)
+        .iter()
+        .filter(|(r, _)| matches!(r, Rec::A(_) | Rec::Aaaa(_)))
+        .map(|(_, rec)| rec.clone())
+        .collect()
 }
 
 /// Mesos-DNS's SOA: `ns1.<domain>` and `root.ns1.<domain>`; the minimum is

@@ -5,9 +5,23 @@
 //! removes them, so an update touches only the names of the tasks it names.
 
 use crate::names::{canonical, label, mesos_task_name, LabelSpec};
+use hickory_proto::rr::rdata::{A, AAAA, PTR, SRV};
+use hickory_proto::rr::{Name, RData, Record};
 use model::{Endpoint, NodeId, NodeInfo, TaskId};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// `owner`'s record `r` in wire form (`None` if a name does not parse).
+pub fn to_record(owner: &str, r: &Rec, ttl: u32) -> Option<Record> {
+    let name = |s: &str| Name::from_ascii(s).ok();
+    let data = match r {
+        Rec::A(ip) => RData::A(A(*ip)),
+        Rec::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
+        Rec::Srv { port, target } => RData::SRV(SRV::new(0, 1, *port, name(target)?)),
+        Rec::Ptr(target) => RData::PTR(PTR(name(target)?)),
+    };
+    Some(Record::from_rdata(name(owner)?, ttl, data))
+}
 
 /// Marathon is the one framework of a Wharf cluster.
 pub const FRAMEWORK: &str = "marathon";
@@ -198,6 +212,9 @@ pub struct Zone {
     /// Owner → its records; a record two tasks share (two tasks on one
     /// node) is held twice and answered once.
     names: HashMap<String, Vec<Rec>>,
+    /// The same, deduplicated and encoded for answers, so a query only
+    /// clones records (built when a name changes, not per query).
+    built: HashMap<String, Vec<(Rec, Record)>>,
     /// How many owners sit below each name inside the zone: such a name
     /// exists even without records of its own (an empty non-terminal).
     below: HashMap<String, usize>,
@@ -216,6 +233,7 @@ impl Zone {
             suffix,
             cfg,
             names: HashMap::new(),
+            built: HashMap::new(),
             below: HashMap::new(),
             tasks: HashMap::new(),
             cluster: Vec::new(),
@@ -292,6 +310,7 @@ impl Zone {
             }
         }
         self.names.entry(owner.to_string()).or_default().push(rec);
+        self.rebuild(owner);
     }
 
     fn delete(&mut self, owner: &str, rec: &Rec) {
@@ -299,8 +318,11 @@ impl Zone {
         if let Some(i) = recs.iter().position(|r| r == rec) {
             recs.swap_remove(i);
         }
-        if recs.is_empty() {
+        if !recs.is_empty() {
+            self.rebuild(owner);
+        } else {
             self.names.remove(owner);
+            self.built.remove(owner);
             for p in self.parents(owner) {
                 if let Some(n) = self.below.get_mut(&p) {
                     *n -= 1;
@@ -310,6 +332,23 @@ impl Zone {
                 }
             }
         }
+    }
+
+    fn rebuild(&mut self, owner: &str) {
+        let Some(recs) = self.names.get(owner) else {
+            self.built.remove(owner);
+            return;
+        };
+        let mut uniq: Vec<&Rec> = recs.iter().collect();
+        uniq.sort();
+        uniq.dedup();
+        let built = uniq.into_iter().filter_map(|r| Some((r.clone(), to_record(owner, r, self.cfg.ttl)?))).collect();
+        self.built.insert(owner.to_string(), built);
+    }
+
+    /// The distinct records of `owner`, ready to answer with.
+    pub fn records(&self, owner: &str) -> &[(Rec, Record)] {
+        self.built.get(owner).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// The names strictly between `owner` and the top of its zone (the

@@ -104,10 +104,11 @@ const HTTP_SERVER: &str = "HTTP server";
 
 fn init_logging() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,openraft=warn,hickory_server=warn,hickory_proto=warn,hickory_net=warn",
+            )
+        }))
         .with_writer(std::io::stderr)
         .init();
 }
