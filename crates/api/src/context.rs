@@ -19,12 +19,15 @@ pub struct ApiContext {
     pub client: reqwest::Client,
     /// The event stream's bus, started by its first subscriber.
     pub(crate) events: OnceLock<crate::events::EventBus>,
+    /// The node's Prometheus registry (`/metrics`).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl ApiContext {
     pub fn new(store: Arc<Store>, sandbox_root: PathBuf) -> ApiContext {
         let node = store.node_id();
-        ApiContext { store, node, sandbox_root, client: reqwest::Client::new(), events: OnceLock::new() }
+        let metrics = crate::metrics::Metrics::new(&store);
+        ApiContext { store, node, sandbox_root, client: reqwest::Client::new(), events: OnceLock::new(), metrics }
     }
 
     pub fn now(&self) -> UnixMillis {

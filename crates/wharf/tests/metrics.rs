@@ -1,0 +1,124 @@
+//! `GET /metrics`: a real HTTP client scrapes a real node, a Prometheus text
+//! parser reads the answer, and the series a user watches move with a
+//! deployment (tasks running 0 -> 2, requests counted by route and status).
+
+mod common;
+
+use common::sse::Stream;
+use common::Node;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::time::Duration;
+
+struct Scrape(prometheus_parse::Scrape);
+
+impl Scrape {
+    async fn take(node: &Node) -> Scrape {
+        let resp = node.client.get(format!("{}/metrics", node.addr())).send().await.expect("scrape");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let ctype = resp.headers()["content-type"].to_str().expect("content type").to_string();
+        assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+        let text = resp.text().await.expect("body");
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF:\n{text}");
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        Scrape(prometheus_parse::Scrape::parse(lines).expect("parse"))
+    }
+
+    /// The value of `name` whose labels include every pair of `labels`.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0.samples.iter().find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).map(
+            |s| match &s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => *v,
+                other => panic!("{name}: not a number: {other:?}"),
+            },
+        )
+    }
+
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.value(name, labels).unwrap_or_else(|| {
+            let names: Vec<_> = self.0.samples.iter().map(|s| format!("{} {:?}", s.metric, s.labels)).collect();
+            panic!("no {name} {labels:?} in the scrape: {names:#?}")
+        })
+    }
+
+    fn histogram_count(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Histogram(b) => b.iter().map(|b| b.count).fold(0.0, f64::max),
+                other => panic!("{name}: not a histogram: {other:?}"),
+            })
+            .unwrap_or_else(|| panic!("no histogram {name} {labels:?}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_a_deployment() {
+    let node = Node::start_with(&["--resources", "cpus:4;mem:4096;disk:1000;gpus:0"]).await;
+
+    let before = Scrape::take(&node).await;
+    assert_eq!(before.get("wharf_raft_is_leader", &[]), 1.0);
+    assert_eq!(before.get("wharf_raft_role", &[("role", "leader")]), 1.0);
+    assert!(before.get("wharf_raft_term", &[]) >= 1.0);
+    assert!(before.get("wharf_raft_leader_id", &[]) > 0.0);
+    assert_eq!(before.get("wharf_cluster_nodes", &[("status", "up")]), 1.0);
+    assert_eq!(before.get("wharf_cluster_apps", &[]), 0.0);
+    assert_eq!(before.get("wharf_agent_tasks", &[("state", "TASK_RUNNING")]), 0.0);
+    assert_eq!(before.get("wharf_cluster_tasks", &[("state", "TASK_RUNNING")]), 0.0);
+    assert_eq!(before.get("wharf_node_resources_total", &[("resource", "cpus")]), 4.0);
+    assert_eq!(before.get("wharf_node_resources_total", &[("resource", "ports")]), 100.0);
+    assert_eq!(before.get("wharf_node_resources_used", &[("resource", "cpus")]), 0.0);
+    assert_eq!(before.get("wharf_events_subscribers", &[]), 0.0);
+    let applied_before = before.get("wharf_store_proposals_total", &[("outcome", "applied")]);
+    let index_before = before.get("wharf_raft_last_applied_index", &[]);
+
+    let events = Stream::open(&node, "").await;
+    let def = json!({"id": "/metrics/web", "cmd": "exec sleep 1000", "cpus": 0.25, "mem": 16, "instances": 2});
+    let (s, v) = node.call(Method::POST, "/v2/apps", Some(&def)).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, _) = node.call(Method::POST, "/v2/apps", Some(&json!({"id": "/bad", "cpus": -1}))).await.expect("post");
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    node.wait_running("/metrics/web", 2).await;
+
+    let after = Scrape::take(&node).await;
+    assert_eq!(after.get("wharf_agent_tasks", &[("state", "TASK_RUNNING")]), 2.0);
+    assert_eq!(after.get("wharf_cluster_tasks", &[("state", "TASK_RUNNING")]), 2.0);
+    assert_eq!(after.get("wharf_cluster_apps", &[]), 1.0);
+    assert_eq!(after.get("wharf_app_instances", &[("app", "/metrics/web")]), 2.0);
+    assert_eq!(after.get("wharf_app_tasks_running", &[("app", "/metrics/web")]), 2.0);
+    assert_eq!(after.get("wharf_queue_instances", &[]), 0.0);
+    assert_eq!(after.get("wharf_node_resources_used", &[("resource", "cpus")]), 0.5);
+    // Marathon gives each task one host port unless told otherwise.
+    assert_eq!(after.get("wharf_node_resources_used", &[("resource", "ports")]), 2.0);
+    assert_eq!(after.get("wharf_events_subscribers", &[]), 1.0);
+    // The app, the plan and the agent's reports all went through the store.
+    assert!(after.get("wharf_store_proposals_total", &[("outcome", "applied")]) >= applied_before + 3.0);
+    assert!(after.get("wharf_raft_last_applied_index", &[]) >= index_before + 3.0);
+    assert!(after.histogram_count("wharf_store_propose_seconds", &[]) >= 3.0);
+    let post_ok = [("method", "POST"), ("route", "/v2/apps"), ("status", "2xx")];
+    let post_bad = [("method", "POST"), ("route", "/v2/apps"), ("status", "4xx")];
+    assert_eq!(after.get("wharf_http_requests_total", &post_ok), 1.0);
+    assert_eq!(after.get("wharf_http_requests_total", &post_bad), 1.0);
+    assert_eq!(after.histogram_count("wharf_http_request_duration_seconds", &post_ok), 1.0);
+    // Raw paths never become labels: the template does.
+    let tasks = [("method", "GET"), ("route", "/v2/apps/*path"), ("status", "2xx")];
+    assert!(after.get("wharf_http_requests_total", &tasks) >= 1.0);
+    assert!(after.value("wharf_http_requests_total", &[("route", "/v2/apps/metrics/web/tasks")]).is_none());
+    drop(events);
+
+    // Scaled to zero: the gauges say so on the next scrape.
+    let (s, v) = node.call(Method::PUT, "/v2/apps/metrics/web", Some(&json!({"instances": 0}))).await.expect("put");
+    assert!(s.is_success(), "{v}");
+    node.wait_running("/metrics/web", 0).await;
+    common::wait_for("agent tasks back to 0", Duration::from_secs(20), || async {
+        Scrape::take(&node).await.get("wharf_agent_tasks", &[("state", "TASK_RUNNING")]) == 0.0
+    })
+    .await;
+    let last = Scrape::take(&node).await;
+    assert_eq!(last.get("wharf_app_instances", &[("app", "/metrics/web")]), 0.0);
+    assert_eq!(last.get("wharf_node_resources_used", &[("resource", "cpus")]), 0.0);
+}
