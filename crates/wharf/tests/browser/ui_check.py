@@ -3,7 +3,9 @@ would, and saves a screenshot of each page.
 
 usage: ui_check.py BASE_URL SCREENSHOT_DIR
 
-Run by tests/ui.rs. Exits 0 after printing "all checks passed".
+Run by tests/ui.rs. Exits 0 after printing "all checks passed". Midway it
+prints STOP_NODE and waits for "stopped" on stdin, then START_NODE and waits
+for "started": the runner stops and restarts the node meanwhile.
 """
 
 import json
@@ -167,6 +169,22 @@ try:
     press("4")
     wait_css('#queue tr[data-queued="/ui/huge"]', "InsufficientCpus")
     shot("queue")
+
+    # A lost event stream: a banner says so, and the page reconnects by itself
+    # when the node is back. The test runner stops and restarts the node.
+    press("1")
+    wait_css("#live", "live")
+    print("STOP_NODE", flush=True)
+    assert sys.stdin.readline().strip() == "stopped"
+    wait.until(EC.visibility_of_element_located((By.ID, "banner")), "banner shown")
+    assert "Lost the connection" in css("#banner").text, css("#banner").text
+    assert css("#live").text == "offline"
+    shot("disconnected")
+    print("START_NODE", flush=True)
+    assert sys.stdin.readline().strip() == "started"
+    wait.until(EC.invisibility_of_element_located((By.ID, "banner")), "banner gone after reconnecting")
+    wait_css("#live", "live")
+    wait_css(".node .badge.leader", "leader")
 
     # Destroy with a confirmation.
     press("2")
