@@ -134,8 +134,14 @@ pub enum AppCommand {
 
 #[derive(Subcommand)]
 pub enum NodeCommand {
-    /// List nodes with their role, resources and status.
-    Ls,
+    /// List nodes with their role, status and resources used/total.
+    ///
+    /// Example: `wharf node ls`, or `wharf node ls --json | jq '.nodes[].used'`
+    Ls {
+        /// Print `/wharf/v1/nodes` as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Move every task off a node and give it no new ones.
     Drain { id: String },
     /// Remove a node from the cluster (its tasks are replaced elsewhere).
@@ -205,7 +211,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::App(cmd) => crate::client::app(&client, cmd).await,
         Command::Ps { app } => crate::client::ps(&client, app).await,
         Command::Logs { task_id, follow, stderr } => crate::client::logs(&client, &task_id, follow, stderr).await,
-        Command::Node(NodeCommand::Ls) => crate::client::node_ls(&client).await,
+        Command::Node(NodeCommand::Ls { json }) => crate::client::node_ls(&client, json).await,
         Command::Node(NodeCommand::Drain { id }) => crate::client::node_drain(&client, &id).await,
         Command::Node(NodeCommand::Rm { id }) => crate::client::node_rm(&client, &id).await,
         Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {

@@ -93,3 +93,31 @@ async fn errors_name_the_field_and_failing_deploys_exit_nonzero() {
     assert!(!out.status.success());
     assert!(stderr.contains("cannot reach Wharf at http://127.0.0.1:1"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ls_shows_resources_used_of_total() {
+    let node = Node::start_with(&["--resources", "cpus:2;mem:1024;disk:500;gpus:0", "--attributes", "rack:r1"]).await;
+    let def = json!({"id": "/sized", "cmd": "exec sleep 1000", "cpus": 0.5, "mem": 128, "disk": 10, "instances": 1});
+    let (s, v) = node.call(reqwest::Method::POST, "/v2/apps", Some(&def)).await.expect("post");
+    assert!(s.is_success(), "{v}");
+    node.wait_running("/sized", 1).await;
+
+    let out = tokio::task::block_in_place(|| wharf(&node, &["node", "ls"]));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let (header, row) = (lines[0], lines[1]);
+    for (col, want) in [("CPUS", "0.5/2"), ("MEM MB", "128/1024"), ("DISK MB", "10/500"), ("PORTS", "1/100")] {
+        // Numbers are right-aligned under their header.
+        let end = header.find(col).expect(col) + col.len();
+        assert_eq!(&row[end - want.len()..end], want, "{col} in\n{stdout}");
+    }
+    assert!(row.contains("voter (leader)") && row.contains(" up ") && row.ends_with("rack:r1"), "{stdout}");
+
+    let out = tokio::task::block_in_place(|| wharf(&node, &["node", "ls", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(v["nodes"][0]["portsUsed"], 1);
+    assert_eq!(v["nodes"][0]["used"]["mem"], 128.0);
+    assert_eq!(v["raft"]["role"], "leader");
+}
