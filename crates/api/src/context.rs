@@ -25,8 +25,18 @@ pub struct ApiContext {
 
 impl ApiContext {
     pub fn new(store: Arc<Store>, sandbox_root: PathBuf) -> ApiContext {
+        ApiContext::with_registry(store, sandbox_root, prometheus_client::registry::Registry::with_prefix("wharf"))
+    }
+
+    /// As `new`, with `/metrics` also encoding what `registry` holds (the
+    /// node's agent and scheduler series). Its prefix should be `wharf`.
+    pub fn with_registry(
+        store: Arc<Store>,
+        sandbox_root: PathBuf,
+        registry: prometheus_client::registry::Registry,
+    ) -> ApiContext {
         let node = store.node_id();
-        let metrics = crate::metrics::Metrics::new(&store);
+        let metrics = crate::metrics::Metrics::new(&store, registry);
         ApiContext { store, node, sandbox_root, client: reqwest::Client::new(), events: OnceLock::new(), metrics }
     }
 

@@ -100,8 +100,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(store: &store::Store) -> Metrics {
-        let mut registry = Registry::with_prefix("wharf");
+    /// The API's series, the store's and the scrape-time gauges, added to
+    /// `registry` (which may hold the node's other series already: the
+    /// agent's, the scheduler's). Its prefix should be `wharf`.
+    pub fn new(store: &store::Store, mut registry: Registry) -> Metrics {
         let requests = Family::<RouteLabels, Counter>::default();
         let request_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.0005, 2.0, 14))) as fn() -> Histogram,

@@ -289,7 +289,7 @@ async fn measure(dir: &std::path::Path, nodes: usize, apps: usize, per_app: usiz
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::spawn(crate::orchestrator::run(store.clone()));
+    tokio::spawn(crate::orchestrator::run(store.clone(), Default::default()));
     let ctx = Arc::new(api::ApiContext::new(store.clone(), dir.join("sandboxes")));
     let api_server = tokio::spawn(async move { axum::serve(http, api::router(ctx)).await });
     spawn_sim_agents(store.clone());

@@ -108,7 +108,27 @@ async fn metrics_follow_a_deployment() {
     let tasks = [("method", "GET"), ("route", "/v2/apps/*path"), ("status", "2xx")];
     assert!(after.get("wharf_http_requests_total", &tasks) >= 1.0);
     assert!(after.value("wharf_http_requests_total", &[("route", "/v2/apps/metrics/web/tasks")]).is_none());
+    // The agent launched both; the leader's scheduler placed them.
+    assert_eq!(after.get("wharf_agent_launches_total", &[("driver", "exec"), ("outcome", "started")]), 2.0);
+    assert_eq!(after.histogram_count("wharf_agent_launch_seconds", &[]), 2.0);
+    assert_eq!(after.get("wharf_scheduler_placements_total", &[]), 2.0);
+    assert!(after.histogram_count("wharf_scheduler_plan_seconds", &[]) >= 1.0);
     drop(events);
+
+    // An instance no node can take shows up by the reason the nodes gave.
+    let huge = json!({"id": "/metrics/huge", "cmd": "exec sleep 1000", "cpus": 64, "mem": 16, "instances": 1});
+    let (s, v) = node.call(Method::POST, "/v2/apps", Some(&huge)).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    common::wait_for("the unplaced instance", Duration::from_secs(20), || async {
+        Scrape::take(&node).await.value("wharf_scheduler_unplaced_instances", &[("reason", "InsufficientCpus")])
+            == Some(1.0)
+    })
+    .await;
+    let waiting = Scrape::take(&node).await;
+    assert_eq!(waiting.get("wharf_queue_instances", &[]), 1.0);
+    assert_eq!(waiting.get("wharf_cluster_deployments", &[]), 1.0);
+    let (s, v) = node.call(Method::DELETE, "/v2/apps/metrics/huge?force=true", None).await.expect("delete");
+    assert!(s.is_success(), "{v}");
 
     // Scaled to zero: the gauges say so on the next scrape.
     let (s, v) = node.call(Method::PUT, "/v2/apps/metrics/web", Some(&json!({"instances": 0}))).await.expect("put");
@@ -121,4 +141,5 @@ async fn metrics_follow_a_deployment() {
     let last = Scrape::take(&node).await;
     assert_eq!(last.get("wharf_app_instances", &[("app", "/metrics/web")]), 0.0);
     assert_eq!(last.get("wharf_node_resources_used", &[("resource", "cpus")]), 0.0);
+    assert_eq!(last.get("wharf_agent_task_exits_total", &[("state", "TASK_KILLED")]), 2.0);
 }
