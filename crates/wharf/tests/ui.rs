@@ -2,7 +2,8 @@
 //! (tests/browser/ui_check.py) against a real node. It creates an app
 //! through the form, sees a validation error beside its field, watches the
 //! app turn healthy without a reload, reads a task's stdout and stderr,
-//! scales through the dialog, diffs versions, and reads the deployments and
+//! scales through the dialog, diffs versions, reads a failed task's last
+//! failure and its stderr, and reads the deployments and
 //! queue pages, and sees the page say that the event stream was lost and
 //! reconnect while the node restarts. A screenshot of each page is saved under
 //! `<target>/ui-screenshots/`.

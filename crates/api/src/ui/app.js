@@ -592,8 +592,11 @@ pages.app = (id) => {
             h("button", { class: "small", "data-log": "stdout", onclick: () => logs.open(t.id, "stdout") }, "stdout"),
             h("button", { class: "small", "data-log": "stderr", onclick: () => logs.open(t.id, "stderr") }, "stderr")))))));
       const f = app.lastTaskFailure;
-      fill(failure, f ? h("p", { class: "form-message error" },
-        `Last failure: ${f.state} of ${f.taskId} at ${fmtTime(f.timestamp)} on ${f.host}: ${f.message || "no message"}`) : null);
+      // The sandbox outlives the task, so its output can still be read.
+      fill(failure, f ? h("p", { class: "row" }, h("span", { class: "form-message error" },
+        `Last failure: ${f.state} of ${f.taskId} at ${fmtTime(f.timestamp)} on ${f.host}: ${f.message || "no message"}`),
+        h("button", { class: "small", "data-failure-log": "stdout", onclick: () => logs.open(f.taskId, "stdout") }, "stdout"),
+        h("button", { class: "small", "data-failure-log": "stderr", onclick: () => logs.open(f.taskId, "stderr") }, "stderr")) : null);
       const ds = state.deployments.filter((d) => d.affectedApps.includes(id));
       fill(deps, ds.length === 0 ? h("div", { class: "empty" }, "None in flight.") : ds.map((d) =>
         h("div", { class: "row" }, h("code", {}, d.id), deploymentStep(d))));

@@ -170,6 +170,16 @@ try:
     wait_css('#queue tr[data-queued="/ui/huge"]', "InsufficientCpus")
     shot("queue")
 
+    # A task that fails: the app page shows its last failure and the message.
+    post("/v2/apps", {"id": "/ui/crash", "cmd": "echo boom >&2; exit 3", "cpus": 0.05, "mem": 16, "instances": 1,
+                      "backoffSeconds": 30})
+    driver.get(BASE + "/ui/#/app/ui/crash")
+    wait_css("#app-failure", "Last failure: TASK_FAILED")
+    assert "exited with status 3" in css("#app-failure").text, css("#app-failure").text
+    css('#app-failure button[data-failure-log="stderr"]').click()
+    wait_css("#task-log", "boom")
+    shot("app-failure")
+
     # A lost event stream: a banner says so, and the page reconnects by itself
     # when the node is back. The test runner stops and restarts the node.
     press("1")
