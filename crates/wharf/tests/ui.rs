@@ -100,7 +100,8 @@ async fn ui_in_a_real_browser() {
     let stderr = stderr.await.unwrap_or_default();
     assert!(status.success(), "ui_check.py failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nnode log:\n{}", node.log());
     assert!(stdout.contains("all checks passed"), "{stdout}");
-    for page in ["cluster", "apps-validation", "apps", "app", "app-versions", "deployments", "queue", "disconnected"] {
+    let pages = ["cluster", "apps-validation", "apps", "app", "app-versions", "deployments", "queue", "app-failure"];
+    for page in pages.into_iter().chain(["disconnected"]) {
         let png = screenshot_dir().join(format!("{page}.png"));
         let len = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
         assert!(len > 1000, "screenshot {} missing or empty", png.display());
