@@ -57,9 +57,14 @@ const state = {
 };
 
 let refreshTimer = null;
+let trailingTimer = null;
 function scheduleRefresh(delay = 150) {
-  if (refreshTimer) return;
-  refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, delay);
+  if (!refreshTimer) refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, delay);
+  // Some changes that follow an event carry no event of their own (the
+  // leader expunging a failed task and recording lastTaskFailure, a
+  // backoff): one more read a second after the last event catches them.
+  clearTimeout(trailingTimer);
+  trailingTimer = setTimeout(refresh, 1000);
 }
 
 async function refresh() {
@@ -79,10 +84,16 @@ async function refresh() {
   if (nodes.ok) { state.nodes = nodes.data.nodes; state.raft = nodes.data.raft || {}; }
   if (info.ok) state.info = info.data;
   state.leader = leader.ok ? leader.data.leader : null;
+  // Redraw only what changed: a redraw replaces rows, and a row replaced
+  // under the pointer loses the click.
+  const seen = JSON.stringify([state.apps, state.deployments, state.queue, state.nodes, state.raft, state.leader]);
+  if (state.loaded && seen === lastSeen) return;
+  lastSeen = seen;
   state.loaded = true;
   renderSummary();
   if (current && current.update) current.update();
 }
+let lastSeen = null;
 
 function renderSummary() {
   const running = state.apps.reduce((n, a) => n + a.tasksRunning, 0);

@@ -16,12 +16,14 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 BASE, SHOTS = sys.argv[1], sys.argv[2]
+T0 = time.monotonic()
 os.makedirs(SHOTS, exist_ok=True)
 
 opts = webdriver.ChromeOptions()
@@ -40,7 +42,7 @@ def shot(name):
     driver.execute_script("window.scrollTo(0, 0)")
     driver.save_screenshot(path)
     driver.set_window_size(1440, 900)
-    print("screenshot", path)
+    print(f"screenshot {path} at {time.monotonic() - T0:.1f} s")
 
 
 def css(sel):
@@ -53,6 +55,18 @@ def wait_css(sel, text=None):
         return wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, sel)), f"waiting for {sel}")
     wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, sel), text), f"waiting for {text!r} in {sel}")
     return css(sel)
+
+
+def click(sel):
+    """Clicks `sel`, finding it again if the page redrew it meanwhile."""
+    for _ in range(50):
+        try:
+            wait_css(sel)
+            css(sel).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    raise AssertionError(f"{sel} kept being redrawn")
 
 
 def press(key):
@@ -108,7 +122,7 @@ try:
            "healthChecks": [{"protocol": "HTTP", "path": "/", "portIndex": 0, "intervalSeconds": 1,
                              "gracePeriodSeconds": 10, "timeoutSeconds": 2}]}
     set_editor(json.dumps(bad, indent=1))
-    css("#app-submit").click()
+    click("#app-submit")
     err = wait_css('[data-field="cpus"] .field-error', "expected 0.001 or more")
     assert "invalid" in css('[data-field="cpus"]').get_attribute("class")
     assert not driver.find_elements(By.CSS_SELECTOR, '[data-field="mem"] .field-error')
@@ -118,27 +132,29 @@ try:
     good = dict(bad, cpus=0.1)
     set_editor(json.dumps(good, indent=1))
     assert not driver.find_elements(By.CSS_SELECTOR, ".field-error"), "errors cleared on edit"
-    css("#app-submit").click()
+    click("#app-submit")
     wait_css("#form-message", "Created /ui/web")
     # Live: no reload; the row turns healthy from the event stream.
     wait_css('tr[data-app="/ui/web"] .badge', "healthy")
-    row = css('tr[data-app="/ui/web"]')
-    assert "2 running" in row.text and "2 healthy" in row.text, row.text
+    wait_css('tr[data-app="/ui/web"]', "2 running")
+    wait_css('tr[data-app="/ui/web"]', "2 healthy")
     css(".tree-group")  # the /ui group above the app
     driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
     shot("apps")
 
     # App: tasks with node and ports, then a task's log, live.
-    css('tr[data-app="/ui/web"] a').click()
+    click('tr[data-app="/ui/web"] a')
     wait_css("#app-tasks tr[data-task] td.health .badge.ok", "healthy")
-    tasks = driver.find_elements(By.CSS_SELECTOR, "#app-tasks tr[data-task]")
-    assert len(tasks) == 2, [t.text for t in tasks]
-    assert "127.0.0.1:" in tasks[0].text, tasks[0].text
-    task_id = tasks[0].get_attribute("data-task")
-    tasks[0].find_element(By.CSS_SELECTOR, 'button[data-log="stdout"]').click()
+    # Read in one go: the table is redrawn when the data changes.
+    tasks = driver.execute_script(
+        "return [...document.querySelectorAll('#app-tasks tr[data-task]')].map(r => [r.dataset.task, r.innerText])")
+    assert len(tasks) == 2, tasks
+    task_id, row = tasks[0]
+    assert "127.0.0.1:" in row and "healthy" in row, row
+    click(f'tr[data-task="{task_id}"] button[data-log="stdout"]')
     wait_css("#task-log", "hello from " + task_id)
     # stderr carries http.server's access log: the health checks keep it growing.
-    tasks[0].find_element(By.CSS_SELECTOR, 'button[data-log="stderr"]').click()
+    click(f'tr[data-task="{task_id}"] button[data-log="stderr"]')
     wait_css("#log-title", "stderr")
     wait_css("#task-log", '"GET / HTTP/1.1" 200')
     n = len(css("#task-log").text)
@@ -146,14 +162,14 @@ try:
     shot("app")
 
     # Scale through the dialog; the new version shows in the list with a diff.
-    css('#app-head button[data-action="scale"]').click()
+    click('#app-head button[data-action="scale"]')
     box = wait_css("#confirm-input")
     box.clear()
     box.send_keys("1")
-    css("#confirm-ok").click()
+    click("#confirm-ok")
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#app-tasks tr[data-task]")) == 1, "scaled to 1")
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#app-versions tr[data-version]")) == 2, "two versions")
-    css("#app-versions tr[data-version]:last-child button").click()
+    click("#app-versions tr[data-version]:last-child button")
     wait_css("#app-diff .diff", '"instances": 1')
     assert '"instances": 2' in css("#app-diff .del").text + "".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, "#app-diff .del"))
     wait_css("#app-events", "status_update_event")
@@ -163,8 +179,8 @@ try:
     post("/v2/apps", {"id": "/ui/huge", "cmd": "sleep 1000", "cpus": 64, "mem": 16, "instances": 1})
     press("3")
     wait_css("#deployments", "/ui/huge")
-    row = wait_css('#deployments tr[data-deployment]', "ScaleApplication /ui/huge")
-    assert "2 / 2" in row.text, row.text  # step 2 of 2: started, now scaling
+    wait_css('#deployments tr[data-deployment]', "ScaleApplication /ui/huge")
+    wait_css('#deployments tr[data-deployment]', "2 / 2")  # step 2 of 2: started, now scaling
     shot("deployments")
     press("4")
     wait_css('#queue tr[data-queued="/ui/huge"]', "InsufficientCpus")
@@ -176,7 +192,7 @@ try:
     driver.get(BASE + "/ui/#/app/ui/crash")
     wait_css("#app-failure", "Last failure: TASK_FAILED")
     assert "exited with status 3" in css("#app-failure").text, css("#app-failure").text
-    css('#app-failure button[data-failure-log="stderr"]').click()
+    click('#app-failure button[data-failure-log="stderr"]')
     wait_css("#task-log", "boom")
     shot("app-failure")
 
@@ -199,9 +215,9 @@ try:
     # Destroy with a confirmation.
     press("2")
     wait_css('tr[data-app="/ui/huge"]')
-    css('tr[data-app="/ui/huge"] button[data-action="destroy"]').click()
+    click('tr[data-app="/ui/huge"] button[data-action="destroy"]')
     wait_css("#confirm-text", "Destroy /ui/huge")
-    css("#confirm-ok").click()
+    click("#confirm-ok")
     wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, 'tr[data-app="/ui/huge"]'), "destroyed app gone")
     print("all checks passed")
 except Exception:
