@@ -630,13 +630,16 @@ pages.deployments = () => {
     update() {
       if (state.loaded && state.deployments.length === 0) return fill(body, h("div", { class: "empty" }, "No deployments in flight."));
       fill(body, h("table", {},
-        h("thead", {}, h("tr", {}, ["Deployment", "Apps", "Step", "Current actions", "Version", ""].map((c) => h("th", {}, c)))),
+        h("thead", {}, h("tr", {}, ["Deployment", "Apps", "Step", "Current actions", "Waiting for", "Version", ""].map((c) => h("th", {}, c)))),
         h("tbody", {}, state.deployments.map((d) => h("tr", { "data-deployment": d.id },
           h("td", { class: "mono" }, d.id),
           h("td", {}, d.affectedApps.map((a) => h("div", {}, h("a", { href: "#/app" + a }, a)))),
           h("td", { class: "num" }, `${d.currentStep} / ${d.totalSteps}`),
           h("td", {}, (d.currentActions || []).map((a) => h("div", {}, `${a.action} ${a.app}`,
             (a.readinessCheckResults || []).length ? h("span", { class: "muted" }, ` (${a.readinessCheckResults.filter((r) => r.ready).length}/${a.readinessCheckResults.length} ready)`) : null))),
+          // What holds it: the queue's reason for each app that lacks instances.
+          h("td", { class: "waiting" }, state.queue.filter((q) => d.affectedApps.includes(q.app)).map((q) =>
+            h("div", {}, `${q.app}: ${q.count} waiting — ${q.reason}`))),
           h("td", {}, fmtTime(d.version)),
           h("td", { class: "actions" },
             h("button", { class: "small", onclick: async () => {

@@ -181,6 +181,7 @@ try:
     wait_css("#deployments", "/ui/huge")
     wait_css('#deployments tr[data-deployment]', "ScaleApplication /ui/huge")
     wait_css('#deployments tr[data-deployment]', "2 / 2")  # step 2 of 2: started, now scaling
+    wait_css('#deployments tr[data-deployment] td.waiting', "insufficient cpus")  # and why it waits
     shot("deployments")
     press("4")
     wait_css('#queue tr[data-queued="/ui/huge"]', "InsufficientCpus")
