@@ -36,10 +36,17 @@ pub enum Command {
         #[arg(long)]
         app: Option<String>,
     },
-    /// Print a task's stdout (or stderr).
+    /// Print a task's stdout (or stderr), or every task's of an app.
+    ///
+    /// Examples: `wharf logs -f TASK_ID`, `wharf logs -f --app /web` (each line
+    /// prefixed with its task's instance).
     Logs {
-        task_id: String,
-        /// Keep printing new output.
+        #[arg(required_unless_present = "app")]
+        task_id: Option<String>,
+        /// Every task of this app, each line prefixed with its instance.
+        #[arg(long, conflicts_with = "task_id")]
+        app: Option<String>,
+        /// Keep printing new output (and, with --app, new tasks' output).
         #[arg(short, long)]
         follow: bool,
         #[arg(long)]
@@ -210,7 +217,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Executor { .. } => Ok(()),
         Command::App(cmd) => crate::client::app(&client, cmd).await,
         Command::Ps { app } => crate::client::ps(&client, app).await,
-        Command::Logs { task_id, follow, stderr } => crate::client::logs(&client, &task_id, follow, stderr).await,
+        Command::Logs { task_id, app, follow, stderr } => match (task_id, app) {
+            (_, Some(app)) => crate::client::app_logs(&client, &app, follow, stderr).await,
+            (Some(task), None) => crate::client::logs(&client, &task, follow, stderr).await,
+            (None, None) => anyhow::bail!("name a task (wharf logs TASK_ID) or an app (wharf logs --app /web)"),
+        },
         Command::Node(NodeCommand::Ls { json }) => crate::client::node_ls(&client, json).await,
         Command::Node(NodeCommand::Drain { id }) => crate::client::node_drain(&client, &id).await,
         Command::Node(NodeCommand::Rm { id }) => crate::client::node_rm(&client, &id).await,

@@ -285,6 +285,67 @@ pub async fn logs(c: &Client, task: &str, follow: bool, stderr: bool) -> anyhow:
     }
 }
 
+/// `wharf logs --app ID`: the output of every task of the app, each
+/// complete line prefixed with its instance; with `follow`, tasks that start
+/// later are picked up too.
+pub async fn app_logs(c: &Client, app: &str, follow: bool, stderr: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let file = if stderr { "stderr" } else { "stdout" };
+    let app = format!("/{}", app.trim_start_matches('/'));
+    // Per task: where the next read starts and a line not yet ended.
+    let mut tails: std::collections::BTreeMap<String, (u64, Vec<u8>)> = Default::default();
+    loop {
+        let v = c.ok(Method::GET, &format!("/v2/apps{app}/tasks"), None).await?;
+        for t in v["tasks"].as_array().cloned().unwrap_or_default() {
+            if let Some(id) = t["id"].as_str() {
+                tails.entry(id.to_string()).or_default();
+            }
+        }
+        let mut read_any = false;
+        for (id, (offset, partial)) in tails.iter_mut() {
+            let (status, next, bytes) =
+                c.get_bytes(&format!("/wharf/v1/tasks/{id}/files/{file}?offset={offset}")).await?;
+            if !status.is_success() {
+                continue; // a task whose sandbox is gone has nothing more to say
+            }
+            *offset = next.unwrap_or(*offset + bytes.len() as u64);
+            read_any |= !bytes.is_empty();
+            partial.extend_from_slice(&bytes);
+            let prefix = instance_label(id);
+            let mut out = std::io::stdout().lock();
+            while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=end).collect();
+                write!(out, "{prefix} | ")?;
+                out.write_all(&line)?;
+            }
+            out.flush()?;
+        }
+        if !follow {
+            let mut out = std::io::stdout().lock();
+            for (id, (_, partial)) in &tails {
+                if !partial.is_empty() {
+                    write!(out, "{} | ", instance_label(id))?;
+                    out.write_all(partial)?;
+                    writeln!(out)?;
+                }
+            }
+            return Ok(());
+        }
+        if !read_any {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// `instance-1a2b3c4d` from a Marathon task id: short, and unique enough to
+/// tell an app's tasks apart.
+fn instance_label(task_id: &str) -> String {
+    match task_id.split_once(".instance-") {
+        Some((_, rest)) => format!("instance-{}", rest.chars().take(8).collect::<String>()),
+        None => task_id.to_string(),
+    }
+}
+
 pub async fn node_ls(c: &Client, json: bool) -> anyhow::Result<()> {
     let v = c.ok(Method::GET, "/wharf/v1/nodes", None).await?;
     if json {
@@ -375,6 +436,15 @@ pub async fn node_rm(c: &Client, id: &str) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn instance_labels_are_short() {
+        assert_eq!(
+            super::instance_label("web.instance-1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d._app.1"),
+            "instance-1a2b3c4d"
+        );
+        assert_eq!(super::instance_label("odd-id"), "odd-id");
+    }
+
     #[test]
     fn table_aligns_columns() {
         let rows =
