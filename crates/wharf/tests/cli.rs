@@ -162,7 +162,7 @@ async fn logs_follow_an_app_with_each_line_prefixed() {
         let prefix = format!("instance-{} | ", &uuid[..8]);
         for word in ["first", "later"] {
             let want = format!("{prefix}{word} from {id}");
-            assert!(lines.iter().any(|l| *l == want), "no {want:?} in {lines:#?}");
+            assert!(lines.contains(&want), "no {want:?} in {lines:#?}");
         }
     }
 
