@@ -188,6 +188,10 @@ pub enum BenchCommand {
         /// Tasks per simulated node (spread over the apps).
         #[arg(long, default_value_t = 10)]
         tasks_per_node: usize,
+        /// Keep each run's cluster up this many seconds after measuring, to
+        /// look at its UI and /metrics.
+        #[arg(long, default_value_t = 0.0)]
+        hold: f64,
     },
     /// Three nodes on 127.77.0.1-3: write throughput, leader failover, node loss.
     Cluster {
@@ -229,8 +233,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             crate::bench::launch(tasks, burst, data_dir).await
         }
         Command::Bench(BenchCommand::Health { rounds, tasks }) => crate::bench::health(rounds, tasks).await,
-        Command::Bench(BenchCommand::Scale { nodes, apps, tasks_per_node }) => {
-            crate::bench_scale::run(crate::bench_scale::ScaleArgs { nodes, apps, tasks_per_node }).await
+        Command::Bench(BenchCommand::Scale { nodes, apps, tasks_per_node, hold }) => {
+            crate::bench_scale::run(crate::bench_scale::ScaleArgs { nodes, apps, tasks_per_node, hold }).await
         }
         Command::Bench(BenchCommand::Cluster { rounds, vs_etcd, seconds, warmup, clients }) => {
             let spec = crate::bench_cluster::LoadSpec {

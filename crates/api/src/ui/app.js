@@ -393,7 +393,7 @@ pages.apps = () => {
     focusFilter() { filter.focus(); },
     update() {
       const q = filter.value.trim().toLowerCase();
-      const apps = state.apps.filter((a) => !q || a.id.toLowerCase().includes(q)).sort((a, b) => a.id.localeCompare(b.id));
+      const apps = state.apps.filter((a) => !q || a.id.toLowerCase().includes(q)).sort((a, b) => a.id.localeCompare(b.id, undefined, { numeric: true }));
       if (state.loaded && apps.length === 0) return fill(body, h("div", { class: "empty" }, q ? "No app matches." : "No apps yet. Press n to create one."));
       const rows = [];
       let shown = new Set();
@@ -413,8 +413,10 @@ pages.apps = () => {
           h("td", { class: "num" }, a.instances),
           h("td", { class: "counts" },
             h("span", { title: "running" }, `${a.tasksRunning} running`),
-            h("span", { title: "healthy", class: a.tasksHealthy ? "" : "muted" }, `${a.tasksHealthy} healthy`),
-            h("span", { title: "unhealthy", class: a.tasksUnhealthy ? "badge bad" : "muted" }, `${a.tasksUnhealthy} unhealthy`),
+            (a.healthChecks || []).length ? [
+              h("span", { title: "healthy", class: a.tasksHealthy ? "" : "muted" }, `${a.tasksHealthy} healthy`),
+              h("span", { title: "unhealthy", class: a.tasksUnhealthy ? "badge bad" : "muted" }, `${a.tasksUnhealthy} unhealthy`),
+            ] : h("span", { class: "muted" }, "no health checks"),
             h("span", { title: "staged", class: a.tasksStaged ? "" : "muted" }, `${a.tasksStaged} staged`)),
           h("td", {}, `${a.cpus} cpu · ${a.mem} MB`),
           h("td", {}, deps.length ? deps.map(deploymentStep) : h("span", { class: "muted" }, "—")),
@@ -586,7 +588,7 @@ pages.app = (id) => {
       fill(info, `${plural(app.instances, "instance")} · ${app.tasksRunning} running · ${app.tasksHealthy} healthy · ` +
         `${app.tasksUnhealthy} unhealthy · ${app.tasksStaged} staged · ${app.cpus} cpu · ${app.mem} MB · ` +
         `cmd: ${app.cmd || (app.args || []).join(" ") || "—"} · version ${fmtTime(app.version)}`);
-      const ts = (app.tasks || []).slice().sort((a, b) => a.id.localeCompare(b.id));
+      const ts = (app.tasks || []).slice().sort((a, b) => a.id.localeCompare(b.id, undefined, { numeric: true }));
       fill(tasks, ts.length === 0 ? h("div", { class: "empty" }, "No tasks.") : h("table", {},
         h("thead", {}, h("tr", {}, ["Task", "State", "Health", "Node", "Host ports", "Version", "Started", "Output"].map((c) => h("th", {}, c)))),
         h("tbody", {}, ts.map((t) => h("tr", { "data-task": t.id },
