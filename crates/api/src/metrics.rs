@@ -73,6 +73,7 @@ struct Gauges {
     raft_last_log: Gauge,
     raft_applied: Gauge,
     raft_snapshot: Gauge,
+    raft_log_entries: Gauge,
     state_applied: Gauge,
     nodes: Family<StatusLabel, Gauge>,
     apps: Gauge,
@@ -130,6 +131,11 @@ impl Metrics {
         r.register("raft_last_applied_index", "Index of the last Raft entry applied here", g.raft_applied.clone());
         r.register("raft_snapshot_index", "Index the last snapshot covers", g.raft_snapshot.clone());
         r.register(
+            "raft_log_entries",
+            "Entries kept in this node's Raft log (after the last purge)",
+            g.raft_log_entries.clone(),
+        );
+        r.register(
             "state_applied_index",
             "Log index of the replica the gauges below were read from",
             g.state_applied.clone(),
@@ -174,6 +180,7 @@ impl Metrics {
         g.raft_last_log.set(idx(raft.last_log_index));
         g.raft_applied.set(idx(raft.last_applied_index));
         g.raft_snapshot.set(idx(raft.snapshot_index));
+        g.raft_log_entries.set(idx(raft.last_log_index).saturating_sub(idx(raft.purged_index)));
         g.state_applied.set(idx(Some(s.applied_index)));
 
         for status in ["up", "draining", "unreachable"] {

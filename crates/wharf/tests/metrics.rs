@@ -98,6 +98,8 @@ async fn metrics_follow_a_deployment() {
     // The app, the plan and the agent's reports all went through the store.
     assert!(after.get("wharf_store_proposals_total", &[("outcome", "applied")]) >= applied_before + 3.0);
     assert!(after.get("wharf_raft_last_applied_index", &[]) >= index_before + 3.0);
+    // Nothing purged yet: the log holds every entry.
+    assert_eq!(after.get("wharf_raft_log_entries", &[]), after.get("wharf_raft_last_log_index", &[]));
     assert!(after.histogram_count("wharf_store_propose_seconds", &[]) >= 3.0);
     let post_ok = [("method", "POST"), ("route", "/v2/apps"), ("status", "2xx")];
     let post_bad = [("method", "POST"), ("route", "/v2/apps"), ("status", "4xx")];
