@@ -590,7 +590,7 @@ pages.app = (id) => {
         `cmd: ${app.cmd || (app.args || []).join(" ") || "—"} · version ${fmtTime(app.version)}`);
       const ts = (app.tasks || []).slice().sort((a, b) => a.id.localeCompare(b.id, undefined, { numeric: true }));
       fill(tasks, ts.length === 0 ? h("div", { class: "empty" }, "No tasks.") : h("table", {},
-        h("thead", {}, h("tr", {}, ["Task", "State", "Health", "Node", "Host ports", "Version", "Started", "Output"].map((c) => h("th", {}, c)))),
+        h("thead", {}, h("tr", {}, ["Task", "State", "Health", "Node", "Host ports", "Version", "Started", ""].map((c) => h("th", {}, c)))),
         h("tbody", {}, ts.map((t) => h("tr", { "data-task": t.id },
           h("td", { class: "mono" }, t.id),
           h("td", {}, stateBadge(t.state)),
@@ -603,7 +603,11 @@ pages.app = (id) => {
           h("td", {}, fmtTime(t.startedAt || t.stagedAt)),
           h("td", { class: "actions" },
             h("button", { class: "small", "data-log": "stdout", onclick: () => logs.open(t.id, "stdout") }, "stdout"),
-            h("button", { class: "small", "data-log": "stderr", onclick: () => logs.open(t.id, "stderr") }, "stderr")))))));
+            h("button", { class: "small", "data-log": "stderr", onclick: () => logs.open(t.id, "stderr") }, "stderr"),
+            h("button", { class: "small danger", "data-kill": t.id, onclick: async () => {
+              if (await ask(`Kill task ${t.id}? The app keeps its instance count, so a replacement starts.`, { ok: "Kill", danger: true }))
+                act("Kill task", "DELETE", `${appPath(id)}/tasks/${encodeURIComponent(t.id)}`);
+            } }, "Kill")))))));
       const f = app.lastTaskFailure;
       // The sandbox outlives the task, so its output can still be read.
       fill(failure, f ? h("p", { class: "row" }, h("span", { class: "form-message error" },

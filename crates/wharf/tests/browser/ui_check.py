@@ -175,6 +175,16 @@ try:
     wait_css("#app-events", "status_update_event")
     shot("app-versions")
 
+    # Kill the last task through its button: a replacement takes its place.
+    (old_task,) = driver.execute_script(
+        "return [...document.querySelectorAll('#app-tasks tr[data-task]')].map(r => r.dataset.task)")
+    click(f'#app-tasks button[data-kill="{old_task}"]')
+    wait_css("#confirm-text", "Kill task " + old_task)
+    click("#confirm-ok")
+    wait.until(lambda d: d.execute_script(
+        "const ids = [...document.querySelectorAll('#app-tasks tr[data-task]')].map(r => r.dataset.task);"
+        f"return ids.length === 1 && ids[0] !== '{old_task}';"), "a replacement task")
+
     # Deployments and queue: an app no node can take waits, and says why.
     post("/v2/apps", {"id": "/ui/huge", "cmd": "sleep 1000", "cpus": 64, "mem": 16, "instances": 1})
     press("3")
