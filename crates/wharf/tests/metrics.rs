@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::cluster::Cluster;
 use common::sse::Stream;
 use common::Node;
 use reqwest::{Method, StatusCode};
@@ -14,7 +15,11 @@ struct Scrape(prometheus_parse::Scrape);
 
 impl Scrape {
     async fn take(node: &Node) -> Scrape {
-        let resp = node.client.get(format!("{}/metrics", node.addr())).send().await.expect("scrape");
+        Scrape::from(&node.client, &node.addr()).await
+    }
+
+    async fn from(client: &reqwest::Client, base: &str) -> Scrape {
+        let resp = client.get(format!("{base}/metrics")).send().await.expect("scrape");
         assert_eq!(resp.status(), StatusCode::OK);
         let ctype = resp.headers()["content-type"].to_str().expect("content type").to_string();
         assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
@@ -144,4 +149,44 @@ async fn metrics_follow_a_deployment() {
     assert_eq!(last.get("wharf_app_instances", &[("app", "/metrics/web")]), 0.0);
     assert_eq!(last.get("wharf_node_resources_used", &[("resource", "cpus")]), 0.0);
     assert_eq!(last.get("wharf_agent_task_exits_total", &[("state", "TASK_KILLED")]), 2.0);
+}
+
+/// Every node answers /metrics from its own replica: one leader, the same
+/// term and leader id everywhere, and each agent counting its own tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_of_a_cluster_reports_its_own_view() {
+    let c = Cluster::start(3, &[]).await;
+    let def = json!({"id": "/spread", "cmd": "exec sleep 1000", "cpus": 0.1, "mem": 16, "instances": 3,
+                     "constraints": [["hostname", "UNIQUE"]]});
+    let (s, v) = c.call(0, Method::POST, "/v2/apps", Some(&def)).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    common::wait_for("3 tasks running on every replica", Duration::from_secs(30), || async {
+        for i in 0..3 {
+            let m = Scrape::from(&c.client, &c.nodes[i].addr()).await;
+            if m.value("wharf_cluster_tasks", &[("state", "TASK_RUNNING")]) != Some(3.0) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let mut scrapes = Vec::new();
+    for i in 0..3 {
+        scrapes.push(Scrape::from(&c.client, &c.nodes[i].addr()).await);
+    }
+    let leaders: f64 = scrapes.iter().map(|m| m.get("wharf_raft_is_leader", &[])).sum();
+    assert_eq!(leaders, 1.0, "exactly one node says it leads");
+    let followers = scrapes.iter().filter(|m| m.value("wharf_raft_role", &[("role", "follower")]) == Some(1.0)).count();
+    assert_eq!(followers, 2);
+    for m in &scrapes {
+        assert_eq!(m.get("wharf_raft_leader_id", &[]), scrapes[0].get("wharf_raft_leader_id", &[]));
+        assert_eq!(m.get("wharf_raft_term", &[]), scrapes[0].get("wharf_raft_term", &[]));
+        assert_eq!(m.get("wharf_cluster_nodes", &[("status", "up")]), 3.0);
+        // UNIQUE hostname: one task on each node, and each agent sees its own.
+        assert_eq!(m.get("wharf_agent_tasks", &[("state", "TASK_RUNNING")]), 1.0);
+    }
+    // Only the leader plans.
+    let placements: Vec<f64> =
+        scrapes.iter().map(|m| m.value("wharf_scheduler_placements_total", &[]).unwrap_or(0.0)).collect();
+    assert_eq!(placements.iter().sum::<f64>(), 3.0, "{placements:?}");
 }
