@@ -403,7 +403,7 @@ pages.apps = () => {
           const g = "/" + parts.slice(0, i).join("/");
           if (!shown.has(g)) {
             shown.add(g);
-            rows.push(h("tr", { class: "tree-group" }, h("td", { colspan: 7, style: `padding-left:${10 + (i - 1) * 18}px` }, "▾ " + g + "/")));
+            rows.push(h("tr", { class: "tree-group" }, h("td", { colspan: 7, style: `padding-left:${10 + (i - 1) * 18}px` }, g + "/")));
           }
         }
         const deps = state.deployments.filter((d) => d.affectedApps.includes(a.id));
