@@ -32,6 +32,8 @@ enum Phase {
 
 struct Local {
     phase: Phase,
+    /// When this agent started launching it (for the launch latency).
+    launched_at: Option<std::time::Instant>,
     /// Held while launching; a kill waits for the launch to finish.
     guard: Arc<Mutex<()>>,
 }
@@ -46,6 +48,8 @@ pub struct AgentConfig {
     /// The client for health and readiness checks ([`crate::health::check_client`]),
     /// built by the caller so a failure stops the node before the agent starts.
     pub check_client: reqwest::Client,
+    /// Launch and exit counts for `/metrics`.
+    pub metrics: crate::AgentMetrics,
 }
 
 use crate::sandbox::now;
@@ -77,7 +81,9 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
         Ok(found) => {
             for r in found {
                 let phase = if r.state.is_terminal() { Phase::Exited } else { Phase::Running };
-                tracked.local.insert(r.task_id.clone(), Local { phase, guard: Arc::new(Mutex::new(())) });
+                tracked
+                    .local
+                    .insert(r.task_id.clone(), Local { phase, launched_at: None, guard: Arc::new(Mutex::new(())) });
                 let known = store.read(|s| s.tasks.get(&r.task_id).map(|t| t.state));
                 if let Some(st) = known {
                     if st != r.state && !st.is_terminal() {
@@ -125,6 +131,10 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                         if let Some(l) = tracked.local.get_mut(&task_id) {
                             if l.phase == Phase::Launching {
                                 l.phase = Phase::Running;
+                                if let Some(t) = l.launched_at.take() {
+                                    cfg.metrics.launched(true);
+                                    cfg.metrics.launch_seconds.observe(t.elapsed().as_secs_f64());
+                                }
                             }
                         }
                         TaskStatus { task_id, state: TaskState::Running, at, message: None }
@@ -133,6 +143,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                         if let Some(l) = tracked.local.get_mut(&task_id) {
                             l.phase = Phase::Exited;
                         }
+                        cfg.metrics.exits.get_or_create(&crate::metrics::ExitLabels { state: state.marathon_name() }).inc();
                         TaskStatus { task_id, state, at, message: Some(message) }
                     }
                 };
@@ -201,8 +212,9 @@ fn reconcile(
         match (task.goal, entry) {
             (TaskGoal::Running, None) => {
                 let guard = Arc::new(Mutex::new(()));
-                local.insert(task.id.clone(), Local { phase: Phase::Launching, guard: guard.clone() });
-                spawn_launch(driver.clone(), reports.clone(), guard, task, app, cfg.sandbox_root.clone());
+                let launched_at = Some(std::time::Instant::now());
+                local.insert(task.id.clone(), Local { phase: Phase::Launching, launched_at, guard: guard.clone() });
+                spawn_launch(driver.clone(), reports.clone(), guard, task, app, cfg);
             }
             (TaskGoal::Killed, None) => {
                 // Never started here: it is simply gone.
@@ -338,8 +350,9 @@ fn spawn_launch(
     guard: Arc<Mutex<()>>,
     task: Task,
     app: Option<AppSpec>,
-    root: PathBuf,
+    cfg: &AgentConfig,
 ) {
+    let (root, metrics) = (cfg.sandbox_root.clone(), cfg.metrics.clone());
     tokio::spawn(async move {
         let _held = guard.lock().await;
         let sandbox = root.join(task.id.as_str());
@@ -352,6 +365,7 @@ fn spawn_launch(
             Err(e) => Err(e),
         };
         if let Err(message) = result {
+            metrics.launched(false);
             tracing::warn!(task = %task.id, %message, "launch failed");
             let _ = reports.send(TaskStatus {
                 task_id: task.id,

@@ -19,12 +19,25 @@ pub struct ApiContext {
     pub client: reqwest::Client,
     /// The event stream's bus, started by its first subscriber.
     pub(crate) events: OnceLock<crate::events::EventBus>,
+    /// The node's Prometheus registry (`/metrics`).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl ApiContext {
     pub fn new(store: Arc<Store>, sandbox_root: PathBuf) -> ApiContext {
+        ApiContext::with_registry(store, sandbox_root, prometheus_client::registry::Registry::with_prefix("wharf"))
+    }
+
+    /// As `new`, with `/metrics` also encoding what `registry` holds (the
+    /// node's agent and scheduler series). Its prefix should be `wharf`.
+    pub fn with_registry(
+        store: Arc<Store>,
+        sandbox_root: PathBuf,
+        registry: prometheus_client::registry::Registry,
+    ) -> ApiContext {
         let node = store.node_id();
-        ApiContext { store, node, sandbox_root, client: reqwest::Client::new(), events: OnceLock::new() }
+        let metrics = crate::metrics::Metrics::new(&store, registry);
+        ApiContext { store, node, sandbox_root, client: reqwest::Client::new(), events: OnceLock::new(), metrics }
     }
 
     pub fn now(&self) -> UnixMillis {

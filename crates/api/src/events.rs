@@ -62,6 +62,11 @@ impl EventBus {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.tx.subscribe()
     }
+
+    /// Clients following the stream now.
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
 }
 
 use crate::context::now;

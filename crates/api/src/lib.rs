@@ -14,8 +14,10 @@ mod error;
 mod events;
 mod groups;
 mod info;
+mod metrics;
 mod query;
 mod tasks;
+mod ui;
 mod wharf;
 
 pub use context::ApiContext;
@@ -63,7 +65,13 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/wharf/v1/nodes/{id}", axum::routing::delete(wharf::remove))
         .route("/wharf/v1/nodes/{id}/drain", post(wharf::drain))
         .route("/wharf/v1/tasks/{id}/files/{name}", get(wharf::task_file))
+        .route("/metrics", get(metrics::scrape))
+        .route("/", get(ui::root))
+        .route("/ui", get(ui::root))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{file}", get(ui::file))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), leader_headers))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), metrics::track))
         .with_state(ctx)
 }
 

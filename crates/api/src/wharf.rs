@@ -37,12 +37,28 @@ pub async fn nodes(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
                     "ports": format!("{}-{}", n.port_range.0, n.port_range.1),
                     "resources": {"cpus": n.resources.cpus, "mem": n.resources.mem, "disk": n.resources.disk, "gpus": n.resources.gpus},
                     "used": {"cpus": u.used.cpus, "mem": u.used.mem, "disk": u.used.disk, "gpus": u.used.gpus},
+                    "portsTotal": u32::from(n.port_range.1.saturating_sub(n.port_range.0)) + 1,
+                    "portsUsed": u.ports_used.len(),
+                    "drivers": ["exec"],
                     "tasks": s.tasks_on(n.id).filter(|t| !t.state.is_terminal()).count(),
                 })
             })
             .collect::<Vec<_>>()
     });
-    Ok(Json(json!({ "nodes": nodes })).into_response())
+    let raft = ctx.store.raft_status();
+    Ok(Json(json!({
+        "nodes": nodes,
+        // Raft as the answering node sees it (the UI's cluster header).
+        "raft": {
+            "term": raft.term,
+            "leader": raft.leader.map(|l| l.0.to_string()),
+            "node": ctx.node.0.to_string(),
+            "role": raft.role,
+            "lastLogIndex": raft.last_log_index,
+            "lastAppliedIndex": raft.last_applied_index,
+        },
+    }))
+    .into_response())
 }
 
 /// `GET /wharf/v1/queue`: every app `/v2/queue` lists, with the scheduler's

@@ -21,6 +21,7 @@ pub mod effect;
 pub mod endpoints;
 mod log_store;
 mod membership;
+pub mod metrics;
 pub mod network;
 mod raft_types;
 mod state_machine;
@@ -30,6 +31,7 @@ pub use command::{AppPut, Applied, Command, DropReason, Dropped, Precondition, R
 pub use effect::Effect;
 pub use endpoints::{EndpointStream, EndpointUpdate};
 pub use membership::Membership;
+pub use metrics::{RaftStatus, StoreMetrics};
 pub use state_machine::{SnapshotError, SNAPSHOT_FORMAT};
 pub use watch::{Change, Subscription, Update};
 
@@ -110,6 +112,7 @@ pub struct Store {
     client: reqwest::Client,
     leadership: tokio_watch::Receiver<Leadership>,
     max_voters: usize,
+    metrics: StoreMetrics,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -174,6 +177,7 @@ impl Store {
             client,
             leadership,
             max_voters: cfg.max_voters,
+            metrics: StoreMetrics::default(),
         })
     }
 
@@ -210,6 +214,44 @@ impl Store {
     /// Commits `cmd` (forwarding to the leader if needed) and returns its
     /// result once it is durable and applied on this node.
     pub async fn propose(&self, cmd: Command) -> Result<Applied, StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.propose_once(cmd).await;
+        let outcome = match &result {
+            Ok(Applied::Rejected(_)) => "rejected",
+            Ok(_) => "applied",
+            Err(_) => "error",
+        };
+        self.metrics.observe(outcome, started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// The store's series for `/metrics` (proposals and their latency).
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
+    }
+
+    /// Raft's term, leader, role and log indexes as this node sees them now.
+    pub fn raft_status(&self) -> RaftStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match m.state {
+            openraft::ServerState::Leader => "leader",
+            openraft::ServerState::Candidate => "candidate",
+            openraft::ServerState::Learner => "learner",
+            openraft::ServerState::Follower => "follower",
+            openraft::ServerState::Shutdown => "shutdown",
+        };
+        RaftStatus {
+            term: m.current_term,
+            leader: m.current_leader.map(NodeId),
+            role,
+            last_log_index: m.last_log_index,
+            last_applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+        }
+    }
+
+    async fn propose_once(&self, cmd: Command) -> Result<Applied, StoreError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let leader_addr = match self.raft.client_write(cmd.clone()).await {

@@ -34,6 +34,9 @@ pub struct ScaleArgs {
     pub nodes: Vec<usize>,
     pub apps: usize,
     pub tasks_per_node: usize,
+    /// Seconds to keep each run's cluster up after measuring, to look at it
+    /// (the UI, `/metrics`) before it is torn down.
+    pub hold: f64,
 }
 
 struct Row {
@@ -75,7 +78,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         let tasks = n * args.tasks_per_node;
         let per_app = tasks.div_ceil(args.apps);
         println!("== {n} nodes, {} apps x {per_app} instances = {} tasks", args.apps, args.apps * per_app);
-        rows.push(one_run(n, args.apps, per_app).await?);
+        rows.push(one_run(n, args.apps, per_app, args.hold).await?);
     }
     println!();
     println!(
@@ -259,11 +262,11 @@ pub(crate) async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut
     Ok(())
 }
 
-async fn one_run(nodes: usize, apps: usize, per_app: usize) -> anyhow::Result<Row> {
+async fn one_run(nodes: usize, apps: usize, per_app: usize, hold: f64) -> anyhow::Result<Row> {
     let dir = std::env::temp_dir().join(format!("wharf-bench-scale-{}-{nodes}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let result = measure(&dir, nodes, apps, per_app).await;
+    let result = measure(&dir, nodes, apps, per_app, hold).await;
     if result.is_ok() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
@@ -272,7 +275,7 @@ async fn one_run(nodes: usize, apps: usize, per_app: usize) -> anyhow::Result<Ro
     result
 }
 
-async fn measure(dir: &std::path::Path, nodes: usize, apps: usize, per_app: usize) -> anyhow::Result<Row> {
+async fn measure(dir: &std::path::Path, nodes: usize, apps: usize, per_app: usize, hold: f64) -> anyhow::Result<Row> {
     let leader_rpc = "127.79.0.1:5050";
     let rpc = TcpListener::bind(leader_rpc).await.with_context(|| format!("listening on {leader_rpc}"))?;
     let http = TcpListener::bind("127.79.0.1:8080").await.context("listening on 127.79.0.1:8080")?;
@@ -292,7 +295,7 @@ async fn measure(dir: &std::path::Path, nodes: usize, apps: usize, per_app: usiz
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::spawn(crate::orchestrator::run(store.clone()));
+    tokio::spawn(crate::orchestrator::run(store.clone(), Default::default()));
     let ctx = Arc::new(api::ApiContext::new(store.clone(), dir.join("sandboxes")));
     let api_server = tokio::spawn(async move { axum::serve(http, api::router(ctx)).await });
     spawn_sim_agents(store.clone());
@@ -381,6 +384,10 @@ async fn measure(dir: &std::path::Path, nodes: usize, apps: usize, per_app: usiz
         entries: snap.applied_index,
     };
     drop(snap);
+    if hold > 0.0 {
+        println!("   holding for {hold:.0} s: {base}/ui/ and {base}/metrics");
+        tokio::time::sleep(Duration::from_secs_f64(hold)).await;
+    }
     api_server.abort();
     rpc_server.abort();
     store.shutdown().await;

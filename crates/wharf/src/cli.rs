@@ -36,10 +36,17 @@ pub enum Command {
         #[arg(long)]
         app: Option<String>,
     },
-    /// Print a task's stdout (or stderr).
+    /// Print a task's stdout (or stderr), or every task's of an app.
+    ///
+    /// Examples: `wharf logs -f TASK_ID`, `wharf logs -f --app /web` (each line
+    /// prefixed with its task's instance).
     Logs {
-        task_id: String,
-        /// Keep printing new output.
+        #[arg(required_unless_present = "app")]
+        task_id: Option<String>,
+        /// Every task of this app, each line prefixed with its instance.
+        #[arg(long, conflicts_with = "task_id")]
+        app: Option<String>,
+        /// Keep printing new output (and, with --app, new tasks' output).
         #[arg(short, long)]
         follow: bool,
         #[arg(long)]
@@ -175,8 +182,14 @@ pub enum AppCommand {
 
 #[derive(Subcommand)]
 pub enum NodeCommand {
-    /// List nodes with their role, resources and status.
-    Ls,
+    /// List nodes with their role, status and resources used/total.
+    ///
+    /// Example: `wharf node ls`, or `wharf node ls --json | jq '.nodes[].used'`
+    Ls {
+        /// Print `/wharf/v1/nodes` as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Move every task off a node and give it no new ones.
     Drain { id: String },
     /// Remove a node from the cluster (its tasks are replaced elsewhere).
@@ -216,6 +229,10 @@ pub enum BenchCommand {
         /// Tasks per simulated node (spread over the apps).
         #[arg(long, default_value_t = 10)]
         tasks_per_node: usize,
+        /// Keep each run's cluster up this many seconds after measuring, to
+        /// look at its UI and /metrics.
+        #[arg(long, default_value_t = 0.0)]
+        hold: f64,
     },
     /// DNS: queries/s and latency beside NSD (dnsperf), and how fast a task
     /// that turns healthy appears in another node's answers.
@@ -268,8 +285,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Executor { .. } => Ok(()),
         Command::App(cmd) => crate::client::app(&client, cmd).await,
         Command::Ps { app } => crate::client::ps(&client, app).await,
-        Command::Logs { task_id, follow, stderr } => crate::client::logs(&client, &task_id, follow, stderr).await,
-        Command::Node(NodeCommand::Ls) => crate::client::node_ls(&client).await,
+        Command::Logs { task_id, app, follow, stderr } => match (task_id, app) {
+            (_, Some(app)) => crate::client::app_logs(&client, &app, follow, stderr).await,
+            (Some(task), None) => crate::client::logs(&client, &task, follow, stderr).await,
+            (None, None) => anyhow::bail!("name a task (wharf logs TASK_ID) or an app (wharf logs --app /web)"),
+        },
+        Command::Node(NodeCommand::Ls { json }) => crate::client::node_ls(&client, json).await,
         Command::Node(NodeCommand::Drain { id }) => crate::client::node_drain(&client, &id).await,
         Command::Node(NodeCommand::Rm { id }) => crate::client::node_rm(&client, &id).await,
         Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {
@@ -282,8 +303,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Dns { apps, seconds, tasks }) => {
             crate::bench_dns::run(crate::bench_dns::DnsBenchArgs { apps, seconds, tasks }).await
         }
-        Command::Bench(BenchCommand::Scale { nodes, apps, tasks_per_node }) => {
-            crate::bench_scale::run(crate::bench_scale::ScaleArgs { nodes, apps, tasks_per_node }).await
+        Command::Bench(BenchCommand::Scale { nodes, apps, tasks_per_node, hold }) => {
+            crate::bench_scale::run(crate::bench_scale::ScaleArgs { nodes, apps, tasks_per_node, hold }).await
         }
         Command::Bench(BenchCommand::Cluster { rounds, vs_etcd, seconds, warmup, clients }) => {
             let spec = crate::bench_cluster::LoadSpec {

@@ -285,32 +285,141 @@ pub async fn logs(c: &Client, task: &str, follow: bool, stderr: bool) -> anyhow:
     }
 }
 
-pub async fn node_ls(c: &Client) -> anyhow::Result<()> {
-    let v = c.ok(Method::GET, "/wharf/v1/nodes", None).await?;
-    println!(
-        "{:<18} {:<16} {:<22} {:<8} {:<7} {:<12} {:>10} {:>14} {:>6}  ATTRIBUTES",
-        "ID", "HOSTNAME", "ADDRESS", "ROLE", "LEADER", "STATUS", "CPUS", "MEM", "TASKS"
-    );
-    for n in v.get("nodes").and_then(Value::as_array).cloned().unwrap_or_default() {
-        let attrs: Vec<String> = n["attributes"]
-            .as_object()
-            .map(|m| m.iter().map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or(""))).collect())
-            .unwrap_or_default();
-        println!(
-            "{:<18} {:<16} {:<22} {:<8} {:<7} {:<12} {:>10} {:>14} {:>6}  {}",
-            n["id"].as_str().unwrap_or("?"),
-            n["hostname"].as_str().unwrap_or("?"),
-            n["rpc"].as_str().unwrap_or("?"),
-            n["role"].as_str().unwrap_or("?"),
-            if n["leader"].as_bool().unwrap_or(false) { "*" } else { "" },
-            n["status"].as_str().unwrap_or("?"),
-            format!("{}/{}", n["used"]["cpus"], n["resources"]["cpus"]),
-            format!("{}/{}", n["used"]["mem"], n["resources"]["mem"]),
-            n["tasks"],
-            attrs.join(";")
-        );
+/// `wharf logs --app ID`: the output of every task of the app, each
+/// complete line prefixed with its instance; with `follow`, tasks that start
+/// later are picked up too.
+pub async fn app_logs(c: &Client, app: &str, follow: bool, stderr: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let file = if stderr { "stderr" } else { "stdout" };
+    let app = format!("/{}", app.trim_start_matches('/'));
+    // Per task: where the next read starts and a line not yet ended.
+    let mut tails: std::collections::BTreeMap<String, (u64, Vec<u8>)> = Default::default();
+    loop {
+        let v = c.ok(Method::GET, &format!("/v2/apps{app}/tasks"), None).await?;
+        for t in v["tasks"].as_array().cloned().unwrap_or_default() {
+            if let Some(id) = t["id"].as_str() {
+                tails.entry(id.to_string()).or_default();
+            }
+        }
+        let mut read_any = false;
+        for (id, (offset, partial)) in tails.iter_mut() {
+            let (status, next, bytes) =
+                c.get_bytes(&format!("/wharf/v1/tasks/{id}/files/{file}?offset={offset}")).await?;
+            if !status.is_success() {
+                continue; // a task whose sandbox is gone has nothing more to say
+            }
+            *offset = next.unwrap_or(*offset + bytes.len() as u64);
+            read_any |= !bytes.is_empty();
+            partial.extend_from_slice(&bytes);
+            let prefix = instance_label(id);
+            let mut out = std::io::stdout().lock();
+            while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=end).collect();
+                write!(out, "{prefix} | ")?;
+                out.write_all(&line)?;
+            }
+            out.flush()?;
+        }
+        if !follow {
+            let mut out = std::io::stdout().lock();
+            for (id, (_, partial)) in &tails {
+                if !partial.is_empty() {
+                    write!(out, "{} | ", instance_label(id))?;
+                    out.write_all(partial)?;
+                    writeln!(out)?;
+                }
+            }
+            return Ok(());
+        }
+        if !read_any {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
+}
+
+/// `instance-1a2b3c4d` from a Marathon task id: short, and unique enough to
+/// tell an app's tasks apart.
+fn instance_label(task_id: &str) -> String {
+    match task_id.split_once(".instance-") {
+        Some((_, rest)) => format!("instance-{}", rest.chars().take(8).collect::<String>()),
+        None => task_id.to_string(),
+    }
+}
+
+pub async fn node_ls(c: &Client, json: bool) -> anyhow::Result<()> {
+    let v = c.ok(Method::GET, "/wharf/v1/nodes", None).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let num = |v: &Value| match v.as_f64() {
+        Some(f) if f.fract() == 0.0 => format!("{f:.0}"),
+        Some(f) => format!("{f:.2}").trim_end_matches('0').to_string(),
+        None => "?".to_string(),
+    };
+    let used = |n: &Value, r: &str| format!("{}/{}", num(&n["used"][r]), num(&n["resources"][r]));
+    let header =
+        ["ID", "HOSTNAME", "ADDRESS", "ROLE", "STATUS", "CPUS", "MEM MB", "DISK MB", "PORTS", "TASKS", "ATTRIBUTES"];
+    let rows: Vec<Vec<String>> = v
+        .get("nodes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|n| {
+            let attrs: Vec<String> = n["attributes"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or(""))).collect())
+                .unwrap_or_default();
+            let role = n["role"].as_str().unwrap_or("?");
+            vec![
+                n["id"].as_str().unwrap_or("?").to_string(),
+                n["hostname"].as_str().unwrap_or("?").to_string(),
+                n["http"].as_str().unwrap_or("?").to_string(),
+                if n["leader"].as_bool().unwrap_or(false) { format!("{role} (leader)") } else { role.to_string() },
+                n["status"].as_str().unwrap_or("?").to_string(),
+                used(n, "cpus"),
+                used(n, "mem"),
+                used(n, "disk"),
+                format!("{}/{}", num(&n["portsUsed"]), num(&n["portsTotal"])),
+                num(&n["tasks"]),
+                attrs.join(";"),
+            ]
+        })
+        .collect();
+    print!("{}", table(&header, &rows, &[5, 6, 7, 8, 9]));
     Ok(())
+}
+
+/// Columns padded to their widest cell; `right` holds the columns of
+/// numbers, aligned right. The last column is never padded.
+fn table(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, cell) in r.iter().enumerate() {
+            width[i] = width[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let mut out = String::new();
+        for (i, cell) in cells.into_iter().enumerate() {
+            let w = width[i];
+            if i == last {
+                out.push_str(cell);
+            } else if right.contains(&i) {
+                out.push_str(&format!("{cell:>w$}  "));
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
 }
 
 pub async fn node_drain(c: &Client, id: &str) -> anyhow::Result<()> {
@@ -323,4 +432,24 @@ pub async fn node_rm(c: &Client, id: &str) -> anyhow::Result<()> {
     c.ok(Method::DELETE, &format!("/wharf/v1/nodes/{id}"), None).await?;
     println!("node {id} removed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn instance_labels_are_short() {
+        assert_eq!(
+            super::instance_label("web.instance-1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d._app.1"),
+            "instance-1a2b3c4d"
+        );
+        assert_eq!(super::instance_label("odd-id"), "odd-id");
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let rows =
+            vec![vec!["a".to_string(), "1/2".into(), "x".into()], vec!["long".into(), "10/20".into(), "".into()]];
+        let t = super::table(&["NAME", "CPUS", "ATTRS"], &rows, &[1]);
+        assert_eq!(t, "NAME   CPUS  ATTRS\na       1/2  x\nlong  10/20\n");
+    }
 }

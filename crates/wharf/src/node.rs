@@ -5,6 +5,7 @@
 //! tasks.
 
 use crate::cli::AgentArgs;
+use crate::orchestrator::SchedulerMetrics;
 use crate::resources;
 use crate::supervisor::{Backoff, Policy, Supervisor};
 use anyhow::Context;
@@ -77,14 +78,27 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
     let sandbox_root = data_dir.join("sandboxes");
     std::fs::create_dir_all(&sandbox_root)?;
+    // One registry for /metrics: the agent and the scheduler count into it
+    // where things happen; the API adds its own series and encodes it.
+    let mut registry = prometheus_client::registry::Registry::with_prefix("wharf");
+    let (agent_metrics, scheduler_metrics) = (agent::AgentMetrics::default(), SchedulerMetrics::default());
+    agent_metrics.register(&mut registry);
+    scheduler_metrics.register(&mut registry);
     let dns = dns::server::Dns::new(dns_cfg);
     start_dns(&mut sup, &store, &dns, dns_listeners);
     let lb = lb::Lb::new(lb_cfg);
     start_lb(&mut sup, &store, &lb, http_lb);
-    let stop_http = start_http(&mut sup, http_listener, &store, sandbox_root.clone(), &dns, &lb);
-    start_loops(&mut sup, &store, liveness, &args);
+    let stop_http = start_http(&mut sup, http_listener, &store, sandbox_root.clone(), registry, &dns, &lb);
+    start_loops(&mut sup, &store, liveness, &args, scheduler_metrics);
     let executor = vec![exe.into_os_string(), "executor".into()];
-    start_agent(&mut sup, &store, sandbox_root, executor, args.keep_sandboxes, check_client);
+    let agent = AgentParts {
+        sandbox_root,
+        executor,
+        keep_sandboxes: args.keep_sandboxes,
+        check_client,
+        metrics: agent_metrics,
+    };
+    start_agent(&mut sup, &store, agent);
 
     tracing::info!(http = %http_advertise, node = %store.node_id(), "wharf node ready");
     let outcome = sup.run_until(wait_for_signal()).await;
@@ -166,10 +180,11 @@ fn start_http(
     listener: TcpListener,
     store: &Arc<Store>,
     sandbox_root: std::path::PathBuf,
+    registry: prometheus_client::registry::Registry,
     dns: &Arc<dns::server::Dns>,
     lb: &Arc<lb::Lb>,
 ) -> tokio::sync::watch::Sender<bool> {
-    let app = api::router(Arc::new(api::ApiContext::new(store.clone(), sandbox_root)))
+    let app = api::router(Arc::new(api::ApiContext::with_registry(store.clone(), sandbox_root, registry)))
         .merge(dns::http::router(dns.clone()))
         .merge(lb::router(lb.clone()));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -272,14 +287,20 @@ fn start_lb(sup: &mut Supervisor, store: &Arc<Store>, lb: &Arc<lb::Lb>, http: Op
 /// The leader's orchestrator and liveness monitor and every node's
 /// heartbeats: loops that read what they need from the store, so a restart
 /// loses nothing.
-fn start_loops(sup: &mut Supervisor, store: &Arc<Store>, liveness: Arc<crate::liveness::Liveness>, args: &AgentArgs) {
+fn start_loops(
+    sup: &mut Supervisor,
+    store: &Arc<Store>,
+    liveness: Arc<crate::liveness::Liveness>,
+    args: &AgentArgs,
+    metrics: SchedulerMetrics,
+) {
     let live_cfg = crate::liveness::LivenessConfig {
         heartbeat_interval: Duration::from_millis(500),
         heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout.max(0.5)),
         voter_replace_after: Duration::from_secs_f64(args.voter_replace_after.max(0.0)),
     };
     let s = store.clone();
-    sup.start("orchestrator", Policy::Restart, move || crate::orchestrator::run(s.clone()));
+    sup.start("orchestrator", Policy::Restart, move || crate::orchestrator::run(s.clone(), metrics.clone()));
     let (s, l) = (store.clone(), liveness.clone());
     sup.start("heartbeats", Policy::Restart, move || crate::liveness::send_heartbeats(s.clone(), l.clone(), live_cfg));
     let s = store.clone();
@@ -288,24 +309,27 @@ fn start_loops(sup: &mut Supervisor, store: &Arc<Store>, liveness: Arc<crate::li
     });
 }
 
-/// This node's agent. A restarted agent recovers its running tasks from
-/// their sandboxes, as after a process restart.
-fn start_agent(
-    sup: &mut Supervisor,
-    store: &Arc<Store>,
+/// What the agent is started with (kept to start it again).
+struct AgentParts {
     sandbox_root: std::path::PathBuf,
     executor: Vec<std::ffi::OsString>,
     keep_sandboxes: usize,
     check_client: reqwest::Client,
-) {
+    metrics: agent::AgentMetrics,
+}
+
+/// This node's agent. A restarted agent recovers its running tasks from
+/// their sandboxes, as after a process restart.
+fn start_agent(sup: &mut Supervisor, store: &Arc<Store>, parts: AgentParts) {
     let s = store.clone();
     sup.start("agent", Policy::Restart, move || {
         let cfg = agent::AgentConfig {
             node: s.node_id(),
-            sandbox_root: sandbox_root.clone(),
-            executor: executor.clone(),
-            keep_sandboxes,
-            check_client: check_client.clone(),
+            sandbox_root: parts.sandbox_root.clone(),
+            executor: parts.executor.clone(),
+            keep_sandboxes: parts.keep_sandboxes,
+            check_client: parts.check_client.clone(),
+            metrics: parts.metrics.clone(),
         };
         agent::run_agent(s.clone(), cfg)
     });
