@@ -65,8 +65,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     sup.start_once("RPC server", async move { axum::serve(rpc_listener, rpc_router).await });
     join_cluster(&store, &args.join).await?;
 
+    // The drivers are found before the node registers, so the scheduler
+    // never sends it a task it has no driver for.
+    let drivers = agent::probe_drivers().await;
     let node = NodeInfo {
         id: store.node_id(),
+        drivers: drivers.clone(),
         http_addr: http_advertise.clone(),
         rpc_addr: rpc_advertise,
         registered_at: now(),
@@ -81,7 +85,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let stop_http = start_http(&mut sup, http_listener, &store, sandbox_root.clone(), &dns);
     start_loops(&mut sup, &store, liveness, &args);
     let executor = vec![exe.into_os_string(), "executor".into()];
-    start_agent(&mut sup, &store, sandbox_root, executor, args.keep_sandboxes, check_client);
+    start_agent(&mut sup, &store, sandbox_root, executor, args.keep_sandboxes, check_client, drivers);
 
     tracing::info!(http = %http_advertise, node = %store.node_id(), "wharf node ready");
     let outcome = sup.run_until(wait_for_signal()).await;
@@ -153,6 +157,7 @@ fn describe_node(args: &AgentArgs, data_dir: &std::path::Path, advertise: &str) 
         registered_at: model::UnixMillis(0),
         draining: false,
         unreachable_since: None,
+        drivers: vec![model::DriverKind::Exec],
     })
 }
 
@@ -225,6 +230,7 @@ fn start_agent(
     executor: Vec<std::ffi::OsString>,
     keep_sandboxes: usize,
     check_client: reqwest::Client,
+    drivers: Vec<model::DriverKind>,
 ) {
     let s = store.clone();
     sup.start("agent", Policy::Restart, move || {
@@ -234,6 +240,7 @@ fn start_agent(
             executor: executor.clone(),
             keep_sandboxes,
             check_client: check_client.clone(),
+            drivers: drivers.clone(),
         };
         agent::run_agent(s.clone(), cfg)
     });
