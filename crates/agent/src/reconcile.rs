@@ -278,12 +278,10 @@ fn reconcile(
     // read; older ones go, so disk use stays bounded.
     while finished.len() > cfg.keep_sandboxes {
         if let Some((old, kind)) = finished.pop_front() {
-            if let Some(driver) = drivers.get(&kind).cloned() {
-                tokio::spawn(async move {
-                    if let Err(e) = driver.remove(&old).await {
-                        tracing::warn!(task = %old, error = %e, "could not remove a finished sandbox");
-                    }
-                });
+            if let Some(driver) = drivers.get(&kind) {
+                if let Err(e) = driver.remove(&old) {
+                    tracing::warn!(task = %old, error = %e, "could not remove a finished sandbox");
+                }
             }
         }
     }

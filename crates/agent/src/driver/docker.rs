@@ -251,19 +251,19 @@ impl DockerDriver {
             .await
             .map_err(|e| format!("creating the container failed: {}", engine_reason(&e)))?;
         if let Err(e) = docker.start_container(&name, None).await {
-            let _ = self.force_remove(&name).await;
+            let _ = force_remove(docker, &name).await;
             return Err(format!("starting the container failed: {}", engine_reason(&e)));
         }
         let info = docker.inspect_container(&name, None).await.map_err(|e| engine_reason(&e))?;
         Ok(info.state.and_then(|s| s.pid).and_then(|p| u32::try_from(p).ok()).unwrap_or(0))
     }
+}
 
-    async fn force_remove(&self, name: &str) -> Result<(), bollard::errors::Error> {
-        let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-        match self.inner.docker.remove_container(name, Some(opts)).await {
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
-            r => r,
-        }
+async fn force_remove(docker: &Docker, name: &str) -> Result<(), bollard::errors::Error> {
+    let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+    match docker.remove_container(name, Some(opts)).await {
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        r => r,
     }
 }
 
@@ -448,11 +448,16 @@ impl Driver for DockerDriver {
         Ok(found)
     }
 
-    async fn remove(&self, id: &TaskId) -> Result<(), DriverError> {
+    fn remove(&self, id: &TaskId) -> Result<(), DriverError> {
         if self.inner.watching().contains_key(id) {
             return Err(DriverError::StillRunning(id.clone()));
         }
-        self.force_remove(&container_name(id)).await.map_err(docker_err(format!("remove the container of {id}")))?;
+        let (docker, name) = (self.inner.docker.clone(), container_name(id));
+        tokio::spawn(async move {
+            if let Err(e) = force_remove(&docker, &name).await {
+                tracing::warn!(container = %name, error = %e, "could not remove a finished container");
+            }
+        });
         let dir = self.sandbox_dir(id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

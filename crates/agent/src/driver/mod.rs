@@ -116,8 +116,10 @@ pub trait Driver: Send + Sync {
     /// Kills nothing that is still wanted.
     async fn recover(&self) -> Result<Vec<RecoveredTask>, DriverError>;
 
-    /// Forgets a finished task: its sandbox and whatever else it left.
-    async fn remove(&self, id: &TaskId) -> Result<(), DriverError>;
+    /// Forgets a finished task: deletes its sandbox before returning (so
+    /// disk use stays bounded); what an engine keeps for it (a stopped
+    /// container) is removed in the background.
+    fn remove(&self, id: &TaskId) -> Result<(), DriverError>;
 }
 
 #[async_trait::async_trait]
@@ -151,7 +153,7 @@ impl Driver for ExecDriver {
         ExecDriver::recover(self).await
     }
 
-    async fn remove(&self, id: &TaskId) -> Result<(), DriverError> {
+    fn remove(&self, id: &TaskId) -> Result<(), DriverError> {
         self.remove_sandbox(id)
     }
 }
