@@ -64,7 +64,11 @@ impl DockerNode {
         DockerNode { node: Some(node), root }
     }
 
-    fn node(&mut self) -> &mut Node {
+    fn node(&self) -> &Node {
+        self.node.as_ref().expect("node")
+    }
+
+    fn node_mut(&mut self) -> &mut Node {
         self.node.as_mut().expect("node")
     }
 
@@ -131,7 +135,7 @@ fn httpd(port: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_docker_app_in_host_networking_serves_on_port0_and_the_node_lists_the_driver() {
     let Some(image) = image() else { return };
-    let mut d = DockerNode::start().await;
+    let d = DockerNode::start().await;
     let node = d.node();
     let nodes = node.get("/wharf/v1/nodes").await;
     assert_eq!(nodes["nodes"][0]["drivers"], json!(["exec", "docker"]), "{nodes}");
@@ -152,7 +156,7 @@ async fn a_docker_app_in_host_networking_serves_on_port0_and_the_node_lists_the_
 #[tokio::test(flavor = "multi_thread")]
 async fn two_bridge_apps_on_container_port_80_answer_on_their_own_host_ports() {
     let Some(image) = image() else { return };
-    let mut d = DockerNode::start().await;
+    let d = DockerNode::start().await;
     let node = d.node();
     for name in ["a", "b"] {
         deploy(
@@ -175,7 +179,7 @@ async fn two_bridge_apps_on_container_port_80_answer_on_their_own_host_ports() {
 #[tokio::test(flavor = "multi_thread")]
 async fn env_and_a_read_only_volume_arrive_and_output_reaches_the_sandbox() {
     let Some(image) = image() else { return };
-    let mut d = DockerNode::start().await;
+    let d = DockerNode::start().await;
     let vol = tempfile::tempdir().expect("tempdir");
     std::fs::write(vol.path().join("greeting"), "from the host\n").expect("write");
     let node = d.node();
@@ -211,7 +215,7 @@ async fn env_and_a_read_only_volume_arrive_and_output_reaches_the_sandbox() {
 async fn containers_keep_running_across_an_agent_restart() {
     let Some(image) = image() else { return };
     let mut d = DockerNode::start().await;
-    let node = d.node();
+    let node = d.node_mut();
     deploy(
         node,
         json!({"id": "/keep", "cmd": httpd("$PORT0"), "cpus": 0.1, "mem": 32, "taskKillGracePeriodSeconds": 1,
@@ -242,8 +246,8 @@ async fn an_image_that_cannot_be_pulled_fails_the_task_with_the_engines_reason_a
     if image().is_none() {
         return;
     }
-    let mut d = DockerNode::start().await;
-    let node = &*d.node();
+    let d = DockerNode::start().await;
+    let node = d.node();
     // A registry on a closed loopback port: no network needed, refused at once.
     let missing = format!("127.0.0.1:{}/wharf-test/missing:1", free_port());
     deploy(
@@ -309,8 +313,8 @@ async fn last_failure(node: &Node, app: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_codes_and_the_memory_limit_end_tasks_failed_with_the_reason() {
     let Some(image) = image() else { return };
-    let mut d = DockerNode::start().await;
-    let node = &*d.node();
+    let d = DockerNode::start().await;
+    let node = d.node();
     let app = |id: &str, cmd: &str| {
         json!({"id": id, "cmd": cmd, "cpus": 0.1, "mem": 32, "backoffSeconds": 60,
                "container": {"type": "DOCKER", "docker": {"image": image}}})
@@ -373,4 +377,36 @@ async fn without_an_engine_the_node_offers_no_docker_driver_and_docker_apps_wait
     assert!(node.tasks("/waits").await.is_empty(), "nothing launched, nothing failed");
     let app = node.get("/v2/apps/waits?embed=app.lastTaskFailure").await;
     assert!(app["app"]["lastTaskFailure"].is_null(), "{app}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_stops_the_container_politely_then_after_the_grace_period() {
+    let Some(image) = image() else { return };
+    let d = DockerNode::start().await;
+    let node = d.node();
+    let app = |id: &str, cmd: &str| {
+        json!({"id": id, "cmd": cmd, "cpus": 0.1, "mem": 32, "taskKillGracePeriodSeconds": 2,
+               "container": {"type": "DOCKER", "docker": {"image": image}}})
+    };
+    deploy(node, app("/polite", "trap 'echo got-term; exit 0' TERM; echo ready; sleep 1000 & wait")).await;
+    deploy(node, app("/stubborn", "trap 'echo ignoring' TERM; echo ready; while true; do sleep 1 & wait; done")).await;
+    let polite = node.wait_running("/polite", 1).await[0]["id"].as_str().expect("id").to_string();
+    let stubborn = node.wait_running("/stubborn", 1).await[0]["id"].as_str().expect("id").to_string();
+    for id in [&polite, &stubborn] {
+        wait_for("the trap to be set", Duration::from_secs(10), || async move {
+            stdout_of(node, id).await.contains("ready")
+        })
+        .await;
+    }
+    let t = std::time::Instant::now();
+    for app in ["/polite", "/stubborn"] {
+        let (s, v) = node.call(Method::DELETE, &format!("/v2/apps{app}"), None).await.expect("delete");
+        assert!(s.is_success(), "{s} {v}");
+    }
+    wait_for("both containers to stop", Duration::from_secs(15), || async { d.containers(false).is_empty() }).await;
+    let took = t.elapsed();
+    assert!(took >= Duration::from_secs(2), "the stubborn one was given its grace period ({took:?})");
+    assert!(took < Duration::from_secs(8), "and then killed ({took:?})");
+    assert_eq!(std::fs::read_to_string(node.sandbox(&polite).join("stdout")).expect("stdout"), "ready\ngot-term\n");
+    assert!(std::fs::read_to_string(node.sandbox(&stubborn).join("stdout")).expect("stdout").contains("ignoring"));
 }
