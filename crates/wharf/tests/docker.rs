@@ -323,7 +323,7 @@ async fn exit_codes_and_the_memory_limit_end_tasks_failed_with_the_reason() {
     // 200 MB held in a shell variable, under a 32 MB limit.
     deploy(node, app("/hog", "x=$(busybox head -c 200000000 /dev/zero | busybox tr '\\0' a); echo survived")).await;
     let f = last_failure(node, "/exit3").await;
-    assert_eq!((f["state"].as_str(), f["message"].as_str()), (Some("TASK_FAILED"), Some("exited with code 3")));
+    assert_eq!((f["state"].as_str(), f["message"].as_str()), (Some("TASK_FAILED"), Some("exited with status 3")));
     let id = f["taskId"].as_str().expect("task id");
     assert_eq!(std::fs::read_to_string(node.sandbox(id).join("stdout")).expect("stdout"), "bye\n");
     let f = last_failure(node, "/hog").await;

@@ -44,6 +44,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 struct Record {
     container: String,
     kill_grace_ms: u64,
+    /// The memory limit, for the OOM message.
+    #[serde(default)]
+    mem_mb: f64,
     /// Set when a kill was asked for: the exit is then `Killed`.
     #[serde(default)]
     killing: bool,
@@ -318,9 +321,11 @@ async fn copy_logs(docker: Docker, name: String, dir: PathBuf) {
     }
 }
 
-/// How an exited container ended, in task terms.
+/// How an exited container ended, in task terms (worded as the exec
+/// driver's executor words it).
 async fn exit_of(docker: &Docker, name: &str, dir: &std::path::Path) -> (TaskState, String) {
-    let killing = sandbox::read_json::<Record>(dir, RECORD_FILE).map(|r| r.killing).unwrap_or(false);
+    let record = sandbox::read_json::<Record>(dir, RECORD_FILE).ok();
+    let killing = record.as_ref().is_some_and(|r| r.killing);
     let state = match docker.inspect_container(name, None).await {
         Ok(info) => info.state,
         Err(e) => return (TaskState::Failed, format!("container vanished: {}", engine_reason(&e))),
@@ -328,15 +333,24 @@ async fn exit_of(docker: &Docker, name: &str, dir: &std::path::Path) -> (TaskSta
     let st = state.unwrap_or_default();
     let code = st.exit_code.unwrap_or(-1);
     if st.oom_killed == Some(true) {
-        return (TaskState::Failed, "Memory limit exceeded: the container was OOM-killed".into());
+        let mem = record.map_or(0.0, |r| r.mem_mb);
+        return (
+            TaskState::Failed,
+            format!("Memory limit exceeded: Requested: {mem}MB (the container was OOM-killed)"),
+        );
     }
+    // Docker reports death by signal N as status 128 + N, as a shell does.
+    let how = match code {
+        c if c > 128 && c < 128 + 65 => format!("killed by signal {}", c - 128),
+        c => format!("exited with status {c}"),
+    };
     if killing {
-        return (TaskState::Killed, format!("killed (exit code {code})"));
+        return (TaskState::Killed, format!("killed on request; {how}"));
     }
     match (code, st.error.filter(|e| !e.is_empty())) {
-        (0, _) => (TaskState::Finished, "exited with code 0".into()),
-        (c, Some(e)) => (TaskState::Failed, format!("exited with code {c}: {e}")),
-        (c, None) => (TaskState::Failed, format!("exited with code {c}")),
+        (0, _) => (TaskState::Finished, how),
+        (_, Some(e)) => (TaskState::Failed, format!("{how}: {e}")),
+        (_, None) => (TaskState::Failed, how),
     }
 }
 
@@ -358,6 +372,7 @@ impl Driver for DockerDriver {
         let record = Record {
             container: container_name(&id),
             kill_grace_ms: task.kill_grace.as_millis() as u64,
+            mem_mb: task.resources.mem,
             killing: false,
         };
         sandbox::write_json(&dir, RECORD_FILE, &record).map_err(io_err("write the container record"))?;
