@@ -14,8 +14,7 @@ use crate::env::task_env;
 use crate::health::{run_checker, CheckTarget, CheckerEvent};
 use crate::readiness::Runners;
 use model::{AppSpec, DriverKind, NodeId, Task, TaskGoal, TaskId, TaskState, TaskStatus};
-use std::collections::BTreeMap;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -240,8 +239,15 @@ fn reconcile(
         let entry = local.get_mut(&task.id);
         match (task.goal, entry) {
             (TaskGoal::Running, None) => {
-                let guard = Arc::new(Mutex::new(()));
                 let kind = app.as_ref().map_or(DriverKind::Exec, |a| a.container.driver());
+                if !drivers.contains_key(&kind) && task.state != TaskState::Staging {
+                    // It ran here before; its driver (the engine) is gone for
+                    // now. Neither failed nor started twice: the next agent
+                    // start recovers it.
+                    tracing::warn!(task = %task.id, driver = kind.name(), "no driver to supervise the task with");
+                    continue;
+                }
+                let guard = Arc::new(Mutex::new(()));
                 local.insert(task.id.clone(), Local { phase: Phase::Launching, driver: kind, guard: guard.clone() });
                 let driver = drivers.get(&kind).cloned();
                 spawn_launch(driver, kind, reports.clone(), guard, task, app, cfg.sandbox_root.clone());

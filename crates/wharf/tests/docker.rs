@@ -410,3 +410,33 @@ async fn a_kill_stops_the_container_politely_then_after_the_grace_period() {
     assert_eq!(std::fs::read_to_string(node.sandbox(&polite).join("stdout")).expect("stdout"), "ready\ngot-term\n");
     assert!(std::fs::read_to_string(node.sandbox(&stubborn).join("stdout")).expect("stdout").contains("ignoring"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_restarted_without_its_engine_neither_fails_nor_duplicates_the_running_container() {
+    let Some(image) = image() else { return };
+    let mut d = DockerNode::start().await;
+    let node = d.node_mut();
+    deploy(
+        node,
+        json!({"id": "/engine", "cmd": httpd("$PORT0"), "cpus": 0.1, "mem": 32,
+               "container": {"type": "DOCKER", "docker": {"image": image}}}),
+    )
+    .await;
+    let id = node.wait_running("/engine", 1).await[0]["id"].clone();
+    node.stop();
+    let dir = tempfile::tempdir().expect("tempdir");
+    node.env = vec![("DOCKER_HOST".into(), format!("unix://{}", dir.path().join("gone.sock").display()))];
+    node.spawn().await;
+    assert_eq!(node.get("/wharf/v1/nodes").await["nodes"][0]["drivers"], json!(["exec"]));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tasks = node.wait_running("/engine", 1).await;
+    assert_eq!(tasks[0]["id"], id, "still the same task, not failed");
+    node.stop();
+    node.env.clear();
+    node.spawn().await;
+    let tasks = node.wait_running("/engine", 1).await;
+    assert_eq!(tasks[0]["id"], id, "recovered once the engine is back");
+    let port = host_port(&tasks[0], 0);
+    assert_eq!(http_get(&format!("http://127.0.0.1:{port}/")).await.trim(), "hello from /engine");
+    assert_eq!(d.containers(false).len(), 1, "one container");
+}
