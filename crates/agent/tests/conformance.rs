@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-const IMAGE: &str = "wharf-test/busybox:1";
+const IMAGE: &str = agent::driver::docker::BUSYBOX_IMAGE;
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -54,16 +54,7 @@ fn docker_ready() -> bool {
             Ok(o) => return Err(format!("no docker engine: {}", String::from_utf8_lossy(&o.stderr).trim())),
             Err(e) => return Err(format!("no docker client: {e}")),
         }
-        let dir = tempfile_dir();
-        std::fs::copy("/bin/busybox", dir.join("busybox")).expect("/bin/busybox (Debian's busybox-static)");
-        std::fs::write(
-            dir.join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox /bin/sh\nENV PATH=/bin\n",
-        )
-        .expect("Dockerfile");
-        let out = Command::new("docker").args(["build", "-q", "-t", IMAGE]).arg(&dir).output().expect("docker build");
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(out.status.success(), "docker build: {}", String::from_utf8_lossy(&out.stderr));
+        agent::driver::docker::build_busybox_image().expect("the test image");
         Ok(())
     });
     if let Err(why) = r {

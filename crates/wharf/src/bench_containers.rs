@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The image the tests build; made here the same way when it is missing.
-pub const DEFAULT_IMAGE: &str = "wharf-test/busybox:1";
+pub const DEFAULT_IMAGE: &str = agent::driver::docker::BUSYBOX_IMAGE;
 
 /// Builds [`DEFAULT_IMAGE`] (`FROM scratch` plus the static `/bin/busybox`)
 /// unless `image` is already present.
@@ -32,18 +32,7 @@ fn ensure_image(image: &str) -> anyhow::Result<()> {
     if image != DEFAULT_IMAGE {
         bail!("image {image} is not present on this engine (the benchmark measures starts with the image present)");
     }
-    let dir = tempfile::tempdir()?;
-    std::fs::copy("/bin/busybox", dir.path().join("busybox"))
-        .context("copying /bin/busybox (install Debian's busybox-static)")?;
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox /bin/sh\nENV PATH=/bin\n",
-    )?;
-    let out = Command::new("docker").args(["build", "-q", "-t", image]).arg(dir.path()).output()?;
-    if !out.status.success() {
-        bail!("docker build: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
+    agent::driver::docker::build_busybox_image().map_err(anyhow::Error::msg)
 }
 
 fn summary(name: &str, ms: &mut [i64]) -> (i64, i64) {

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-const IMAGE: &str = "wharf-test/busybox:1";
+const IMAGE: &str = agent::driver::docker::BUSYBOX_IMAGE;
 
 /// Builds the test image once per run. `None` (with the reason printed)
 /// when no Docker engine answers; a missing busybox is a failure.
@@ -28,17 +28,7 @@ fn image() -> Option<&'static str> {
             Ok(o) => return Err(format!("no docker engine: {}", String::from_utf8_lossy(&o.stderr).trim())),
             Err(e) => return Err(format!("no docker client: {e}")),
         }
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::copy("/bin/busybox", dir.path().join("busybox"))
-            .expect("/bin/busybox (Debian's busybox-static; scripts/test installs it)");
-        std::fs::write(
-            dir.path().join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox /bin/sh\nENV PATH=/bin\n",
-        )
-        .expect("Dockerfile");
-        let out =
-            Command::new("docker").args(["build", "-q", "-t", IMAGE]).arg(dir.path()).output().expect("docker build");
-        assert!(out.status.success(), "docker build: {}", String::from_utf8_lossy(&out.stderr));
+        agent::driver::docker::build_busybox_image().expect("the test image");
         Ok(())
     });
     match r {

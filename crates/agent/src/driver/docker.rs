@@ -107,6 +107,37 @@ pub async fn connect_engine() -> Result<Docker, DriverError> {
     Ok(docker)
 }
 
+/// The image the tests and `wharf bench containers` run: `FROM scratch`
+/// with the static `/bin/busybox` (Debian's busybox-static) as `/bin/busybox`
+/// and `/bin/sh`. Needs no network.
+pub const BUSYBOX_IMAGE: &str = "wharf-test/busybox:1";
+
+/// Builds [`BUSYBOX_IMAGE`] with `docker build` from `/bin/busybox`.
+pub fn build_busybox_image() -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("wharf-busybox-image-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let built = (|| {
+        std::fs::copy("/bin/busybox", dir.join("busybox"))
+            .map_err(|e| format!("copy /bin/busybox (install Debian's busybox-static): {e}"))?;
+        std::fs::write(
+            dir.join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox /bin/sh\nENV PATH=/bin\n",
+        )
+        .map_err(|e| format!("write the Dockerfile: {e}"))?;
+        let out = std::process::Command::new("docker")
+            .args(["build", "-q", "-t", BUSYBOX_IMAGE])
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("run docker build: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("docker build: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    built
+}
+
 fn container_name(id: &TaskId) -> String {
     format!("wharf-{}", id.as_str())
 }
