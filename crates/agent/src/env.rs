@@ -1,7 +1,7 @@
 //! The environment a task sees: Marathon's and Mesos's variables (ports,
 //! host, ids, app version, resources, labels) with the app's own `env` on top.
 
-use model::{AppSpec, ContainerSpec, Task};
+use model::{AppSpec, Task};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -46,11 +46,8 @@ pub fn task_env(app: &AppSpec, task: &Task, sandbox: &Path) -> BTreeMap<String, 
     env.insert("MARATHON_APP_RESOURCE_MEM".to_string(), double(r.mem));
     env.insert("MARATHON_APP_RESOURCE_DISK".to_string(), double(r.disk));
     env.insert("MARATHON_APP_RESOURCE_GPUS".to_string(), r.gpus.to_string());
-    match &app.container {
-        ContainerSpec::Oci { image } | ContainerSpec::Docker { image } => {
-            env.insert("MARATHON_APP_DOCKER_IMAGE".to_string(), image.clone());
-        }
-        ContainerSpec::None => {}
+    if let Some(image) = app.container.image() {
+        env.insert("MARATHON_APP_DOCKER_IMAGE".to_string(), image.to_string());
     }
 
     // Marathon leaves out labels whose value is too long for an env var.

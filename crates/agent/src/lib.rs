@@ -1,6 +1,7 @@
-//! The agent's process layer: the exec driver (agent side), the per-task
-//! executor (a separate single-threaded process), the task's cgroup, the
-//! sandbox files they share, and the task environment.
+//! The agent's process layer: the drivers behind one `Driver` trait (exec:
+//! the agent side of per-task executors; docker: the Docker engine), the
+//! per-task executor (a separate single-threaded process), the task's cgroup,
+//! the sandbox files they share, and the task environment.
 //!
 //! Owns: starting, stopping, watching and recovering task processes on this
 //! node. Only `reconcile` touches the store: it turns assignments into
@@ -17,9 +18,9 @@ pub mod readiness;
 pub mod reconcile;
 pub mod sandbox;
 
-pub use driver::{DriverError, ExecDriver, RecoveredTask, TaskEvent};
+pub use driver::{DockerDriver, Driver, DriverError, ExecDriver, RecoveredTask, TaskEvent, TaskLaunch};
 pub use env::task_env;
 pub use executor::executor_main;
 pub use metrics::AgentMetrics;
-pub use reconcile::{run as run_agent, AgentConfig};
+pub use reconcile::{probe_drivers, run as run_agent, AgentConfig};
 pub use sandbox::LaunchSpec;

@@ -4,17 +4,17 @@
 //! Reacts to the store's change feed and to driver events; never polls.
 //! Status reports are batched into one `TaskStatuses` command per round
 //! trip and retried until committed, so no report is lost. After a restart
-//! it re-attaches to surviving executors (`ExecDriver::recover`) before
-//! doing anything else, so running tasks are neither killed nor launched
-//! twice.
+//! it re-attaches to surviving tasks (`Driver::recover` of every driver)
+//! before doing anything else, so running tasks are neither killed nor
+//! launched twice. Each task goes to the driver of its app's container kind;
+//! this module talks to drivers only through the `Driver` trait.
 
-use crate::driver::{ExecDriver, TaskEvent};
+use crate::driver::{DockerDriver, Driver, ExecDriver, TaskEvent, TaskLaunch};
 use crate::env::task_env;
 use crate::health::{run_checker, CheckTarget, CheckerEvent};
 use crate::readiness::Runners;
-use crate::sandbox::LaunchSpec;
-use model::{AppSpec, CommandSpec, ContainerSpec, NodeId, Task, TaskGoal, TaskId, TaskState, TaskStatus};
-use std::collections::{HashMap, VecDeque};
+use model::{AppSpec, DriverKind, NodeId, Task, TaskGoal, TaskId, TaskState, TaskStatus};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +34,7 @@ struct Local {
     phase: Phase,
     /// When this agent started launching it (for the launch latency).
     launched_at: Option<std::time::Instant>,
+    driver: DriverKind,
     /// Held while launching; a kill waits for the launch to finish.
     guard: Arc<Mutex<()>>,
 }
@@ -50,6 +51,39 @@ pub struct AgentConfig {
     pub check_client: reqwest::Client,
     /// Launch and exit counts for `/metrics`.
     pub metrics: crate::AgentMetrics,
+    /// The drivers this node offers ([`probe_drivers`]), as registered.
+    pub drivers: Vec<DriverKind>,
+}
+
+/// The drivers this node can offer: `exec` always, `docker` when an engine
+/// answers now.
+pub async fn probe_drivers() -> Vec<DriverKind> {
+    let mut out = vec![DriverKind::Exec];
+    match crate::driver::docker::connect_engine().await {
+        Ok(_) => out.push(DriverKind::Docker),
+        Err(e) => tracing::info!(error = %e, "no docker engine: the docker driver is not offered"),
+    }
+    out
+}
+
+/// This node's drivers by kind.
+type Drivers = BTreeMap<DriverKind, Arc<dyn Driver>>;
+
+async fn start_drivers(cfg: &AgentConfig, events: mpsc::UnboundedSender<TaskEvent>) -> Drivers {
+    let mut out: Drivers = BTreeMap::new();
+    let exec = ExecDriver::new(cfg.sandbox_root.clone(), cfg.executor.clone(), events.clone());
+    out.insert(DriverKind::Exec, Arc::new(exec));
+    if cfg.drivers.contains(&DriverKind::Docker) {
+        match DockerDriver::connect(cfg.sandbox_root.clone(), events).await {
+            Ok(d) => {
+                out.insert(DriverKind::Docker, Arc::new(d));
+            }
+            // Launches fail with a message (the node was placed while its
+            // engine answered); the agent's restart tries again.
+            Err(e) => tracing::warn!(error = %e, "the docker engine is gone; docker tasks cannot start"),
+        }
+    }
+    out
 }
 
 use crate::sandbox::now;
@@ -59,13 +93,13 @@ use crate::sandbox::now;
 struct Tracked {
     local: HashMap<TaskId, Local>,
     /// Finished tasks whose sandboxes are still kept, oldest first.
-    finished: VecDeque<TaskId>,
+    finished: VecDeque<(TaskId, DriverKind)>,
 }
 
 /// Runs until the store shuts down.
 pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let driver = Arc::new(ExecDriver::new(cfg.sandbox_root.clone(), cfg.executor.clone(), ev_tx));
+    let drivers = start_drivers(&cfg, ev_tx).await;
     let reports = spawn_batcher(store.clone(), Command::TaskStatuses, "status report");
     let health_reports = spawn_batcher(store.clone(), Command::TaskHealth, "health report");
     let mut ready = Runners::new(
@@ -77,26 +111,29 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
     let mut tracked = Tracked::default();
     let mut sub = store.subscribe();
 
-    match driver.recover().await {
-        Ok(found) => {
-            for r in found {
-                let phase = if r.state.is_terminal() { Phase::Exited } else { Phase::Running };
-                tracked
-                    .local
-                    .insert(r.task_id.clone(), Local { phase, launched_at: None, guard: Arc::new(Mutex::new(())) });
-                let known = store.read(|s| s.tasks.get(&r.task_id).map(|t| t.state));
-                if let Some(st) = known {
-                    if st != r.state && !st.is_terminal() {
-                        let at = if r.state == TaskState::Running { r.started_at.unwrap_or_else(now) } else { now() };
-                        let _ = reports.send(TaskStatus { task_id: r.task_id, state: r.state, at, message: r.message });
-                    }
+    for (kind, driver) in &drivers {
+        let found = match driver.recover().await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(driver = kind.name(), error = %e, "could not recover tasks");
+                continue;
+            }
+        };
+        for r in found {
+            let phase = if r.state.is_terminal() { Phase::Exited } else { Phase::Running };
+            let local = Local { phase, launched_at: None, driver: *kind, guard: Arc::new(Mutex::new(())) };
+            tracked.local.insert(r.task_id.clone(), local);
+            let known = store.read(|s| s.tasks.get(&r.task_id).map(|t| t.state));
+            if let Some(st) = known {
+                if st != r.state && !st.is_terminal() {
+                    let at = if r.state == TaskState::Running { r.started_at.unwrap_or_else(now) } else { now() };
+                    let _ = reports.send(TaskStatus { task_id: r.task_id, state: r.state, at, message: r.message });
                 }
             }
         }
-        Err(e) => tracing::error!(error = %e, "could not recover tasks from sandboxes"),
     }
 
-    reconcile(&store, &cfg, &driver, &reports, &mut tracked, &mut checks, &mut ready);
+    reconcile(&store, &cfg, &drivers, &reports, &mut tracked, &mut checks, &mut ready);
     loop {
         tokio::select! {
             u = sub.next() => {
@@ -106,7 +143,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                     Some(_) => {}
                 }
                 sub.drain();
-                reconcile(&store, &cfg, &driver, &reports, &mut tracked, &mut checks, &mut ready);
+                reconcile(&store, &cfg, &drivers, &reports, &mut tracked, &mut checks, &mut ready);
             }
             Some(ev) = check_rx.recv() => match ev {
                 CheckerEvent::Report(r) => {
@@ -169,7 +206,7 @@ fn concerns(c: &Change, node: NodeId) -> bool {
 fn reconcile(
     store: &Store,
     cfg: &AgentConfig,
-    driver: &Arc<ExecDriver>,
+    drivers: &Drivers,
     reports: &mpsc::UnboundedSender<TaskStatus>,
     tracked: &mut Tracked,
     checks: &mut Checkers,
@@ -211,10 +248,20 @@ fn reconcile(
         let entry = local.get_mut(&task.id);
         match (task.goal, entry) {
             (TaskGoal::Running, None) => {
+                let kind = app.as_ref().map_or(DriverKind::Exec, |a| a.container.driver());
+                if !drivers.contains_key(&kind) && task.state != TaskState::Staging {
+                    // It ran here before; its driver (the engine) is gone for
+                    // now. Neither failed nor started twice: the next agent
+                    // start recovers it.
+                    tracing::warn!(task = %task.id, driver = kind.name(), "no driver to supervise the task with");
+                    continue;
+                }
                 let guard = Arc::new(Mutex::new(()));
                 let launched_at = Some(std::time::Instant::now());
-                local.insert(task.id.clone(), Local { phase: Phase::Launching, launched_at, guard: guard.clone() });
-                spawn_launch(driver.clone(), reports.clone(), guard, task, app, cfg);
+                let local_task = Local { phase: Phase::Launching, launched_at, driver: kind, guard: guard.clone() };
+                local.insert(task.id.clone(), local_task);
+                let driver = drivers.get(&kind).cloned();
+                spawn_launch(driver, kind, reports.clone(), guard, task, app, cfg);
             }
             (TaskGoal::Killed, None) => {
                 // Never started here: it is simply gone.
@@ -225,7 +272,7 @@ fn reconcile(
             (TaskGoal::Killed, Some(l)) if matches!(l.phase, Phase::Launching | Phase::Running) => {
                 l.phase = Phase::Killing;
                 let drain = app.as_ref().map(|a| lb_drain(&task, a)).unwrap_or_default();
-                spawn_kill(driver.clone(), l.guard.clone(), task.id, drain);
+                spawn_kill(drivers.get(&l.driver).cloned(), l.guard.clone(), task.id, drain);
             }
             _ => {}
         }
@@ -235,22 +282,24 @@ fn reconcile(
         if !assigned.contains(id) && matches!(l.phase, Phase::Launching | Phase::Running) {
             tracing::info!(task = %id, "killing a task the cluster no longer knows");
             l.phase = Phase::Killing;
-            spawn_kill(driver.clone(), l.guard.clone(), id.clone(), Duration::ZERO);
+            spawn_kill(drivers.get(&l.driver).cloned(), l.guard.clone(), id.clone(), Duration::ZERO);
         }
     }
     local.retain(|id, l| {
         let keep = assigned.contains(id) || l.phase != Phase::Exited;
         if !keep {
-            finished.push_back(id.clone());
+            finished.push_back((id.clone(), l.driver));
         }
         keep
     });
     // Sandboxes (logs) of the most recent finished tasks stay for people to
     // read; older ones go, so disk use stays bounded.
     while finished.len() > cfg.keep_sandboxes {
-        if let Some(old) = finished.pop_front() {
-            if let Err(e) = driver.remove_sandbox(&old) {
-                tracing::warn!(task = %old, error = %e, "could not remove a finished sandbox");
+        if let Some((old, kind)) = finished.pop_front() {
+            if let Some(driver) = drivers.get(&kind) {
+                if let Err(e) = driver.remove(&old) {
+                    tracing::warn!(task = %old, error = %e, "could not remove a finished sandbox");
+                }
             }
         }
     }
@@ -326,26 +375,21 @@ fn spawn_batcher<T: Clone + Send + 'static>(
     tx
 }
 
-fn launch_spec(task: &Task, app: &AppSpec, sandbox: PathBuf) -> Result<LaunchSpec, String> {
-    if app.container != ContainerSpec::None {
-        return Err("container images are not supported by this agent yet".into());
-    }
-    let command = app.command.clone().ok_or_else(|| "the app has neither cmd nor args".to_string())?;
-    let command = match command {
-        CommandSpec::Argv(v) if v.is_empty() => return Err("args is empty".into()),
-        c => c,
-    };
-    Ok(LaunchSpec {
+fn task_launch(task: &Task, app: &AppSpec, sandbox: PathBuf) -> TaskLaunch {
+    TaskLaunch {
         task_id: task.id.clone(),
-        command,
+        command: app.command.clone(),
         env: task_env(app, task, &sandbox),
         resources: task.resources,
         kill_grace: Duration::from_secs_f64(app.kill_grace_seconds.max(0.0)),
-    })
+        container: app.container.container().cloned().unwrap_or_default(),
+        host_ports: task.ports.clone(),
+    }
 }
 
 fn spawn_launch(
-    driver: Arc<ExecDriver>,
+    driver: Option<Arc<dyn Driver>>,
+    kind: DriverKind,
     reports: mpsc::UnboundedSender<TaskStatus>,
     guard: Arc<Mutex<()>>,
     task: Task,
@@ -356,13 +400,12 @@ fn spawn_launch(
     tokio::spawn(async move {
         let _held = guard.lock().await;
         let sandbox = root.join(task.id.as_str());
-        let spec = match app.as_ref() {
-            Some(app) => launch_spec(&task, app, sandbox),
-            None => Err("the app no longer exists".into()),
-        };
-        let result = match spec {
-            Ok(spec) => driver.launch(spec).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
+        let result = match (app.as_ref(), driver) {
+            (None, _) => Err("the app no longer exists".to_string()),
+            (Some(_), None) => Err(format!("this node has no {} driver", kind.name())),
+            (Some(app), Some(driver)) => {
+                driver.launch(task_launch(&task, app, sandbox)).await.map(|_| ()).map_err(|e| e.to_string())
+            }
         };
         if let Err(message) = result {
             metrics.launched(false);
@@ -393,7 +436,11 @@ fn lb_drain(task: &model::Task, app: &model::AppSpec) -> Duration {
     }
 }
 
-fn spawn_kill(driver: Arc<ExecDriver>, guard: Arc<Mutex<()>>, id: TaskId, drain: Duration) {
+fn spawn_kill(driver: Option<Arc<dyn Driver>>, guard: Arc<Mutex<()>>, id: TaskId, drain: Duration) {
+    let Some(driver) = driver else {
+        tracing::warn!(task = %id, "no driver to kill the task with");
+        return;
+    };
     tokio::spawn(async move {
         tokio::time::sleep(drain).await;
         let _held = guard.lock().await;

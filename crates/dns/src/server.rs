@@ -311,6 +311,7 @@ mod tests {
             registered_at: model::UnixMillis(0),
             draining: false,
             unreachable_since: None,
+            drivers: vec![model::DriverKind::Exec],
         };
         state.nodes.insert(n.id, n.clone());
         dns.set_cluster(&state, &Masters::default());

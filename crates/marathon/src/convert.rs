@@ -5,7 +5,7 @@
 use crate::error::{ApiError, ErrorDetail};
 use crate::read::{get, take, Cx};
 use crate::validate::{self, valid_port_name, valid_protocol};
-use model::{AppId, AppSpec, CommandSpec, ContainerSpec, KillSelection, PortSpec};
+use model::{AppId, AppSpec, CommandSpec, KillSelection, PortSpec};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -301,7 +301,6 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
     // container
     let mode = net_mode(&m);
     if let Some(mut c) = take(&mut m, "container") {
-        spec.container = read_container(cx, &c);
         if mode == NetMode::Bridge && port_mappings_mut(&mut c).is_none() {
             // Marathon's default for bridge networking: one dynamic mapping.
             if let Value::Object(co) = &mut c {
@@ -325,7 +324,11 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
                 }
             }
         }
-        spec.passthrough.insert("container".into(), c);
+        spec.container = crate::container::read(cx, &c, mode);
+        // Only what the typed form does not say is kept (see `container`).
+        if let Some(rest) = crate::container::residue(&c, &crate::container::wire(&spec.container, &spec.ports)) {
+            spec.passthrough.insert("container".into(), rest);
+        }
     }
 
     // ports (host networking)
@@ -377,7 +380,7 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
         spec.readiness_checks = crate::readiness::parse(cx, &v, &names);
     }
 
-    if spec.command.is_none() && spec.container == ContainerSpec::None {
+    if spec.command.is_none() && spec.container.image().is_none() {
         cx.invalid("", "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'.");
     }
 
@@ -440,39 +443,6 @@ fn health_check_extras(originals: &[Value], typed: &[model::HealthCheck]) -> Vec
             Value::Object(extra)
         })
         .collect()
-}
-
-fn read_container(cx: &mut Cx, c: &Value) -> ContainerSpec {
-    let Some(o) = cx.object(c, "/container") else {
-        return ContainerSpec::None;
-    };
-    let kind = match get(o, "type") {
-        None => "DOCKER".to_string(),
-        Some(t) => cx.string(t, "/container/type").unwrap_or_default(),
-    };
-    let image = match get(o, "docker") {
-        None => None,
-        Some(d) => cx.object(d, "/container/docker").and_then(|d| match get(d, "image") {
-            None => None,
-            Some(i) => cx.string(i, "/container/docker/image"),
-        }),
-    };
-    if matches!(&image, Some(i) if i.is_empty()) {
-        cx.invalid("/container/docker/image", "must not be empty");
-    }
-    match (kind.as_str(), image) {
-        ("DOCKER", Some(image)) => ContainerSpec::Docker { image },
-        ("DOCKER", None) => {
-            cx.invalid("/container/docker/image", "is required for a DOCKER container");
-            ContainerSpec::None
-        }
-        ("MESOS", Some(image)) => ContainerSpec::Oci { image },
-        ("MESOS", None) => ContainerSpec::None,
-        _ => {
-            cx.invalid("/container/type", "must be one of MESOS, DOCKER");
-            ContainerSpec::None
-        }
-    }
 }
 
 fn read_port_definitions(cx: &mut Cx, v: &Value) -> Vec<PortSpec> {

@@ -5,6 +5,7 @@
 //! Invariants: a pure library. No I/O, no clock (callers pass `now`), no
 //! state changes; the only crate that knows Marathon field names.
 
+pub mod container;
 pub mod convert;
 pub mod error;
 pub mod events;
@@ -16,6 +17,7 @@ pub mod render;
 pub mod time;
 mod validate;
 
+pub use container::check_image_reference;
 pub use convert::{app_from_value, assign_service_ports, merge_app, parse_app};
 pub use error::{ApiError, ErrorDetail};
 pub use history::{render_app_version, render_versions};

@@ -5,8 +5,8 @@ use crate::convert::{net_mode, net_mode_of, port_mappings_mut, NetMode};
 use crate::time::format_time;
 use crate::validate::{constraint_op_name, health_protocol_name};
 use model::{
-    App, AppSpec, ClusterState, CommandSpec, ContainerSpec, Deployment, HealthCheck, KillSelection, OfferSummary, Task,
-    TaskState, UnixMillis,
+    App, AppSpec, ClusterState, CommandSpec, Deployment, HealthCheck, KillSelection, OfferSummary, Task, TaskState,
+    UnixMillis,
 };
 use serde_json::{json, Map, Value};
 
@@ -162,21 +162,16 @@ pub(crate) fn spec_wire(spec: &AppSpec) -> Map<String, Value> {
     m
 }
 
-/// The original `container`, with service ports as assigned; or one made
-/// from the typed spec when the app was not created from JSON.
+/// The typed container with what it does not say laid over from
+/// `passthrough["container"]`, and service ports as assigned (also in the
+/// deprecated `docker.portMappings`).
 fn container_wire(spec: &AppSpec) -> Value {
-    let mut c = match (spec.passthrough.get("container"), &spec.container) {
-        (Some(c), _) => c.clone(),
-        (None, ContainerSpec::None) => return Value::Null,
-        (None, ContainerSpec::Oci { image }) => {
-            json!({"type": "MESOS", "docker": {"image": image}, "volumes": []})
-        }
-        (None, ContainerSpec::Docker { image }) => {
-            json!({"type": "DOCKER", "docker": {"image": image}, "volumes": []})
-        }
-    };
+    let mut c = crate::container::wire(&spec.container, &spec.ports);
+    if let Some(rest) = spec.passthrough.get("container") {
+        crate::container::overlay(&mut c, rest);
+    }
     let pt = &spec.passthrough;
-    let host = net_mode_of(pt.get("networks"), pt.get("container"), pt.get("ipAddress")) == NetMode::Host;
+    let host = net_mode_of(pt.get("networks"), Some(&c), pt.get("ipAddress")) == NetMode::Host;
     if !host {
         if let Some(pms) = port_mappings_mut(&mut c) {
             for (pm, p) in pms.iter_mut().zip(&spec.ports) {

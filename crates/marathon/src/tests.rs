@@ -150,12 +150,18 @@ fn system_test_apps_are_accepted_and_round_trip() {
 #[test]
 fn system_test_apps_map_to_the_right_container_and_ports() {
     let s = ok(reference("system-tests/apps/ucr-docker-http-server.json"));
-    assert_eq!(s.container, ContainerSpec::Oci { image: "python:3.5-alpine".into() });
+    assert_eq!(s.container.kind(), Some(ContainerKind::Mesos));
+    assert_eq!(s.container.image(), Some("python:3.5-alpine"));
+    assert_eq!(s.container.driver(), DriverKind::Oci);
     let s = ok(reference("system-tests/apps/docker-http-server.json"));
-    assert_eq!(s.container, ContainerSpec::Docker { image: "python:3.5-alpine".into() });
+    assert_eq!(s.container.kind(), Some(ContainerKind::Docker));
+    assert_eq!(s.container.image(), Some("python:3.5-alpine"));
+    assert_eq!(s.container.driver(), DriverKind::Docker);
     assert_eq!(s.ports.len(), 1, "one mapping from docker.portMappings");
     let s = ok(reference("system-tests/apps/mesos-app.json"));
-    assert_eq!(s.container, ContainerSpec::None);
+    // MESOS without an image runs the command as a plain process.
+    assert_eq!(s.container.kind(), Some(ContainerKind::Mesos));
+    assert_eq!(s.container.driver(), DriverKind::Exec);
     assert_eq!(s.command, Some(CommandSpec::Shell("sleep 1000".into())));
     // host networking without ports: Marathon's single default port definition
     assert_eq!(s.ports.len(), 1);
@@ -887,4 +893,78 @@ fn api_example_patches_merge_onto_created_apps() {
     let id = app.id.clone();
     let merged = merge_app(&app, &id, reference("api-examples/app_patch.json")).expect("merge");
     assert_eq!(merged.instances, 2);
+}
+
+// ---------------------------------------------------------------- containers
+
+#[test]
+fn docker_container_fields_are_typed_and_render_as_given() {
+    let input = json!({"id": "/d", "cmd": "httpd", "networks": [{"mode": "container/bridge"}],
+        "container": {"type": "DOCKER",
+            "docker": {"image": "wharf-test/busybox:1", "privileged": true, "forcePullImage": true,
+                       "parameters": [{"key": "hostname", "value": "h1"}], "pullConfig": {"secret": "s"}},
+            "volumes": [{"containerPath": "data", "hostPath": "/tmp/x", "mode": "RO"},
+                        {"containerPath": "p", "mode": "RW", "persistent": {"size": 10}}],
+            "portMappings": [{"containerPort": 80, "hostPort": 0, "protocol": "tcp", "name": "web"}]}});
+    let s = ok(input.clone());
+    let ContainerSpec::Docker(c) = &s.container else { panic!("not docker: {:?}", s.container) };
+    assert_eq!(c.image.as_deref(), Some("wharf-test/busybox:1"));
+    assert!(c.privileged && c.force_pull_image);
+    assert_eq!(c.parameters, vec![("hostname".to_string(), "h1".to_string())]);
+    assert_eq!(c.network, NetworkMode::Bridge);
+    assert_eq!(
+        c.volumes[0],
+        Volume { container_path: "data".into(), host_path: Some("/tmp/x".into()), mode: VolumeMode::Ro }
+    );
+    assert_eq!(c.volumes[1].host_path, None);
+    assert_eq!(
+        c.port_mappings,
+        vec![PortMapping { container_port: 80, host_port: 0, protocol: "tcp".into(), name: Some("web".into()) }]
+    );
+    // Only what the typed form cannot say stays untyped.
+    let rest = &s.passthrough["container"];
+    assert_eq!(rest["docker"], json!({"pullConfig": {"secret": "s"}}));
+    let out = render_spec(&s);
+    let mut want = input["container"].clone();
+    want["portMappings"][0]["servicePort"] = json!(0);
+    assert_eq!(out["container"], want);
+    assert_round_trip(&input);
+}
+
+#[test]
+fn an_app_made_in_code_renders_marathons_full_container() {
+    let mut s = AppSpec::new(AppId::parse("/x").expect("id"));
+    s.container = ContainerSpec::Docker(Container { image: Some("busybox".into()), ..Container::default() });
+    let out = render_spec(&s);
+    assert_eq!(
+        out["container"],
+        json!({"type": "DOCKER", "docker": {"image": "busybox", "privileged": false, "parameters": [],
+               "forcePullImage": false}, "volumes": []})
+    );
+}
+
+#[test]
+fn rule_image_reference_and_volume_paths() {
+    let e = rejected_at(
+        json!({"id": "/a", "container": {"type": "DOCKER", "docker": {"image": "Not A/Valid:ref"}}}),
+        "/container/docker/image",
+    );
+    assert!(format!("{e:?}").contains("not a valid image reference"), "{e:?}");
+    rejected_at(
+        json!({"id": "/a", "container": {"type": "MESOS", "docker": {"image": "x:"}}}),
+        "/container/docker/image",
+    );
+    let e = rejected_at(
+        json!({"id": "/a", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "x"},
+               "volumes": [{"containerPath": "../../etc", "hostPath": "/tmp", "mode": "RW"}]}}),
+        "/container/volumes(0)/containerPath",
+    );
+    assert!(format!("{e:?}").contains("escape the sandbox"), "{e:?}");
+    rejected_at(
+        json!({"id": "/a", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "x"},
+               "volumes": [{"containerPath": "/data", "hostPath": "/tmp", "mode": "RX"}]}}),
+        "/container/volumes(0)/mode",
+    );
+    ok(json!({"id": "/a", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "x"},
+              "volumes": [{"containerPath": "/data/..x", "hostPath": "/tmp", "mode": "RO"}]}}));
 }

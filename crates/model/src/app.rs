@@ -142,16 +142,143 @@ impl Default for UnreachableStrategy {
     }
 }
 
-/// How the task's process is started.
+/// How the task's process is started, by Marathon's `container.type`.
+///
+/// The stored form is externally tagged (`"None"`, `{"Oci": {..}}`,
+/// `{"Docker": {..}}`); logs written before the other fields existed carry
+/// only `image`, and every later field defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub enum ContainerSpec {
-    /// A plain command in a cgroup (no container, or `MESOS` without image).
+    /// No `container`: a plain command in a cgroup.
     #[default]
     None,
-    /// `MESOS` container with `docker.image`: the built-in OCI runtime.
-    Oci { image: String },
-    /// `DOCKER` container: the Docker engine.
-    Docker { image: String },
+    /// `MESOS`: the built-in runtime when there is an image, else a plain
+    /// command (Mesos's containerizer without an image).
+    Oci(Container),
+    /// `DOCKER`: the Docker engine.
+    Docker(Container),
+}
+
+/// Marathon's `container.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerKind {
+    Mesos,
+    Docker,
+}
+
+/// What runs a task on a node. Nodes advertise the drivers they have
+/// (`NodeInfo::drivers`); a task goes only to a node with its driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    /// A command in a cgroup, supervised by `wharf executor`.
+    Exec,
+    /// An image run by the built-in OCI runtime.
+    Oci,
+    /// An image run by the Docker engine.
+    Docker,
+}
+
+impl DriverKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverKind::Exec => "exec",
+            DriverKind::Oci => "oci",
+            DriverKind::Docker => "docker",
+        }
+    }
+}
+
+/// How a container is networked (Marathon's `networks[].mode`, or the
+/// older `container.docker.network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum NetworkMode {
+    /// The node's network; the task listens on its allocated host ports.
+    #[default]
+    Host,
+    /// A bridge: container ports are published on allocated host ports.
+    Bridge,
+    /// A named container network (Marathon's `container`/`USER`).
+    Container,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum VolumeMode {
+    #[default]
+    Rw,
+    Ro,
+}
+
+/// A host directory mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Where it appears in the container (relative: under the sandbox).
+    pub container_path: String,
+    /// The host directory; `None` for volumes Wharf does not mount
+    /// (persistent or external ones, kept for the wire only).
+    pub host_path: Option<String>,
+    pub mode: VolumeMode,
+}
+
+/// One `portMappings` entry. Its service port is the app's `ports[i]` (the
+/// one place service ports are assigned), not stored twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// 0: the same as the host port (Marathon's rule for host networking).
+    pub container_port: u16,
+    /// 0: allocated from the node's range.
+    pub host_port: u16,
+    pub protocol: String,
+    pub name: Option<String>,
+}
+
+/// A container's settings, for both kinds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Container {
+    pub image: Option<String>,
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
+    #[serde(default)]
+    pub network: NetworkMode,
+    #[serde(default)]
+    pub privileged: bool,
+    /// `docker.parameters`: extra `docker run` options, in order.
+    #[serde(default)]
+    pub parameters: Vec<(String, String)>,
+    #[serde(default)]
+    pub force_pull_image: bool,
+}
+
+impl ContainerSpec {
+    pub fn kind(&self) -> Option<ContainerKind> {
+        match self {
+            ContainerSpec::None => None,
+            ContainerSpec::Oci(_) => Some(ContainerKind::Mesos),
+            ContainerSpec::Docker(_) => Some(ContainerKind::Docker),
+        }
+    }
+
+    pub fn container(&self) -> Option<&Container> {
+        match self {
+            ContainerSpec::None => None,
+            ContainerSpec::Oci(c) | ContainerSpec::Docker(c) => Some(c),
+        }
+    }
+
+    pub fn image(&self) -> Option<&str> {
+        self.container().and_then(|c| c.image.as_deref())
+    }
+
+    /// The driver that runs this app's tasks.
+    pub fn driver(&self) -> DriverKind {
+        match self {
+            ContainerSpec::Docker(_) => DriverKind::Docker,
+            ContainerSpec::Oci(c) if c.image.is_some() => DriverKind::Oci,
+            _ => DriverKind::Exec,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,4 +375,21 @@ pub struct TaskFailure {
     pub host: String,
     pub timestamp: UnixMillis,
     pub version: UnixMillis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containers_stored_before_the_typed_fields_still_decode() {
+        let old: ContainerSpec = serde_json::from_str(r#"{"Docker":{"image":"nginx"}}"#).expect("decode");
+        assert_eq!(old, ContainerSpec::Docker(Container { image: Some("nginx".into()), ..Container::default() }));
+        let old: ContainerSpec = serde_json::from_str(r#"{"Oci":{"image":"x"}}"#).expect("decode");
+        assert_eq!(old.driver(), DriverKind::Oci);
+        let none: ContainerSpec = serde_json::from_str(r#""None""#).expect("decode");
+        assert_eq!(none.driver(), DriverKind::Exec);
+        let no_image = ContainerSpec::Oci(Container::default());
+        assert_eq!(no_image.driver(), DriverKind::Exec, "MESOS without an image is a plain command");
+    }
 }

@@ -1,6 +1,6 @@
 //! A node as the cluster knows it: addresses, resources it offers, attributes.
 
-use crate::{NodeId, Resources, UnixMillis};
+use crate::{DriverKind, NodeId, Resources, UnixMillis};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -22,10 +22,22 @@ pub struct NodeInfo {
     /// Set while the leader hears no heartbeat from the node.
     #[serde(default)]
     pub unreachable_since: Option<UnixMillis>,
+    /// The drivers this node can run tasks with, found at agent start. A
+    /// node registered before drivers were recorded runs commands only.
+    #[serde(default = "exec_only")]
+    pub drivers: Vec<DriverKind>,
+}
+
+fn exec_only() -> Vec<DriverKind> {
+    vec![DriverKind::Exec]
 }
 
 impl NodeInfo {
     pub fn is_reachable(&self) -> bool {
         self.unreachable_since.is_none()
+    }
+
+    pub fn has_driver(&self, d: DriverKind) -> bool {
+        self.drivers.contains(&d)
     }
 }

@@ -92,6 +92,7 @@ mod tests {
             registered_at: UnixMillis(0),
             draining: false,
             unreachable_since: None,
+            drivers: vec![model::DriverKind::Exec],
         }
     }
 

@@ -2,7 +2,7 @@
 //! of what earlier placements in the same plan took.
 
 use crate::constraints;
-use model::{AppId, AppSpec, ClusterState, DeclineReason, NodeId, NodeInfo, NodeUsage, OfferSummary, Task};
+use model::{AppId, AppSpec, ClusterState, DeclineReason, DriverKind, NodeId, NodeInfo, NodeUsage, OfferSummary, Task};
 use rand::Rng;
 use std::collections::BTreeMap;
 
@@ -123,6 +123,17 @@ impl<'a> Placer<'a> {
         seen: &[FieldValues],
         rng: &mut impl Rng,
     ) -> Result<Vec<u16>, Decline> {
+        // A node without the app's driver cannot run it at all; Marathon has
+        // no reason of its own for that, and it acts like an unmet constraint.
+        let driver = app.container.driver();
+        if !node.has_driver(driver) {
+            let detail = match driver {
+                DriverKind::Docker => "no docker driver (no Docker engine answered when the agent started)".to_string(),
+                DriverKind::Oci => "no oci driver (the built-in container runtime is not built yet)".to_string(),
+                DriverKind::Exec => "no exec driver".to_string(),
+            };
+            return Err(Decline { reason: DeclineReason::UnfulfilledConstraint, detail });
+        }
         for (c, (placed, all)) in app.constraints.iter().zip(seen) {
             constraints::check(c, node, placed, all)
                 .map_err(|v| Decline { reason: DeclineReason::UnfulfilledConstraint, detail: v.0 })?;

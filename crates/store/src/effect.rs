@@ -187,6 +187,7 @@ mod tests {
             registered_at: UnixMillis(0),
             draining: false,
             unreachable_since: None,
+            drivers: vec![model::DriverKind::Exec],
         }
     }
 

@@ -33,7 +33,7 @@ pub(crate) fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-struct Node {
+pub(crate) struct Node {
     child: std::process::Child,
     _dir: Option<tempfile::TempDir>,
 }
@@ -59,7 +59,7 @@ async fn started_at(c: &Client, app: &str) -> anyhow::Result<Option<Vec<i64>>> {
 }
 
 /// Starts a benchmark node on loopback with generous resources.
-async fn start_node(data_dir: Option<PathBuf>) -> anyhow::Result<(Node, Client)> {
+pub(crate) async fn start_node(data_dir: Option<PathBuf>) -> anyhow::Result<(Node, Client)> {
     let (dir, tmp) = match data_dir {
         Some(d) => (d, None),
         None => {
@@ -92,7 +92,7 @@ async fn start_node(data_dir: Option<PathBuf>) -> anyhow::Result<(Node, Client)>
     Ok((node, c))
 }
 
-async fn cleanup(c: &Client) -> anyhow::Result<()> {
+pub(crate) async fn cleanup(c: &Client) -> anyhow::Result<()> {
     let apps = c.ok(Method::GET, "/v2/apps", None).await?;
     for a in apps["apps"].as_array().cloned().unwrap_or_default() {
         if let Some(id) = a["id"].as_str() {

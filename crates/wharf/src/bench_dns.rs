@@ -156,6 +156,7 @@ fn sim_node(i: usize) -> model::NodeInfo {
         registered_at: now(),
         draining: false,
         unreachable_since: None,
+        drivers: vec![model::DriverKind::Exec],
     }
 }
 

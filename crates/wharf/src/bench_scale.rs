@@ -147,6 +147,7 @@ fn sim_node(i: usize) -> NodeInfo {
         registered_at: now(),
         draining: false,
         unreachable_since: None,
+        drivers: vec![model::DriverKind::Exec],
     }
 }
 

@@ -210,6 +210,16 @@ pub enum BenchCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Container start latency (placement -> process running) through the
+    /// Docker driver, beside `docker run --rm` on the same engine.
+    Containers {
+        /// Sequential starts for each side.
+        #[arg(long, default_value_t = 100)]
+        starts: u32,
+        /// An image present on the engine (the default one is built if missing).
+        #[arg(long, default_value = crate::bench_containers::DEFAULT_IMAGE)]
+        image: String,
+    },
     /// Rolling deployment time with health checks, and CPU under many health checks.
     Health {
         #[arg(long, default_value_t = 3)]
@@ -296,6 +306,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {
             crate::bench::launch(tasks, burst, data_dir).await
         }
+        Command::Bench(BenchCommand::Containers { starts, image }) => crate::bench_containers::run(starts, image).await,
         Command::Bench(BenchCommand::Health { rounds, tasks }) => crate::bench::health(rounds, tasks).await,
         Command::Bench(BenchCommand::Lb { seconds, connections }) => {
             crate::bench_lb::run(crate::bench_lb::LbBenchArgs { seconds, connections }).await

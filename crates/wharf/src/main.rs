@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_cluster;
+mod bench_containers;
 mod bench_dns;
 mod bench_etcd;
 mod bench_lb;

@@ -67,8 +67,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     sup.start_once("RPC server", async move { axum::serve(rpc_listener, rpc_router).await });
     join_cluster(&store, &args.join).await?;
 
+    // The drivers are found before the node registers, so the scheduler
+    // never sends it a task it has no driver for.
+    let drivers = agent::probe_drivers().await;
     let node = NodeInfo {
         id: store.node_id(),
+        drivers: drivers.clone(),
         http_addr: http_advertise.clone(),
         rpc_addr: rpc_advertise,
         registered_at: now(),
@@ -97,6 +101,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         keep_sandboxes: args.keep_sandboxes,
         check_client,
         metrics: agent_metrics,
+        drivers,
     };
     start_agent(&mut sup, &store, agent);
 
@@ -171,6 +176,7 @@ fn describe_node(args: &AgentArgs, data_dir: &std::path::Path, advertise: &str) 
         registered_at: model::UnixMillis(0),
         draining: false,
         unreachable_since: None,
+        drivers: vec![model::DriverKind::Exec],
     })
 }
 
@@ -316,6 +322,7 @@ struct AgentParts {
     keep_sandboxes: usize,
     check_client: reqwest::Client,
     metrics: agent::AgentMetrics,
+    drivers: Vec<model::DriverKind>,
 }
 
 /// This node's agent. A restarted agent recovers its running tasks from
@@ -330,6 +337,7 @@ fn start_agent(sup: &mut Supervisor, store: &Arc<Store>, parts: AgentParts) {
             keep_sandboxes: parts.keep_sandboxes,
             check_client: parts.check_client.clone(),
             metrics: parts.metrics.clone(),
+            drivers: parts.drivers.clone(),
         };
         agent::run_agent(s.clone(), cfg)
     });

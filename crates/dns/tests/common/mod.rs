@@ -74,6 +74,7 @@ pub fn node(id: u64, ip: &str, http_port: u16) -> NodeInfo {
         registered_at: UnixMillis(1),
         draining: false,
         unreachable_since: None,
+        drivers: vec![model::DriverKind::Exec],
     }
 }
 

@@ -22,6 +22,7 @@ fn node(id: u64, cpus: f64, mem: f64) -> NodeInfo {
         registered_at: UnixMillis(0),
         draining: false,
         unreachable_since: None,
+        drivers: vec![model::DriverKind::Exec],
     }
 }
 
@@ -131,6 +132,32 @@ fn what_does_not_fit_stays_queued_with_a_reason() {
     let why = out.unplaced[0].explain(sim.now);
     assert_eq!(why, "1 of 1 nodes declined: insufficient cpus (1 node)");
     assert_eq!(sim.state.deployments.len(), 1, "deployment waits");
+}
+
+#[test]
+fn container_tasks_go_only_to_nodes_with_their_driver() {
+    let mut docker_node = node(2, 4.0, 4096.0);
+    docker_node.drivers.push(model::DriverKind::Docker);
+    let mut sim = Sim::new(vec![node(1, 4.0, 4096.0), docker_node]);
+    let mut d = spec("/d", 2, 0.1);
+    d.container = model::ContainerSpec::Docker(model::Container { image: Some("x".into()), ..Default::default() });
+    sim.put(d);
+    let mut o = spec("/o", 1, 0.1);
+    o.container = model::ContainerSpec::Oci(model::Container { image: Some("x".into()), ..Default::default() });
+    sim.put(o);
+    let out = sim.round();
+    assert!(out.plan.launches.iter().filter(|t| t.app_id.as_str() == "/d").all(|t| t.node == NodeId(2)));
+    assert_eq!(out.plan.launches.iter().filter(|t| t.app_id.as_str() == "/d").count(), 2);
+    // No node runs the built-in runtime yet: the app waits, saying why.
+    let waiting: Vec<_> = out.unplaced.iter().filter(|u| u.app.as_str() == "/o").collect();
+    assert_eq!(waiting.len(), 1, "{:?}", out.unplaced);
+    let offers = waiting[0].offers();
+    assert_eq!(offers.declined(DeclineReason::UnfulfilledConstraint), 2);
+    assert_eq!(
+        waiting[0].explain(sim.now),
+        "2 of 2 nodes declined: no oci driver (the built-in container runtime is not built yet) (2 nodes)"
+    );
+    assert!(out.plan.launches.iter().all(|t| t.app_id.as_str() != "/o"));
 }
 
 #[test]

@@ -31,6 +31,7 @@ fn node(id: u64) -> NodeInfo {
         registered_at: UnixMillis(0),
         draining: false,
         unreachable_since: None,
+        drivers: vec![model::DriverKind::Exec],
     }
 }
 

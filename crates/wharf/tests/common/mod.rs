@@ -27,6 +27,8 @@ pub struct Node {
     pub rpc: u16,
     pub ports: (u16, u16),
     pub extra: Vec<String>,
+    /// Environment set for the agent process only.
+    pub env: Vec<(String, String)>,
     pub client: reqwest::Client,
 }
 
@@ -36,6 +38,10 @@ impl Node {
     }
 
     pub async fn start_with(extra: &[&str]) -> Node {
+        Node::start_with_env(extra, &[]).await
+    }
+
+    pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
         // A port range of its own per node, so parallel tests never collide.
         let base = 20000 + (free_port() % 120) * 100;
@@ -46,6 +52,7 @@ impl Node {
             rpc: free_port(),
             ports: (base, base + 99),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             client: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client"),
         };
         n.spawn().await;
@@ -74,6 +81,7 @@ impl Node {
             .args(["--rpc", &format!("127.0.0.1:{}", self.rpc)])
             .args(["--ports", &format!("{}-{}", self.ports.0, self.ports.1)])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -10,9 +10,10 @@
 //! agent's children (after a restart). Executors that are the agent's
 //! children are reaped with `waitid(P_PIDFD)`.
 
+use super::{io_err, DriverError, RecoveredTask, TaskEvent};
 use crate::cgroup::TaskCgroup;
 use crate::sandbox::{self, ExecMsg, ExitRecord, LaunchSpec, StateFile, EXECUTOR_LOG, SPEC_FILE, STATE_FILE};
-use model::{TaskId, TaskState, UnixMillis};
+use model::{TaskId, TaskState};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -32,59 +33,6 @@ const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 const SANDBOX_FLAG: &str = "--sandbox";
 /// How long to keep SIGKILLing what is left in an orphan cgroup.
 const ORPHAN_SWEEP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What the driver reports about tasks, on the channel given to
-/// [`ExecDriver::new`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum TaskEvent {
-    Running {
-        task_id: TaskId,
-        pid: u32,
-        at: UnixMillis,
-    },
-    Exited {
-        task_id: TaskId,
-        /// `Finished`, `Failed` or `Killed`.
-        state: TaskState,
-        message: String,
-        at: UnixMillis,
-    },
-}
-
-/// A task found in the sandboxes by [`ExecDriver::recover`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecoveredTask {
-    pub task_id: TaskId,
-    /// `Running` (executor alive; its exit will be reported as an event),
-    /// `Starting` (executor alive, task not spawned yet), or the final state.
-    pub state: TaskState,
-    pub pid: Option<u32>,
-    pub started_at: Option<UnixMillis>,
-    pub message: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DriverError {
-    #[error("task {0} already has a sandbox")]
-    AlreadyExists(TaskId),
-    #[error("task {0} is still running")]
-    StillRunning(TaskId),
-    #[error("no executor command configured")]
-    NoExecutor,
-    #[error("task {task_id} did not start: {message}")]
-    Launch { task_id: TaskId, message: String },
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> DriverError {
-    let context = context.into();
-    move |source| DriverError::Io { context, source }
-}
 
 struct Attached {
     exec_pid: u32,

@@ -1,0 +1,211 @@
+//! One suite that every driver passes, through the `Driver` trait only: output
+//! captured in the sandbox, exit codes, kill with the grace period, the memory
+//! limit, and recovery by a new driver after the old one is gone (as after an
+//! agent restart). `exec` runs real processes under this crate's executor;
+//! `docker` runs them in this machine's Docker engine, from an image built
+//! `FROM scratch` with Debian's static busybox (its tests skip, saying why,
+//! when no engine answers). Commands use `busybox` so they run in both.
+
+use agent::{DockerDriver, Driver, ExecDriver, TaskEvent, TaskLaunch};
+use model::{AppId, CommandSpec, Container, Resources, TaskId, TaskState};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+const IMAGE: &str = agent::driver::docker::BUSYBOX_IMAGE;
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Exec,
+    Docker,
+}
+
+struct Fixture {
+    kind: Kind,
+    root: PathBuf,
+    driver: Arc<dyn Driver>,
+    events: UnboundedReceiver<TaskEvent>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Kind::Docker = self.kind {
+            let filter = format!("label=wharf.sandbox-root={}", self.root.display());
+            if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
+                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+                if !ids.is_empty() {
+                    let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Builds the test image once; `false` (saying why) when no engine answers.
+fn docker_ready() -> bool {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = READY.get_or_init(|| {
+        match Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => return Err(format!("no docker engine: {}", String::from_utf8_lossy(&o.stderr).trim())),
+            Err(e) => return Err(format!("no docker client: {e}")),
+        }
+        agent::driver::docker::build_busybox_image().expect("the test image");
+        Ok(())
+    });
+    if let Err(why) = r {
+        eprintln!("skipped: {why}");
+    }
+    r.is_ok()
+}
+
+fn tempfile_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wharf-conformance-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+async fn driver(kind: Kind, root: PathBuf) -> (Arc<dyn Driver>, UnboundedReceiver<TaskEvent>) {
+    let (tx, rx) = unbounded_channel();
+    let d: Arc<dyn Driver> = match kind {
+        Kind::Exec => Arc::new(ExecDriver::new(root, vec![env!("CARGO_BIN_EXE_wharf-executor").into()], tx)),
+        Kind::Docker => Arc::new(DockerDriver::connect(root, tx).await.expect("docker engine")),
+    };
+    (d, rx)
+}
+
+async fn fixture(kind: Kind) -> Option<Fixture> {
+    if let Kind::Docker = kind {
+        if !docker_ready() {
+            return None;
+        }
+    }
+    let root = tempfile_dir();
+    let (driver, events) = driver(kind, root.clone()).await;
+    Some(Fixture { kind, root, driver, events })
+}
+
+fn launch(kind: Kind, sh: &str) -> TaskLaunch {
+    let id = TaskId::new(&AppId::parse("/conformance").expect("app id"), uuid::Uuid::new_v4(), 1);
+    let container = match kind {
+        Kind::Exec => Container::default(),
+        Kind::Docker => Container { image: Some(IMAGE.into()), ..Container::default() },
+    };
+    TaskLaunch {
+        task_id: id,
+        command: Some(CommandSpec::Shell(sh.into())),
+        env: BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]),
+        resources: Resources { cpus: 0.2, mem: 32.0, disk: 0.0, gpus: 0 },
+        kill_grace: Duration::from_secs(2),
+        container,
+        host_ports: Vec::new(),
+    }
+}
+
+async fn next(rx: &mut UnboundedReceiver<TaskEvent>, within: Duration) -> TaskEvent {
+    tokio::time::timeout(within, rx.recv()).await.expect("an event in time").expect("channel open")
+}
+
+async fn exited(rx: &mut UnboundedReceiver<TaskEvent>, id: &TaskId, within: Duration) -> (TaskState, String) {
+    loop {
+        match next(rx, within).await {
+            TaskEvent::Running { task_id, .. } if &task_id == id => continue,
+            TaskEvent::Exited { task_id, state, message, .. } if &task_id == id => return (state, message),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+}
+
+fn read(f: &Fixture, id: &TaskId, file: &str) -> String {
+    std::fs::read_to_string(f.root.join(id.as_str()).join(file)).unwrap_or_default()
+}
+
+async fn wait_output(f: &Fixture, id: &TaskId, what: &str) {
+    let t = Instant::now();
+    while !read(f, id, "stdout").contains(what) {
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}: no {what:?} in the output", f.kind);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn output_and_exit_codes(kind: Kind) {
+    let Some(mut f) = fixture(kind).await else { return };
+    let t = launch(kind, "echo out; echo err >&2; exit 3");
+    let id = t.task_id.clone();
+    f.driver.launch(t).await.expect("launch");
+    let (state, message) = exited(&mut f.events, &id, Duration::from_secs(20)).await;
+    assert_eq!((state, message.as_str()), (TaskState::Failed, "exited with status 3"), "{kind:?}");
+    assert_eq!(read(&f, &id, "stdout"), "out\n", "{kind:?}");
+    assert_eq!(read(&f, &id, "stderr"), "err\n", "{kind:?}");
+    let t = launch(kind, "exit 0");
+    let id = t.task_id.clone();
+    f.driver.launch(t).await.expect("launch");
+    let (state, _) = exited(&mut f.events, &id, Duration::from_secs(20)).await;
+    assert_eq!(state, TaskState::Finished, "{kind:?}");
+    f.driver.remove(&id).expect("remove");
+    assert!(!f.root.join(id.as_str()).exists(), "{kind:?}: sandbox removed");
+}
+
+async fn kill_after_the_grace_period(kind: Kind) {
+    let Some(mut f) = fixture(kind).await else { return };
+    let t = launch(kind, "trap 'echo ignored' TERM; echo ready; while true; do busybox sleep 1 & wait; done");
+    let id = t.task_id.clone();
+    f.driver.launch(t).await.expect("launch");
+    wait_output(&f, &id, "ready").await;
+    let t0 = Instant::now();
+    f.driver.kill(&id).await.expect("kill");
+    let (state, message) = exited(&mut f.events, &id, Duration::from_secs(20)).await;
+    let took = t0.elapsed();
+    assert_eq!(state, TaskState::Killed, "{kind:?}: {message}");
+    assert!(message.starts_with("killed on request"), "{kind:?}: {message}");
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(8), "{kind:?}: {took:?}");
+    assert!(read(&f, &id, "stdout").contains("ignored"), "{kind:?}: SIGTERM came first");
+}
+
+async fn memory_limit(kind: Kind) {
+    let Some(mut f) = fixture(kind).await else { return };
+    let t = launch(kind, "x=$(busybox head -c 200000000 /dev/zero | busybox tr '\\0' a); echo survived");
+    let id = t.task_id.clone();
+    f.driver.launch(t).await.expect("launch");
+    let (state, message) = exited(&mut f.events, &id, Duration::from_secs(30)).await;
+    assert_eq!(state, TaskState::Failed, "{kind:?}: {message}");
+    assert!(message.starts_with("Memory limit exceeded: Requested: 32MB"), "{kind:?}: {message}");
+    assert!(!read(&f, &id, "stdout").contains("survived"), "{kind:?}");
+}
+
+async fn recovery_by_a_new_driver(kind: Kind) {
+    let Some(mut f) = fixture(kind).await else { return };
+    let t = launch(kind, "echo started; exec busybox sleep 1000");
+    let id = t.task_id.clone();
+    f.driver.launch(t).await.expect("launch");
+    wait_output(&f, &id, "started").await;
+    // The old driver goes (an agent restart); the task does not.
+    let (new, events) = driver(kind, f.root.clone()).await;
+    f.driver = new;
+    f.events = events;
+    let found = f.driver.recover().await.expect("recover");
+    let task = found.iter().find(|r| r.task_id == id).expect("the task is found");
+    assert_eq!(task.state, TaskState::Running, "{kind:?}");
+    // Recovered and supervised: a kill ends it and the new driver says so.
+    f.driver.kill(&id).await.expect("kill");
+    let (state, _) = exited(&mut f.events, &id, Duration::from_secs(20)).await;
+    assert_eq!(state, TaskState::Killed, "{kind:?}");
+    assert_eq!(read(&f, &id, "stdout"), "started\n", "{kind:?}: output neither lost nor repeated");
+}
+
+macro_rules! suite {
+    ($($name:ident),*) => {
+        mod exec {
+            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Kind::Exec).await } )*
+        }
+        mod docker {
+            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Kind::Docker).await } )*
+        }
+    };
+}
+
+suite!(output_and_exit_codes, kill_after_the_grace_period, memory_limit, recovery_by_a_new_driver);
