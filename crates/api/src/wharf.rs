@@ -40,7 +40,6 @@ pub async fn nodes(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
                     "used": {"cpus": u.used.cpus, "mem": u.used.mem, "disk": u.used.disk, "gpus": u.used.gpus},
                     "portsTotal": u32::from(n.port_range.1.saturating_sub(n.port_range.0)) + 1,
                     "portsUsed": u.ports_used.len(),
-                    "drivers": ["exec"],
                     "tasks": s.tasks_on(n.id).filter(|t| !t.state.is_terminal()).count(),
                 })
             })

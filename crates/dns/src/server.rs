@@ -160,13 +160,58 @@ pub async fn bind(addr: SocketAddr) -> Result<Listeners, BindError> {
     Ok(Listeners { udp, tcp, addr })
 }
 
-/// Serves DNS on the listeners until the server fails.
-pub async fn serve(listeners: Listeners, dns: Arc<Dns>) -> Result<(), hickory_server::net::NetError> {
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("DNS listener: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("DNS server: {0}")]
+    Server(#[from] hickory_server::net::NetError),
+    #[error("a DNS server thread ended without a word")]
+    Gone,
+}
+
+/// Serves DNS on the listeners until a server thread fails.
+///
+/// Each of a few threads runs its own single-threaded runtime reading the
+/// same UDP socket (as NSD's server processes do): hickory hands every query
+/// to a task of its own and every answer to a sender task, and on the node's
+/// shared runtime those hops cross threads, which cost more than answering.
+pub async fn serve(listeners: Listeners, dns: Arc<Dns>) -> Result<(), ServeError> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
+    let udp = listeners.udp.into_std()?;
+    let tcp = listeners.tcp.into_std()?;
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), ServeError>>();
+    for i in 0..threads {
+        let udp = udp.try_clone()?;
+        // TCP is rare: one thread takes it.
+        let tcp = if i == 0 { Some(tcp.try_clone()?) } else { None };
+        let (dns, done) = (dns.clone(), done_tx.clone());
+        std::thread::Builder::new().name(format!("dns-{i}")).spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(ServeError::from)
+                .and_then(|rt| rt.block_on(serve_one(udp, tcp, dns)));
+            let _ = done.send(result);
+        })?;
+    }
+    drop(done_tx);
+    done_rx.recv().await.unwrap_or(Err(ServeError::Gone))
+}
+
+async fn serve_one(
+    udp: std::net::UdpSocket,
+    tcp: Option<std::net::TcpListener>,
+    dns: Arc<Dns>,
+) -> Result<(), ServeError> {
     let mut server = hickory_server::Server::new(Handler { dns });
-    server.register_socket(listeners.udp);
-    // Idle TCP clients are cut off after 10 s, so they cannot hold sockets.
-    server.register_listener(listeners.tcp, Duration::from_secs(10), 64);
-    server.block_until_done().await
+    server.register_socket(UdpSocket::from_std(udp)?);
+    if let Some(tcp) = tcp {
+        // Idle TCP clients are cut off after 10 s, so they cannot hold sockets.
+        server.register_listener(TcpListener::from_std(tcp)?, Duration::from_secs(10), 64);
+    }
+    server.block_until_done().await?;
+    Ok(())
 }
 
 struct Handler {

@@ -37,7 +37,8 @@ pub const CONTAINER_SANDBOX: &str = "/mnt/mesos/sandbox";
 /// The driver's record in the sandbox (also tells its sandboxes from exec's).
 const RECORD_FILE: &str = "docker.json";
 /// How long to wait for the engine to answer at start.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// An engine busy starting many containers can take seconds to answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `docker.json`: what `kill` and `recover` need after an agent restart.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +98,18 @@ fn engine_reason(e: &bollard::errors::Error) -> String {
 /// checks that the engine answers. A node whose engine fails this does not
 /// offer the `docker` driver.
 pub async fn connect_engine() -> Result<Docker, DriverError> {
+    // Once more after a moment: a loaded engine may drop the first call.
+    match try_connect_engine().await {
+        Ok(d) => Ok(d),
+        Err(e) => {
+            tracing::debug!(error = %e, "the docker engine did not answer; asking once more");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            try_connect_engine().await
+        }
+    }
+}
+
+async fn try_connect_engine() -> Result<Docker, DriverError> {
     let silent = || DriverError::Unsupported("the docker engine did not answer".into());
     let docker = Docker::connect_with_local_defaults().map_err(docker_err("connect"))?;
     let docker = tokio::time::timeout(PROBE_TIMEOUT, docker.negotiate_version())
