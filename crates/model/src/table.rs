@@ -298,29 +298,12 @@ impl<'de> Deserialize<'de> for TaskTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Resources, TaskGoal, TaskState, UnixMillis};
+    use crate::{Resources, TaskState, UnixMillis};
 
     fn task(app: &str, n: u128, node: u64) -> Task {
         let app = AppId::parse(app).expect("app id");
-        Task {
-            id: TaskId::new(&app, uuid::Uuid::from_u128(n), 1),
-            app_id: app,
-            node: NodeId(node),
-            host: "h".into(),
-            app_version: UnixMillis(1),
-            ports: vec![],
-            resources: Resources::default(),
-            state: TaskState::Staging,
-            goal: TaskGoal::Running,
-            staged_at: UnixMillis(1),
-            started_at: None,
-            updated_at: UnixMillis(1),
-            message: None,
-            healthy: None,
-            health: None,
-            ready: None,
-            readiness: vec![],
-        }
+        let id = TaskId::new(&app, uuid::Uuid::from_u128(n), 1);
+        Task::staged(id, app, NodeId(node), vec![], Resources::default(), UnixMillis(1))
     }
 
     #[test]

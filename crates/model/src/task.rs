@@ -161,6 +161,37 @@ pub struct HealthReport {
 }
 
 impl Task {
+    /// A task just placed: `Staging`, to run, nothing reported yet; its
+    /// version and times are `at`.
+    pub fn staged(
+        id: TaskId,
+        app_id: AppId,
+        node: NodeId,
+        ports: Vec<u16>,
+        resources: Resources,
+        at: UnixMillis,
+    ) -> Task {
+        Task {
+            id,
+            app_id,
+            node,
+            host: String::new(),
+            app_version: at,
+            ports,
+            resources,
+            state: TaskState::Staging,
+            goal: TaskGoal::Running,
+            staged_at: at,
+            started_at: None,
+            updated_at: at,
+            message: None,
+            healthy: None,
+            health: None,
+            ready: None,
+            readiness: Vec::new(),
+        }
+    }
+
     /// Counts against the app's instances (not terminal, not being killed).
     pub fn is_active(&self) -> bool {
         !self.state.is_terminal() && self.goal == TaskGoal::Running

@@ -169,8 +169,7 @@ mod tests {
     use super::*;
     use crate::apply::apply;
     use model::{
-        AppSpec, DeploymentAction, HealthReport, NodeInfo, Plan, Resources, Step, TaskGoal, TaskState, TaskStatus,
-        UnixMillis,
+        AppSpec, DeploymentAction, HealthReport, NodeInfo, Plan, Resources, Step, TaskState, TaskStatus, UnixMillis,
     };
     use proptest::prelude::*;
 
@@ -245,25 +244,11 @@ mod tests {
             2 => Command::DeleteApp { id: id.clone(), at, deployment: deployment(seq, &id), force: true },
             3 => {
                 let node = NodeId(1 + (b % 2) as u64);
-                let task = model::Task {
-                    id: model::TaskId::new(&id, uuid::Uuid::from_u128(seq as u128), 1),
-                    app_id: id.clone(),
-                    node,
-                    host: "h".into(),
-                    app_version: at,
-                    ports: vec![31000 + (seq % 100) as u16],
-                    resources: Resources { cpus: 0.5, mem: 64.0, disk: 0.0, gpus: 0 },
-                    state: TaskState::Staging,
-                    goal: TaskGoal::Running,
-                    staged_at: at,
-                    started_at: None,
-                    updated_at: at,
-                    message: None,
-                    healthy: None,
-                    health: None,
-                    ready: None,
-                    readiness: vec![],
-                };
+                let id_ = model::TaskId::new(&id, uuid::Uuid::from_u128(seq as u128), 1);
+                let ports = vec![31000 + (seq % 100) as u16];
+                let resources = Resources { cpus: 0.5, mem: 64.0, disk: 0.0, gpus: 0 };
+                let mut task = model::Task::staged(id_, id.clone(), node, ports, resources, at);
+                task.host = "h".into();
                 let done: Vec<_> = state.deployments.keys().take(1).cloned().collect();
                 let gone = state.apps.values().filter(|a| a.deleting).map(|a| a.spec.id.clone()).collect();
                 Command::ApplyPlan(Plan {

@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use dns::names::{canonical, label, mesos_task_name, LabelSpec};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
-use model::{AppId, AppSpec, HealthReport, NodeId, PortSpec, Resources, Task, TaskGoal, TaskId, TaskState, TaskStatus};
+use model::{AppId, AppSpec, HealthReport, NodeId, PortSpec, Resources, Task, TaskId, TaskState, TaskStatus};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -202,25 +202,9 @@ fn put_app(id: &AppId, health: bool) -> Command {
 fn task(app: &AppId, n: usize, nodes: &[model::NodeInfo]) -> Task {
     let at = now();
     let node = nodes[n % nodes.len()].id;
-    Task {
-        id: TaskId::new(app, uuid::Uuid::from_u128(n as u128 + 1), 1),
-        app_id: app.clone(),
-        node,
-        host: String::new(),
-        app_version: at,
-        ports: vec![31000 + (n / nodes.len()) as u16],
-        resources: Resources { cpus: 0.01, mem: 1.0, disk: 0.0, gpus: 0 },
-        state: TaskState::Staging,
-        goal: TaskGoal::Running,
-        staged_at: at,
-        started_at: None,
-        updated_at: at,
-        message: None,
-        healthy: None,
-        health: None,
-        ready: None,
-        readiness: vec![],
-    }
+    let id = TaskId::new(app, uuid::Uuid::from_u128(n as u128 + 1), 1);
+    let port = 31000 + (n / nodes.len()) as u16;
+    Task::staged(id, app.clone(), node, vec![port], Resources { cpus: 0.01, mem: 1.0, disk: 0.0, gpus: 0 }, at)
 }
 
 async fn place_running(store: &Store, tasks: Vec<Task>) -> anyhow::Result<()> {

@@ -115,25 +115,10 @@ pub async fn app(store: &Store, id: &str, ports: &[Option<&str>], seq: u64) -> A
 pub async fn task(store: &Store, app: &AppId, n: u128, node: u64, ports: &[u16], state: TaskState) -> TaskId {
     let id = TaskId::new(app, uuid::Uuid::from_u128(n), 1);
     let version = store.read(|s| s.apps.get(app).map(|a| a.version)).expect("app exists");
-    let t = Task {
-        id: id.clone(),
-        app_id: app.clone(),
-        node: NodeId(node),
-        host: String::new(),
-        app_version: version,
-        ports: ports.to_vec(),
-        resources: Resources { cpus: 0.1, mem: 16.0, disk: 0.0, gpus: 0 },
-        state: TaskState::Staging,
-        goal: TaskGoal::Running,
-        staged_at: UnixMillis(1),
-        started_at: None,
-        updated_at: UnixMillis(1),
-        message: None,
-        healthy: None,
-        health: None,
-        ready: None,
-        readiness: vec![],
-    };
+    let resources = Resources { cpus: 0.1, mem: 16.0, disk: 0.0, gpus: 0 };
+    let mut t = Task::staged(id.clone(), app.clone(), NodeId(node), ports.to_vec(), resources, version);
+    t.staged_at = UnixMillis(1);
+    t.updated_at = UnixMillis(1);
     let applied = propose(store, Command::ApplyPlan(Plan { launches: vec![t], ..Default::default() })).await;
     assert!(matches!(&applied, store::Applied::Planned { dropped, .. } if dropped.is_empty()), "{applied:?}");
     let st = TaskStatus { task_id: id.clone(), state, at: UnixMillis(2), message: None };
