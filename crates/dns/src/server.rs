@@ -66,10 +66,10 @@ impl Dns {
             || self.nodes.read().map(|n| n.contains(&ip)).unwrap_or(false)
     }
 
-    /// Applies one endpoint update (and the cluster records when nodes or
-    /// the leader changed).
-    pub fn apply(&self, update: &EndpointUpdate, masters: Option<&Masters>) {
-        let refresh_cluster = match update {
+    /// Applies one endpoint update to the task records; true when the
+    /// cluster records need rebuilding too (a reset, or a node changed).
+    pub fn apply(&self, update: &EndpointUpdate) -> bool {
+        match update {
             EndpointUpdate::Reset { endpoints, .. } => {
                 self.write(|z| {
                     z.clear_tasks();
@@ -89,11 +89,6 @@ impl Dns {
                     }
                 });
                 *nodes_changed
-            }
-        };
-        if refresh_cluster {
-            if let Some(m) = masters {
-                self.set_cluster(update.state(), m);
             }
         }
     }
@@ -123,7 +118,12 @@ pub async fn follow(store: Arc<Store>, dns: Arc<Dns>) {
     loop {
         tokio::select! {
             u = endpoints.next() => match u {
-                Some(u) => dns.apply(&u, Some(&masters(&store))),
+                // The masters (Raft membership) are read only when needed.
+                Some(u) => {
+                    if dns.apply(&u) {
+                        dns.set_cluster(u.state(), &masters(&store));
+                    }
+                }
                 None => return,
             },
             changed = leadership.changed() => {

@@ -13,14 +13,14 @@ use anyhow::{bail, Context};
 use dns::names::{canonical, label, mesos_task_name, LabelSpec};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
-use model::{AppId, AppSpec, HealthReport, NodeId, PortSpec, Resources, Task, TaskId, TaskState, TaskStatus};
+use model::{AppId, AppSpec, HealthReport, PortSpec, Resources, Task, TaskId, TaskState, TaskStatus};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::{Command, Store, StoreConfig};
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::bench_scale::{follower, propose_all, wait_until, wait_until_leader};
+use crate::bench_scale::{follower, propose_all, sim_node, wait_until, wait_until_leader};
 use crate::clock::now;
 
 pub struct DnsBenchArgs {
@@ -145,23 +145,6 @@ async fn measure(dir: &std::path::Path, args: &DnsBenchArgs) -> anyhow::Result<(
         ms(1.0)
     );
     Ok(())
-}
-
-fn sim_node(i: usize) -> model::NodeInfo {
-    model::NodeInfo {
-        id: NodeId((1 << 40) + i as u64),
-        hostname: format!("sim-{i}"),
-        advertise: format!("10.1.0.{}", i + 1),
-        http_addr: format!("10.1.0.{}:8080", i + 1),
-        rpc_addr: String::new(),
-        resources: Resources { cpus: 1e6, mem: 1e9, disk: 1e9, gpus: 0 },
-        port_range: (31000, 32000),
-        attributes: Default::default(),
-        registered_at: now(),
-        draining: false,
-        unreachable_since: None,
-        drivers: vec![model::DriverKind::Exec],
-    }
 }
 
 fn put_app(id: &AppId, health: bool) -> Command {

@@ -134,7 +134,8 @@ pub(crate) fn follower(dir: &std::path::Path, ip: &str, leader_rpc: &str, extra:
     Ok(Follower(child))
 }
 
-fn sim_node(i: usize) -> NodeInfo {
+/// The `i`th simulated node: 16 cpus, 64 GiB, an address of its own.
+pub(crate) fn sim_node(i: usize) -> NodeInfo {
     NodeInfo {
         id: NodeId(SIM_BASE + i as u64),
         hostname: format!("sim-{i}"),
