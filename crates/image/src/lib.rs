@@ -1,0 +1,355 @@
+//! The node's image store: pulls OCI / Docker images from registries (v2)
+//! with `oci-client`, keeps each layer once by digest, unpacked into its own
+//! directory (OCI whiteouts turned into overlayfs ones, so the layers stack
+//! as overlay lower dirs), and records each image's layers and run config.
+//!
+//! Layout under the store's root:
+//! - `layers/<hex>/`: one layer, unpacked; shared by every image that has it.
+//!   Created under a temporary name and renamed, so a present directory is a
+//!   complete layer.
+//! - `images/<hex of the reference>.json`: an [`Image`] (what a reference
+//!   resolved to when it was last pulled).
+
+mod unpack;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub use unpack::unpack_layer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("invalid image reference {reference:?}: {message}")]
+    Reference { reference: String, message: String },
+    #[error("pulling {reference}: {message}")]
+    Pull { reference: String, message: String },
+    #[error("image {reference}: {message}")]
+    Config { reference: String, message: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
+    let context = context.into();
+    move |source| ImageError::Io { context, source }
+}
+
+/// What an image runs, from its config (Docker's and OCI's are the same
+/// JSON for these fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RunConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// `NAME=value` entries.
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+}
+
+/// A pulled image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// The reference as the app gave it.
+    pub reference: String,
+    /// The digest of the manifest it resolved to.
+    pub digest: String,
+    /// Layer digests, lowest first.
+    pub layers: Vec<String>,
+    /// Compressed size of all layers in bytes.
+    pub size: u64,
+    pub config: RunConfig,
+}
+
+/// Registry credentials for a pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// Image store of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct ImageStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    /// `host:port` of registries spoken to over plain HTTP.
+    insecure: Vec<String>,
+    /// One lock per reference: concurrent launches of an app pull once.
+    pulling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Loopback registries are spoken to over plain HTTP, as Docker does.
+fn is_loopback(registry: &str) -> bool {
+    let host = match registry.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => registry,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn hex_of(digest: &str) -> Result<&str, String> {
+    match digest.split_once(':') {
+        Some(("sha256", hex)) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(hex),
+        _ => Err(format!("unsupported digest {digest:?}")),
+    }
+}
+
+/// Parses an image reference as Docker does (`busybox` is
+/// `docker.io/library/busybox:latest`).
+pub fn parse_reference(reference: &str) -> Result<Reference, ImageError> {
+    reference
+        .parse::<Reference>()
+        .map_err(|e| ImageError::Reference { reference: reference.to_string(), message: e.to_string() })
+}
+
+impl ImageStore {
+    pub fn open(root: PathBuf, insecure: Vec<String>) -> Result<ImageStore, ImageError> {
+        for d in ["layers", "images", "tmp"] {
+            let dir = root.join(d);
+            std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        }
+        Ok(ImageStore { inner: Arc::new(Inner { root, insecure, pulling: Mutex::new(HashMap::new()) }) })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The unpacked directory of a layer.
+    pub fn layer_dir(&self, digest: &str) -> PathBuf {
+        let hex = hex_of(digest).unwrap_or(digest);
+        self.inner.root.join("layers").join(hex)
+    }
+
+    fn record_path(&self, reference: &str) -> PathBuf {
+        let key = format!("{:x}", Sha256::digest(reference.as_bytes()));
+        self.inner.root.join("images").join(format!("{key}.json"))
+    }
+
+    /// The image as last pulled, if all its layers are still here.
+    pub fn get(&self, reference: &str) -> Option<Image> {
+        let data = std::fs::read(self.record_path(reference)).ok()?;
+        let image: Image = serde_json::from_slice(&data).ok()?;
+        image.layers.iter().all(|l| self.layer_dir(l).is_dir()).then_some(image)
+    }
+
+    /// Every image recorded here.
+    pub fn list(&self) -> Vec<Image> {
+        let Ok(entries) = std::fs::read_dir(self.inner.root.join("images")) else { return Vec::new() };
+        let mut out: Vec<Image> = entries
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|d| serde_json::from_slice(&d).ok())
+            .collect();
+        out.sort_by(|a: &Image, b| a.reference.cmp(&b.reference));
+        out
+    }
+
+    /// The image, pulled first unless it is here already (always with
+    /// `force_pull`). Layers already here are not downloaded again.
+    pub async fn ensure(
+        &self,
+        reference: &str,
+        force_pull: bool,
+        credentials: Option<&Credentials>,
+    ) -> Result<Image, ImageError> {
+        let parsed = parse_reference(reference)?;
+        let lock = {
+            let mut pulling = self.inner.pulling.lock().unwrap_or_else(|e| e.into_inner());
+            pulling.entry(reference.to_string()).or_default().clone()
+        };
+        let _held = lock.lock().await;
+        if !force_pull {
+            if let Some(image) = self.get(reference) {
+                return Ok(image);
+            }
+        }
+        self.pull(reference, &parsed, credentials).await
+    }
+
+    fn client(&self, registry: &str) -> Client {
+        let mut insecure = self.inner.insecure.clone();
+        if is_loopback(registry) {
+            insecure.push(registry.to_string());
+        }
+        Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(insecure),
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            read_timeout: Some(std::time::Duration::from_secs(60)),
+            ..ClientConfig::default()
+        })
+    }
+
+    async fn pull(
+        &self,
+        reference: &str,
+        parsed: &Reference,
+        credentials: Option<&Credentials>,
+    ) -> Result<Image, ImageError> {
+        let pull_err = |e: oci_client::errors::OciDistributionError| ImageError::Pull {
+            reference: reference.to_string(),
+            message: describe(&e),
+        };
+        let client = self.client(parsed.resolve_registry());
+        let auth = match credentials {
+            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+            None => RegistryAuth::Anonymous,
+        };
+        let (manifest, digest, config) = client.pull_manifest_and_config(parsed, &auth).await.map_err(pull_err)?;
+        let config = run_config(&config)
+            .map_err(|message| ImageError::Config { reference: reference.to_string(), message })?;
+        let mut layers = Vec::new();
+        let mut size = 0u64;
+        for layer in &manifest.layers {
+            let hex = hex_of(&layer.digest)
+                .map_err(|message| ImageError::Config { reference: reference.to_string(), message })?
+                .to_string();
+            size += u64::try_from(layer.size).unwrap_or(0);
+            layers.push(layer.digest.clone());
+            let dir = self.layer_dir(&layer.digest);
+            if dir.is_dir() {
+                continue;
+            }
+            // The blob goes to a file first: pull_blob checks its digest
+            // while writing, and only a verified blob is unpacked.
+            let tmp = self.inner.root.join("tmp");
+            let blob = tmp.join(format!("{hex}.{}.blob", std::process::id()));
+            let file = tokio::fs::File::create(&blob).await.map_err(io_err(format!("create {}", blob.display())))?;
+            let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, file);
+            let pulled = client.pull_blob(parsed, layer, &mut writer).await;
+            let flushed = tokio::io::AsyncWriteExt::flush(&mut writer).await;
+            drop(writer);
+            if let Err(e) = pulled {
+                let _ = std::fs::remove_file(&blob);
+                return Err(pull_err(e));
+            }
+            flushed.map_err(io_err(format!("write {}", blob.display())))?;
+            let (blob2, dir2, tmp2) = (blob.clone(), dir.clone(), tmp.join(format!("{hex}.{}", std::process::id())));
+            let unpacked = tokio::task::spawn_blocking(move || {
+                let r = unpack::unpack_blob(&blob2, &tmp2).and_then(|()| match std::fs::rename(&tmp2, &dir2) {
+                    Ok(()) => Ok(()),
+                    // Unpacked meanwhile by another pull: the same bytes.
+                    Err(_) if dir2.is_dir() => {
+                        let _ = std::fs::remove_dir_all(&tmp2);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                });
+                if r.is_err() {
+                    let _ = std::fs::remove_dir_all(&tmp2);
+                }
+                let _ = std::fs::remove_file(&blob2);
+                r
+            })
+            .await
+            .map_err(|e| io_err("unpack layer")(std::io::Error::other(e)))?;
+            unpacked.map_err(io_err(format!("unpack layer {}", layer.digest)))?;
+        }
+        let image = Image { reference: reference.to_string(), digest, layers, size, config };
+        let data = serde_json::to_vec_pretty(&image).map_err(|e| io_err("encode image")(std::io::Error::other(e)))?;
+        let path = self.record_path(reference);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, &path)).map_err(io_err("record image"))?;
+        Ok(image)
+    }
+
+    /// Forgets an image; its layers stay until [`ImageStore::gc`] finds no
+    /// image using them.
+    pub fn remove(&self, reference: &str) -> Result<bool, ImageError> {
+        match std::fs::remove_file(self.record_path(reference)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err("remove image")(e)),
+        }
+    }
+
+    /// Deletes layers no recorded image uses; returns how many.
+    pub fn gc(&self) -> usize {
+        let used: std::collections::HashSet<PathBuf> =
+            self.list().iter().flat_map(|i| i.layers.iter().map(|l| self.layer_dir(l))).collect();
+        let Ok(entries) = std::fs::read_dir(self.inner.root.join("layers")) else { return 0 };
+        entries
+            .flatten()
+            .filter(|e| !used.contains(&e.path()))
+            .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
+            .count()
+    }
+}
+
+/// The registry's own words where it gave some.
+fn describe(e: &oci_client::errors::OciDistributionError) -> String {
+    use oci_client::errors::OciDistributionError as E;
+    match e {
+        E::RequestError(r) => {
+            let mut msg = r.to_string();
+            let mut src = std::error::Error::source(r);
+            while let Some(s) = src {
+                msg = format!("{msg}: {s}");
+                src = s.source();
+            }
+            msg
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The run settings of an image config (OCI's `ImageConfiguration`).
+fn run_config(json: &str) -> Result<RunConfig, String> {
+    let parsed: oci_spec::image::ImageConfiguration =
+        serde_json::from_str(json).map_err(|e| format!("bad image config: {e}"))?;
+    let c = parsed.config().clone().unwrap_or_default();
+    let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+    Ok(RunConfig {
+        entrypoint: c.entrypoint().clone().unwrap_or_default(),
+        cmd: c.cmd().clone().unwrap_or_default(),
+        env: c.env().clone().unwrap_or_default(),
+        working_dir: nonempty(c.working_dir()),
+        user: nonempty(c.user()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_are_insecure() {
+        assert!(is_loopback("127.0.0.1:5000"));
+        assert!(is_loopback("localhost:5000"));
+        assert!(is_loopback("[::1]:5000"));
+        assert!(!is_loopback("registry.example.com:5000"));
+        assert!(!is_loopback("10.0.0.1"));
+    }
+
+    #[test]
+    fn run_config_reads_docker_configs() {
+        let json = r#"{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/bin/httpd"],"Cmd":["-f"],"Env":["PATH=/bin"],"WorkingDir":"/www","User":""},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let c = run_config(json).expect("config");
+        assert_eq!(c.entrypoint, vec!["/bin/httpd"]);
+        assert_eq!(c.cmd, vec!["-f"]);
+        assert_eq!(c.env, vec!["PATH=/bin"]);
+        assert_eq!(c.working_dir.as_deref(), Some("/www"));
+        assert_eq!(c.user, None);
+    }
+
+    #[test]
+    fn bad_references_are_refused() {
+        assert!(matches!(parse_reference("UPPER/Case::x"), Err(ImageError::Reference { .. })));
+        assert!(parse_reference("busybox").is_ok());
+        assert!(parse_reference("127.0.0.1:5000/a/b@sha256:0000000000000000000000000000000000000000000000000000000000000000").is_ok());
+    }
+}
