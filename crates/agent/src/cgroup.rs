@@ -124,7 +124,8 @@ impl TaskCgroup {
             .map_err(|e| merr(&self.name, e))
     }
 
-    fn linux_resources(&self, res: &Resources) -> Result<oci_spec::runtime::LinuxResources, CgroupError> {
+    /// The task's limits as OCI resources.
+    pub fn linux_resources(&self, res: &Resources) -> Result<oci_spec::runtime::LinuxResources, CgroupError> {
         let rerr = |e: oci_spec::OciSpecError| CgroupError::Resources(e.to_string());
         let mut b = LinuxResourcesBuilder::default();
         if res.mem > 0.0 {

@@ -41,6 +41,13 @@ const SWEEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs the executor for the task in `sandbox`; returns the process exit
 /// code (0 when the task's outcome was recorded, whatever it was).
 pub fn executor_main(sandbox: &Path) -> i32 {
+    // libcontainer says what went wrong through tracing: into executor.log.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        // libcgroups warns about every controller this host lacks.
+        .with_env_filter("warn,libcgroups=error")
+        .try_init();
     match run(sandbox) {
         Ok(()) => 0,
         Err(e) => {
@@ -96,28 +103,40 @@ fn run(sandbox: &Path) -> Result<(), String> {
             return fail_to_start(&mut state, sandbox, None, message);
         }
     };
-    let prepared = match prepare(&spec, sandbox) {
-        Ok(p) => p,
-        Err(message) => return fail_to_start(&mut state, sandbox, None, message),
-    };
     let cgroup = match TaskCgroup::open(&spec.task_id) {
         Ok(c) => c,
         Err(e) => return fail_to_start(&mut state, sandbox, None, e.to_string()),
     };
-    let forked = match fork_task(&prepared) {
-        Ok(f) => f,
-        Err(message) => return fail_to_start(&mut state, sandbox, Some(&cgroup), message),
+    let (pid, start_error) = match &spec.oci {
+        None => {
+            let prepared = match prepare(&spec, sandbox) {
+                Ok(p) => p,
+                Err(message) => return fail_to_start(&mut state, sandbox, Some(&cgroup), message),
+            };
+            let forked = match fork_task(&prepared) {
+                Ok(f) => f,
+                Err(message) => return fail_to_start(&mut state, sandbox, Some(&cgroup), message),
+            };
+            let pid = forked.pid;
+            running(&mut state, pid, &save)?;
+            (pid, release(forked, &cgroup, &spec, &prepared).err())
+        }
+        Some(oci) => {
+            let mut container = match create_container(&spec, oci, sandbox, &cgroup, &mask) {
+                Ok(c) => c,
+                Err(message) => {
+                    crate::container::cleanup(oci);
+                    return fail_to_start(&mut state, sandbox, Some(&cgroup), message);
+                }
+            };
+            let pid = match container.pid() {
+                Some(p) => p,
+                None => return fail_to_start(&mut state, sandbox, Some(&cgroup), "no container process".into()),
+            };
+            running(&mut state, pid, &save)?;
+            (pid, crate::container::start(&mut container).err())
+        }
     };
-    let pid = forked.pid;
-    let started = sandbox::now();
-    state.pid = Some(pid.as_raw() as u32);
-    state.started_at = Some(started);
-    save(&state)?;
-    // The task exists and is committed to run: report it now. Joining the
-    // cgroup costs an RCU grace period on the first migration (10-15 ms on
-    // v1 hosts), which the agent need not wait for; the task itself does.
-    tell_agent(&ExecMsg::Running { pid: pid.as_raw() as u32, at: started });
-    let start_error = release(forked, &cgroup, &spec, &prepared).err();
     if let Some(e) = &start_error {
         log(&format!("cannot start task: {e}"));
     }
@@ -180,6 +199,9 @@ fn run(sandbox: &Path) -> Result<(), String> {
     if let Err(e) = cgroup.remove() {
         log(&format!("cannot remove cgroup: {e}"));
     }
+    if let Some(oci) = &spec.oci {
+        crate::container::cleanup(oci);
+    }
 
     let (code, signal, how) = match status {
         WaitStatus::Exited(_, c) => (Some(c), None, format!("exited with status {c}")),
@@ -203,6 +225,48 @@ fn run(sandbox: &Path) -> Result<(), String> {
     log(&format!("task ended: {task_state:?}: {message}"));
     state.exit = Some(ExitRecord { state: task_state, message, code, signal, at: sandbox::now() });
     save(&state)
+}
+
+/// Records and reports the task's process as started. Joining the cgroup
+/// costs an RCU grace period on the first migration (10-15 ms on v1 hosts),
+/// which the agent need not wait for; the task itself does.
+fn running(state: &mut StateFile, pid: Pid, save: &dyn Fn(&StateFile) -> Result<(), String>) -> Result<(), String> {
+    let started = sandbox::now();
+    state.pid = Some(pid.as_raw() as u32);
+    state.started_at = Some(started);
+    save(state)?;
+    tell_agent(&ExecMsg::Running { pid: pid.as_raw() as u32, at: started });
+    Ok(())
+}
+
+/// Mounts the container's root filesystem and creates the container with
+/// libcontainer (its init waits in the task's cgroup until started). The
+/// executor's signals are unblocked meanwhile, since the container's
+/// processes inherit the signal mask (the agent sends no kill before the
+/// launch returns, so none is lost).
+fn create_container(
+    spec: &LaunchSpec,
+    oci: &crate::sandbox::OciLaunch,
+    sandbox: &Path,
+    cgroup: &TaskCgroup,
+    mask: &SigSet,
+) -> Result<libcontainer::container::Container, String> {
+    let dirs = crate::container::ContainerDirs::new(&oci.dir);
+    crate::container::mount_rootfs(oci, &dirs)?;
+    let resources = cgroup.linux_resources(&spec.resources).map_err(|e| e.to_string())?;
+    let mut resources = serde_json::to_value(resources).map_err(|e| format!("encode resources: {e}"))?;
+    if !oci.privileged {
+        // No device but the runtime's defaults (null, zero, tty, ...).
+        resources["devices"] = serde_json::json!([{"allow": false, "access": "rwm"}]);
+    }
+    // SAFETY: restoring the default disposition installs no handler code.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    let _ = mask.thread_unblock();
+    let created = crate::container::create(spec, oci, sandbox, resources);
+    let _ = mask.thread_block();
+    // SAFETY: as above.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+    created.map(|(c, _)| c)
 }
 
 /// Reaps every child that has exited; returns the main process's status if

@@ -9,6 +9,7 @@
 //! commands; the driver and executor below it know nothing of the store.
 
 pub mod cgroup;
+pub mod container;
 pub mod driver;
 pub mod env;
 pub mod executor;
@@ -18,7 +19,7 @@ pub mod readiness;
 pub mod reconcile;
 pub mod sandbox;
 
-pub use driver::{DockerDriver, Driver, DriverError, ExecDriver, RecoveredTask, TaskEvent, TaskLaunch};
+pub use driver::{DockerDriver, Driver, DriverError, ExecDriver, OciDriver, RecoveredTask, TaskEvent, TaskLaunch};
 pub use env::task_env;
 pub use executor::executor_main;
 pub use metrics::AgentMetrics;

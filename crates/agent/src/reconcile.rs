@@ -9,7 +9,7 @@
 //! launched twice. Each task goes to the driver of its app's container kind;
 //! this module talks to drivers only through the `Driver` trait.
 
-use crate::driver::{DockerDriver, Driver, ExecDriver, TaskEvent, TaskLaunch};
+use crate::driver::{DockerDriver, Driver, ExecDriver, OciDriver, TaskEvent, TaskLaunch};
 use crate::env::task_env;
 use crate::health::{run_checker, CheckTarget, CheckerEvent};
 use crate::readiness::Runners;
@@ -53,12 +53,18 @@ pub struct AgentConfig {
     pub metrics: crate::AgentMetrics,
     /// The drivers this node offers ([`probe_drivers`]), as registered.
     pub drivers: Vec<DriverKind>,
+    /// The node's image store, for the oci driver.
+    pub images: Option<image::ImageStore>,
 }
 
 /// The drivers this node can offer: `exec` always, `docker` when an engine
 /// answers now.
 pub async fn probe_drivers() -> Vec<DriverKind> {
     let mut out = vec![DriverKind::Exec];
+    match crate::driver::oci::supported() {
+        Ok(()) => out.push(DriverKind::Oci),
+        Err(e) => tracing::info!(error = %e, "the oci driver (built-in container runtime) is not offered"),
+    }
     match crate::driver::docker::connect_engine().await {
         Ok(_) => out.push(DriverKind::Docker),
         Err(e) => tracing::info!(error = %e, "no docker engine: the docker driver is not offered"),
@@ -73,6 +79,12 @@ async fn start_drivers(cfg: &AgentConfig, events: mpsc::UnboundedSender<TaskEven
     let mut out: Drivers = BTreeMap::new();
     let exec = ExecDriver::new(cfg.sandbox_root.clone(), cfg.executor.clone(), events.clone());
     out.insert(DriverKind::Exec, Arc::new(exec));
+    if let (true, Some(images)) = (cfg.drivers.contains(&DriverKind::Oci), &cfg.images) {
+        let containers = cfg.sandbox_root.with_file_name("containers");
+        let oci =
+            OciDriver::new(cfg.sandbox_root.clone(), containers, cfg.executor.clone(), events.clone(), images.clone());
+        out.insert(DriverKind::Oci, Arc::new(oci));
+    }
     if cfg.drivers.contains(&DriverKind::Docker) {
         match DockerDriver::connect(cfg.sandbox_root.clone(), events).await {
             Ok(d) => {

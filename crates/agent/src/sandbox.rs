@@ -30,6 +30,37 @@ pub struct LaunchSpec {
     pub resources: Resources,
     /// SIGTERM first, SIGKILL after this.
     pub kill_grace: Duration,
+    /// Set for an image run by the built-in runtime: `command` is then the
+    /// container's final argv, `env` its final environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciLaunch>,
+}
+
+/// A container of the built-in runtime, as the agent prepared it (image
+/// pulled, command merged); the executor creates and starts it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OciLaunch {
+    /// The directory holding the image store's layers.
+    pub layers_root: PathBuf,
+    /// Layer directory names below `layers_root`, lowest first.
+    pub layers: Vec<String>,
+    /// The task's container directory: the writable layer, overlay work
+    /// dir, root mount and the runtime's state.
+    pub dir: PathBuf,
+    /// The image's user (`name`, `uid` or `uid:gid`), resolved in the image.
+    pub user: Option<String>,
+    /// Working directory inside the container.
+    pub cwd: String,
+    pub mounts: Vec<BindMount>,
+    pub privileged: bool,
+}
+
+/// A host path mounted into the container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub read_only: bool,
 }
 
 /// How the task ended.

@@ -210,8 +210,8 @@ impl ImageStore {
             None => RegistryAuth::Anonymous,
         };
         let (manifest, digest, config) = client.pull_manifest_and_config(parsed, &auth).await.map_err(pull_err)?;
-        let config = run_config(&config)
-            .map_err(|message| ImageError::Config { reference: reference.to_string(), message })?;
+        let config =
+            run_config(&config).map_err(|message| ImageError::Config { reference: reference.to_string(), message })?;
         let mut layers = Vec::new();
         let mut size = 0u64;
         for layer in &manifest.layers {
@@ -350,6 +350,9 @@ mod tests {
     fn bad_references_are_refused() {
         assert!(matches!(parse_reference("UPPER/Case::x"), Err(ImageError::Reference { .. })));
         assert!(parse_reference("busybox").is_ok());
-        assert!(parse_reference("127.0.0.1:5000/a/b@sha256:0000000000000000000000000000000000000000000000000000000000000000").is_ok());
+        assert!(parse_reference(
+            "127.0.0.1:5000/a/b@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+        )
+        .is_ok());
     }
 }

@@ -129,7 +129,7 @@ impl<'a> Placer<'a> {
         if !node.has_driver(driver) {
             let detail = match driver {
                 DriverKind::Docker => "no docker driver (no Docker engine answered when the agent started)".to_string(),
-                DriverKind::Oci => "no oci driver (the built-in container runtime is not built yet)".to_string(),
+                DriverKind::Oci => "no oci driver (the kernel has no overlayfs or the agent is not root)".to_string(),
                 DriverKind::Exec => "no exec driver".to_string(),
             };
             return Err(Decline { reason: DeclineReason::UnfulfilledConstraint, detail });

@@ -112,6 +112,10 @@ pub struct AgentArgs {
     /// --lb-bind address, falling back to 9090 when 80 cannot be bound).
     #[arg(long)]
     pub http_lb: Option<String>,
+    /// A registry (HOST:PORT) the built-in runtime pulls from over plain
+    /// HTTP (repeatable); loopback registries always are, as with Docker.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
 }
 
 /// The node's DNS server (Mesos-DNS names for the cluster domain).

@@ -101,6 +101,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         keep_sandboxes: args.keep_sandboxes,
         check_client,
         metrics: agent_metrics,
+        images: image::ImageStore::open(data_dir.join("images"), args.insecure_registries.clone())
+            .context("opening the image store")?,
         drivers,
     };
     start_agent(&mut sup, &store, agent);
@@ -323,6 +325,7 @@ struct AgentParts {
     check_client: reqwest::Client,
     metrics: agent::AgentMetrics,
     drivers: Vec<model::DriverKind>,
+    images: image::ImageStore,
 }
 
 /// This node's agent. A restarted agent recovers its running tasks from
@@ -338,6 +341,7 @@ fn start_agent(sup: &mut Supervisor, store: &Arc<Store>, parts: AgentParts) {
             check_client: parts.check_client.clone(),
             metrics: parts.metrics.clone(),
             drivers: parts.drivers.clone(),
+            images: Some(parts.images.clone()),
         };
         agent::run_agent(s.clone(), cfg)
     });

@@ -45,6 +45,9 @@ struct Inner {
     executor: Vec<OsString>,
     events: UnboundedSender<TaskEvent>,
     tasks: Mutex<HashMap<TaskId, Attached>>,
+    /// Whether this driver's tasks are containers (the oci driver's) or
+    /// plain commands: each recovers only its own from the shared root.
+    containers: bool,
 }
 
 impl Inner {
@@ -73,7 +76,16 @@ impl ExecDriver {
     /// `[current_exe, "executor"]`); the executor gets `--sandbox DIR`
     /// appended.
     pub fn new(root: PathBuf, executor: Vec<OsString>, events: UnboundedSender<TaskEvent>) -> Self {
-        ExecDriver { inner: Arc::new(Inner { root, executor, events, tasks: Mutex::new(HashMap::new()) }) }
+        Self::with(root, executor, events, false)
+    }
+
+    /// The executor machinery for the oci driver's containers.
+    pub(crate) fn for_containers(root: PathBuf, executor: Vec<OsString>, events: UnboundedSender<TaskEvent>) -> Self {
+        Self::with(root, executor, events, true)
+    }
+
+    fn with(root: PathBuf, executor: Vec<OsString>, events: UnboundedSender<TaskEvent>, containers: bool) -> Self {
+        ExecDriver { inner: Arc::new(Inner { root, executor, events, tasks: Mutex::new(HashMap::new()), containers }) }
     }
 
     pub fn sandbox_dir(&self, id: &TaskId) -> PathBuf {
@@ -203,8 +215,14 @@ impl ExecDriver {
                 continue;
             };
             let dir = entry.path();
-            if !dir.join(SPEC_FILE).exists() {
-                continue;
+            match sandbox::read_json::<LaunchSpec>(&dir, SPEC_FILE) {
+                Ok(spec) if spec.oci.is_some() == self.inner.containers => {}
+                // The other driver's task.
+                Ok(_) => continue,
+                // No spec: not an executor's sandbox (docker's); an
+                // unreadable one is the exec driver's to report.
+                Err(_) if !dir.join(SPEC_FILE).exists() || self.inner.containers => continue,
+                Err(_) => {}
             }
             let state = sandbox::read_json::<StateFile>(&dir, STATE_FILE).ok();
             let already = self.inner.tasks().contains_key(&id);

@@ -10,9 +10,11 @@
 
 pub mod docker;
 pub mod exec;
+pub mod oci;
 
 pub use docker::DockerDriver;
 pub use exec::ExecDriver;
+pub use oci::OciDriver;
 
 use model::{CommandSpec, Container, DriverKind, Resources, TaskId, TaskState, UnixMillis};
 use std::collections::BTreeMap;
@@ -141,6 +143,7 @@ impl Driver for ExecDriver {
             env: task.env,
             resources: task.resources,
             kill_grace: task.kill_grace,
+            oci: None,
         };
         ExecDriver::launch(self, spec).await
     }

@@ -155,7 +155,7 @@ fn container_tasks_go_only_to_nodes_with_their_driver() {
     assert_eq!(offers.declined(DeclineReason::UnfulfilledConstraint), 2);
     assert_eq!(
         waiting[0].explain(sim.now),
-        "2 of 2 nodes declined: no oci driver (the built-in container runtime is not built yet) (2 nodes)"
+        "2 of 2 nodes declined: no oci driver (the kernel has no overlayfs or the agent is not root) (2 nodes)"
     );
     assert!(out.plan.launches.iter().all(|t| t.app_id.as_str() != "/o"));
 }

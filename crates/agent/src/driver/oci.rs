@@ -1,0 +1,179 @@
+//! The oci driver: images run by the built-in runtime. The agent side pulls
+//! the image into the node's [`ImageStore`] (layers shared by digest),
+//! merges the image's entrypoint, cmd, env, working dir and user with the
+//! app's as Mesos does, and hands the prepared container to a per-task
+//! `wharf executor`, which creates and starts it with libcontainer (see
+//! `crate::container`). Everything after the launch (kill with the grace
+//! period, exit records, recovery after an agent restart) is the exec
+//! driver's executor machinery, shared.
+
+use super::{DriverError, ExecDriver, RecoveredTask, TaskEvent, TaskLaunch};
+use crate::container::{container_argv, SANDBOX_MOUNT};
+use crate::sandbox::{BindMount, LaunchSpec, OciLaunch};
+use image::ImageStore;
+use model::{CommandSpec, TaskId};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Whether this kernel can run the built-in runtime's containers (overlayfs
+/// and, as root, namespaces).
+pub fn supported() -> Result<(), String> {
+    let fs = std::fs::read_to_string("/proc/filesystems").map_err(|e| format!("read /proc/filesystems: {e}"))?;
+    if !fs.lines().any(|l| l.split_whitespace().last() == Some("overlay")) {
+        return Err("the kernel has no overlayfs".into());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err("the agent is not root (containers need namespaces and mounts)".into());
+    }
+    Ok(())
+}
+
+pub struct OciDriver {
+    exec: ExecDriver,
+    images: ImageStore,
+    /// One directory per task: writable layer, root mount, runtime state.
+    containers: PathBuf,
+}
+
+impl OciDriver {
+    pub fn new(
+        sandbox_root: PathBuf,
+        containers: PathBuf,
+        executor: Vec<OsString>,
+        events: UnboundedSender<TaskEvent>,
+        images: ImageStore,
+    ) -> OciDriver {
+        OciDriver { exec: ExecDriver::for_containers(sandbox_root, executor, events), images, containers }
+    }
+
+    fn spec(&self, task: &TaskLaunch, image: &image::Image) -> Result<LaunchSpec, DriverError> {
+        let launch_err = |message: String| DriverError::Launch { task_id: task.task_id.clone(), message };
+        let argv =
+            container_argv(task.command.as_ref(), &image.config.entrypoint, &image.config.cmd).map_err(launch_err)?;
+        // The image's env first; the task's over it, except the agent's own
+        // PATH, which means nothing inside the image.
+        let mut env: BTreeMap<String, String> = image
+            .config
+            .env
+            .iter()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        let image_path = env.get("PATH").cloned();
+        env.extend(task.env.clone());
+        env.insert(
+            "PATH".into(),
+            image_path.unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        );
+        env.insert("MESOS_SANDBOX".into(), SANDBOX_MOUNT.into());
+        let mut mounts = Vec::new();
+        for v in &task.container.volumes {
+            // Persistent and external volumes are not mounted (yet).
+            let Some(host) = &v.host_path else { continue };
+            let destination = if v.container_path.starts_with('/') {
+                v.container_path.clone()
+            } else {
+                format!("{SANDBOX_MOUNT}/{}", v.container_path)
+            };
+            let source = PathBuf::from(host);
+            if !source.exists() {
+                // As Docker does: a missing host directory is created.
+                std::fs::create_dir_all(&source)
+                    .map_err(|e| launch_err(format!("volume {host}: cannot create it: {e}")))?;
+            }
+            mounts.push(BindMount { source, destination, read_only: v.mode == model::VolumeMode::Ro });
+        }
+        let layers = image
+            .layers
+            .iter()
+            .map(|l| {
+                self.images
+                    .layer_dir(l)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .ok_or_else(|| launch_err(format!("bad layer {l}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(LaunchSpec {
+            task_id: task.task_id.clone(),
+            command: CommandSpec::Argv(argv),
+            env,
+            resources: task.resources,
+            kill_grace: task.kill_grace,
+            oci: Some(OciLaunch {
+                layers_root: self.images.root().join("layers"),
+                layers,
+                dir: self.container_dir(&task.task_id),
+                user: image.config.user.clone(),
+                cwd: image.config.working_dir.clone().unwrap_or_else(|| "/".into()),
+                mounts,
+                privileged: task.container.privileged,
+            }),
+        })
+    }
+
+    fn container_dir(&self, id: &TaskId) -> PathBuf {
+        self.containers.join(id.as_str())
+    }
+
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+}
+
+fn remove_container_dir(dir: &Path) -> Result<(), DriverError> {
+    // The executor unmounted the root at the task's end; after a crash it
+    // may still be mounted, and deleting through it would empty the layers.
+    let rootfs = dir.join("rootfs");
+    let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+    if is_mountpoint(&rootfs) {
+        return Err(DriverError::Unsupported(format!("{} is still mounted", rootfs.display())));
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(super::io_err(format!("remove {}", dir.display()))(e)),
+    }
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let target = p.to_string_lossy();
+    mounts.lines().any(|l| l.split(' ').nth(4) == Some(&*target))
+}
+
+#[async_trait::async_trait]
+impl super::Driver for OciDriver {
+    fn kind(&self) -> model::DriverKind {
+        model::DriverKind::Oci
+    }
+
+    async fn launch(&self, task: TaskLaunch) -> Result<u32, DriverError> {
+        let Some(reference) = task.container.image.clone() else {
+            return Err(DriverError::Unsupported("the app's container has no image".into()));
+        };
+        let image = self
+            .images
+            .ensure(&reference, task.container.force_pull_image, None)
+            .await
+            .map_err(|e| DriverError::Launch { task_id: task.task_id.clone(), message: e.to_string() })?;
+        let spec = self.spec(&task, &image)?;
+        let dir = self.container_dir(&task.task_id);
+        std::fs::create_dir_all(&dir).map_err(super::io_err(format!("create {}", dir.display())))?;
+        self.exec.launch(spec).await
+    }
+
+    async fn kill(&self, id: &TaskId) -> Result<(), DriverError> {
+        self.exec.kill(id).await
+    }
+
+    async fn recover(&self) -> Result<Vec<RecoveredTask>, DriverError> {
+        self.exec.recover().await
+    }
+
+    fn remove(&self, id: &TaskId) -> Result<(), DriverError> {
+        self.exec.remove_sandbox(id)?;
+        remove_container_dir(&self.container_dir(id))
+    }
+}
