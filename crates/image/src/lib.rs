@@ -19,7 +19,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Numbers temporary files of concurrent pulls.
+static PULLS: AtomicU64 = AtomicU64::new(0);
 
 pub use unpack::unpack_layer;
 
@@ -227,7 +231,9 @@ impl ImageStore {
             // The blob goes to a file first: pull_blob checks its digest
             // while writing, and only a verified blob is unpacked.
             let tmp = self.inner.root.join("tmp");
-            let blob = tmp.join(format!("{hex}.{}.blob", std::process::id()));
+            // Unique per pull: two images sharing a layer may pull it at once.
+            let unique = format!("{hex}.{}.{}", std::process::id(), PULLS.fetch_add(1, Ordering::Relaxed));
+            let blob = tmp.join(format!("{unique}.blob"));
             let file = tokio::fs::File::create(&blob).await.map_err(io_err(format!("create {}", blob.display())))?;
             let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, file);
             let pulled = client.pull_blob(parsed, layer, &mut writer).await;
@@ -238,7 +244,7 @@ impl ImageStore {
                 return Err(pull_err(e));
             }
             flushed.map_err(io_err(format!("write {}", blob.display())))?;
-            let (blob2, dir2, tmp2) = (blob.clone(), dir.clone(), tmp.join(format!("{hex}.{}", std::process::id())));
+            let (blob2, dir2, tmp2) = (blob.clone(), dir.clone(), tmp.join(unique));
             let unpacked = tokio::task::spawn_blocking(move || {
                 let r = unpack::unpack_blob(&blob2, &tmp2).and_then(|()| match std::fs::rename(&tmp2, &dir2) {
                     Ok(()) => Ok(()),

@@ -128,7 +128,7 @@ async fn a_docker_app_in_host_networking_serves_on_port0_and_the_node_lists_the_
     let d = DockerNode::start().await;
     let node = d.node();
     let nodes = node.get("/wharf/v1/nodes").await;
-    assert_eq!(nodes["nodes"][0]["drivers"], json!(["exec", "docker"]), "{nodes}");
+    assert_eq!(nodes["nodes"][0]["drivers"], json!(["exec", "oci", "docker"]), "{nodes}");
     deploy(
         node,
         json!({"id": "/web", "cmd": httpd("$PORT0"), "cpus": 0.1, "mem": 32, "instances": 1,
@@ -327,24 +327,17 @@ async fn without_an_engine_the_node_offers_no_docker_driver_and_docker_apps_wait
     let nowhere = format!("unix://{}", dir.path().join("no-docker.sock").display());
     let node = Node::start_with_env(&[], &[("DOCKER_HOST", &nowhere)]).await;
     let nodes = node.get("/wharf/v1/nodes").await;
-    assert_eq!(nodes["nodes"][0]["drivers"], json!(["exec"]), "{nodes}");
+    assert_eq!(nodes["nodes"][0]["drivers"], json!(["exec", "oci"]), "{nodes}");
     deploy(
         &node,
         json!({"id": "/waits", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32,
                "container": {"type": "DOCKER", "docker": {"image": IMAGE}}}),
     )
     .await;
-    // A MESOS container with an image needs the built-in runtime, which no node has yet.
-    deploy(
-        &node,
-        json!({"id": "/oci", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32,
-               "container": {"type": "MESOS", "docker": {"image": IMAGE}}}),
-    )
-    .await;
     let mut reasons = Value::Null;
     for _ in 0..100 {
         reasons = node.get("/wharf/v1/queue").await;
-        if reasons["queue"].as_array().is_some_and(|q| q.len() == 2) {
+        if reasons["queue"].as_array().is_some_and(|q| q.len() == 1) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -357,11 +350,6 @@ async fn without_an_engine_the_node_offers_no_docker_driver_and_docker_apps_wait
         Some(json!(
             "1 of 1 nodes declined: no docker driver (no Docker engine answered when the agent started) (1 node)"
         )),
-        "{reasons}"
-    );
-    assert_eq!(
-        reason("/oci"),
-        Some(json!("1 of 1 nodes declined: no oci driver (the built-in container runtime is not built yet) (1 node)")),
         "{reasons}"
     );
     assert!(node.tasks("/waits").await.is_empty(), "nothing launched, nothing failed");
@@ -417,7 +405,7 @@ async fn an_agent_restarted_without_its_engine_neither_fails_nor_duplicates_the_
     let dir = tempfile::tempdir().expect("tempdir");
     node.env = vec![("DOCKER_HOST".into(), format!("unix://{}", dir.path().join("gone.sock").display()))];
     node.spawn().await;
-    assert_eq!(node.get("/wharf/v1/nodes").await["nodes"][0]["drivers"], json!(["exec"]));
+    assert_eq!(node.get("/wharf/v1/nodes").await["nodes"][0]["drivers"], json!(["exec", "oci"]));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let tasks = node.wait_running("/engine", 1).await;
     assert_eq!(tasks[0]["id"], id, "still the same task, not failed");

@@ -1,0 +1,322 @@
+//! End to end through the built-in runtime (the oci driver): Marathon
+//! `MESOS` apps with `docker.image`, pulled from Debian's `docker-registry`
+//! on a loopback port (plain HTTP, as for any loopback registry). The images
+//! are built locally without network (`FROM scratch` plus Debian's static
+//! busybox) and pushed there with `docker push`. The image's entrypoint runs
+//! and serves on `$PORT0`; env, volumes and the sandbox mount arrive; a
+//! memory hog fails with the reason; a file deleted in an upper layer is
+//! absent; an agent restart keeps the container and its task id; images that
+//! cannot be pulled fail the task naming the cause, under the app's backoff.
+//! Skipped, saying why, when the kernel cannot run containers (no overlayfs)
+//! or no Docker engine answers to build the images.
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const BUSYBOX: &str = agent::driver::docker::BUSYBOX_IMAGE;
+/// The busybox image with an entrypoint serving HTTP on `$PORT0`.
+const HTTPD: &str = "wharf-test/oci-httpd:1";
+/// Two layers above busybox: one adds `/etc/gone` and `/etc/kept`, the
+/// next deletes `/etc/gone`.
+const WHITEOUT: &str = "wharf-test/oci-whiteout:1";
+
+fn docker_build(tag: &str, dockerfile: &str, files: &[(&str, &str)]) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).map_err(|e| e.to_string())?;
+    for (name, data) in files {
+        std::fs::write(dir.path().join(name), data).map_err(|e| e.to_string())?;
+    }
+    let out =
+        Command::new("docker").args(["build", "-q", "-t", tag]).arg(dir.path()).output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("docker build {tag}: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(())
+}
+
+/// Builds the test images once; `false` (saying why) when this machine
+/// cannot run the test.
+fn ready() -> bool {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = READY.get_or_init(|| {
+        agent::driver::oci::supported().map_err(|e| format!("no built-in runtime here: {e}"))?;
+        match Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => return Err(format!("no docker engine to build the images: {}", String::from_utf8_lossy(&o.stderr))),
+            Err(e) => return Err(format!("no docker client to build the images: {e}")),
+        }
+        agent::driver::docker::build_busybox_image().expect("the busybox image");
+        let serve = "mkdir -p /tmp/www && echo \"hello $GREETING from $MARATHON_APP_ID\" > /tmp/www/index.html \
+                     && exec httpd -f -p $PORT0 -h /tmp/www";
+        let dockerfile = format!(
+            "FROM {BUSYBOX}\nENV GREETING=image-default WHERE=image\nWORKDIR /tmp\nENTRYPOINT [\"/bin/sh\", \"-c\", {}]\n",
+            serde_json::to_string(serve).expect("json")
+        );
+        docker_build(HTTPD, &dockerfile, &[]).expect("the httpd image");
+        docker_build(
+            WHITEOUT,
+            &format!("FROM {BUSYBOX}\nCOPY gone kept /etc/\nRUN rm /etc/gone\n"),
+            &[("gone", "deleted above\n"), ("kept", "kept\n")],
+        )
+        .expect("the whiteout image");
+        Ok(())
+    });
+    if let Err(why) = r {
+        eprintln!("skipped: {why}");
+    }
+    r.is_ok()
+}
+
+/// Debian's `docker-registry` on a loopback port, with its storage in a
+/// temporary directory; stopped when dropped.
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).expect("config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).expect("log"))
+            .spawn()
+            .expect("docker-registry (scripts/test installs Debian's docker-registry)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "docker-registry did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry { child, addr, _dir: dir }
+    }
+
+    /// Pushes a local image as `name` and returns its reference here.
+    fn push(&self, local: &str, name: &str) -> String {
+        let reference = format!("{}/{name}", self.addr);
+        let run = |args: &[&str]| {
+            let out = Command::new("docker").args(args).output().expect("docker");
+            assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&["tag", local, &reference]);
+        run(&["push", &reference]);
+        run(&["rmi", &reference]);
+        reference
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn deploy(node: &Node, app: Value) {
+    let (s, v) = node.call(Method::POST, "/v2/apps", Some(&app)).await.expect("POST");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+async fn http_get(url: &str) -> String {
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+    let mut last = String::new();
+    for _ in 0..100 {
+        match c.get(url).send().await {
+            Ok(r) if r.status().is_success() => return r.text().await.expect("body"),
+            Ok(r) => last = format!("status {}", r.status()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("GET {url}: {last}");
+}
+
+async fn stdout_containing(node: &Node, task: &str, what: &str) -> String {
+    let mut out = String::new();
+    for _ in 0..200 {
+        out = std::fs::read_to_string(node.sandbox(task).join("stdout")).unwrap_or_default();
+        if out.contains(what) {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("stdout of {task} never said {what:?}: {out:?}\n{}", node.log());
+}
+
+async fn last_failure(node: &Node, app: &str) -> Value {
+    for _ in 0..300 {
+        let f = node.get(&format!("/v2/apps{app}?embed=app.lastTaskFailure")).await["app"]["lastTaskFailure"].clone();
+        if !f.is_null() {
+            return f;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{app}: no task failure recorded\n{}", node.log());
+}
+
+fn host_port(task: &Value) -> u16 {
+    task["ports"][0].as_u64().expect("host port") as u16
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_images_entrypoint_serves_on_port0_with_env_volumes_and_the_sandbox() {
+    if !ready() {
+        return;
+    }
+    let reg = Registry::start();
+    let image = reg.push(HTTPD, "web/httpd:1");
+    let node = Node::start().await;
+    let nodes = node.get("/wharf/v1/nodes").await;
+    assert!(nodes["nodes"][0]["drivers"].as_array().is_some_and(|d| d.contains(&json!("oci"))), "{nodes}");
+    let vol = tempfile::tempdir().expect("tempdir");
+    std::fs::write(vol.path().join("greeting"), "from the host\n").expect("write");
+    // The image's entrypoint, its env under the app's, its working dir.
+    deploy(
+        &node,
+        json!({"id": "/web", "cpus": 0.1, "mem": 32, "env": {"GREETING": "hi"}, "portDefinitions": [{"port": 0}],
+               "container": {"type": "MESOS", "docker": {"image": image}}}),
+    )
+    .await;
+    // A cmd runs via /bin/sh -c instead of the entrypoint.
+    let cmd = "echo \"WHERE=$WHERE PWD=$(pwd) SANDBOX=$MESOS_SANDBOX TASK=$MESOS_TASK_ID\"; cat /data/greeting; \
+               cat $MESOS_SANDBOX/data/greeting; touch /data/x 2>/dev/null || echo read-only; \
+               echo written-inside > $MESOS_SANDBOX/inside; echo to-stderr >&2; exec sleep 1000";
+    deploy(
+        &node,
+        json!({"id": "/env", "cmd": cmd, "cpus": 0.1, "mem": 32,
+               "container": {"type": "MESOS", "docker": {"image": image},
+                             "volumes": [{"containerPath": "/data", "hostPath": vol.path(), "mode": "RO"},
+                                         {"containerPath": "data", "hostPath": vol.path(), "mode": "RO"}]}}),
+    )
+    .await;
+    let web = node.wait_running("/web", 1).await;
+    let body = http_get(&format!("http://127.0.0.1:{}/", host_port(&web[0]))).await;
+    assert_eq!(body.trim(), "hello hi from /web");
+
+    let id = node.wait_running("/env", 1).await[0]["id"].as_str().expect("id").to_string();
+    let out = stdout_containing(&node, &id, "read-only").await;
+    let want = format!("WHERE=image PWD=/tmp SANDBOX=/mnt/mesos/sandbox TASK={id}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec![want.as_str(), "from the host", "from the host", "read-only"]);
+    let sandbox = node.sandbox(&id);
+    wait_for("the file written inside", Duration::from_secs(10), || {
+        let p = sandbox.join("inside");
+        async move { p.exists() }
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(sandbox.join("inside")).expect("inside"), "written-inside\n");
+    assert!(std::fs::read_to_string(sandbox.join("stderr")).expect("stderr").contains("to-stderr"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_hog_fails_with_the_reason_and_a_file_deleted_above_is_absent() {
+    if !ready() {
+        return;
+    }
+    let reg = Registry::start();
+    let busybox = reg.push(BUSYBOX, "base/busybox:1");
+    let whiteout = reg.push(WHITEOUT, "base/whiteout:1");
+    let node = Node::start().await;
+    // 200 MB held in a shell variable, under a 32 MB limit.
+    deploy(
+        &node,
+        json!({"id": "/hog", "cmd": "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+               "cpus": 0.1, "mem": 32, "backoffSeconds": 60,
+               "container": {"type": "MESOS", "docker": {"image": busybox}}}),
+    )
+    .await;
+    deploy(
+        &node,
+        json!({"id": "/layers", "cmd": "ls /etc; cat /etc/kept; test -e /etc/gone && echo present || echo absent; exec sleep 1000",
+               "cpus": 0.1, "mem": 32,
+               "container": {"type": "MESOS", "docker": {"image": whiteout}}}),
+    )
+    .await;
+    let f = last_failure(&node, "/hog").await;
+    assert_eq!(f["state"], "TASK_FAILED", "{f}");
+    assert!(f["message"].as_str().is_some_and(|m| m.contains("Memory limit exceeded")), "{f}");
+    let id = node.wait_running("/layers", 1).await[0]["id"].as_str().expect("id").to_string();
+    let out = stdout_containing(&node, &id, "absent").await;
+    assert!(out.contains("kept\n") && !out.contains("present"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_keeps_running_across_an_agent_restart() {
+    if !ready() {
+        return;
+    }
+    let reg = Registry::start();
+    let image = reg.push(HTTPD, "web/httpd:1");
+    let mut node = Node::start().await;
+    deploy(
+        &node,
+        json!({"id": "/keep", "cpus": 0.1, "mem": 32, "taskKillGracePeriodSeconds": 1,
+               "portDefinitions": [{"port": 0}],
+               "container": {"type": "MESOS", "docker": {"image": image}}}),
+    )
+    .await;
+    let before = node.wait_running("/keep", 1).await;
+    let id = before[0]["id"].as_str().expect("id").to_string();
+    let url = format!("http://127.0.0.1:{}/", host_port(&before[0]));
+    let pid = node.task_pid(&id);
+    node.stop();
+    assert_eq!(http_get(&url).await.trim(), "hello image-default from /keep", "serving without the agent");
+    node.spawn().await;
+    let after = node.wait_running("/keep", 1).await;
+    assert_eq!(after[0]["id"], json!(id), "the same task after the restart");
+    assert_eq!(node.task_pid(&id), pid, "the same process");
+    assert_eq!(http_get(&url).await.trim(), "hello image-default from /keep");
+    // Still supervised: deleting the app stops the container.
+    let (s, v) = node.call(Method::DELETE, "/v2/apps/keep", None).await.expect("delete");
+    assert!(s.is_success(), "{s} {v}");
+    wait_for("the container to stop", Duration::from_secs(15), || async move { !alive(pid) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_that_cannot_be_pulled_fail_the_task_naming_the_cause_and_back_off() {
+    if !ready() {
+        return;
+    }
+    let reg = Registry::start();
+    let node = Node::start().await;
+    let app = |id: &str, image: &str| {
+        json!({"id": id, "cmd": "sleep 1000", "cpus": 0.1, "mem": 32, "backoffSeconds": 5,
+               "container": {"type": "MESOS", "docker": {"image": image}}})
+    };
+    // Not in the registry; a registry on a closed port.
+    deploy(&node, app("/missing", &format!("{}/no/such-image:1", reg.addr))).await;
+    deploy(&node, app("/closed", &format!("127.0.0.1:{}/no/registry:1", free_port()))).await;
+    let f = last_failure(&node, "/missing").await;
+    assert_eq!(f["state"], "TASK_FAILED", "{f}");
+    let msg = f["message"].as_str().expect("message").to_lowercase();
+    assert!(msg.contains("pulling") && msg.contains("no/such-image") && msg.contains("unknown"), "{msg}");
+    let f = last_failure(&node, "/closed").await;
+    let msg = f["message"].as_str().expect("message").to_lowercase();
+    assert!(msg.contains("pulling") && msg.contains("connection refused"), "{msg}");
+    // Backoff: no new failure of /closed within the next 2 s, and the queue says it is delayed.
+    let first = f["taskId"].clone();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = node.get("/v2/apps/closed?embed=app.lastTaskFailure").await;
+    assert_eq!(again["app"]["lastTaskFailure"]["taskId"], first, "relaunched within the backoff");
+    let queue = node.get("/v2/queue").await;
+    let item = queue["queue"].as_array().and_then(|q| q.iter().find(|i| i["app"]["id"] == "/closed")).cloned();
+    assert!(item.is_some_and(|i| i["delay"]["timeLeftSeconds"].as_u64().unwrap_or(0) > 0), "{queue}");
+    // A malformed reference never gets that far.
+    let (s, v) = node.call(Method::POST, "/v2/apps", Some(&app("/bad", "Bad Image!"))).await.expect("POST");
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["details"][0]["path"], "/container/docker/image", "{v}");
+    assert!(node.log().lines().all(|l| !l.contains("panicked")), "no panic in the node");
+}
