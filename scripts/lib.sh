@@ -45,6 +45,23 @@ ensure_packages() {
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# What building Wharf needs from the system: pkg-config and libseccomp's
+# headers (libcontainer's seccomp support links libseccomp). A library has
+# no command to look for, so pkg-config is asked; packages are installed
+# the way ensure_packages does.
+ensure_build_packages() {
+    ensure_packages pkg-config:pkg-config
+    if ! pkg-config --exists libseccomp; then
+        local -a sudo=()
+        if [[ $(id -u) -ne 0 ]]; then
+            sudo=(sudo)
+        fi
+        note "installing libseccomp-dev"
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libseccomp-dev
+    fi
+}
+
 # Fails with a hint when the Rust toolchain is not on PATH.
 require_cargo() {
     if ! command -v cargo >/dev/null 2>&1; then
