@@ -4,9 +4,12 @@
 //! agent restart). `exec` runs real processes under this crate's executor;
 //! `docker` runs them in this machine's Docker engine, from an image built
 //! `FROM scratch` with Debian's static busybox (its tests skip, saying why,
-//! when no engine answers). Commands use `busybox` so they run in both.
+//! when no engine answers); `oci` runs the same image with the built-in
+//! runtime, imported from `docker save` into the driver's image store
+//! (skipped, saying why, without overlayfs or an engine to save the image).
+//! Commands use `busybox` so they run in all three.
 
-use agent::{DockerDriver, Driver, ExecDriver, TaskEvent, TaskLaunch};
+use agent::{DockerDriver, Driver, ExecDriver, OciDriver, TaskEvent, TaskLaunch};
 use model::{AppId, CommandSpec, Container, Resources, TaskId, TaskState};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +24,7 @@ const IMAGE: &str = agent::driver::docker::BUSYBOX_IMAGE;
 enum Kind {
     Exec,
     Docker,
+    Oci,
 }
 
 struct Fixture {
@@ -63,6 +67,29 @@ fn docker_ready() -> bool {
     r.is_ok()
 }
 
+/// The test image saved with `docker save`, once; `None` (saying why) when
+/// this machine cannot run the built-in runtime's tests.
+fn oci_archive() -> Option<PathBuf> {
+    static ARCHIVE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let r = ARCHIVE.get_or_init(|| {
+        agent::driver::oci::supported().map_err(|e| format!("no built-in runtime here: {e}"))?;
+        if !docker_ready() {
+            return Err("no docker engine to save the test image".into());
+        }
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("busybox-image.tar");
+        let out = Command::new("docker").args(["save", "-o"]).arg(&path).arg(IMAGE).output().expect("docker save");
+        assert!(out.status.success(), "docker save: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(path)
+    });
+    match r {
+        Ok(p) => Some(p.clone()),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
 fn tempfile_dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("wharf-conformance-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&d).expect("temp dir");
@@ -74,15 +101,25 @@ async fn driver(kind: Kind, root: PathBuf) -> (Arc<dyn Driver>, UnboundedReceive
     let d: Arc<dyn Driver> = match kind {
         Kind::Exec => Arc::new(ExecDriver::new(root, vec![env!("CARGO_BIN_EXE_wharf-executor").into()], tx)),
         Kind::Docker => Arc::new(DockerDriver::connect(root, tx).await.expect("docker engine")),
+        Kind::Oci => {
+            // Beside the sandboxes, under names that are not task ids.
+            let images = image::ImageStore::open(root.join(".images"), Vec::new()).expect("image store");
+            if images.get(IMAGE).is_none() {
+                let archive = oci_archive().expect("the saved image");
+                images.import_docker_archive(&archive, None).expect("import the image");
+            }
+            let executor = vec![env!("CARGO_BIN_EXE_wharf-executor").into()];
+            Arc::new(OciDriver::new(root.clone(), root.join(".containers"), executor, tx, images))
+        }
     };
     (d, rx)
 }
 
 async fn fixture(kind: Kind) -> Option<Fixture> {
-    if let Kind::Docker = kind {
-        if !docker_ready() {
-            return None;
-        }
+    match kind {
+        Kind::Docker if !docker_ready() => return None,
+        Kind::Oci if oci_archive().is_none() => return None,
+        _ => {}
     }
     let root = tempfile_dir();
     let (driver, events) = driver(kind, root.clone()).await;
@@ -93,7 +130,7 @@ fn launch(kind: Kind, sh: &str) -> TaskLaunch {
     let id = TaskId::new(&AppId::parse("/conformance").expect("app id"), uuid::Uuid::new_v4(), 1);
     let container = match kind {
         Kind::Exec => Container::default(),
-        Kind::Docker => Container { image: Some(IMAGE.into()), ..Container::default() },
+        Kind::Docker | Kind::Oci => Container { image: Some(IMAGE.into()), ..Container::default() },
     };
     TaskLaunch {
         task_id: id,
@@ -204,6 +241,9 @@ macro_rules! suite {
         }
         mod docker {
             $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Kind::Docker).await } )*
+        }
+        mod oci {
+            $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Kind::Oci).await } )*
         }
     };
 }

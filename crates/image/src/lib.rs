@@ -266,11 +266,82 @@ impl ImageStore {
             unpacked.map_err(io_err(format!("unpack layer {}", layer.digest)))?;
         }
         let image = Image { reference: reference.to_string(), digest, layers, size, config };
-        let data = serde_json::to_vec_pretty(&image).map_err(|e| io_err("encode image")(std::io::Error::other(e)))?;
-        let path = self.record_path(reference);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, &path)).map_err(io_err("record image"))?;
+        self.record(&image)?;
         Ok(image)
+    }
+
+    /// Imports a `docker save` archive (its first image, under its first
+    /// tag, or `reference` when given), for hosts without a registry. Layers
+    /// are identified by the sha256 of their tar, as in OCI image configs'
+    /// `diff_ids`, and shared like pulled ones.
+    pub fn import_docker_archive(&self, archive: &Path, reference: Option<&str>) -> Result<Image, ImageError> {
+        let tmp = self.inner.root.join("tmp").join(format!(
+            "import.{}.{}",
+            std::process::id(),
+            PULLS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let r = self.import_unpacked(archive, &tmp, reference);
+        let _ = std::fs::remove_dir_all(&tmp);
+        r
+    }
+
+    fn import_unpacked(&self, archive: &Path, tmp: &Path, reference: Option<&str>) -> Result<Image, ImageError> {
+        let bad = |message: String| ImageError::Config { reference: archive.display().to_string(), message };
+        let file = std::fs::File::open(archive).map_err(io_err(format!("open {}", archive.display())))?;
+        tar::Archive::new(std::io::BufReader::new(file))
+            .unpack(tmp)
+            .map_err(io_err(format!("read {}", archive.display())))?;
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Entry {
+            config: String,
+            repo_tags: Option<Vec<String>>,
+            layers: Vec<String>,
+        }
+        let manifest = std::fs::read(tmp.join("manifest.json"))
+            .map_err(|e| bad(format!("no manifest.json (not a docker save archive?): {e}")))?;
+        let entries: Vec<Entry> = serde_json::from_slice(&manifest).map_err(|e| bad(format!("manifest.json: {e}")))?;
+        let entry = entries.into_iter().next().ok_or_else(|| bad("manifest.json lists no image".into()))?;
+        let reference = match reference {
+            Some(r) => r.to_string(),
+            None => entry
+                .repo_tags
+                .and_then(|t| t.into_iter().next())
+                .ok_or_else(|| bad("the image has no tag; give a reference".into()))?,
+        };
+        parse_reference(&reference)?;
+        let config_json =
+            std::fs::read_to_string(safe_path(tmp, &entry.config).ok_or_else(|| bad("bad config path".into()))?)
+                .map_err(|e| bad(format!("config {}: {e}", entry.config)))?;
+        let config = run_config(&config_json).map_err(bad)?;
+        let mut layers = Vec::new();
+        let mut size = 0;
+        for l in &entry.layers {
+            let path = safe_path(tmp, l).ok_or_else(|| bad(format!("bad layer path {l}")))?;
+            let data = std::fs::read(&path).map_err(|e| bad(format!("layer {l}: {e}")))?;
+            size += data.len() as u64;
+            let digest = format!("sha256:{:x}", Sha256::digest(&data));
+            let dir = self.layer_dir(&digest);
+            if !dir.is_dir() {
+                let staging = tmp.join(format!("layer.{}", layers.len()));
+                unpack::unpack_blob(&path, &staging).map_err(io_err(format!("unpack layer {l}")))?;
+                if std::fs::rename(&staging, &dir).is_err() && !dir.is_dir() {
+                    return Err(bad(format!("cannot store layer {digest}")));
+                }
+            }
+            layers.push(digest);
+        }
+        let digest = format!("sha256:{:x}", Sha256::digest(config_json.as_bytes()));
+        let image = Image { reference: reference.clone(), digest, layers, size, config };
+        self.record(&image)?;
+        Ok(image)
+    }
+
+    fn record(&self, image: &Image) -> Result<(), ImageError> {
+        let data = serde_json::to_vec_pretty(image).map_err(|e| io_err("encode image")(std::io::Error::other(e)))?;
+        let path = self.record_path(&image.reference);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, &path)).map_err(io_err("record image"))
     }
 
     /// Forgets an image; its layers stay until [`ImageStore::gc`] finds no
@@ -294,6 +365,12 @@ impl ImageStore {
             .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
             .count()
     }
+}
+
+/// `dir/rel` for a relative path that stays inside `dir`.
+fn safe_path(dir: &Path, rel: &str) -> Option<PathBuf> {
+    let p = Path::new(rel);
+    p.components().all(|c| matches!(c, std::path::Component::Normal(_))).then(|| dir.join(p))
 }
 
 /// The registry's own words where it gave some.
