@@ -124,6 +124,23 @@ impl TaskCgroup {
             .map_err(|e| merr(&self.name, e))
     }
 
+    /// Applies the task's cpu quota to the existing cgroup (the built-in
+    /// runtime's containers get it once started; see the executor).
+    pub fn apply_cpu_quota(&self, res: &Resources) -> Result<(), CgroupError> {
+        let mut resources = self.linux_resources(res)?;
+        // Only the cpu settings: the rest is in place, and the v1 manager
+        // would re-add the default device rules for nothing.
+        resources.set_memory(None);
+        self.mgr
+            .apply(&ControllerOpt {
+                resources: &resources,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| merr(&self.name, e))
+    }
+
     /// The task's limits as OCI resources.
     pub fn linux_resources(&self, res: &Resources) -> Result<oci_spec::runtime::LinuxResources, CgroupError> {
         let rerr = |e: oci_spec::OciSpecError| CgroupError::Resources(e.to_string());

@@ -55,15 +55,24 @@ pub struct AgentConfig {
     pub drivers: Vec<DriverKind>,
     /// The node's image store, for the oci driver.
     pub images: Option<image::ImageStore>,
+    /// `--docker-apps=builtin`: `DOCKER` apps run on the built-in runtime.
+    pub docker_builtin: bool,
 }
 
-/// The drivers this node can offer: `exec` always, `docker` when an engine
-/// answers now.
-pub async fn probe_drivers() -> Vec<DriverKind> {
+/// The drivers this node can offer: `exec` always, `oci` where the kernel
+/// can run containers, `docker` when an engine answers now (or, with
+/// `docker_builtin`, when the built-in runtime can take its apps).
+pub async fn probe_drivers(docker_builtin: bool) -> Vec<DriverKind> {
     let mut out = vec![DriverKind::Exec];
     match crate::driver::oci::supported() {
         Ok(()) => out.push(DriverKind::Oci),
         Err(e) => tracing::info!(error = %e, "the oci driver (built-in container runtime) is not offered"),
+    }
+    if docker_builtin {
+        if out.contains(&DriverKind::Oci) {
+            out.push(DriverKind::Docker);
+        }
+        return out;
     }
     match crate::driver::docker::connect_engine().await {
         Ok(_) => out.push(DriverKind::Docker),
@@ -81,11 +90,21 @@ async fn start_drivers(cfg: &AgentConfig, events: mpsc::UnboundedSender<TaskEven
     out.insert(DriverKind::Exec, Arc::new(exec));
     if let (true, Some(images)) = (cfg.drivers.contains(&DriverKind::Oci), &cfg.images) {
         let containers = cfg.sandbox_root.with_file_name("containers");
-        let oci =
-            OciDriver::new(cfg.sandbox_root.clone(), containers, cfg.executor.clone(), events.clone(), images.clone());
-        out.insert(DriverKind::Oci, Arc::new(oci));
+        let oci: Arc<dyn Driver> = Arc::new(OciDriver::new(
+            cfg.sandbox_root.clone(),
+            containers,
+            cfg.executor.clone(),
+            events.clone(),
+            images.clone(),
+        ));
+        if cfg.docker_builtin {
+            // The same driver under both kinds: it recovers its tasks once
+            // per kind, the second time finding them attached already.
+            out.insert(DriverKind::Docker, oci.clone());
+        }
+        out.insert(DriverKind::Oci, oci);
     }
-    if cfg.drivers.contains(&DriverKind::Docker) {
+    if cfg.drivers.contains(&DriverKind::Docker) && !cfg.docker_builtin {
         match DockerDriver::connect(cfg.sandbox_root.clone(), events).await {
             Ok(d) => {
                 out.insert(DriverKind::Docker, Arc::new(d));
@@ -176,6 +195,13 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
             ev = ev_rx.recv() => {
                 let Some(ev) = ev else { return };
                 let status = match ev {
+                    TaskEvent::Starting { task_id, at } => {
+                        // Only while this agent launches it: never over a kill.
+                        if !tracked.local.get(&task_id).is_some_and(|l| l.phase == Phase::Launching) {
+                            continue;
+                        }
+                        TaskStatus { task_id, state: TaskState::Starting, at, message: None }
+                    }
                     TaskEvent::Running { task_id, at, .. } => {
                         if let Some(l) = tracked.local.get_mut(&task_id) {
                             if l.phase == Phase::Launching {

@@ -150,7 +150,7 @@ async fn next(rx: &mut UnboundedReceiver<TaskEvent>, within: Duration) -> TaskEv
 async fn exited(rx: &mut UnboundedReceiver<TaskEvent>, id: &TaskId, within: Duration) -> (TaskState, String) {
     loop {
         match next(rx, within).await {
-            TaskEvent::Running { task_id, .. } if &task_id == id => continue,
+            TaskEvent::Starting { task_id, .. } | TaskEvent::Running { task_id, .. } if &task_id == id => continue,
             TaskEvent::Exited { task_id, state, message, .. } if &task_id == id => return (state, message),
             other => panic!("unexpected event {other:?}"),
         }

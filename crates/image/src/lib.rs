@@ -354,14 +354,18 @@ impl ImageStore {
         }
     }
 
-    /// Deletes layers no recorded image uses; returns how many.
+    /// Deletes layers no recorded image uses and no mounted container root
+    /// stacks (the image of a running container may have been removed);
+    /// returns how many.
     pub fn gc(&self) -> usize {
         let used: std::collections::HashSet<PathBuf> =
             self.list().iter().flat_map(|i| i.layers.iter().map(|l| self.layer_dir(l))).collect();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let Ok(entries) = std::fs::read_dir(self.inner.root.join("layers")) else { return 0 };
         entries
             .flatten()
             .filter(|e| !used.contains(&e.path()))
+            .filter(|e| !e.file_name().to_str().is_some_and(|hex| mounts.contains(hex)))
             .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
             .count()
     }

@@ -16,7 +16,7 @@ fn now_ms() -> i64 {
     crate::clock::now().0
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -36,6 +36,12 @@ pub(crate) fn percentile(sorted: &[i64], p: f64) -> i64 {
 pub(crate) struct Node {
     child: std::process::Child,
     _dir: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Node {

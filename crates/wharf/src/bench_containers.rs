@@ -4,7 +4,8 @@
 //! the plan is made) to the container's process running (`startedAt`, after
 //! the engine started it). Docker: from spawning `docker run --rm IMAGE sh -c "echo up"`
 //! to that process's first line of output. Sequential starts; p50/p99
-//! and the ratio. Cleans up every task and container it made.
+//! and the ratio. Cleans up every task and container it made. Then the
+//! built-in runtime's figures (`bench_oci`).
 
 use crate::bench::{cleanup, percentile, start_node};
 use anyhow::{bail, Context};
@@ -35,15 +36,28 @@ fn ensure_image(image: &str) -> anyhow::Result<()> {
     agent::driver::docker::build_busybox_image().map_err(anyhow::Error::msg)
 }
 
-fn summary(name: &str, ms: &mut [i64]) -> (i64, i64) {
+pub(crate) fn summary(name: &str, ms: &mut [i64]) -> (i64, i64) {
     ms.sort_unstable();
     let (p50, p99) = (percentile(ms, 0.5), percentile(ms, 0.99));
     println!("  {name:<28} p50 {p50:>5} ms   p99 {p99:>5} ms   ({} starts)", ms.len());
     (p50, p99)
 }
 
-pub async fn run(starts: u32, image: String) -> anyhow::Result<()> {
+pub async fn run(starts: u32, image: String, runtimes: Vec<String>) -> anyhow::Result<()> {
     ensure_image(&image)?;
+    if let Some(other) = runtimes.iter().find(|r| !["docker", "builtin"].contains(&r.as_str())) {
+        bail!("--runtimes: unknown runtime {other:?} (docker, builtin)");
+    }
+    if runtimes.iter().any(|r| r == "docker") {
+        docker(starts, &image).await?;
+    }
+    if runtimes.iter().any(|r| r == "builtin") {
+        crate::bench_oci::run(starts, &image).await?;
+    }
+    Ok(())
+}
+
+async fn docker(starts: u32, image: &str) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data = std::fs::canonicalize(dir.path())?;
     let (node, c) = start_node(Some(data.clone())).await?;
@@ -52,7 +66,8 @@ pub async fn run(starts: u32, image: String) -> anyhow::Result<()> {
         bail!("the benchmark node has no docker driver (is the engine reachable?): {}", nodes["nodes"][0]);
     }
     println!("container start latency, image {image} present, {starts} sequential starts each:");
-    let result = wharf_starts(&c, starts, &image).await;
+    let container = json!({"type": "DOCKER", "docker": {"image": image}});
+    let result = wharf_starts(&c, starts, container).await;
     cleanup(&c).await?;
     drop(node);
     let root = format!("label=wharf.sandbox-root={}", data.join("sandboxes").display());
@@ -70,13 +85,19 @@ pub async fn run(starts: u32, image: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wharf_starts(c: &crate::client::Client, starts: u32, image: &str) -> anyhow::Result<Vec<i64>> {
+/// Sequential starts of one-instance apps with `container`; placement to
+/// process running, in ms.
+pub(crate) async fn wharf_starts(
+    c: &crate::client::Client,
+    starts: u32,
+    container: serde_json::Value,
+) -> anyhow::Result<Vec<i64>> {
     let mut out = Vec::new();
     for i in 0..starts {
         let id = format!("/bench/containers/c{i}");
         let def = json!({"id": id, "cmd": "exec sleep 1000", "cpus": 0.01, "mem": 16,
                          "taskKillGracePeriodSeconds": 0,
-                         "container": {"type": "DOCKER", "docker": {"image": image}}});
+                         "container": container});
         c.ok(Method::POST, "/v2/apps", Some(&def)).await?;
         let t = Instant::now();
         let ms = loop {

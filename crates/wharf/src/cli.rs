@@ -58,6 +58,11 @@ pub enum Command {
     /// Benchmarks against a node this command starts itself.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The built-in runtime's images of a node on this host (its --data-dir).
+    ///
+    /// Examples: `wharf image pull 127.0.0.1:5000/web:1`, `wharf image import web.tar`
+    /// (from `docker save`), `wharf image ls`, `wharf image rm web:1`.
+    Image(crate::image_cmd::ImageArgs),
 }
 
 #[derive(Args, Clone)]
@@ -116,6 +121,10 @@ pub struct AgentArgs {
     /// HTTP (repeatable); loopback registries always are, as with Docker.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// Who runs `DOCKER` apps: the Docker `engine`, or `builtin` (the
+    /// built-in runtime, with no engine needed).
+    #[arg(long = "docker-apps", default_value = "engine", value_parser = ["engine", "builtin"])]
+    pub docker_apps: String,
 }
 
 /// The node's DNS server (Mesos-DNS names for the cluster domain).
@@ -223,6 +232,11 @@ pub enum BenchCommand {
         /// An image present on the engine (the default one is built if missing).
         #[arg(long, default_value = crate::bench_containers::DEFAULT_IMAGE)]
         image: String,
+        /// Which runtimes to measure: `docker` (the Docker driver beside
+        /// `docker run`), `builtin` (the oci driver beside `runc run`, memory,
+        /// pulls), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "docker,builtin")]
+        runtimes: Vec<String>,
     },
     /// Rolling deployment time with health checks, and CPU under many health checks.
     Health {
@@ -304,13 +318,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             (Some(task), None) => crate::client::logs(&client, &task, follow, stderr).await,
             (None, None) => anyhow::bail!("name a task (wharf logs TASK_ID) or an app (wharf logs --app /web)"),
         },
+        Command::Image(args) => crate::image_cmd::run(args).await,
         Command::Node(NodeCommand::Ls { json }) => crate::client::node_ls(&client, json).await,
         Command::Node(NodeCommand::Drain { id }) => crate::client::node_drain(&client, &id).await,
         Command::Node(NodeCommand::Rm { id }) => crate::client::node_rm(&client, &id).await,
         Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {
             crate::bench::launch(tasks, burst, data_dir).await
         }
-        Command::Bench(BenchCommand::Containers { starts, image }) => crate::bench_containers::run(starts, image).await,
+        Command::Bench(BenchCommand::Containers { starts, image, runtimes }) => {
+            crate::bench_containers::run(starts, image, runtimes).await
+        }
         Command::Bench(BenchCommand::Health { rounds, tasks }) => crate::bench::health(rounds, tasks).await,
         Command::Bench(BenchCommand::Lb { seconds, connections }) => {
             crate::bench_lb::run(crate::bench_lb::LbBenchArgs { seconds, connections }).await

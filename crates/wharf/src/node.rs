@@ -69,7 +69,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
     // The drivers are found before the node registers, so the scheduler
     // never sends it a task it has no driver for.
-    let drivers = agent::probe_drivers().await;
+    let docker_builtin = args.docker_apps == "builtin";
+    let drivers = agent::probe_drivers(docker_builtin).await;
     let node = NodeInfo {
         id: store.node_id(),
         drivers: drivers.clone(),
@@ -103,6 +104,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         metrics: agent_metrics,
         images: image::ImageStore::open(data_dir.join("images"), args.insecure_registries.clone())
             .context("opening the image store")?,
+        docker_builtin,
         drivers,
     };
     start_agent(&mut sup, &store, agent);
@@ -326,6 +328,7 @@ struct AgentParts {
     metrics: agent::AgentMetrics,
     drivers: Vec<model::DriverKind>,
     images: image::ImageStore,
+    docker_builtin: bool,
 }
 
 /// This node's agent. A restarted agent recovers its running tasks from
@@ -342,6 +345,7 @@ fn start_agent(sup: &mut Supervisor, store: &Arc<Store>, parts: AgentParts) {
             metrics: parts.metrics.clone(),
             drivers: parts.drivers.clone(),
             images: Some(parts.images.clone()),
+            docker_builtin: parts.docker_builtin,
         };
         agent::run_agent(s.clone(), cfg)
     });

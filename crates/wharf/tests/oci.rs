@@ -320,3 +320,35 @@ async fn images_that_cannot_be_pulled_fail_the_task_naming_the_cause_and_back_of
     assert_eq!(v["details"][0]["path"], "/container/docker/image", "{v}");
     assert!(node.log().lines().all(|l| !l.contains("panicked")), "no panic in the node");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_docker_apps_builtin_a_docker_app_runs_on_the_built_in_runtime() {
+    if !ready() {
+        return;
+    }
+    let reg = Registry::start();
+    let image = reg.push(HTTPD, "web/httpd:1");
+    let node = Node::start_with(&["--docker-apps", "builtin"]).await;
+    let nodes = node.get("/wharf/v1/nodes").await;
+    assert_eq!(nodes["nodes"][0]["drivers"], json!(["exec", "oci", "docker"]), "{nodes}");
+    deploy(
+        &node,
+        json!({"id": "/dockerish", "cpus": 0.1, "mem": 32, "portDefinitions": [{"port": 0}],
+               "container": {"type": "DOCKER", "docker": {"image": image}}}),
+    )
+    .await;
+    let tasks = node.wait_running("/dockerish", 1).await;
+    let body = http_get(&format!("http://127.0.0.1:{}/", host_port(&tasks[0]))).await;
+    assert_eq!(body.trim(), "hello image-default from /dockerish");
+    // Not the engine's: no container of this node there, and the task's
+    // process is in the node's own cgroup for it.
+    let root = node.data_dir().join("data").join("sandboxes");
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=wharf.sandbox-root={}", root.display())])
+        .output()
+        .expect("docker ps");
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    let id = tasks[0]["id"].as_str().expect("id");
+    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", node.task_pid(id))).expect("cgroup");
+    assert!(cgroup.contains(&format!("/wharf/{id}")), "{cgroup}");
+}

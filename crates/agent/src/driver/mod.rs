@@ -23,6 +23,11 @@ use std::time::Duration;
 /// What the driver reports about tasks, on the channel given to it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskEvent {
+    /// Preparing to run (the oci driver pulling the task's image).
+    Starting {
+        task_id: TaskId,
+        at: UnixMillis,
+    },
     Running {
         task_id: TaskId,
         pid: u32,

@@ -32,6 +32,7 @@ pub fn supported() -> Result<(), String> {
 
 pub struct OciDriver {
     exec: ExecDriver,
+    events: UnboundedSender<TaskEvent>,
     images: ImageStore,
     /// One directory per task: writable layer, root mount, runtime state.
     containers: PathBuf,
@@ -45,7 +46,12 @@ impl OciDriver {
         events: UnboundedSender<TaskEvent>,
         images: ImageStore,
     ) -> OciDriver {
-        OciDriver { exec: ExecDriver::for_containers(sandbox_root, executor, events), images, containers }
+        OciDriver {
+            exec: ExecDriver::for_containers(sandbox_root, executor, events.clone()),
+            events,
+            images,
+            containers,
+        }
     }
 
     fn spec(&self, task: &TaskLaunch, image: &image::Image) -> Result<LaunchSpec, DriverError> {
@@ -153,6 +159,10 @@ impl super::Driver for OciDriver {
         let Some(reference) = task.container.image.clone() else {
             return Err(DriverError::Unsupported("the app's container has no image".into()));
         };
+        if task.container.force_pull_image || self.images.get(&reference).is_none() {
+            let at = crate::sandbox::now();
+            let _ = self.events.send(TaskEvent::Starting { task_id: task.task_id.clone(), at });
+        }
         let image = self
             .images
             .ensure(&reference, task.container.force_pull_image, None)
