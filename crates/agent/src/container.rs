@@ -264,13 +264,16 @@ fn bind(source: &Path, destination: &str, read_only: bool) -> Value {
 pub fn runtime_config(
     spec: &LaunchSpec,
     oci: &OciLaunch,
-    argv: &[String],
     sandbox: &Path,
     rootfs: &Path,
     (uid, gid): (u32, u32),
     resources: Value,
     hostname: &str,
 ) -> Value {
+    let argv: Vec<String> = match &spec.command {
+        CommandSpec::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        CommandSpec::Argv(v) => v.clone(),
+    };
     let caps: &[&str] = if oci.privileged { ALL_CAPS } else { DEFAULT_CAPS };
     let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut mounts = vec![
@@ -349,12 +352,8 @@ pub fn create(
 ) -> Result<(Container, Pid), String> {
     let dirs = ContainerDirs::new(&oci.dir);
     let (uid, gid) = resolve_user(&dirs.rootfs, oci.user.as_deref())?;
-    let argv: Vec<String> = match &spec.command {
-        CommandSpec::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
-        CommandSpec::Argv(v) => v.clone(),
-    };
     let hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    let config = runtime_config(spec, oci, &argv, sandbox, &dirs.rootfs, (uid, gid), resources, &hostname);
+    let config = runtime_config(spec, oci, sandbox, &dirs.rootfs, (uid, gid), resources, &hostname);
     let data = serde_json::to_vec_pretty(&config).map_err(|e| format!("encode runtime config: {e}"))?;
     std::fs::write(dirs.bundle.join("config.json"), data).map_err(|e| format!("write runtime config: {e}"))?;
     std::fs::create_dir_all(&dirs.state).map_err(|e| format!("create {}: {e}", dirs.state.display()))?;
@@ -425,16 +424,7 @@ mod tests {
             kill_grace: Duration::from_secs(1),
             oci: Some(oci.clone()),
         };
-        let v = runtime_config(
-            &spec,
-            &oci,
-            &["/bin/true".into()],
-            Path::new("/s"),
-            Path::new("/c/rootfs"),
-            (0, 0),
-            json!({}),
-            "h",
-        );
+        let v = runtime_config(&spec, &oci, Path::new("/s"), Path::new("/c/rootfs"), (0, 0), json!({}), "h");
         let parsed: oci_spec::runtime::Spec = serde_json::from_value(v).expect("an OCI runtime spec");
         let ns: Vec<String> = parsed
             .linux()

@@ -77,7 +77,7 @@ async fn docker(starts: u32, image: &str) -> anyhow::Result<()> {
         Command::new("docker").args(["rm", "-f"]).args(&names).output()?;
     }
     let mut wharf = result?;
-    let mut docker = docker_run_starts(starts, &image)?;
+    let mut docker = docker_run_starts(starts, image)?;
     let (w50, w99) = summary("wharf (docker driver)", &mut wharf);
     let (d50, d99) = summary("docker run --rm", &mut docker);
     let ratio = |a: i64, b: i64| if b > 0 { a as f64 / b as f64 } else { f64::NAN };
