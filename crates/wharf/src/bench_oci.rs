@@ -49,7 +49,7 @@ pub async fn run(starts: u32, image: &str) -> anyhow::Result<()> {
     let container = json!({"type": "MESOS", "docker": {"image": BENCH_REF}});
     let starts_result = crate::bench_containers::wharf_starts(&c, starts, container.clone()).await;
     let memory = match &starts_result {
-        Ok(_) => many(&c, &node, container).await,
+        Ok(_) => many(&c, &node, container, &data.join("node").join("sandboxes")).await,
         Err(_) => Ok(String::new()),
     };
     cleanup(&c).await?;
@@ -98,6 +98,7 @@ async fn many(
     c: &crate::client::Client,
     node: &crate::bench::Node,
     container: serde_json::Value,
+    sandboxes: &Path,
 ) -> anyhow::Result<String> {
     let before = rss_kb(node.pid());
     let def = json!({"id": "/bench/many", "cmd": "exec sleep 1000", "cpus": 0.01, "mem": 16, "instances": MANY,
@@ -117,11 +118,14 @@ async fn many(
     let took = t.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let with = rss_kb(node.pid());
+    // This node's executors: `--sandbox <its sandboxes>/<task>`.
+    let prefix = sandboxes.as_os_str().as_encoded_bytes();
     let executors: Vec<u32> = std::fs::read_dir("/proc")?
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"executor"))
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a.starts_with(prefix)))
         })
         .collect();
     let exec_kb: u64 = executors.iter().map(|p| pss_kb(*p)).sum();
