@@ -53,6 +53,8 @@ pub struct AgentConfig {
     pub metrics: crate::AgentMetrics,
     /// The drivers this node offers ([`probe_drivers`]), as registered.
     pub drivers: Vec<DriverKind>,
+    /// Rotation of every task's `stdout` and `stderr` (`--log-max-size`, `--log-files`).
+    pub log: logfiles::LogLimits,
 }
 
 /// The drivers this node can offer: `exec` always, `docker` when an engine
@@ -71,10 +73,10 @@ type Drivers = BTreeMap<DriverKind, Arc<dyn Driver>>;
 
 async fn start_drivers(cfg: &AgentConfig, events: mpsc::UnboundedSender<TaskEvent>) -> Drivers {
     let mut out: Drivers = BTreeMap::new();
-    let exec = ExecDriver::new(cfg.sandbox_root.clone(), cfg.executor.clone(), events.clone());
+    let exec = ExecDriver::with_log_limits(cfg.sandbox_root.clone(), cfg.executor.clone(), events.clone(), cfg.log);
     out.insert(DriverKind::Exec, Arc::new(exec));
     if cfg.drivers.contains(&DriverKind::Docker) {
-        match DockerDriver::connect(cfg.sandbox_root.clone(), events).await {
+        match DockerDriver::connect_with_log_limits(cfg.sandbox_root.clone(), events, cfg.log).await {
             Ok(d) => {
                 out.insert(DriverKind::Docker, Arc::new(d));
             }

@@ -99,6 +99,18 @@ pub struct AgentArgs {
     /// Sandboxes (logs) of finished tasks kept on this node; older ones are deleted.
     #[arg(long, default_value_t = 100)]
     pub keep_sandboxes: usize,
+    /// Size at which a task's stdout or stderr file is rotated (bytes, or
+    /// with K, M or G).
+    #[arg(long, default_value = "10M")]
+    pub log_max_size: String,
+    /// Files kept per task stream, the one being written included; older
+    /// output is dropped.
+    #[arg(long, default_value_t = 5)]
+    pub log_files: u32,
+    /// This node's own log lines: `text` for people, `json` (one object per
+    /// line, with the span fields) for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Seconds a voter may be unreachable before a learner replaces it.
     #[arg(long, default_value_t = 30.0)]
     pub voter_replace_after: f64,
@@ -112,6 +124,12 @@ pub struct AgentArgs {
     /// --lb-bind address, falling back to 9090 when 80 cannot be bound).
     #[arg(long)]
     pub http_lb: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The node's DNS server (Mesos-DNS names for the cluster domain).

@@ -141,6 +141,7 @@ impl Driver for ExecDriver {
             env: task.env,
             resources: task.resources,
             kill_grace: task.kill_grace,
+            log: self.log_limits(),
         };
         ExecDriver::launch(self, spec).await
     }
