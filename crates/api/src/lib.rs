@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod groups;
 mod info;
+mod logs;
 mod metrics;
 mod query;
 mod tasks;
@@ -65,6 +66,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/wharf/v1/nodes/{id}", axum::routing::delete(wharf::remove))
         .route("/wharf/v1/nodes/{id}/drain", post(wharf::drain))
         .route("/wharf/v1/tasks/{id}/files/{name}", get(wharf::task_file))
+        .route("/wharf/v1/tasks/{id}/logs", get(logs::task_logs))
         .route("/metrics", get(metrics::scrape))
         .route("/", get(ui::root))
         .route("/ui", get(ui::root))

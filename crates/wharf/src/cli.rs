@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "wharf", version, about = "A batteries-included container service (Marathon-compatible)")]
+#[command(
+    name = "wharf",
+    version,
+    about = "A batteries-included container service (Marathon-compatible)",
+    after_help = "Examples:\n  wharf agent --data-dir /var/lib/wharf\n  WHARF_ADDR=http://10.0.0.5:8080 wharf app ls\n  wharf app deploy web.json"
+)]
 pub struct Cli {
     /// Address of any Wharf node's HTTP API.
     #[arg(long, global = true, env = "WHARF_ADDR", default_value = "http://127.0.0.1:8080")]
@@ -20,6 +25,9 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Start a node (every component: state, scheduler, agent, API).
+    #[command(
+        after_help = "Examples:\n  wharf agent --data-dir /var/lib/wharf\n  wharf agent --http 10.0.0.6:8080 --rpc 10.0.0.6:5050 --join 10.0.0.5:5050"
+    )]
     Agent(AgentArgs),
     /// Internal: the per-task supervisor started by the agent.
     #[command(hide = true)]
@@ -30,31 +38,51 @@ pub enum Command {
     /// Manage apps (long-running services).
     #[command(subcommand)]
     App(AppCommand),
-    /// List tasks.
+    /// List tasks with their state, health, node and ports.
+    #[command(after_help = "Examples:\n  wharf ps\n  wharf ps --app /web\n  wharf ps --json | jq '.tasks[].host'")]
     Ps {
         /// Only tasks of this app.
         #[arg(long)]
         app: Option<String>,
+        /// Print `/v2/tasks` as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a task's stdout (or stderr), or every task's of an app.
-    ///
-    /// Examples: `wharf logs -f TASK_ID`, `wharf logs -f --app /web` (each line
-    /// prefixed with its task's instance).
+    #[command(
+        after_help = "Examples:\n  wharf logs -f TASK_ID\n  wharf logs --tail 100 --stderr TASK_ID\n  wharf logs -f --app /web   (each line prefixed with its task's instance)"
+    )]
     Logs {
         #[arg(required_unless_present = "app")]
         task_id: Option<String>,
         /// Every task of this app, each line prefixed with its instance.
         #[arg(long, conflicts_with = "task_id")]
         app: Option<String>,
-        /// Keep printing new output (and, with --app, new tasks' output).
+        /// Keep printing new output until the task ends (with --app: new
+        /// tasks' output too, until interrupted).
         #[arg(short, long)]
         follow: bool,
+        /// The task's stderr instead of its stdout.
         #[arg(long)]
         stderr: bool,
+        /// Start with the last N lines instead of everything kept.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
     },
+    /// Deployments in flight: list, or roll one back.
+    #[command(subcommand)]
+    Deployment(DeploymentCommand),
     /// Cluster nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  wharf completion bash > /etc/bash_completion.d/wharf\n  wharf completion zsh > \"${fpath[1]}/_wharf\"\n  wharf completion fish > ~/.config/fish/completions/wharf.fish"
+    )]
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Benchmarks against a node this command starts itself.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -165,34 +193,91 @@ pub struct DnsArgs {
 
 #[derive(Subcommand)]
 pub enum AppCommand {
-    /// Create or update an app from a Marathon JSON file and wait until it is deployed.
+    /// Create or update an app from a Marathon JSON file and follow the
+    /// deployment until it is done (or says why it failed).
+    #[command(
+        after_help = "Example:\n  echo '{\"id\": \"/web\", \"cmd\": \"python3 -m http.server $PORT0\", \"instances\": 2}' > web.json\n  wharf app deploy web.json"
+    )]
     Deploy {
         file: PathBuf,
         /// Override a deployment that holds the app.
         #[arg(long)]
         force: bool,
-        /// Give up after this many seconds.
+        /// Stop waiting after this many seconds (the deployment goes on).
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
-    /// List apps.
-    Ls,
-    /// Change an app's instance count and wait until done.
+    /// List apps with their instances, running, healthy and staged tasks.
+    #[command(after_help = "Examples:\n  wharf app ls\n  wharf app ls --json | jq -r '.apps[].id'")]
+    Ls {
+        /// Print `/v2/apps` as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One app: its definition's essentials, counts, deployments, last
+    /// failure and tasks.
+    #[command(after_help = "Examples:\n  wharf app show /web\n  wharf app show /web --json")]
+    Show {
+        id: String,
+        /// Print `/v2/apps/ID` (with tasks, deployments, last failure) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What deploying FILE would change in the running app, field by field.
+    #[command(after_help = "Example:\n  wharf app diff web.json && wharf app deploy web.json")]
+    Diff { file: PathBuf },
+    /// Change an app's instance count and follow the deployment.
+    #[command(after_help = "Example:\n  wharf app scale /web 5")]
     Scale {
         id: String,
         instances: u32,
+        /// Override a deployment that holds the app.
         #[arg(long)]
         force: bool,
+        /// Stop waiting after this many seconds (the deployment goes on).
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
     },
     /// Delete an app and wait until its tasks are gone.
+    #[command(after_help = "Example:\n  wharf app rm /web")]
     Rm {
         id: String,
+        /// Override a deployment that holds the app.
         #[arg(long)]
         force: bool,
+        /// Stop waiting after this many seconds (the removal goes on).
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
     },
-    /// Restart every task of an app.
+    /// Replace every task of an app (rolling, as a config change would).
+    #[command(after_help = "Example:\n  wharf app restart /web")]
     Restart {
         id: String,
+        /// Override a deployment that holds the app.
+        #[arg(long)]
+        force: bool,
+        /// Stop waiting after this many seconds (the deployment goes on).
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DeploymentCommand {
+    /// Deployments in flight with their step and current actions.
+    #[command(after_help = "Examples:\n  wharf deployment ls\n  wharf deployment ls --json")]
+    Ls {
+        /// Print `/v2/deployments` as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a deployment and roll its apps back to the versions before it.
+    #[command(
+        after_help = "Examples:\n  wharf deployment rm 5ed4c0c5-9ff8-4a6f-a0cd-f57f59a34b43\n  wharf deployment rm ID --force   (forget it, leave the apps as they are)"
+    )]
+    Rm {
+        id: String,
+        /// Only forget the deployment; no rollback.
         #[arg(long)]
         force: bool,
     },
@@ -201,16 +286,17 @@ pub enum AppCommand {
 #[derive(Subcommand)]
 pub enum NodeCommand {
     /// List nodes with their role, status and resources used/total.
-    ///
-    /// Example: `wharf node ls`, or `wharf node ls --json | jq '.nodes[].used'`
+    #[command(after_help = "Examples:\n  wharf node ls\n  wharf node ls --json | jq '.nodes[].used'")]
     Ls {
         /// Print `/wharf/v1/nodes` as JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Move every task off a node and give it no new ones.
+    #[command(after_help = "Example:\n  wharf node drain 3   (ids from `wharf node ls`)")]
     Drain { id: String },
     /// Remove a node from the cluster (its tasks are replaced elsewhere).
+    #[command(after_help = "Example:\n  wharf node rm 3   (ids from `wharf node ls`)")]
     Rm { id: String },
 }
 
@@ -311,16 +397,28 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Agent(args) => crate::node::run(args).await,
         Command::Executor { .. } => Ok(()),
-        Command::App(cmd) => crate::client::app(&client, cmd).await,
-        Command::Ps { app } => crate::client::ps(&client, app).await,
-        Command::Logs { task_id, app, follow, stderr } => match (task_id, app) {
-            (_, Some(app)) => crate::client::app_logs(&client, &app, follow, stderr).await,
-            (Some(task), None) => crate::client::logs(&client, &task, follow, stderr).await,
-            (None, None) => anyhow::bail!("name a task (wharf logs TASK_ID) or an app (wharf logs --app /web)"),
-        },
-        Command::Node(NodeCommand::Ls { json }) => crate::client::node_ls(&client, json).await,
-        Command::Node(NodeCommand::Drain { id }) => crate::client::node_drain(&client, &id).await,
-        Command::Node(NodeCommand::Rm { id }) => crate::client::node_rm(&client, &id).await,
+        Command::App(cmd) => crate::cmd::app::run(&client, cmd).await,
+        Command::Ps { app, json } => crate::cmd::tasks::ps(&client, app, json).await,
+        Command::Logs { task_id, app, follow, stderr, tail } => {
+            let args = crate::cmd::logs::LogArgs { follow, stderr, tail };
+            match (task_id, app) {
+                (_, Some(app)) => crate::cmd::logs::app(&client, &app, args).await,
+                (Some(task), None) => crate::cmd::logs::task(&client, &task, args).await,
+                (None, None) => anyhow::bail!("name a task (wharf logs TASK_ID) or an app (wharf logs --app /web)"),
+            }
+        }
+        Command::Deployment(DeploymentCommand::Ls { json }) => crate::cmd::deployment::ls(&client, json).await,
+        Command::Deployment(DeploymentCommand::Rm { id, force }) => {
+            crate::cmd::deployment::rm(&client, &id, force).await
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "wharf", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Node(NodeCommand::Ls { json }) => crate::cmd::node::ls(&client, json).await,
+        Command::Node(NodeCommand::Drain { id }) => crate::cmd::node::drain(&client, &id).await,
+        Command::Node(NodeCommand::Rm { id }) => crate::cmd::node::rm(&client, &id).await,
         Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {
             crate::bench::launch(tasks, burst, data_dir).await
         }

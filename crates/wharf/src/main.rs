@@ -14,6 +14,7 @@ mod bench_scale;
 mod cli;
 mod client;
 mod clock;
+mod cmd;
 mod dns_setup;
 mod liveness;
 mod node;
