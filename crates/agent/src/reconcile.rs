@@ -399,7 +399,8 @@ fn spawn_launch(
     cfg: &AgentConfig,
 ) {
     let (root, metrics) = (cfg.sandbox_root.clone(), cfg.metrics.clone());
-    tokio::spawn(async move {
+    let span = tracing::info_span!("launch", task = %task.id, app = %task.id.app_id(), driver = kind.name());
+    let launch = async move {
         let _held = guard.lock().await;
         let sandbox = root.join(task.id.as_str());
         let result = match (app.as_ref(), driver) {
@@ -411,15 +412,18 @@ fn spawn_launch(
         };
         if let Err(message) = result {
             metrics.launched(false);
-            tracing::warn!(task = %task.id, %message, "launch failed");
+            tracing::warn!(%message, "launch failed");
             let _ = reports.send(TaskStatus {
                 task_id: task.id,
                 state: TaskState::Failed,
                 at: now(),
                 message: Some(message),
             });
+        } else {
+            tracing::info!("task started");
         }
-    });
+    };
+    tokio::spawn(tracing::Instrument::instrument(launch, span));
 }
 
 /// How long a task that load balancers send to keeps running after it was

@@ -18,6 +18,7 @@ mod logs;
 mod metrics;
 mod query;
 mod tasks;
+mod trace;
 mod ui;
 mod wharf;
 
@@ -74,6 +75,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/ui/{file}", get(ui::file))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), leader_headers))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), metrics::track))
+        .layer(axum::middleware::from_fn(trace::request_span))
         .with_state(ctx)
 }
 

@@ -176,3 +176,52 @@ async fn logs_stream_through_a_node_that_does_not_run_the_task() {
         .expect("logs");
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_logs_as_json_carry_request_deployment_and_launch_ids() {
+    let node = Node::start_with_env(&["--log-format", "json"], &[("RUST_LOG", "info,api=debug")]).await;
+    let def = json!({"id": "/traced", "cmd": "exec sleep 1000", "cpus": 0.05, "mem": 16, "instances": 1});
+    let resp = node
+        .client
+        .post(format!("{}/v2/apps", node.addr()))
+        .header("x-request-id", "req-42")
+        .json(&def)
+        .send()
+        .await
+        .expect("post");
+    assert!(resp.status().is_success());
+    assert_eq!(resp.headers()["x-request-id"], "req-42", "the id comes back");
+    let deployment = resp.json::<serde_json::Value>().await.expect("json")["deployments"][0]["id"]
+        .as_str()
+        .expect("deployment")
+        .to_string();
+    let task = node.wait_running("/traced", 1).await[0]["id"].as_str().expect("id").to_string();
+
+    let lines = || -> Vec<serde_json::Value> {
+        node.log().lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+    };
+    wait_for("the deployment's end in the log", Duration::from_secs(30), || {
+        let found = lines()
+            .iter()
+            .any(|l| l["span"]["id"] == deployment.as_str() && l["fields"]["message"] == "deployment succeeded");
+        async move { found }
+    })
+    .await;
+    let all = lines();
+    let request = all
+        .iter()
+        .find(|l| l["span"]["request_id"] == "req-42")
+        .unwrap_or_else(|| panic!("a line in the request's span: {all:#?}"));
+    assert_eq!(request["span"]["method"], "POST");
+    assert_eq!(request["span"]["route"], "/v2/apps");
+    let launch = all
+        .iter()
+        .find(|l| l["span"]["name"] == "launch" && l["fields"]["message"] == "task started")
+        .unwrap_or_else(|| panic!("the launch's line: {all:#?}"));
+    assert_eq!(launch["span"]["task"], task.as_str());
+    assert_eq!(launch["span"]["app"], "/traced");
+    assert_eq!(launch["span"]["driver"], "exec");
+    assert!(all.iter().any(|l| l["span"]["name"] == "deployment"
+        && l["span"]["id"] == deployment.as_str()
+        && l["fields"]["message"] == "deployment started"));
+}
