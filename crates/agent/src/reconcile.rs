@@ -154,6 +154,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                 CheckerEvent::Kill { task_id, cause } => {
                     tracing::info!(task = %task_id, %cause, "killing an unhealthy task");
                     checks.stop(&task_id);
+                    cfg.metrics.restarted(&task_id);
                     let store = store.clone();
                     tokio::spawn(async move {
                         let cmd = Command::KillUnhealthy { id: task_id, reason: cause, at: now() };
@@ -183,6 +184,9 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                             l.phase = Phase::Exited;
                         }
                         cfg.metrics.exits.get_or_create(&crate::metrics::ExitLabels { state: state.marathon_name() }).inc();
+                        if matches!(state, TaskState::Failed | TaskState::Finished) {
+                            cfg.metrics.restarted(&task_id);
+                        }
                         TaskStatus { task_id, state, at, message: Some(message) }
                     }
                 };
