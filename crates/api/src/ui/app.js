@@ -57,14 +57,13 @@ const state = {
 };
 
 let refreshTimer = null;
-let trailingTimer = null;
+// Every change the pages show comes with an event (the leader's expunge of
+// an ended task, which also records lastTaskFailure and the backoff, sends
+// instance_changed_event), so one read shortly after a burst of events is
+// enough. (Node changes without task changes have no Marathon event; the
+// next event, or a reconnect, shows them.)
 function scheduleRefresh(delay = 150) {
   if (!refreshTimer) refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, delay);
-  // Some changes that follow an event carry no event of their own (the
-  // leader expunging a failed task and recording lastTaskFailure, a
-  // backoff): one more read a second after the last event catches them.
-  clearTimeout(trailingTimer);
-  trailingTimer = setTimeout(refresh, 1000);
 }
 
 async function refresh() {
