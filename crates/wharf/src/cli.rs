@@ -371,6 +371,20 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 50)]
         connections: u32,
     },
+    /// Following a chatty task's log: lines/s `logs -f` keeps up with
+    /// (every line checked), beside `docker logs -f` of the same program.
+    #[command(after_help = "Example:\n  wharf bench logs --lines 1000000 --log-max-size 1M")]
+    Logs {
+        /// Lines the task prints as fast as it can.
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: u64,
+        /// The node's --log-max-size for the run.
+        #[arg(long, default_value = "10M")]
+        log_max_size: String,
+        /// The node's --log-files for the run.
+        #[arg(long, default_value_t = 5)]
+        log_files: u32,
+    },
     /// Three nodes on 127.77.0.1-3: write throughput, leader failover, node loss.
     Cluster {
         /// Leader kills to time.
@@ -426,6 +440,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Health { rounds, tasks }) => crate::bench::health(rounds, tasks).await,
         Command::Bench(BenchCommand::Lb { seconds, connections }) => {
             crate::bench_lb::run(crate::bench_lb::LbBenchArgs { seconds, connections }).await
+        }
+        Command::Bench(BenchCommand::Logs { lines, log_max_size, log_files }) => {
+            let args = crate::bench_logs::LogsBenchArgs { lines, max_size: log_max_size, files: log_files };
+            crate::bench_logs::run(args).await
         }
         Command::Bench(BenchCommand::Dns { apps, seconds, tasks }) => {
             crate::bench_dns::run(crate::bench_dns::DnsBenchArgs { apps, seconds, tasks }).await

@@ -10,6 +10,7 @@ mod bench_containers;
 mod bench_dns;
 mod bench_etcd;
 mod bench_lb;
+mod bench_logs;
 mod bench_scale;
 mod cli;
 mod client;
