@@ -36,7 +36,10 @@ pub enum Command {
         sandbox: PathBuf,
     },
     /// Manage apps (long-running services).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wharf app deploy web.json\n  wharf app ls\n  wharf app show /web"
+    )]
     App(AppCommand),
     /// List tasks with their state, health, node and ports.
     #[command(after_help = "Examples:\n  wharf ps\n  wharf ps --app /web\n  wharf ps --json | jq '.tasks[].host'")]
@@ -70,10 +73,10 @@ pub enum Command {
         tail: Option<usize>,
     },
     /// Deployments in flight: list, or roll one back.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  wharf deployment ls\n  wharf deployment rm ID")]
     Deployment(DeploymentCommand),
     /// Cluster nodes.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  wharf node ls\n  wharf node drain 3")]
     Node(NodeCommand),
     /// Print a shell completion script.
     #[command(
@@ -84,7 +87,7 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
     /// Benchmarks against a node this command starts itself.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  wharf bench launch\n  wharf bench logs --lines 1000000")]
     Bench(BenchCommand),
 }
 
@@ -303,6 +306,7 @@ pub enum NodeCommand {
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Launch latency (POST accepted -> task process running) and throughput.
+    #[command(after_help = "Example:\n  wharf bench launch --tasks 200 --burst 100")]
     Launch {
         /// Tasks launched one after another for the latency figures.
         #[arg(long, default_value_t = 200)]
@@ -316,6 +320,7 @@ pub enum BenchCommand {
     },
     /// Container start latency (placement -> process running) through the
     /// Docker driver, beside `docker run --rm` on the same engine.
+    #[command(after_help = "Example:\n  wharf bench containers --starts 100")]
     Containers {
         /// Sequential starts for each side.
         #[arg(long, default_value_t = 100)]
@@ -325,6 +330,7 @@ pub enum BenchCommand {
         image: String,
     },
     /// Rolling deployment time with health checks, and CPU under many health checks.
+    #[command(after_help = "Example:\n  wharf bench health --rounds 3 --tasks 1000")]
     Health {
         #[arg(long, default_value_t = 3)]
         rounds: u32,
@@ -333,6 +339,7 @@ pub enum BenchCommand {
     },
     /// The core at scale: a real leader with thousands of simulated nodes and
     /// agents: placements/s, read latency, node loss, memory, snapshots.
+    #[command(after_help = "Example:\n  wharf bench scale --nodes 100 --apps 100 --tasks-per-node 10 --hold 90")]
     Scale {
         /// Simulated node counts, one run each (e.g. `1000,10000`).
         #[arg(long, value_delimiter = ',', default_values_t = vec![1000, 10000])]
@@ -350,6 +357,7 @@ pub enum BenchCommand {
     },
     /// DNS: queries/s and latency beside NSD (dnsperf), and how fast a task
     /// that turns healthy appears in another node's answers.
+    #[command(after_help = "Example:\n  wharf bench dns --apps 1000 --seconds 10")]
     Dns {
         /// Apps (one task each) whose A and SRV names are asked.
         #[arg(long, default_value_t = 1000)]
@@ -363,6 +371,7 @@ pub enum BenchCommand {
     },
     /// The load balancer beside HAProxy (wrk): requests/s and p99 through the
     /// HTTP front and an L4 service port, and new connections/s.
+    #[command(after_help = "Example:\n  wharf bench lb --seconds 10 --connections 50")]
     Lb {
         /// Seconds of wrk per path.
         #[arg(long, default_value_t = 10)]
@@ -386,6 +395,9 @@ pub enum BenchCommand {
         log_files: u32,
     },
     /// Three nodes on 127.77.0.1-3: write throughput, leader failover, node loss.
+    #[command(
+        after_help = "Examples:\n  wharf bench cluster --rounds 3\n  wharf bench cluster --vs-etcd --clients 1,64"
+    )]
     Cluster {
         /// Leader kills to time.
         #[arg(long, default_value_t = 3)]

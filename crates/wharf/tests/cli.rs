@@ -283,3 +283,43 @@ async fn logs_follow_an_app_with_each_line_prefixed() {
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stdout.lines().count(), 4, "{stdout}");
 }
+
+#[test]
+fn every_command_has_an_example_in_its_help() {
+    let commands = [
+        "",
+        "agent",
+        "app",
+        "app deploy",
+        "app ls",
+        "app show",
+        "app diff",
+        "app scale",
+        "app rm",
+        "app restart",
+        "ps",
+        "logs",
+        "deployment",
+        "deployment ls",
+        "deployment rm",
+        "node",
+        "node ls",
+        "node drain",
+        "node rm",
+        "completion",
+        "bench",
+        "bench launch",
+        "bench containers",
+        "bench health",
+        "bench scale",
+        "bench dns",
+        "bench lb",
+        "bench cluster",
+        "bench logs",
+    ];
+    for c in commands {
+        let out = Command::new(WHARF).args(c.split_whitespace()).arg("--help").output().expect("run");
+        let (stdout, _) = text(&out);
+        assert!(out.status.success() && stdout.contains("Example"), "`wharf {c} --help` has no example:\n{stdout}");
+    }
+}
