@@ -62,7 +62,7 @@ pub async fn task_logs(
     headers: HeaderMap,
 ) -> ApiResult {
     let query = parse_query(q.as_deref())?;
-    let tid = TaskId::parse(&id).map_err(|e| HttpError(ApiError::bad_request(e.to_string())))?;
+    let tid = parse_task(&id)?;
     let node = ctx.store.read(|s| s.tasks.get(&tid).map(|t| t.node));
     let dir = ctx.sandbox_root.join(tid.as_str());
     match node {
@@ -77,6 +77,15 @@ pub async fn task_logs(
         _ if !dir.exists() => Err(HttpError(ApiError::not_found(format!("Task '{id}' has no sandbox on this node")))),
         _ => local(ctx, tid, dir, query).await,
     }
+}
+
+/// A task id that names a sandbox directory: the id's form, and no path
+/// separator (an encoded `%2F` would otherwise reach outside the sandboxes).
+pub(crate) fn parse_task(id: &str) -> Result<TaskId, HttpError> {
+    if id.contains('/') || id.starts_with('.') {
+        return Err(HttpError(ApiError::bad_request(format!("'{id}' is not a task id"))));
+    }
+    TaskId::parse(id).map_err(|e| HttpError(ApiError::bad_request(e.to_string())))
 }
 
 /// Streams the owning node's answer through as it comes.

@@ -105,6 +105,10 @@ async fn follow_sees_new_lines_across_rotations_and_tail_reads_back() {
     assert_eq!(text.lines().next(), Some(format!("line {}", LINES - 14999).as_str()));
 }
 
+fn uuid_of(task: &str) -> &str {
+    task.split(".instance-").nth(1).and_then(|r| r.split("._app.").next()).expect("uuid")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_stream_through_a_node_that_does_not_run_the_task() {
     let c = Cluster::start(2, &[]).await;
@@ -168,6 +172,10 @@ async fn logs_stream_through_a_node_that_does_not_run_the_task() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.text().await.expect("body").contains("stdout or stderr"));
     let r = client.get(format!("{base}/{task}/logs?tail=-1")).send().await.expect("logs");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // An encoded path separator never reaches outside the sandboxes.
+    let r =
+        client.get(format!("{base}/..%2F..%2Fx.instance-{}._app.1/logs", uuid_of(&task))).send().await.expect("logs");
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let r = client
         .get(format!("{base}/ticker.instance-00000000-0000-0000-0000-000000000000._app.1/logs"))
