@@ -152,6 +152,14 @@ async fn errors_name_the_field_and_failing_deploys_exit_nonzero() {
 
     let out = tokio::task::block_in_place(|| wharf(&node, &["logs", "nonsense"]));
     assert!(!out.status.success());
+    let out = tokio::task::block_in_place(|| wharf(&node, &["logs", "--app", "/nothing-here"]));
+    assert!(!out.status.success(), "an unknown app is an error");
+    // An app without tasks has no output: the command ends at once.
+    let idle = json!({"id": "/idle", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 0});
+    let (s, v) = node.call(reqwest::Method::POST, "/v2/apps", Some(&idle)).await.expect("post");
+    assert!(s.is_success(), "{v}");
+    let out = tokio::task::block_in_place(|| wharf(&node, &["logs", "--app", "/idle"]));
+    assert!(out.status.success() && out.stdout.is_empty(), "{:?}", text(&out));
 
     let out = Command::new(WHARF).args(["app", "ls"]).env("WHARF_ADDR", "http://127.0.0.1:1").output().expect("run");
     let (_, stderr) = text(&out);
@@ -168,6 +176,11 @@ async fn deployments_are_listed_and_rolled_back() {
     let (s, v) = node.call(reqwest::Method::POST, "/v2/apps", Some(&def)).await.expect("post");
     assert!(s.is_success(), "{v}");
     let id = v["deployments"][0]["id"].as_str().expect("deployment id").to_string();
+    // It starts the app (step 1), then waits to scale it (step 2).
+    common::wait_for("the deployment's scale step", std::time::Duration::from_secs(30), || async {
+        node.get("/v2/deployments").await[0]["currentStep"] == 2
+    })
+    .await;
 
     let out = tokio::task::block_in_place(|| wharf(&node, &["deployment", "ls"]));
     let (stdout, stderr) = text(&out);

@@ -71,6 +71,9 @@ pub async fn app(c: &Client, app: &str, a: LogArgs) -> anyhow::Result<()> {
     }
     let mut partial: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut open = started.len();
+    if open == 0 && events.is_none() {
+        return Ok(()); // no task, and not waiting for one
+    }
     loop {
         let next_event = async {
             match events.as_mut() {
