@@ -21,6 +21,8 @@ pub struct ApiContext {
     pub(crate) events: OnceLock<crate::events::EventBus>,
     /// The node's Prometheus registry (`/metrics`).
     pub(crate) metrics: crate::metrics::Metrics,
+    /// `--http-credentials`: HTTP Basic credentials with the admin role.
+    pub(crate) credentials: Option<crate::auth::Credentials>,
 }
 
 impl ApiContext {
@@ -37,7 +39,22 @@ impl ApiContext {
     ) -> ApiContext {
         let node = store.node_id();
         let metrics = crate::metrics::Metrics::new(&store, registry);
-        ApiContext { store, node, sandbox_root, client: reqwest::Client::new(), events: OnceLock::new(), metrics }
+        ApiContext {
+            store,
+            node,
+            sandbox_root,
+            client: reqwest::Client::new(),
+            events: OnceLock::new(),
+            metrics,
+            credentials: None,
+        }
+    }
+
+    /// Accept these HTTP Basic credentials as an admin (and ask every
+    /// caller for credentials, see `auth`).
+    pub fn with_credentials(mut self, credentials: Option<crate::auth::Credentials>) -> ApiContext {
+        self.credentials = credentials;
+        self
     }
 
     pub fn now(&self) -> UnixMillis {
