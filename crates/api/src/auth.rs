@@ -167,9 +167,12 @@ fn cookie(headers: &HeaderMap) -> Option<String> {
 
 fn unauthorized(headers: &HeaderMap, message: &str) -> Response {
     let mut resp = refuse(StatusCode::UNAUTHORIZED, message.to_string());
-    // A Basic challenge makes browsers open their own login dialog; the UI
-    // has its own form, so it is offered Bearer only.
-    let challenge = if headers.contains_key("x-wharf-ui") { "Bearer realm=\"Wharf\"" } else { "Basic realm=\"Wharf\"" };
+    // A Basic challenge makes browsers open their own login dialog over the
+    // page. The UI has its own form, so its requests (marked, or, for its
+    // event stream, which cannot be marked, same-origin) get Bearer only.
+    let from_ui = headers.contains_key("x-wharf-ui")
+        || headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"same-origin");
+    let challenge = if from_ui { "Bearer realm=\"Wharf\"" } else { "Basic realm=\"Wharf\"" };
     resp.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     resp
 }

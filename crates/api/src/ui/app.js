@@ -51,11 +51,13 @@ function setAuth(value) {
 
 let loginOpen = false;
 function showLogin(message) {
-  const dlg = $("#login");
   $("#login-message").textContent = message || "";
   if (loginOpen) return;
   loginOpen = true;
-  dlg.showModal();
+  // A panel in place of the page (not a modal dialog): nothing of the
+  // cluster is shown until the node accepts the credentials.
+  $("#login").hidden = false;
+  $("#view").hidden = true;
   $("#login-token").focus();
 }
 
@@ -71,7 +73,8 @@ async function submitLogin(e) {
   }
   setAuth(value);
   loginOpen = false;
-  $("#login").close();
+  $("#login").hidden = true;
+  $("#view").hidden = false;
   $("#login-form").reset();
   refresh();
   if (source) source.close();
@@ -780,7 +783,6 @@ document.addEventListener("keydown", (e) => {
 
 window.addEventListener("hashchange", route);
 $("#login-form").addEventListener("submit", submitLogin);
-$("#login").addEventListener("cancel", (e) => e.preventDefault());
 $("#logout").addEventListener("click", () => { setAuth(null); location.reload(); });
 setAuth(auth);
 route();
