@@ -53,6 +53,8 @@ pub struct AgentConfig {
     pub metrics: crate::AgentMetrics,
     /// The drivers this node offers ([`probe_drivers`]), as registered.
     pub drivers: Vec<DriverKind>,
+    /// The user tasks of apps without a `user` run as (`None`: as the agent).
+    pub default_task_user: Option<String>,
 }
 
 /// The drivers this node can offer: `exec` always, `docker` when an engine
@@ -375,7 +377,7 @@ fn spawn_batcher<T: Clone + Send + 'static>(
     tx
 }
 
-fn task_launch(task: &Task, app: &AppSpec, sandbox: PathBuf) -> TaskLaunch {
+fn task_launch(task: &Task, app: &AppSpec, sandbox: PathBuf, default_user: Option<&str>) -> TaskLaunch {
     TaskLaunch {
         task_id: task.id.clone(),
         command: app.command.clone(),
@@ -384,6 +386,7 @@ fn task_launch(task: &Task, app: &AppSpec, sandbox: PathBuf) -> TaskLaunch {
         kill_grace: Duration::from_secs_f64(app.kill_grace_seconds.max(0.0)),
         container: app.container.container().cloned().unwrap_or_default(),
         host_ports: task.ports.clone(),
+        user: app.user.clone().or_else(|| default_user.map(str::to_string)),
     }
 }
 
@@ -397,15 +400,18 @@ fn spawn_launch(
     cfg: &AgentConfig,
 ) {
     let (root, metrics) = (cfg.sandbox_root.clone(), cfg.metrics.clone());
+    let default_user = cfg.default_task_user.clone();
     tokio::spawn(async move {
         let _held = guard.lock().await;
         let sandbox = root.join(task.id.as_str());
         let result = match (app.as_ref(), driver) {
             (None, _) => Err("the app no longer exists".to_string()),
             (Some(_), None) => Err(format!("this node has no {} driver", kind.name())),
-            (Some(app), Some(driver)) => {
-                driver.launch(task_launch(&task, app, sandbox)).await.map(|_| ()).map_err(|e| e.to_string())
-            }
+            (Some(app), Some(driver)) => driver
+                .launch(task_launch(&task, app, sandbox, default_user.as_deref()))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         };
         if let Err(message) = result {
             metrics.launched(false);

@@ -126,6 +126,10 @@ pub struct AgentArgs {
     /// but /ping and the UI's files needs credentials.
     #[arg(long, env = "WHARF_HTTP_CREDENTIALS", hide_env_values = true)]
     pub http_credentials: Option<String>,
+    /// The user tasks of apps without a `user` run as (exec driver; default:
+    /// the agent's own user).
+    #[arg(long)]
+    pub default_task_user: Option<String>,
 }
 
 /// The node's DNS server (Mesos-DNS names for the cluster domain).

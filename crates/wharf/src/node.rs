@@ -108,6 +108,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         check_client,
         metrics: agent_metrics,
         drivers,
+        default_task_user: args.default_task_user.clone(),
     };
     start_agent(&mut sup, &store, agent);
 
@@ -328,6 +329,7 @@ struct AgentParts {
     check_client: reqwest::Client,
     metrics: agent::AgentMetrics,
     drivers: Vec<model::DriverKind>,
+    default_task_user: Option<String>,
 }
 
 /// This node's agent. A restarted agent recovers its running tasks from
@@ -343,6 +345,7 @@ fn start_agent(sup: &mut Supervisor, store: &Arc<Store>, parts: AgentParts) {
             check_client: parts.check_client.clone(),
             metrics: parts.metrics.clone(),
             drivers: parts.drivers.clone(),
+            default_task_user: parts.default_task_user.clone(),
         };
         agent::run_agent(s.clone(), cfg)
     });
