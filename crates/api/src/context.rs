@@ -23,6 +23,8 @@ pub struct ApiContext {
     pub(crate) metrics: crate::metrics::Metrics,
     /// `--http-credentials`: HTTP Basic credentials with the admin role.
     pub(crate) credentials: Option<crate::auth::Credentials>,
+    /// `https` when the nodes serve the API over TLS (for `X-Marathon-Leader`).
+    pub(crate) scheme: &'static str,
 }
 
 impl ApiContext {
@@ -47,6 +49,7 @@ impl ApiContext {
             events: OnceLock::new(),
             metrics,
             credentials: None,
+            scheme: "http",
         }
     }
 
@@ -54,6 +57,12 @@ impl ApiContext {
     /// caller for credentials, see `auth`).
     pub fn with_credentials(mut self, credentials: Option<crate::auth::Credentials>) -> ApiContext {
         self.credentials = credentials;
+        self
+    }
+
+    /// The API is served over HTTPS (every node is assumed to be alike).
+    pub fn with_https(mut self, https: bool) -> ApiContext {
+        self.scheme = if https { "https" } else { "http" };
         self
     }
 

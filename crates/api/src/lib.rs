@@ -160,7 +160,7 @@ async fn leader_headers(
         let me = s.nodes.get(&ctx.node).map(|n| n.http_addr.clone());
         (leader, me)
     });
-    if let Some(Ok(v)) = addrs.0.map(|a| axum::http::HeaderValue::from_str(&format!("http://{a}"))) {
+    if let Some(Ok(v)) = addrs.0.map(|a| axum::http::HeaderValue::from_str(&format!("{}://{a}", ctx.scheme))) {
         resp.headers_mut().insert("x-marathon-leader", v);
     }
     if write && !l.is_self {

@@ -16,6 +16,10 @@ pub struct Cli {
     /// An API token (from `wharf token create`), sent as a bearer token.
     #[arg(long, global = true, env = "WHARF_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A PEM CA certificate to trust for an `https://` address (e.g. the
+    /// node's own self-signed --https-cert).
+    #[arg(long, global = true, env = "WHARF_CACERT")]
+    pub cacert: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -126,6 +130,13 @@ pub struct AgentArgs {
     /// but /ping and the UI's files needs credentials.
     #[arg(long, env = "WHARF_HTTP_CREDENTIALS", hide_env_values = true)]
     pub http_credentials: Option<String>,
+    /// A PEM certificate (chain) for the HTTP API: with --https-key, the
+    /// --http port serves HTTPS only.
+    #[arg(long, requires = "https_key")]
+    pub https_cert: Option<PathBuf>,
+    /// The PEM private key of --https-cert.
+    #[arg(long, requires = "https_cert")]
+    pub https_key: Option<PathBuf>,
     /// The user tasks of apps without a `user` run as (exec driver; default:
     /// the agent's own user).
     #[arg(long)]
@@ -327,7 +338,7 @@ pub enum BenchCommand {
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    let client = crate::client::Client::with_token(&cli.addr, cli.token.as_deref())?;
+    let client = crate::client::Client::with_auth(&cli.addr, cli.token.as_deref(), cli.cacert.as_deref())?;
     match cli.command {
         Command::Agent(args) => crate::node::run(args).await,
         Command::Executor { .. } => Ok(()),

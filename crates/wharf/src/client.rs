@@ -16,12 +16,13 @@ pub struct Client {
 
 impl Client {
     pub fn new(addr: &str) -> anyhow::Result<Client> {
-        Client::with_token(addr, None)
+        Client::with_auth(addr, None, None)
     }
 
     /// A client that sends `token` as a bearer token, or the user and
-    /// password in `addr` (`http://user:pass@host:port`) as HTTP Basic.
-    pub fn with_token(addr: &str, token: Option<&str>) -> anyhow::Result<Client> {
+    /// password in `addr` (`http://user:pass@host:port`) as HTTP Basic, and
+    /// trusts `cacert` (PEM) for `https://` addresses.
+    pub fn with_auth(addr: &str, token: Option<&str>, cacert: Option<&std::path::Path>) -> anyhow::Result<Client> {
         let mut url = reqwest::Url::parse(addr).with_context(|| format!("--addr: '{addr}' is not a URL"))?;
         let basic = (!url.username().is_empty()).then(|| {
             let user = percent_decode(url.username());
@@ -43,8 +44,14 @@ impl Client {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build()?;
-        Ok(Client { base, http })
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers);
+        if let Some(path) = cacert {
+            let pem = std::fs::read(path).with_context(|| format!("--cacert: cannot read {}", path.display()))?;
+            let ca = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("--cacert: {} is not a PEM certificate", path.display()))?;
+            builder = builder.add_root_certificate(ca);
+        }
+        Ok(Client { base, http: builder.build()? })
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<(StatusCode, Value)> {

@@ -41,6 +41,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     // Every flag is checked before anything listens or any state changes.
     let local = describe_node(&args, &data_dir, &advertise)?;
+    let https = match (&args.https_cert, &args.https_key) {
+        (Some(cert), Some(key)) => Some(crate::https::server_config(cert, key)?),
+        _ => None,
+    };
     let credentials = match &args.http_credentials {
         Some(c) => Some(api::Credentials::parse(c).map_err(|e| anyhow::anyhow!("--http-credentials: {e}"))?),
         None => None,
@@ -96,9 +100,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     start_dns(&mut sup, &store, &dns, dns_listeners);
     let lb = lb::Lb::new(lb_cfg);
     start_lb(&mut sup, &store, &lb, http_lb);
-    let ctx =
-        api::ApiContext::with_registry(store.clone(), sandbox_root.clone(), registry).with_credentials(credentials);
-    let stop_http = start_http(&mut sup, http_listener, Arc::new(ctx), &dns, &lb);
+    let ctx = api::ApiContext::with_registry(store.clone(), sandbox_root.clone(), registry)
+        .with_credentials(credentials)
+        .with_https(https.is_some());
+    let stop_http = start_http(&mut sup, http_listener, https, Arc::new(ctx), &dns, &lb);
     start_loops(&mut sup, &store, liveness, &args, scheduler_metrics);
     let executor = vec![exe.into_os_string(), "executor".into()];
     let agent = AgentParts {
@@ -193,6 +198,7 @@ fn describe_node(args: &AgentArgs, data_dir: &std::path::Path, advertise: &str) 
 fn start_http(
     sup: &mut Supervisor,
     listener: TcpListener,
+    https: Option<Arc<rustls::ServerConfig>>,
     ctx: Arc<api::ApiContext>,
     dns: &Arc<dns::server::Dns>,
     lb: &Arc<lb::Lb>,
@@ -203,7 +209,11 @@ fn start_http(
     let shutdown = async move {
         let _ = stop_rx.changed().await;
     };
-    sup.start_once(HTTP_SERVER, async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+    match https {
+        Some(tls) => sup.start_once(HTTP_SERVER, crate::https::serve(listener, app, tls, shutdown)),
+        None => sup
+            .start_once(HTTP_SERVER, async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await }),
+    }
     stop_tx
 }
 
