@@ -141,6 +141,10 @@ pub struct AgentArgs {
     /// the agent's own user).
     #[arg(long)]
     pub default_task_user: Option<String>,
+    /// Fail the launch of tasks that would run as root (exec driver): apps
+    /// must name a user, or --default-task-user must.
+    #[arg(long)]
+    pub refuse_root_tasks: bool,
 }
 
 /// The node's DNS server (Mesos-DNS names for the cluster domain).

@@ -114,6 +114,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         metrics: agent_metrics,
         drivers,
         default_task_user: args.default_task_user.clone(),
+        refuse_root_tasks: args.refuse_root_tasks,
     };
     start_agent(&mut sup, &store, agent);
 
@@ -340,6 +341,7 @@ struct AgentParts {
     metrics: agent::AgentMetrics,
     drivers: Vec<model::DriverKind>,
     default_task_user: Option<String>,
+    refuse_root_tasks: bool,
 }
 
 /// This node's agent. A restarted agent recovers its running tasks from
@@ -356,6 +358,7 @@ fn start_agent(sup: &mut Supervisor, store: &Arc<Store>, parts: AgentParts) {
             metrics: parts.metrics.clone(),
             drivers: parts.drivers.clone(),
             default_task_user: parts.default_task_user.clone(),
+            refuse_root_tasks: parts.refuse_root_tasks,
         };
         agent::run_agent(s.clone(), cfg)
     });
