@@ -261,3 +261,57 @@ fn grep_dir(dir: &std::path::Path, needle: &[u8]) -> bool {
         }
     })
 }
+
+/// A task's output read through a node that does not run it: the node
+/// proxies with the caller's credentials (the task's node checks them too)
+/// and passes a refusal back as a refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_files_through_another_node_carry_the_credentials() {
+    let c = common::cluster::Cluster::start(2, &[]).await;
+    let app =
+        json!({"id": "/proxied", "cmd": "echo proxied-line; sleep 1000", "cpus": 0.05, "mem": 16, "instances": 1});
+    let (s, v) = c.call(0, Method::POST, "/v2/apps", Some(&app)).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (task, host) = loop {
+        if let Some(t) = c.running(0, "/proxied").await.into_iter().next() {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "the task did not start:\n{}", c.log(0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Ask the node that does not run it.
+    let via = if c.node_of_host(&host) == 0 { 1 } else { 0 };
+    let (s, v) = c.call(0, Method::POST, "/wharf/v1/tokens", Some(&json!({"role": "admin"}))).await.expect("token");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let admin = v["token"].as_str().expect("token").to_string();
+    let r = c.client.post(format!("{}/wharf/v1/tokens", c.nodes[0].addr())).bearer_auth(&admin);
+    let v: Value = r.json(&json!({"role": "viewer"})).send().await.expect("post").json().await.expect("json");
+    let viewer = v["token"].as_str().expect("viewer token").to_string();
+
+    let url = format!("{}/wharf/v1/tasks/{task}/files/stdout", c.nodes[via].addr());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c.client.get(&url).bearer_auth(&viewer).send().await.expect("get");
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        if status == StatusCode::OK && text.contains("proxied-line") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "through node {via}: {status} {text}\n{}", c.log(via));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = c.client.get(&url).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "no credentials, no output");
+    let r = c.client.get(&url).header("cookie", format!("wharf_auth=Bearer:{viewer}")).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK, "the UI's cookie is passed on too");
+
+    // With no token left the cluster is open again (and the harness cleans up).
+    for t in [&viewer, &admin] {
+        let id = t.split('.').next().expect("id");
+        let r = c.client.delete(format!("{}/wharf/v1/tokens/{id}", c.nodes[0].addr())).bearer_auth(&admin).send().await;
+        assert_eq!(r.expect("delete").status(), StatusCode::OK);
+    }
+    let (s, _) = c.call(0, Method::GET, "/v2/apps", None).await.expect("get");
+    assert_eq!(s, StatusCode::OK);
+}
