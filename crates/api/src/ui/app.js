@@ -58,6 +58,8 @@ function showLogin(message) {
   // cluster is shown until the node accepts the credentials.
   $("#login").hidden = false;
   $("#view").hidden = true;
+  fill($("#summary"));
+  $("#live").textContent = "logged out"; $("#live").className = "live off";
   $("#login-token").focus();
 }
 
@@ -133,6 +135,7 @@ async function refresh() {
     api("GET", "/v2/info"),
     api("GET", "/v2/leader"),
   ].map((p) => p.catch((e) => ({ ok: false, data: null, error: e }))));
+  if (loginOpen) return; // nothing of the cluster until logged in
   if (apps.ok) state.apps = apps.data.apps;
   if (deps.ok) state.deployments = deps.data;
   if (queue.ok) state.queue = queue.data.queue;
@@ -179,7 +182,7 @@ function connect() {
   source.onerror = () => {
     source.close();
     live.textContent = "offline"; live.className = "live off";
-    if (loginOpen) return; // reconnected after the login
+    if (loginOpen) { live.textContent = "logged out"; return; } // reconnected after the login
     const b = $("#banner");
     b.textContent = `Lost the connection to ${location.host}'s event stream; reconnecting in ${Math.round(retry / 1000)} s. ` +
       "What you see may be out of date.";
