@@ -35,6 +35,9 @@ pub struct LaunchSpec {
     /// existed get the defaults).
     #[serde(default)]
     pub log: logfiles::LogLimits,
+    /// Run the task as this user (Marathon's `user`); `None`: as the agent.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// How the task ended.

@@ -3,6 +3,7 @@
 //! to do when no node answers). The commands are in `cmd`.
 
 use anyhow::{anyhow, Context};
+use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
@@ -18,9 +19,42 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Client {
     pub fn new(addr: &str) -> anyhow::Result<Client> {
-        let base = addr.trim_end_matches('/').to_string();
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
-        Ok(Client { base, http })
+        Client::with_auth(addr, None, None)
+    }
+
+    /// A client that sends `token` as a bearer token, or the user and
+    /// password in `addr` (`http://user:pass@host:port`) as HTTP Basic, and
+    /// trusts `cacert` (PEM) for `https://` addresses.
+    pub fn with_auth(addr: &str, token: Option<&str>, cacert: Option<&std::path::Path>) -> anyhow::Result<Client> {
+        let mut url = reqwest::Url::parse(addr).with_context(|| format!("--addr: '{addr}' is not a URL"))?;
+        let basic = (!url.username().is_empty()).then(|| {
+            let user = percent_decode(url.username());
+            let pass = url.password().map(percent_decode).unwrap_or_default();
+            format!("{user}:{pass}")
+        });
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let base = url.as_str().trim_end_matches('/').to_string();
+        let auth = match (token, basic) {
+            (Some(t), _) => Some(format!("Bearer {}", t.trim())),
+            (None, Some(b)) => Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(b))),
+            (None, None) => None,
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(a) = auth {
+            let mut v = reqwest::header::HeaderValue::from_str(&a)
+                .context("the token or password has characters HTTP cannot carry")?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).default_headers(headers);
+        if let Some(path) = cacert {
+            let pem = std::fs::read(path).with_context(|| format!("--cacert: cannot read {}", path.display()))?;
+            let ca = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("--cacert: {} is not a PEM certificate", path.display()))?;
+            builder = builder.add_root_certificate(ca);
+        }
+        Ok(Client { base, http: builder.build()? })
     }
 
     /// What to tell a user whose request never reached a node.
@@ -111,6 +145,10 @@ impl Events {
     }
 }
 
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
 /// `422: /cpus: must be at least 0.001` — one line per failed field.
 pub fn api_error(status: StatusCode, v: &Value) -> anyhow::Error {
     let msg = v.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| v.to_string());
@@ -132,4 +170,11 @@ pub fn api_error(status: StatusCode, v: &Value) -> anyhow::Error {
         }
     }
     anyhow!(lines.join("\n"))
+}
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_in_the_address_are_percent_decoded() {
+        assert_eq!(super::percent_decode("p%40ss%3Aword"), "p@ss:word");
+    }
 }

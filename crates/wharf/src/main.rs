@@ -17,6 +17,7 @@ mod client;
 mod clock;
 mod cmd;
 mod dns_setup;
+mod https;
 mod liveness;
 mod node;
 mod orchestrator;

@@ -329,6 +329,10 @@ fn every_command_has_an_example_in_its_help() {
         "bench lb",
         "bench cluster",
         "bench logs",
+        "token",
+        "token create",
+        "token ls",
+        "token rm",
     ];
     for c in commands {
         let out = Command::new(WHARF).args(c.split_whitespace()).arg("--help").output().expect("run");

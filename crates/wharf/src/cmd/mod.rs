@@ -1,5 +1,5 @@
 //! The CLI's commands, one module per command group (`app`, `deployment`,
-//! `node`, `logs`, `ps`); `table` and `progress` are what they share.
+//! `node`, `logs`, `ps`, `token`); `table` and `progress` are what they share.
 
 pub mod app;
 pub mod deployment;
@@ -8,6 +8,7 @@ pub mod node;
 pub mod progress;
 pub mod table;
 pub mod tasks;
+pub mod token;
 
 use serde_json::Value;
 
