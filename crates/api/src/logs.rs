@@ -97,9 +97,10 @@ async fn forward(ctx: &ApiContext, url: &str, node: model::NodeId, headers: &Hea
             req = req.header(h, v.clone());
         }
     }
-    let resp = req.send().await.map_err(|e| {
-        HttpError(ApiError::new(502, format!("node {node} (which runs the task) did not answer: {e}")))
-    })?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| HttpError(ApiError::new(502, format!("node {node} (which runs the task) did not answer: {e}"))))?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
     let mut r = Response::new(Body::from_stream(resp.bytes_stream()));

@@ -89,7 +89,10 @@ pub enum Command {
     Node(NodeCommand),
     /// HTTP API tokens (admin only). The first token turns authentication
     /// on for the whole cluster.
-    #[command(subcommand, after_help = "Examples:\n  wharf token create --role viewer --name grafana\n  wharf token ls")]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wharf token create --role viewer --name grafana\n  wharf token ls"
+    )]
     Token(TokenCommand),
     /// Print a shell completion script.
     #[command(

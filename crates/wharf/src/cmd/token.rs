@@ -39,4 +39,3 @@ pub async fn rm(c: &Client, id: &str) -> anyhow::Result<()> {
     println!("Revoked token {id}");
     Ok(())
 }
-
