@@ -9,7 +9,7 @@
 //! Only the single-threaded executor calls this module: libcontainer forks
 //! and clones, which is unsafe in a multi-threaded process (the agent).
 
-use crate::sandbox::{BindMount, LaunchSpec, OciLaunch, STDERR_FILE, STDOUT_FILE};
+use crate::sandbox::{BindMount, LaunchSpec, OciLaunch};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
@@ -349,6 +349,9 @@ pub fn create(
     oci: &OciLaunch,
     sandbox: &Path,
     resources: Value,
+    stdin: std::fs::File,
+    stdout: std::os::fd::OwnedFd,
+    stderr: std::os::fd::OwnedFd,
 ) -> Result<(Container, Pid), String> {
     let dirs = ContainerDirs::new(&oci.dir);
     let (uid, gid) = resolve_user(&dirs.rootfs, oci.user.as_deref())?;
@@ -357,21 +360,13 @@ pub fn create(
     let data = serde_json::to_vec_pretty(&config).map_err(|e| format!("encode runtime config: {e}"))?;
     std::fs::write(dirs.bundle.join("config.json"), data).map_err(|e| format!("write runtime config: {e}"))?;
     std::fs::create_dir_all(&dirs.state).map_err(|e| format!("create {}: {e}", dirs.state.display()))?;
-    let open = |name: &str| {
-        std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(sandbox.join(name))
-            .map_err(|e| format!("open {name}: {e}"))
-    };
-    let stdin = std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
     let container = ContainerBuilder::new(spec.task_id.to_string(), SyscallType::default())
         .with_root_path(&dirs.state)
         .map_err(|e| format!("runtime state dir: {e}"))?
         .with_executor(DefaultExecutor {})
         .with_stdin(stdin)
-        .with_stdout(open(STDOUT_FILE)?)
-        .with_stderr(open(STDERR_FILE)?)
+        .with_stdout(stdout)
+        .with_stderr(stderr)
         .as_init(&dirs.bundle)
         .with_systemd(false)
         .with_detach(true)

@@ -57,6 +57,12 @@ pub struct AgentConfig {
     pub images: Option<image::ImageStore>,
     /// `--docker-apps=builtin`: `DOCKER` apps run on the built-in runtime.
     pub docker_builtin: bool,
+    /// Rotation of every task's `stdout` and `stderr` (`--log-max-size`, `--log-files`).
+    pub log: logfiles::LogLimits,
+    /// The user tasks of apps without a `user` run as (`None`: as the agent).
+    pub default_task_user: Option<String>,
+    /// Fail exec launches that would run as root (uid 0).
+    pub refuse_root_tasks: bool,
 }
 
 /// The drivers this node can offer: `exec` always, `oci` where the kernel
@@ -86,7 +92,7 @@ type Drivers = BTreeMap<DriverKind, Arc<dyn Driver>>;
 
 async fn start_drivers(cfg: &AgentConfig, events: mpsc::UnboundedSender<TaskEvent>) -> Drivers {
     let mut out: Drivers = BTreeMap::new();
-    let exec = ExecDriver::new(cfg.sandbox_root.clone(), cfg.executor.clone(), events.clone());
+    let exec = ExecDriver::with_log_limits(cfg.sandbox_root.clone(), cfg.executor.clone(), events.clone(), cfg.log);
     out.insert(DriverKind::Exec, Arc::new(exec));
     if let (true, Some(images)) = (cfg.drivers.contains(&DriverKind::Oci), &cfg.images) {
         let containers = cfg.sandbox_root.with_file_name("containers");
@@ -96,6 +102,7 @@ async fn start_drivers(cfg: &AgentConfig, events: mpsc::UnboundedSender<TaskEven
             cfg.executor.clone(),
             events.clone(),
             images.clone(),
+            cfg.log,
         ));
         if cfg.docker_builtin {
             // The same driver under both kinds: it recovers its tasks once
@@ -105,7 +112,7 @@ async fn start_drivers(cfg: &AgentConfig, events: mpsc::UnboundedSender<TaskEven
         out.insert(DriverKind::Oci, oci);
     }
     if cfg.drivers.contains(&DriverKind::Docker) && !cfg.docker_builtin {
-        match DockerDriver::connect(cfg.sandbox_root.clone(), events).await {
+        match DockerDriver::connect_with_log_limits(cfg.sandbox_root.clone(), events, cfg.log).await {
             Ok(d) => {
                 out.insert(DriverKind::Docker, Arc::new(d));
             }
@@ -183,6 +190,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                 CheckerEvent::Kill { task_id, cause } => {
                     tracing::info!(task = %task_id, %cause, "killing an unhealthy task");
                     checks.stop(&task_id);
+                    cfg.metrics.restarted(&task_id);
                     let store = store.clone();
                     tokio::spawn(async move {
                         let cmd = Command::KillUnhealthy { id: task_id, reason: cause, at: now() };
@@ -219,6 +227,9 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                             l.phase = Phase::Exited;
                         }
                         cfg.metrics.exits.get_or_create(&crate::metrics::ExitLabels { state: state.marathon_name() }).inc();
+                        if matches!(state, TaskState::Failed | TaskState::Finished) {
+                            cfg.metrics.restarted(&task_id);
+                        }
                         TaskStatus { task_id, state, at, message: Some(message) }
                     }
                 };
@@ -413,7 +424,16 @@ fn spawn_batcher<T: Clone + Send + 'static>(
     tx
 }
 
-fn task_launch(task: &Task, app: &AppSpec, sandbox: PathBuf) -> TaskLaunch {
+/// Whether a task given `user` (`None`: the agent's own) would run as uid 0.
+/// An unknown name is not root (its launch fails on its own, saying so).
+fn runs_as_root(user: Option<&str>) -> bool {
+    match user {
+        None => nix::unistd::geteuid().is_root(),
+        Some(name) => nix::unistd::User::from_name(name).ok().flatten().is_some_and(|u| u.uid.is_root()),
+    }
+}
+
+fn task_launch(task: &Task, app: &AppSpec, sandbox: PathBuf, default_user: Option<&str>) -> TaskLaunch {
     TaskLaunch {
         task_id: task.id.clone(),
         command: app.command.clone(),
@@ -422,6 +442,7 @@ fn task_launch(task: &Task, app: &AppSpec, sandbox: PathBuf) -> TaskLaunch {
         kill_grace: Duration::from_secs_f64(app.kill_grace_seconds.max(0.0)),
         container: app.container.container().cloned().unwrap_or_default(),
         host_ports: task.ports.clone(),
+        user: app.user.clone().or_else(|| default_user.map(str::to_string)),
     }
 }
 
@@ -435,27 +456,38 @@ fn spawn_launch(
     cfg: &AgentConfig,
 ) {
     let (root, metrics) = (cfg.sandbox_root.clone(), cfg.metrics.clone());
-    tokio::spawn(async move {
+    let default_user = cfg.default_task_user.clone();
+    let refuse_root = cfg.refuse_root_tasks && kind == DriverKind::Exec;
+    let span = tracing::info_span!("launch", task = %task.id, app = %task.id.app_id(), driver = kind.name());
+    let launch = async move {
         let _held = guard.lock().await;
         let sandbox = root.join(task.id.as_str());
         let result = match (app.as_ref(), driver) {
             (None, _) => Err("the app no longer exists".to_string()),
             (Some(_), None) => Err(format!("this node has no {} driver", kind.name())),
-            (Some(app), Some(driver)) => {
-                driver.launch(task_launch(&task, app, sandbox)).await.map(|_| ()).map_err(|e| e.to_string())
+            (Some(app), Some(_)) if refuse_root && runs_as_root(app.user.as_deref().or(default_user.as_deref())) => {
+                Err("this node runs no task as root (--refuse-root-tasks): give the app a user".to_string())
             }
+            (Some(app), Some(driver)) => driver
+                .launch(task_launch(&task, app, sandbox, default_user.as_deref()))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         };
         if let Err(message) = result {
             metrics.launched(false);
-            tracing::warn!(task = %task.id, %message, "launch failed");
+            tracing::warn!(%message, "launch failed");
             let _ = reports.send(TaskStatus {
                 task_id: task.id,
                 state: TaskState::Failed,
                 at: now(),
                 message: Some(message),
             });
+        } else {
+            tracing::info!("task started");
         }
-    });
+    };
+    tokio::spawn(tracing::Instrument::instrument(launch, span));
 }
 
 /// How long a task that load balancers send to keeps running after it was

@@ -46,6 +46,8 @@ fn spec(command: CommandSpec) -> LaunchSpec {
         resources: Resources { cpus: 0.5, mem: 64.0, disk: 0.0, gpus: 0 },
         kill_grace: Duration::from_secs(3),
         oci: None,
+        log: Default::default(),
+        user: None,
     }
 }
 

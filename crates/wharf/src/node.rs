@@ -26,7 +26,10 @@ fn parse_addr(flag: &str, s: &str) -> anyhow::Result<SocketAddr> {
 /// the error names it and `wharf agent` exits non-zero). Tasks keep running
 /// either way.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    init_logging();
+    init_logging(args.log_format);
+    let log_limits = logfiles::LogLimits::parse_size(&args.log_max_size)
+        .and_then(|size| logfiles::LogLimits::new(size, args.log_files))
+        .map_err(|e| anyhow::anyhow!("--log-max-size/--log-files: {e}"))?;
     let (http, rpc) = (parse_addr("--http", &args.http)?, parse_addr("--rpc", &args.rpc)?);
     let advertise = match &args.advertise {
         Some(a) => a.clone(),
@@ -41,6 +44,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     // Every flag is checked before anything listens or any state changes.
     let local = describe_node(&args, &data_dir, &advertise)?;
+    let https = match (&args.https_cert, &args.https_key) {
+        (Some(cert), Some(key)) => Some(crate::https::server_config(cert, key)?),
+        _ => None,
+    };
+    let credentials = match &args.http_credentials {
+        Some(c) => Some(api::Credentials::parse(c).map_err(|e| anyhow::anyhow!("--http-credentials: {e}"))?),
+        None => None,
+    };
     let exe = std::env::current_exe().context("locating the wharf binary for executors")?;
     let check_client = agent::health::check_client().context("starting the agent")?;
 
@@ -93,7 +104,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     start_dns(&mut sup, &store, &dns, dns_listeners);
     let lb = lb::Lb::new(lb_cfg);
     start_lb(&mut sup, &store, &lb, http_lb);
-    let stop_http = start_http(&mut sup, http_listener, &store, sandbox_root.clone(), registry, &dns, &lb);
+    let ctx = api::ApiContext::with_registry(store.clone(), sandbox_root.clone(), registry)
+        .with_credentials(credentials)
+        .with_https(https.is_some());
+    let stop_http = start_http(&mut sup, http_listener, https, Arc::new(ctx), &dns, &lb);
     start_loops(&mut sup, &store, liveness, &args, scheduler_metrics);
     let executor = vec![exe.into_os_string(), "executor".into()];
     let agent = AgentParts {
@@ -106,6 +120,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             .context("opening the image store")?,
         docker_builtin,
         drivers,
+        log: log_limits,
+        default_task_user: args.default_task_user.clone(),
+        refuse_root_tasks: args.refuse_root_tasks,
     };
     start_agent(&mut sup, &store, agent);
 
@@ -125,15 +142,18 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
 const HTTP_SERVER: &str = "HTTP server";
 
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(
-                "info,openraft=warn,hickory_server=warn,hickory_proto=warn,hickory_net=warn",
-            )
-        }))
-        .with_writer(std::io::stderr)
-        .init();
+/// Human-readable lines by default; with `json`, one JSON object per line
+/// carrying the fields of every span it happened in (request, deployment,
+/// task launch).
+fn init_logging(format: crate::cli::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,openraft=warn,hickory_server=warn,hickory_proto=warn,hickory_net=warn")
+    });
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        crate::cli::LogFormat::Text => fmt.init(),
+        crate::cli::LogFormat::Json => fmt.json().with_current_span(true).with_span_list(true).init(),
+    }
 }
 
 /// A new node becomes a one-member cluster, or joins through `join`; a node
@@ -184,24 +204,28 @@ fn describe_node(args: &AgentArgs, data_dir: &std::path::Path, advertise: &str) 
     })
 }
 
-/// The HTTP API; it drains its connections once the returned sender says so.
+/// The HTTP API, with DNS's and the LB's routes, all behind the one
+/// authentication layer; it drains its connections once the returned sender
+/// says so.
 fn start_http(
     sup: &mut Supervisor,
     listener: TcpListener,
-    store: &Arc<Store>,
-    sandbox_root: std::path::PathBuf,
-    registry: prometheus_client::registry::Registry,
+    https: Option<Arc<rustls::ServerConfig>>,
+    ctx: Arc<api::ApiContext>,
     dns: &Arc<dns::server::Dns>,
     lb: &Arc<lb::Lb>,
 ) -> tokio::sync::watch::Sender<bool> {
-    let app = api::router(Arc::new(api::ApiContext::with_registry(store.clone(), sandbox_root, registry)))
-        .merge(dns::http::router(dns.clone()))
-        .merge(lb::router(lb.clone()));
+    let app = api::router(ctx.clone()).merge(dns::http::router(dns.clone())).merge(lb::router(lb.clone()));
+    let app = api::auth::require(app, ctx);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         let _ = stop_rx.changed().await;
     };
-    sup.start_once(HTTP_SERVER, async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+    match https {
+        Some(tls) => sup.start_once(HTTP_SERVER, crate::https::serve(listener, app, tls, shutdown)),
+        None => sup
+            .start_once(HTTP_SERVER, async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await }),
+    }
     stop_tx
 }
 
@@ -329,6 +353,9 @@ struct AgentParts {
     drivers: Vec<model::DriverKind>,
     images: image::ImageStore,
     docker_builtin: bool,
+    log: logfiles::LogLimits,
+    default_task_user: Option<String>,
+    refuse_root_tasks: bool,
 }
 
 /// This node's agent. A restarted agent recovers its running tasks from
@@ -346,6 +373,9 @@ fn start_agent(sup: &mut Supervisor, store: &Arc<Store>, parts: AgentParts) {
             drivers: parts.drivers.clone(),
             images: Some(parts.images.clone()),
             docker_builtin: parts.docker_builtin,
+            log: parts.log,
+            default_task_user: parts.default_task_user.clone(),
+            refuse_root_tasks: parts.refuse_root_tasks,
         };
         agent::run_agent(s.clone(), cfg)
     });

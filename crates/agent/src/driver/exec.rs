@@ -48,6 +48,8 @@ struct Inner {
     /// Whether this driver's tasks are containers (the oci driver's) or
     /// plain commands: each recovers only its own from the shared root.
     containers: bool,
+    /// Rotation of the tasks' `stdout` and `stderr`, done by the executor.
+    log: logfiles::LogLimits,
 }
 
 impl Inner {
@@ -76,16 +78,42 @@ impl ExecDriver {
     /// `[current_exe, "executor"]`); the executor gets `--sandbox DIR`
     /// appended.
     pub fn new(root: PathBuf, executor: Vec<OsString>, events: UnboundedSender<TaskEvent>) -> Self {
-        Self::with(root, executor, events, false)
+        ExecDriver::with_log_limits(root, executor, events, logfiles::LogLimits::default())
+    }
+
+    /// As `new`, with the tasks' logs rotated by `log` (`--log-max-size`, `--log-files`).
+    pub fn with_log_limits(
+        root: PathBuf,
+        executor: Vec<OsString>,
+        events: UnboundedSender<TaskEvent>,
+        log: logfiles::LogLimits,
+    ) -> Self {
+        Self::with(root, executor, events, log, false)
     }
 
     /// The executor machinery for the oci driver's containers.
-    pub(crate) fn for_containers(root: PathBuf, executor: Vec<OsString>, events: UnboundedSender<TaskEvent>) -> Self {
-        Self::with(root, executor, events, true)
+    pub(crate) fn for_containers(
+        root: PathBuf,
+        executor: Vec<OsString>,
+        events: UnboundedSender<TaskEvent>,
+        log: logfiles::LogLimits,
+    ) -> Self {
+        Self::with(root, executor, events, log, true)
     }
 
-    fn with(root: PathBuf, executor: Vec<OsString>, events: UnboundedSender<TaskEvent>, containers: bool) -> Self {
-        ExecDriver { inner: Arc::new(Inner { root, executor, events, tasks: Mutex::new(HashMap::new()), containers }) }
+    fn with(
+        root: PathBuf,
+        executor: Vec<OsString>,
+        events: UnboundedSender<TaskEvent>,
+        log: logfiles::LogLimits,
+        containers: bool,
+    ) -> Self {
+        let tasks = Mutex::new(HashMap::new());
+        ExecDriver { inner: Arc::new(Inner { root, executor, events, tasks, log, containers }) }
+    }
+
+    pub fn log_limits(&self) -> logfiles::LogLimits {
+        self.inner.log
     }
 
     pub fn sandbox_dir(&self, id: &TaskId) -> PathBuf {

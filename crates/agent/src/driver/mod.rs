@@ -69,6 +69,10 @@ pub struct TaskLaunch {
     pub container: Container,
     /// The host ports allocated to the task, one per app port.
     pub host_ports: Vec<u16>,
+    /// The user the task runs as (the app's `user`, else the agent's
+    /// `--default-task-user`); `None`: as the agent. Honoured by the exec
+    /// driver.
+    pub user: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +153,8 @@ impl Driver for ExecDriver {
             resources: task.resources,
             kill_grace: task.kill_grace,
             oci: None,
+            log: self.log_limits(),
+            user: task.user,
         };
         ExecDriver::launch(self, spec).await
     }

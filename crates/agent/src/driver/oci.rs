@@ -45,9 +45,10 @@ impl OciDriver {
         executor: Vec<OsString>,
         events: UnboundedSender<TaskEvent>,
         images: ImageStore,
+        log: logfiles::LogLimits,
     ) -> OciDriver {
         OciDriver {
-            exec: ExecDriver::for_containers(sandbox_root, executor, events.clone()),
+            exec: ExecDriver::for_containers(sandbox_root, executor, events.clone(), log),
             events,
             images,
             containers,
@@ -107,6 +108,9 @@ impl OciDriver {
             env,
             resources: task.resources,
             kill_grace: task.kill_grace,
+            log: self.exec.log_limits(),
+            // The image's user (below), not the exec driver's task user.
+            user: None,
             oci: Some(OciLaunch {
                 layers_root: self.images.root().join("layers"),
                 layers,

@@ -30,13 +30,71 @@ function fill(el, ...children) {
   children.flat().forEach((c) => c !== null && c !== undefined && el.append(c instanceof Node ? c : String(c)));
 }
 
+// ---- login -------------------------------------------------------------
+// With authentication on, the page asks for a token or a user and password
+// and sends them as an Authorization header. The event stream and the log
+// view (EventSource, plain GETs) cannot send headers: a cookie carries the
+// same value for them, and the node accepts it for reads only.
+
+let auth = sessionStorage.getItem("wharf_auth");
+function setAuth(value) {
+  auth = value;
+  if (value) {
+    sessionStorage.setItem("wharf_auth", value);
+    document.cookie = `wharf_auth=${value.replace(" ", ":")}; path=/; SameSite=Strict`;
+  } else {
+    sessionStorage.removeItem("wharf_auth");
+    document.cookie = "wharf_auth=; path=/; max-age=0; SameSite=Strict";
+  }
+  $("#logout").hidden = !value;
+}
+
+let loginOpen = false;
+function showLogin(message) {
+  $("#login-message").textContent = message || "";
+  if (loginOpen) return;
+  loginOpen = true;
+  // A panel in place of the page (not a modal dialog): nothing of the
+  // cluster is shown until the node accepts the credentials.
+  $("#login").hidden = false;
+  $("#view").hidden = true;
+  fill($("#summary"));
+  $("#live").textContent = "logged out"; $("#live").className = "live off";
+  $("#login-token").focus();
+}
+
+async function submitLogin(e) {
+  e.preventDefault();
+  const token = $("#login-token").value.trim();
+  const user = $("#login-user").value, pass = $("#login-pass").value;
+  const value = token ? `Bearer ${token}` : `Basic ${btoa(`${user}:${pass}`)}`;
+  const r = await fetch("/v2/info", { headers: { Authorization: value, "X-Wharf-UI": "1" } });
+  if (!r.ok) {
+    $("#login-message").textContent = r.status === 401 ? "Unknown token, or wrong user or password." : `The node answered ${r.status}.`;
+    return;
+  }
+  setAuth(value);
+  loginOpen = false;
+  $("#login").hidden = true;
+  $("#view").hidden = false;
+  $("#login-form").reset();
+  refresh();
+  if (source) source.close();
+  connect();
+}
+
 async function api(method, path, body) {
-  const opts = { method, headers: {} };
+  const opts = { method, headers: { "X-Wharf-UI": "1" } };
+  if (auth) opts.headers.Authorization = auth;
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = typeof body === "string" ? body : JSON.stringify(body);
   }
   const resp = await fetch(path, opts);
+  if (resp.status === 401) {
+    if (auth) setAuth(null);
+    showLogin("This node needs you to log in.");
+  }
   const text = await resp.text();
   let data = text;
   try { data = text ? JSON.parse(text) : null; } catch (_) { /* not JSON */ }
@@ -57,14 +115,13 @@ const state = {
 };
 
 let refreshTimer = null;
-let trailingTimer = null;
+// Every change the pages show comes with an event (the leader's expunge of
+// an ended task, which also records lastTaskFailure and the backoff, sends
+// instance_changed_event), so one read shortly after a burst of events is
+// enough. (Node changes without task changes have no Marathon event; the
+// next event, or a reconnect, shows them.)
 function scheduleRefresh(delay = 150) {
   if (!refreshTimer) refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, delay);
-  // Some changes that follow an event carry no event of their own (the
-  // leader expunging a failed task and recording lastTaskFailure, a
-  // backoff): one more read a second after the last event catches them.
-  clearTimeout(trailingTimer);
-  trailingTimer = setTimeout(refresh, 1000);
 }
 
 async function refresh() {
@@ -77,6 +134,7 @@ async function refresh() {
     api("GET", "/v2/info"),
     api("GET", "/v2/leader"),
   ].map((p) => p.catch((e) => ({ ok: false, data: null, error: e }))));
+  if (loginOpen) return; // nothing of the cluster until logged in
   if (apps.ok) state.apps = apps.data.apps;
   if (deps.ok) state.deployments = deps.data;
   if (queue.ok) state.queue = queue.data.queue;
@@ -123,6 +181,7 @@ function connect() {
   source.onerror = () => {
     source.close();
     live.textContent = "offline"; live.className = "live off";
+    if (loginOpen) { live.textContent = "logged out"; return; } // reconnected after the login
     const b = $("#banner");
     b.textContent = `Lost the connection to ${location.host}'s event stream; reconnecting in ${Math.round(retry / 1000)} s. ` +
       "What you see may be out of date.";
@@ -483,40 +542,42 @@ const stripVolatile = (def) => {
   return JSON.stringify(d, null, 2);
 };
 
-// A task's stdout or stderr, read by offset from the node that runs it.
+// A task's stdout or stderr: its last lines, then what it writes, streamed
+// by any node from the node that runs it (`/wharf/v1/tasks/{id}/logs`,
+// open until the task has ended).
+const LOG_TAIL = 1000;
 function logView() {
   const pre = h("pre", { class: "logs", id: "task-log", tabindex: "0", "aria-label": "Task output" }, "Pick a task's stdout or stderr above.");
   const title = h("h2", { id: "log-title" }, "Task output");
-  let timer = null, gen = 0;
-  function stop() { clearTimeout(timer); timer = null; gen++; }
+  let abort = null;
+  function stop() { if (abort) abort.abort(); abort = null; }
   async function open(taskId, stream) {
     stop();
-    const mine = gen;
-    let offset = 0;
+    const mine = new AbortController();
+    abort = mine;
     fill(title, `${stream} of ${taskId}`);
     pre.textContent = "";
-    const poll = async () => {
-      if (mine !== gen) return;
-      try {
-        const r = await fetch(`/wharf/v1/tasks/${encodeURIComponent(taskId)}/files/${stream}?offset=${offset}`);
-        if (mine !== gen) return;
-        if (!r.ok) {
-          pre.textContent += `\n[${r.status}: ${await r.text()}]\n`;
-        } else {
-          const chunk = await r.text();
-          const next = Number(r.headers.get("X-Wharf-Offset"));
-          if (chunk) {
-            const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-            pre.textContent += chunk;
-            if (atEnd) pre.scrollTop = pre.scrollHeight;
-          }
-          if (Number.isFinite(next)) offset = next;
-          if (chunk.length > 0) return poll(); // more may be waiting
-        }
-      } catch (e) { pre.textContent += `\n[${e}]\n`; }
-      timer = setTimeout(poll, 1000);
+    delete pre.dataset.ended;
+    const append = (text) => {
+      const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.textContent += text;
+      if (atEnd) pre.scrollTop = pre.scrollHeight;
     };
-    poll();
+    try {
+      const r = await fetch(`/wharf/v1/tasks/${encodeURIComponent(taskId)}/logs?stream=${stream}&follow=true&tail=${LOG_TAIL}`, { signal: mine.signal, headers: auth ? { Authorization: auth, "X-Wharf-UI": "1" } : { "X-Wharf-UI": "1" } });
+      if (!r.ok) { append(`[${r.status}: ${await r.text()}]\n`); return; }
+      const reader = r.body.getReader();
+      const decoder = new TextDecoder();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        append(decoder.decode(value, { stream: true }));
+      }
+      append(decoder.decode());
+      if (abort === mine) pre.dataset.ended = "true";
+    } catch (e) {
+      if (!mine.signal.aborted) append(`\n[${e}]\n`);
+    }
   }
   return { el: h("div", {}, title, pre), open, stop };
 }
@@ -725,6 +786,9 @@ document.addEventListener("keydown", (e) => {
 });
 
 window.addEventListener("hashchange", route);
+$("#login-form").addEventListener("submit", submitLogin);
+$("#logout").addEventListener("click", () => { setAuth(null); location.reload(); });
+setAuth(auth);
 route();
 refresh();
 connect();
