@@ -417,6 +417,8 @@ mod tests {
             env: BTreeMap::from([("A".to_string(), "1".to_string())]),
             resources: Resources { cpus: 0.1, mem: 16.0, disk: 0.0, gpus: 0 },
             kill_grace: Duration::from_secs(1),
+            log: Default::default(),
+            user: None,
             oci: Some(oci.clone()),
         };
         let v = runtime_config(&spec, &oci, Path::new("/s"), Path::new("/c/rootfs"), (0, 0), json!({}), "h");

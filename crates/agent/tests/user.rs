@@ -38,6 +38,7 @@ fn spec(sh: &str, user: Option<&str>) -> LaunchSpec {
         kill_grace: Duration::from_secs(2),
         log: Default::default(),
         user: user.map(str::to_string),
+        oci: None,
     }
 }
 
