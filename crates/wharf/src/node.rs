@@ -89,6 +89,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     agent_metrics.register(&mut registry);
     scheduler_metrics.register(&mut registry);
     let dns = dns::server::Dns::new(dns_cfg);
+    dns.metrics.register(&mut registry);
     start_dns(&mut sup, &store, &dns, dns_listeners);
     let lb = lb::Lb::new(lb_cfg);
     start_lb(&mut sup, &store, &lb, http_lb);
