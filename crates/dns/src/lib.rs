@@ -10,6 +10,7 @@
 //! leadership watch (nothing polls); a query never waits on the store.
 
 pub mod answer;
+pub mod batch;
 pub mod fast;
 pub mod forward;
 pub mod http;

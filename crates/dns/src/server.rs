@@ -3,13 +3,14 @@
 //! or forwards, and the loop that keeps the zone in step with the store.
 
 use crate::answer::{answer, Reply};
+use crate::batch::Batch;
 use crate::fast::{parse, Cache};
 use crate::forward::Forwarder;
 use crate::metrics::DnsMetrics;
 use crate::zone::{cluster_records, Masters, Zone, ZoneConfig};
 use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::serialize::binary::{BinDecodable, BinEncoder};
 use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinEncoder};
 use hickory_server::net::runtime::{Time, TokioTime};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -101,6 +102,11 @@ impl Dns {
                 true
             }
             EndpointUpdate::Delta { removed, added, nodes_changed, .. } => {
+                // An app or node change that moved no task leaves the task
+                // records (and the fast path's caches) alone.
+                if removed.is_empty() && added.is_empty() {
+                    return *nodes_changed;
+                }
                 self.write(|z| {
                     for e in removed {
                         z.remove_task(&e.task);
@@ -119,6 +125,12 @@ impl Dns {
         let nodes: Vec<&model::NodeInfo> = state.nodes.values().collect();
         let recs = cluster_records(&nodes, masters, self.cfg.ns_ip, &self.cfg.zone);
         let ips: Vec<IpAddr> = nodes.iter().filter_map(|n| n.advertise.parse().ok()).collect();
+        let same_nodes = self.nodes.read().map(|n| *n == ips).unwrap_or(false);
+        // Most node changes (resources, liveness) change no record: the
+        // zone, its serial and the fast path's caches stay as they are.
+        if same_nodes && self.read(|z| z.cluster() == recs.as_slice()) {
+            return;
+        }
         if let Ok(mut n) = self.nodes.write() {
             *n = ips;
         }
@@ -127,22 +139,19 @@ impl Dns {
 }
 
 /// Keeps the zone in step with the store: endpoint updates as they come,
-/// and the master records whenever the leader changes. Ends only when the
+/// and the master records whenever the leader or the Raft voters change. Ends only when the
 /// store does.
 pub async fn follow(store: Arc<Store>, dns: Arc<Dns>) {
     let mut endpoints = store.endpoints();
     let mut leadership = store.leadership();
-    let masters = |store: &Store| Masters {
-        leader: store.leadership().borrow().leader,
-        voters: store.membership().voters.into_iter().collect(),
-    };
+    // The leadership watch carries the voters too: a promotion changes it.
+    let masters = |l: &store::Leadership| Masters { leader: l.leader, voters: l.voters.clone() };
     loop {
         tokio::select! {
             u = endpoints.next() => match u {
-                // The masters (Raft membership) are read only when needed.
                 Some(u) => {
                     if dns.apply(&u) {
-                        dns.set_cluster(u.state(), &masters(&store));
+                        dns.set_cluster(u.state(), &masters(&leadership.borrow()));
                     }
                 }
                 None => return,
@@ -151,7 +160,8 @@ pub async fn follow(store: Arc<Store>, dns: Arc<Dns>) {
                 if changed.is_err() {
                     return;
                 }
-                dns.set_cluster(&store.snapshot(), &masters(&store));
+                let m = masters(&leadership.borrow_and_update());
+                dns.set_cluster(&store.snapshot(), &m);
             }
         }
     }
@@ -246,46 +256,71 @@ async fn serve_one(
     }
 }
 
-/// Reads queries from the UDP socket: answers the plain ones for the zone
-/// from this thread's cache of encoded answers (`fast`), and gives every
-/// other packet to hickory's request handler in a task of its own.
+/// Reads queries from the UDP socket in batches: answers the plain ones for
+/// the zone from this thread's cache of encoded answers (`fast`) and sends
+/// them in one batch, and gives every other packet to hickory's request
+/// handler in a task of its own.
 async fn serve_udp(udp: Arc<UdpSocket>, handler: Arc<Handler>) -> Result<(), ServeError> {
-    let mut buf = vec![0u8; 4096];
-    let mut out = Vec::with_capacity(4096);
+    use std::os::fd::AsRawFd;
+    let fd = udp.as_raw_fd();
+    let mut batch = Batch::default();
     let mut key = Vec::with_capacity(260);
     let mut cache = Cache::default();
     let fast_seconds = handler.dns.metrics.histogram("fast");
     loop {
-        let (n, src) = match udp.recv_from(&mut buf).await {
-            Ok(r) => r,
+        udp.readable().await?;
+        let n = match udp.try_io(tokio::io::Interest::READABLE, || batch.recv(fd)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             // ICMP errors of earlier answers surface here on some systems.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
             Err(e) if matches!(e.kind(), std::io::ErrorKind::NotConnected | std::io::ErrorKind::ConnectionAborted) => {
                 return Err(e.into())
             }
             Err(e) => {
-                tracing::debug!(error = %e, "reading a DNS query");
+                tracing::debug!(error = %e, "reading DNS queries");
                 continue;
             }
         };
         let start = std::time::Instant::now();
-        let packet = &buf[..n];
-        // hickory answers nobody at port 0 or an unspecified address.
-        if src.port() == 0 || src.ip().is_unspecified() {
-            continue;
-        }
-        if let Some(q) = parse(packet, &mut key) {
-            let ra = handler.dns.may_forward(src.ip());
-            if cache.answer(&handler.dns, packet, &q, &key, ra, &mut out) {
-                if let Err(e) = udp.send_to(&out, src).await {
-                    tracing::debug!(error = %e, "could not send a DNS answer");
-                }
-                fast_seconds.observe(start.elapsed().as_secs_f64());
+        batch.out_len = 0;
+        for i in 0..n {
+            let (len, src) = batch.got[i];
+            // hickory answers nobody at port 0 or an unspecified address.
+            let Some(src) = src.filter(|s| s.port() != 0 && !s.ip().is_unspecified()) else { continue };
+            if len == 0 {
                 continue;
             }
+            let packet = &batch.bufs[i][..len];
+            if let Some(q) = parse(packet, &mut key) {
+                let ra = handler.dns.may_forward(src.ip());
+                let mut out = std::mem::take(&mut batch.out[batch.out_len].0);
+                if cache.answer(&handler.dns, packet, &q, &key, ra, &mut out) {
+                    if let Some(slot) = batch.slot() {
+                        *slot = (out, src);
+                    }
+                    continue;
+                }
+                batch.out[batch.out_len].0 = out;
+            }
+            let (raw, udp, handler) = (packet.to_vec(), udp.clone(), handler.clone());
+            tokio::spawn(async move { handler.udp_request(raw, src, udp).await });
         }
-        let (raw, udp, handler) = (packet.to_vec(), udp.clone(), handler.clone());
-        tokio::spawn(async move { handler.udp_request(raw, src, udp).await });
+        let answers = batch.out_len;
+        let sent = udp.try_io(tokio::io::Interest::WRITABLE, || batch.send(fd)).unwrap_or(0);
+        // What did not fit in the socket's buffer goes out one by one.
+        for (out, dst) in &batch.out[sent..answers] {
+            if let Err(e) = udp.send_to(out, *dst).await {
+                tracing::debug!(error = %e, "could not send a DNS answer");
+            }
+        }
+        if answers > 0 {
+            // Each answer of the batch waited for the whole batch.
+            let seconds = start.elapsed().as_secs_f64();
+            for _ in 0..answers {
+                fast_seconds.observe(seconds);
+            }
+        }
     }
 }
 
@@ -411,7 +446,8 @@ impl ResponseHandler for UdpResponder {
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut bytes);
         encoder.set_max_size(self.max);
-        let info = response.destructive_emit(&mut encoder).map_err(|e| hickory_server::net::NetError::from(e.to_string()))?;
+        let info =
+            response.destructive_emit(&mut encoder).map_err(|e| hickory_server::net::NetError::from(e.to_string()))?;
         self.udp.send_to(&bytes, self.dst).await?;
         Ok(info)
     }
@@ -439,8 +475,11 @@ impl RequestHandler for Handler {
         let start = std::time::Instant::now();
         let (info, forwarded) = self.answer(request, response).await;
         let qtype = request.request_info().map_or(RecordType::Unknown(0), |i| i.query.query_type());
-        let outcome =
-            if forwarded { "forwarded" } else { crate::metrics::outcome(info.response_code, info.counts().answers as usize) };
+        let outcome = if forwarded {
+            "forwarded"
+        } else {
+            crate::metrics::outcome(info.response_code, info.counts().answers as usize)
+        };
         self.dns.metrics.counter(qtype, outcome).inc();
         self.dns.metrics.histogram("full").observe(start.elapsed().as_secs_f64());
         info

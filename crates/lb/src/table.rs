@@ -23,6 +23,26 @@ pub struct LbConfig {
     pub connect_timeout: Duration,
     /// A proxied connection with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
+    /// `--lb-group`: `None` proxies every app without `HAPROXY_GROUP` (and
+    /// no app with one); `Some(groups)` proxies only the apps whose
+    /// `HAPROXY_GROUP` names one of `groups` (`*` means every app).
+    pub groups: Option<Vec<String>>,
+}
+
+impl LbConfig {
+    /// Whether this node proxies an app labelled `HAPROXY_GROUP=label`
+    /// (comma-separated groups), as a marathon-lb user expects: an app put
+    /// in a group (say `external`) is exposed only on the nodes of that
+    /// group (edge nodes running `--lb-group external`); an app without a
+    /// group is proxied on every node that is not restricted to groups.
+    pub fn serves(&self, label: Option<&str>) -> bool {
+        let app: Vec<&str> =
+            label.map(|l| l.split(',').map(str::trim).filter(|g| !g.is_empty()).collect()).unwrap_or_default();
+        match &self.groups {
+            None => app.is_empty(),
+            Some(mine) => mine.iter().any(|g| g == "*" || app.contains(&g.as_str())),
+        }
+    }
 }
 
 impl Default for LbConfig {
@@ -32,6 +52,7 @@ impl Default for LbConfig {
             down_for: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(600),
+            groups: None,
         }
     }
 }
@@ -149,6 +170,8 @@ pub struct Lb {
 /// marathon-lb's labels for the first port, and Wharf's own.
 const VHOST_LABELS: [&str; 2] = ["HAPROXY_0_VHOST", "wharf.vhost"];
 const PATH_LABELS: [&str; 2] = ["HAPROXY_0_PATH", "wharf.path"];
+/// marathon-lb's group label (see `LbConfig::serves`).
+pub const GROUP_LABEL: &str = "HAPROXY_GROUP";
 
 impl Lb {
     pub fn new(cfg: LbConfig) -> Arc<Lb> {
@@ -195,7 +218,8 @@ impl Lb {
         }
         let mut keep: HashMap<(TaskId, usize), Arc<Backend>> = HashMap::new();
         let mut routes = Routes::default();
-        for app in state.apps.values().filter(|a| !a.deleting) {
+        let exposed = |a: &&model::App| self.cfg.serves(a.spec.labels.get(GROUP_LABEL).map(String::as_str));
+        for app in state.apps.values().filter(|a| !a.deleting).filter(exposed) {
             for (index, port) in app.spec.ports.iter().enumerate() {
                 let mut backends = Vec::new();
                 for e in by_app.get(&app.spec.id).into_iter().flatten() {
@@ -287,5 +311,28 @@ pub async fn follow(store: Arc<store::Store>, lb: Arc<Lb>, ports: Arc<tokio::syn
             }
             changed
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_expose_apps_as_marathon_lb_users_expect() {
+        let node = |groups: Option<&[&str]>| LbConfig {
+            groups: groups.map(|g| g.iter().map(|s| s.to_string()).collect()),
+            ..LbConfig::default()
+        };
+        let everywhere = node(None);
+        assert!(everywhere.serves(None), "an app without a group is proxied on unrestricted nodes");
+        assert!(everywhere.serves(Some(" ")), "an empty label is no group");
+        assert!(!everywhere.serves(Some("external")), "a grouped app only on its group's nodes");
+        let edge = node(Some(&["external"]));
+        assert!(edge.serves(Some("internal, external")));
+        assert!(!edge.serves(Some("internal")));
+        assert!(!edge.serves(None), "a restricted node proxies only its groups");
+        let all = node(Some(&["*"]));
+        assert!(all.serves(None) && all.serves(Some("internal")));
     }
 }

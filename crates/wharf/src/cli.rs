@@ -112,6 +112,12 @@ pub struct AgentArgs {
     /// --lb-bind address, falling back to 9090 when 80 cannot be bound).
     #[arg(long)]
     pub http_lb: Option<String>,
+    /// Restrict this node's load balancer to the apps labelled
+    /// `HAPROXY_GROUP` with one of these groups (comma-separated; `*`: every
+    /// app). Without it the node proxies every app that has no
+    /// `HAPROXY_GROUP`; an app with one is proxied only on its group's nodes.
+    #[arg(long, value_delimiter = ',')]
+    pub lb_group: Option<Vec<String>>,
 }
 
 /// The node's DNS server (Mesos-DNS names for the cluster domain).

@@ -233,7 +233,9 @@ async fn lb_listener(args: &AgentArgs, http: SocketAddr) -> anyhow::Result<(lb::
         Some(b) => b.parse().with_context(|| format!("--lb-bind: '{b}' is not an IP address"))?,
         None => http.ip(),
     };
-    let cfg = lb::LbConfig { bind, ..lb::LbConfig::default() };
+    let groups =
+        args.lb_group.as_ref().map(|g| g.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+    let cfg = lb::LbConfig { bind, groups, ..lb::LbConfig::default() };
     let listener = match args.http_lb.as_deref() {
         Some("off") => None,
         Some(a) => {
