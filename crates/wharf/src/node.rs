@@ -267,7 +267,7 @@ async fn lb_listener(args: &AgentArgs, http: SocketAddr) -> anyhow::Result<(lb::
 /// The load balancer: its table follows the store (restarted if it ends),
 /// the service-port listeners follow the table, the HTTP front serves.
 fn start_lb(sup: &mut Supervisor, store: &Arc<Store>, lb: &Arc<lb::Lb>, http: Option<TcpListener>) {
-    let (ports_tx, ports_rx) = tokio::sync::watch::channel(Vec::new());
+    let (ports_tx, ports_rx) = tokio::sync::watch::channel(lb::l4::Wanted::new());
     let ports_tx = Arc::new(ports_tx);
     let (s, l, tx) = (store.clone(), lb.clone(), ports_tx.clone());
     sup.start("LB table", Policy::Restart, move || {
