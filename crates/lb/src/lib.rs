@@ -9,6 +9,7 @@
 
 pub mod http;
 pub mod l4;
+pub mod metrics;
 pub mod table;
 pub mod udp;
 

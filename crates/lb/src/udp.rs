@@ -73,7 +73,7 @@ pub async fn serve(lb: Arc<Lb>, front: UdpSocket, port: u16) {
             }
         }
         let Some(s) = sessions.get(&client) else { continue };
-        match s.upstream.send(&buf[..n]).await {
+        match s.upstream.send_to(&buf[..n], s.backend.addr).await {
             Ok(sent) => {
                 s.backend.requests.fetch_add(1, Ordering::Relaxed);
                 s.backend.bytes.fetch_add(sent as u64, Ordering::Relaxed);
@@ -85,11 +85,13 @@ pub async fn serve(lb: Arc<Lb>, front: UdpSocket, port: u16) {
     }
 }
 
+/// A socket of the session's own, so replies on it are the client's. Not
+/// connected: a server bound to a wildcard address answers from whichever
+/// of the host's addresses routing picks, which may not be the one it was
+/// sent to (so replies are matched on the backend's port only).
 async fn open(backend: &Backend) -> std::io::Result<UdpSocket> {
     let local: SocketAddr = if backend.addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let s = UdpSocket::bind(local).await?;
-    s.connect(backend.addr).await?;
-    Ok(s)
+    UdpSocket::bind(local).await
 }
 
 /// Sends the backend's replies to the client until the session is idle or
@@ -106,8 +108,9 @@ async fn replies(
     let mut last = tokio::time::Instant::now();
     while alive.load(Ordering::Relaxed) {
         // Woken at least every few seconds to see whether the session was dropped.
-        match tokio::time::timeout(Duration::from_secs(5), upstream.recv(&mut buf)).await {
-            Ok(Ok(n)) => {
+        match tokio::time::timeout(Duration::from_secs(5), upstream.recv_from(&mut buf)).await {
+            Ok(Ok((_, from))) if from.port() != backend.addr.port() => {}
+            Ok(Ok((n, _))) => {
                 last = tokio::time::Instant::now();
                 if front.send_to(&buf[..n], client).await.is_ok() {
                     backend.bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -120,9 +123,8 @@ async fn replies(
             }
             Err(_) => {}
         }
-        // The client's datagrams count too: the sender refreshes nothing
-        // here, so an idle session is one with no reply for a while; a
-        // client that only sends keeps its session through `alive`.
+        // Idle means no reply for a while: a client that only sends then
+        // picks a backend afresh with its next datagram.
         if last.elapsed() >= SESSION_IDLE {
             break;
         }

@@ -92,6 +92,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     dns.metrics.register(&mut registry);
     start_dns(&mut sup, &store, &dns, dns_listeners);
     let lb = lb::Lb::new(lb_cfg);
+    lb::metrics::register(lb.clone(), &mut registry);
     start_lb(&mut sup, &store, &lb, http_lb);
     let stop_http = start_http(&mut sup, http_listener, &store, sandbox_root.clone(), registry, &dns, &lb);
     start_loops(&mut sup, &store, liveness, &args, scheduler_metrics);
