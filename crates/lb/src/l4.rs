@@ -28,9 +28,10 @@ use tokio::task::JoinHandle;
 
 /// How many backends one connection tries.
 const TRIES: usize = 3;
-/// Copy buffer per direction (HAProxy's default `tune.bufsize` is 16 KiB;
-/// larger buffers move bulk transfers in fewer system calls).
-const BUF: usize = 64 * 1024;
+/// Copy buffer per direction, as HAProxy's default `tune.bufsize`: each
+/// connection allocates two, so larger ones cost short connections more
+/// (zeroing) than they save bulk transfers (system calls).
+const BUF: usize = 16 * 1024;
 
 /// The service ports to listen on, by transport.
 pub type Wanted = Vec<(u16, Transport)>;
