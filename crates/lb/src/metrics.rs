@@ -37,6 +37,8 @@ impl std::fmt::Debug for Lb {
 }
 
 type Row = (BackendLabels, Arc<Backend>);
+/// A counter series: name, help and how to read it from a backend.
+type CounterSeries = (&'static str, &'static str, fn(&Backend) -> u64);
 
 impl Collector for LbCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -62,7 +64,7 @@ impl Collector for LbCollector {
         for v in &routes.vhosts {
             add(format!("http:{}{}", v.host, v.path), &v.service);
         }
-        let counters: [(&str, &str, fn(&Backend) -> u64); 4] = [
+        let counters: [CounterSeries; 4] = [
             ("lb_backend_requests", "Requests (HTTP), connections (TCP) or datagrams (UDP) sent to a backend", |b| {
                 b.requests.load(Ordering::Relaxed)
             }),

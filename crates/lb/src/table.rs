@@ -131,7 +131,7 @@ impl Service {
     pub fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<Backend>> {
         let now = Instant::now();
         for strict in [true, false] {
-            let ok = |b: &&Arc<Backend>| !tried.contains(&b.addr) && !(strict && b.is_down(now));
+            let ok = |b: &&Arc<Backend>| !(tried.contains(&b.addr) || strict && b.is_down(now));
             let n = self.backends.iter().filter(ok).count();
             let nth = |i: usize| self.backends.iter().filter(ok).nth(i);
             let pick = match n {

@@ -91,6 +91,11 @@ pub enum Command {
     RollbackDeployment { id: DeploymentId, new_id: DeploymentId, at: UnixMillis },
     /// Forget an app's launch backoff (`DELETE /v2/queue/{app}/delay`).
     ResetDelay { id: AppId },
+    /// Add an HTTP API bearer token (its hash; the proposer made the
+    /// secret). Refused if its id is taken.
+    PutApiToken(model::ApiToken),
+    /// Revoke an HTTP API bearer token.
+    RemoveApiToken { id: String },
 }
 
 /// What the app must look like for a write computed from it to apply.
@@ -156,6 +161,10 @@ pub enum Rejection {
     /// The app changed after the proposer read it (see `Precondition`).
     #[error("App '{0}' was changed by another request; try again")]
     Conflict(AppId),
+    #[error("API token '{0}' does not exist")]
+    NoSuchToken(String),
+    #[error("API token '{0}' already exists")]
+    TokenExists(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
