@@ -116,6 +116,7 @@ pub struct Store {
     leadership: tokio_watch::Receiver<Leadership>,
     max_voters: usize,
     metrics: StoreMetrics,
+    committed: Arc<std::sync::Mutex<Option<Option<raft_types::LogId>>>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -150,7 +151,9 @@ impl Store {
         let state: SharedState = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
         let feed = Feed::new(state.clone());
         let log = LogStore::new(db.clone())?;
-        let sm = StateMachine::open(db, state.clone(), feed.clone())?;
+        let committed = log.committed_handle();
+        let metrics = StoreMetrics::default();
+        let sm = StateMachine::open(db, state.clone(), feed.clone(), metrics.clone())?;
         let config = openraft::Config {
             cluster_name: "wharf".into(),
             heartbeat_interval: cfg.heartbeat_ms,
@@ -180,7 +183,8 @@ impl Store {
             client,
             leadership,
             max_voters: cfg.max_voters,
-            metrics: StoreMetrics::default(),
+            metrics,
+            committed,
         })
     }
 
@@ -248,6 +252,7 @@ impl Store {
             leader: m.current_leader.map(NodeId),
             role,
             last_log_index: m.last_log_index,
+            committed_index: self.committed.lock().ok().and_then(|c| c.flatten()).map(|l| l.index),
             last_applied_index: m.last_applied.map(|l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
