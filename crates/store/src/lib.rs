@@ -76,6 +76,9 @@ pub struct Leadership {
     pub leader_rpc: Option<String>,
     pub is_self: bool,
     pub term: u64,
+    /// The Raft voters, in id order (DNS's `masterN` records follow them,
+    /// so a promotion shows without waiting for another change).
+    pub voters: Vec<NodeId>,
 }
 
 pub struct StoreConfig {
@@ -343,6 +346,7 @@ fn spawn_leadership_watch(raft: &Raft, me: u64) -> tokio_watch::Receiver<Leaders
                     leader_rpc,
                     is_self: m.current_leader == Some(me),
                     term: m.current_term,
+                    voters: m.membership_config.membership().voter_ids().map(NodeId).collect(),
                 }
             };
             tx.send_if_modified(|cur| {

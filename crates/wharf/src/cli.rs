@@ -184,6 +184,12 @@ pub struct AgentArgs {
     /// built-in runtime, with no engine needed).
     #[arg(long = "docker-apps", default_value = "engine", value_parser = ["engine", "builtin"])]
     pub docker_apps: String,
+    /// Restrict this node's load balancer to the apps labelled
+    /// `HAPROXY_GROUP` with one of these groups (comma-separated; `*`: every
+    /// app). Without it the node proxies every app that has no
+    /// `HAPROXY_GROUP`; an app with one is proxied only on its group's nodes.
+    #[arg(long, value_delimiter = ',')]
+    pub lb_group: Option<Vec<String>>,
     /// USER:PASSWORD for HTTP Basic authentication (Marathon's flag), with
     /// the admin role. With it, or once any API token exists, every request
     /// but /ping and the UI's files needs credentials.

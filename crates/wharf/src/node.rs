@@ -101,8 +101,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     agent_metrics.register(&mut registry);
     scheduler_metrics.register(&mut registry);
     let dns = dns::server::Dns::new(dns_cfg);
+    dns.metrics.register(&mut registry);
     start_dns(&mut sup, &store, &dns, dns_listeners);
     let lb = lb::Lb::new(lb_cfg);
+    lb::metrics::register(lb.clone(), &mut registry);
     start_lb(&mut sup, &store, &lb, http_lb);
     let ctx = api::ApiContext::with_registry(store.clone(), sandbox_root.clone(), registry)
         .with_credentials(credentials)
@@ -260,7 +262,9 @@ async fn lb_listener(args: &AgentArgs, http: SocketAddr) -> anyhow::Result<(lb::
         Some(b) => b.parse().with_context(|| format!("--lb-bind: '{b}' is not an IP address"))?,
         None => http.ip(),
     };
-    let cfg = lb::LbConfig { bind, ..lb::LbConfig::default() };
+    let groups =
+        args.lb_group.as_ref().map(|g| g.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+    let cfg = lb::LbConfig { bind, groups, ..lb::LbConfig::default() };
     let listener = match args.http_lb.as_deref() {
         Some("off") => None,
         Some(a) => {
@@ -292,7 +296,7 @@ async fn lb_listener(args: &AgentArgs, http: SocketAddr) -> anyhow::Result<(lb::
 /// The load balancer: its table follows the store (restarted if it ends),
 /// the service-port listeners follow the table, the HTTP front serves.
 fn start_lb(sup: &mut Supervisor, store: &Arc<Store>, lb: &Arc<lb::Lb>, http: Option<TcpListener>) {
-    let (ports_tx, ports_rx) = tokio::sync::watch::channel(Vec::new());
+    let (ports_tx, ports_rx) = tokio::sync::watch::channel(lb::l4::Wanted::new());
     let ports_tx = Arc::new(ports_tx);
     let (s, l, tx) = (store.clone(), lb.clone(), ports_tx.clone());
     sup.start("LB table", Policy::Restart, move || {
