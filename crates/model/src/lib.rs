@@ -7,9 +7,11 @@
 //! changes a `ClusterState`.
 
 pub mod app;
+pub mod cron;
 pub mod deployment;
 pub mod endpoint;
 pub mod ids;
+pub mod job;
 pub mod node;
 pub mod offers;
 pub mod plan;
@@ -23,6 +25,7 @@ pub use app::*;
 pub use deployment::*;
 pub use endpoint::*;
 pub use ids::*;
+pub use job::*;
 pub use node::*;
 pub use offers::*;
 pub use plan::*;

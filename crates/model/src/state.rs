@@ -32,6 +32,9 @@ pub struct ClusterState {
     /// itself is derived from app ids.
     #[serde(default)]
     pub groups: Table<AppId, GroupMeta>,
+    /// Jobs with their schedules, active runs and history.
+    #[serde(default)]
+    pub jobs: Table<crate::JobId, crate::Job>,
 }
 
 /// How many versions of one app `ClusterState::app_versions` keeps.

@@ -237,6 +237,7 @@ fn reconcile_app(
                     health: None,
                     ready: None,
                     readiness: Vec::new(),
+                    job_run: None,
                 });
             }
             Err(d) => {

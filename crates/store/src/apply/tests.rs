@@ -54,6 +54,7 @@ fn task(app: &AppId, n: u128, node: u64, port: u16) -> Task {
         health: None,
         ready: None,
         readiness: Vec::new(),
+        job_run: None,
     }
 }
 
