@@ -91,6 +91,20 @@ pub enum Command {
     RollbackDeployment { id: DeploymentId, new_id: DeploymentId, at: UnixMillis },
     /// Forget an app's launch backoff (`DELETE /v2/queue/{app}/delay`).
     ResetDelay { id: AppId },
+    /// Create (`create_only`, `POST /v1/jobs`) or replace a job. `schedules`
+    /// replace the job's schedules; `None` keeps them (Metronome's PUT).
+    PutJob { job: model::JobSpec, schedules: Option<Vec<model::ScheduleSpec>>, at: UnixMillis, create_only: bool },
+    /// Delete a job and its history; active runs are refused unless `stop_runs`.
+    RemoveJob { id: model::JobId, stop_runs: bool, at: UnixMillis },
+    /// Create (`create_only`) or replace one schedule of a job.
+    PutSchedule { job: model::JobId, schedule: model::ScheduleSpec, at: UnixMillis, create_only: bool },
+    RemoveSchedule { job: model::JobId, id: String },
+    /// Start a run. The proposer makes the id; a scheduled run's id is a
+    /// function of (schedule, fire time), and a fire time at or before the
+    /// schedule's last one is refused, so no fire time starts twice.
+    StartJobRun { job: model::JobId, run: model::JobRunId, at: UnixMillis, trigger: model::RunTrigger },
+    /// End an active run as FAILED (the stop action, or a missed deadline) and kill its task.
+    StopJobRun { job: model::JobId, run: model::JobRunId, at: UnixMillis, reason: String },
 }
 
 /// What the app must look like for a write computed from it to apply.
@@ -156,6 +170,25 @@ pub enum Rejection {
     /// The app changed after the proposer read it (see `Precondition`).
     #[error("App '{0}' was changed by another request; try again")]
     Conflict(AppId),
+    #[error("Job '{0}' does not exist")]
+    NoSuchJob(model::JobId),
+    #[error("Job with this id already exists")]
+    JobExists(model::JobId),
+    #[error("Schedule '{1}' of job '{0}' does not exist")]
+    NoSuchSchedule(model::JobId, String),
+    #[error("A schedule with id '{1}' already exists")]
+    ScheduleExists(model::JobId, String),
+    #[error("Job Run '{1}' of job '{0}' does not exist or has finished")]
+    NoSuchJobRun(model::JobId, model::JobRunId),
+    /// The run id exists, or the schedule's fire time already started.
+    #[error("Job Run '{1}' of job '{0}' was already started")]
+    JobRunExists(model::JobId, model::JobRunId),
+    #[error("Job '{0}' has active runs; stop them first or use stopCurrentJobRuns=true")]
+    JobBusy(model::JobId),
+    #[error("Job '{0}' is a dependency of {1:?}")]
+    JobHasDependents(model::JobId, Vec<model::JobId>),
+    #[error("The dependencies of job '{0}' form a cycle")]
+    DependencyCycle(model::JobId),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -178,4 +211,10 @@ pub enum Applied {
     Apps(Vec<model::App>),
     /// The deployment a rollback started (`None`: nothing to roll back).
     RolledBack(Option<Box<Deployment>>),
+    /// The stored job after a write (or as it was, after a delete).
+    Job(Box<model::Job>),
+    /// A run as started or stopped.
+    JobRun(Box<model::JobRun>),
+    /// A schedule's fire time was skipped (FORBID with an active run).
+    RunSkipped,
 }

@@ -411,6 +411,9 @@ fn every_command() -> Vec<Command> {
         Command::DrainNode { node: NodeId(1), draining: true },
         Command::RemoveNode { node: NodeId(2), at: UnixMillis(90) },
     ]
+    .into_iter()
+    .chain(super::jobs::tests::golden_commands())
+    .collect()
 }
 
 fn variant(c: &Command) -> &'static str {
@@ -433,6 +436,12 @@ fn variant(c: &Command) -> &'static str {
         Command::PutApps { .. } => "PutApps",
         Command::RollbackDeployment { .. } => "RollbackDeployment",
         Command::ResetDelay { .. } => "ResetDelay",
+        Command::PutJob { .. } => "PutJob",
+        Command::RemoveJob { .. } => "RemoveJob",
+        Command::PutSchedule { .. } => "PutSchedule",
+        Command::RemoveSchedule { .. } => "RemoveSchedule",
+        Command::StartJobRun { .. } => "StartJobRun",
+        Command::StopJobRun { .. } => "StopJobRun",
     }
 }
 
