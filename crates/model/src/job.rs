@@ -78,6 +78,35 @@ impl From<JobId> for String {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct JobRunId(pub String);
 
+impl JobRunId {
+    /// `yyyyMMddHHmmss` of `at` (UTC) followed by `suffix`.
+    pub fn new(at: UnixMillis, suffix: &str) -> JobRunId {
+        use chrono::TimeZone;
+        let stamp = chrono::Utc
+            .timestamp_millis_opt(at.0)
+            .single()
+            .map(|t| t.format("%Y%m%d%H%M%S").to_string())
+            .unwrap_or_default();
+        JobRunId(format!("{stamp}{suffix}"))
+    }
+
+    /// The id of a schedule's run at a fire time: the same on every leader,
+    /// so a failover that proposes the fire time again names the same run.
+    pub fn scheduled(job: &JobId, schedule: &str, fire_at: UnixMillis) -> JobRunId {
+        // FNV-1a: a stable hash (std's may change between releases).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in job.as_str().bytes().chain([0]).chain(schedule.bytes()).chain(fire_at.0.to_le_bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let suffix: String = (0..5)
+            .map(|i| ALPHABET[((h >> (i * 8)) % ALPHABET.len() as u64) as usize] as char)
+            .collect();
+        JobRunId::new(fire_at, &suffix)
+    }
+}
+
 impl fmt::Display for JobRunId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
