@@ -15,6 +15,7 @@ mod cli;
 mod client;
 mod clock;
 mod dns_setup;
+mod job_clock;
 mod liveness;
 mod node;
 mod orchestrator;
