@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod groups;
 mod info;
+mod jobs;
 mod metrics;
 mod query;
 mod tasks;
@@ -60,6 +61,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
             "/v2/groups/{*path}",
             get(groups::get_path).put(groups::put_path).delete(groups::delete_path).post(groups::create),
         )
+        .merge(jobs_router())
         .route("/wharf/v1/nodes", get(wharf::nodes))
         .route("/wharf/v1/queue", get(wharf::queue))
         .route("/wharf/v1/nodes/{id}", axum::routing::delete(wharf::remove))
@@ -73,6 +75,23 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), leader_headers))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), metrics::track))
         .with_state(ctx)
+}
+
+/// Metronome's `/v1/jobs` and `/v1/queue` (Mesos-DNS's `/v1/{version,config,hosts,services,enumerate}`
+/// share the prefix and are merged in by the node).
+fn jobs_router() -> Router<Arc<ApiContext>> {
+    Router::new()
+        .route("/v1/jobs", get(jobs::list).post(jobs::create))
+        .route("/v1/jobs/{id}", get(jobs::get_job).put(jobs::put_job).delete(jobs::delete_job))
+        .route("/v1/jobs/{id}/runs", get(jobs::list_runs).post(jobs::start_run))
+        .route("/v1/jobs/{id}/runs/{run}", get(jobs::get_run))
+        .route("/v1/jobs/{id}/runs/{run}/actions/stop", post(jobs::stop_run))
+        .route("/v1/jobs/{id}/schedules", get(jobs::list_schedules).post(jobs::create_schedule))
+        .route(
+            "/v1/jobs/{id}/schedules/{schedule}",
+            get(jobs::get_schedule).put(jobs::put_schedule).delete(jobs::delete_schedule),
+        )
+        .route("/v1/queue", get(jobs::queue))
 }
 
 /// Marathon's proxy headers: every answer names the leader

@@ -90,6 +90,17 @@ impl ClusterState {
         u
     }
 
+    /// The node a job run's task ran on, after the task itself was
+    /// forgotten (the run and its history remember it).
+    pub fn run_task_node(&self, id: &crate::TaskId) -> Option<NodeId> {
+        self.jobs
+            .values()
+            .flat_map(|j| j.runs.values().chain(j.history.finished.iter()))
+            .flat_map(|r| r.tasks.iter())
+            .find(|t| &t.id == id)
+            .map(|t| t.node)
+    }
+
     /// The stored version of `app` at `version`.
     pub fn app_version(&self, app: &AppId, version: UnixMillis) -> Option<&AppVersion> {
         self.app_versions.get(app)?.iter().find(|v| v.version == version)
