@@ -30,6 +30,9 @@ pub enum Command {
     /// Manage apps (long-running services).
     #[command(subcommand)]
     App(AppCommand),
+    /// Manage jobs (one-off and scheduled runs, Metronome's API).
+    #[command(subcommand)]
+    Job(crate::cli_job::JobCommand),
     /// List tasks.
     Ps {
         /// Only tasks of this app.
@@ -294,6 +297,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(args) => crate::node::run(args).await,
         Command::Executor { .. } => Ok(()),
         Command::App(cmd) => crate::client::app(&client, cmd).await,
+        Command::Job(cmd) => crate::cli_job::run(&client, cmd).await,
         Command::Ps { app } => crate::client::ps(&client, app).await,
         Command::Logs { task_id, app, follow, stderr } => match (task_id, app) {
             (_, Some(app)) => crate::client::app_logs(&client, &app, follow, stderr).await,

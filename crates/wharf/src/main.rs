@@ -12,6 +12,7 @@ mod bench_etcd;
 mod bench_lb;
 mod bench_scale;
 mod cli;
+mod cli_job;
 mod client;
 mod clock;
 mod dns_setup;

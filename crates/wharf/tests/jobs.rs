@@ -229,3 +229,53 @@ async fn bad_input_is_refused_with_its_path_and_nothing_is_stored() {
     let (s, v) = node.call(Method::GET, "/v1/jobs/a?embed=bogus", None).await.expect("get");
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 }
+
+fn wharf(node: &Node, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::WHARF).arg("--addr").arg(node.addr()).args(args).output().expect("wharf runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_deploys_runs_waits_and_exits_with_the_run_status() {
+    let node = Node::start().await;
+    let file = node.dir.path().join("job.json");
+    let def = json!({"id": "cli.job", "run": {"cmd": "echo from-the-job; exit ${CODE:-0}", "cpus": 0.1, "mem": 32, "disk": 0},
+        "schedules": [{"id": "nightly", "cron": "0 3 * * *", "timezone": "Europe/Berlin"}]});
+    std::fs::write(&file, def.to_string()).expect("write");
+    let out = wharf(&node, &["job", "deploy", file.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Deploying again updates: the schedule changes, no duplicate.
+    let mut def2 = def.clone();
+    def2["schedules"][0]["cron"] = json!("0 4 * * *");
+    def2["run"]["env"] = json!({"CODE": "7"});
+    std::fs::write(&file, def2.to_string()).expect("write");
+    let out = wharf(&node, &["job", "deploy", file.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sched = node.get("/v1/jobs/cli.job/schedules").await;
+    assert_eq!(sched.as_array().map(Vec::len), Some(1));
+    assert_eq!(sched[0]["cron"], "0 4 * * *");
+    let out = wharf(&node, &["job", "ls"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("cli.job") && table.contains("0 4 * * * Europe/Berlin"), "{table}");
+    // The run fails with status 7: --wait prints its output and exits 7.
+    let node2 = &node;
+    let out = tokio::task::block_in_place(|| wharf(node2, &["job", "run", "cli.job", "--wait", "--timeout", "60"]));
+    assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "from-the-job");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED: exited with status 7"));
+    std::fs::write(&file, def.to_string()).expect("write");
+    assert!(wharf(&node, &["job", "deploy", file.to_str().expect("path")]).status.success());
+    let out = tokio::task::block_in_place(|| wharf(node2, &["job", "run", "cli.job", "--wait"]));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = wharf(&node, &["job", "runs", "cli.job"]);
+    let runs = String::from_utf8_lossy(&out.stdout);
+    assert!(runs.contains("SUCCESS") && runs.contains("FAILED"), "{runs}");
+    let out = wharf(&node, &["job", "rm", "cli.job"]);
+    assert!(out.status.success());
+    let (s, _) = node.call(Method::GET, "/v1/jobs/cli.job", None).await.expect("get");
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Bad input names the field.
+    std::fs::write(&file, json!({"id": "x", "run": {"cmd": "true", "cpus": 0.1, "mem": 1}}).to_string()).expect("write");
+    let out = wharf(&node, &["job", "deploy", file.to_str().expect("path")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("field /run/mem"), "{}", String::from_utf8_lossy(&out.stderr));
+}
