@@ -34,6 +34,13 @@ async fn killing_the_leader_at_a_fire_time_gives_exactly_one_run() {
         "schedules": [{"id": "every-10s", "cron": "*/10 * * * * *", "startingDeadlineSeconds": 60}]});
     let (s, v) = c.call(0, Method::POST, "/v1/jobs", Some(&def)).await.expect("post");
     assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Followers apply the write a replication round later.
+    for i in 0..3 {
+        wait_for("the job on every node", Duration::from_secs(10), || async {
+            c.call(i, Method::GET, "/v1/jobs/failover", None).await.is_some_and(|(s, _)| s == StatusCode::OK)
+        })
+        .await;
+    }
     let mut killed_at = Vec::new();
     // Three failovers, each with the kill a little before, at and after the fire time.
     for offset_ms in [-30i64, 0, 40] {
