@@ -201,6 +201,19 @@ pub enum NodeCommand {
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// Scheduled jobs: fire time -> task running (p50/p99), and many jobs
+    /// firing each minute on one node (its CPU, the spread of start times).
+    Jobs {
+        /// Runs of a job firing every second, for the latency figures.
+        #[arg(long, default_value_t = 100)]
+        runs: u32,
+        /// Jobs each firing every minute, for the load figures (0: skip).
+        #[arg(long, default_value_t = 1000)]
+        jobs: u32,
+        /// Fire minutes measured under load.
+        #[arg(long, default_value_t = 2)]
+        minutes: u32,
+    },
     /// Launch latency (POST accepted -> task process running) and throughput.
     Launch {
         /// Tasks launched one after another for the latency figures.
@@ -312,6 +325,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Containers { starts, image }) => crate::bench_containers::run(starts, image).await,
         Command::Bench(BenchCommand::Health { rounds, tasks }) => crate::bench::health(rounds, tasks).await,
+        Command::Bench(BenchCommand::Jobs { runs, jobs, minutes }) => crate::bench_jobs::run(runs, jobs, minutes).await,
         Command::Bench(BenchCommand::Lb { seconds, connections }) => {
             crate::bench_lb::run(crate::bench_lb::LbBenchArgs { seconds, connections }).await
         }

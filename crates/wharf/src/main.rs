@@ -9,6 +9,7 @@ mod bench_cluster;
 mod bench_containers;
 mod bench_dns;
 mod bench_etcd;
+mod bench_jobs;
 mod bench_lb;
 mod bench_scale;
 mod cli;
