@@ -11,6 +11,9 @@
 //!   field is a year; 7 fields are seconds to year here). `L`, `W` and `#`
 //!   are not supported (the `cron` crate has no such rules).
 //! - `concurrencyPolicy` also takes `REPLACE`.
+//! - `run.parallelism` and `run.completions` (default 1): a run starts up to
+//!   `parallelism` tasks at a time and succeeds when `completions` of them
+//!   have succeeded.
 //! - Secrets (env `{"secret"}`, secret volumes) are refused: Wharf has no
 //!   secret store yet.
 
@@ -259,6 +262,13 @@ fn read_run(cx: &mut Ctx, r: &Map<String, Value>) -> Option<JobRunSpec> {
     let (restart, active_deadline_seconds) = read_restart(cx, r.get("restart"));
     let max_launch_delay_seconds = cx.int_opt(r, "maxLaunchDelay", p).unwrap_or(3600) as f64;
     let kill_grace_seconds = cx.num_opt(r, "taskKillGracePeriodSeconds", p).unwrap_or(3.0);
+    let parallelism = cx.int_opt(r, "parallelism", p).unwrap_or(1);
+    let completions = cx.int_opt(r, "completions", p).unwrap_or(1);
+    for (key, v) in [("parallelism", parallelism), ("completions", completions)] {
+        if !(1..=10_000).contains(&v) {
+            cx.err(&format!("/run/{key}"), "must be between 1 and 10000");
+        }
+    }
     let command = match (cmd, args) {
         (Some(c), _) => Some(CommandSpec::Shell(c)),
         (None, Some(a)) => Some(CommandSpec::Argv(a)),
@@ -276,6 +286,8 @@ fn read_run(cx: &mut Ctx, r: &Map<String, Value>) -> Option<JobRunSpec> {
         kill_grace_seconds,
         user,
         passthrough,
+        parallelism: parallelism as u32,
+        completions: completions as u32,
     })
 }
 

@@ -125,6 +125,10 @@ pub fn render_job(job: &Job, embed: Embed, now: UnixMillis) -> Value {
     }
     run.insert("restart".into(), restart);
     run.insert("maxLaunchDelay".into(), json!(r.max_launch_delay_seconds as u64));
+    if r.parallelism != 1 || r.completions != 1 {
+        run.insert("parallelism".into(), json!(r.parallelism));
+        run.insert("completions".into(), json!(r.completions));
+    }
     run.insert("artifacts".into(), r.passthrough.get("artifacts").cloned().unwrap_or_else(|| json!([])));
     for (k, v) in &r.passthrough {
         if !matches!(k.as_str(), "artifacts" | "volumes") {

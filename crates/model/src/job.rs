@@ -162,6 +162,16 @@ pub struct JobRunSpec {
     /// secrets, ucr, ...), as given.
     #[serde(default)]
     pub passthrough: BTreeMap<String, serde_json::Value>,
+    /// Extension: tasks of one run at a time (fan-out).
+    #[serde(default = "one")]
+    pub parallelism: u32,
+    /// Extension: successful tasks that make the run a SUCCESS.
+    #[serde(default = "one")]
+    pub completions: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -299,9 +309,22 @@ impl JobRun {
         JobRunRef { job: self.job.clone(), run: self.id.clone() }
     }
 
-    /// The task of this run that has not ended yet (at most one).
-    pub fn live_task(&self) -> Option<&RunTask> {
-        self.tasks.iter().rev().find(|t| !t.state.is_terminal())
+    /// The tasks of this run that have not ended yet.
+    pub fn live_tasks(&self) -> impl Iterator<Item = &RunTask> + '_ {
+        self.tasks.iter().filter(|t| !t.state.is_terminal())
+    }
+
+    /// Tasks that finished successfully.
+    pub fn succeeded(&self) -> u32 {
+        self.tasks.iter().filter(|t| t.state == TaskState::Finished).count() as u32
+    }
+
+    /// How many more tasks the run wants now: at most `parallelism` live,
+    /// and no more than the completions still missing.
+    pub fn wanted(&self, spec: &JobRunSpec) -> u32 {
+        let live = self.live_tasks().count() as u32;
+        let missing = spec.completions.max(1).saturating_sub(self.succeeded());
+        spec.parallelism.max(1).min(missing).saturating_sub(live)
     }
 }
 

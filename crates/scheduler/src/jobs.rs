@@ -40,8 +40,7 @@ pub(crate) fn plan_runs(
             .jobs
             .get(&r.job)
             .and_then(|j| j.runs.get(&r.run))
-            .and_then(|run| run.live_task())
-            .is_some_and(|lt| lt.id == t.id);
+            .is_some_and(|run| run.live_tasks().any(|lt| lt.id == t.id));
         if t.state.is_terminal() {
             out.plan.expunges.push(t.id.clone());
         } else if !current && t.goal == TaskGoal::Running {
@@ -51,7 +50,8 @@ pub(crate) fn plan_runs(
     for job in state.jobs.values() {
         let mut template = None;
         for run in job.runs.values() {
-            if run.status.is_finished() || run.live_task().is_some() {
+            let wanted = run.wanted(&job.spec.run);
+            if run.status.is_finished() || wanted == 0 {
                 continue;
             }
             if now < run.not_before {
@@ -61,19 +61,22 @@ pub(crate) fn plan_runs(
                 continue;
             }
             let spec = template.get_or_insert_with(|| job.spec.template());
-            match placer.place(spec, rng) {
-                Ok((node, ports)) => {
-                    let uuid = uuid::Builder::from_random_bytes(rng.gen()).into_uuid();
-                    let attempt = run.tasks.len() as u32 + 1;
-                    let id = TaskId::for_run(&run.reference(), uuid, attempt);
-                    let mut task = Task::staged(id, AppId::root(), node.id, ports, spec.resources, now);
-                    task.host = node.advertise.clone();
-                    task.job_run = Some(run.reference());
-                    out.plan.launches.push(task);
-                }
-                Err(d) => {
-                    let why = Waiting::Declined { offers: d.offers, details: d.details };
-                    out.waiting_runs.push(WaitingRun { run: run.reference(), why });
+            for n in 0..wanted {
+                match placer.place(spec, rng) {
+                    Ok((node, ports)) => {
+                        let uuid = uuid::Builder::from_random_bytes(rng.gen()).into_uuid();
+                        let attempt = run.tasks.len() as u32 + n + 1;
+                        let id = TaskId::for_run(&run.reference(), uuid, attempt);
+                        let mut task = Task::staged(id, AppId::root(), node.id, ports, spec.resources, now);
+                        task.host = node.advertise.clone();
+                        task.job_run = Some(run.reference());
+                        out.plan.launches.push(task);
+                    }
+                    Err(d) => {
+                        let why = Waiting::Declined { offers: d.offers, details: d.details };
+                        out.waiting_runs.push(WaitingRun { run: run.reference(), why });
+                        break;
+                    }
                 }
             }
         }
@@ -122,7 +125,7 @@ pub fn timers(state: &ClusterState, now: UnixMillis) -> Timers {
                 wake(&mut out.wake_at, fire);
             }
         }
-        for run in job.runs.values().filter(|r| r.status == RunStatus::Starting && r.live_task().is_none()) {
+        for run in job.runs.values().filter(|r| r.status == RunStatus::Starting && r.live_tasks().next().is_none()) {
             let active = job.spec.run.active_deadline_seconds.map(|d| run.created_at.plus_secs_f64(d as f64));
             let missed = [
                 (run.starting_deadline.filter(|_| run.tasks.is_empty()), "not started within startingDeadlineSeconds"),

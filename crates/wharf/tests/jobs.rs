@@ -279,3 +279,23 @@ async fn the_cli_deploys_runs_waits_and_exits_with_the_run_status() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("field /run/mem"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallelism_fans_a_run_out_until_its_completions_succeed() {
+    let node = Node::start().await;
+    let def = json!({"id": "fan", "run": {"cmd": "sleep 1", "cpus": 0.1, "mem": 32, "disk": 0,
+        "parallelism": 3, "completions": 6}});
+    let created = post_job(&node, &def).await;
+    assert_eq!((created["run"]["parallelism"].as_u64(), created["run"]["completions"].as_u64()), (Some(3), Some(6)));
+    let run = start_run(&node, "fan").await;
+    let done = finished_run(&node, "fan", &run, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "SUCCESS", "{done}");
+    let tasks = done["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 6, "{done}");
+    assert!(tasks.iter().all(|t| t["status"] == "TASK_FINISHED"));
+    let time = |v: &Value| chrono::DateTime::parse_from_str(v.as_str().expect("t"), "%Y-%m-%dT%H:%M:%S%.3f%z").expect("time");
+    let spans: Vec<_> = tasks.iter().map(|t| (time(&t["startedAt"]), time(&t["completedAt"]))).collect();
+    // The most tasks running at one instant (at each start).
+    let most = spans.iter().map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count()).max().unwrap_or(0);
+    assert!((2..=3).contains(&most), "fanned out, at most 3 at a time: {most} in {done}");
+}

@@ -227,12 +227,14 @@ pub(super) fn stop_run(state: &mut ClusterState, job: &JobId, run: &JobRunId, at
 }
 
 /// Whether a plan's launch of a run's task may commit: the run is active
-/// and has no other task (one task per run at a time, so a leader change
-/// never runs it twice).
+/// and wants another task (one at a time unless `parallelism` says more,
+/// never beyond the completions still missing), so a leader change never
+/// runs it twice.
 pub(super) fn launch_refusal(state: &ClusterState, task: &Task) -> Option<DropReason> {
     let r = task.job_run.as_ref()?;
-    match state.jobs.get(&r.job).and_then(|j| j.runs.get(&r.run)) {
-        Some(run) if run.live_task().is_none() => None,
+    let job = state.jobs.get(&r.job)?;
+    match job.runs.get(&r.run) {
+        Some(run) if run.wanted(&job.spec.run) > 0 => None,
         Some(_) => Some(DropReason::DuplicateTask),
         None => Some(DropReason::AppGone),
     }
@@ -276,12 +278,17 @@ pub(super) fn task_reported(state: &mut ClusterState, task: &Task) {
             }
         }
         let at = task.updated_at;
+        let mut kill_rest = false;
         match task.state {
+            TaskState::Finished if run.succeeded() < spec.completions.max(1) => {
+                if run.live_tasks().next().is_none() {
+                    run.status = RunStatus::Starting;
+                }
+            }
             TaskState::Finished => {
                 run.status = RunStatus::Success;
                 run.completed_at = Some(at);
                 succeeded = Some(run.clone());
-                j.finish_run(&r.run);
             }
             s if s.is_terminal() => {
                 run.failures += 1;
@@ -289,16 +296,27 @@ pub(super) fn task_reported(state: &mut ClusterState, task: &Task) {
                     spec.active_deadline_seconds.map(|d| run.created_at.plus_secs_f64(d as f64)).unwrap_or(UnixMillis(i64::MAX));
                 let asked = task.goal == TaskGoal::Killed;
                 if spec.restart == RestartPolicy::OnFailure && !asked && at < deadline {
-                    run.status = RunStatus::Starting;
+                    if run.live_tasks().next().is_none() {
+                        run.status = RunStatus::Starting;
+                    }
                     run.not_before = at.plus_secs_f64(restart_delay(run.failures, spec.max_launch_delay_seconds));
                 } else {
                     run.status = RunStatus::Failed;
                     run.completed_at = Some(at);
                     run.message = task.message.clone();
-                    j.finish_run(&r.run);
+                    kill_rest = true;
                 }
             }
             _ => run.status = RunStatus::Active,
+        }
+        // A failed run's other tasks (parallelism) go with it.
+        let live: Vec<model::TaskId> =
+            if kill_rest { run.live_tasks().map(|t| t.id.clone()).collect() } else { Vec::new() };
+        if run.status.is_finished() {
+            j.finish_run(&r.run);
+        }
+        for id in &live {
+            state.tasks.update(id, |t| t.goal = TaskGoal::Killed);
         }
     }
     if let Some(done) = succeeded {
@@ -364,6 +382,8 @@ pub(super) mod tests {
                 kill_grace_seconds: 3.0,
                 user: None,
                 passthrough: Default::default(),
+                parallelism: 1,
+                completions: 1,
             },
             dependencies: deps.iter().map(|d| JobId::parse(d).expect("id")).collect(),
         }
@@ -540,5 +560,33 @@ pub(super) mod tests {
         report(&mut s, &t, TaskState::Finished, 8);
         let b = s.jobs.get(&jid("b")).expect("child");
         assert_eq!(b.runs.keys().cloned().collect::<Vec<_>>(), vec![rid("r1")]);
+    }
+
+    #[test]
+    fn parallelism_and_completions_fan_out_and_succeed_together() {
+        let mut s = ClusterState::default();
+        apply(&mut s, &Command::RegisterNode(node()));
+        let mut sp = spec("fan", &[]);
+        sp.run.parallelism = 2;
+        sp.run.completions = 3;
+        put(&mut s, sp, vec![]);
+        start(&mut s, "fan", "r1", 1, RunTrigger::Manual);
+        let a = launch(&mut s, "fan", "r1", 1);
+        let b = launch(&mut s, "fan", "r1", 2);
+        let r = JobRunRef { job: jid("fan"), run: rid("r1") };
+        let mut third = Task::staged(TaskId::for_run(&r, uuid::Uuid::from_u128(3), 3), model::AppId::root(), NodeId(1), vec![], Resources::default(), UnixMillis(5));
+        third.job_run = Some(r);
+        let got = apply(&mut s, &Command::ApplyPlan(Plan { launches: vec![third], ..Default::default() }));
+        assert!(matches!(got, Applied::Planned { launched: 0, .. }), "at most 2 at a time");
+        report(&mut s, &a, TaskState::Finished, 6);
+        assert_eq!(s.jobs.get(&jid("fan")).map(|j| j.runs[&rid("r1")].status), Some(RunStatus::Active));
+        let c = launch(&mut s, "fan", "r1", 4);
+        report(&mut s, &b, TaskState::Finished, 7);
+        assert_eq!(s.jobs.get(&jid("fan")).map(|j| j.runs[&rid("r1")].wanted(&j.spec.run)), Some(0), "one missing, one live");
+        report(&mut s, &c, TaskState::Finished, 8);
+        let j = s.jobs.get(&jid("fan")).expect("job");
+        assert!(j.runs.is_empty());
+        assert_eq!(j.history.finished[0].status, RunStatus::Success);
+        assert_eq!(j.history.finished[0].succeeded(), 3);
     }
 }
