@@ -7,15 +7,20 @@ use store::{Applied, Command, Store};
 
 use crate::clock::now;
 
-/// Proposes each start and stop; a refusal (the fire time started already,
+/// Proposes the starts (all at once: the log groups them into few fsyncs,
+/// so a thousand jobs firing together are not started one commit after
+/// another) and then the stops; a refusal (the fire time started already,
 /// the run ended meanwhile) is expected after a failover and only logged.
 /// Returns whether any of them changed the state.
 pub async fn propose(store: &Store, timers: scheduler::Timers) -> bool {
     let mut changed = false;
-    for (job, run, trigger) in timers.starts {
-        let at: UnixMillis = now();
+    let at: UnixMillis = now();
+    let starts = timers.starts.into_iter().map(|(job, run, trigger)| async move {
         let cmd = Command::StartJobRun { job: job.clone(), run: run.clone(), at, trigger };
-        match store.propose(cmd).await {
+        (job, run, store.propose(cmd).await)
+    });
+    for (job, run, result) in futures::future::join_all(starts).await {
+        match result {
             Ok(Applied::JobRun(_)) => {
                 changed = true;
                 tracing::info!(%job, %run, "scheduled run started");

@@ -299,3 +299,26 @@ async fn parallelism_fans_a_run_out_until_its_completions_succeed() {
     let most = spans.iter().map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count()).max().unwrap_or(0);
     assert!((2..=3).contains(&most), "fanned out, at most 3 at a time: {most} in {done}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_job_runs_through_the_docker_driver() {
+    let ok = std::process::Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
+    if !ok.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: no docker engine answers");
+        return;
+    }
+    agent::driver::docker::build_busybox_image().expect("the test image");
+    let node = Node::start().await;
+    let def = json!({"id": "in.docker", "run": {"cmd": "echo from-docker; cat /etc/hostname >/dev/null", "cpus": 0.1, "mem": 32,
+        "disk": 0, "docker": {"image": agent::driver::docker::BUSYBOX_IMAGE}}});
+    post_job(&node, &def).await;
+    let run = start_run(&node, "in.docker").await;
+    let done = finished_run(&node, "in.docker", &run, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "SUCCESS", "{done}");
+    let tid = done["tasks"][0]["id"].as_str().expect("task id");
+    let out = node.client.get(format!("{}/wharf/v1/tasks/{tid}/files/stdout", node.addr())).send().await.expect("logs");
+    assert_eq!(out.text().await.expect("text").trim(), "from-docker");
+    // The container is gone from the engine's running list once the run ended.
+    let ps = std::process::Command::new("docker").args(["ps", "-q", "--filter", &format!("name=wharf-{tid}")]).output().expect("docker ps");
+    assert!(String::from_utf8_lossy(&ps.stdout).trim().is_empty());
+}
