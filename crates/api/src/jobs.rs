@@ -84,9 +84,16 @@ pub async fn list(State(ctx): Ctx, RawQuery(q): RawQuery) -> JobResult {
 pub async fn create(State(ctx): Ctx, body: Bytes) -> JobResult {
     let input = metronome::parse_job(&body, None, "/v1/jobs")?;
     let id = input.job.id.clone();
-    let cmd = Command::PutJob { job: input.job, schedules: input.schedules.or(Some(vec![])), at: ctx.now(), create_only: true };
+    let cmd = Command::PutJob {
+        job: input.job,
+        schedules: input.schedules.or(Some(vec![])),
+        at: ctx.now(),
+        create_only: true,
+    };
     match ctx.store.propose(cmd).await? {
-        Applied::Job(j) => Ok((StatusCode::CREATED, Json(metronome::render_job(&j, Embed::default(), ctx.now()))).into_response()),
+        Applied::Job(j) => {
+            Ok((StatusCode::CREATED, Json(metronome::render_job(&j, Embed::default(), ctx.now()))).into_response())
+        }
         Applied::Rejected(r) => Err(rejection(r, &id)),
         other => Err(unexpected(other)),
     }
@@ -121,7 +128,8 @@ pub async fn put_job(State(ctx): Ctx, Path(id): Path<String>, body: Bytes) -> Jo
 /// `DELETE /v1/jobs/{id}?stopCurrentJobRuns=true`.
 pub async fn delete_job(State(ctx): Ctx, Path(id): Path<String>, RawQuery(q): RawQuery) -> JobResult {
     let id = job_id(&id, "/v1/jobs")?;
-    let stop_runs = Params::parse(q.as_deref()).get("stopCurrentJobRuns").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let stop_runs =
+        Params::parse(q.as_deref()).get("stopCurrentJobRuns").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     match ctx.store.propose(Command::RemoveJob { id: id.clone(), stop_runs, at: ctx.now() }).await? {
         Applied::Job(j) => Ok(Json(metronome::render_job(&j, Embed::default(), ctx.now())).into_response()),
         Applied::Rejected(r) => Err(rejection(r, &id)),
@@ -172,7 +180,8 @@ pub async fn get_run(State(ctx): Ctx, Path((id, run)): Path<(String, String)>) -
 /// `POST /v1/jobs/{id}/runs/{runId}/actions/stop`.
 pub async fn stop_run(State(ctx): Ctx, Path((id, run)): Path<(String, String)>) -> JobResult {
     let id = job_id(&id, "/v1/jobs")?;
-    let cmd = Command::StopJobRun { job: id.clone(), run: JobRunId(run), at: ctx.now(), reason: "stopped on request".into() };
+    let cmd =
+        Command::StopJobRun { job: id.clone(), run: JobRunId(run), at: ctx.now(), reason: "stopped on request".into() };
     match ctx.store.propose(cmd).await? {
         Applied::JobRun(r) => Ok(Json(metronome::render_run(&r)).into_response()),
         Applied::Rejected(r) => Err(rejection(r, &id)),

@@ -28,7 +28,8 @@ impl WireError {
                 None => grouped.push((d.path.clone(), vec![d.error.clone()])),
             }
         }
-        let details: Vec<Value> = grouped.into_iter().map(|(path, errors)| json!({"path": path, "errors": errors})).collect();
+        let details: Vec<Value> =
+            grouped.into_iter().map(|(path, errors)| json!({"path": path, "errors": errors})).collect();
         WireError { status: 422, body: json!({"message": "Object is not valid", "details": details}) }
     }
 

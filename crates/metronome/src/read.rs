@@ -130,7 +130,8 @@ impl Ctx {
 
 /// Parses a job body. `path_id` (PUT) wins over the body's id, as in Metronome.
 pub fn parse_job(body: &[u8], path_id: Option<&str>, request_path: &str) -> Result<JobInput, WireError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| WireError::malformed(format!("Invalid JSON: {e}"), request_path))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| WireError::malformed(format!("Invalid JSON: {e}"), request_path))?;
     let mut cx = Ctx { errs: Vec::new() };
     let Some(o) = v.as_object() else {
         return Err(WireError::invalid(&[Detail { path: "/".into(), error: "must be an object".into() }]));
@@ -448,7 +449,8 @@ fn read_restart(cx: &mut Ctx, v: Option<&Value>) -> (RestartPolicy, Option<u64>)
 
 /// Parses a schedule body (`POST/PUT .../schedules`); `path_id` (PUT) wins.
 pub fn parse_schedule(body: &[u8], path_id: Option<&str>, request_path: &str) -> Result<ScheduleSpec, WireError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| WireError::malformed(format!("Invalid JSON: {e}"), request_path))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| WireError::malformed(format!("Invalid JSON: {e}"), request_path))?;
     let mut cx = Ctx { errs: Vec::new() };
     let Some(o) = v.as_object() else {
         return Err(WireError::invalid(&[Detail { path: "/".into(), error: "must be an object".into() }]));

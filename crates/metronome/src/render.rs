@@ -170,8 +170,10 @@ pub fn render_job(job: &Job, embed: Embed, now: UnixMillis) -> Value {
                     "tasks": r.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
                 })
             };
-            let ok: Vec<Value> = h.finished.iter().filter(|r| r.status == model::RunStatus::Success).map(entry).collect();
-            let bad: Vec<Value> = h.finished.iter().filter(|r| r.status != model::RunStatus::Success).map(entry).collect();
+            let ok: Vec<Value> =
+                h.finished.iter().filter(|r| r.status == model::RunStatus::Success).map(entry).collect();
+            let bad: Vec<Value> =
+                h.finished.iter().filter(|r| r.status != model::RunStatus::Success).map(entry).collect();
             hist["successfulFinishedRuns"] = Value::Array(ok);
             hist["failedFinishedRuns"] = Value::Array(bad);
             out.insert("history".into(), hist);
@@ -224,8 +226,12 @@ pub fn render_run(r: &JobRun) -> Value {
         .collect();
     let trigger = match &r.trigger {
         RunTrigger::Manual => json!({"type": "manual"}),
-        RunTrigger::Schedule { id, fire_at } => json!({"type": "schedule", "scheduleId": id, "fireAt": format_time(*fire_at)}),
-        RunTrigger::Dependency { parent, run } => json!({"type": "dependency", "jobId": parent.as_str(), "runId": run.0}),
+        RunTrigger::Schedule { id, fire_at } => {
+            json!({"type": "schedule", "scheduleId": id, "fireAt": format_time(*fire_at)})
+        }
+        RunTrigger::Dependency { parent, run } => {
+            json!({"type": "dependency", "jobId": parent.as_str(), "runId": run.0})
+        }
     };
     let mut v = json!({
         "id": r.id.0,

@@ -21,9 +21,17 @@ fn metronome_examples_parse_and_render_back() {
     assert_eq!(j.run.resources.cpus, 1.5);
     assert_eq!(j.run.restart, RestartPolicy::Never);
     assert_eq!(j.run.active_deadline_seconds, Some(120));
-    assert!(matches!(&j.run.container, ContainerSpec::Docker(c) if c.image.as_deref() == Some("foo/bla:test") && c.volumes.len() == 1));
+    assert!(
+        matches!(&j.run.container, ContainerSpec::Docker(c) if c.image.as_deref() == Some("foo/bla:test") && c.volumes.len() == 1)
+    );
     assert_eq!(input.schedules, Some(vec![]));
-    let job = Job { spec: j.clone(), schedules: vec![], runs: Default::default(), history: JobHistory::default(), created_at: UnixMillis(0) };
+    let job = Job {
+        spec: j.clone(),
+        schedules: vec![],
+        runs: Default::default(),
+        history: JobHistory::default(),
+        created_at: UnixMillis(0),
+    };
     let out = render_job(&job, Embed::default(), UnixMillis(0));
     let given: Value = serde_json::from_slice(&reference("api/v1/examples/job.json")).expect("json");
     for key in ["cmd", "cpus", "mem", "disk", "env", "maxLaunchDelay", "user", "artifacts", "volumes", "restart"] {
@@ -32,7 +40,8 @@ fn metronome_examples_parse_and_render_back() {
     // EQ is returned as IS, as Metronome does.
     assert_eq!(out["run"]["placement"]["constraints"][0]["operator"], "IS");
     assert_eq!(out["run"]["docker"]["image"], "foo/bla:test");
-    let with_schedule = parse_job(&reference("docs-examples/readme_job_with_schedule.json"), None, "/v1/jobs").expect("valid");
+    let with_schedule =
+        parse_job(&reference("docs-examples/readme_job_with_schedule.json"), None, "/v1/jobs").expect("valid");
     assert_eq!(with_schedule.schedules.map(|s| s.len()), Some(1));
     let s = parse_schedule(&reference("api/v1/examples/schedule.json"), None, "/s").expect("valid");
     assert_eq!((s.timezone.as_str(), s.starting_deadline_seconds), ("America/Chicago", 60));
@@ -46,9 +55,13 @@ fn bad_jobs_name_the_path() {
     assert_eq!(e.body["message"], "Object is not valid");
     let e = bad(json!({"id": "a", "run": {"cpus": 0.001, "mem": 8}}));
     assert_eq!(paths(&e), vec!["/run/cpus", "/run/mem", "/run"]);
-    let e = bad(json!({"id": "a", "run": {"cpus": 1, "mem": 32, "cmd": "x"}, "schedules": [{"id": "s1", "cron": "61 * * * *"}]}));
+    let e = bad(
+        json!({"id": "a", "run": {"cpus": 1, "mem": 32, "cmd": "x"}, "schedules": [{"id": "s1", "cron": "61 * * * *"}]}),
+    );
     assert_eq!(paths(&e), vec!["/schedules/0/cron"]);
-    let e = bad(json!({"id": "a", "run": {"cpus": 1, "mem": 32, "cmd": "x"}, "schedules": [{"id": "s1", "cron": "* * * * *", "timezone": "Mars/Base"}]}));
+    let e = bad(
+        json!({"id": "a", "run": {"cpus": 1, "mem": 32, "cmd": "x"}, "schedules": [{"id": "s1", "cron": "* * * * *", "timezone": "Mars/Base"}]}),
+    );
     assert_eq!(paths(&e), vec!["/schedules/0/timezone"]);
     let e = bad(json!({"id": "a", "run": {"cpus": 1, "mem": 32, "cmd": "x", "restart": {"policy": "ALWAYS"}}}));
     assert_eq!(paths(&e), vec!["/run/restart/policy"]);
@@ -58,8 +71,9 @@ fn bad_jobs_name_the_path() {
 
 #[test]
 fn schedules_defaults_and_extensions() {
-    let s = parse_schedule(br#"{"id": "every-5s", "cron": "*/5 * * * * *", "concurrencyPolicy": "REPLACE"}"#, None, "/s")
-        .expect("valid");
+    let s =
+        parse_schedule(br#"{"id": "every-5s", "cron": "*/5 * * * * *", "concurrencyPolicy": "REPLACE"}"#, None, "/s")
+            .expect("valid");
     assert_eq!((s.timezone.as_str(), s.starting_deadline_seconds, s.enabled), ("UTC", 900, true));
     assert_eq!(s.concurrency_policy, ConcurrencyPolicy::Replace);
     let e = parse_schedule(br#"{"id": "x", "cron": "* * * * *"}"#, None, "/s").expect_err("short id");

@@ -100,9 +100,8 @@ impl JobRunId {
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-        let suffix: String = (0..5)
-            .map(|i| ALPHABET[((h >> (i * 8)) % ALPHABET.len() as u64) as usize] as char)
-            .collect();
+        let suffix: String =
+            (0..5).map(|i| ALPHABET[((h >> (i * 8)) % ALPHABET.len() as u64) as usize] as char).collect();
         JobRunId::new(fire_at, &suffix)
     }
 }

@@ -27,7 +27,9 @@ async fn starts(c: &Client, job: &str) -> anyhow::Result<Vec<(i64, i64)>> {
     for r in j["history"]["successfulFinishedRuns"].as_array().into_iter().flatten() {
         let id = r["id"].as_str().unwrap_or_default();
         let run = c.ok(Method::GET, &format!("/v1/jobs/{job}/runs/{id}"), None).await?;
-        if let (Some(fire), Some(start)) = (parse_ms(&run["trigger"]["fireAt"]), parse_ms(&run["tasks"][0]["startedAt"])) {
+        if let (Some(fire), Some(start)) =
+            (parse_ms(&run["trigger"]["fireAt"]), parse_ms(&run["tasks"][0]["startedAt"]))
+        {
             out.push((fire, start));
         }
     }
@@ -108,7 +110,10 @@ pub async fn run(runs: u32, jobs: u32, minutes: u32) -> anyhow::Result<()> {
         c.ok(Method::DELETE, &format!("/v1/jobs/{name}?stopCurrentJobRuns=true"), None).await?;
     }
     println!("{jobs} jobs each firing every minute, {minutes} minute(s) measured");
-    println!("node CPU (leader + scheduler + agent): {:.1}% of one core over {wall:.0}s", ticks as f64 / hz / wall * 100.0);
+    println!(
+        "node CPU (leader + scheduler + agent): {:.1}% of one core over {wall:.0}s",
+        ticks as f64 / hz / wall * 100.0
+    );
     for (m, delays) in per_minute {
         let label = format!("start after fire time {}", metronome::format_time(model::UnixMillis(m)));
         let spread = delays.iter().max().copied().unwrap_or(0) - delays.iter().min().copied().unwrap_or(0);

@@ -112,7 +112,8 @@ async fn ls(c: &Client, json: bool) -> anyhow::Result<()> {
     println!("{:<32} {:>6} {:>4} {:>4} {:<24} NEXT RUN", "ID", "ACTIVE", "OK", "FAIL", "SCHEDULE");
     for j in v.as_array().into_iter().flatten() {
         let s = &j["schedules"][0];
-        let sched = s["cron"].as_str().map(|c| format!("{c} {}", s["timezone"].as_str().unwrap_or(""))).unwrap_or_default();
+        let sched =
+            s["cron"].as_str().map(|c| format!("{c} {}", s["timezone"].as_str().unwrap_or(""))).unwrap_or_default();
         println!(
             "{:<32} {:>6} {:>4} {:>4} {:<24} {}",
             j["id"].as_str().unwrap_or("?"),
@@ -130,7 +131,12 @@ async fn runs(c: &Client, id: &str) -> anyhow::Result<()> {
     let j = c.ok(Method::GET, &format!("/v1/jobs/{id}?embed=activeRuns&embed=history"), None).await?;
     println!("{:<24} {:<10} {:<30} FINISHED", "RUN", "STATUS", "CREATED");
     for r in j["activeRuns"].as_array().into_iter().flatten() {
-        println!("{:<24} {:<10} {:<30} -", r["id"].as_str().unwrap_or("?"), r["status"].as_str().unwrap_or("?"), r["createdAt"].as_str().unwrap_or("?"));
+        println!(
+            "{:<24} {:<10} {:<30} -",
+            r["id"].as_str().unwrap_or("?"),
+            r["status"].as_str().unwrap_or("?"),
+            r["createdAt"].as_str().unwrap_or("?")
+        );
     }
     for (key, status) in [("successfulFinishedRuns", "SUCCESS"), ("failedFinishedRuns", "FAILED")] {
         for r in j["history"][key].as_array().into_iter().flatten() {
@@ -184,6 +190,7 @@ async fn start(c: &Client, id: &str, wait: bool, timeout: Duration) -> anyhow::R
     let message = done["tasks"].as_array().and_then(|t| t.last()).and_then(|t| t["message"].as_str()).unwrap_or("");
     let why = done["message"].as_str().unwrap_or(message);
     eprintln!("run {run} of {id} FAILED: {why}");
-    let code = message.strip_prefix("exited with status ").and_then(|n| n.trim().parse::<i32>().ok()).filter(|n| *n != 0);
+    let code =
+        message.strip_prefix("exited with status ").and_then(|n| n.trim().parse::<i32>().ok()).filter(|n| *n != 0);
     std::process::exit(code.unwrap_or(1));
 }

@@ -83,8 +83,11 @@ async fn a_failing_run_with_on_failure_is_retried_until_its_deadline_and_fails()
     let tasks = done["tasks"].as_array().expect("tasks");
     assert!(tasks.len() >= 2, "restarted at least once: {done}");
     assert!(tasks.iter().all(|t| t["status"] == "TASK_FAILED" && t["message"] == "exited with status 3"), "{done}");
-    let created = chrono::DateTime::parse_from_str(done["createdAt"].as_str().expect("t"), "%Y-%m-%dT%H:%M:%S%.3f%z").expect("time");
-    let completed = chrono::DateTime::parse_from_str(done["completedAt"].as_str().expect("t"), "%Y-%m-%dT%H:%M:%S%.3f%z").expect("time");
+    let created = chrono::DateTime::parse_from_str(done["createdAt"].as_str().expect("t"), "%Y-%m-%dT%H:%M:%S%.3f%z")
+        .expect("time");
+    let completed =
+        chrono::DateTime::parse_from_str(done["completedAt"].as_str().expect("t"), "%Y-%m-%dT%H:%M:%S%.3f%z")
+            .expect("time");
     assert!((completed - created).num_seconds() >= 6, "retried until the deadline: {done}");
     let job = node.get("/v1/jobs/flaky?embed=historySummary").await;
     assert_eq!(job["historySummary"]["failureCount"], 1, "{job}");
@@ -147,14 +150,14 @@ async fn forbid_skips_fire_times_while_a_run_is_active() {
     wait_for("two runs to finish", Duration::from_secs(60), || async {
         let job = node.get("/v1/jobs/slow?embed=activeRuns").await;
         assert!(job["activeRuns"].as_array().map_or(0, |a| a.len()) <= 1, "never two runs at once: {job}");
-        node.get("/v1/jobs/slow?embed=historySummary").await["historySummary"]["successCount"].as_u64().unwrap_or(0) >= 2
+        node.get("/v1/jobs/slow?embed=historySummary").await["historySummary"]["successCount"].as_u64().unwrap_or(0)
+            >= 2
     })
     .await;
     let job = node.get("/v1/jobs/slow?embed=history").await;
     let runs = job["history"]["successfulFinishedRuns"].as_array().expect("runs");
-    let time = |v: &Value| {
-        chrono::DateTime::parse_from_str(v.as_str().expect("t"), "%Y-%m-%dT%H:%M:%S%.3f%z").expect("time")
-    };
+    let time =
+        |v: &Value| chrono::DateTime::parse_from_str(v.as_str().expect("t"), "%Y-%m-%dT%H:%M:%S%.3f%z").expect("time");
     // Newest first: the newer run started after the older had finished.
     assert!(time(&runs[0]["createdAt"]) >= time(&runs[1]["finishedAt"]), "{job}");
     let fires = fire_times(&job);
@@ -168,7 +171,8 @@ async fn a_dependent_job_runs_after_its_parent_succeeds() {
     let dir = node.dir.path().join("dag");
     std::fs::create_dir_all(&dir).expect("dir");
     let mark = |name: &str| format!("sleep 1; date +%s%N > {}/{name}", dir.display());
-    post_job(&node, &json!({"id": "extract", "run": {"cmd": mark("extract"), "cpus": 0.1, "mem": 32, "disk": 0}})).await;
+    post_job(&node, &json!({"id": "extract", "run": {"cmd": mark("extract"), "cpus": 0.1, "mem": 32, "disk": 0}}))
+        .await;
     post_job(&node, &json!({"id": "load", "dependencies": [{"id": "extract"}],
         "run": {"cmd": format!("test -f {0}/extract && {1}", dir.display(), mark("load")), "cpus": 0.1, "mem": 32, "disk": 0}}))
     .await;
@@ -195,7 +199,10 @@ async fn bad_input_is_refused_with_its_path_and_nothing_is_stored() {
         (json!({"id": "Bad_Id", "run": run}), "/id"),
         (json!({"id": "cron", "run": run, "schedules": [{"id": "s1", "cron": "* * 32 * *"}]}), "/schedules/0/cron"),
         (json!({"id": "cron", "run": run, "schedules": [{"id": "s1", "cron": "every minute"}]}), "/schedules/0/cron"),
-        (json!({"id": "tz", "run": run, "schedules": [{"id": "s1", "cron": "* * * * *", "timezone": "Europe/Atlantis"}]}), "/schedules/0/timezone"),
+        (
+            json!({"id": "tz", "run": run, "schedules": [{"id": "s1", "cron": "* * * * *", "timezone": "Europe/Atlantis"}]}),
+            "/schedules/0/timezone",
+        ),
         (json!({"id": "orphan", "run": run, "dependencies": [{"id": "missing"}]}), "/dependencies"),
         (json!({"id": "mem", "run": {"cmd": "true", "cpus": 0.1, "mem": 1}}), "/run/mem"),
     ];
@@ -210,7 +217,10 @@ async fn bad_input_is_refused_with_its_path_and_nothing_is_stored() {
     // A cycle: a <- b, then a made to depend on b.
     post_job(&node, &json!({"id": "a", "run": run})).await;
     post_job(&node, &json!({"id": "b", "run": run, "dependencies": [{"id": "a"}]})).await;
-    let (s, v) = node.call(Method::PUT, "/v1/jobs/a", Some(&json!({"id": "a", "run": run, "dependencies": [{"id": "b"}]}))).await.expect("put");
+    let (s, v) = node
+        .call(Method::PUT, "/v1/jobs/a", Some(&json!({"id": "a", "run": run, "dependencies": [{"id": "b"}]})))
+        .await
+        .expect("put");
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["details"][0]["path"], "/dependencies", "{v}");
     assert!(node.get("/v1/jobs/a").await.get("dependencies").is_none(), "the cycle was not stored");
@@ -219,7 +229,10 @@ async fn bad_input_is_refused_with_its_path_and_nothing_is_stored() {
     let (s, v) = node.call(Method::POST, "/v1/jobs/nope/schedules", Some(&sched)).await.expect("post");
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     assert_eq!(v, json!({"id": "nope", "message": "Job not found"}));
-    let (s, v) = node.call(Method::POST, "/v1/jobs/a/schedules", Some(&json!({"id": "s1", "cron": "* * * *"}))).await.expect("post");
+    let (s, v) = node
+        .call(Method::POST, "/v1/jobs/a/schedules", Some(&json!({"id": "s1", "cron": "* * * *"})))
+        .await
+        .expect("post");
     assert_eq!((s, v["details"][0]["path"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("/cron")), "{v}");
     // Only a and b exist, without schedules.
     let jobs = node.get("/v1/jobs").await;
@@ -274,10 +287,15 @@ async fn the_cli_deploys_runs_waits_and_exits_with_the_run_status() {
     let (s, _) = node.call(Method::GET, "/v1/jobs/cli.job", None).await.expect("get");
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Bad input names the field.
-    std::fs::write(&file, json!({"id": "x", "run": {"cmd": "true", "cpus": 0.1, "mem": 1}}).to_string()).expect("write");
+    std::fs::write(&file, json!({"id": "x", "run": {"cmd": "true", "cpus": 0.1, "mem": 1}}).to_string())
+        .expect("write");
     let out = wharf(&node, &["job", "deploy", file.to_str().expect("path")]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("field /run/mem"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("field /run/mem"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,7 +311,8 @@ async fn parallelism_fans_a_run_out_until_its_completions_succeed() {
     let tasks = done["tasks"].as_array().expect("tasks");
     assert_eq!(tasks.len(), 6, "{done}");
     assert!(tasks.iter().all(|t| t["status"] == "TASK_FINISHED"));
-    let time = |v: &Value| chrono::DateTime::parse_from_str(v.as_str().expect("t"), "%Y-%m-%dT%H:%M:%S%.3f%z").expect("time");
+    let time =
+        |v: &Value| chrono::DateTime::parse_from_str(v.as_str().expect("t"), "%Y-%m-%dT%H:%M:%S%.3f%z").expect("time");
     let spans: Vec<_> = tasks.iter().map(|t| (time(&t["startedAt"]), time(&t["completedAt"]))).collect();
     // The most tasks running at one instant (at each start).
     let most = spans.iter().map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count()).max().unwrap_or(0);
@@ -319,6 +338,9 @@ async fn a_docker_job_runs_through_the_docker_driver() {
     let out = node.client.get(format!("{}/wharf/v1/tasks/{tid}/files/stdout", node.addr())).send().await.expect("logs");
     assert_eq!(out.text().await.expect("text").trim(), "from-docker");
     // The container is gone from the engine's running list once the run ended.
-    let ps = std::process::Command::new("docker").args(["ps", "-q", "--filter", &format!("name=wharf-{tid}")]).output().expect("docker ps");
+    let ps = std::process::Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("name=wharf-{tid}")])
+        .output()
+        .expect("docker ps");
     assert!(String::from_utf8_lossy(&ps.stdout).trim().is_empty());
 }

@@ -501,7 +501,8 @@ fn a_job_run_waits_for_room_and_never_takes_a_services_resources() {
     apply(&mut sim.state, &Command::PutJob { job, schedules: None, at: sim.now, create_only: true });
     let run = model::JobRunId("r1".into());
     let jid = model::JobId::parse("batch").expect("id");
-    let start = Command::StartJobRun { job: jid.clone(), run: run.clone(), at: sim.now, trigger: model::RunTrigger::Manual };
+    let start =
+        Command::StartJobRun { job: jid.clone(), run: run.clone(), at: sim.now, trigger: model::RunTrigger::Manual };
     apply(&mut sim.state, &start);
     for _ in 0..3 {
         let out = sim.round();

@@ -292,8 +292,10 @@ pub(super) fn task_reported(state: &mut ClusterState, task: &Task) {
             }
             s if s.is_terminal() => {
                 run.failures += 1;
-                let deadline =
-                    spec.active_deadline_seconds.map(|d| run.created_at.plus_secs_f64(d as f64)).unwrap_or(UnixMillis(i64::MAX));
+                let deadline = spec
+                    .active_deadline_seconds
+                    .map(|d| run.created_at.plus_secs_f64(d as f64))
+                    .unwrap_or(UnixMillis(i64::MAX));
                 let asked = task.goal == TaskGoal::Killed;
                 if spec.restart == RestartPolicy::OnFailure && !asked && at < deadline {
                     if run.live_tasks().next().is_none() {
@@ -328,12 +330,8 @@ pub(super) fn task_reported(state: &mut ClusterState, task: &Task) {
 /// parents all succeeded since its last dependency run starts one, with the
 /// parent run's id (deterministic, so replaying the log starts the same runs).
 fn start_dependents(state: &mut ClusterState, parent: &JobRun) {
-    let children: Vec<JobId> = state
-        .jobs
-        .values()
-        .filter(|j| j.spec.dependencies.contains(&parent.job))
-        .map(|j| j.spec.id.clone())
-        .collect();
+    let children: Vec<JobId> =
+        state.jobs.values().filter(|j| j.spec.dependencies.contains(&parent.job)).map(|j| j.spec.id.clone()).collect();
     let at = parent.completed_at.unwrap_or(parent.created_at);
     for child in children {
         let Some(c) = state.jobs.get(&child) else { continue };
@@ -418,7 +416,12 @@ pub(super) mod tests {
                 at: UnixMillis(100),
                 create_only: true,
             },
-            Command::PutJob { job: spec("golden.child", &["golden.job"]), schedules: None, at: UnixMillis(101), create_only: true },
+            Command::PutJob {
+                job: spec("golden.child", &["golden.job"]),
+                schedules: None,
+                at: UnixMillis(101),
+                create_only: true,
+            },
             Command::PutSchedule {
                 job: jid("golden.job"),
                 schedule: schedule("other", ConcurrencyPolicy::Allow),
@@ -426,14 +429,24 @@ pub(super) mod tests {
                 create_only: true,
             },
             Command::RemoveSchedule { job: jid("golden.job"), id: "other".into() },
-            Command::StartJobRun { job: jid("golden.job"), run: rid("19700101000000abcde"), at: UnixMillis(103), trigger: RunTrigger::Manual },
+            Command::StartJobRun {
+                job: jid("golden.job"),
+                run: rid("19700101000000abcde"),
+                at: UnixMillis(103),
+                trigger: RunTrigger::Manual,
+            },
             Command::StartJobRun {
                 job: jid("golden.job"),
                 run: rid("19700101000100fghij"),
                 at: UnixMillis(60_001),
                 trigger: RunTrigger::Schedule { id: "every".into(), fire_at: UnixMillis(60_000) },
             },
-            Command::StopJobRun { job: jid("golden.job"), run: rid("19700101000000abcde"), at: UnixMillis(104), reason: "stopped".into() },
+            Command::StopJobRun {
+                job: jid("golden.job"),
+                run: rid("19700101000000abcde"),
+                at: UnixMillis(104),
+                reason: "stopped".into(),
+            },
             Command::RemoveJob { id: jid("golden.child"), stop_runs: false, at: UnixMillis(105) },
         ]
     }
@@ -462,7 +475,8 @@ pub(super) mod tests {
     fn launch(s: &mut ClusterState, job: &str, run: &str, n: u32) -> TaskId {
         let r = JobRunRef { job: jid(job), run: rid(run) };
         let id = TaskId::for_run(&r, uuid::Uuid::from_u128(n as u128), 1);
-        let mut t = Task::staged(id.clone(), model::AppId::root(), NodeId(1), vec![], Resources::default(), UnixMillis(5));
+        let mut t =
+            Task::staged(id.clone(), model::AppId::root(), NodeId(1), vec![], Resources::default(), UnixMillis(5));
         t.job_run = Some(r);
         let got = apply(s, &Command::ApplyPlan(Plan { launches: vec![t], ..Default::default() }));
         assert!(matches!(got, Applied::Planned { launched: 1, .. }), "{got:?}");
@@ -489,7 +503,14 @@ pub(super) mod tests {
         assert_eq!(s.jobs.get(&jid("a")).map(|j| j.runs[&rid("r1")].status), Some(RunStatus::Active));
         // A second task for the same run is refused (one task per run).
         let r = JobRunRef { job: jid("a"), run: rid("r1") };
-        let mut dup = Task::staged(TaskId::for_run(&r, uuid::Uuid::from_u128(9), 1), model::AppId::root(), NodeId(1), vec![], Resources::default(), UnixMillis(5));
+        let mut dup = Task::staged(
+            TaskId::for_run(&r, uuid::Uuid::from_u128(9), 1),
+            model::AppId::root(),
+            NodeId(1),
+            vec![],
+            Resources::default(),
+            UnixMillis(5),
+        );
         dup.job_run = Some(r);
         let got = apply(&mut s, &Command::ApplyPlan(Plan { launches: vec![dup], ..Default::default() }));
         assert!(matches!(got, Applied::Planned { launched: 0, .. }));
@@ -501,7 +522,10 @@ pub(super) mod tests {
         assert_eq!(j.history.finished[0].tasks[0].state, TaskState::Finished);
         assert_eq!(j.history.finished[0].tasks[0].started_at, Some(UnixMillis(6)));
         // The run id cannot start again.
-        assert!(matches!(start(&mut s, "a", "r1", 10, RunTrigger::Manual), Applied::Rejected(Rejection::JobRunExists(..))));
+        assert!(matches!(
+            start(&mut s, "a", "r1", 10, RunTrigger::Manual),
+            Applied::Rejected(Rejection::JobRunExists(..))
+        ));
     }
 
     #[test]
@@ -532,7 +556,10 @@ pub(super) mod tests {
         let fire = |at| RunTrigger::Schedule { id: "s".into(), fire_at: UnixMillis(at) };
         assert!(matches!(start(&mut s, "a", "x1", 60_001, fire(60_000)), Applied::JobRun(_)));
         // The same fire time again (another leader, another id): refused.
-        assert!(matches!(start(&mut s, "a", "x2", 60_002, fire(60_000)), Applied::Rejected(Rejection::JobRunExists(..))));
+        assert!(matches!(
+            start(&mut s, "a", "x2", 60_002, fire(60_000)),
+            Applied::Rejected(Rejection::JobRunExists(..))
+        ));
         // The next one while x1 is active: skipped, but counted as fired.
         assert_eq!(start(&mut s, "a", "x3", 120_001, fire(120_000)), Applied::RunSkipped);
         let j = s.jobs.get(&jid("a")).expect("job");
@@ -574,7 +601,14 @@ pub(super) mod tests {
         let a = launch(&mut s, "fan", "r1", 1);
         let b = launch(&mut s, "fan", "r1", 2);
         let r = JobRunRef { job: jid("fan"), run: rid("r1") };
-        let mut third = Task::staged(TaskId::for_run(&r, uuid::Uuid::from_u128(3), 3), model::AppId::root(), NodeId(1), vec![], Resources::default(), UnixMillis(5));
+        let mut third = Task::staged(
+            TaskId::for_run(&r, uuid::Uuid::from_u128(3), 3),
+            model::AppId::root(),
+            NodeId(1),
+            vec![],
+            Resources::default(),
+            UnixMillis(5),
+        );
         third.job_run = Some(r);
         let got = apply(&mut s, &Command::ApplyPlan(Plan { launches: vec![third], ..Default::default() }));
         assert!(matches!(got, Applied::Planned { launched: 0, .. }), "at most 2 at a time");
@@ -582,7 +616,11 @@ pub(super) mod tests {
         assert_eq!(s.jobs.get(&jid("fan")).map(|j| j.runs[&rid("r1")].status), Some(RunStatus::Active));
         let c = launch(&mut s, "fan", "r1", 4);
         report(&mut s, &b, TaskState::Finished, 7);
-        assert_eq!(s.jobs.get(&jid("fan")).map(|j| j.runs[&rid("r1")].wanted(&j.spec.run)), Some(0), "one missing, one live");
+        assert_eq!(
+            s.jobs.get(&jid("fan")).map(|j| j.runs[&rid("r1")].wanted(&j.spec.run)),
+            Some(0),
+            "one missing, one live"
+        );
         report(&mut s, &c, TaskState::Finished, 8);
         let j = s.jobs.get(&jid("fan")).expect("job");
         assert!(j.runs.is_empty());
