@@ -69,7 +69,7 @@ pub async fn run(c: &Client, cmd: JobCommand) -> anyhow::Result<()> {
 }
 
 /// POST the job; if it exists, PUT it and bring its schedules in line with the file.
-async fn deploy(c: &Client, file: &PathBuf) -> anyhow::Result<()> {
+async fn deploy(c: &Client, file: &std::path::Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let def: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
     let id = def["id"].as_str().context("the job file has no \"id\"")?.to_string();
