@@ -254,6 +254,29 @@ struct Prepared {
     stdin: File,
     stdout: File,
     stderr: File,
+    /// The task's uid, gid and supplementary groups (Marathon's `user`).
+    ids: Option<TaskIds>,
+}
+
+struct TaskIds {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+}
+
+/// Looks `name` up in the node's user database, and gives it the sandbox
+/// (owner, mode 0750: other tasks' users cannot read it).
+fn task_user(name: &str, sandbox: &Path) -> Result<TaskIds, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let user = nix::unistd::User::from_name(name)
+        .map_err(|e| format!("looking up user '{name}': {e}"))?
+        .ok_or_else(|| format!("user '{name}' does not exist on this node"))?;
+    let cname = cstr(name, "user")?;
+    let groups = nix::unistd::getgrouplist(&cname, user.gid).map_err(|e| format!("groups of user '{name}': {e}"))?;
+    std::os::unix::fs::chown(sandbox, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+        .and_then(|()| std::fs::set_permissions(sandbox, std::fs::Permissions::from_mode(0o750)))
+        .map_err(|e| format!("giving the sandbox to user '{name}': {e}"))?;
+    Ok(TaskIds { uid: user.uid.as_raw(), gid: user.gid.as_raw(), groups: groups.iter().map(|g| g.as_raw()).collect() })
 }
 
 fn cstr(s: impl Into<Vec<u8>>, what: &str) -> Result<CString, String> {
@@ -269,7 +292,9 @@ fn prepare(spec: &LaunchSpec, sandbox: &Path) -> Result<Prepared, String> {
     let open = |name: &str| {
         File::options().create(true).append(true).open(sandbox.join(name)).map_err(|e| format!("open {name}: {e}"))
     };
+    let ids = spec.user.as_deref().map(|u| task_user(u, sandbox)).transpose()?;
     Ok(Prepared {
+        ids,
         path: cstr(path.into_os_string().into_vec(), "program path")?,
         argv: argv.into_iter().map(|a| cstr(a, "argument")).collect::<Result<_, _>>()?,
         envp: spec.env.iter().map(|(k, v)| cstr(format!("{k}={v}"), "environment")).collect::<Result<_, _>>()?,
@@ -365,6 +390,15 @@ unsafe fn child_exec(
             _ => libc::_exit(126),
         }
     }
+    // Dropped last: the executor (root) has moved the child into its cgroup.
+    if let Some(ids) = &p.ids {
+        if libc::setgroups(ids.groups.len(), ids.groups.as_ptr()) < 0
+            || libc::setgid(ids.gid) < 0
+            || libc::setuid(ids.uid) < 0
+        {
+            fail(5);
+        }
+    }
     libc::execve(p.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
     fail(4)
 }
@@ -397,6 +431,7 @@ fn release(f: Forked, cgroup: &TaskCgroup, spec: &LaunchSpec, p: &Prepared) -> R
         1 => "setsid".to_string(),
         2 => "redirecting stdio".to_string(),
         3 => "chdir to sandbox".to_string(),
+        5 => format!("switching to user '{}'", spec.user.as_deref().unwrap_or("?")),
         _ => format!("exec {}", p.path.to_string_lossy()),
     };
     Err(format!("{what}: {}", std::io::Error::from_raw_os_error(errno)))

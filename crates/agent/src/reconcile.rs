@@ -53,6 +53,10 @@ pub struct AgentConfig {
     pub metrics: crate::AgentMetrics,
     /// The drivers this node offers ([`probe_drivers`]), as registered.
     pub drivers: Vec<DriverKind>,
+    /// The user tasks of apps without a `user` run as (`None`: as the agent).
+    pub default_task_user: Option<String>,
+    /// Fail exec launches that would run as root (uid 0).
+    pub refuse_root_tasks: bool,
 }
 
 /// The drivers this node can offer: `exec` always, `docker` when an engine
@@ -379,7 +383,16 @@ fn spawn_batcher<T: Clone + Send + 'static>(
     tx
 }
 
-fn task_launch(task: &Task, app: &AppSpec, sandbox: PathBuf) -> TaskLaunch {
+/// Whether a task given `user` (`None`: the agent's own) would run as uid 0.
+/// An unknown name is not root (its launch fails on its own, saying so).
+fn runs_as_root(user: Option<&str>) -> bool {
+    match user {
+        None => nix::unistd::geteuid().is_root(),
+        Some(name) => nix::unistd::User::from_name(name).ok().flatten().is_some_and(|u| u.uid.is_root()),
+    }
+}
+
+fn task_launch(task: &Task, app: &AppSpec, sandbox: PathBuf, default_user: Option<&str>) -> TaskLaunch {
     TaskLaunch {
         task_id: task.id.clone(),
         command: app.command.clone(),
@@ -388,6 +401,7 @@ fn task_launch(task: &Task, app: &AppSpec, sandbox: PathBuf) -> TaskLaunch {
         kill_grace: Duration::from_secs_f64(app.kill_grace_seconds.max(0.0)),
         container: app.container.container().cloned().unwrap_or_default(),
         host_ports: task.ports.clone(),
+        user: app.user.clone().or_else(|| default_user.map(str::to_string)),
     }
 }
 
@@ -401,15 +415,22 @@ fn spawn_launch(
     cfg: &AgentConfig,
 ) {
     let (root, metrics) = (cfg.sandbox_root.clone(), cfg.metrics.clone());
+    let default_user = cfg.default_task_user.clone();
+    let refuse_root = cfg.refuse_root_tasks && kind == DriverKind::Exec;
     tokio::spawn(async move {
         let _held = guard.lock().await;
         let sandbox = root.join(task.id.as_str());
         let result = match (app.as_ref(), driver) {
             (None, _) => Err("the app no longer exists".to_string()),
             (Some(_), None) => Err(format!("this node has no {} driver", kind.name())),
-            (Some(app), Some(driver)) => {
-                driver.launch(task_launch(&task, app, sandbox)).await.map(|_| ()).map_err(|e| e.to_string())
+            (Some(app), Some(_)) if refuse_root && runs_as_root(app.user.as_deref().or(default_user.as_deref())) => {
+                Err("this node runs no task as root (--refuse-root-tasks): give the app a user".to_string())
             }
+            (Some(app), Some(driver)) => driver
+                .launch(task_launch(&task, app, sandbox, default_user.as_deref()))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         };
         if let Err(message) = result {
             metrics.launched(false);

@@ -30,6 +30,9 @@ pub struct LaunchSpec {
     pub resources: Resources,
     /// SIGTERM first, SIGKILL after this.
     pub kill_grace: Duration,
+    /// Run the task as this user (Marathon's `user`); `None`: as the agent.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// How the task ended.

@@ -103,6 +103,7 @@ fn launch(kind: Kind, sh: &str) -> TaskLaunch {
         kill_grace: Duration::from_secs(2),
         container,
         host_ports: Vec::new(),
+        user: None,
     }
 }
 

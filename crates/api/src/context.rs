@@ -21,6 +21,10 @@ pub struct ApiContext {
     pub(crate) events: OnceLock<crate::events::EventBus>,
     /// The node's Prometheus registry (`/metrics`).
     pub(crate) metrics: crate::metrics::Metrics,
+    /// `--http-credentials`: HTTP Basic credentials with the admin role.
+    pub(crate) credentials: Option<crate::auth::Credentials>,
+    /// `https` when the nodes serve the API over TLS (for `X-Marathon-Leader`).
+    pub(crate) scheme: &'static str,
 }
 
 impl ApiContext {
@@ -37,7 +41,29 @@ impl ApiContext {
     ) -> ApiContext {
         let node = store.node_id();
         let metrics = crate::metrics::Metrics::new(&store, registry);
-        ApiContext { store, node, sandbox_root, client: reqwest::Client::new(), events: OnceLock::new(), metrics }
+        ApiContext {
+            store,
+            node,
+            sandbox_root,
+            client: reqwest::Client::new(),
+            events: OnceLock::new(),
+            metrics,
+            credentials: None,
+            scheme: "http",
+        }
+    }
+
+    /// Accept these HTTP Basic credentials as an admin (and ask every
+    /// caller for credentials, see `auth`).
+    pub fn with_credentials(mut self, credentials: Option<crate::auth::Credentials>) -> ApiContext {
+        self.credentials = credentials;
+        self
+    }
+
+    /// The API is served over HTTPS (every node is assumed to be alike).
+    pub fn with_https(mut self, https: bool) -> ApiContext {
+        self.scheme = if https { "https" } else { "http" };
+        self
     }
 
     pub fn now(&self) -> UnixMillis {

@@ -27,14 +27,16 @@ impl From<Rejection> for HttpError {
     fn from(r: Rejection) -> Self {
         let msg = r.to_string();
         HttpError(match r {
-            Rejection::NoSuchApp(_) | Rejection::NoSuchDeployment(_) | Rejection::NoSuchNode(_) => {
-                ApiError::not_found(msg)
-            }
+            Rejection::NoSuchApp(_)
+            | Rejection::NoSuchDeployment(_)
+            | Rejection::NoSuchNode(_)
+            | Rejection::NoSuchToken(_) => ApiError::not_found(msg),
             Rejection::Locked(ds) => ApiError::conflict(msg, &ds),
             Rejection::AlreadyExists(_)
             | Rejection::BeingDeleted(_)
             | Rejection::NodeRemoved(_)
-            | Rejection::Conflict(_) => ApiError::new(409, msg),
+            | Rejection::Conflict(_)
+            | Rejection::TokenExists(_) => ApiError::new(409, msg),
             Rejection::NoServicePort(..) | Rejection::ServicePortTaken(..) => ApiError::new(422, msg),
             // Job rejections are answered in Metronome's shapes by `jobs.rs`.
             Rejection::NoSuchJob(_) | Rejection::NoSuchSchedule(..) | Rejection::NoSuchJobRun(..) => {

@@ -8,6 +8,7 @@
 //! The proposer stamps ids and times, so this is where the clock is read.
 
 mod apps;
+pub mod auth;
 mod context;
 mod deployments;
 mod error;
@@ -18,80 +19,147 @@ mod jobs;
 mod metrics;
 mod query;
 mod tasks;
+mod tokens;
 mod ui;
 mod wharf;
 
+pub use auth::{Access, Credentials};
 pub use context::ApiContext;
 
-use axum::routing::{get, post};
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{MethodFilter, MethodRouter};
 use axum::Router;
 use std::sync::Arc;
 
+type Ctx = Arc<ApiContext>;
+
+/// The API's routes, each added with its method so that the same definition
+/// builds the router and lists the routes ([`routes`]): the test that walks
+/// every route with every kind of credentials cannot miss one.
+fn book() -> RouteBook {
+    RouteBook::default()
+        .get("/ping", info::ping)
+        .get("/v2/info", info::info)
+        .get("/v2/leader", info::leader)
+        .delete("/v2/leader", info::abdicate)
+        .get("/v2/apps", apps::list)
+        .post("/v2/apps", apps::create)
+        .put("/v2/apps", apps::put_many)
+        .patch("/v2/apps", apps::patch_many)
+        .get("/v2/apps/", apps::list)
+        .post("/v2/apps/", apps::create)
+        .get("/v2/apps/{*path}", apps::get_path)
+        .put("/v2/apps/{*path}", apps::put_path)
+        .patch("/v2/apps/{*path}", apps::patch_path)
+        .delete("/v2/apps/{*path}", apps::delete_path)
+        .post("/v2/apps/{*path}", apps::post_path)
+        .get("/v2/tasks", tasks::list)
+        .post("/v2/tasks/delete", tasks::delete_many)
+        .get("/v2/deployments", deployments::list)
+        .delete("/v2/deployments/{id}", deployments::delete)
+        .get("/v2/queue", info::queue)
+        .delete("/v2/queue/{*path}", info::reset_delay)
+        .get("/v2/events", events::stream_events)
+        .get("/v2/groups", groups::get_root)
+        .post("/v2/groups", groups::create)
+        .put("/v2/groups", groups::put_root)
+        .delete("/v2/groups", groups::delete_root)
+        .get("/v2/groups/", groups::get_root)
+        .post("/v2/groups/", groups::create)
+        .put("/v2/groups/", groups::put_root)
+        .delete("/v2/groups/", groups::delete_root)
+        .get("/v2/groups/{*path}", groups::get_path)
+        .put("/v2/groups/{*path}", groups::put_path)
+        .delete("/v2/groups/{*path}", groups::delete_path)
+        .post("/v2/groups/{*path}", groups::create)
+        // Metronome's jobs API (Mesos-DNS's `/v1/{version,config,hosts,services,enumerate}`
+        // share the prefix and are merged in by the node).
+        .get("/v1/jobs", jobs::list)
+        .post("/v1/jobs", jobs::create)
+        .get("/v1/jobs/{id}", jobs::get_job)
+        .put("/v1/jobs/{id}", jobs::put_job)
+        .delete("/v1/jobs/{id}", jobs::delete_job)
+        .get("/v1/jobs/{id}/runs", jobs::list_runs)
+        .post("/v1/jobs/{id}/runs", jobs::start_run)
+        .get("/v1/jobs/{id}/runs/{run}", jobs::get_run)
+        .post("/v1/jobs/{id}/runs/{run}/actions/stop", jobs::stop_run)
+        .get("/v1/jobs/{id}/schedules", jobs::list_schedules)
+        .post("/v1/jobs/{id}/schedules", jobs::create_schedule)
+        .get("/v1/jobs/{id}/schedules/{schedule}", jobs::get_schedule)
+        .put("/v1/jobs/{id}/schedules/{schedule}", jobs::put_schedule)
+        .delete("/v1/jobs/{id}/schedules/{schedule}", jobs::delete_schedule)
+        .get("/v1/queue", jobs::queue)
+        .get("/wharf/v1/nodes", wharf::nodes)
+        .get("/wharf/v1/queue", wharf::queue)
+        .delete("/wharf/v1/nodes/{id}", wharf::remove)
+        .post("/wharf/v1/nodes/{id}/drain", wharf::drain)
+        .get("/wharf/v1/tasks/{id}/files/{name}", wharf::task_file)
+        .get("/wharf/v1/tokens", tokens::list)
+        .post("/wharf/v1/tokens", tokens::create)
+        .delete("/wharf/v1/tokens/{id}", tokens::delete)
+        .get("/metrics", metrics::scrape)
+        .get("/", ui::root)
+        .get("/ui", ui::root)
+        .get("/ui/", ui::index)
+        .get("/ui/{file}", ui::file)
+}
+
+/// Every route of [`router`] as (method, path pattern), in definition order.
+/// (A GET route answers HEAD too.)
+pub fn routes() -> Vec<(Method, &'static str)> {
+    book().table
+}
+
+/// The API's routes, without the authentication layer: the node puts
+/// [`auth::require`] around this and whatever it merges into it.
 pub fn router(ctx: Arc<ApiContext>) -> Router {
-    Router::new()
-        .route("/ping", get(info::ping))
-        .route("/v2/info", get(info::info))
-        .route("/v2/leader", get(info::leader).delete(info::abdicate))
-        .route("/v2/apps", get(apps::list).post(apps::create).put(apps::put_many).patch(apps::patch_many))
-        .route("/v2/apps/", get(apps::list).post(apps::create))
-        .route(
-            "/v2/apps/{*path}",
-            get(apps::get_path)
-                .put(apps::put_path)
-                .patch(apps::patch_path)
-                .delete(apps::delete_path)
-                .post(apps::post_path),
-        )
-        .route("/v2/tasks", get(tasks::list))
-        .route("/v2/tasks/delete", post(tasks::delete_many))
-        .route("/v2/deployments", get(deployments::list))
-        .route("/v2/deployments/{id}", axum::routing::delete(deployments::delete))
-        .route("/v2/queue", get(info::queue))
-        .route("/v2/queue/{*path}", axum::routing::delete(info::reset_delay))
-        .route("/v2/events", get(events::stream_events))
-        .route(
-            "/v2/groups",
-            get(groups::get_root).post(groups::create).put(groups::put_root).delete(groups::delete_root),
-        )
-        .route(
-            "/v2/groups/",
-            get(groups::get_root).post(groups::create).put(groups::put_root).delete(groups::delete_root),
-        )
-        .route(
-            "/v2/groups/{*path}",
-            get(groups::get_path).put(groups::put_path).delete(groups::delete_path).post(groups::create),
-        )
-        .merge(jobs_router())
-        .route("/wharf/v1/nodes", get(wharf::nodes))
-        .route("/wharf/v1/queue", get(wharf::queue))
-        .route("/wharf/v1/nodes/{id}", axum::routing::delete(wharf::remove))
-        .route("/wharf/v1/nodes/{id}/drain", post(wharf::drain))
-        .route("/wharf/v1/tasks/{id}/files/{name}", get(wharf::task_file))
-        .route("/metrics", get(metrics::scrape))
-        .route("/", get(ui::root))
-        .route("/ui", get(ui::root))
-        .route("/ui/", get(ui::index))
-        .route("/ui/{file}", get(ui::file))
+    book()
+        .build()
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), leader_headers))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), metrics::track))
         .with_state(ctx)
 }
 
-/// Metronome's `/v1/jobs` and `/v1/queue` (Mesos-DNS's `/v1/{version,config,hosts,services,enumerate}`
-/// share the prefix and are merged in by the node).
-fn jobs_router() -> Router<Arc<ApiContext>> {
-    Router::new()
-        .route("/v1/jobs", get(jobs::list).post(jobs::create))
-        .route("/v1/jobs/{id}", get(jobs::get_job).put(jobs::put_job).delete(jobs::delete_job))
-        .route("/v1/jobs/{id}/runs", get(jobs::list_runs).post(jobs::start_run))
-        .route("/v1/jobs/{id}/runs/{run}", get(jobs::get_run))
-        .route("/v1/jobs/{id}/runs/{run}/actions/stop", post(jobs::stop_run))
-        .route("/v1/jobs/{id}/schedules", get(jobs::list_schedules).post(jobs::create_schedule))
-        .route(
-            "/v1/jobs/{id}/schedules/{schedule}",
-            get(jobs::get_schedule).put(jobs::put_schedule).delete(jobs::delete_schedule),
-        )
-        .route("/v1/queue", get(jobs::queue))
+#[derive(Default)]
+struct RouteBook {
+    paths: Vec<(&'static str, MethodRouter<Ctx>)>,
+    table: Vec<(Method, &'static str)>,
+}
+
+impl RouteBook {
+    fn on<H: Handler<T, Ctx>, T: 'static>(
+        mut self,
+        method: Method,
+        filter: MethodFilter,
+        path: &'static str,
+        h: H,
+    ) -> Self {
+        self.table.push((method, path));
+        match self.paths.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, mr)) => *mr = std::mem::take(mr).on(filter, h),
+            None => self.paths.push((path, MethodRouter::new().on(filter, h))),
+        }
+        self
+    }
+    fn get<H: Handler<T, Ctx>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.on(Method::GET, MethodFilter::GET, path, h)
+    }
+    fn post<H: Handler<T, Ctx>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.on(Method::POST, MethodFilter::POST, path, h)
+    }
+    fn put<H: Handler<T, Ctx>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.on(Method::PUT, MethodFilter::PUT, path, h)
+    }
+    fn patch<H: Handler<T, Ctx>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.on(Method::PATCH, MethodFilter::PATCH, path, h)
+    }
+    fn delete<H: Handler<T, Ctx>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.on(Method::DELETE, MethodFilter::DELETE, path, h)
+    }
+    fn build(self) -> Router<Ctx> {
+        self.paths.into_iter().fold(Router::new(), |r, (path, mr)| r.route(path, mr))
+    }
 }
 
 /// Marathon's proxy headers: every answer names the leader
@@ -110,7 +178,7 @@ async fn leader_headers(
         let me = s.nodes.get(&ctx.node).map(|n| n.http_addr.clone());
         (leader, me)
     });
-    if let Some(Ok(v)) = addrs.0.map(|a| axum::http::HeaderValue::from_str(&format!("http://{a}"))) {
+    if let Some(Ok(v)) = addrs.0.map(|a| axum::http::HeaderValue::from_str(&format!("{}://{a}", ctx.scheme))) {
         resp.headers_mut().insert("x-marathon-leader", v);
     }
     if write && !l.is_self {

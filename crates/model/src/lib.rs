@@ -7,6 +7,7 @@
 //! changes a `ClusterState`.
 
 pub mod app;
+pub mod auth;
 pub mod cron;
 pub mod deployment;
 pub mod endpoint;
@@ -22,6 +23,7 @@ pub mod task;
 pub mod time;
 
 pub use app::*;
+pub use auth::*;
 pub use deployment::*;
 pub use endpoint::*;
 pub use ids::*;

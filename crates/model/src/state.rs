@@ -35,6 +35,10 @@ pub struct ClusterState {
     /// Jobs with their schedules, active runs and history.
     #[serde(default)]
     pub jobs: Table<crate::JobId, crate::Job>,
+    /// The HTTP API's bearer tokens by id (hashes only). While any exists,
+    /// every node asks callers for credentials.
+    #[serde(default, skip_serializing_if = "imbl::OrdMap::is_empty")]
+    pub api_tokens: imbl::OrdMap<String, crate::ApiToken>,
 }
 
 /// How many versions of one app `ClusterState::app_versions` keeps.

@@ -48,6 +48,17 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             }
             None => Applied::Rejected(Rejection::NoSuchApp(id.clone())),
         },
+        Command::PutApiToken(token) => {
+            if state.api_tokens.contains_key(&token.id) {
+                return Applied::Rejected(Rejection::TokenExists(token.id.clone()));
+            }
+            state.api_tokens.insert(token.id.clone(), token.clone());
+            Applied::Done
+        }
+        Command::RemoveApiToken { id } => match state.api_tokens.remove(id) {
+            Some(_) => Applied::Done,
+            None => Applied::Rejected(Rejection::NoSuchToken(id.clone())),
+        },
         Command::DeleteApp { id, at, deployment, force } => delete_app(state, id, *at, deployment, *force),
         Command::RestartApp { id, at, deployment, force } => restart_app(state, id, *at, deployment, *force),
         Command::KillTasks { ids, scale, at, deployment } => kill_tasks(state, ids, *scale, *at, deployment.as_ref()),

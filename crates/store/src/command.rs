@@ -128,6 +128,13 @@ pub enum Command {
     ResetDelay {
         id: AppId,
     },
+    /// Add an HTTP API bearer token (its hash; the proposer made the
+    /// secret). Refused if its id is taken.
+    PutApiToken(model::ApiToken),
+    /// Revoke an HTTP API bearer token.
+    RemoveApiToken {
+        id: String,
+    },
     /// Create (`create_only`, `POST /v1/jobs`) or replace a job. `schedules`
     /// replace the job's schedules; `None` keeps them (Metronome's PUT).
     PutJob {
@@ -234,6 +241,10 @@ pub enum Rejection {
     /// The app changed after the proposer read it (see `Precondition`).
     #[error("App '{0}' was changed by another request; try again")]
     Conflict(AppId),
+    #[error("API token '{0}' does not exist")]
+    NoSuchToken(String),
+    #[error("API token '{0}' already exists")]
+    TokenExists(String),
     #[error("Job '{0}' does not exist")]
     NoSuchJob(model::JobId),
     #[error("Job with this id already exists")]

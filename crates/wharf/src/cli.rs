@@ -9,8 +9,17 @@ use std::time::Duration;
 #[command(name = "wharf", version, about = "A batteries-included container service (Marathon-compatible)")]
 pub struct Cli {
     /// Address of any Wharf node's HTTP API.
+    /// Address of any Wharf node's HTTP API. HTTP Basic credentials can go
+    /// in it: `http://user:pass@host:8080`.
     #[arg(long, global = true, env = "WHARF_ADDR", default_value = "http://127.0.0.1:8080")]
     pub addr: String,
+    /// An API token (from `wharf token create`), sent as a bearer token.
+    #[arg(long, global = true, env = "WHARF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A PEM CA certificate to trust for an `https://` address (e.g. the
+    /// node's own self-signed --https-cert).
+    #[arg(long, global = true, env = "WHARF_CACERT")]
+    pub cacert: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -58,6 +67,10 @@ pub enum Command {
     /// Cluster nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// HTTP API tokens (admin only). The first token turns authentication
+    /// on for the whole cluster.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Benchmarks against a node this command starts itself.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -115,6 +128,26 @@ pub struct AgentArgs {
     /// --lb-bind address, falling back to 9090 when 80 cannot be bound).
     #[arg(long)]
     pub http_lb: Option<String>,
+    /// USER:PASSWORD for HTTP Basic authentication (Marathon's flag), with
+    /// the admin role. With it, or once any API token exists, every request
+    /// but /ping and the UI's files needs credentials.
+    #[arg(long, env = "WHARF_HTTP_CREDENTIALS", hide_env_values = true)]
+    pub http_credentials: Option<String>,
+    /// A PEM certificate (chain) for the HTTP API: with --https-key, the
+    /// --http port serves HTTPS only.
+    #[arg(long, requires = "https_key")]
+    pub https_cert: Option<PathBuf>,
+    /// The PEM private key of --https-cert.
+    #[arg(long, requires = "https_cert")]
+    pub https_key: Option<PathBuf>,
+    /// The user tasks of apps without a `user` run as (exec driver; default:
+    /// the agent's own user).
+    #[arg(long)]
+    pub default_task_user: Option<String>,
+    /// Fail the launch of tasks that would run as root (exec driver): apps
+    /// must name a user, or --default-task-user must.
+    #[arg(long)]
+    pub refuse_root_tasks: bool,
 }
 
 /// The node's DNS server (Mesos-DNS names for the cluster domain).
@@ -196,6 +229,26 @@ pub enum NodeCommand {
     /// Move every task off a node and give it no new ones.
     Drain { id: String },
     /// Remove a node from the cluster (its tasks are replaced elsewhere).
+    Rm { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Make a bearer token and print it (it is shown only this once).
+    ///
+    /// Example: `export WHARF_TOKEN=$(wharf token create --role deployer --name ci)`
+    Create {
+        /// viewer (read, follow events), deployer (also change apps, groups,
+        /// tasks, deployments) or admin (also nodes, leadership, tokens).
+        #[arg(long)]
+        role: String,
+        /// A label to recognise it by in `wharf token ls`.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List tokens: id, role, name, creation time (never the secrets).
+    Ls,
+    /// Revoke a token by its id.
     Rm { id: String },
 }
 
@@ -305,7 +358,7 @@ pub enum BenchCommand {
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    let client = crate::client::Client::new(&cli.addr)?;
+    let client = crate::client::Client::with_auth(&cli.addr, cli.token.as_deref(), cli.cacert.as_deref())?;
     match cli.command {
         Command::Agent(args) => crate::node::run(args).await,
         Command::Executor { .. } => Ok(()),
@@ -320,6 +373,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Node(NodeCommand::Ls { json }) => crate::client::node_ls(&client, json).await,
         Command::Node(NodeCommand::Drain { id }) => crate::client::node_drain(&client, &id).await,
         Command::Node(NodeCommand::Rm { id }) => crate::client::node_rm(&client, &id).await,
+        Command::Token(TokenCommand::Create { role, name }) => crate::client::token_create(&client, &role, &name).await,
+        Command::Token(TokenCommand::Ls) => crate::client::token_ls(&client).await,
+        Command::Token(TokenCommand::Rm { id }) => crate::client::token_rm(&client, &id).await,
         Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {
             crate::bench::launch(tasks, burst, data_dir).await
         }

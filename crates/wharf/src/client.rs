@@ -3,6 +3,7 @@
 
 use crate::cli::AppCommand;
 use anyhow::{anyhow, bail, Context};
+use base64::Engine;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -15,9 +16,42 @@ pub struct Client {
 
 impl Client {
     pub fn new(addr: &str) -> anyhow::Result<Client> {
-        let base = addr.trim_end_matches('/').to_string();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        Ok(Client { base, http })
+        Client::with_auth(addr, None, None)
+    }
+
+    /// A client that sends `token` as a bearer token, or the user and
+    /// password in `addr` (`http://user:pass@host:port`) as HTTP Basic, and
+    /// trusts `cacert` (PEM) for `https://` addresses.
+    pub fn with_auth(addr: &str, token: Option<&str>, cacert: Option<&std::path::Path>) -> anyhow::Result<Client> {
+        let mut url = reqwest::Url::parse(addr).with_context(|| format!("--addr: '{addr}' is not a URL"))?;
+        let basic = (!url.username().is_empty()).then(|| {
+            let user = percent_decode(url.username());
+            let pass = url.password().map(percent_decode).unwrap_or_default();
+            format!("{user}:{pass}")
+        });
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let base = url.as_str().trim_end_matches('/').to_string();
+        let auth = match (token, basic) {
+            (Some(t), _) => Some(format!("Bearer {}", t.trim())),
+            (None, Some(b)) => Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(b))),
+            (None, None) => None,
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(a) = auth {
+            let mut v = reqwest::header::HeaderValue::from_str(&a)
+                .context("the token or password has characters HTTP cannot carry")?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers);
+        if let Some(path) = cacert {
+            let pem = std::fs::read(path).with_context(|| format!("--cacert: cannot read {}", path.display()))?;
+            let ca = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("--cacert: {} is not a PEM certificate", path.display()))?;
+            builder = builder.add_root_certificate(ca);
+        }
+        Ok(Client { base, http: builder.build()? })
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<(StatusCode, Value)> {
@@ -48,6 +82,10 @@ impl Client {
         let next = resp.headers().get("x-wharf-offset").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         Ok((status, next, resp.bytes().await?.to_vec()))
     }
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 /// `422: /cpus: must be at least 0.001` — one line per failed field.
@@ -434,8 +472,47 @@ pub async fn node_rm(c: &Client, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `wharf token create`: prints the token alone on stdout (so it can be
+/// captured) and what it is on stderr.
+pub async fn token_create(c: &Client, role: &str, name: &str) -> anyhow::Result<()> {
+    let v = c.ok(Method::POST, "/wharf/v1/tokens", Some(&json!({"role": role, "name": name}))).await?;
+    let token = v.get("token").and_then(Value::as_str).context("the node's answer has no token")?;
+    eprintln!(
+        "Created {} token {} (shown only now; use it as WHARF_TOKEN or --token)",
+        v.get("role").and_then(Value::as_str).unwrap_or(role),
+        v.get("id").and_then(Value::as_str).unwrap_or("?")
+    );
+    println!("{token}");
+    Ok(())
+}
+
+pub async fn token_ls(c: &Client) -> anyhow::Result<()> {
+    let v = c.ok(Method::GET, "/wharf/v1/tokens", None).await?;
+    let field = |t: &Value, k: &str| t.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let rows: Vec<Vec<String>> = v
+        .get("tokens")
+        .and_then(Value::as_array)
+        .map(|ts| {
+            ts.iter().map(|t| vec![field(t, "id"), field(t, "role"), field(t, "name"), field(t, "createdAt")]).collect()
+        })
+        .unwrap_or_default();
+    print!("{}", table(&["ID", "ROLE", "NAME", "CREATED"], &rows, &[]));
+    Ok(())
+}
+
+pub async fn token_rm(c: &Client, id: &str) -> anyhow::Result<()> {
+    c.ok(Method::DELETE, &format!("/wharf/v1/tokens/{id}"), None).await?;
+    println!("Revoked token {id}");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn credentials_in_the_address_are_percent_decoded() {
+        assert_eq!(super::percent_decode("p%40ss%3Aword"), "p@ss:word");
+    }
+
     #[test]
     fn instance_labels_are_short() {
         assert_eq!(

@@ -17,6 +17,7 @@ mod cli_job;
 mod client;
 mod clock;
 mod dns_setup;
+mod https;
 mod job_clock;
 mod liveness;
 mod node;

@@ -41,6 +41,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     // Every flag is checked before anything listens or any state changes.
     let local = describe_node(&args, &data_dir, &advertise)?;
+    let https = match (&args.https_cert, &args.https_key) {
+        (Some(cert), Some(key)) => Some(crate::https::server_config(cert, key)?),
+        _ => None,
+    };
+    let credentials = match &args.http_credentials {
+        Some(c) => Some(api::Credentials::parse(c).map_err(|e| anyhow::anyhow!("--http-credentials: {e}"))?),
+        None => None,
+    };
     let exe = std::env::current_exe().context("locating the wharf binary for executors")?;
     let check_client = agent::health::check_client().context("starting the agent")?;
 
@@ -92,7 +100,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     start_dns(&mut sup, &store, &dns, dns_listeners);
     let lb = lb::Lb::new(lb_cfg);
     start_lb(&mut sup, &store, &lb, http_lb);
-    let stop_http = start_http(&mut sup, http_listener, &store, sandbox_root.clone(), registry, &dns, &lb);
+    let ctx = api::ApiContext::with_registry(store.clone(), sandbox_root.clone(), registry)
+        .with_credentials(credentials)
+        .with_https(https.is_some());
+    let stop_http = start_http(&mut sup, http_listener, https, Arc::new(ctx), &dns, &lb);
     start_loops(&mut sup, &store, liveness, &args, scheduler_metrics);
     let executor = vec![exe.into_os_string(), "executor".into()];
     let agent = AgentParts {
@@ -102,6 +113,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         check_client,
         metrics: agent_metrics,
         drivers,
+        default_task_user: args.default_task_user.clone(),
+        refuse_root_tasks: args.refuse_root_tasks,
     };
     start_agent(&mut sup, &store, agent);
 
@@ -180,24 +193,28 @@ fn describe_node(args: &AgentArgs, data_dir: &std::path::Path, advertise: &str) 
     })
 }
 
-/// The HTTP API; it drains its connections once the returned sender says so.
+/// The HTTP API, with DNS's and the LB's routes, all behind the one
+/// authentication layer; it drains its connections once the returned sender
+/// says so.
 fn start_http(
     sup: &mut Supervisor,
     listener: TcpListener,
-    store: &Arc<Store>,
-    sandbox_root: std::path::PathBuf,
-    registry: prometheus_client::registry::Registry,
+    https: Option<Arc<rustls::ServerConfig>>,
+    ctx: Arc<api::ApiContext>,
     dns: &Arc<dns::server::Dns>,
     lb: &Arc<lb::Lb>,
 ) -> tokio::sync::watch::Sender<bool> {
-    let app = api::router(Arc::new(api::ApiContext::with_registry(store.clone(), sandbox_root, registry)))
-        .merge(dns::http::router(dns.clone()))
-        .merge(lb::router(lb.clone()));
+    let app = api::router(ctx.clone()).merge(dns::http::router(dns.clone())).merge(lb::router(lb.clone()));
+    let app = api::auth::require(app, ctx);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         let _ = stop_rx.changed().await;
     };
-    sup.start_once(HTTP_SERVER, async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+    match https {
+        Some(tls) => sup.start_once(HTTP_SERVER, crate::https::serve(listener, app, tls, shutdown)),
+        None => sup
+            .start_once(HTTP_SERVER, async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await }),
+    }
     stop_tx
 }
 
@@ -323,6 +340,8 @@ struct AgentParts {
     check_client: reqwest::Client,
     metrics: agent::AgentMetrics,
     drivers: Vec<model::DriverKind>,
+    default_task_user: Option<String>,
+    refuse_root_tasks: bool,
 }
 
 /// This node's agent. A restarted agent recovers its running tasks from
@@ -338,6 +357,8 @@ fn start_agent(sup: &mut Supervisor, store: &Arc<Store>, parts: AgentParts) {
             check_client: parts.check_client.clone(),
             metrics: parts.metrics.clone(),
             drivers: parts.drivers.clone(),
+            default_task_user: parts.default_task_user.clone(),
+            refuse_root_tasks: parts.refuse_root_tasks,
         };
         agent::run_agent(s.clone(), cfg)
     });

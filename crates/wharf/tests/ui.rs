@@ -107,3 +107,34 @@ async fn ui_in_a_real_browser() {
         assert!(len > 1000, "screenshot {} missing or empty", png.display());
     }
 }
+
+/// A node with `--http-credentials`: the page asks to log in, refuses a
+/// wrong password, shows the cluster and follows events once logged in, and
+/// asks again after logging out (tests/browser/login_check.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_login_in_a_real_browser() {
+    if let Some(why) = missing() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let node = Node::start_with_credentials("admin", "pa55word").await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/login_check.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(node.addr())
+        .arg(screenshot_dir())
+        .args(["admin", "pa55word"])
+        .env("CHROMIUM", CHROMIUM)
+        .env("CHROMEDRIVER", CHROMEDRIVER)
+        .env("SE_OFFLINE", "true")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), out).await.expect("script hangs").expect("run python3");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "login_check.py failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nnode log:\n{}",
+        node.log()
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}

@@ -62,6 +62,10 @@ pub struct TaskLaunch {
     pub container: Container,
     /// The host ports allocated to the task, one per app port.
     pub host_ports: Vec<u16>,
+    /// The user the task runs as (the app's `user`, else the agent's
+    /// `--default-task-user`); `None`: as the agent. Honoured by the exec
+    /// driver.
+    pub user: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +145,7 @@ impl Driver for ExecDriver {
             env: task.env,
             resources: task.resources,
             kill_grace: task.kill_grace,
+            user: task.user,
         };
         ExecDriver::launch(self, spec).await
     }

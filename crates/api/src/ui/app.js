@@ -30,13 +30,71 @@ function fill(el, ...children) {
   children.flat().forEach((c) => c !== null && c !== undefined && el.append(c instanceof Node ? c : String(c)));
 }
 
+// ---- login -------------------------------------------------------------
+// With authentication on, the page asks for a token or a user and password
+// and sends them as an Authorization header. The event stream and the log
+// view (EventSource, plain GETs) cannot send headers: a cookie carries the
+// same value for them, and the node accepts it for reads only.
+
+let auth = sessionStorage.getItem("wharf_auth");
+function setAuth(value) {
+  auth = value;
+  if (value) {
+    sessionStorage.setItem("wharf_auth", value);
+    document.cookie = `wharf_auth=${value.replace(" ", ":")}; path=/; SameSite=Strict`;
+  } else {
+    sessionStorage.removeItem("wharf_auth");
+    document.cookie = "wharf_auth=; path=/; max-age=0; SameSite=Strict";
+  }
+  $("#logout").hidden = !value;
+}
+
+let loginOpen = false;
+function showLogin(message) {
+  $("#login-message").textContent = message || "";
+  if (loginOpen) return;
+  loginOpen = true;
+  // A panel in place of the page (not a modal dialog): nothing of the
+  // cluster is shown until the node accepts the credentials.
+  $("#login").hidden = false;
+  $("#view").hidden = true;
+  fill($("#summary"));
+  $("#live").textContent = "logged out"; $("#live").className = "live off";
+  $("#login-token").focus();
+}
+
+async function submitLogin(e) {
+  e.preventDefault();
+  const token = $("#login-token").value.trim();
+  const user = $("#login-user").value, pass = $("#login-pass").value;
+  const value = token ? `Bearer ${token}` : `Basic ${btoa(`${user}:${pass}`)}`;
+  const r = await fetch("/v2/info", { headers: { Authorization: value, "X-Wharf-UI": "1" } });
+  if (!r.ok) {
+    $("#login-message").textContent = r.status === 401 ? "Unknown token, or wrong user or password." : `The node answered ${r.status}.`;
+    return;
+  }
+  setAuth(value);
+  loginOpen = false;
+  $("#login").hidden = true;
+  $("#view").hidden = false;
+  $("#login-form").reset();
+  refresh();
+  if (source) source.close();
+  connect();
+}
+
 async function api(method, path, body) {
-  const opts = { method, headers: {} };
+  const opts = { method, headers: { "X-Wharf-UI": "1" } };
+  if (auth) opts.headers.Authorization = auth;
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = typeof body === "string" ? body : JSON.stringify(body);
   }
   const resp = await fetch(path, opts);
+  if (resp.status === 401) {
+    if (auth) setAuth(null);
+    showLogin("This node needs you to log in.");
+  }
   const text = await resp.text();
   let data = text;
   try { data = text ? JSON.parse(text) : null; } catch (_) { /* not JSON */ }
@@ -77,6 +135,7 @@ async function refresh() {
     api("GET", "/v2/info"),
     api("GET", "/v2/leader"),
   ].map((p) => p.catch((e) => ({ ok: false, data: null, error: e }))));
+  if (loginOpen) return; // nothing of the cluster until logged in
   if (apps.ok) state.apps = apps.data.apps;
   if (deps.ok) state.deployments = deps.data;
   if (queue.ok) state.queue = queue.data.queue;
@@ -123,6 +182,7 @@ function connect() {
   source.onerror = () => {
     source.close();
     live.textContent = "offline"; live.className = "live off";
+    if (loginOpen) { live.textContent = "logged out"; return; } // reconnected after the login
     const b = $("#banner");
     b.textContent = `Lost the connection to ${location.host}'s event stream; reconnecting in ${Math.round(retry / 1000)} s. ` +
       "What you see may be out of date.";
@@ -725,6 +785,9 @@ document.addEventListener("keydown", (e) => {
 });
 
 window.addEventListener("hashchange", route);
+$("#login-form").addEventListener("submit", submitLogin);
+$("#logout").addEventListener("click", () => { setAuth(null); location.reload(); });
+setAuth(auth);
 route();
 refresh();
 connect();

@@ -410,6 +410,21 @@ fn every_command() -> Vec<Command> {
         Command::NodeLiveness { node: NodeId(2), reachable: false, at: UnixMillis(80) },
         Command::DrainNode { node: NodeId(1), draining: true },
         Command::RemoveNode { node: NodeId(2), at: UnixMillis(90) },
+        Command::PutApiToken(model::ApiToken {
+            id: "tok1".into(),
+            role: model::Role::Deployer,
+            name: "ci".into(),
+            secret_sha256: "00".repeat(32),
+            created_at: UnixMillis(100),
+        }),
+        Command::PutApiToken(model::ApiToken {
+            id: "tok2".into(),
+            role: model::Role::Viewer,
+            name: String::new(),
+            secret_sha256: "11".repeat(32),
+            created_at: UnixMillis(101),
+        }),
+        Command::RemoveApiToken { id: "tok2".into() },
     ]
     .into_iter()
     .chain(super::jobs::tests::golden_commands())
@@ -436,6 +451,8 @@ fn variant(c: &Command) -> &'static str {
         Command::PutApps { .. } => "PutApps",
         Command::RollbackDeployment { .. } => "RollbackDeployment",
         Command::ResetDelay { .. } => "ResetDelay",
+        Command::PutApiToken(_) => "PutApiToken",
+        Command::RemoveApiToken { .. } => "RemoveApiToken",
         Command::PutJob { .. } => "PutJob",
         Command::RemoveJob { .. } => "RemoveJob",
         Command::PutSchedule { .. } => "PutSchedule",

@@ -29,6 +29,8 @@ pub struct Node {
     pub extra: Vec<String>,
     /// Environment set for the agent process only.
     pub env: Vec<(String, String)>,
+    /// The Authorization header the harness sends (`--http-credentials`).
+    pub auth: Option<String>,
     pub client: reqwest::Client,
 }
 
@@ -41,8 +43,23 @@ impl Node {
         Node::start_with_env(extra, &[]).await
     }
 
+    /// A node with `--http-credentials user:pass`; the harness's own
+    /// requests (and the cleanup) send them.
+    pub async fn start_with_credentials(user: &str, pass: &str) -> Node {
+        let creds = format!("{user}:{pass}");
+        Node::start_with_env_auth(&["--http-credentials", &creds], &[], Some(basic_auth(user, pass))).await
+    }
+
     pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Node {
+        Node::start_with_env_auth(extra, env, None).await
+    }
+
+    async fn start_with_env_auth(extra: &[&str], env: &[(&str, &str)], auth: Option<String>) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(a) = &auth {
+            headers.insert(reqwest::header::AUTHORIZATION, a.parse().expect("header"));
+        }
         // A port range of its own per node, so parallel tests never collide.
         let base = 20000 + (free_port() % 120) * 100;
         let mut n = Node {
@@ -53,7 +70,12 @@ impl Node {
             ports: (base, base + 99),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            client: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client"),
+            auth,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .default_headers(headers)
+                .build()
+                .expect("client"),
         };
         n.spawn().await;
         n
@@ -187,7 +209,7 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         if self.child.is_some() {
-            remove_all_apps_blocking(vec![self.addr()]);
+            remove_all_apps_as(vec![self.addr()], self.auth.clone());
         }
         self.stop();
     }
@@ -197,10 +219,23 @@ impl Drop for Node {
 /// through the first of `bases` that answers, delete every app and wait
 /// (bounded) until no task is left. Blocking, for use in `Drop`.
 pub fn remove_all_apps_blocking(bases: Vec<String>) {
+    remove_all_apps_as(bases, None)
+}
+
+/// `remove_all_apps_blocking` sending `auth` as the Authorization header.
+pub fn remove_all_apps_as(bases: Vec<String>, auth: Option<String>) {
     let cleanup = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async move {
-            let c = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+            let mut headers = reqwest::header::HeaderMap::new();
+            if let Some(a) = auth.as_deref().and_then(|a| a.parse().ok()) {
+                headers.insert(reqwest::header::AUTHORIZATION, a);
+            }
+            let c = reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .default_headers(headers)
+                .build()
+                .expect("client");
             for base in &bases {
                 let Ok(r) = c.get(format!("{base}/v2/apps")).send().await else { continue };
                 let Ok(v) = r.json::<Value>().await else { continue };
@@ -243,6 +278,12 @@ pub fn alive(pid: i32) -> bool {
         Ok(s) => !s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
+}
+
+/// The Authorization header value of HTTP Basic credentials.
+pub fn basic_auth(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
 }
 
 pub fn reference_dir() -> PathBuf {
