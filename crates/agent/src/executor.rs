@@ -9,14 +9,19 @@
 //! state atomically in the sandbox, and removes the cgroup at the end.
 //!
 //! Signals are blocked and read from a signalfd; the only wait is `poll` on
-//! it (with the grace deadline as timeout), so there are no races with signal
-//! handlers. The executor is a child subreaper: orphaned grandchildren of the
+//! it and on the task's stdout and stderr pipes (with the grace deadline as
+//! timeout), so there are no races with signal handlers. The executor copies
+//! what the task writes to those pipes into the sandbox's log files as it
+//! arrives, rotating them by size (`logfiles`), and drains them after the
+//! task ended, before it records the end: a reader that sees the task ended
+//! has every line. The executor is a child subreaper: orphaned grandchildren of the
 //! task are re-parented to it and reaped.
 
 use crate::cgroup::TaskCgroup;
 use crate::sandbox::{
     self, ExecMsg, ExitRecord, LaunchSpec, StateFile, SPEC_FILE, STATE_FILE, STDERR_FILE, STDOUT_FILE,
 };
+use logfiles::RotatingWriter;
 use model::{CommandSpec, TaskState};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -28,7 +33,7 @@ use nix::unistd::Pid;
 use nix::unistd::{fork, pipe2, ForkResult};
 use std::ffi::CString;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
@@ -37,6 +42,15 @@ use std::time::{Duration, Instant};
 
 /// How long to keep sweeping a cgroup with SIGKILL before giving up.
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the task's processes are gone, how long to wait for its output
+/// pipes to close (only a process that left the cgroup can hold them).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes copied from one pipe before the loop looks at signals again, so a
+/// chatty task cannot delay a kill.
+const PUMP_BUDGET: usize = 1 << 20;
+/// Pipe buffer asked for each output stream: fewer wake-ups for a fast
+/// writer, and room for bursts while the executor writes to disk.
+const PIPE_SIZE: libc::c_int = 1 << 20;
 
 /// Runs the executor for the task in `sandbox`; returns the process exit
 /// code (0 when the task's outcome was recorded, whatever it was).
@@ -100,14 +114,20 @@ fn run(sandbox: &Path) -> Result<(), String> {
         Ok(p) => p,
         Err(message) => return fail_to_start(&mut state, sandbox, None, message),
     };
+    let (mut output, stdio) = match Output::open(sandbox, spec.log) {
+        Ok(o) => o,
+        Err(message) => return fail_to_start(&mut state, sandbox, None, message),
+    };
     let cgroup = match TaskCgroup::open(&spec.task_id) {
         Ok(c) => c,
         Err(e) => return fail_to_start(&mut state, sandbox, None, e.to_string()),
     };
-    let forked = match fork_task(&prepared) {
+    let forked = match fork_task(&prepared, &stdio) {
         Ok(f) => f,
         Err(message) => return fail_to_start(&mut state, sandbox, Some(&cgroup), message),
     };
+    // Only the task holds the pipes' write ends now: they close when it ends.
+    drop(stdio);
     let pid = forked.pid;
     let started = sandbox::now();
     state.pid = Some(pid.as_raw() as u32);
@@ -134,11 +154,11 @@ fn run(sandbox: &Path) -> Result<(), String> {
                 PollTimeout::try_from(left.as_millis() as u64 + 1).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
+        let ready = match output.poll_with(sfd.as_fd(), timeout) {
+            Ok(r) => r,
             Err(e) => return Err(format!("poll: {e}")),
-        }
+        };
+        output.pump(&ready, PUMP_BUDGET);
         if deadline.is_some_and(|d| Instant::now() >= d) {
             log("grace period over: SIGKILL to the task's cgroup");
             deadline = None;
@@ -175,6 +195,7 @@ fn run(sandbox: &Path) -> Result<(), String> {
     }) {
         log("processes survive in the task's cgroup after SIGKILL");
     }
+    output.drain(DRAIN_TIMEOUT);
     let oom = cgroup.oom_killed();
     let max_usage = cgroup.max_usage();
     if let Err(e) = cgroup.remove() {
@@ -251,11 +272,135 @@ struct Prepared {
     argv: Vec<CString>,
     envp: Vec<CString>,
     cwd: CString,
-    stdin: File,
-    stdout: File,
-    stderr: File,
     /// The task's uid, gid and supplementary groups (Marathon's `user`).
     ids: Option<TaskIds>,
+}
+
+/// The child's ends of its stdio: `/dev/null` and the write ends of the
+/// output pipes.
+struct ChildStdio {
+    stdin: File,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+/// One output stream: the pipe's read end and the log file it goes to.
+struct Stream {
+    pipe: File,
+    log: RotatingWriter,
+    name: &'static str,
+    open: bool,
+    /// Set after the first failed write (disk full): later failures are not
+    /// logged again, and the pipe keeps being read so the task never blocks.
+    failing: bool,
+}
+
+/// The task's stdout and stderr, copied from their pipes into the sandbox.
+struct Output {
+    streams: [Stream; 2],
+}
+
+impl Output {
+    fn open(sandbox: &Path, limits: logfiles::LogLimits) -> Result<(Output, ChildStdio), String> {
+        let stream = |name: &'static str| -> Result<(Stream, OwnedFd), String> {
+            let (r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| format!("pipe: {e}"))?;
+            // The task's end blocks as a file would; only ours polls.
+            nix::fcntl::fcntl(w.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
+                .map_err(|e| format!("pipe flags: {e}"))?;
+            // SAFETY: fcntl on a pipe fd we own; failure only keeps the default size.
+            unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+            let log = RotatingWriter::open(sandbox, name, limits).map_err(|e| format!("open {name}: {e}"))?;
+            Ok((Stream { pipe: File::from(r), log, name, open: true, failing: false }, w))
+        };
+        let (out, out_w) = stream(STDOUT_FILE)?;
+        let (err, err_w) = stream(STDERR_FILE)?;
+        let stdin = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+        Ok((Output { streams: [out, err] }, ChildStdio { stdin, stdout: out_w, stderr: err_w }))
+    }
+
+    /// Waits on `signals` and the open pipes; returns which pipes are ready.
+    fn poll_with(&self, signals: std::os::fd::BorrowedFd<'_>, timeout: PollTimeout) -> nix::Result<[bool; 2]> {
+        let mut fds = vec![PollFd::new(signals, PollFlags::POLLIN)];
+        let mut which = Vec::new();
+        for (i, s) in self.streams.iter().enumerate() {
+            if s.open {
+                fds.push(PollFd::new(s.pipe.as_fd(), PollFlags::POLLIN));
+                which.push(i);
+            }
+        }
+        let mut ready = [false; 2];
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+        for (fd, i) in fds[1..].iter().zip(which) {
+            ready[i] = fd.revents().is_some_and(|r| !r.is_empty());
+        }
+        Ok(ready)
+    }
+
+    /// Copies what the ready pipes hold, at most `budget` bytes each.
+    fn pump(&mut self, ready: &[bool; 2], budget: usize) {
+        let mut buf = vec![0u8; 64 * 1024];
+        for (s, r) in self.streams.iter_mut().zip(ready) {
+            if !r || !s.open {
+                continue;
+            }
+            let mut copied = 0;
+            while copied < budget {
+                match s.pipe.read(&mut buf) {
+                    Ok(0) => {
+                        s.open = false;
+                        break;
+                    }
+                    Ok(n) => {
+                        copied += n;
+                        if let Err(e) = s.log.write_all(&buf[..n]) {
+                            if !std::mem::replace(&mut s.failing, true) {
+                                log(&format!("cannot write {}: {e}; the task's output is lost", s.name));
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // WouldBlock: all read for now.
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// After the task's processes are gone: copies the rest until both
+    /// pipes close, or `timeout` passes without them closing.
+    fn drain(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.streams.iter().any(|s| s.open) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                log("the task's output pipes stayed open after it ended (a process outside its cgroup holds them)");
+                return;
+            }
+            let mut fds = Vec::new();
+            let mut which = Vec::new();
+            for (i, s) in self.streams.iter().enumerate() {
+                if s.open {
+                    fds.push(PollFd::new(s.pipe.as_fd(), PollFlags::POLLIN));
+                    which.push(i);
+                }
+            }
+            let timeout = PollTimeout::try_from(left.as_millis() as u64 + 1).unwrap_or(PollTimeout::MAX);
+            if let Err(e) = poll(&mut fds, timeout) {
+                if e != Errno::EINTR {
+                    return;
+                }
+            }
+            let mut ready = [false; 2];
+            for (fd, i) in fds.iter().zip(which) {
+                ready[i] = fd.revents().is_some_and(|r| !r.is_empty());
+            }
+            drop(fds);
+            self.pump(&ready, usize::MAX);
+        }
+    }
 }
 
 struct TaskIds {
@@ -289,9 +434,6 @@ fn prepare(spec: &LaunchSpec, sandbox: &Path) -> Result<Prepared, String> {
         CommandSpec::Argv(v) => (v.first().ok_or("empty command")?.clone(), v.clone()),
     };
     let path = resolve(&program, spec.env.get("PATH").map(String::as_str), sandbox)?;
-    let open = |name: &str| {
-        File::options().create(true).append(true).open(sandbox.join(name)).map_err(|e| format!("open {name}: {e}"))
-    };
     let ids = spec.user.as_deref().map(|u| task_user(u, sandbox)).transpose()?;
     Ok(Prepared {
         ids,
@@ -299,9 +441,6 @@ fn prepare(spec: &LaunchSpec, sandbox: &Path) -> Result<Prepared, String> {
         argv: argv.into_iter().map(|a| cstr(a, "argument")).collect::<Result<_, _>>()?,
         envp: spec.env.iter().map(|(k, v)| cstr(format!("{k}={v}"), "environment")).collect::<Result<_, _>>()?,
         cwd: cstr(sandbox.as_os_str().as_bytes(), "sandbox path")?,
-        stdin: File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?,
-        stdout: open(STDOUT_FILE)?,
-        stderr: open(STDERR_FILE)?,
     })
 }
 
@@ -332,7 +471,7 @@ struct Forked {
     exec_err: OwnedFd,
 }
 
-fn fork_task(p: &Prepared) -> Result<Forked, String> {
+fn fork_task(p: &Prepared, stdio: &ChildStdio) -> Result<Forked, String> {
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
@@ -343,7 +482,7 @@ fn fork_task(p: &Prepared) -> Result<Forked, String> {
     // code; it only makes system calls on data prepared above and never
     // returns (exec or _exit).
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => unsafe { child_exec(p, &argv, &envp, go_r.as_raw_fd(), err_w.as_raw_fd()) },
+        ForkResult::Child => unsafe { child_exec(p, stdio, &argv, &envp, go_r.as_raw_fd(), err_w.as_raw_fd()) },
         ForkResult::Parent { child } => Ok(Forked { pid: child, go: go_w, exec_err: err_r }),
     }
 }
@@ -353,6 +492,7 @@ fn fork_task(p: &Prepared) -> Result<Forked, String> {
 /// its cgroup, and executes the task.
 unsafe fn child_exec(
     p: &Prepared,
+    stdio: &ChildStdio,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
     go: libc::c_int,
@@ -371,9 +511,9 @@ unsafe fn child_exec(
     let mut set: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut set);
     libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    if libc::dup2(p.stdin.as_raw_fd(), 0) < 0
-        || libc::dup2(p.stdout.as_raw_fd(), 1) < 0
-        || libc::dup2(p.stderr.as_raw_fd(), 2) < 0
+    if libc::dup2(stdio.stdin.as_raw_fd(), 0) < 0
+        || libc::dup2(stdio.stdout.as_raw_fd(), 1) < 0
+        || libc::dup2(stdio.stderr.as_raw_fd(), 2) < 0
     {
         fail(2);
     }

@@ -20,11 +20,19 @@ pub struct ExitLabels {
     pub state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabel {
+    pub app: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct AgentMetrics {
     pub(crate) launches: Family<DriverLabels, Counter>,
     pub(crate) launch_seconds: Histogram,
     pub(crate) exits: Family<ExitLabels, Counter>,
+    /// Per app: its tasks here that ended without being asked to (and are
+    /// replaced), or were killed as unhealthy.
+    pub(crate) restarts: Family<AppLabel, Counter>,
 }
 
 impl Default for AgentMetrics {
@@ -34,6 +42,7 @@ impl Default for AgentMetrics {
             // 1 ms .. ~16 s: an exec launch is tens of milliseconds.
             launch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             exits: Family::default(),
+            restarts: Family::default(),
         }
     }
 }
@@ -48,6 +57,15 @@ impl AgentMetrics {
             self.launch_seconds.clone(),
         );
         registry.register("agent_task_exits", "Tasks on this node that ended, by final state", self.exits.clone());
+        registry.register(
+            "app_restarts",
+            "Tasks of an app on this node that failed, exited or were killed as unhealthy (each is replaced); sum over nodes for the app's total",
+            self.restarts.clone(),
+        );
+    }
+
+    pub(crate) fn restarted(&self, task: &model::TaskId) {
+        self.restarts.get_or_create(&AppLabel { app: task.app_id().as_str().to_string() }).inc();
     }
 
     pub(crate) fn launched(&self, ok: bool) {

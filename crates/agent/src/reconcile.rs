@@ -53,6 +53,8 @@ pub struct AgentConfig {
     pub metrics: crate::AgentMetrics,
     /// The drivers this node offers ([`probe_drivers`]), as registered.
     pub drivers: Vec<DriverKind>,
+    /// Rotation of every task's `stdout` and `stderr` (`--log-max-size`, `--log-files`).
+    pub log: logfiles::LogLimits,
     /// The user tasks of apps without a `user` run as (`None`: as the agent).
     pub default_task_user: Option<String>,
     /// Fail exec launches that would run as root (uid 0).
@@ -75,10 +77,10 @@ type Drivers = BTreeMap<DriverKind, Arc<dyn Driver>>;
 
 async fn start_drivers(cfg: &AgentConfig, events: mpsc::UnboundedSender<TaskEvent>) -> Drivers {
     let mut out: Drivers = BTreeMap::new();
-    let exec = ExecDriver::new(cfg.sandbox_root.clone(), cfg.executor.clone(), events.clone());
+    let exec = ExecDriver::with_log_limits(cfg.sandbox_root.clone(), cfg.executor.clone(), events.clone(), cfg.log);
     out.insert(DriverKind::Exec, Arc::new(exec));
     if cfg.drivers.contains(&DriverKind::Docker) {
-        match DockerDriver::connect(cfg.sandbox_root.clone(), events).await {
+        match DockerDriver::connect_with_log_limits(cfg.sandbox_root.clone(), events, cfg.log).await {
             Ok(d) => {
                 out.insert(DriverKind::Docker, Arc::new(d));
             }
@@ -156,6 +158,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                 CheckerEvent::Kill { task_id, cause } => {
                     tracing::info!(task = %task_id, %cause, "killing an unhealthy task");
                     checks.stop(&task_id);
+                    cfg.metrics.restarted(&task_id);
                     let store = store.clone();
                     tokio::spawn(async move {
                         let cmd = Command::KillUnhealthy { id: task_id, reason: cause, at: now() };
@@ -185,6 +188,9 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                             l.phase = Phase::Exited;
                         }
                         cfg.metrics.exits.get_or_create(&crate::metrics::ExitLabels { state: state.marathon_name() }).inc();
+                        if matches!(state, TaskState::Failed | TaskState::Finished) {
+                            cfg.metrics.restarted(&task_id);
+                        }
                         TaskStatus { task_id, state, at, message: Some(message) }
                     }
                 };
@@ -417,7 +423,8 @@ fn spawn_launch(
     let (root, metrics) = (cfg.sandbox_root.clone(), cfg.metrics.clone());
     let default_user = cfg.default_task_user.clone();
     let refuse_root = cfg.refuse_root_tasks && kind == DriverKind::Exec;
-    tokio::spawn(async move {
+    let span = tracing::info_span!("launch", task = %task.id, app = %task.id.app_id(), driver = kind.name());
+    let launch = async move {
         let _held = guard.lock().await;
         let sandbox = root.join(task.id.as_str());
         let result = match (app.as_ref(), driver) {
@@ -434,15 +441,18 @@ fn spawn_launch(
         };
         if let Err(message) = result {
             metrics.launched(false);
-            tracing::warn!(task = %task.id, %message, "launch failed");
+            tracing::warn!(%message, "launch failed");
             let _ = reports.send(TaskStatus {
                 task_id: task.id,
                 state: TaskState::Failed,
                 at: now(),
                 message: Some(message),
             });
+        } else {
+            tracing::info!("task started");
         }
-    });
+    };
+    tokio::spawn(tracing::Instrument::instrument(launch, span));
 }
 
 /// How long a task that load balancers send to keeps running after it was

@@ -1,7 +1,8 @@
 //! The per-task sandbox directory and the files in it that the agent and the
 //! executor share: `spec.json` (written by the agent, read by the executor),
 //! `state.json` (written atomically by the executor, read by the agent, also
-//! after an agent restart), `stdout`/`stderr` (the task's output) and
+//! after an agent restart), `stdout`/`stderr` (the task's output, rotated by
+//! size into `stdout.1`, ... by the `logfiles` crate) and
 //! `executor.log` (the executor's own diagnostics). Also the one-line messages
 //! the executor sends to the agent on its stdout pipe.
 
@@ -30,6 +31,10 @@ pub struct LaunchSpec {
     pub resources: Resources,
     /// SIGTERM first, SIGKILL after this.
     pub kill_grace: Duration,
+    /// Rotation of `stdout` and `stderr` (specs written before rotation
+    /// existed get the defaults).
+    #[serde(default)]
+    pub log: logfiles::LogLimits,
     /// Run the task as this user (Marathon's `user`); `None`: as the agent.
     #[serde(default)]
     pub user: Option<String>,

@@ -7,6 +7,7 @@
 //! when no engine answers). Commands use `busybox` so they run in both.
 
 use agent::{DockerDriver, Driver, ExecDriver, TaskEvent, TaskLaunch};
+use logfiles::LogLimits;
 use model::{AppId, CommandSpec, Container, Resources, TaskId, TaskState};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -70,22 +71,31 @@ fn tempfile_dir() -> PathBuf {
 }
 
 async fn driver(kind: Kind, root: PathBuf) -> (Arc<dyn Driver>, UnboundedReceiver<TaskEvent>) {
+    driver_with(kind, root, LogLimits::default()).await
+}
+
+async fn driver_with(kind: Kind, root: PathBuf, log: LogLimits) -> (Arc<dyn Driver>, UnboundedReceiver<TaskEvent>) {
     let (tx, rx) = unbounded_channel();
+    let exe = vec![env!("CARGO_BIN_EXE_wharf-executor").into()];
     let d: Arc<dyn Driver> = match kind {
-        Kind::Exec => Arc::new(ExecDriver::new(root, vec![env!("CARGO_BIN_EXE_wharf-executor").into()], tx)),
-        Kind::Docker => Arc::new(DockerDriver::connect(root, tx).await.expect("docker engine")),
+        Kind::Exec => Arc::new(ExecDriver::with_log_limits(root, exe, tx, log)),
+        Kind::Docker => Arc::new(DockerDriver::connect_with_log_limits(root, tx, log).await.expect("docker engine")),
     };
     (d, rx)
 }
 
 async fn fixture(kind: Kind) -> Option<Fixture> {
+    fixture_with(kind, LogLimits::default()).await
+}
+
+async fn fixture_with(kind: Kind, log: LogLimits) -> Option<Fixture> {
     if let Kind::Docker = kind {
         if !docker_ready() {
             return None;
         }
     }
     let root = tempfile_dir();
-    let (driver, events) = driver(kind, root.clone()).await;
+    let (driver, events) = driver_with(kind, root.clone(), log).await;
     Some(Fixture { kind, root, driver, events })
 }
 
@@ -131,6 +141,35 @@ async fn wait_output(f: &Fixture, id: &TaskId, what: &str) {
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}: no {what:?} in the output", f.kind);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A chatty task's output is rotated by size (`stdout`, `stdout.1`, ...),
+/// and reading across the files gives every line once, in order.
+async fn output_rotates_by_size(kind: Kind) {
+    let Some(mut f) = fixture_with(kind, LogLimits { max_size: 4096, files: 4 }).await else { return };
+    let t = launch(kind, "i=0; while [ $i -lt 1000 ]; do echo line $i; i=$((i+1)); done");
+    let id = t.task_id.clone();
+    f.driver.launch(t).await.expect("launch");
+    let (state, message) = exited(&mut f.events, &id, Duration::from_secs(30)).await;
+    assert_eq!(state, TaskState::Finished, "{kind:?}: {message}");
+    let dir = f.root.join(id.as_str());
+    for name in ["stdout", "stdout.1", "stdout.2"] {
+        let len =
+            std::fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or_else(|e| panic!("{kind:?}: {name}: {e}"));
+        assert!(len <= 4096, "{kind:?}: {name} is {len} bytes");
+    }
+    let mut cursor = logfiles::Cursor::from_start(&dir, "stdout").expect("cursor");
+    let mut all = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = cursor.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+    }
+    let want: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+    assert!(String::from_utf8_lossy(&all) == want, "{kind:?}: {} bytes read back, not every line once", all.len());
 }
 
 async fn output_and_exit_codes(kind: Kind) {
@@ -209,4 +248,10 @@ macro_rules! suite {
     };
 }
 
-suite!(output_and_exit_codes, kill_after_the_grace_period, memory_limit, recovery_by_a_new_driver);
+suite!(
+    output_and_exit_codes,
+    output_rotates_by_size,
+    kill_after_the_grace_period,
+    memory_limit,
+    recovery_by_a_new_driver
+);

@@ -45,6 +45,7 @@ fn spec(command: CommandSpec) -> LaunchSpec {
         env,
         resources: Resources { cpus: 0.5, mem: 64.0, disk: 0.0, gpus: 0 },
         kill_grace: Duration::from_secs(3),
+        log: Default::default(),
         user: None,
     }
 }

@@ -36,6 +36,7 @@ fn spec(sh: &str, user: Option<&str>) -> LaunchSpec {
         env: BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]),
         resources: Resources { cpus: 0.2, mem: 32.0, disk: 0.0, gpus: 0 },
         kill_grace: Duration::from_secs(2),
+        log: Default::default(),
         user: user.map(str::to_string),
     }
 }

@@ -98,6 +98,12 @@ fn events_of(c: &Change, now: UnixMillis) -> Vec<MarathonEvent> {
         }
     }
     for e in c.effects.iter() {
+        // Expunged: the UI (and any client) learns that the task is gone
+        // from the books and, with it, what the leader recorded about it
+        // (`lastTaskFailure`, backoff) in the same command.
+        if let Effect::TaskChanged { before: Some(b), after: None, .. } = e {
+            out.push(ev::instance_gone(b, s, now));
+        }
         let Effect::TaskChanged { before, after: Some(t), .. } = e else { continue };
         if t.job_run.is_some() {
             // A job run's task: Metronome has no events stream; not Marathon's to report.

@@ -16,10 +16,12 @@ mod events;
 mod groups;
 mod info;
 mod jobs;
+mod logs;
 mod metrics;
 mod query;
 mod tasks;
 mod tokens;
+mod trace;
 mod ui;
 mod wharf;
 
@@ -95,6 +97,7 @@ fn book() -> RouteBook {
         .delete("/wharf/v1/nodes/{id}", wharf::remove)
         .post("/wharf/v1/nodes/{id}/drain", wharf::drain)
         .get("/wharf/v1/tasks/{id}/files/{name}", wharf::task_file)
+        .get("/wharf/v1/tasks/{id}/logs", logs::task_logs)
         .get("/wharf/v1/tokens", tokens::list)
         .post("/wharf/v1/tokens", tokens::create)
         .delete("/wharf/v1/tokens/{id}", tokens::delete)
@@ -118,6 +121,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .build()
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), leader_headers))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), metrics::track))
+        .layer(axum::middleware::from_fn(trace::request_span))
         .with_state(ctx)
 }
 

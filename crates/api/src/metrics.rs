@@ -71,7 +71,9 @@ struct Gauges {
     raft_is_leader: Gauge,
     raft_role: Family<RoleLabel, Gauge>,
     raft_last_log: Gauge,
+    raft_committed: Gauge,
     raft_applied: Gauge,
+    raft_snapshot_age: FloatGauge,
     raft_snapshot: Gauge,
     raft_log_entries: Gauge,
     state_applied: Gauge,
@@ -128,7 +130,18 @@ impl Metrics {
         r.register("raft_is_leader", "1 if this node is the Raft leader", g.raft_is_leader.clone());
         r.register("raft_role", "This node's Raft role (1 for the current one)", g.raft_role.clone());
         r.register("raft_last_log_index", "Index of the last entry in this node's Raft log", g.raft_last_log.clone());
+        r.register(
+            "raft_commit_index",
+            "Highest Raft log index this node knows to be committed",
+            g.raft_committed.clone(),
+        );
         r.register("raft_last_applied_index", "Index of the last Raft entry applied here", g.raft_applied.clone());
+        r.register_with_unit(
+            "raft_snapshot_age",
+            "Time since this node last built or installed a snapshot (NaN: not since it started)",
+            Unit::Seconds,
+            g.raft_snapshot_age.clone(),
+        );
         r.register("raft_snapshot_index", "Index the last snapshot covers", g.raft_snapshot.clone());
         r.register(
             "raft_log_entries",
@@ -167,7 +180,14 @@ impl Metrics {
     }
 
     /// Fills the gauges from `s` and renders everything.
-    fn render(&self, s: &ClusterState, me: NodeId, raft: &store::RaftStatus, subscribers: usize) -> String {
+    fn render(
+        &self,
+        s: &ClusterState,
+        me: NodeId,
+        raft: &store::RaftStatus,
+        snapshot_age: Option<f64>,
+        subscribers: usize,
+    ) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         let g = &self.gauges;
         let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
@@ -179,6 +199,8 @@ impl Metrics {
         g.raft_role.get_or_create(&RoleLabel { role: raft.role }).set(1);
         g.raft_last_log.set(idx(raft.last_log_index));
         g.raft_applied.set(idx(raft.last_applied_index));
+        g.raft_committed.set(idx(raft.committed_index));
+        g.raft_snapshot_age.set(snapshot_age.unwrap_or(f64::NAN));
         g.raft_snapshot.set(idx(raft.snapshot_index));
         g.raft_log_entries.set(idx(raft.last_log_index).saturating_sub(idx(raft.purged_index)));
         g.state_applied.set(idx(Some(s.applied_index)));
@@ -283,10 +305,11 @@ const STATES: [TaskState; 10] = [
 pub async fn scrape(State(ctx): State<Arc<ApiContext>>) -> Response {
     let snap = ctx.store.snapshot();
     let raft = ctx.store.raft_status();
+    let snapshot_age = ctx.store.metrics().snapshot_age_seconds(ctx.now().0.max(0) as u64);
     let subscribers = ctx.events.get().map(|b| b.subscribers()).unwrap_or(0);
     let c = ctx.clone();
     // Scans every task: off the async workers, like the big listings.
-    match tokio::task::spawn_blocking(move || c.metrics.render(&snap, c.node, &raft, subscribers)).await {
+    match tokio::task::spawn_blocking(move || c.metrics.render(&snap, c.node, &raft, snapshot_age, subscribers)).await {
         Ok(body) => ([(CONTENT_TYPE, CONTENT)], body).into_response(),
         Err(e) => crate::error::HttpError(marathon::ApiError::new(500, format!("rendering metrics failed: {e}")))
             .into_response(),

@@ -9,7 +9,7 @@ use axum::http::HeaderValue;
 use axum::response::IntoResponse;
 use axum::Json;
 use marathon::ApiError;
-use model::{NodeId, TaskId};
+use model::NodeId;
 use serde_json::json;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
@@ -157,7 +157,7 @@ pub async fn task_file(
     if name != "stdout" && name != "stderr" {
         return Err(HttpError(ApiError::not_found(format!("No file '{name}': use stdout or stderr"))));
     }
-    let tid = TaskId::parse(&id).map_err(|e| HttpError(ApiError::bad_request(e.to_string())))?;
+    let tid = crate::logs::parse_task(&id)?;
     let offset: u64 = Params::parse(q.as_deref()).get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
     let node = ctx.store.read(|s| s.tasks.get(&tid).map(|t| t.node).or_else(|| s.run_task_node(&tid)));
     let dir = ctx.sandbox_root.join(tid.as_str());

@@ -10,8 +10,11 @@
 //! leadership watch (nothing polls); a query never waits on the store.
 
 pub mod answer;
+pub mod batch;
+pub mod fast;
 pub mod forward;
 pub mod http;
+pub mod metrics;
 pub mod names;
 pub mod server;
 pub mod zone;

@@ -3,15 +3,20 @@
 //! or forwards, and the loop that keeps the zone in step with the store.
 
 use crate::answer::{answer, Reply};
+use crate::batch::Batch;
+use crate::fast::{parse, Cache};
 use crate::forward::Forwarder;
+use crate::metrics::DnsMetrics;
 use crate::zone::{cluster_records, Masters, Zone, ZoneConfig};
-use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, Record};
-use hickory_server::net::runtime::Time;
+use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinEncoder};
+use hickory_server::net::runtime::{Time, TokioTime};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use store::{EndpointUpdate, Store};
@@ -37,12 +42,27 @@ pub struct Dns {
     zone: RwLock<Zone>,
     /// Addresses of the cluster's nodes (always allowed to forward).
     nodes: RwLock<Vec<IpAddr>>,
+    /// Bumped on every change of the zone or the nodes: the fast path's
+    /// caches are only good for one generation.
+    generation: AtomicU64,
+    pub metrics: DnsMetrics,
 }
 
 impl Dns {
     pub fn new(cfg: DnsConfig) -> Arc<Dns> {
         let zone = Zone::new(cfg.zone.clone());
-        Arc::new(Dns { cfg, zone: RwLock::new(zone), nodes: RwLock::new(Vec::new()) })
+        Arc::new(Dns {
+            cfg,
+            zone: RwLock::new(zone),
+            nodes: RwLock::new(Vec::new()),
+            generation: AtomicU64::new(0),
+            metrics: DnsMetrics::default(),
+        })
+    }
+
+    /// Which version of the zone the answers come from.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Reads the zone (a short lock; writers hold it only to swap records).
@@ -58,9 +78,11 @@ impl Dns {
             Ok(mut z) => f(&mut z),
             Err(poisoned) => f(&mut poisoned.into_inner()),
         }
+        // After the change, so a cache filled from the old zone is dropped.
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn may_forward(&self, ip: IpAddr) -> bool {
+    pub fn may_forward(&self, ip: IpAddr) -> bool {
         ip.is_loopback()
             || self.cfg.forward_from.iter().any(|n| n.contains(&ip))
             || self.nodes.read().map(|n| n.contains(&ip)).unwrap_or(false)
@@ -80,6 +102,11 @@ impl Dns {
                 true
             }
             EndpointUpdate::Delta { removed, added, nodes_changed, .. } => {
+                // An app or node change that moved no task leaves the task
+                // records (and the fast path's caches) alone.
+                if removed.is_empty() && added.is_empty() {
+                    return *nodes_changed;
+                }
                 self.write(|z| {
                     for e in removed {
                         z.remove_task(&e.task);
@@ -98,6 +125,12 @@ impl Dns {
         let nodes: Vec<&model::NodeInfo> = state.nodes.values().collect();
         let recs = cluster_records(&nodes, masters, self.cfg.ns_ip, &self.cfg.zone);
         let ips: Vec<IpAddr> = nodes.iter().filter_map(|n| n.advertise.parse().ok()).collect();
+        let same_nodes = self.nodes.read().map(|n| *n == ips).unwrap_or(false);
+        // Most node changes (resources, liveness) change no record: the
+        // zone, its serial and the fast path's caches stay as they are.
+        if same_nodes && self.read(|z| z.cluster() == recs.as_slice()) {
+            return;
+        }
         if let Ok(mut n) = self.nodes.write() {
             *n = ips;
         }
@@ -106,22 +139,19 @@ impl Dns {
 }
 
 /// Keeps the zone in step with the store: endpoint updates as they come,
-/// and the master records whenever the leader changes. Ends only when the
+/// and the master records whenever the leader or the Raft voters change. Ends only when the
 /// store does.
 pub async fn follow(store: Arc<Store>, dns: Arc<Dns>) {
     let mut endpoints = store.endpoints();
     let mut leadership = store.leadership();
-    let masters = |store: &Store| Masters {
-        leader: store.leadership().borrow().leader,
-        voters: store.membership().voters.into_iter().collect(),
-    };
+    // The leadership watch carries the voters too: a promotion changes it.
+    let masters = |l: &store::Leadership| Masters { leader: l.leader, voters: l.voters.clone() };
     loop {
         tokio::select! {
             u = endpoints.next() => match u {
-                // The masters (Raft membership) are read only when needed.
                 Some(u) => {
                     if dns.apply(&u) {
-                        dns.set_cluster(u.state(), &masters(&store));
+                        dns.set_cluster(u.state(), &masters(&leadership.borrow()));
                     }
                 }
                 None => return,
@@ -130,7 +160,8 @@ pub async fn follow(store: Arc<Store>, dns: Arc<Dns>) {
                 if changed.is_err() {
                     return;
                 }
-                dns.set_cluster(&store.snapshot(), &masters(&store));
+                let m = masters(&leadership.borrow_and_update());
+                dns.set_cluster(&store.snapshot(), &m);
             }
         }
     }
@@ -204,14 +235,93 @@ async fn serve_one(
     tcp: Option<std::net::TcpListener>,
     dns: Arc<Dns>,
 ) -> Result<(), ServeError> {
-    let mut server = hickory_server::Server::new(Handler { dns });
-    server.register_socket(UdpSocket::from_std(udp)?);
-    if let Some(tcp) = tcp {
-        // Idle TCP clients are cut off after 10 s, so they cannot hold sockets.
-        server.register_listener(TcpListener::from_std(tcp)?, Duration::from_secs(10), 64);
+    let handler = Arc::new(Handler { dns: dns.clone() });
+    let udp = UdpSocket::from_std(udp)?;
+    let tcp = match tcp {
+        Some(tcp) => {
+            let mut server = hickory_server::Server::new(Handler { dns });
+            // Idle TCP clients are cut off after 10 s, so they cannot hold sockets.
+            server.register_listener(TcpListener::from_std(tcp)?, Duration::from_secs(10), 64);
+            Some(server)
+        }
+        None => None,
+    };
+    let udp = serve_udp(Arc::new(udp), handler);
+    match tcp {
+        Some(mut server) => tokio::select! {
+            r = udp => r,
+            r = server.block_until_done() => r.map_err(ServeError::from),
+        },
+        None => udp.await,
     }
-    server.block_until_done().await?;
-    Ok(())
+}
+
+/// Reads queries from the UDP socket in batches: answers the plain ones for
+/// the zone from this thread's cache of encoded answers (`fast`) and sends
+/// them in one batch, and gives every other packet to hickory's request
+/// handler in a task of its own.
+async fn serve_udp(udp: Arc<UdpSocket>, handler: Arc<Handler>) -> Result<(), ServeError> {
+    use std::os::fd::AsRawFd;
+    let fd = udp.as_raw_fd();
+    let mut batch = Batch::default();
+    let mut key = Vec::with_capacity(260);
+    let mut cache = Cache::default();
+    let fast_seconds = handler.dns.metrics.histogram("fast");
+    loop {
+        udp.readable().await?;
+        let n = match udp.try_io(tokio::io::Interest::READABLE, || batch.recv(fd)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            // ICMP errors of earlier answers surface here on some systems.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotConnected | std::io::ErrorKind::ConnectionAborted) => {
+                return Err(e.into())
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "reading DNS queries");
+                continue;
+            }
+        };
+        let start = std::time::Instant::now();
+        batch.out_len = 0;
+        for i in 0..n {
+            let (len, src) = batch.got[i];
+            // hickory answers nobody at port 0 or an unspecified address.
+            let Some(src) = src.filter(|s| s.port() != 0 && !s.ip().is_unspecified()) else { continue };
+            if len == 0 {
+                continue;
+            }
+            let packet = &batch.bufs[i][..len];
+            if let Some(q) = parse(packet, &mut key) {
+                let ra = handler.dns.may_forward(src.ip());
+                let mut out = std::mem::take(&mut batch.out[batch.out_len].0);
+                if cache.answer(&handler.dns, packet, &q, &key, ra, &mut out) {
+                    if let Some(slot) = batch.slot() {
+                        *slot = (out, src);
+                    }
+                    continue;
+                }
+                batch.out[batch.out_len].0 = out;
+            }
+            let (raw, udp, handler) = (packet.to_vec(), udp.clone(), handler.clone());
+            tokio::spawn(async move { handler.udp_request(raw, src, udp).await });
+        }
+        let answers = batch.out_len;
+        let sent = udp.try_io(tokio::io::Interest::WRITABLE, || batch.send(fd)).unwrap_or(0);
+        // What did not fit in the socket's buffer goes out one by one.
+        for (out, dst) in &batch.out[sent..answers] {
+            if let Err(e) = udp.send_to(out, *dst).await {
+                tracing::debug!(error = %e, "could not send a DNS answer");
+            }
+        }
+        if answers > 0 {
+            // Each answer of the batch waited for the whole batch.
+            let seconds = start.elapsed().as_secs_f64();
+            for _ in 0..answers {
+                fast_seconds.observe(seconds);
+            }
+        }
+    }
 }
 
 struct Handler {
@@ -219,6 +329,33 @@ struct Handler {
 }
 
 impl Handler {
+    /// What hickory's server does with a UDP packet, for those the fast
+    /// path leaves: a packet without a header is dropped, one that does not
+    /// decode gets FORMERR, a response is ignored, the rest is handled.
+    async fn udp_request(&self, raw: Vec<u8>, src: SocketAddr, udp: Arc<UdpSocket>) {
+        let Ok(header) = hickory_proto::op::Header::from_bytes(raw.get(..12).unwrap_or(&[])) else { return };
+        let request = match Request::from_bytes(raw, src, hickory_server::net::xfer::Protocol::Udp) {
+            Ok(r) => r,
+            Err(_) => {
+                let mut metadata = Metadata::response_from_request(&header.metadata);
+                metadata.response_code = ResponseCode::FormErr;
+                let mut msg = hickory_proto::op::Message::new(metadata.id, MessageType::Response, metadata.op_code);
+                msg.metadata = metadata;
+                if let Ok(bytes) = msg.to_vec() {
+                    let _ = udp.send_to(&bytes, src).await;
+                }
+                self.dns.metrics.counter(RecordType::Unknown(0), "formerr").inc();
+                return;
+            }
+        };
+        if request.metadata.message_type == MessageType::Response {
+            return;
+        }
+        let max = request.edns.as_ref().map_or(512, |e| e.max_payload().max(512));
+        let responder = UdpResponder { udp, dst: src, max };
+        self.handle_request::<_, TokioTime>(&request, responder).await;
+    }
+
     async fn send<R: ResponseHandler>(
         &self,
         request: &Request,
@@ -263,12 +400,15 @@ impl Handler {
 
     async fn forward<R: ResponseHandler>(&self, request: &Request, mut response: R, qname: &str) -> ResponseInfo {
         if !self.dns.may_forward(request.src().ip()) {
+            self.dns.metrics.forwarded("refused");
             return self.error(request, response, ResponseCode::Refused).await;
         }
         let tcp = request.protocol() != hickory_server::net::xfer::Protocol::Udp;
         let Some(up) = self.dns.cfg.forwarder.forward(qname, request.as_slice(), request.metadata.id, tcp).await else {
+            self.dns.metrics.forwarded("failed");
             return self.error(request, response, ResponseCode::ServFail).await;
         };
+        self.dns.metrics.forwarded("answered");
         let mut metadata = up.metadata;
         metadata.id = request.metadata.id;
         let mut builder = MessageResponseBuilder::from_message_request(request);
@@ -278,6 +418,38 @@ impl Handler {
         let msg =
             builder.build(metadata, up.answers.iter(), up.authorities.iter(), None::<&Record>, up.additionals.iter());
         response.send_response(msg).await.unwrap_or_else(|_| error_info(request, ResponseCode::ServFail))
+    }
+}
+
+/// Sends hickory's answers to a UDP query the fast path left, limited to
+/// the client's UDP size (hickory truncates and sets TC beyond it).
+#[derive(Clone)]
+struct UdpResponder {
+    udp: Arc<UdpSocket>,
+    dst: SocketAddr,
+    max: u16,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for UdpResponder {
+    async fn send_response<'a>(
+        &mut self,
+        response: hickory_server::zone_handler::MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, hickory_server::net::NetError> {
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(self.max);
+        let info =
+            response.destructive_emit(&mut encoder).map_err(|e| hickory_server::net::NetError::from(e.to_string()))?;
+        self.udp.send_to(&bytes, self.dst).await?;
+        Ok(info)
     }
 }
 
@@ -300,15 +472,32 @@ fn error_info(request: &Request, code: ResponseCode) -> ResponseInfo {
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response: R) -> ResponseInfo {
+        let start = std::time::Instant::now();
+        let (info, forwarded) = self.answer(request, response).await;
+        let qtype = request.request_info().map_or(RecordType::Unknown(0), |i| i.query.query_type());
+        let outcome = if forwarded {
+            "forwarded"
+        } else {
+            crate::metrics::outcome(info.response_code, info.counts().answers as usize)
+        };
+        self.dns.metrics.counter(qtype, outcome).inc();
+        self.dns.metrics.histogram("full").observe(start.elapsed().as_secs_f64());
+        info
+    }
+}
+
+impl Handler {
+    /// The answer, and whether the query was forwarded upstream.
+    async fn answer<R: ResponseHandler>(&self, request: &Request, response: R) -> (ResponseInfo, bool) {
         if request.metadata.op_code != OpCode::Query {
-            return self.error(request, response, ResponseCode::NotImp).await;
+            return (self.error(request, response, ResponseCode::NotImp).await, false);
         }
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            return self.error(request, response, ResponseCode::BADVERS).await;
+            return (self.error(request, response, ResponseCode::BADVERS).await, false);
         }
         let Ok(info) = request.request_info() else {
             // Not exactly one question.
-            return self.error(request, response, ResponseCode::FormErr).await;
+            return (self.error(request, response, ResponseCode::FormErr).await, false);
         };
         let q = info.query;
         let mut qname = q.name().to_string().to_ascii_lowercase();
@@ -323,8 +512,8 @@ impl RequestHandler for Handler {
             answer(z, &qname, q.query_type(), &mut rand::thread_rng())
         });
         match reply {
-            Some(reply) => self.send(request, response, reply, class_ok).await,
-            None => self.forward(request, response, &qname).await,
+            Some(reply) => (self.send(request, response, reply, class_ok).await, false),
+            None => (self.forward(request, response, &qname).await, true),
         }
     }
 }

@@ -279,6 +279,11 @@ impl Zone {
         self.serial = self.serial.wrapping_add(1);
     }
 
+    /// The cluster records as last set.
+    pub fn cluster(&self) -> &[(String, Rec)] {
+        &self.cluster
+    }
+
     /// The records of `owner`, or `None` when the name does not exist (no
     /// records and nothing below it).
     pub fn lookup(&self, owner: &str) -> Option<&[Rec]> {

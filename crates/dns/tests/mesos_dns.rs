@@ -233,6 +233,61 @@ async fn a_big_answer_sets_tc_over_udp_and_comes_whole_over_tcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_answers_come_from_the_pre_encoded_path_and_follow_the_zone() {
+    let served = serve(config(LabelSpec::Rfc1123, vec![]), MASTER, 5050).await;
+    let s = &served.store;
+    propose(s, store::Command::RegisterNode(node(1, "10.0.0.1", 5051))).await;
+    propose(s, store::Command::RegisterNode(node(2, "10.0.0.2", 5051))).await;
+    let a = served.addr;
+    let id = app(s, "/web", &[None], 10).await;
+    // Asked before the app has a task: NXDOMAIN (and cached as such).
+    assert_eq!(dig(a, "web.marathon.mesos.", "A", &[]).status, "NXDOMAIN");
+    for n in 1..=3u128 {
+        task(s, &id, n, 1 + (n as u64 % 2), &[31000 + n as u16], TaskState::Running).await;
+    }
+    // Each change reaches the UDP answers at once (the caches are per zone
+    // generation), with and without EDNS, in the query's case.
+    eventually("three SRV answers over UDP", || dig(a, "_web._tcp.marathon.mesos.", "SRV", &[]).answer.len() == 3)
+        .await;
+    let d = dig(a, "WEB.Marathon.mesos.", "A", &["+noedns"]);
+    let mut ips = d.data("A");
+    ips.sort();
+    assert_eq!(ips, vec!["10.0.0.1", "10.0.0.2"], "{}", d.raw);
+    assert_eq!(d.answer[0].0, "WEB.Marathon.mesos.", "the name as asked: {}", d.raw);
+    assert!(!d.raw.contains("OPT PSEUDOSECTION"), "{}", d.raw);
+    assert!(d.flags.contains("aa"), "{}", d.raw);
+    assert!(dig(a, "web.marathon.mesos.", "A", &["+edns=0", "+bufsize=1232"]).raw.contains("udp: 1232"));
+    // Shuffled per query over UDP too.
+    let firsts: std::collections::BTreeSet<_> =
+        (0..8).map(|_| dig(a, "_web._tcp.marathon.mesos.", "SRV", &[]).answer.first().map(|r| r.2.clone())).collect();
+    assert!(firsts.len() > 1, "eight UDP answers all started with the same record");
+    // A task that stops running leaves the answer.
+    let gone = model::TaskId::new(&id, uuid::Uuid::from_u128(1), 1);
+    propose(
+        s,
+        store::Command::TaskStatuses(vec![model::TaskStatus {
+            task_id: gone,
+            state: TaskState::Killed,
+            at: model::UnixMillis(2),
+            message: None,
+        }]),
+    )
+    .await;
+    eventually("two SRV answers over UDP", || dig(a, "_web._tcp.marathon.mesos.", "SRV", &[]).answer.len() == 2).await;
+    // The queries are counted by type and outcome.
+    let mut text = String::new();
+    let mut registry = prometheus_client::registry::Registry::with_prefix("wharf");
+    served.dns.metrics.register(&mut registry);
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    let count = |series: &str| -> f64 {
+        text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+    };
+    assert!(count("wharf_dns_queries_total{qtype=\"SRV\",outcome=\"answer\"}") >= 10.0, "{text}");
+    assert!(count("wharf_dns_queries_total{qtype=\"A\",outcome=\"nxdomain\"}") >= 1.0, "{text}");
+    assert!(text.contains("wharf_dns_answer_seconds_bucket{"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_packets_never_take_the_server_down() {
     let served = serve(config(LabelSpec::Rfc1123, vec![]), MASTER, 5050).await;
     let a = served.addr;

@@ -9,7 +9,7 @@ use crate::table::Lb;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue, HOST};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 type Body = BoxBody<Bytes, hyper::Error>;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 type Upstream = Client<HttpConnector, Full<Bytes>>;
 
 /// Request bodies are buffered (so a request can go to another backend
@@ -29,8 +33,27 @@ type Upstream = Client<HttpConnector, Full<Bytes>>;
 const MAX_BODY: usize = 16 << 20;
 const TRIES: usize = 3;
 
-/// Serves the HTTP front on `listener` until it fails.
+/// Serves the HTTP front on `listener` until it fails: a few threads, each
+/// a single-threaded runtime accepting from the same listener with its own
+/// pool of backend connections (see `l4` for why).
 pub async fn serve(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
+    let listener = listener.into_std()?;
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<()>>();
+    for i in 0..crate::l4::threads() {
+        let (lb, listener, done) = (lb.clone(), listener.try_clone()?, done_tx.clone());
+        std::thread::Builder::new().name(format!("http-lb-{i}")).spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|rt| rt.block_on(async move { serve_here(lb, TcpListener::from_std(listener)?).await }));
+            let _ = done.send(result);
+        })?;
+    }
+    drop(done_tx);
+    done_rx.recv().await.unwrap_or(Ok(()))
+}
+
+async fn serve_here(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(lb.cfg.connect_timeout));
     connector.set_nodelay(true);
@@ -39,6 +62,7 @@ pub async fn serve(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
         .pool_timer(TokioTimer::new())
         .build(connector);
     let port = listener.local_addr()?.port();
+    let port_value = HeaderValue::from(port);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -49,16 +73,19 @@ pub async fn serve(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (lb, client) = (lb.clone(), client.clone());
+        let (lb, client, port_value) = (lb.clone(), client.clone(), port_value.clone());
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(lb.clone(), client.clone(), peer, port, req));
+            let svc = hyper::service::service_fn(move |req| {
+                handle(lb.clone(), client.clone(), peer, port_value.clone(), req)
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 // A client that never finishes its headers is cut off.
                 .header_read_timeout(Duration::from_secs(10))
                 // Larger headers get 431 from hyper.
                 .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), svc);
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
             let _ = conn.await;
         });
     }
@@ -96,18 +123,13 @@ async fn handle(
     lb: Arc<Lb>,
     client: Upstream,
     peer: SocketAddr,
-    port: u16,
+    port: HeaderValue,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let host = req
-        .headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_default();
-    let name =
-        host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host.as_str(), |(h, _)| h);
+    let host =
+        req.headers().get(HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let host = host.unwrap_or_default();
+    let name = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
     let routes = lb.routes();
     let Some(route) = routes.vhost(name, req.uri().path()) else {
         return Ok(text(StatusCode::NOT_FOUND, format!("no app serves host '{name}'")));
@@ -116,31 +138,33 @@ async fn handle(
     if service.backends.is_empty() {
         return Ok(text(StatusCode::SERVICE_UNAVAILABLE, format!("{} has no healthy task", service.app)));
     }
-    let (parts, body) = req.into_parts();
+    if wants_upgrade(req.headers()) {
+        return Ok(upgrade(&lb, &service, peer, port, req).await);
+    }
+    let (mut parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or broken".into())),
     };
-    let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    forwarded_headers(&mut parts.headers, peer, port, false);
+    let path = parts.uri.path_and_query().cloned();
     let mut tried = Vec::new();
-    for _ in 0..TRIES {
+    for attempt in 0..TRIES {
         let Some(b) = service.pick(&tried) else { break };
         tried.push(b.addr);
-        let mut out = Request::builder().method(parts.method.clone()).uri(format!("http://{}{path}", b.addr));
-        for (k, v) in parts.headers.iter().filter(|(k, _)| !hop_by_hop(k)) {
-            out = out.header(k, v);
-        }
-        let xff = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {}", peer.ip()),
-            None => peer.ip().to_string(),
-        };
-        out = out
-            .header("x-forwarded-for", xff)
-            .header("x-forwarded-proto", "http")
-            .header("x-forwarded-port", port.to_string());
-        let Ok(out) = out.body(Full::new(body.clone())) else {
+        let mut uri = hyper::http::uri::Parts::default();
+        uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
+        uri.authority = b.authority.clone();
+        uri.path_and_query = path.clone().or_else(|| Some(hyper::http::uri::PathAndQuery::from_static("/")));
+        let Ok(uri) = hyper::Uri::from_parts(uri) else {
             return Ok(text(StatusCode::BAD_REQUEST, "request cannot be forwarded".into()));
         };
+        let mut out = Request::new(Full::new(body.clone()));
+        *out.method_mut() = parts.method.clone();
+        *out.uri_mut() = uri;
+        // The last try takes the headers; earlier ones copy them.
+        *out.headers_mut() =
+            if attempt + 1 == TRIES { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
         b.active.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = client.request(out).await;
@@ -152,11 +176,12 @@ async fn handle(
                 let (mut rp, rb) = resp.into_parts();
                 // The client's connection is ours, not the backend's.
                 rp.version = parts.version;
-                let hop: Vec<HeaderName> = rp.headers.keys().filter(|k| hop_by_hop(k)).cloned().collect();
-                for k in hop {
-                    rp.headers.remove(k);
+                strip_hop_by_hop(&mut rp.headers);
+                if rp.status.is_server_error() {
+                    b.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                return Ok(Response::from_parts(rp, rb.boxed()));
+                let counted = Counted { inner: rb, backend: b };
+                return Ok(Response::from_parts(rp, counted.boxed()));
             }
             // Never reached the backend: another one may take it.
             Err(e) if e.is_connect() => b.mark_down(lb.cfg.down_for),
@@ -174,4 +199,164 @@ async fn handle(
         }
     }
     Ok(text(StatusCode::BAD_GATEWAY, format!("{}: no task took the request", service.app)))
+}
+
+/// Drops hop-by-hop headers (and those `Connection` names), then adds
+/// `X-Forwarded-For/-Proto/-Port`; `keep_upgrade` keeps `Connection` and
+/// `Upgrade` for a websocket handshake.
+fn forwarded_headers(headers: &mut HeaderMap, peer: SocketAddr, port: HeaderValue, keep_upgrade: bool) {
+    let upgrade = headers.get(UPGRADE).cloned();
+    strip_hop_by_hop(headers);
+    if keep_upgrade {
+        if let Some(u) = upgrade {
+            headers.insert(UPGRADE, u);
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+    }
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => HeaderValue::try_from(format!("{prior}, {}", peer.ip())),
+        None => HeaderValue::try_from(peer.ip().to_string()),
+    };
+    if let Ok(xff) = xff {
+        headers.insert(X_FORWARDED_FOR.clone(), xff);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PORT.clone(), port);
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers the `Connection` header names are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    if headers.keys().any(hop_by_hop) {
+        let hop: Vec<HeaderName> = headers.keys().filter(|k| hop_by_hop(k)).cloned().collect();
+        for k in hop {
+            headers.remove(k);
+        }
+    }
+}
+
+/// A websocket (or any HTTP/1.1 `Upgrade`) handshake.
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// Passes an `Upgrade` handshake to a backend over a connection of its own;
+/// when the backend switches protocols (101), the client's and the
+/// backend's connections are copied both ways until either ends, like an L4
+/// service port.
+async fn upgrade(
+    lb: &Lb,
+    service: &crate::table::Service,
+    peer: SocketAddr,
+    port: HeaderValue,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let client_side = hyper::upgrade::on(&mut req);
+    let (mut parts, _) = req.into_parts();
+    forwarded_headers(&mut parts.headers, peer, port, true);
+    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+    let mut tried = Vec::new();
+    let (b, stream) = loop {
+        let Some(b) = service.pick(&tried) else {
+            return text(StatusCode::BAD_GATEWAY, format!("{}: no task took the request", service.app));
+        };
+        tried.push(b.addr);
+        match tokio::time::timeout(lb.cfg.connect_timeout, tokio::net::TcpStream::connect(b.addr)).await {
+            Ok(Ok(s)) => break (b, s),
+            _ if tried.len() < TRIES => b.mark_down(lb.cfg.down_for),
+            _ => {
+                b.mark_down(lb.cfg.down_for);
+                return text(StatusCode::BAD_GATEWAY, format!("{}: no task took the request", service.app));
+            }
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
+        b.errors.fetch_add(1, Ordering::Relaxed);
+        return text(StatusCode::BAD_GATEWAY, format!("{}: the task did not answer", service.app));
+    };
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let mut out = Request::new(Full::new(Bytes::new()));
+    *out.method_mut() = parts.method;
+    *out.headers_mut() = parts.headers;
+    if let Ok(uri) = hyper::Uri::from_parts({
+        let mut u = hyper::http::uri::Parts::default();
+        u.path_and_query = Some(path);
+        u
+    }) {
+        *out.uri_mut() = uri;
+    }
+    b.requests.fetch_add(1, Ordering::Relaxed);
+    let mut resp = match sender.send_request(out).await {
+        Ok(r) => r,
+        Err(e) => {
+            b.errors.fetch_add(1, Ordering::Relaxed);
+            return text(StatusCode::BAD_GATEWAY, format!("{}: the task did not answer: {e}", service.app));
+        }
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut rp, rb) = resp.into_parts();
+        strip_hop_by_hop(&mut rp.headers);
+        return Response::from_parts(rp, rb.boxed());
+    }
+    let backend_side = hyper::upgrade::on(&mut resp);
+    let idle = lb.cfg.idle_timeout;
+    tokio::spawn(async move {
+        let (Ok(c), Ok(s)) = tokio::join!(client_side, backend_side) else { return };
+        b.connections.fetch_add(1, Ordering::Relaxed);
+        b.active.fetch_add(1, Ordering::Relaxed);
+        let bytes = crate::l4::splice(TokioIo::new(c), TokioIo::new(s), idle).await;
+        b.bytes.fetch_add(bytes, Ordering::Relaxed);
+        b.active.fetch_sub(1, Ordering::Relaxed);
+    });
+    let (rp, _) = resp.into_parts();
+    Response::from_parts(rp, Full::new(Bytes::new()).map_err(|never| match never {}).boxed())
+}
+
+/// A response body that adds its bytes to its backend's count as they pass.
+struct Counted {
+    inner: Incoming,
+    backend: Arc<crate::table::Backend>,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &r {
+            if let Some(data) = frame.data_ref() {
+                self.backend.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -9,7 +9,9 @@
 
 pub mod http;
 pub mod l4;
+pub mod metrics;
 pub mod table;
+pub mod udp;
 
 pub use table::{Lb, LbConfig};
 

@@ -23,6 +23,26 @@ pub struct LbConfig {
     pub connect_timeout: Duration,
     /// A proxied connection with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
+    /// `--lb-group`: `None` proxies every app without `HAPROXY_GROUP` (and
+    /// no app with one); `Some(groups)` proxies only the apps whose
+    /// `HAPROXY_GROUP` names one of `groups` (`*` means every app).
+    pub groups: Option<Vec<String>>,
+}
+
+impl LbConfig {
+    /// Whether this node proxies an app labelled `HAPROXY_GROUP=label`
+    /// (comma-separated groups), as a marathon-lb user expects: an app put
+    /// in a group (say `external`) is exposed only on the nodes of that
+    /// group (edge nodes running `--lb-group external`); an app without a
+    /// group is proxied on every node that is not restricted to groups.
+    pub fn serves(&self, label: Option<&str>) -> bool {
+        let app: Vec<&str> =
+            label.map(|l| l.split(',').map(str::trim).filter(|g| !g.is_empty()).collect()).unwrap_or_default();
+        match &self.groups {
+            None => app.is_empty(),
+            Some(mine) => mine.iter().any(|g| g == "*" || app.contains(&g.as_str())),
+        }
+    }
 }
 
 impl Default for LbConfig {
@@ -32,6 +52,7 @@ impl Default for LbConfig {
             down_for: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(600),
+            groups: None,
         }
     }
 }
@@ -41,6 +62,8 @@ impl Default for LbConfig {
 pub struct Backend {
     pub task: TaskId,
     pub addr: SocketAddr,
+    /// `addr` as a URI authority, parsed once for every request sent to it.
+    pub authority: Option<hyper::http::uri::Authority>,
     /// Open connections (L4) or requests in flight (HTTP).
     pub active: AtomicUsize,
     pub requests: AtomicU64,
@@ -48,7 +71,21 @@ pub struct Backend {
     pub bytes: AtomicU64,
     /// Sum of request (or connection set-up) latencies in microseconds.
     pub latency_us: AtomicU64,
-    down_until: Mutex<Option<Instant>>,
+    /// Connections accepted for it (L4); requests are counted in `requests`.
+    pub connections: AtomicU64,
+    /// Marked down until this many milliseconds after `epoch()` (0: up);
+    /// an atomic, as every pick reads it.
+    down_until_ms: AtomicU64,
+}
+
+/// The process's clock origin for `down_until_ms`.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn millis(at: Instant) -> u64 {
+    at.saturating_duration_since(epoch()).as_millis() as u64
 }
 
 impl Backend {
@@ -56,25 +93,25 @@ impl Backend {
         Backend {
             task,
             addr,
+            authority: hyper::http::uri::Authority::try_from(addr.to_string()).ok(),
             active: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             latency_us: AtomicU64::new(0),
-            down_until: Mutex::new(None),
+            connections: AtomicU64::new(0),
+            down_until_ms: AtomicU64::new(0),
         }
     }
 
     pub fn is_down(&self, now: Instant) -> bool {
-        self.down_until.lock().map(|d| d.is_some_and(|t| t > now)).unwrap_or(false)
+        self.down_until_ms.load(Ordering::Relaxed) > millis(now)
     }
 
     /// Refused a connection: no new ones for a while.
     pub fn mark_down(&self, for_: Duration) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut d) = self.down_until.lock() {
-            *d = Some(Instant::now() + for_);
-        }
+        self.down_until_ms.store(millis(Instant::now() + for_).max(1), Ordering::Relaxed);
     }
 }
 
@@ -89,26 +126,38 @@ pub struct Service {
 
 impl Service {
     /// Power of two choices on open connections, skipping `tried` and
-    /// backends marked down (unless every one is).
+    /// backends marked down (unless every one is). Allocates nothing: it
+    /// runs for every request of the HTTP front.
     pub fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<Backend>> {
         let now = Instant::now();
-        let fresh: Vec<&Arc<Backend>> = self.backends.iter().filter(|b| !tried.contains(&b.addr)).collect();
-        let up: Vec<&Arc<Backend>> = fresh.iter().copied().filter(|b| !b.is_down(now)).collect();
-        let pool = if up.is_empty() { fresh } else { up };
-        match pool.len() {
-            0 => None,
-            1 => Some(pool[0].clone()),
-            n => {
-                let a = rand::random::<usize>() % n;
-                let mut b = rand::random::<usize>() % (n - 1);
-                if b >= a {
-                    b += 1;
+        for strict in [true, false] {
+            let ok = |b: &&Arc<Backend>| !(tried.contains(&b.addr) || strict && b.is_down(now));
+            let n = self.backends.iter().filter(ok).count();
+            let nth = |i: usize| self.backends.iter().filter(ok).nth(i);
+            let pick = match n {
+                0 => continue,
+                1 => nth(0),
+                n => {
+                    let a = rand::random::<usize>() % n;
+                    let mut b = rand::random::<usize>() % (n - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    match (nth(a), nth(b)) {
+                        (Some(x), Some(y)) => {
+                            Some(if y.active.load(Ordering::Relaxed) < x.active.load(Ordering::Relaxed) {
+                                y
+                            } else {
+                                x
+                            })
+                        }
+                        (x, y) => x.or(y),
+                    }
                 }
-                let (x, y) = (pool[a], pool[b]);
-                let pick = if y.active.load(Ordering::Relaxed) < x.active.load(Ordering::Relaxed) { y } else { x };
-                Some(pick.clone())
-            }
+            };
+            return pick.cloned();
         }
+        None
     }
 }
 
@@ -124,7 +173,10 @@ pub struct VHost {
 /// The whole table, swapped in whole on each update.
 #[derive(Debug, Default)]
 pub struct Routes {
+    /// TCP service ports.
     pub ports: BTreeMap<u16, Arc<Service>>,
+    /// UDP service ports (a port of protocol `udp` or `tcp,udp`).
+    pub udp: BTreeMap<u16, Arc<Service>>,
     /// Longest path first for each host.
     pub vhosts: Vec<VHost>,
 }
@@ -149,6 +201,8 @@ pub struct Lb {
 /// marathon-lb's labels for the first port, and Wharf's own.
 const VHOST_LABELS: [&str; 2] = ["HAPROXY_0_VHOST", "wharf.vhost"];
 const PATH_LABELS: [&str; 2] = ["HAPROXY_0_PATH", "wharf.path"];
+/// marathon-lb's group label (see `LbConfig::serves`).
+pub const GROUP_LABEL: &str = "HAPROXY_GROUP";
 
 impl Lb {
     pub fn new(cfg: LbConfig) -> Arc<Lb> {
@@ -195,7 +249,8 @@ impl Lb {
         }
         let mut keep: HashMap<(TaskId, usize), Arc<Backend>> = HashMap::new();
         let mut routes = Routes::default();
-        for app in state.apps.values().filter(|a| !a.deleting) {
+        let exposed = |a: &&model::App| self.cfg.serves(a.spec.labels.get(GROUP_LABEL).map(String::as_str));
+        for app in state.apps.values().filter(|a| !a.deleting).filter(exposed) {
             for (index, port) in app.spec.ports.iter().enumerate() {
                 let mut backends = Vec::new();
                 for e in by_app.get(&app.spec.id).into_iter().flatten() {
@@ -216,9 +271,12 @@ impl Lb {
                     service_port: port.port,
                     backends,
                 });
-                let tcp = port.protocol.split(',').any(|p| p.trim() == "tcp" || p.trim().is_empty());
-                if port.port != 0 && tcp {
+                let transports = model::Transport::parse_list(&port.protocol);
+                if port.port != 0 && transports.contains(&model::Transport::Tcp) {
                     routes.ports.insert(port.port, service.clone());
+                }
+                if port.port != 0 && transports.contains(&model::Transport::Udp) {
+                    routes.udp.insert(port.port, service.clone());
                 }
                 if index == 0 {
                     let label = |keys: &[&str]| keys.iter().find_map(|k| app.spec.labels.get(*k)).cloned();
@@ -255,16 +313,15 @@ impl Lb {
                         "requests": requests,
                         "errors": b.errors.load(Ordering::Relaxed),
                         "bytes": b.bytes.load(Ordering::Relaxed),
+                        "connections": b.connections.load(Ordering::Relaxed),
                         "meanLatencyMs": if requests == 0 { 0.0 } else { b.latency_us.load(Ordering::Relaxed) as f64 / requests as f64 / 1000.0 },
                     })
                 })
                 .collect()
         };
-        let ports: Vec<Value> = routes
-            .ports
-            .values()
-            .map(|s| json!({"servicePort": s.service_port, "appId": s.app.as_str(), "portIndex": s.port_index, "backends": backends(s)}))
-            .collect();
+        let port = |s: &Arc<Service>, protocol: &str| json!({"servicePort": s.service_port, "protocol": protocol, "appId": s.app.as_str(), "portIndex": s.port_index, "backends": backends(s)});
+        let tcp = routes.ports.values().map(|s| port(s, "tcp"));
+        let ports: Vec<Value> = tcp.chain(routes.udp.values().map(|s| port(s, "udp"))).collect();
         let vhosts: Vec<Value> = routes
             .vhosts
             .iter()
@@ -275,11 +332,13 @@ impl Lb {
 }
 
 /// Keeps the table in step with the store; ends when the store does.
-pub async fn follow(store: Arc<store::Store>, lb: Arc<Lb>, ports: Arc<tokio::sync::watch::Sender<Vec<u16>>>) {
+pub async fn follow(store: Arc<store::Store>, lb: Arc<Lb>, ports: Arc<tokio::sync::watch::Sender<crate::l4::Wanted>>) {
     let mut stream = store.endpoints();
     while let Some(u) = stream.next().await {
         lb.apply(&u);
-        let wanted: Vec<u16> = lb.routes().ports.keys().copied().collect();
+        let routes = lb.routes();
+        let tcp = routes.ports.keys().map(|p| (*p, model::Transport::Tcp));
+        let wanted: crate::l4::Wanted = tcp.chain(routes.udp.keys().map(|p| (*p, model::Transport::Udp))).collect();
         ports.send_if_modified(|p| {
             let changed = *p != wanted;
             if changed {
@@ -287,5 +346,28 @@ pub async fn follow(store: Arc<store::Store>, lb: Arc<Lb>, ports: Arc<tokio::syn
             }
             changed
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_expose_apps_as_marathon_lb_users_expect() {
+        let node = |groups: Option<&[&str]>| LbConfig {
+            groups: groups.map(|g| g.iter().map(|s| s.to_string()).collect()),
+            ..LbConfig::default()
+        };
+        let everywhere = node(None);
+        assert!(everywhere.serves(None), "an app without a group is proxied on unrestricted nodes");
+        assert!(everywhere.serves(Some(" ")), "an empty label is no group");
+        assert!(!everywhere.serves(Some("external")), "a grouped app only on its group's nodes");
+        let edge = node(Some(&["external"]));
+        assert!(edge.serves(Some("internal, external")));
+        assert!(!edge.serves(Some("internal")));
+        assert!(!edge.serves(None), "a restricted node proxies only its groups");
+        let all = node(Some(&["*"]));
+        assert!(all.serves(None) && all.serves(Some("internal")));
     }
 }

@@ -576,32 +576,3 @@ pub fn merge_app(existing: &AppSpec, id: &AppId, patch: Value) -> Result<AppSpec
     base.insert("id".into(), Value::String(id.to_string()));
     app_from_value(Value::Object(base), "")
 }
-
-/// Gives each port still at 0 the lowest free service port in `range`
-/// (inclusive) that is neither in `used` nor taken by this spec. A fixed port
-/// that is in `used` is a conflict.
-pub fn assign_service_ports(spec: &mut AppSpec, used: &BTreeSet<u16>, range: (u16, u16)) -> Result<(), ApiError> {
-    let mut taken: BTreeSet<u16> = used.clone();
-    for (i, p) in spec.ports.iter().enumerate() {
-        if p.port != 0 {
-            if used.contains(&p.port) && !spec.require_ports {
-                return Err(ApiError::unprocessable(vec![ErrorDetail::new(
-                    format!("/portDefinitions({i})/port"),
-                    format!("Requested service port {} conflicts with a service port in use", p.port),
-                )]));
-            }
-            taken.insert(p.port);
-        }
-    }
-    for p in spec.ports.iter_mut().filter(|p| p.port == 0) {
-        let Some(free) = (range.0..=range.1).find(|c| *c != 0 && !taken.contains(c)) else {
-            return Err(ApiError::unprocessable(vec![ErrorDetail::new(
-                "/portDefinitions",
-                format!("No free service port left in range {}-{}", range.0, range.1),
-            )]));
-        };
-        p.port = free;
-        taken.insert(free);
-    }
-    Ok(())
-}

@@ -56,6 +56,42 @@ pub fn status_update(task: &Task, state: &ClusterState, now: UnixMillis) -> Mara
     )
 }
 
+/// An instance left the cluster's books (the leader expunged the ended
+/// task): Marathon's `instance_changed_event`, with the condition it ended
+/// in.
+pub fn instance_gone(task: &Task, state: &ClusterState, now: UnixMillis) -> MarathonEvent {
+    let t = render_task(task, state);
+    event(
+        "instance_changed_event",
+        json!({
+            "instanceId": task.id.instance_id(),
+            "condition": condition(task.state),
+            "runSpecId": t["appId"],
+            "agentId": t["slaveId"],
+            "host": t["host"],
+            "runSpecVersion": t["version"],
+        }),
+        now,
+    )
+}
+
+/// Marathon's instance condition for a task state.
+fn condition(s: model::TaskState) -> &'static str {
+    use model::TaskState::*;
+    match s {
+        Staging => "Staging",
+        Starting => "Starting",
+        Running => "Running",
+        Killing => "Killing",
+        Finished => "Finished",
+        Failed => "Failed",
+        Killed => "Killed",
+        Lost => "Gone",
+        Unreachable => "Unreachable",
+        Error => "Error",
+    }
+}
+
 /// A task's health verdict changed (`alive`).
 pub fn health_status_changed(task: &Task, alive: bool, now: UnixMillis) -> MarathonEvent {
     event(

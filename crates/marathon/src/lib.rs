@@ -18,7 +18,7 @@ pub mod time;
 mod validate;
 
 pub use container::check_image_reference;
-pub use convert::{app_from_value, assign_service_ports, merge_app, parse_app};
+pub use convert::{app_from_value, merge_app, parse_app};
 pub use error::{ApiError, ErrorDetail};
 pub use history::{render_app_version, render_versions};
 pub use render::{render_app, render_deployment, render_queue, render_task, Embed};

@@ -541,7 +541,7 @@ fn unknown_and_unmodelled_fields_are_kept() {
 fn merge_keeps_absent_fields_and_url_id_wins() {
     let mut existing = ok(json!({"id": "/a", "cmd": "sleep 1", "cpus": 0.5, "instances": 2,
         "env": {"A": "1"}, "labels": {"l": "v"}, "healthChecks": [{"protocol": "MESOS_HTTP"}]}));
-    assign_service_ports(&mut existing, &BTreeSet::new(), (10000, 20000)).expect("ports");
+    existing.ports[0].port = 10000; // as the store assigns it
     let id = AppId::parse("/a").expect("id");
     let m = merge_app(&existing, &id, json!({"id": "/elsewhere", "instances": 5})).expect("merge");
     assert_eq!(m.id, id);
@@ -597,22 +597,11 @@ fn merge_to_bridge_networking_takes_ports_from_mappings() {
 // ---------------------------------------------------------------- service ports
 
 #[test]
-fn service_ports_take_the_lowest_free() {
-    let mut s = ok(with("portDefinitions", json!([{"port": 0}, {"port": 10001}, {"port": 0}])));
-    let used: BTreeSet<u16> = [10000, 10002].into_iter().collect();
-    assign_service_ports(&mut s, &used, (10000, 20000)).expect("assign");
-    let ports: Vec<u16> = s.ports.iter().map(|p| p.port).collect();
-    assert_eq!(ports, vec![10003, 10001, 10004]);
-    let mut s = ok(with("portDefinitions", json!([{"port": 0}, {"port": 0}])));
-    let e = assign_service_ports(&mut s, &BTreeSet::new(), (10000, 10000)).expect_err("full");
-    assert_eq!(e.status, 422);
-    let mut s = ok(with("portDefinitions", json!([{"port": 10000}])));
-    let used: BTreeSet<u16> = [10000].into_iter().collect();
-    assert!(assign_service_ports(&mut s, &used, (10000, 20000)).is_err());
-    // bridge: assigned service ports show up in the container's port mappings
+fn assigned_service_ports_render_in_the_container_port_mappings() {
+    // bridge: the service port the store assigned shows in the port mappings
     let mut s = ok(json!({"id": "/b", "container": {"type": "DOCKER", "docker": {"image": "x",
         "network": "BRIDGE", "portMappings": [{"containerPort": 80, "hostPort": 0}]}}}));
-    assign_service_ports(&mut s, &BTreeSet::new(), (10000, 20000)).expect("assign");
+    s.ports[0].port = 10000;
     let out = render_spec(&s);
     assert_eq!(out["container"]["docker"]["portMappings"][0]["servicePort"], 10000);
     assert_eq!(out["ports"], json!([10000]));
@@ -724,7 +713,7 @@ fn embed_parse_accepts_list_and_single_forms() {
 #[test]
 fn render_task_has_marathon_shape() {
     let mut spec = ok(json!({"id": "/web", "cmd": "x", "healthChecks": [{}]}));
-    assign_service_ports(&mut spec, &BTreeSet::new(), (10000, 20000)).expect("ports");
+    spec.ports[0].port = 10000; // as the store assigns it
     let (st, id) = state_with_app(spec);
     let t = task(&id, 7, TaskState::Running, Some(true));
     let out = render_task(&t, &st);

@@ -115,18 +115,8 @@ impl ClusterState {
         self.deployments.values().filter(move |d| d.affected_apps.contains(app))
     }
 
-    /// Service ports already taken by apps other than `except`.
     /// The version history of `app`, oldest first.
     pub fn versions_of<'a>(&'a self, app: &AppId) -> impl DoubleEndedIterator<Item = &'a AppVersion> + 'a {
         self.app_versions.get(app).into_iter().flat_map(|v| v.iter())
-    }
-
-    pub fn service_ports_used(&self, except: Option<&AppId>) -> BTreeSet<u16> {
-        self.apps
-            .values()
-            .filter(|a| Some(&a.spec.id) != except)
-            .flat_map(|a| a.spec.ports.iter().map(|p| p.port))
-            .filter(|p| *p != 0)
-            .collect()
     }
 }

@@ -141,35 +141,64 @@ fn take_lock(state: &mut ClusterState, id: &AppId, force: bool) -> Result<(), Re
     Ok(())
 }
 
+/// Service ports are assigned here and nowhere else: the one an app asks
+/// for (`portDefinitions[].port` / `portMappings[].servicePort` when not 0)
+/// if no other app holds it (422 naming the port and its holder; Marathon's
+/// `requirePorts` concerns host ports and is the scheduler's), otherwise the
+/// port this app already had at that index, otherwise the lowest free one
+/// of `SERVICE_PORT_RANGE`. The taken ports are indexed once per write (a
+/// map from port to holder), and the free one is found in the gaps of that
+/// map rather than by probing every candidate.
 fn assign_service_ports(state: &ClusterState, spec: &mut AppSpec, old: Option<&AppSpec>) -> Result<(), Rejection> {
-    // Ports only (no id clones): this runs on every app write.
-    let others = || state.apps.values().filter(|a| a.spec.id != spec.id);
-    let mut taken: BTreeSet<u16> =
-        others().flat_map(|a| a.spec.ports.iter().map(|p| p.port)).filter(|p| *p != 0).collect();
-    for p in spec.ports.iter().filter(|p| p.port != 0) {
-        if taken.contains(&p.port) {
-            let owner = others().find(|a| a.spec.ports.iter().any(|q| q.port == p.port)).map(|a| a.spec.id.clone());
-            return Err(Rejection::ServicePortTaken(p.port, owner.unwrap_or_else(AppId::root)));
+    let mut taken: BTreeMap<u16, &AppId> = BTreeMap::new();
+    for a in state.apps.values().filter(|a| a.spec.id != spec.id) {
+        for p in a.spec.ports.iter().filter(|p| p.port != 0) {
+            taken.insert(p.port, &a.spec.id);
         }
     }
-    taken.extend(spec.ports.iter().map(|p| p.port).filter(|p| *p != 0));
-    for (i, p) in spec.ports.iter_mut().enumerate() {
-        if p.port != 0 {
+    let mut mine: BTreeSet<u16> = BTreeSet::new();
+    for p in spec.ports.iter().filter(|p| p.port != 0) {
+        if let Some(holder) = taken.get(&p.port) {
+            return Err(Rejection::ServicePortTaken(p.port, (*holder).clone()));
+        }
+        mine.insert(p.port);
+    }
+    let free = |port: u16, mine: &BTreeSet<u16>| !taken.contains_key(&port) && !mine.contains(&port);
+    for i in 0..spec.ports.len() {
+        if spec.ports[i].port != 0 {
             continue;
         }
         // Keep the port the app already had at this index: load balancers and
         // clients keep working across updates.
-        let previous = old.and_then(|o| o.ports.get(i)).map(|o| o.port).filter(|port| !taken.contains(port));
+        let previous = old.and_then(|o| o.ports.get(i)).map(|o| o.port).filter(|p| *p != 0 && free(*p, &mine));
         let port = match previous {
             Some(port) => port,
-            None => (SERVICE_PORT_RANGE.0..=SERVICE_PORT_RANGE.1)
-                .find(|c| !taken.contains(c))
+            None => lowest_free(&taken, &mine)
                 .ok_or(Rejection::NoServicePort(SERVICE_PORT_RANGE.0, SERVICE_PORT_RANGE.1))?,
         };
-        taken.insert(port);
-        p.port = port;
+        mine.insert(port);
+        spec.ports[i].port = port;
     }
     Ok(())
+}
+
+/// The lowest port of `SERVICE_PORT_RANGE` in neither set, walking the
+/// taken ports in order (a gap between two is a free port).
+fn lowest_free(taken: &BTreeMap<u16, &AppId>, mine: &BTreeSet<u16>) -> Option<u16> {
+    let (lo, hi) = SERVICE_PORT_RANGE;
+    let mut used = taken.range(lo..=hi).map(|(p, _)| *p).chain(mine.range(lo..=hi).copied()).collect::<Vec<u16>>();
+    used.sort_unstable();
+    used.dedup();
+    let mut candidate = lo;
+    for p in used {
+        if p > candidate {
+            break;
+        }
+        if p == candidate {
+            candidate = candidate.checked_add(1)?;
+        }
+    }
+    (candidate <= hi).then_some(candidate)
 }
 
 fn put_app(state: &mut ClusterState, spec: &AppSpec, at: UnixMillis, deployment: &Deployment, force: bool) -> Applied {

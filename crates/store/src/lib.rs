@@ -76,6 +76,9 @@ pub struct Leadership {
     pub leader_rpc: Option<String>,
     pub is_self: bool,
     pub term: u64,
+    /// The Raft voters, in id order (DNS's `masterN` records follow them,
+    /// so a promotion shows without waiting for another change).
+    pub voters: Vec<NodeId>,
 }
 
 pub struct StoreConfig {
@@ -113,6 +116,7 @@ pub struct Store {
     leadership: tokio_watch::Receiver<Leadership>,
     max_voters: usize,
     metrics: StoreMetrics,
+    committed: Arc<std::sync::Mutex<Option<Option<raft_types::LogId>>>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -147,7 +151,9 @@ impl Store {
         let state: SharedState = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
         let feed = Feed::new(state.clone());
         let log = LogStore::new(db.clone())?;
-        let sm = StateMachine::open(db, state.clone(), feed.clone())?;
+        let committed = log.committed_handle();
+        let metrics = StoreMetrics::default();
+        let sm = StateMachine::open(db, state.clone(), feed.clone(), metrics.clone())?;
         let config = openraft::Config {
             cluster_name: "wharf".into(),
             heartbeat_interval: cfg.heartbeat_ms,
@@ -177,7 +183,8 @@ impl Store {
             client,
             leadership,
             max_voters: cfg.max_voters,
-            metrics: StoreMetrics::default(),
+            metrics,
+            committed,
         })
     }
 
@@ -245,6 +252,7 @@ impl Store {
             leader: m.current_leader.map(NodeId),
             role,
             last_log_index: m.last_log_index,
+            committed_index: self.committed.lock().ok().and_then(|c| c.flatten()).map(|l| l.index),
             last_applied_index: m.last_applied.map(|l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
@@ -338,6 +346,7 @@ fn spawn_leadership_watch(raft: &Raft, me: u64) -> tokio_watch::Receiver<Leaders
                     leader_rpc,
                     is_self: m.current_leader == Some(me),
                     term: m.current_term,
+                    voters: m.membership_config.membership().voter_ids().map(NodeId).collect(),
                 }
             };
             tx.send_if_modified(|cur| {

@@ -141,6 +141,11 @@ impl LogStore {
         Ok(LogStore { db, pending, writer, committed: Arc::default() })
     }
 
+    /// The commit index as openraft last handed it to `save_committed`.
+    pub(crate) fn committed_handle(&self) -> Arc<Mutex<Option<Option<LogId>>>> {
+        self.committed.clone()
+    }
+
     /// Waits until every append handed to the writer is durable.
     async fn drain(&self) -> Result<(), StorageError> {
         let (tx, rx) = tokio::sync::oneshot::channel();

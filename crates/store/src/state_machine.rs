@@ -84,6 +84,7 @@ pub struct StateMachine {
     last_applied: Arc<RwLock<(Option<LogId>, StoredMembership)>>,
     feed: Feed,
     frozen: Option<Frozen>,
+    metrics: crate::StoreMetrics,
 }
 
 /// Decodes a snapshot body, refusing formats newer than this build reads.
@@ -96,7 +97,12 @@ pub(crate) fn decode_body(data: &[u8]) -> Result<SnapshotBody, SnapshotError> {
 }
 
 impl StateMachine {
-    pub fn open(db: Arc<Database>, state: SharedState, feed: Feed) -> Result<StateMachine, crate::StoreError> {
+    pub fn open(
+        db: Arc<Database>,
+        state: SharedState,
+        feed: Feed,
+        metrics: crate::StoreMetrics,
+    ) -> Result<StateMachine, crate::StoreError> {
         let tx = db.begin_write().map_err(redb::Error::from)?;
         tx.open_table(SNAPSHOT).map_err(redb::Error::from)?;
         tx.commit().map_err(redb::Error::from)?;
@@ -106,6 +112,7 @@ impl StateMachine {
             last_applied: Arc::new(RwLock::new((None, StoredMembership::default()))),
             feed,
             frozen: None,
+            metrics,
         };
         if let Some(stored) = sm.read_stored_checked()? {
             sm.install_body(decode_body(&stored.data)?);
@@ -194,6 +201,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
         let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
         self.write_stored(&stored)?;
+        self.metrics.snapshot_taken();
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -210,6 +218,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut results = Vec::new();
         let mut changes = Vec::new();
         // A cheap copy (persistent maps): readers keep the old state until
@@ -247,6 +256,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for change in changes {
             self.feed.publish(change);
         }
+        self.metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.applied_entries.inc_by(results.len() as u64);
         Ok(results)
     }
 
@@ -270,6 +281,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let body = decode_body(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         self.write_stored(&StoredSnapshot { meta: meta.clone(), data })?;
         self.install_body(body);
+        self.metrics.snapshot_taken();
         Ok(())
     }
 

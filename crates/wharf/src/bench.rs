@@ -66,6 +66,11 @@ async fn started_at(c: &Client, app: &str) -> anyhow::Result<Option<Vec<i64>>> {
 
 /// Starts a benchmark node on loopback with generous resources.
 pub(crate) async fn start_node(data_dir: Option<PathBuf>) -> anyhow::Result<(Node, Client)> {
+    start_node_with(data_dir, &[]).await
+}
+
+/// As `start_node`, with more `wharf agent` flags.
+pub(crate) async fn start_node_with(data_dir: Option<PathBuf>, extra: &[&str]) -> anyhow::Result<(Node, Client)> {
     let (dir, tmp) = match data_dir {
         Some(d) => (d, None),
         None => {
@@ -81,6 +86,7 @@ pub(crate) async fn start_node(data_dir: Option<PathBuf>) -> anyhow::Result<(Nod
         .arg(&dir)
         .args(["--http", &format!("127.0.0.1:{http}"), "--rpc", &format!("127.0.0.1:{rpc}")])
         .args(["--ports", "21000-31000", "--resources", "cpus:64;mem:65536"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -178,6 +178,86 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
         ratio(3, 4),
         ratio(5, 6)
     );
+    failover(dir, base, &http, &nginx).await
+}
+
+/// The time from a backend's health check turning failing to the last
+/// request the LB sends it, under keep-alive load through the HTTP front:
+/// both ends are read from that task's own nginx access log (one clock),
+/// the first `/health` answered 404 and the last `/` after it.
+async fn failover(
+    dir: &std::path::Path,
+    base: &str,
+    http: &reqwest::Client,
+    nginx: &std::path::Path,
+) -> anyhow::Result<()> {
+    let tmpl = dir.join("fail.tmpl");
+    std::fs::write(
+        &tmpl,
+        "worker_processes 1; daemon off; pid nginx.pid; error_log stderr;\nevents { worker_connections 4096; }\nhttp { log_format t '$msec $status $request_uri'; access_log access.log t; server { listen HOSTPORT; location = /health { root SANDBOX; try_files /healthy =404; } location / { return 200 \"ok\\n\"; } } }\n",
+    )?;
+    let cmd = format!(
+        "touch healthy && sed -e \"s/HOSTPORT/$HOST:$PORT0/\" -e \"s|SANDBOX|$PWD|\" {} > nginx.conf && exec {} -p \"$PWD\" -c \"$PWD/nginx.conf\"",
+        tmpl.display(),
+        nginx.display()
+    );
+    let app = json!({"id": "/bench/fail", "cmd": cmd, "cpus": 0.2, "mem": 64, "instances": 2,
+                     "labels": {"HAPROXY_0_VHOST": "fail.test"},
+                     "healthChecks": [{"protocol": "HTTP", "path": "/health", "portIndex": 0, "intervalSeconds": 1,
+                                       "timeoutSeconds": 1, "gracePeriodSeconds": 10, "maxConsecutiveFailures": 3}]});
+    let resp = http.post(format!("{base}/v2/apps")).json(&app).send().await?;
+    if !resp.status().is_success() {
+        bail!("deploying the failover app: {}", resp.text().await.unwrap_or_default());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let victim = loop {
+        let v: Value = http.get(format!("{base}/v2/apps/bench/fail/tasks")).send().await?.json().await?;
+        let healthy: Vec<String> = v["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| {
+                t["healthCheckResults"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty() && r.iter().all(|h| h["alive"] == true))
+            })
+            .filter_map(|t| t["id"].as_str().map(str::to_string))
+            .collect();
+        if healthy.len() == 2 {
+            break healthy[0].clone();
+        }
+        if Instant::now() > deadline {
+            bail!("the failover app did not turn healthy (see the node's log)");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let sandbox = dir.join("node").join("sandboxes").join(&victim);
+    let load = std::process::Command::new("wrk")
+        .args(["-t1", "-c", "20", "-d", "8s", "-H", "Host: fail.test"])
+        .arg(format!("http://{NODE}:80/"))
+        .stdout(Stdio::null())
+        .spawn()
+        .context("running wrk")?;
+    let _load = Proc(load);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    std::fs::remove_file(sandbox.join("healthy")).context("failing the victim's health check")?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let log = std::fs::read_to_string(sandbox.join("access.log")).context("reading the victim's access log")?;
+    let lines: Vec<(f64, &str, &str)> = log
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            Some((f.next()?.parse().ok()?, f.next()?, f.next()?))
+        })
+        .collect();
+    let failed = lines.iter().find(|(_, status, uri)| *uri == "/health" && *status == "404").map(|l| l.0);
+    let Some(failed) = failed else { bail!("the victim's health check never failed (see {})", sandbox.display()) };
+    let last = lines.iter().filter(|(_, _, uri)| *uri != "/health").map(|l| l.0).fold(0.0, f64::max);
+    let after = lines.iter().filter(|(t, _, uri)| *t >= failed && *uri != "/health").count();
+    println!(
+        "failover (HTTP front, keep-alive load): health check failing -> last request to that task {:.1} ms ({after} requests in between)",
+        (last - failed).max(0.0) * 1000.0
+    );
     Ok(())
 }
 

@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "wharf", version, about = "A batteries-included container service (Marathon-compatible)")]
+#[command(
+    name = "wharf",
+    version,
+    about = "A batteries-included container service (Marathon-compatible)",
+    after_help = "Examples:\n  wharf agent --data-dir /var/lib/wharf\n  WHARF_ADDR=http://10.0.0.5:8080 wharf app ls\n  wharf app deploy web.json"
+)]
 pub struct Cli {
     /// Address of any Wharf node's HTTP API.
     /// Address of any Wharf node's HTTP API. HTTP Basic credentials can go
@@ -29,6 +34,9 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Start a node (every component: state, scheduler, agent, API).
+    #[command(
+        after_help = "Examples:\n  wharf agent --data-dir /var/lib/wharf\n  wharf agent --http 10.0.0.6:8080 --rpc 10.0.0.6:5050 --join 10.0.0.5:5050"
+    )]
     Agent(AgentArgs),
     /// Internal: the per-task supervisor started by the agent.
     #[command(hide = true)]
@@ -37,42 +45,68 @@ pub enum Command {
         sandbox: PathBuf,
     },
     /// Manage apps (long-running services).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wharf app deploy web.json\n  wharf app ls\n  wharf app show /web"
+    )]
     App(AppCommand),
     /// Manage jobs (one-off and scheduled runs, Metronome's API).
     #[command(subcommand)]
     Job(crate::cli_job::JobCommand),
-    /// List tasks.
+    /// List tasks with their state, health, node and ports.
+    #[command(after_help = "Examples:\n  wharf ps\n  wharf ps --app /web\n  wharf ps --json | jq '.tasks[].host'")]
     Ps {
         /// Only tasks of this app.
         #[arg(long)]
         app: Option<String>,
+        /// Print `/v2/tasks` as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a task's stdout (or stderr), or every task's of an app.
-    ///
-    /// Examples: `wharf logs -f TASK_ID`, `wharf logs -f --app /web` (each line
-    /// prefixed with its task's instance).
+    #[command(
+        after_help = "Examples:\n  wharf logs -f TASK_ID\n  wharf logs --tail 100 --stderr TASK_ID\n  wharf logs -f --app /web   (each line prefixed with its task's instance)"
+    )]
     Logs {
         #[arg(required_unless_present = "app")]
         task_id: Option<String>,
         /// Every task of this app, each line prefixed with its instance.
         #[arg(long, conflicts_with = "task_id")]
         app: Option<String>,
-        /// Keep printing new output (and, with --app, new tasks' output).
+        /// Keep printing new output until the task ends (with --app: new
+        /// tasks' output too, until interrupted).
         #[arg(short, long)]
         follow: bool,
+        /// The task's stderr instead of its stdout.
         #[arg(long)]
         stderr: bool,
+        /// Start with the last N lines instead of everything kept.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
     },
+    /// Deployments in flight: list, or roll one back.
+    #[command(subcommand, after_help = "Examples:\n  wharf deployment ls\n  wharf deployment rm ID")]
+    Deployment(DeploymentCommand),
     /// Cluster nodes.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  wharf node ls\n  wharf node drain 3")]
     Node(NodeCommand),
     /// HTTP API tokens (admin only). The first token turns authentication
     /// on for the whole cluster.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wharf token create --role viewer --name grafana\n  wharf token ls"
+    )]
     Token(TokenCommand),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  wharf completion bash > /etc/bash_completion.d/wharf\n  wharf completion zsh > \"${fpath[1]}/_wharf\"\n  wharf completion fish > ~/.config/fish/completions/wharf.fish"
+    )]
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Benchmarks against a node this command starts itself.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  wharf bench launch\n  wharf bench logs --lines 1000000")]
     Bench(BenchCommand),
 }
 
@@ -115,6 +149,18 @@ pub struct AgentArgs {
     /// Sandboxes (logs) of finished tasks kept on this node; older ones are deleted.
     #[arg(long, default_value_t = 100)]
     pub keep_sandboxes: usize,
+    /// Size at which a task's stdout or stderr file is rotated (bytes, or
+    /// with K, M or G).
+    #[arg(long, default_value = "10M")]
+    pub log_max_size: String,
+    /// Files kept per task stream, the one being written included; older
+    /// output is dropped.
+    #[arg(long, default_value_t = 5)]
+    pub log_files: u32,
+    /// This node's own log lines: `text` for people, `json` (one object per
+    /// line, with the span fields) for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Seconds a voter may be unreachable before a learner replaces it.
     #[arg(long, default_value_t = 30.0)]
     pub voter_replace_after: f64,
@@ -128,6 +174,12 @@ pub struct AgentArgs {
     /// --lb-bind address, falling back to 9090 when 80 cannot be bound).
     #[arg(long)]
     pub http_lb: Option<String>,
+    /// Restrict this node's load balancer to the apps labelled
+    /// `HAPROXY_GROUP` with one of these groups (comma-separated; `*`: every
+    /// app). Without it the node proxies every app that has no
+    /// `HAPROXY_GROUP`; an app with one is proxied only on its group's nodes.
+    #[arg(long, value_delimiter = ',')]
+    pub lb_group: Option<Vec<String>>,
     /// USER:PASSWORD for HTTP Basic authentication (Marathon's flag), with
     /// the admin role. With it, or once any API token exists, every request
     /// but /ping and the UI's files needs credentials.
@@ -148,6 +200,12 @@ pub struct AgentArgs {
     /// must name a user, or --default-task-user must.
     #[arg(long)]
     pub refuse_root_tasks: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The node's DNS server (Mesos-DNS names for the cluster domain).
@@ -183,34 +241,91 @@ pub struct DnsArgs {
 
 #[derive(Subcommand)]
 pub enum AppCommand {
-    /// Create or update an app from a Marathon JSON file and wait until it is deployed.
+    /// Create or update an app from a Marathon JSON file and follow the
+    /// deployment until it is done (or says why it failed).
+    #[command(
+        after_help = "Example:\n  echo '{\"id\": \"/web\", \"cmd\": \"python3 -m http.server $PORT0\", \"instances\": 2}' > web.json\n  wharf app deploy web.json"
+    )]
     Deploy {
         file: PathBuf,
         /// Override a deployment that holds the app.
         #[arg(long)]
         force: bool,
-        /// Give up after this many seconds.
+        /// Stop waiting after this many seconds (the deployment goes on).
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
-    /// List apps.
-    Ls,
-    /// Change an app's instance count and wait until done.
+    /// List apps with their instances, running, healthy and staged tasks.
+    #[command(after_help = "Examples:\n  wharf app ls\n  wharf app ls --json | jq -r '.apps[].id'")]
+    Ls {
+        /// Print `/v2/apps` as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One app: its definition's essentials, counts, deployments, last
+    /// failure and tasks.
+    #[command(after_help = "Examples:\n  wharf app show /web\n  wharf app show /web --json")]
+    Show {
+        id: String,
+        /// Print `/v2/apps/ID` (with tasks, deployments, last failure) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What deploying FILE would change in the running app, field by field.
+    #[command(after_help = "Example:\n  wharf app diff web.json && wharf app deploy web.json")]
+    Diff { file: PathBuf },
+    /// Change an app's instance count and follow the deployment.
+    #[command(after_help = "Example:\n  wharf app scale /web 5")]
     Scale {
         id: String,
         instances: u32,
+        /// Override a deployment that holds the app.
         #[arg(long)]
         force: bool,
+        /// Stop waiting after this many seconds (the deployment goes on).
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
     },
     /// Delete an app and wait until its tasks are gone.
+    #[command(after_help = "Example:\n  wharf app rm /web")]
     Rm {
         id: String,
+        /// Override a deployment that holds the app.
         #[arg(long)]
         force: bool,
+        /// Stop waiting after this many seconds (the removal goes on).
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
     },
-    /// Restart every task of an app.
+    /// Replace every task of an app (rolling, as a config change would).
+    #[command(after_help = "Example:\n  wharf app restart /web")]
     Restart {
         id: String,
+        /// Override a deployment that holds the app.
+        #[arg(long)]
+        force: bool,
+        /// Stop waiting after this many seconds (the deployment goes on).
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DeploymentCommand {
+    /// Deployments in flight with their step and current actions.
+    #[command(after_help = "Examples:\n  wharf deployment ls\n  wharf deployment ls --json")]
+    Ls {
+        /// Print `/v2/deployments` as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a deployment and roll its apps back to the versions before it.
+    #[command(
+        after_help = "Examples:\n  wharf deployment rm 5ed4c0c5-9ff8-4a6f-a0cd-f57f59a34b43\n  wharf deployment rm ID --force   (forget it, leave the apps as they are)"
+    )]
+    Rm {
+        id: String,
+        /// Only forget the deployment; no rollback.
         #[arg(long)]
         force: bool,
     },
@@ -219,16 +334,17 @@ pub enum AppCommand {
 #[derive(Subcommand)]
 pub enum NodeCommand {
     /// List nodes with their role, status and resources used/total.
-    ///
-    /// Example: `wharf node ls`, or `wharf node ls --json | jq '.nodes[].used'`
+    #[command(after_help = "Examples:\n  wharf node ls\n  wharf node ls --json | jq '.nodes[].used'")]
     Ls {
         /// Print `/wharf/v1/nodes` as JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Move every task off a node and give it no new ones.
+    #[command(after_help = "Example:\n  wharf node drain 3   (ids from `wharf node ls`)")]
     Drain { id: String },
     /// Remove a node from the cluster (its tasks are replaced elsewhere).
+    #[command(after_help = "Example:\n  wharf node rm 3   (ids from `wharf node ls`)")]
     Rm { id: String },
 }
 
@@ -247,8 +363,10 @@ pub enum TokenCommand {
         name: String,
     },
     /// List tokens: id, role, name, creation time (never the secrets).
+    #[command(after_help = "Example:\n  wharf token ls")]
     Ls,
     /// Revoke a token by its id.
+    #[command(after_help = "Example:\n  wharf token rm ID   (ids from `wharf token ls`)")]
     Rm { id: String },
 }
 
@@ -268,6 +386,7 @@ pub enum BenchCommand {
         minutes: u32,
     },
     /// Launch latency (POST accepted -> task process running) and throughput.
+    #[command(after_help = "Example:\n  wharf bench launch --tasks 200 --burst 100")]
     Launch {
         /// Tasks launched one after another for the latency figures.
         #[arg(long, default_value_t = 200)]
@@ -281,6 +400,7 @@ pub enum BenchCommand {
     },
     /// Container start latency (placement -> process running) through the
     /// Docker driver, beside `docker run --rm` on the same engine.
+    #[command(after_help = "Example:\n  wharf bench containers --starts 100")]
     Containers {
         /// Sequential starts for each side.
         #[arg(long, default_value_t = 100)]
@@ -290,6 +410,7 @@ pub enum BenchCommand {
         image: String,
     },
     /// Rolling deployment time with health checks, and CPU under many health checks.
+    #[command(after_help = "Example:\n  wharf bench health --rounds 3 --tasks 1000")]
     Health {
         #[arg(long, default_value_t = 3)]
         rounds: u32,
@@ -298,6 +419,7 @@ pub enum BenchCommand {
     },
     /// The core at scale: a real leader with thousands of simulated nodes and
     /// agents: placements/s, read latency, node loss, memory, snapshots.
+    #[command(after_help = "Example:\n  wharf bench scale --nodes 100 --apps 100 --tasks-per-node 10 --hold 90")]
     Scale {
         /// Simulated node counts, one run each (e.g. `1000,10000`).
         #[arg(long, value_delimiter = ',', default_values_t = vec![1000, 10000])]
@@ -315,6 +437,7 @@ pub enum BenchCommand {
     },
     /// DNS: queries/s and latency beside NSD (dnsperf), and how fast a task
     /// that turns healthy appears in another node's answers.
+    #[command(after_help = "Example:\n  wharf bench dns --apps 1000 --seconds 10")]
     Dns {
         /// Apps (one task each) whose A and SRV names are asked.
         #[arg(long, default_value_t = 1000)]
@@ -328,6 +451,7 @@ pub enum BenchCommand {
     },
     /// The load balancer beside HAProxy (wrk): requests/s and p99 through the
     /// HTTP front and an L4 service port, and new connections/s.
+    #[command(after_help = "Example:\n  wharf bench lb --seconds 10 --connections 50")]
     Lb {
         /// Seconds of wrk per path.
         #[arg(long, default_value_t = 10)]
@@ -336,7 +460,24 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 50)]
         connections: u32,
     },
+    /// Following a chatty task's log: lines/s `logs -f` keeps up with
+    /// (every line checked), beside `docker logs -f` of the same program.
+    #[command(after_help = "Example:\n  wharf bench logs --lines 1000000 --log-max-size 1M")]
+    Logs {
+        /// Lines the task prints as fast as it can.
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: u64,
+        /// The node's --log-max-size for the run.
+        #[arg(long, default_value = "10M")]
+        log_max_size: String,
+        /// The node's --log-files for the run.
+        #[arg(long, default_value_t = 5)]
+        log_files: u32,
+    },
     /// Three nodes on 127.77.0.1-3: write throughput, leader failover, node loss.
+    #[command(
+        after_help = "Examples:\n  wharf bench cluster --rounds 3\n  wharf bench cluster --vs-etcd --clients 1,64"
+    )]
     Cluster {
         /// Leader kills to time.
         #[arg(long, default_value_t = 3)]
@@ -362,20 +503,32 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Agent(args) => crate::node::run(args).await,
         Command::Executor { .. } => Ok(()),
-        Command::App(cmd) => crate::client::app(&client, cmd).await,
+        Command::App(cmd) => crate::cmd::app::run(&client, cmd).await,
         Command::Job(cmd) => crate::cli_job::run(&client, cmd).await,
-        Command::Ps { app } => crate::client::ps(&client, app).await,
-        Command::Logs { task_id, app, follow, stderr } => match (task_id, app) {
-            (_, Some(app)) => crate::client::app_logs(&client, &app, follow, stderr).await,
-            (Some(task), None) => crate::client::logs(&client, &task, follow, stderr).await,
-            (None, None) => anyhow::bail!("name a task (wharf logs TASK_ID) or an app (wharf logs --app /web)"),
-        },
-        Command::Node(NodeCommand::Ls { json }) => crate::client::node_ls(&client, json).await,
-        Command::Node(NodeCommand::Drain { id }) => crate::client::node_drain(&client, &id).await,
-        Command::Node(NodeCommand::Rm { id }) => crate::client::node_rm(&client, &id).await,
-        Command::Token(TokenCommand::Create { role, name }) => crate::client::token_create(&client, &role, &name).await,
-        Command::Token(TokenCommand::Ls) => crate::client::token_ls(&client).await,
-        Command::Token(TokenCommand::Rm { id }) => crate::client::token_rm(&client, &id).await,
+        Command::Ps { app, json } => crate::cmd::tasks::ps(&client, app, json).await,
+        Command::Logs { task_id, app, follow, stderr, tail } => {
+            let args = crate::cmd::logs::LogArgs { follow, stderr, tail };
+            match (task_id, app) {
+                (_, Some(app)) => crate::cmd::logs::app(&client, &app, args).await,
+                (Some(task), None) => crate::cmd::logs::task(&client, &task, args).await,
+                (None, None) => anyhow::bail!("name a task (wharf logs TASK_ID) or an app (wharf logs --app /web)"),
+            }
+        }
+        Command::Deployment(DeploymentCommand::Ls { json }) => crate::cmd::deployment::ls(&client, json).await,
+        Command::Deployment(DeploymentCommand::Rm { id, force }) => {
+            crate::cmd::deployment::rm(&client, &id, force).await
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "wharf", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Node(NodeCommand::Ls { json }) => crate::cmd::node::ls(&client, json).await,
+        Command::Node(NodeCommand::Drain { id }) => crate::cmd::node::drain(&client, &id).await,
+        Command::Node(NodeCommand::Rm { id }) => crate::cmd::node::rm(&client, &id).await,
+        Command::Token(TokenCommand::Create { role, name }) => crate::cmd::token::create(&client, &role, &name).await,
+        Command::Token(TokenCommand::Ls) => crate::cmd::token::ls(&client).await,
+        Command::Token(TokenCommand::Rm { id }) => crate::cmd::token::rm(&client, &id).await,
         Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {
             crate::bench::launch(tasks, burst, data_dir).await
         }
@@ -384,6 +537,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Jobs { runs, jobs, minutes }) => crate::bench_jobs::run(runs, jobs, minutes).await,
         Command::Bench(BenchCommand::Lb { seconds, connections }) => {
             crate::bench_lb::run(crate::bench_lb::LbBenchArgs { seconds, connections }).await
+        }
+        Command::Bench(BenchCommand::Logs { lines, log_max_size, log_files }) => {
+            let args = crate::bench_logs::LogsBenchArgs { lines, max_size: log_max_size, files: log_files };
+            crate::bench_logs::run(args).await
         }
         Command::Bench(BenchCommand::Dns { apps, seconds, tasks }) => {
             crate::bench_dns::run(crate::bench_dns::DnsBenchArgs { apps, seconds, tasks }).await

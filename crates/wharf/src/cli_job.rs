@@ -182,7 +182,8 @@ async fn start(c: &Client, id: &str, wait: bool, timeout: Duration) -> anyhow::R
     };
     if let Some(task) = done["tasks"].as_array().and_then(|t| t.last()) {
         let tid = task["id"].as_str().unwrap_or_default();
-        crate::client::logs(c, tid, false, false).await.ok();
+        let args = crate::cmd::logs::LogArgs { follow: false, stderr: false, tail: None };
+        crate::cmd::logs::task(c, tid, args).await.ok();
     }
     if done["status"] == "SUCCESS" {
         return Ok(());

@@ -26,7 +26,10 @@ fn parse_addr(flag: &str, s: &str) -> anyhow::Result<SocketAddr> {
 /// the error names it and `wharf agent` exits non-zero). Tasks keep running
 /// either way.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    init_logging();
+    init_logging(args.log_format);
+    let log_limits = logfiles::LogLimits::parse_size(&args.log_max_size)
+        .and_then(|size| logfiles::LogLimits::new(size, args.log_files))
+        .map_err(|e| anyhow::anyhow!("--log-max-size/--log-files: {e}"))?;
     let (http, rpc) = (parse_addr("--http", &args.http)?, parse_addr("--rpc", &args.rpc)?);
     let advertise = match &args.advertise {
         Some(a) => a.clone(),
@@ -97,8 +100,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     agent_metrics.register(&mut registry);
     scheduler_metrics.register(&mut registry);
     let dns = dns::server::Dns::new(dns_cfg);
+    dns.metrics.register(&mut registry);
     start_dns(&mut sup, &store, &dns, dns_listeners);
     let lb = lb::Lb::new(lb_cfg);
+    lb::metrics::register(lb.clone(), &mut registry);
     start_lb(&mut sup, &store, &lb, http_lb);
     let ctx = api::ApiContext::with_registry(store.clone(), sandbox_root.clone(), registry)
         .with_credentials(credentials)
@@ -113,6 +118,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         check_client,
         metrics: agent_metrics,
         drivers,
+        log: log_limits,
         default_task_user: args.default_task_user.clone(),
         refuse_root_tasks: args.refuse_root_tasks,
     };
@@ -134,15 +140,18 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
 const HTTP_SERVER: &str = "HTTP server";
 
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(
-                "info,openraft=warn,hickory_server=warn,hickory_proto=warn,hickory_net=warn",
-            )
-        }))
-        .with_writer(std::io::stderr)
-        .init();
+/// Human-readable lines by default; with `json`, one JSON object per line
+/// carrying the fields of every span it happened in (request, deployment,
+/// task launch).
+fn init_logging(format: crate::cli::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,openraft=warn,hickory_server=warn,hickory_proto=warn,hickory_net=warn")
+    });
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        crate::cli::LogFormat::Text => fmt.init(),
+        crate::cli::LogFormat::Json => fmt.json().with_current_span(true).with_span_list(true).init(),
+    }
 }
 
 /// A new node becomes a one-member cluster, or joins through `join`; a node
@@ -249,7 +258,9 @@ async fn lb_listener(args: &AgentArgs, http: SocketAddr) -> anyhow::Result<(lb::
         Some(b) => b.parse().with_context(|| format!("--lb-bind: '{b}' is not an IP address"))?,
         None => http.ip(),
     };
-    let cfg = lb::LbConfig { bind, ..lb::LbConfig::default() };
+    let groups =
+        args.lb_group.as_ref().map(|g| g.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+    let cfg = lb::LbConfig { bind, groups, ..lb::LbConfig::default() };
     let listener = match args.http_lb.as_deref() {
         Some("off") => None,
         Some(a) => {
@@ -281,7 +292,7 @@ async fn lb_listener(args: &AgentArgs, http: SocketAddr) -> anyhow::Result<(lb::
 /// The load balancer: its table follows the store (restarted if it ends),
 /// the service-port listeners follow the table, the HTTP front serves.
 fn start_lb(sup: &mut Supervisor, store: &Arc<Store>, lb: &Arc<lb::Lb>, http: Option<TcpListener>) {
-    let (ports_tx, ports_rx) = tokio::sync::watch::channel(Vec::new());
+    let (ports_tx, ports_rx) = tokio::sync::watch::channel(lb::l4::Wanted::new());
     let ports_tx = Arc::new(ports_tx);
     let (s, l, tx) = (store.clone(), lb.clone(), ports_tx.clone());
     sup.start("LB table", Policy::Restart, move || {
@@ -340,6 +351,7 @@ struct AgentParts {
     check_client: reqwest::Client,
     metrics: agent::AgentMetrics,
     drivers: Vec<model::DriverKind>,
+    log: logfiles::LogLimits,
     default_task_user: Option<String>,
     refuse_root_tasks: bool,
 }
@@ -357,6 +369,7 @@ fn start_agent(sup: &mut Supervisor, store: &Arc<Store>, parts: AgentParts) {
             check_client: parts.check_client.clone(),
             metrics: parts.metrics.clone(),
             drivers: parts.drivers.clone(),
+            log: parts.log,
             default_task_user: parts.default_task_user.clone(),
             refuse_root_tasks: parts.refuse_root_tasks,
         };

@@ -113,6 +113,7 @@ pub async fn run(store: Arc<Store>, metrics: SchedulerMetrics) {
         }
         tracing::info!("leading: scheduling");
         let mut sub = store.subscribe();
+        let deployments = AbortOnDrop(tokio::spawn(log_deployments(store.subscribe())));
         loop {
             if !store.is_leader() {
                 break;
@@ -220,6 +221,38 @@ pub async fn run(store: Arc<Store>, metrics: SchedulerMetrics) {
                 }
             }
         }
+        drop(deployments);
         tracing::info!("no longer leading");
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The leader's log of each deployment's life (started, each step,
+/// finished), every line in a `deployment` span carrying its id and apps, so
+/// one deployment's lines can be picked out of the node's log.
+async fn log_deployments(mut sub: store::Subscription) {
+    use store::Effect;
+    while let Some(update) = sub.next().await {
+        let Update::Change(c) = update else { continue };
+        for e in c.effects.iter() {
+            let (d, what) = match e {
+                Effect::DeploymentStarted(d) => (d, "started"),
+                Effect::DeploymentChanged { after, .. } => (after, "step"),
+                Effect::DeploymentFinished { deployment, succeeded: true } => (deployment, "succeeded"),
+                Effect::DeploymentFinished { deployment, .. } => (deployment, "ended without success"),
+                _ => continue,
+            };
+            let apps: Vec<&str> = d.affected_apps.iter().map(|a| a.as_str()).collect();
+            let span = tracing::info_span!("deployment", id = %d.id.0, apps = ?apps);
+            let _in = span.enter();
+            tracing::info!(step = d.current_step, steps = d.steps.len(), index = c.index, "deployment {what}");
+        }
     }
 }

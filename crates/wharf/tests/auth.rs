@@ -305,6 +305,15 @@ async fn task_files_through_another_node_carry_the_credentials() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "no credentials, no output");
     let r = c.client.get(&url).header("cookie", format!("wharf_auth=Bearer:{viewer}")).send().await.expect("get");
     assert_eq!(r.status(), StatusCode::OK, "the UI's cookie is passed on too");
+    // The logs stream is passed through the same way.
+    let logs = format!("{}/wharf/v1/tasks/{task}/logs", c.nodes[via].addr());
+    let r = c.client.get(&logs).bearer_auth(&viewer).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap_or_default().contains("proxied-line"));
+    let r = c.client.get(&logs).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "no credentials, no logs");
+    let r = c.client.get(&logs).header("cookie", format!("wharf_auth=Bearer:{viewer}")).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK, "the UI's cookie is passed on for logs too");
 
     // With no token left the cluster is open again (and the harness cleans up).
     for t in [&viewer, &admin] {

@@ -69,6 +69,16 @@ async fn deployment_events_arrive_in_order_and_filter() {
     assert_eq!(s, StatusCode::OK);
     let gone = all.until("app_terminated_event", WAIT, |k, v| k == "app_terminated_event" && v["appId"] == "/ev").await;
     assert!(gone.iter().any(|(k, v)| k == "status_update_event" && v["taskStatus"] == "TASK_KILLED"), "{gone:#?}");
+    // The leader forgetting the killed task is an event too (the UI reads
+    // the app's lastTaskFailure and tasks again on it).
+    let killed = gone.iter().position(|(k, v)| k == "status_update_event" && v["taskStatus"] == "TASK_KILLED");
+    let expunged = gone.iter().position(|(k, v)| {
+        k == "instance_changed_event"
+            && v["condition"] == "Killed"
+            && v["runSpecId"] == "/ev"
+            && v["instanceId"].is_string()
+    });
+    assert!(expunged.is_some() && expunged > killed, "instance_changed_event after the kill: {gone:#?}");
     let picked = two_kinds.until("app_terminated_event", WAIT, |k, _| k == "app_terminated_event").await;
     assert!(picked.iter().all(|(k, _)| k == "deployment_info" || k == "app_terminated_event"), "{picked:#?}");
     assert!(picked.iter().any(|(k, _)| k == "deployment_info"));

@@ -230,3 +230,157 @@ async fn bad_http_gets_4xx_or_a_closed_connection() {
     let r = talk(front, b"GET /v HTTP/1.1\r\nHost: bad.test\r\nConnection: close\r\n\r\n".to_vec(), false);
     assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("b1\n"), "{r}");
 }
+
+/// A task serving HTTP (health), a websocket echo on `$PORT0` and a UDP
+/// echo on `$PORT1` that names the task in each reply (python3's stdlib).
+const ECHO: &str = r#"
+import socket, threading, hashlib, base64, os
+tid = os.environ['MESOS_TASK_ID'].encode()
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(('0.0.0.0', int(os.environ['PORT1'])))
+    while True:
+        d, a = s.recvfrom(2048)
+        s.sendto(tid + b' ' + d, a)
+threading.Thread(target=udp, daemon=True).start()
+t = socket.socket()
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(('0.0.0.0', int(os.environ['PORT0'])))
+t.listen(64)
+def serve(c):
+    f = c.makefile('rb')
+    f.readline()
+    hs = {}
+    while True:
+        l = f.readline().decode().strip()
+        if not l:
+            break
+        k, v = l.split(':', 1)
+        hs[k.strip().lower()] = v.strip()
+    if hs.get('upgrade', '').lower() != 'websocket':
+        c.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n')
+        c.close()
+        return
+    acc = base64.b64encode(hashlib.sha1((hs['sec-websocket-key'] + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').encode()).digest())
+    c.sendall(b'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ' + acc + b'\r\n\r\n')
+    while True:
+        h = f.read(2)
+        if len(h) < 2:
+            break
+        m = f.read(4)
+        p = bytes(b ^ m[i % 4] for i, b in enumerate(f.read(h[1] & 127)))
+        reply = b'echo: ' + p
+        c.sendall(bytes([0x81, len(reply)]) + reply)
+    c.close()
+while True:
+    c, _ = t.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_ports_websockets_groups_and_metrics() {
+    let mut c = Cluster::start(2, &[]).await;
+    // Node 1 is an edge node: it proxies only apps of group `edge`.
+    c.nodes[1].stop();
+    c.nodes[1].extra.extend(["--lb-group".to_string(), "edge".to_string()]);
+    let seed = c.nodes[0].rpc();
+    c.nodes[1].spawn(Some(&seed));
+    c.wait_up(1).await;
+    let echo = json!({
+        "id": "/lb/echo", "cmd": format!("exec python3 -c \"{}\"", ECHO.replace('"', "\\\"")),
+        "cpus": 0.1, "mem": 64, "instances": 2,
+        "portDefinitions": [{"port": 0, "protocol": "tcp"}, {"port": 0, "protocol": "udp"}],
+        "labels": {"HAPROXY_0_VHOST": "ws.test"},
+        "healthChecks": [{"protocol": "HTTP", "path": "/", "portIndex": 0, "intervalSeconds": 1,
+                          "timeoutSeconds": 1, "gracePeriodSeconds": 15, "maxConsecutiveFailures": 3}]
+    });
+    let (s, v) = c.call(0, Method::POST, "/v2/apps", Some(&echo)).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let udp_port = v["portDefinitions"][1]["port"].as_u64().expect("udp service port") as u16;
+    let mut edge = app("/lb/edge", "edge.test", "e1", "/ok");
+    edge["instances"] = json!(1);
+    edge["labels"]["HAPROXY_GROUP"] = json!("edge");
+    let (s, v) = c.call(0, Method::POST, "/v2/apps", Some(&edge)).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let edge_port = v["portDefinitions"][0]["port"].as_u64().expect("service port") as u16;
+    wait_for("healthy echo tasks", Duration::from_secs(60), || async { healthy(&c, "/lb/echo").await.len() == 2 })
+        .await;
+    wait_for("a healthy edge task", Duration::from_secs(60), || async { healthy(&c, "/lb/edge").await.len() == 1 })
+        .await;
+    let ip0 = c.nodes[0].ip.clone();
+
+    // UDP: one client's datagrams all reach one task (affinity), and the
+    // replies come from the service port.
+    let sock = std::net::UdpSocket::bind(format!("{ip0}:0")).expect("udp socket");
+    sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let target: std::net::SocketAddr = format!("{ip0}:{udp_port}").parse().expect("addr");
+    let mut tasks = BTreeSet::new();
+    let mut answered = 0;
+    for i in 0..40 {
+        sock.send_to(format!("ping {i}").as_bytes(), target).expect("send");
+        let mut buf = [0u8; 2048];
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            assert_eq!(from, target, "the reply comes from the service port");
+            let reply = String::from_utf8_lossy(&buf[..n]).to_string();
+            let (task, rest) = reply.split_once(' ').expect("task and payload");
+            assert_eq!(rest, format!("ping {i}"));
+            tasks.insert(task.to_string());
+            answered += 1;
+        }
+        if answered >= 10 {
+            break;
+        }
+    }
+    assert!(answered >= 10, "UDP answered {answered} of the datagrams");
+    assert_eq!(tasks.len(), 1, "one client, one task: {tasks:?}");
+
+    // A websocket through the HTTP front: the handshake and frames pass.
+    let mut ws = std::net::TcpStream::connect(format!("{ip0}:80")).expect("connect");
+    ws.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    ws.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .expect("handshake");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        ws.read_exact(&mut byte).expect("handshake answer");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // RFC 6455's own example key and accept value.
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | 5];
+    frame.extend_from_slice(&mask);
+    frame.extend(b"hello".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    ws.write_all(&frame).expect("frame");
+    let mut reply = [0u8; 2 + 11];
+    ws.read_exact(&mut reply).expect("echo frame");
+    assert_eq!(&reply[2..], b"echo: hello");
+
+    // Groups: the grouped app only on the edge node, the others everywhere else.
+    let lb0 = c.get(0, "/wharf/v1/lb").await.to_string();
+    let lb1 = c.get(1, "/wharf/v1/lb").await.to_string();
+    assert!(lb0.contains("/lb/echo") && !lb0.contains("/lb/edge"), "{lb0}");
+    assert!(lb1.contains("/lb/edge") && !lb1.contains("/lb/echo"), "{lb1}");
+    let http = client();
+    let r = http.get(format!("http://{}:{edge_port}/v", c.nodes[1].ip)).send().await.expect("edge node");
+    assert_eq!(r.text().await.unwrap_or_default(), "e1\n");
+    assert!(http.get(format!("http://{ip0}:{edge_port}/v")).send().await.is_err(), "not proxied on node 0");
+
+    // The LB's series in /metrics.
+    let text = c.client.get(format!("{}/metrics", c.nodes[0].addr())).send().await.expect("metrics");
+    let text = text.text().await.unwrap_or_default();
+    let udp_requests: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("wharf_lb_backend_requests_total{") && l.contains(&format!("frontend=\"udp:{udp_port}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(udp_requests >= 10.0, "{text}");
+    assert!(text.contains("wharf_lb_backend_connections_total{frontend=\"http:ws.test/\""), "{text}");
+}

@@ -120,7 +120,31 @@ async fn metrics_follow_a_deployment() {
     assert_eq!(after.histogram_count("wharf_agent_launch_seconds", &[]), 2.0);
     assert_eq!(after.get("wharf_scheduler_placements_total", &[]), 2.0);
     assert!(after.histogram_count("wharf_scheduler_plan_seconds", &[]) >= 1.0);
+    // Raft: what is committed is at least what is applied; each applied
+    // batch is timed. No snapshot was taken since the node started.
+    let applied = after.get("wharf_raft_last_applied_index", &[]);
+    assert!(after.get("wharf_raft_commit_index", &[]) >= applied && applied > 0.0);
+    assert!(after.histogram_count("wharf_store_apply_seconds", &[]) >= 3.0);
+    assert!(after.get("wharf_store_applied_entries_total", &[]) >= 3.0);
+    assert!(after.get("wharf_raft_snapshot_age_seconds", &[]).is_nan());
+    // No task of the app ended on its own.
+    assert!(after.value("wharf_app_restarts_total", &[("app", "/metrics/web")]).is_none());
     drop(events);
+
+    // A task that keeps failing is counted per app each time it is replaced.
+    let crash = json!({"id": "/metrics/crash", "cmd": "exit 1", "cpus": 0.1, "mem": 16, "instances": 1,
+                       "backoffSeconds": 1, "backoffFactor": 1.0});
+    let (s, v) = node.call(Method::POST, "/v2/apps", Some(&crash)).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    common::wait_for("two restarts of /metrics/crash", Duration::from_secs(30), || async {
+        Scrape::take(&node)
+            .await
+            .value("wharf_app_restarts_total", &[("app", "/metrics/crash")])
+            .is_some_and(|v| v >= 2.0)
+    })
+    .await;
+    let (s, v) = node.call(Method::DELETE, "/v2/apps/metrics/crash?force=true", None).await.expect("delete");
+    assert!(s.is_success(), "{v}");
 
     // An instance no node can take shows up by the reason the nodes gave.
     let huge = json!({"id": "/metrics/huge", "cmd": "exec sleep 1000", "cpus": 64, "mem": 16, "instances": 1});

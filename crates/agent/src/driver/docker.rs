@@ -57,6 +57,8 @@ struct Inner {
     docker: Docker,
     root: PathBuf,
     events: UnboundedSender<TaskEvent>,
+    /// Rotation of the sandbox's copies of the output.
+    log: logfiles::LogLimits,
     /// Tasks whose container is being watched.
     watching: Mutex<HashMap<TaskId, tokio::task::AbortHandle>>,
 }
@@ -158,8 +160,18 @@ fn container_name(id: &TaskId) -> String {
 impl DockerDriver {
     /// Connects to the local engine (see [`connect_engine`]).
     pub async fn connect(root: PathBuf, events: UnboundedSender<TaskEvent>) -> Result<DockerDriver, DriverError> {
+        DockerDriver::connect_with_log_limits(root, events, logfiles::LogLimits::default()).await
+    }
+
+    /// As `connect`, with the sandbox's copies of the output rotated by `log`.
+    pub async fn connect_with_log_limits(
+        root: PathBuf,
+        events: UnboundedSender<TaskEvent>,
+        log: logfiles::LogLimits,
+    ) -> Result<DockerDriver, DriverError> {
         let docker = connect_engine().await?;
-        Ok(DockerDriver { inner: Arc::new(Inner { docker, root, events, watching: Mutex::new(HashMap::new()) }) })
+        let inner = Inner { docker, root, events, log, watching: Mutex::new(HashMap::new()) };
+        Ok(DockerDriver { inner: Arc::new(inner) })
     }
 
     fn sandbox_dir(&self, id: &TaskId) -> PathBuf {
@@ -322,7 +334,7 @@ fn watch(inner: &Arc<Inner>, id: TaskId, name: String) {
     let task_id = id.clone();
     let h = tokio::spawn(async move {
         let dir = i.root.join(task_id.as_str());
-        let logs = copy_logs(i.docker.clone(), name.clone(), dir.clone());
+        let logs = copy_logs(i.docker.clone(), name.clone(), dir.clone(), i.log);
         let wait = async {
             let mut w = i.docker.wait_container(&name, None::<WaitContainerOptions>);
             // The stream ends with the exit; a non-zero code comes as an error.
@@ -342,8 +354,10 @@ fn watch(inner: &Arc<Inner>, id: TaskId, name: String) {
     }
 }
 
-async fn copy_logs(docker: Docker, name: String, dir: PathBuf) {
-    let open = |f: &str| std::fs::File::create(dir.join(f));
+/// Every attach starts the sandbox's files over (rotated ones too) and
+/// copies the engine's whole log again, rotating by `limits`.
+async fn copy_logs(docker: Docker, name: String, dir: PathBuf, limits: logfiles::LogLimits) {
+    let open = |f: &str| logfiles::RotatingWriter::create(&dir, f, limits);
     let (Ok(mut out), Ok(mut err)) = (open(STDOUT_FILE), open(STDERR_FILE)) else {
         tracing::warn!(container = %name, "cannot open the sandbox's log files");
         return;

@@ -45,6 +45,8 @@ struct Inner {
     executor: Vec<OsString>,
     events: UnboundedSender<TaskEvent>,
     tasks: Mutex<HashMap<TaskId, Attached>>,
+    /// Rotation of the tasks' `stdout` and `stderr`, done by the executor.
+    log: logfiles::LogLimits,
 }
 
 impl Inner {
@@ -73,7 +75,21 @@ impl ExecDriver {
     /// `[current_exe, "executor"]`); the executor gets `--sandbox DIR`
     /// appended.
     pub fn new(root: PathBuf, executor: Vec<OsString>, events: UnboundedSender<TaskEvent>) -> Self {
-        ExecDriver { inner: Arc::new(Inner { root, executor, events, tasks: Mutex::new(HashMap::new()) }) }
+        ExecDriver::with_log_limits(root, executor, events, logfiles::LogLimits::default())
+    }
+
+    /// As `new`, with the tasks' logs rotated by `log` (`--log-max-size`, `--log-files`).
+    pub fn with_log_limits(
+        root: PathBuf,
+        executor: Vec<OsString>,
+        events: UnboundedSender<TaskEvent>,
+        log: logfiles::LogLimits,
+    ) -> Self {
+        ExecDriver { inner: Arc::new(Inner { root, executor, events, tasks: Mutex::new(HashMap::new()), log }) }
+    }
+
+    pub fn log_limits(&self) -> logfiles::LogLimits {
+        self.inner.log
     }
 
     pub fn sandbox_dir(&self, id: &TaskId) -> PathBuf {

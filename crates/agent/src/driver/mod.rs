@@ -145,6 +145,7 @@ impl Driver for ExecDriver {
             env: task.env,
             resources: task.resources,
             kill_grace: task.kill_grace,
+            log: self.log_limits(),
             user: task.user,
         };
         ExecDriver::launch(self, spec).await

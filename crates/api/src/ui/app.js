@@ -115,14 +115,13 @@ const state = {
 };
 
 let refreshTimer = null;
-let trailingTimer = null;
+// Every change the pages show comes with an event (the leader's expunge of
+// an ended task, which also records lastTaskFailure and the backoff, sends
+// instance_changed_event), so one read shortly after a burst of events is
+// enough. (Node changes without task changes have no Marathon event; the
+// next event, or a reconnect, shows them.)
 function scheduleRefresh(delay = 150) {
   if (!refreshTimer) refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, delay);
-  // Some changes that follow an event carry no event of their own (the
-  // leader expunging a failed task and recording lastTaskFailure, a
-  // backoff): one more read a second after the last event catches them.
-  clearTimeout(trailingTimer);
-  trailingTimer = setTimeout(refresh, 1000);
 }
 
 async function refresh() {
@@ -543,40 +542,42 @@ const stripVolatile = (def) => {
   return JSON.stringify(d, null, 2);
 };
 
-// A task's stdout or stderr, read by offset from the node that runs it.
+// A task's stdout or stderr: its last lines, then what it writes, streamed
+// by any node from the node that runs it (`/wharf/v1/tasks/{id}/logs`,
+// open until the task has ended).
+const LOG_TAIL = 1000;
 function logView() {
   const pre = h("pre", { class: "logs", id: "task-log", tabindex: "0", "aria-label": "Task output" }, "Pick a task's stdout or stderr above.");
   const title = h("h2", { id: "log-title" }, "Task output");
-  let timer = null, gen = 0;
-  function stop() { clearTimeout(timer); timer = null; gen++; }
+  let abort = null;
+  function stop() { if (abort) abort.abort(); abort = null; }
   async function open(taskId, stream) {
     stop();
-    const mine = gen;
-    let offset = 0;
+    const mine = new AbortController();
+    abort = mine;
     fill(title, `${stream} of ${taskId}`);
     pre.textContent = "";
-    const poll = async () => {
-      if (mine !== gen) return;
-      try {
-        const r = await fetch(`/wharf/v1/tasks/${encodeURIComponent(taskId)}/files/${stream}?offset=${offset}`);
-        if (mine !== gen) return;
-        if (!r.ok) {
-          pre.textContent += `\n[${r.status}: ${await r.text()}]\n`;
-        } else {
-          const chunk = await r.text();
-          const next = Number(r.headers.get("X-Wharf-Offset"));
-          if (chunk) {
-            const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-            pre.textContent += chunk;
-            if (atEnd) pre.scrollTop = pre.scrollHeight;
-          }
-          if (Number.isFinite(next)) offset = next;
-          if (chunk.length > 0) return poll(); // more may be waiting
-        }
-      } catch (e) { pre.textContent += `\n[${e}]\n`; }
-      timer = setTimeout(poll, 1000);
+    delete pre.dataset.ended;
+    const append = (text) => {
+      const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.textContent += text;
+      if (atEnd) pre.scrollTop = pre.scrollHeight;
     };
-    poll();
+    try {
+      const r = await fetch(`/wharf/v1/tasks/${encodeURIComponent(taskId)}/logs?stream=${stream}&follow=true&tail=${LOG_TAIL}`, { signal: mine.signal, headers: auth ? { Authorization: auth, "X-Wharf-UI": "1" } : { "X-Wharf-UI": "1" } });
+      if (!r.ok) { append(`[${r.status}: ${await r.text()}]\n`); return; }
+      const reader = r.body.getReader();
+      const decoder = new TextDecoder();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        append(decoder.decode(value, { stream: true }));
+      }
+      append(decoder.decode());
+      if (abort === mine) pre.dataset.ended = "true";
+    } catch (e) {
+      if (!mine.signal.aborted) append(`\n[${e}]\n`);
+    }
   }
   return { el: h("div", {}, title, pre), open, stop };
 }

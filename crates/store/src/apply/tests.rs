@@ -116,6 +116,47 @@ fn taken_service_port_is_refused() {
 }
 
 #[test]
+fn service_ports_are_asked_for_kept_or_the_lowest_free() {
+    let mut s = ClusterState::default();
+    let ports = |s: &ClusterState, id: &str| -> Vec<u16> {
+        s.apps[&AppId::parse(id).expect("id")].spec.ports.iter().map(|p| p.port).collect()
+    };
+    let with_ports = |id: &str, asked: &[u16]| {
+        let mut a = app(id);
+        let template = a.ports[0].clone();
+        a.ports = asked.iter().map(|p| model::PortSpec { port: *p, ..template.clone() }).collect();
+        a
+    };
+    // Asked-for ports are honoured; the others take the lowest free, around them.
+    put(&mut s, with_ports("/a", &[10001]), "d1", false);
+    put(&mut s, with_ports("/b", &[0, 0, 10003]), "d2", false);
+    assert_eq!(ports(&s, "/b"), vec![10000, 10002, 10003]);
+    // An update keeps the ports the app had.
+    put(&mut s, with_ports("/b", &[0, 0, 10003]), "d3", false);
+    assert_eq!(ports(&s, "/b"), vec![10000, 10002, 10003]);
+    // A port another app holds: refused, naming the port and the holder, nothing changed.
+    let r = put(&mut s, with_ports("/c", &[10002]), "d4", false);
+    assert!(
+        matches!(&r, Applied::Rejected(Rejection::ServicePortTaken(10002, holder)) if holder.as_str() == "/b"),
+        "{r:?}"
+    );
+    assert!(!s.apps.contains_key(&AppId::parse("/c").expect("id")));
+    // A port freed by a removed app is free again.
+    put(&mut s, with_ports("/d", &[0]), "d5", false);
+    assert_eq!(ports(&s, "/d"), vec![10004]);
+}
+
+#[test]
+fn the_lowest_free_service_port_skips_taken_ones_and_ends_at_the_range() {
+    let b = AppId::parse("/b").expect("id");
+    let taken: BTreeMap<u16, &AppId> = [(10000, &b), (10001, &b), (10003, &b), (9000, &b)].into_iter().collect();
+    assert_eq!(lowest_free(&taken, &BTreeSet::new()), Some(10002));
+    assert_eq!(lowest_free(&taken, &[10002].into_iter().collect()), Some(10004));
+    let all: BTreeSet<u16> = (SERVICE_PORT_RANGE.0..=SERVICE_PORT_RANGE.1).collect();
+    assert_eq!(lowest_free(&BTreeMap::new(), &all), None);
+}
+
+#[test]
 fn plan_launches_are_rechecked_against_free_resources_and_ports() {
     let mut s = ClusterState::default();
     apply(&mut s, &Command::RegisterNode(node(1)));

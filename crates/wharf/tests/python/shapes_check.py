@@ -38,6 +38,7 @@ EVENT_TYPES = {
     "deployment_failed",
     "group_change_success",
     "app_terminated_event",
+    "instance_changed_event",
 }
 
 
