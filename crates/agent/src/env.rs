@@ -125,6 +125,7 @@ mod tests {
             health: None,
             ready: None,
             readiness: Vec::new(),
+            job_run: None,
         };
         (app, task)
     }

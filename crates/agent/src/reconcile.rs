@@ -266,6 +266,10 @@ fn reconcile(
     let mine: Vec<(Task, Option<AppSpec>, bool)> = store.read(|s| {
         s.tasks_on(cfg.node)
             .map(|t| {
+                if let Some(r) = &t.job_run {
+                    // A job run's task launches from the job's template.
+                    return (t.clone(), s.jobs.get(&r.job).map(|j| j.spec.template()), false);
+                }
                 let app = s.apps.get(&t.app_id);
                 let current = app.is_some_and(|a| t.app_version >= a.last_config_change_at);
                 (t.clone(), app.map(|a| a.spec.clone()), current)

@@ -38,6 +38,16 @@ impl From<Rejection> for HttpError {
             | Rejection::Conflict(_)
             | Rejection::TokenExists(_) => ApiError::new(409, msg),
             Rejection::NoServicePort(..) | Rejection::ServicePortTaken(..) => ApiError::new(422, msg),
+            // Job rejections are answered in Metronome's shapes by `jobs.rs`.
+            Rejection::NoSuchJob(_) | Rejection::NoSuchSchedule(..) | Rejection::NoSuchJobRun(..) => {
+                ApiError::not_found(msg)
+            }
+            Rejection::JobExists(_)
+            | Rejection::ScheduleExists(..)
+            | Rejection::JobRunExists(..)
+            | Rejection::JobBusy(_)
+            | Rejection::JobHasDependents(..) => ApiError::new(409, msg),
+            Rejection::DependencyCycle(_) => ApiError::new(422, msg),
         })
     }
 }

@@ -105,6 +105,10 @@ fn events_of(c: &Change, now: UnixMillis) -> Vec<MarathonEvent> {
             out.push(ev::instance_gone(b, s, now));
         }
         let Effect::TaskChanged { before, after: Some(t), .. } = e else { continue };
+        if t.job_run.is_some() {
+            // A job run's task: Metronome has no events stream; not Marathon's to report.
+            continue;
+        }
         if before.as_ref().map(|b| b.state) != Some(t.state) {
             out.push(ev::status_update(t, s, now));
         }

@@ -15,6 +15,7 @@ mod error;
 mod events;
 mod groups;
 mod info;
+mod jobs;
 mod logs;
 mod metrics;
 mod query;
@@ -74,6 +75,23 @@ fn book() -> RouteBook {
         .put("/v2/groups/{*path}", groups::put_path)
         .delete("/v2/groups/{*path}", groups::delete_path)
         .post("/v2/groups/{*path}", groups::create)
+        // Metronome's jobs API (Mesos-DNS's `/v1/{version,config,hosts,services,enumerate}`
+        // share the prefix and are merged in by the node).
+        .get("/v1/jobs", jobs::list)
+        .post("/v1/jobs", jobs::create)
+        .get("/v1/jobs/{id}", jobs::get_job)
+        .put("/v1/jobs/{id}", jobs::put_job)
+        .delete("/v1/jobs/{id}", jobs::delete_job)
+        .get("/v1/jobs/{id}/runs", jobs::list_runs)
+        .post("/v1/jobs/{id}/runs", jobs::start_run)
+        .get("/v1/jobs/{id}/runs/{run}", jobs::get_run)
+        .post("/v1/jobs/{id}/runs/{run}/actions/stop", jobs::stop_run)
+        .get("/v1/jobs/{id}/schedules", jobs::list_schedules)
+        .post("/v1/jobs/{id}/schedules", jobs::create_schedule)
+        .get("/v1/jobs/{id}/schedules/{schedule}", jobs::get_schedule)
+        .put("/v1/jobs/{id}/schedules/{schedule}", jobs::put_schedule)
+        .delete("/v1/jobs/{id}/schedules/{schedule}", jobs::delete_schedule)
+        .get("/v1/queue", jobs::queue)
         .get("/wharf/v1/nodes", wharf::nodes)
         .get("/wharf/v1/queue", wharf::queue)
         .delete("/wharf/v1/nodes/{id}", wharf::remove)

@@ -29,6 +29,8 @@ pub async fn list(State(ctx): State<Arc<ApiContext>>, RawQuery(q): RawQuery) -> 
         let tasks: Vec<Value> = s
             .tasks
             .values()
+            // Job runs' tasks are Metronome's (`/v1/jobs/{id}/runs`), not Marathon's.
+            .filter(|t| t.job_run.is_none())
             .filter(|t| wanted.is_empty() || wanted.contains(&t.state))
             .map(|t| marathon::render_task(t, s))
             .collect();

@@ -159,7 +159,7 @@ pub async fn task_file(
     }
     let tid = crate::logs::parse_task(&id)?;
     let offset: u64 = Params::parse(q.as_deref()).get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
-    let node = ctx.store.read(|s| s.tasks.get(&tid).map(|t| t.node));
+    let node = ctx.store.read(|s| s.tasks.get(&tid).map(|t| t.node).or_else(|| s.run_task_node(&tid)));
     let dir = ctx.sandbox_root.join(tid.as_str());
     match node {
         Some(n) if n != ctx.node => {

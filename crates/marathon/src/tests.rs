@@ -635,6 +635,7 @@ fn task(app: &AppId, n: u128, state: TaskState, healthy: Option<bool>) -> Task {
         health: None,
         ready: None,
         readiness: Vec::new(),
+        job_run: None,
     }
 }
 

@@ -152,6 +152,11 @@ impl TaskId {
         &self.0
     }
 
+    /// An id already in the form `parse` accepts (job run tasks).
+    pub(crate) fn from_raw(s: String) -> TaskId {
+        TaskId(s)
+    }
+
     /// The app this task belongs to. `_` in the prefix stands for `/`, so this
     /// is exact for every id Wharf makes (app segments never contain `_`).
     pub fn app_id(&self) -> AppId {

@@ -8,9 +8,11 @@
 
 pub mod app;
 pub mod auth;
+pub mod cron;
 pub mod deployment;
 pub mod endpoint;
 pub mod ids;
+pub mod job;
 pub mod node;
 pub mod offers;
 pub mod plan;
@@ -25,6 +27,7 @@ pub use auth::*;
 pub use deployment::*;
 pub use endpoint::*;
 pub use ids::*;
+pub use job::*;
 pub use node::*;
 pub use offers::*;
 pub use plan::*;

@@ -32,6 +32,9 @@ pub struct ClusterState {
     /// itself is derived from app ids.
     #[serde(default)]
     pub groups: Table<AppId, GroupMeta>,
+    /// Jobs with their schedules, active runs and history.
+    #[serde(default)]
+    pub jobs: Table<crate::JobId, crate::Job>,
     /// The HTTP API's bearer tokens by id (hashes only). While any exists,
     /// every node asks callers for credentials.
     #[serde(default, skip_serializing_if = "imbl::OrdMap::is_empty")]
@@ -89,6 +92,17 @@ impl ClusterState {
             u.ports_used.extend(t.ports.iter().copied());
         }
         u
+    }
+
+    /// The node a job run's task ran on, after the task itself was
+    /// forgotten (the run and its history remember it).
+    pub fn run_task_node(&self, id: &crate::TaskId) -> Option<NodeId> {
+        self.jobs
+            .values()
+            .flat_map(|j| j.runs.values().chain(j.history.finished.iter()))
+            .flat_map(|r| r.tasks.iter())
+            .find(|t| &t.id == id)
+            .map(|t| t.node)
     }
 
     /// The stored version of `app` at `version`.

@@ -107,6 +107,10 @@ pub struct Task {
     /// The latest result of each readiness check, as the agent reported it.
     #[serde(default)]
     pub readiness: Vec<ReadinessResult>,
+    /// The job run this task belongs to (its `app_id` is then the root `/`,
+    /// which no app can have, so app queries never see it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_run: Option<crate::JobRunRef>,
 }
 
 /// One readiness check's latest result for a task.
@@ -189,6 +193,7 @@ impl Task {
             health: None,
             ready: None,
             readiness: Vec::new(),
+            job_run: None,
         }
     }
 

@@ -12,9 +12,11 @@
 
 mod backoff;
 mod constraints;
+mod jobs;
 mod placement;
 mod reconcile;
 
 pub use constraints::{check as check_constraint, ConstraintViolation};
+pub use jobs::{timers, Timers, WaitingRun};
 pub use placement::{Decline, Declined};
 pub use reconcile::{plan, Outcome, Unplaced, Waiting};

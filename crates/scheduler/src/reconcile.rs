@@ -58,6 +58,8 @@ impl Unplaced {
 pub struct Outcome {
     pub plan: Plan,
     pub unplaced: Vec<Unplaced>,
+    /// Job runs waiting for their task, and why.
+    pub waiting_runs: Vec<crate::WaitingRun>,
     /// When to run again even if nothing changes (a backoff expires).
     pub wake_at: Option<UnixMillis>,
 }
@@ -94,8 +96,11 @@ pub fn plan(state: &ClusterState, now: UnixMillis, rng: &mut impl Rng) -> Outcom
         reconcile_app(state, app, backoff, now, rng, &mut placer, &mut out);
     }
 
+    // Job runs after the apps: they take only what services left free.
+    crate::jobs::plan_runs(state, now, rng, &mut placer, &mut out);
+
     // Tasks of apps that no longer exist (should not happen; be safe).
-    for t in state.tasks.values().filter(|t| !state.apps.contains_key(&t.app_id)) {
+    for t in state.tasks.values().filter(|t| t.job_run.is_none() && !state.apps.contains_key(&t.app_id)) {
         if t.state.is_terminal() {
             out.plan.expunges.push(t.id.clone());
         } else if t.goal != TaskGoal::Killed {
@@ -237,6 +242,7 @@ fn reconcile_app(
                     health: None,
                     ready: None,
                     readiness: Vec::new(),
+                    job_run: None,
                 });
             }
             Err(d) => {

@@ -99,6 +99,16 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             state,
             &GroupChange { apps, remove_apps, groups, remove_groups, at: *at, deployment, force: *force },
         ),
+        Command::PutJob { job, schedules, at, create_only } => {
+            jobs::put_job(state, job, schedules.as_deref(), *at, *create_only)
+        }
+        Command::RemoveJob { id, stop_runs, at } => jobs::remove_job(state, id, *stop_runs, *at),
+        Command::PutSchedule { job, schedule, at, create_only } => {
+            jobs::put_schedule(state, job, schedule, *at, *create_only)
+        }
+        Command::RemoveSchedule { job, id } => jobs::remove_schedule(state, job, id),
+        Command::StartJobRun { job, run, at, trigger } => jobs::start_run(state, job, run, *at, trigger),
+        Command::StopJobRun { job, run, at, reason } => jobs::stop_run(state, job, run, *at, reason),
     }
 }
 
@@ -320,7 +330,11 @@ fn launch_refusal(
     usage: &mut BTreeMap<NodeId, NodeUsage>,
     task: &model::Task,
 ) -> Option<DropReason> {
-    if state.apps.get(&task.app_id).is_none_or(|a| a.deleting) {
+    if task.job_run.is_some() {
+        if let Some(r) = jobs::launch_refusal(state, task) {
+            return Some(r);
+        }
+    } else if state.apps.get(&task.app_id).is_none_or(|a| a.deleting) {
         return Some(DropReason::AppGone);
     }
     // A node that went unreachable after the plan was made takes nothing:
@@ -355,6 +369,7 @@ fn apply_plan(state: &mut ClusterState, plan: &Plan) -> Applied {
         match launch_refusal(state, &mut usage, task) {
             None => {
                 state.tasks.insert(task.clone());
+                jobs::task_launched(state, task);
                 launched += 1;
             }
             Some(reason) => dropped.push(Dropped { task: task.id.clone(), node: task.node, reason }),
@@ -644,6 +659,9 @@ fn task_status(state: &mut ClusterState, s: &TaskStatus) {
         return;
     }
     state.tasks.update(&s.task_id, |t| status_into(t, s));
+    if let Some(t) = state.tasks.get(&s.task_id).filter(|t| t.job_run.is_some()).cloned() {
+        jobs::task_reported(state, &t);
+    }
 }
 
 fn status_into(t: &mut model::Task, s: &TaskStatus) {
@@ -656,6 +674,8 @@ fn status_into(t: &mut model::Task, s: &TaskStatus) {
         t.message = s.message.clone();
     }
 }
+
+mod jobs;
 
 #[cfg(test)]
 mod tests;

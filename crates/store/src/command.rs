@@ -34,9 +34,19 @@ pub enum Command {
         expect: Option<Precondition>,
     },
     /// Start deleting an app: its tasks are killed, then the app is removed.
-    DeleteApp { id: AppId, at: UnixMillis, deployment: Deployment, force: bool },
+    DeleteApp {
+        id: AppId,
+        at: UnixMillis,
+        deployment: Deployment,
+        force: bool,
+    },
     /// Restart every task of an app (new version, same spec).
-    RestartApp { id: AppId, at: UnixMillis, deployment: Deployment, force: bool },
+    RestartApp {
+        id: AppId,
+        at: UnixMillis,
+        deployment: Deployment,
+        force: bool,
+    },
     /// Kill specific tasks; with `scale`, the apps' instance counts drop too.
     KillTasks {
         ids: Vec<TaskId>,
@@ -51,14 +61,26 @@ pub enum Command {
     /// Task state reports from agents, batched.
     TaskStatuses(Vec<TaskStatus>),
     /// Drop a deployment without touching its apps (`DELETE /v2/deployments/{id}?force=true`).
-    CancelDeployment { id: DeploymentId },
+    CancelDeployment {
+        id: DeploymentId,
+    },
     /// The leader lost (or regained) a node's heartbeat. Its tasks turn
     /// `TASK_UNREACHABLE` (or back to running).
-    NodeLiveness { node: NodeId, reachable: bool, at: UnixMillis },
+    NodeLiveness {
+        node: NodeId,
+        reachable: bool,
+        at: UnixMillis,
+    },
     /// Drain (or undrain) a node: no new tasks; its tasks move elsewhere.
-    DrainNode { node: NodeId, draining: bool },
+    DrainNode {
+        node: NodeId,
+        draining: bool,
+    },
     /// Forget a node; its tasks are lost and replaced elsewhere.
-    RemoveNode { node: NodeId, at: UnixMillis },
+    RemoveNode {
+        node: NodeId,
+        at: UnixMillis,
+    },
     /// Create, update and delete many apps and group settings as one change
     /// (`/v2/groups`): one deployment, refused whole if any part is refused.
     PutGroup {
@@ -77,25 +99,83 @@ pub enum Command {
     /// An agent kills a task that failed its health checks too often:
     /// applied like `KillTasks` (no scaling), and `reason` becomes the task's
     /// message (Marathon's `unhealthy_instance_kill_event`).
-    KillUnhealthy { id: TaskId, reason: String, at: UnixMillis },
+    KillUnhealthy {
+        id: TaskId,
+        reason: String,
+        at: UnixMillis,
+    },
     /// Readiness transitions from agents, batched: a task's first result and
     /// its pass.
     TaskReadiness(Vec<model::ReadinessReport>),
     /// Create or update several apps as one change (`PUT /v2/apps` with an
     /// array): one deployment; refused whole if any app is refused.
-    PutApps { apps: Vec<AppPut>, at: UnixMillis, deployment: Deployment, force: bool },
+    PutApps {
+        apps: Vec<AppPut>,
+        at: UnixMillis,
+        deployment: Deployment,
+        force: bool,
+    },
     /// Roll a deployment back (`DELETE /v2/deployments/{id}`): every app it
     /// affects returns to its newest version older than the deployment (an
     /// app it created is deleted), as one new deployment `new_id`; the rolled
     /// back deployment is dropped.
-    RollbackDeployment { id: DeploymentId, new_id: DeploymentId, at: UnixMillis },
+    RollbackDeployment {
+        id: DeploymentId,
+        new_id: DeploymentId,
+        at: UnixMillis,
+    },
     /// Forget an app's launch backoff (`DELETE /v2/queue/{app}/delay`).
-    ResetDelay { id: AppId },
+    ResetDelay {
+        id: AppId,
+    },
     /// Add an HTTP API bearer token (its hash; the proposer made the
     /// secret). Refused if its id is taken.
     PutApiToken(model::ApiToken),
     /// Revoke an HTTP API bearer token.
-    RemoveApiToken { id: String },
+    RemoveApiToken {
+        id: String,
+    },
+    /// Create (`create_only`, `POST /v1/jobs`) or replace a job. `schedules`
+    /// replace the job's schedules; `None` keeps them (Metronome's PUT).
+    PutJob {
+        job: model::JobSpec,
+        schedules: Option<Vec<model::ScheduleSpec>>,
+        at: UnixMillis,
+        create_only: bool,
+    },
+    /// Delete a job and its history; active runs are refused unless `stop_runs`.
+    RemoveJob {
+        id: model::JobId,
+        stop_runs: bool,
+        at: UnixMillis,
+    },
+    /// Create (`create_only`) or replace one schedule of a job.
+    PutSchedule {
+        job: model::JobId,
+        schedule: model::ScheduleSpec,
+        at: UnixMillis,
+        create_only: bool,
+    },
+    RemoveSchedule {
+        job: model::JobId,
+        id: String,
+    },
+    /// Start a run. The proposer makes the id; a scheduled run's id is a
+    /// function of (schedule, fire time), and a fire time at or before the
+    /// schedule's last one is refused, so no fire time starts twice.
+    StartJobRun {
+        job: model::JobId,
+        run: model::JobRunId,
+        at: UnixMillis,
+        trigger: model::RunTrigger,
+    },
+    /// End an active run as FAILED (the stop action, or a missed deadline) and kill its task.
+    StopJobRun {
+        job: model::JobId,
+        run: model::JobRunId,
+        at: UnixMillis,
+        reason: String,
+    },
 }
 
 /// What the app must look like for a write computed from it to apply.
@@ -165,6 +245,25 @@ pub enum Rejection {
     NoSuchToken(String),
     #[error("API token '{0}' already exists")]
     TokenExists(String),
+    #[error("Job '{0}' does not exist")]
+    NoSuchJob(model::JobId),
+    #[error("Job with this id already exists")]
+    JobExists(model::JobId),
+    #[error("Schedule '{1}' of job '{0}' does not exist")]
+    NoSuchSchedule(model::JobId, String),
+    #[error("A schedule with id '{1}' already exists")]
+    ScheduleExists(model::JobId, String),
+    #[error("Job Run '{1}' of job '{0}' does not exist or has finished")]
+    NoSuchJobRun(model::JobId, model::JobRunId),
+    /// The run id exists, or the schedule's fire time already started.
+    #[error("Job Run '{1}' of job '{0}' was already started")]
+    JobRunExists(model::JobId, model::JobRunId),
+    #[error("Job '{0}' has active runs; stop them first or use stopCurrentJobRuns=true")]
+    JobBusy(model::JobId),
+    #[error("Job '{0}' is a dependency of {1:?}")]
+    JobHasDependents(model::JobId, Vec<model::JobId>),
+    #[error("The dependencies of job '{0}' form a cycle")]
+    DependencyCycle(model::JobId),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -187,4 +286,10 @@ pub enum Applied {
     Apps(Vec<model::App>),
     /// The deployment a rollback started (`None`: nothing to roll back).
     RolledBack(Option<Box<Deployment>>),
+    /// The stored job after a write (or as it was, after a delete).
+    Job(Box<model::Job>),
+    /// A run as started or stopped.
+    JobRun(Box<model::JobRun>),
+    /// A schedule's fire time was skipped (FORBID with an active run).
+    RunSkipped,
 }

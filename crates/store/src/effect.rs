@@ -45,6 +45,12 @@ pub enum Effect {
         id: AppId,
         after: Option<Arc<GroupMeta>>,
     },
+    /// A job, its schedules or its runs changed (or it was deleted).
+    JobChanged {
+        id: model::JobId,
+        before: Option<Arc<model::Job>>,
+        after: Option<Arc<model::Job>>,
+    },
 }
 
 impl Effect {
@@ -122,6 +128,9 @@ pub(crate) fn collect(before: &ClusterState, after: &mut ClusterState, cmd: &Com
     for (id, _, a) in changed(&before.groups, &mut after.groups) {
         out.push(Effect::GroupChanged { id, after: a });
     }
+    for (id, b, a) in changed(&before.jobs, &mut after.jobs) {
+        out.push(Effect::JobChanged { id, before: b, after: a });
+    }
     // Version history has no effect of its own (it follows AppPut); clear it.
     after.app_versions.take_touched();
     out
@@ -158,6 +167,12 @@ pub fn replay(state: &mut ClusterState, effects: &[Effect]) {
                 Some(g) => state.groups.insert(id.clone(), (**g).clone()),
                 None => {
                     state.groups.remove(id);
+                }
+            },
+            Effect::JobChanged { id, after, .. } => match after {
+                Some(j) => state.jobs.insert(id.clone(), (**j).clone()),
+                None => {
+                    state.jobs.remove(id);
                 }
             },
         }

@@ -142,7 +142,8 @@ impl Tracker {
                 Effect::DeploymentStarted(_)
                 | Effect::DeploymentChanged { .. }
                 | Effect::DeploymentFinished { .. }
-                | Effect::GroupChanged { .. } => {}
+                | Effect::GroupChanged { .. }
+                | Effect::JobChanged { .. } => {}
             }
         }
         let mut delta = Delta { nodes_changed, apps_changed, ..Delta::default() };

@@ -50,6 +50,9 @@ pub enum Command {
         after_help = "Examples:\n  wharf app deploy web.json\n  wharf app ls\n  wharf app show /web"
     )]
     App(AppCommand),
+    /// Manage jobs (one-off and scheduled runs, Metronome's API).
+    #[command(subcommand)]
+    Job(crate::cli_job::JobCommand),
     /// List tasks with their state, health, node and ports.
     #[command(after_help = "Examples:\n  wharf ps\n  wharf ps --app /web\n  wharf ps --json | jq '.tasks[].host'")]
     Ps {
@@ -382,6 +385,19 @@ pub enum TokenCommand {
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// Scheduled jobs: fire time -> task running (p50/p99), and many jobs
+    /// firing each minute on one node (its CPU, the spread of start times).
+    Jobs {
+        /// Runs of a job firing every second, for the latency figures.
+        #[arg(long, default_value_t = 100)]
+        runs: u32,
+        /// Jobs each firing every minute, for the load figures (0: skip).
+        #[arg(long, default_value_t = 1000)]
+        jobs: u32,
+        /// Fire minutes measured under load.
+        #[arg(long, default_value_t = 2)]
+        minutes: u32,
+    },
     /// Launch latency (POST accepted -> task process running) and throughput.
     #[command(after_help = "Example:\n  wharf bench launch --tasks 200 --burst 100")]
     Launch {
@@ -506,6 +522,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(args) => crate::node::run(args).await,
         Command::Executor { .. } => Ok(()),
         Command::App(cmd) => crate::cmd::app::run(&client, cmd).await,
+        Command::Job(cmd) => crate::cli_job::run(&client, cmd).await,
         Command::Ps { app, json } => crate::cmd::tasks::ps(&client, app, json).await,
         Command::Logs { task_id, app, follow, stderr, tail } => {
             let args = crate::cmd::logs::LogArgs { follow, stderr, tail };
@@ -538,6 +555,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             crate::bench_containers::run(starts, image, runtimes).await
         }
         Command::Bench(BenchCommand::Health { rounds, tasks }) => crate::bench::health(rounds, tasks).await,
+        Command::Bench(BenchCommand::Jobs { runs, jobs, minutes }) => crate::bench_jobs::run(runs, jobs, minutes).await,
         Command::Bench(BenchCommand::Lb { seconds, connections }) => {
             crate::bench_lb::run(crate::bench_lb::LbBenchArgs { seconds, connections }).await
         }

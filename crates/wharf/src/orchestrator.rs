@@ -124,14 +124,15 @@ pub async fn run(store: Arc<Store>, metrics: SchedulerMetrics) {
             let planned = tokio::task::spawn_blocking(move || {
                 let started = std::time::Instant::now();
                 let out = scheduler::plan(&snap, t, &mut rng);
-                (out, rng, started.elapsed().as_secs_f64())
+                let timers = scheduler::timers(&snap, t);
+                (out, timers, rng, started.elapsed().as_secs_f64())
             })
             .await;
-            let out = match planned {
-                Ok((out, r, seconds)) => {
+            let (mut out, timers) = match planned {
+                Ok((out, timers, r, seconds)) => {
                     rng = r;
                     metrics.planned(seconds, &out.unplaced);
-                    out
+                    (out, timers)
                 }
                 Err(e) => {
                     // A panic in the scheduler: report it and let the
@@ -139,6 +140,18 @@ pub async fn run(store: Arc<Store>, metrics: SchedulerMetrics) {
                     tracing::error!(error = %e, "the scheduler failed");
                     return;
                 }
+            };
+            if !timers.starts.is_empty() || !timers.stops.is_empty() {
+                // Their commits wake this loop, which then places the runs.
+                if !crate::job_clock::propose(&store, timers).await {
+                    // All refused (not leading any more, or a bug): do not spin.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                continue;
+            }
+            out.wake_at = match (out.wake_at, timers.wake_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
             let mut pause = None;
             if !out.plan.is_empty() {

@@ -481,3 +481,44 @@ fn at_scale_a_plan_is_bounded_and_still_spreads_and_converges() {
     let nodes: std::collections::BTreeSet<NodeId> = sim.state.tasks_of(&id).map(|t| t.node).collect();
     assert!(nodes.len() >= 140, "only {} nodes used", nodes.len());
 }
+
+/// A job run takes only what services left free: on a full node it waits
+/// in the queue with the reason, the services keep their tasks, and it is
+/// placed once a service scales down.
+#[test]
+fn a_job_run_waits_for_room_and_never_takes_a_services_resources() {
+    let mut sim = Sim::new(vec![node(1, 1.0, 4096.0)]);
+    sim.put(spec("/svc", 2, 0.5));
+    sim.round();
+    assert_eq!(sim.running("/svc"), 2);
+    let job: model::JobSpec = serde_json::from_value(serde_json::json!({
+        "id": "batch", "description": null, "labels": {},
+        "run": {"command": {"Shell": "true"}, "resources": {"cpus": 0.5, "mem": 32.0, "disk": 0.0, "gpus": 0},
+                "env": {}, "container": "None", "constraints": [], "restart": "Never",
+                "active_deadline_seconds": null, "max_launch_delay_seconds": 3600.0, "kill_grace_seconds": 3.0, "user": null}
+    }))
+    .expect("job");
+    apply(&mut sim.state, &Command::PutJob { job, schedules: None, at: sim.now, create_only: true });
+    let run = model::JobRunId("r1".into());
+    let jid = model::JobId::parse("batch").expect("id");
+    let start =
+        Command::StartJobRun { job: jid.clone(), run: run.clone(), at: sim.now, trigger: model::RunTrigger::Manual };
+    apply(&mut sim.state, &start);
+    for _ in 0..3 {
+        let out = sim.round();
+        assert!(out.plan.launches.is_empty(), "no room: {:?}", out.plan.launches);
+        assert_eq!(out.waiting_runs.len(), 1);
+        let why = Unplaced { app: AppId::root(), count: 1, why: out.waiting_runs[0].why.clone() }.explain(sim.now);
+        assert!(why.contains("insufficient cpus") || why.contains("cpus"), "{why}");
+        assert_eq!(sim.running("/svc"), 2, "the service keeps its tasks");
+    }
+    sim.put(spec("/svc", 1, 0.5));
+    for _ in 0..3 {
+        sim.round();
+    }
+    assert_eq!(sim.running("/svc"), 1);
+    let r = &sim.state.jobs.get(&jid).expect("job").runs[&run];
+    assert_eq!(r.status, model::RunStatus::Active, "{r:?}");
+    let task = sim.state.tasks.get(&r.tasks[0].id).expect("task");
+    assert_eq!((task.state, task.node), (TaskState::Running, NodeId(1)));
+}

@@ -54,6 +54,7 @@ fn task(app: &AppId, n: u128, node: u64, port: u16) -> Task {
         health: None,
         ready: None,
         readiness: Vec::new(),
+        job_run: None,
     }
 }
 
@@ -466,6 +467,9 @@ fn every_command() -> Vec<Command> {
         }),
         Command::RemoveApiToken { id: "tok2".into() },
     ]
+    .into_iter()
+    .chain(super::jobs::tests::golden_commands())
+    .collect()
 }
 
 fn variant(c: &Command) -> &'static str {
@@ -490,6 +494,12 @@ fn variant(c: &Command) -> &'static str {
         Command::ResetDelay { .. } => "ResetDelay",
         Command::PutApiToken(_) => "PutApiToken",
         Command::RemoveApiToken { .. } => "RemoveApiToken",
+        Command::PutJob { .. } => "PutJob",
+        Command::RemoveJob { .. } => "RemoveJob",
+        Command::PutSchedule { .. } => "PutSchedule",
+        Command::RemoveSchedule { .. } => "RemoveSchedule",
+        Command::StartJobRun { .. } => "StartJobRun",
+        Command::StopJobRun { .. } => "StopJobRun",
     }
 }
 

@@ -1,0 +1,89 @@
+//! Driven by Metronome's own examples in `../shared/reference/metronome`.
+
+use crate::*;
+use model::{ConcurrencyPolicy, ContainerSpec, Job, JobHistory, RestartPolicy, Schedule, UnixMillis};
+use serde_json::{json, Value};
+
+fn reference(path: &str) -> Vec<u8> {
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/metronome");
+    std::fs::read(base.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn paths(e: &WireError) -> Vec<String> {
+    e.body["details"].as_array().into_iter().flatten().filter_map(|d| d["path"].as_str().map(str::to_string)).collect()
+}
+
+#[test]
+fn metronome_examples_parse_and_render_back() {
+    let input = parse_job(&reference("api/v1/examples/job.json"), None, "/v1/jobs").expect("valid");
+    let j = &input.job;
+    assert_eq!(j.id.as_str(), "prod.example.app");
+    assert_eq!(j.run.resources.cpus, 1.5);
+    assert_eq!(j.run.restart, RestartPolicy::Never);
+    assert_eq!(j.run.active_deadline_seconds, Some(120));
+    assert!(
+        matches!(&j.run.container, ContainerSpec::Docker(c) if c.image.as_deref() == Some("foo/bla:test") && c.volumes.len() == 1)
+    );
+    assert_eq!(input.schedules, Some(vec![]));
+    let job = Job {
+        spec: j.clone(),
+        schedules: vec![],
+        runs: Default::default(),
+        history: JobHistory::default(),
+        created_at: UnixMillis(0),
+    };
+    let out = render_job(&job, Embed::default(), UnixMillis(0));
+    let given: Value = serde_json::from_slice(&reference("api/v1/examples/job.json")).expect("json");
+    for key in ["cmd", "cpus", "mem", "disk", "env", "maxLaunchDelay", "user", "artifacts", "volumes", "restart"] {
+        assert_eq!(out["run"][key], given["run"][key], "{key}");
+    }
+    // EQ is returned as IS, as Metronome does.
+    assert_eq!(out["run"]["placement"]["constraints"][0]["operator"], "IS");
+    assert_eq!(out["run"]["docker"]["image"], "foo/bla:test");
+    let with_schedule =
+        parse_job(&reference("docs-examples/readme_job_with_schedule.json"), None, "/v1/jobs").expect("valid");
+    assert_eq!(with_schedule.schedules.map(|s| s.len()), Some(1));
+    let s = parse_schedule(&reference("api/v1/examples/schedule.json"), None, "/s").expect("valid");
+    assert_eq!((s.timezone.as_str(), s.starting_deadline_seconds), ("America/Chicago", 60));
+}
+
+#[test]
+fn bad_jobs_name_the_path() {
+    let bad = |v: Value| parse_job(v.to_string().as_bytes(), None, "/v1/jobs").expect_err("invalid");
+    let e = bad(json!({"id": "Bad_Id", "run": {"cpus": 0.1, "mem": 32, "cmd": "true"}}));
+    assert_eq!((e.status, paths(&e)), (422, vec!["/id".to_string()]));
+    assert_eq!(e.body["message"], "Object is not valid");
+    let e = bad(json!({"id": "a", "run": {"cpus": 0.001, "mem": 8}}));
+    assert_eq!(paths(&e), vec!["/run/cpus", "/run/mem", "/run"]);
+    let e = bad(
+        json!({"id": "a", "run": {"cpus": 1, "mem": 32, "cmd": "x"}, "schedules": [{"id": "s1", "cron": "61 * * * *"}]}),
+    );
+    assert_eq!(paths(&e), vec!["/schedules/0/cron"]);
+    let e = bad(
+        json!({"id": "a", "run": {"cpus": 1, "mem": 32, "cmd": "x"}, "schedules": [{"id": "s1", "cron": "* * * * *", "timezone": "Mars/Base"}]}),
+    );
+    assert_eq!(paths(&e), vec!["/schedules/0/timezone"]);
+    let e = bad(json!({"id": "a", "run": {"cpus": 1, "mem": 32, "cmd": "x", "restart": {"policy": "ALWAYS"}}}));
+    assert_eq!(paths(&e), vec!["/run/restart/policy"]);
+    let e = parse_job(b"{nope", None, "/v1/jobs").expect_err("malformed");
+    assert_eq!(e.status, 400);
+}
+
+#[test]
+fn schedules_defaults_and_extensions() {
+    let s =
+        parse_schedule(br#"{"id": "every-5s", "cron": "*/5 * * * * *", "concurrencyPolicy": "REPLACE"}"#, None, "/s")
+            .expect("valid");
+    assert_eq!((s.timezone.as_str(), s.starting_deadline_seconds, s.enabled), ("UTC", 900, true));
+    assert_eq!(s.concurrency_policy, ConcurrencyPolicy::Replace);
+    let e = parse_schedule(br#"{"id": "x", "cron": "* * * * *"}"#, None, "/s").expect_err("short id");
+    assert_eq!(paths(&e), vec!["/id"]);
+    let sched = Schedule { spec: s, since: UnixMillis(0), last_fire: None };
+    assert_eq!(render_schedule(&sched, UnixMillis(7_000))["nextRunAt"], "1970-01-01T00:00:10.000+0000");
+}
+
+#[test]
+fn embeds() {
+    assert_eq!(Embed::parse(["activeRuns,history"]).map(|e| (e.active_runs, e.history)), Ok((true, true)));
+    assert!(Embed::parse(["nope"]).is_err());
+}

@@ -1,0 +1,45 @@
+//! The leader's job clock: proposes the runs `scheduler::timers` found due
+//! and the stops of runs past a deadline. Reading the clock and proposing
+//! are the only I/O; what is due is decided by the pure `timers`.
+
+use model::UnixMillis;
+use store::{Applied, Command, Store};
+
+use crate::clock::now;
+
+/// Proposes the starts (all at once: the log groups them into few fsyncs,
+/// so a thousand jobs firing together are not started one commit after
+/// another) and then the stops; a refusal (the fire time started already,
+/// the run ended meanwhile) is expected after a failover and only logged.
+/// Returns whether any of them changed the state.
+pub async fn propose(store: &Store, timers: scheduler::Timers) -> bool {
+    let mut changed = false;
+    let at: UnixMillis = now();
+    let starts = timers.starts.into_iter().map(|(job, run, trigger)| async move {
+        let cmd = Command::StartJobRun { job: job.clone(), run: run.clone(), at, trigger };
+        (job, run, store.propose(cmd).await)
+    });
+    for (job, run, result) in futures::future::join_all(starts).await {
+        match result {
+            Ok(Applied::JobRun(_)) => {
+                changed = true;
+                tracing::info!(%job, %run, "scheduled run started");
+            }
+            Ok(Applied::RunSkipped) => {
+                changed = true;
+                tracing::info!(%job, %run, "scheduled run skipped: a run is active (FORBID)");
+            }
+            Ok(other) => tracing::debug!(%job, %run, ?other, "scheduled run not started"),
+            Err(e) => tracing::warn!(%job, %run, error = %e, "scheduled run not proposed"),
+        }
+    }
+    for (job, run, reason) in timers.stops {
+        let cmd = Command::StopJobRun { job: job.clone(), run: run.clone(), at: now(), reason };
+        match store.propose(cmd).await {
+            Ok(Applied::JobRun(_)) => changed = true,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%job, %run, error = %e, "run deadline not proposed"),
+        }
+    }
+    changed
+}
