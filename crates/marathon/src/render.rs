@@ -42,7 +42,10 @@ impl Embed {
 }
 
 pub(crate) fn f64_json(x: f64) -> Value {
-    if x.fract() == 0.0 && x.abs() < 9.0e15 {
+    // Every whole number an i64 field (backoffSeconds, ...) can hold renders as
+    // an integer, so it parses back; `as` saturates at i64::MAX, which reads
+    // back as the same f64.
+    if x.fract() == 0.0 && x.abs() <= i64::MAX as f64 {
         json!(x as i64)
     } else {
         json!(x)
