@@ -113,15 +113,7 @@ impl TaskCgroup {
     /// caller keeps `pid` from running user code until this returns.
     pub fn create_with(&self, pid: Pid, res: &Resources) -> Result<(), CgroupError> {
         self.mgr.add_task(pid).map_err(|e| merr(&self.name, e))?;
-        let resources = self.linux_resources(res)?;
-        self.mgr
-            .apply(&ControllerOpt {
-                resources: &resources,
-                disable_oom_killer: false,
-                oom_score_adj: None,
-                freezer_state: None,
-            })
-            .map_err(|e| merr(&self.name, e))
+        self.apply(&self.linux_resources(res)?)
     }
 
     /// Applies the task's cpu quota to the existing cgroup (the built-in
@@ -131,13 +123,12 @@ impl TaskCgroup {
         // Only the cpu settings: the rest is in place, and the v1 manager
         // would re-add the default device rules for nothing.
         resources.set_memory(None);
+        self.apply(&resources)
+    }
+
+    fn apply(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<(), CgroupError> {
         self.mgr
-            .apply(&ControllerOpt {
-                resources: &resources,
-                disable_oom_killer: false,
-                oom_score_adj: None,
-                freezer_state: None,
-            })
+            .apply(&ControllerOpt { resources, disable_oom_killer: false, oom_score_adj: None, freezer_state: None })
             .map_err(|e| merr(&self.name, e))
     }
 

@@ -84,27 +84,8 @@ impl Drop for DockerNode {
     }
 }
 
-async fn deploy(node: &Node, app: Value) {
-    let (s, v) = node.call(Method::POST, "/v2/apps", Some(&app)).await.expect("POST");
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-}
-
 fn host_port(task: &Value, i: usize) -> u16 {
     task["ports"][i].as_u64().expect("host port") as u16
-}
-
-async fn http_get(url: &str) -> String {
-    let c = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
-    let mut last = String::new();
-    for _ in 0..100 {
-        match c.get(url).send().await {
-            Ok(r) if r.status().is_success() => return r.text().await.expect("body"),
-            Ok(r) => last = format!("status {}", r.status()),
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("GET {url}: {last}");
 }
 
 async fn stdout_of(node: &Node, task: &str) -> String {
@@ -129,12 +110,9 @@ async fn a_docker_app_in_host_networking_serves_on_port0_and_the_node_lists_the_
     let node = d.node();
     let nodes = node.get("/wharf/v1/nodes").await;
     assert_eq!(nodes["nodes"][0]["drivers"], json!(["exec", "oci", "docker"]), "{nodes}");
-    deploy(
-        node,
-        json!({"id": "/web", "cmd": httpd("$PORT0"), "cpus": 0.1, "mem": 32, "instances": 1,
-               "container": {"type": "DOCKER", "docker": {"image": image}}}),
-    )
-    .await;
+    node.deploy(json!({"id": "/web", "cmd": httpd("$PORT0"), "cpus": 0.1, "mem": 32, "instances": 1,
+               "container": {"type": "DOCKER", "docker": {"image": image}}}))
+        .await;
     let tasks = node.wait_running("/web", 1).await;
     let port = host_port(&tasks[0], 0);
     let body = http_get(&format!("http://127.0.0.1:{port}/")).await;
@@ -149,14 +127,11 @@ async fn two_bridge_apps_on_container_port_80_answer_on_their_own_host_ports() {
     let d = DockerNode::start().await;
     let node = d.node();
     for name in ["a", "b"] {
-        deploy(
-            node,
-            json!({"id": format!("/bridge/{name}"), "cmd": httpd("80"), "cpus": 0.1, "mem": 32,
+        node.deploy(json!({"id": format!("/bridge/{name}"), "cmd": httpd("80"), "cpus": 0.1, "mem": 32,
                    "networks": [{"mode": "container/bridge"}],
                    "container": {"type": "DOCKER", "docker": {"image": image},
-                                 "portMappings": [{"containerPort": 80, "hostPort": 0, "name": "http"}]}}),
-        )
-        .await;
+                                 "portMappings": [{"containerPort": 80, "hostPort": 0, "name": "http"}]}}))
+            .await;
     }
     let a = node.wait_running("/bridge/a", 1).await;
     let b = node.wait_running("/bridge/b", 1).await;
@@ -176,13 +151,10 @@ async fn env_and_a_read_only_volume_arrive_and_output_reaches_the_sandbox() {
     let cmd = "echo \"GREETING=$GREETING TASK=$MESOS_TASK_ID SANDBOX=$MESOS_SANDBOX\"; cat data/greeting; \
                cd $MESOS_SANDBOX && cat data/greeting; touch data/x 2>/dev/null || echo read-only; \
                echo to-stderr >&2; exec sleep 1000";
-    deploy(
-        node,
-        json!({"id": "/env", "cmd": cmd, "cpus": 0.1, "mem": 32, "env": {"GREETING": "hi there"},
+    node.deploy(json!({"id": "/env", "cmd": cmd, "cpus": 0.1, "mem": 32, "env": {"GREETING": "hi there"},
                "container": {"type": "DOCKER", "docker": {"image": image},
-                             "volumes": [{"containerPath": "data", "hostPath": vol.path(), "mode": "RO"}]}}),
-    )
-    .await;
+                             "volumes": [{"containerPath": "data", "hostPath": vol.path(), "mode": "RO"}]}}))
+        .await;
     let tasks = node.wait_running("/env", 1).await;
     let id = tasks[0]["id"].as_str().expect("id").to_string();
     let want = format!("GREETING=hi there TASK={id} SANDBOX=/mnt/mesos/sandbox");
@@ -206,12 +178,9 @@ async fn containers_keep_running_across_an_agent_restart() {
     let Some(image) = image() else { return };
     let mut d = DockerNode::start().await;
     let node = d.node_mut();
-    deploy(
-        node,
-        json!({"id": "/keep", "cmd": httpd("$PORT0"), "cpus": 0.1, "mem": 32, "taskKillGracePeriodSeconds": 1,
-               "container": {"type": "DOCKER", "docker": {"image": image}}}),
-    )
-    .await;
+    node.deploy(json!({"id": "/keep", "cmd": httpd("$PORT0"), "cpus": 0.1, "mem": 32, "taskKillGracePeriodSeconds": 1,
+               "container": {"type": "DOCKER", "docker": {"image": image}}}))
+        .await;
     let before = node.wait_running("/keep", 1).await;
     let id = before[0]["id"].as_str().expect("id").to_string();
     let port = host_port(&before[0], 0);
@@ -240,12 +209,9 @@ async fn an_image_that_cannot_be_pulled_fails_the_task_with_the_engines_reason_a
     let node = d.node();
     // A registry on a closed loopback port: no network needed, refused at once.
     let missing = format!("127.0.0.1:{}/wharf-test/missing:1", free_port());
-    deploy(
-        node,
-        json!({"id": "/nopull", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32, "backoffSeconds": 5,
-               "container": {"type": "DOCKER", "docker": {"image": missing}}}),
-    )
-    .await;
+    node.deploy(json!({"id": "/nopull", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32, "backoffSeconds": 5,
+               "container": {"type": "DOCKER", "docker": {"image": missing}}}))
+        .await;
     let mut failure = Value::Null;
     for _ in 0..200 {
         failure = node.get("/v2/apps/nopull?embed=app.lastTaskFailure").await["app"]["lastTaskFailure"].clone();
@@ -288,18 +254,6 @@ async fn bad_container_definitions_are_422_naming_the_field() {
     assert_eq!(node.get("/v2/apps").await["apps"], json!([]));
 }
 
-/// Waits for an app's `lastTaskFailure` and returns it.
-async fn last_failure(node: &Node, app: &str) -> Value {
-    for _ in 0..300 {
-        let f = node.get(&format!("/v2/apps{app}?embed=app.lastTaskFailure")).await["app"]["lastTaskFailure"].clone();
-        if !f.is_null() {
-            return f;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{app}: no task failure recorded\n{}", node.log());
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_codes_and_the_memory_limit_end_tasks_failed_with_the_reason() {
     let Some(image) = image() else { return };
@@ -309,14 +263,14 @@ async fn exit_codes_and_the_memory_limit_end_tasks_failed_with_the_reason() {
         json!({"id": id, "cmd": cmd, "cpus": 0.1, "mem": 32, "backoffSeconds": 60,
                "container": {"type": "DOCKER", "docker": {"image": image}}})
     };
-    deploy(node, app("/exit3", "echo bye; exit 3")).await;
+    node.deploy(app("/exit3", "echo bye; exit 3")).await;
     // 200 MB held in a shell variable, under a 32 MB limit.
-    deploy(node, app("/hog", "x=$(busybox head -c 200000000 /dev/zero | busybox tr '\\0' a); echo survived")).await;
-    let f = last_failure(node, "/exit3").await;
+    node.deploy(app("/hog", "x=$(busybox head -c 200000000 /dev/zero | busybox tr '\\0' a); echo survived")).await;
+    let f = node.last_failure("/exit3").await;
     assert_eq!((f["state"].as_str(), f["message"].as_str()), (Some("TASK_FAILED"), Some("exited with status 3")));
     let id = f["taskId"].as_str().expect("task id");
     assert_eq!(std::fs::read_to_string(node.sandbox(id).join("stdout")).expect("stdout"), "bye\n");
-    let f = last_failure(node, "/hog").await;
+    let f = node.last_failure("/hog").await;
     assert_eq!(f["state"], "TASK_FAILED");
     assert!(f["message"].as_str().is_some_and(|m| m.contains("Memory limit exceeded")), "{f}");
 }
@@ -328,12 +282,9 @@ async fn without_an_engine_the_node_offers_no_docker_driver_and_docker_apps_wait
     let node = Node::start_with_env(&[], &[("DOCKER_HOST", &nowhere)]).await;
     let nodes = node.get("/wharf/v1/nodes").await;
     assert_eq!(nodes["nodes"][0]["drivers"], json!(["exec", "oci"]), "{nodes}");
-    deploy(
-        &node,
-        json!({"id": "/waits", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32,
-               "container": {"type": "DOCKER", "docker": {"image": IMAGE}}}),
-    )
-    .await;
+    node.deploy(json!({"id": "/waits", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32,
+               "container": {"type": "DOCKER", "docker": {"image": IMAGE}}}))
+        .await;
     let mut reasons = Value::Null;
     for _ in 0..100 {
         reasons = node.get("/wharf/v1/queue").await;
@@ -366,8 +317,8 @@ async fn a_kill_stops_the_container_politely_then_after_the_grace_period() {
         json!({"id": id, "cmd": cmd, "cpus": 0.1, "mem": 32, "taskKillGracePeriodSeconds": 2,
                "container": {"type": "DOCKER", "docker": {"image": image}}})
     };
-    deploy(node, app("/polite", "trap 'echo got-term; exit 0' TERM; echo ready; sleep 1000 & wait")).await;
-    deploy(node, app("/stubborn", "trap 'echo ignoring' TERM; echo ready; while true; do sleep 1 & wait; done")).await;
+    node.deploy(app("/polite", "trap 'echo got-term; exit 0' TERM; echo ready; sleep 1000 & wait")).await;
+    node.deploy(app("/stubborn", "trap 'echo ignoring' TERM; echo ready; while true; do sleep 1 & wait; done")).await;
     let polite = node.wait_running("/polite", 1).await[0]["id"].as_str().expect("id").to_string();
     let stubborn = node.wait_running("/stubborn", 1).await[0]["id"].as_str().expect("id").to_string();
     for id in [&polite, &stubborn] {
@@ -394,12 +345,9 @@ async fn an_agent_restarted_without_its_engine_neither_fails_nor_duplicates_the_
     let Some(image) = image() else { return };
     let mut d = DockerNode::start().await;
     let node = d.node_mut();
-    deploy(
-        node,
-        json!({"id": "/engine", "cmd": httpd("$PORT0"), "cpus": 0.1, "mem": 32,
-               "container": {"type": "DOCKER", "docker": {"image": image}}}),
-    )
-    .await;
+    node.deploy(json!({"id": "/engine", "cmd": httpd("$PORT0"), "cpus": 0.1, "mem": 32,
+               "container": {"type": "DOCKER", "docker": {"image": image}}}))
+        .await;
     let id = node.wait_running("/engine", 1).await[0]["id"].clone();
     node.stop();
     let dir = tempfile::tempdir().expect("tempdir");

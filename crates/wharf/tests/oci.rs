@@ -126,25 +126,6 @@ impl Drop for Registry {
     }
 }
 
-async fn deploy(node: &Node, app: Value) {
-    let (s, v) = node.call(Method::POST, "/v2/apps", Some(&app)).await.expect("POST");
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-}
-
-async fn http_get(url: &str) -> String {
-    let c = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
-    let mut last = String::new();
-    for _ in 0..100 {
-        match c.get(url).send().await {
-            Ok(r) if r.status().is_success() => return r.text().await.expect("body"),
-            Ok(r) => last = format!("status {}", r.status()),
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("GET {url}: {last}");
-}
-
 async fn stdout_containing(node: &Node, task: &str, what: &str) -> String {
     let mut out = String::new();
     for _ in 0..200 {
@@ -155,17 +136,6 @@ async fn stdout_containing(node: &Node, task: &str, what: &str) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("stdout of {task} never said {what:?}: {out:?}\n{}", node.log());
-}
-
-async fn last_failure(node: &Node, app: &str) -> Value {
-    for _ in 0..300 {
-        let f = node.get(&format!("/v2/apps{app}?embed=app.lastTaskFailure")).await["app"]["lastTaskFailure"].clone();
-        if !f.is_null() {
-            return f;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{app}: no task failure recorded\n{}", node.log());
 }
 
 fn host_port(task: &Value) -> u16 {
@@ -185,8 +155,7 @@ async fn the_images_entrypoint_serves_on_port0_with_env_volumes_and_the_sandbox(
     let vol = tempfile::tempdir().expect("tempdir");
     std::fs::write(vol.path().join("greeting"), "from the host\n").expect("write");
     // The image's entrypoint, its env under the app's, its working dir.
-    deploy(
-        &node,
+    node.deploy(
         json!({"id": "/web", "cpus": 0.1, "mem": 32, "env": {"GREETING": "hi"}, "portDefinitions": [{"port": 0}],
                "container": {"type": "MESOS", "docker": {"image": image}}}),
     )
@@ -195,14 +164,11 @@ async fn the_images_entrypoint_serves_on_port0_with_env_volumes_and_the_sandbox(
     let cmd = "echo \"WHERE=$WHERE PWD=$(pwd) SANDBOX=$MESOS_SANDBOX TASK=$MESOS_TASK_ID\"; cat /data/greeting; \
                cat $MESOS_SANDBOX/data/greeting; touch /data/x 2>/dev/null || echo read-only; \
                echo written-inside > $MESOS_SANDBOX/inside; echo to-stderr >&2; exec sleep 1000";
-    deploy(
-        &node,
-        json!({"id": "/env", "cmd": cmd, "cpus": 0.1, "mem": 32,
+    node.deploy(json!({"id": "/env", "cmd": cmd, "cpus": 0.1, "mem": 32,
                "container": {"type": "MESOS", "docker": {"image": image},
                              "volumes": [{"containerPath": "/data", "hostPath": vol.path(), "mode": "RO"},
-                                         {"containerPath": "data", "hostPath": vol.path(), "mode": "RO"}]}}),
-    )
-    .await;
+                                         {"containerPath": "data", "hostPath": vol.path(), "mode": "RO"}]}}))
+        .await;
     let web = node.wait_running("/web", 1).await;
     let body = http_get(&format!("http://127.0.0.1:{}/", host_port(&web[0]))).await;
     assert_eq!(body.trim(), "hello hi from /web");
@@ -231,21 +197,17 @@ async fn a_memory_hog_fails_with_the_reason_and_a_file_deleted_above_is_absent()
     let whiteout = reg.push(WHITEOUT, "base/whiteout:1");
     let node = Node::start().await;
     // 200 MB held in a shell variable, under a 32 MB limit.
-    deploy(
-        &node,
-        json!({"id": "/hog", "cmd": "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+    node.deploy(json!({"id": "/hog", "cmd": "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
                "cpus": 0.1, "mem": 32, "backoffSeconds": 60,
-               "container": {"type": "MESOS", "docker": {"image": busybox}}}),
-    )
-    .await;
-    deploy(
-        &node,
+               "container": {"type": "MESOS", "docker": {"image": busybox}}}))
+        .await;
+    node.deploy(
         json!({"id": "/layers", "cmd": "ls /etc; cat /etc/kept; test -e /etc/gone && echo present || echo absent; exec sleep 1000",
                "cpus": 0.1, "mem": 32,
                "container": {"type": "MESOS", "docker": {"image": whiteout}}}),
     )
     .await;
-    let f = last_failure(&node, "/hog").await;
+    let f = node.last_failure("/hog").await;
     assert_eq!(f["state"], "TASK_FAILED", "{f}");
     assert!(f["message"].as_str().is_some_and(|m| m.contains("Memory limit exceeded")), "{f}");
     let id = node.wait_running("/layers", 1).await[0]["id"].as_str().expect("id").to_string();
@@ -261,13 +223,10 @@ async fn a_container_keeps_running_across_an_agent_restart() {
     let reg = Registry::start();
     let image = reg.push(HTTPD, "web/httpd:1");
     let mut node = Node::start().await;
-    deploy(
-        &node,
-        json!({"id": "/keep", "cpus": 0.1, "mem": 32, "taskKillGracePeriodSeconds": 1,
+    node.deploy(json!({"id": "/keep", "cpus": 0.1, "mem": 32, "taskKillGracePeriodSeconds": 1,
                "portDefinitions": [{"port": 0}],
-               "container": {"type": "MESOS", "docker": {"image": image}}}),
-    )
-    .await;
+               "container": {"type": "MESOS", "docker": {"image": image}}}))
+        .await;
     let before = node.wait_running("/keep", 1).await;
     let id = before[0]["id"].as_str().expect("id").to_string();
     let url = format!("http://127.0.0.1:{}/", host_port(&before[0]));
@@ -297,13 +256,13 @@ async fn images_that_cannot_be_pulled_fail_the_task_naming_the_cause_and_back_of
                "container": {"type": "MESOS", "docker": {"image": image}}})
     };
     // Not in the registry; a registry on a closed port.
-    deploy(&node, app("/missing", &format!("{}/no/such-image:1", reg.addr))).await;
-    deploy(&node, app("/closed", &format!("127.0.0.1:{}/no/registry:1", free_port()))).await;
-    let f = last_failure(&node, "/missing").await;
+    node.deploy(app("/missing", &format!("{}/no/such-image:1", reg.addr))).await;
+    node.deploy(app("/closed", &format!("127.0.0.1:{}/no/registry:1", free_port()))).await;
+    let f = node.last_failure("/missing").await;
     assert_eq!(f["state"], "TASK_FAILED", "{f}");
     let msg = f["message"].as_str().expect("message").to_lowercase();
     assert!(msg.contains("pulling") && msg.contains("no/such-image") && msg.contains("unknown"), "{msg}");
-    let f = last_failure(&node, "/closed").await;
+    let f = node.last_failure("/closed").await;
     let msg = f["message"].as_str().expect("message").to_lowercase();
     assert!(msg.contains("pulling") && msg.contains("connection refused"), "{msg}");
     // Backoff: no new failure of /closed within the next 2 s, and the queue says it is delayed.
@@ -331,12 +290,9 @@ async fn with_docker_apps_builtin_a_docker_app_runs_on_the_built_in_runtime() {
     let node = Node::start_with(&["--docker-apps", "builtin"]).await;
     let nodes = node.get("/wharf/v1/nodes").await;
     assert_eq!(nodes["nodes"][0]["drivers"], json!(["exec", "oci", "docker"]), "{nodes}");
-    deploy(
-        &node,
-        json!({"id": "/dockerish", "cpus": 0.1, "mem": 32, "portDefinitions": [{"port": 0}],
-               "container": {"type": "DOCKER", "docker": {"image": image}}}),
-    )
-    .await;
+    node.deploy(json!({"id": "/dockerish", "cpus": 0.1, "mem": 32, "portDefinitions": [{"port": 0}],
+               "container": {"type": "DOCKER", "docker": {"image": image}}}))
+        .await;
     let tasks = node.wait_running("/dockerish", 1).await;
     let body = http_get(&format!("http://127.0.0.1:{}/", host_port(&tasks[0]))).await;
     assert_eq!(body.trim(), "hello image-default from /dockerish");

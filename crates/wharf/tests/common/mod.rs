@@ -199,6 +199,25 @@ impl Node {
     }
 
     /// Pid of a task's main process, from its executor's state file.
+    /// POSTs an app and expects 201.
+    pub async fn deploy(&self, app: Value) {
+        let (s, v) = self.call(Method::POST, "/v2/apps", Some(&app)).await.expect("POST");
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    /// Waits for an app's `lastTaskFailure` and returns it.
+    pub async fn last_failure(&self, app: &str) -> Value {
+        for _ in 0..300 {
+            let f =
+                self.get(&format!("/v2/apps{app}?embed=app.lastTaskFailure")).await["app"]["lastTaskFailure"].clone();
+            if !f.is_null() {
+                return f;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{app}: no task failure recorded\n{}", self.log());
+    }
+
     pub fn task_pid(&self, task_id: &str) -> i32 {
         let state = std::fs::read_to_string(self.sandbox(task_id).join("state.json")).expect("state.json");
         let v: Value = serde_json::from_str(&state).expect("state json");
@@ -288,4 +307,20 @@ pub fn basic_auth(user: &str, pass: &str) -> String {
 
 pub fn reference_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference")
+}
+
+/// GETs `url` until it answers 2xx (a task that just started may not listen
+/// yet) and returns the body.
+pub async fn http_get(url: &str) -> String {
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+    let mut last = String::new();
+    for _ in 0..100 {
+        match c.get(url).send().await {
+            Ok(r) if r.status().is_success() => return r.text().await.expect("body"),
+            Ok(r) => last = format!("status {}", r.status()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("GET {url}: {last}");
 }
