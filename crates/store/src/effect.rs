@@ -180,7 +180,7 @@ pub fn replay(state: &mut ClusterState, effects: &[Effect]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::apply::apply;
     use model::{
@@ -188,7 +188,8 @@ mod tests {
     };
     use proptest::prelude::*;
 
-    fn node(id: u64) -> NodeInfo {
+    /// A 4-cpu node with ports 31000-31100, as the store's unit tests register it.
+    pub(crate) fn node(id: u64) -> NodeInfo {
         NodeInfo {
             id: NodeId(id),
             hostname: format!("n{id}"),

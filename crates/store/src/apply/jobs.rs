@@ -359,8 +359,7 @@ pub(super) mod tests {
     use crate::apply::apply;
     use crate::command::Command;
     use model::{
-        CommandSpec, ContainerSpec, JobRunRef, JobRunSpec, JobSpec, NodeId, NodeInfo, Plan, Resources, TaskId,
-        TaskStatus,
+        CommandSpec, ContainerSpec, JobRunRef, JobRunSpec, JobSpec, NodeId, Plan, Resources, TaskId, TaskStatus,
     };
 
     pub(crate) fn spec(id: &str, deps: &[&str]) -> JobSpec {
@@ -451,23 +450,6 @@ pub(super) mod tests {
         ]
     }
 
-    fn node() -> NodeInfo {
-        NodeInfo {
-            id: NodeId(1),
-            hostname: "n1".into(),
-            advertise: "127.0.0.1".into(),
-            http_addr: String::new(),
-            rpc_addr: String::new(),
-            resources: Resources { cpus: 4.0, mem: 4096.0, disk: 1000.0, gpus: 0 },
-            port_range: (31000, 31100),
-            attributes: Default::default(),
-            registered_at: UnixMillis(0),
-            draining: false,
-            unreachable_since: None,
-            drivers: vec![model::DriverKind::Exec],
-        }
-    }
-
     fn put(s: &mut ClusterState, spec: JobSpec, schedules: Vec<ScheduleSpec>) -> Applied {
         apply(s, &Command::PutJob { job: spec, schedules: Some(schedules), at: UnixMillis(1), create_only: true })
     }
@@ -495,7 +477,7 @@ pub(super) mod tests {
     #[test]
     fn a_run_goes_from_starting_to_success_and_into_the_history() {
         let mut s = ClusterState::default();
-        apply(&mut s, &Command::RegisterNode(node()));
+        apply(&mut s, &Command::RegisterNode(crate::effect::tests::node(1)));
         put(&mut s, spec("a", &[]), vec![]);
         assert!(matches!(start(&mut s, "a", "r1", 2, RunTrigger::Manual), Applied::JobRun(_)));
         assert_eq!(s.jobs.get(&jid("a")).map(|j| j.runs[&rid("r1")].status), Some(RunStatus::Starting));
@@ -531,7 +513,7 @@ pub(super) mod tests {
     #[test]
     fn on_failure_restarts_until_the_deadline() {
         let mut s = ClusterState::default();
-        apply(&mut s, &Command::RegisterNode(node()));
+        apply(&mut s, &Command::RegisterNode(crate::effect::tests::node(1)));
         let mut sp = spec("a", &[]);
         sp.run.restart = RestartPolicy::OnFailure;
         sp.run.active_deadline_seconds = Some(10);
@@ -570,7 +552,7 @@ pub(super) mod tests {
     #[test]
     fn dependencies_must_exist_and_not_cycle_and_children_follow_parents() {
         let mut s = ClusterState::default();
-        apply(&mut s, &Command::RegisterNode(node()));
+        apply(&mut s, &Command::RegisterNode(crate::effect::tests::node(1)));
         assert!(matches!(put(&mut s, spec("b", &["a"]), vec![]), Applied::Rejected(Rejection::NoSuchJob(_))));
         assert!(matches!(put(&mut s, spec("a", &["a"]), vec![]), Applied::Rejected(Rejection::DependencyCycle(_))));
         put(&mut s, spec("a", &[]), vec![]);
@@ -592,7 +574,7 @@ pub(super) mod tests {
     #[test]
     fn parallelism_and_completions_fan_out_and_succeed_together() {
         let mut s = ClusterState::default();
-        apply(&mut s, &Command::RegisterNode(node()));
+        apply(&mut s, &Command::RegisterNode(crate::effect::tests::node(1)));
         let mut sp = spec("fan", &[]);
         sp.run.parallelism = 2;
         sp.run.completions = 3;
