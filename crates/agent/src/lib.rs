@@ -10,6 +10,7 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod drain;
 pub mod driver;
 pub mod env;
 pub mod executor;
@@ -19,6 +20,7 @@ pub mod readiness;
 pub mod reconcile;
 pub mod sandbox;
 
+pub use drain::LbDrain;
 pub use driver::{DockerDriver, Driver, DriverError, ExecDriver, OciDriver, RecoveredTask, TaskEvent, TaskLaunch};
 pub use env::task_env;
 pub use executor::executor_main;

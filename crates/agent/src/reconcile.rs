@@ -63,6 +63,9 @@ pub struct AgentConfig {
     pub default_task_user: Option<String>,
     /// Fail exec launches that would run as root (uid 0).
     pub refuse_root_tasks: bool,
+    /// Asks every node's load balancer whether a task being killed is
+    /// drained (`None`: wait `LB_DRAIN` instead).
+    pub lb_drain: Option<Arc<dyn crate::LbDrain>>,
 }
 
 /// The drivers this node can offer: `exec` always, `oci` where the kernel
@@ -324,7 +327,8 @@ fn reconcile(
             }
             (TaskGoal::Killed, Some(l)) if matches!(l.phase, Phase::Launching | Phase::Running) => {
                 l.phase = Phase::Killing;
-                let drain = app.as_ref().map(|a| lb_drain(&task, a)).unwrap_or_default();
+                let bound = app.as_ref().map(|a| lb_drain(&task, a)).unwrap_or_default();
+                let drain = Drain { bound, lb: cfg.lb_drain.clone() };
                 spawn_kill(drivers.get(&l.driver).cloned(), l.guard.clone(), task.id, drain);
             }
             _ => {}
@@ -335,7 +339,7 @@ fn reconcile(
         if !assigned.contains(id) && matches!(l.phase, Phase::Launching | Phase::Running) {
             tracing::info!(task = %id, "killing a task the cluster no longer knows");
             l.phase = Phase::Killing;
-            spawn_kill(drivers.get(&l.driver).cloned(), l.guard.clone(), id.clone(), Duration::ZERO);
+            spawn_kill(drivers.get(&l.driver).cloned(), l.guard.clone(), id.clone(), Drain::none());
         }
     }
     local.retain(|id, l| {
@@ -494,29 +498,54 @@ fn spawn_launch(
     tokio::spawn(tracing::Instrument::instrument(launch, span));
 }
 
-/// How long a task that load balancers send to keeps running after it was
-/// asked to go: every node's LB drops it from its backends at the same log
-/// index that asked for the kill, so after a moment (replication, requests
-/// in flight) no new request reaches it and none in flight is cut off.
-/// Bounded by the app's kill grace period.
+/// Without an `LbDrain`, how long a task that load balancers send to keeps
+/// running after it was asked to go: every node's LB drops it from its
+/// backends at the log index that asked for the kill, so after a moment no
+/// new request reaches it. Bounded by the app's kill grace period.
 pub const LB_DRAIN: Duration = Duration::from_secs(1);
 
+/// How long a kill may wait for the load balancers: the app's kill grace
+/// period for a running task with service ports (zero for others, which no
+/// LB sends to).
 fn lb_drain(task: &model::Task, app: &model::AppSpec) -> Duration {
     let balanced = app.ports.iter().any(|p| p.port != 0);
     if balanced && task.state == TaskState::Running {
-        LB_DRAIN.min(Duration::from_secs_f64(app.kill_grace_seconds.max(0.0)))
+        Duration::from_secs_f64(app.kill_grace_seconds.max(0.0))
     } else {
         Duration::ZERO
     }
 }
 
-fn spawn_kill(driver: Option<Arc<dyn Driver>>, guard: Arc<Mutex<()>>, id: TaskId, drain: Duration) {
+/// What a kill waits for before it signals the task.
+struct Drain {
+    bound: Duration,
+    lb: Option<Arc<dyn crate::LbDrain>>,
+}
+
+impl Drain {
+    fn none() -> Drain {
+        Drain { bound: Duration::ZERO, lb: None }
+    }
+}
+
+fn spawn_kill(driver: Option<Arc<dyn Driver>>, guard: Arc<Mutex<()>>, id: TaskId, drain: Drain) {
     let Some(driver) = driver else {
         tracing::warn!(task = %id, "no driver to kill the task with");
         return;
     };
     tokio::spawn(async move {
-        tokio::time::sleep(drain).await;
+        if !drain.bound.is_zero() {
+            let started = std::time::Instant::now();
+            let drained = match &drain.lb {
+                Some(lb) => lb.wait(&id, drain.bound).await,
+                None => {
+                    tokio::time::sleep(LB_DRAIN.min(drain.bound)).await;
+                    true
+                }
+            };
+            let waited_ms = started.elapsed().as_millis() as u64;
+            tracing::info!(task = %id, waited_ms, drained, "load balancers drained before the kill");
+        }
         let _held = guard.lock().await;
         if let Err(e) = driver.kill(&id).await {
             tracing::warn!(task = %id, error = %e, "kill failed");

@@ -63,7 +63,8 @@ pub async fn task_logs(
 ) -> ApiResult {
     let query = parse_query(q.as_deref())?;
     let tid = parse_task(&id)?;
-    let node = ctx.store.read(|s| s.tasks.get(&tid).map(|t| t.node));
+    // A job run's task is expunged once it ended; its run remembers the node.
+    let node = ctx.store.read(|s| s.tasks.get(&tid).map(|t| t.node).or_else(|| s.run_task_node(&tid)));
     let dir = ctx.sandbox_root.join(tid.as_str());
     match node {
         Some(n) if n != ctx.node && !headers.contains_key(FORWARDED) => {

@@ -13,8 +13,9 @@ pub mod metrics;
 pub mod table;
 pub mod udp;
 
-pub use table::{Lb, LbConfig};
+pub use table::{DrainState, Lb, LbConfig};
 
+use axum::response::IntoResponse;
 use std::sync::Arc;
 
 /// `GET /wharf/v1/lb`, merged into the node's HTTP API.
@@ -24,6 +25,28 @@ pub fn router(lb: Arc<Lb>) -> axum::Router {
             "/wharf/v1/lb",
             axum::routing::get(|axum::extract::State(lb): axum::extract::State<Arc<Lb>>| async move {
                 axum::Json(lb.status())
+            }),
+        )
+        .with_state(lb)
+}
+
+/// The node RPC's path at which a node says how its LB stands towards a
+/// task (`GET`, JSON `DrainState`); an agent asks every node before it
+/// signals a task the LBs send to.
+pub const DRAIN_PATH: &str = "/lb/drain";
+
+/// `GET /lb/drain/{task}`, merged into the node's RPC router (beside
+/// `/raft/*`, so it gets the same transport and protection).
+pub fn rpc_router(lb: Arc<Lb>) -> axum::Router {
+    use axum::extract::{Path, State};
+    axum::Router::new()
+        .route(
+            &format!("{DRAIN_PATH}/{{task}}"),
+            axum::routing::get(|State(lb): State<Arc<Lb>>, Path(task): Path<String>| async move {
+                match model::TaskId::parse(&task) {
+                    Ok(t) => axum::Json(lb.drain_state(&t)).into_response(),
+                    Err(e) => (axum::http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+                }
             }),
         )
         .with_state(lb)

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use store::EndpointUpdate;
 
@@ -196,6 +196,27 @@ pub struct Lb {
     endpoints: Mutex<HashMap<TaskId, Endpoint>>,
     /// Backends by (task, port index), so they outlive table rebuilds.
     backends: Mutex<HashMap<(TaskId, usize), Arc<Backend>>>,
+    /// Backends taken out of rotation. Whatever still uses one (a proxied
+    /// connection, a request or a response body in flight) holds it, so a
+    /// task is drained here once none of its weak references upgrades.
+    leaving: Mutex<HashMap<TaskId, Vec<Weak<Backend>>>>,
+}
+
+/// How one node's LB stands towards a task (`Lb::drain_state`), as the
+/// node RPC's `/lb/drain/{task}` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainState {
+    /// New connections and requests may still go to it.
+    pub in_rotation: bool,
+    /// Connections and requests to it still open.
+    pub in_flight: usize,
+}
+
+impl DrainState {
+    pub fn drained(&self) -> bool {
+        !self.in_rotation && self.in_flight == 0
+    }
 }
 
 /// marathon-lb's labels for the first port, and Wharf's own.
@@ -211,6 +232,7 @@ impl Lb {
             routes: ArcSwap::from_pointee(Routes::default()),
             endpoints: Mutex::new(HashMap::new()),
             backends: Mutex::new(HashMap::new()),
+            leaving: Mutex::new(HashMap::new()),
         })
     }
 
@@ -291,8 +313,34 @@ impl Lb {
             }
         }
         routes.vhosts.sort_by_key(|v| std::cmp::Reverse(v.path.len()));
+        if let Ok(mut leaving) = self.leaving.lock() {
+            for (key, b) in registry.iter() {
+                if keep.get(key).is_none_or(|k| !Arc::ptr_eq(k, b)) {
+                    leaving.entry(key.0.clone()).or_default().push(Arc::downgrade(b));
+                }
+            }
+            leaving.retain(|_, weak| {
+                weak.retain(|w| w.strong_count() > 0);
+                !weak.is_empty()
+            });
+        }
         *registry = keep;
         routes
+    }
+
+    /// Whether this node still sends to `task`, and what it has in flight
+    /// to it (each backend still held counts at least one).
+    pub fn drain_state(&self, task: &TaskId) -> DrainState {
+        let in_rotation = self.backends.lock().is_ok_and(|r| r.keys().any(|(t, _)| t == task));
+        let in_flight = self.leaving.lock().map_or(0, |l| {
+            l.get(task)
+                .into_iter()
+                .flatten()
+                .filter_map(Weak::upgrade)
+                .map(|b| b.active.load(Ordering::Relaxed).max(1))
+                .sum()
+        });
+        DrainState { in_rotation, in_flight }
     }
 
     /// `GET /wharf/v1/lb`: every service port and virtual host with its

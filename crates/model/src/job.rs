@@ -21,8 +21,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Finished runs kept per job (Metronome keeps 1000; Wharf keeps fewer, as
-/// every run is replicated state).
+/// Finished runs kept per job unless the cluster says otherwise
+/// (`Settings::job_history_count`, from the leader's `--job-history-count`).
+/// Metronome keeps 1000 (`METRONOME_HISTORY_COUNT`); Wharf keeps fewer by
+/// default, as every run is replicated state.
 pub const JOB_HISTORY_KEPT: usize = 100;
 
 /// Metronome's job id: dot-separated segments of `[a-z0-9-]`, each starting
@@ -333,7 +335,7 @@ pub struct JobHistory {
     pub failure_count: u64,
     pub last_success_at: Option<UnixMillis>,
     pub last_failure_at: Option<UnixMillis>,
-    /// Finished runs, newest first, at most `JOB_HISTORY_KEPT`.
+    /// Finished runs, newest first, at most `Settings::job_history_kept`.
     pub finished: Vec<JobRun>,
 }
 
@@ -357,8 +359,9 @@ impl Job {
         self.runs.contains_key(id) || self.history.finished.iter().any(|r| &r.id == id)
     }
 
-    /// Moves a finished run from the active ones into the history.
-    pub fn finish_run(&mut self, id: &JobRunId) {
+    /// Moves a finished run from the active ones into the history, which
+    /// keeps the newest `kept`.
+    pub fn finish_run(&mut self, id: &JobRunId, kept: usize) {
         let Some(run) = self.runs.remove(id) else { return };
         let at = run.completed_at.unwrap_or(run.created_at);
         match run.status {
@@ -372,6 +375,6 @@ impl Job {
             }
         }
         self.history.finished.insert(0, run);
-        self.history.finished.truncate(JOB_HISTORY_KEPT);
+        self.history.finished.truncate(kept);
     }
 }

@@ -39,6 +39,25 @@ pub struct ClusterState {
     /// every node asks callers for credentials.
     #[serde(default, skip_serializing_if = "imbl::OrdMap::is_empty")]
     pub api_tokens: imbl::OrdMap<String, crate::ApiToken>,
+    /// Cluster-wide settings (the leader writes them from its flags).
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+/// Settings that `apply` acts on, so they are replicated state rather than
+/// each node's flags: every replica applies the same log the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Settings {
+    /// Finished runs kept per job (`--job-history-count`, Metronome's
+    /// `METRONOME_HISTORY_COUNT`); `None`: `JOB_HISTORY_KEPT`.
+    #[serde(default)]
+    pub job_history_count: Option<u32>,
+}
+
+impl Settings {
+    pub fn job_history_kept(&self) -> usize {
+        self.job_history_count.map_or(crate::job::JOB_HISTORY_KEPT, |n| n as usize)
+    }
 }
 
 /// How many versions of one app `ClusterState::app_versions` keeps.
@@ -97,9 +116,13 @@ impl ClusterState {
     /// The node a job run's task ran on, after the task itself was
     /// forgotten (the run and its history remember it).
     pub fn run_task_node(&self, id: &crate::TaskId) -> Option<NodeId> {
-        self.jobs
+        // `<job>_<run>.instance-…`: a job id has no `_`, so the job is the
+        // part before the first one.
+        let job = crate::JobId::parse(id.as_str().split_once('_')?.0).ok()?;
+        let j = self.jobs.get(&job)?;
+        j.runs
             .values()
-            .flat_map(|j| j.runs.values().chain(j.history.finished.iter()))
+            .chain(j.history.finished.iter())
             .flat_map(|r| r.tasks.iter())
             .find(|t| &t.id == id)
             .map(|t| t.node)

@@ -109,6 +109,7 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
         Command::RemoveSchedule { job, id } => jobs::remove_schedule(state, job, id),
         Command::StartJobRun { job, run, at, trigger } => jobs::start_run(state, job, run, *at, trigger),
         Command::StopJobRun { job, run, at, reason } => jobs::stop_run(state, job, run, *at, reason),
+        Command::SetJobHistoryCount { count } => jobs::set_history_count(state, *count),
     }
 }
 

@@ -176,6 +176,11 @@ pub enum Command {
         at: UnixMillis,
         reason: String,
     },
+    /// Finished runs kept per job, cluster-wide (the leader's
+    /// `--job-history-count`); longer histories are cut at once.
+    SetJobHistoryCount {
+        count: u32,
+    },
 }
 
 /// What the app must look like for a write computed from it to apply.

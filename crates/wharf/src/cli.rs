@@ -151,6 +151,11 @@ pub struct AgentArgs {
     /// Seconds without a heartbeat before a node is unreachable.
     #[arg(long, default_value_t = 3.0)]
     pub heartbeat_timeout: f64,
+    /// Finished runs each job keeps in its history, cluster-wide (Metronome's
+    /// METRONOME_HISTORY_COUNT). The leader writes it into the replicated
+    /// settings; without it the cluster's current value stays (default 100).
+    #[arg(long, env = "WHARF_JOB_HISTORY_COUNT", value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub job_history_count: Option<u32>,
     /// Sandboxes (logs) of finished tasks kept on this node; older ones are deleted.
     #[arg(long, default_value_t = 100)]
     pub keep_sandboxes: usize,

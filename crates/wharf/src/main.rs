@@ -23,6 +23,7 @@ mod dns_setup;
 mod https;
 mod image_cmd;
 mod job_clock;
+mod lb_drain;
 mod liveness;
 mod node;
 mod orchestrator;

@@ -74,7 +74,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let liveness = Arc::new(crate::liveness::Liveness::default());
     let mut sup = Supervisor::new(Backoff::default());
     // The RPC server runs before joining: Raft needs it to hear the leader.
-    let rpc_router = store.rpc_router().merge(crate::liveness::router(liveness.clone()));
+    // The LB's table exists before its listeners: the RPC answers other
+    // agents' drain questions from it.
+    let lb = lb::Lb::new(lb_cfg);
+    let rpc_router =
+        store.rpc_router().merge(crate::liveness::router(liveness.clone())).merge(lb::rpc_router(lb.clone()));
     sup.start_once("RPC server", async move { axum::serve(rpc_listener, rpc_router).await });
     join_cluster(&store, &args.join).await?;
 
@@ -103,7 +107,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let dns = dns::server::Dns::new(dns_cfg);
     dns.metrics.register(&mut registry);
     start_dns(&mut sup, &store, &dns, dns_listeners);
-    let lb = lb::Lb::new(lb_cfg);
     lb::metrics::register(lb.clone(), &mut registry);
     start_lb(&mut sup, &store, &lb, http_lb);
     let ctx = api::ApiContext::with_registry(store.clone(), sandbox_root.clone(), registry)
@@ -125,6 +128,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         log: log_limits,
         default_task_user: args.default_task_user.clone(),
         refuse_root_tasks: args.refuse_root_tasks,
+        lb_drain: crate::lb_drain::RpcDrain::new(store.clone()),
     };
     start_agent(&mut sup, &store, agent);
 
@@ -339,6 +343,12 @@ fn start_loops(
     };
     let s = store.clone();
     sup.start("orchestrator", Policy::Restart, move || crate::orchestrator::run(s.clone(), metrics.clone()));
+    if let Some(count) = args.job_history_count {
+        let s = store.clone();
+        sup.start("job history setting", Policy::Restart, move || {
+            crate::job_clock::keep_history_count(s.clone(), count)
+        });
+    }
     let (s, l) = (store.clone(), liveness.clone());
     sup.start("heartbeats", Policy::Restart, move || crate::liveness::send_heartbeats(s.clone(), l.clone(), live_cfg));
     let s = store.clone();
@@ -360,6 +370,7 @@ struct AgentParts {
     log: logfiles::LogLimits,
     default_task_user: Option<String>,
     refuse_root_tasks: bool,
+    lb_drain: Arc<crate::lb_drain::RpcDrain>,
 }
 
 /// This node's agent. A restarted agent recovers its running tasks from
@@ -380,6 +391,7 @@ fn start_agent(sup: &mut Supervisor, store: &Arc<Store>, parts: AgentParts) {
             log: parts.log,
             default_task_user: parts.default_task_user.clone(),
             refuse_root_tasks: parts.refuse_root_tasks,
+            lb_drain: Some(parts.lb_drain.clone()),
         };
         agent::run_agent(s.clone(), cfg)
     });

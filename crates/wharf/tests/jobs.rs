@@ -344,3 +344,44 @@ async fn a_docker_job_runs_through_the_docker_driver() {
         .expect("docker ps");
     assert!(String::from_utf8_lossy(&ps.stdout).trim().is_empty());
 }
+
+/// Successful finished runs in the job's history, newest first.
+async fn history_ids(node: &Node, job: &str) -> (u64, Vec<String>) {
+    let j = node.get(&format!("/v1/jobs/{job}?embed=history")).await;
+    let ids = j["history"]["successfulFinishedRuns"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["id"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    (j["history"]["successCount"].as_u64().unwrap_or_default(), ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_keeps_the_configured_number_of_runs() {
+    // Metronome's METRONOME_HISTORY_COUNT, as Wharf's env/flag.
+    let mut node = Node::start_with_env(&[], &[("WHARF_JOB_HISTORY_COUNT", "3")]).await;
+    post_job(&node, &json!({"id": "short", "run": {"cmd": "true", "cpus": 0.1, "mem": 32, "disk": 0}})).await;
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let run = start_run(&node, "short").await;
+        let done = finished_run(&node, "short", &run, Duration::from_secs(30)).await;
+        assert_eq!(done["status"], "SUCCESS", "{done}");
+        runs.push(run);
+    }
+    let (count, kept) = history_ids(&node, "short").await;
+    assert_eq!(count, 5, "the counters count every run");
+    let newest: Vec<String> = runs.iter().rev().take(3).cloned().collect();
+    assert_eq!(kept, newest, "only the newest 3 runs are kept");
+    let (s, _) = node.call(Method::GET, &format!("/v1/jobs/short/runs/{}", runs[0]), None).await.expect("get");
+    assert_eq!(s, StatusCode::NOT_FOUND, "a run cut from the history is gone");
+
+    // Restarted with a smaller number: the leader writes it, and longer
+    // histories are cut at once.
+    node.stop();
+    node.env = vec![("WHARF_JOB_HISTORY_COUNT".into(), "1".into())];
+    node.spawn().await;
+    wait_for("the history cut to one run", Duration::from_secs(20), || async {
+        history_ids(&node, "short").await == (5, vec![runs[4].clone()])
+    })
+    .await;
+    stop_all(&node, &["short"]).await;
+}

@@ -90,3 +90,61 @@ async fn killing_the_leader_at_a_fire_time_gives_exactly_one_run() {
     }
     let _ = c.call(0, Method::DELETE, "/v1/jobs/failover?stopCurrentJobRuns=true", None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_runs_output_is_read_through_any_node() {
+    let c = Cluster::start(3, &["--job-history-count", "2"]).await;
+    let def = json!({"id": "where", "run": {"cmd": "echo out of $MESOS_TASK_ID; echo err >&2", "cpus": 0.01, "mem": 32, "disk": 0}});
+    let (s, v) = c.call(0, Method::POST, "/v1/jobs", Some(&def)).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let mut started = Vec::new();
+    for _ in 0..3 {
+        let (s, v) = c.call(0, Method::POST, "/v1/jobs/where/runs", None).await.expect("run");
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let run = v["id"].as_str().expect("run id").to_string();
+        wait_for("the run's end", Duration::from_secs(30), || async {
+            c.get(0, &format!("/v1/jobs/where/runs/{run}")).await["status"] == "SUCCESS"
+        })
+        .await;
+        started.push(run);
+    }
+    // Every node keeps the same two newest runs (the setting is replicated).
+    for i in 0..3 {
+        wait_for("two runs in every node's history", Duration::from_secs(10), || async {
+            let job = c.get(i, "/v1/jobs/where?embed=history").await;
+            let ids: Vec<&str> = job["history"]["successfulFinishedRuns"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|r| r["id"].as_str()).collect())
+                .unwrap_or_default();
+            ids == [started[2].as_str(), started[1].as_str()] && job["history"]["successCount"] == 3
+        })
+        .await;
+    }
+    // Each kept run's task, read through both nodes that did not run it.
+    let job = c.get(0, "/v1/jobs/where?embed=history").await;
+    let nodes = c.get(0, "/wharf/v1/nodes").await;
+    let host_of = |id: &str| -> String {
+        let all = nodes["nodes"].as_array().cloned().unwrap_or_default();
+        let n = all.iter().find(|n| n["id"] == id).expect("the run's node is known");
+        n["hostname"].as_str().unwrap_or_default().to_string()
+    };
+    for run in job["history"]["successfulFinishedRuns"].as_array().expect("history") {
+        let run = c.get(0, &format!("/v1/jobs/where/runs/{}", run["id"].as_str().expect("run id"))).await;
+        let task = &run["tasks"][0];
+        let tid = task["id"].as_str().expect("task id");
+        let ran_on = c.node_of_host(&host_of(task["node"].as_str().expect("node")));
+        for i in (0..3).filter(|i| *i != ran_on) {
+            for (stream, want) in [("stdout", format!("out of {tid}\n")), ("stderr", "err\n".to_string())] {
+                let url = format!("{}/wharf/v1/tasks/{tid}/logs?stream={stream}", c.nodes[i].addr());
+                let r = c.client.get(&url).send().await.expect("logs");
+                assert_eq!(r.status(), StatusCode::OK, "logs of {tid} through node {i}");
+                assert_eq!(r.text().await.expect("text"), want, "{stream} of {tid} through node {i}");
+            }
+            let url = format!("{}/wharf/v1/tasks/{tid}/files/stdout", c.nodes[i].addr());
+            let r = c.client.get(&url).send().await.expect("file");
+            assert_eq!(r.status(), StatusCode::OK, "stdout file of {tid} through node {i}");
+            assert_eq!(r.text().await.expect("text"), format!("out of {tid}\n"));
+        }
+    }
+    let _ = c.call(0, Method::DELETE, "/v1/jobs/where", None).await;
+}

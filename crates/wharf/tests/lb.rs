@@ -384,3 +384,120 @@ async fn udp_ports_websockets_groups_and_metrics() {
     assert!(udp_requests >= 10.0, "{text}");
     assert!(text.contains("wharf_lb_backend_connections_total{frontend=\"http:ws.test/\""), "{text}");
 }
+
+/// An HTTP server (python3's stdlib, a thread per request) whose `/slow`
+/// answers after 5 s; SIGTERM ends it at once.
+const SLOW: &str = r#"
+import http.server, os, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == '/slow':
+            time.sleep(5)
+        body = b'done\n'
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(('', int(os.environ['PORT0'])), H).serve_forever()
+"#;
+
+/// The agent's log lines about draining before kills, without the colours.
+fn drain_lines(c: &Cluster) -> Vec<String> {
+    let plain = |l: &str| {
+        let mut out = String::new();
+        let mut chars = l.chars();
+        while let Some(ch) = chars.next() {
+            if ch == '\u{1b}' {
+                // Skip to the end of the escape sequence (`ESC [ ... m`).
+                for e in chars.by_ref() {
+                    if e == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(ch);
+            }
+        }
+        out
+    };
+    (0..c.nodes.len())
+        .flat_map(|i| c.log(i).lines().map(plain).collect::<Vec<_>>())
+        .filter(|l| l.contains("load balancers drained before the kill"))
+        .collect()
+}
+
+/// Backends of `app` on node `i`'s LB with something in flight (service
+/// ports and virtual hosts).
+async fn in_flight(c: &Cluster, i: usize, app: &str) -> u64 {
+    let lb = c.get(i, "/wharf/v1/lb").await;
+    ["servicePorts", "virtualHosts"]
+        .iter()
+        .flat_map(|k| lb[*k].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["appId"] == app)
+        .flat_map(|s| s["backends"].as_array().cloned().unwrap_or_default())
+        .map(|b| b["active"].as_u64().unwrap_or_default())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_request_to_a_task_being_scaled_away_completes() {
+    let c = Cluster::start(3, &[]).await;
+    let def = json!({
+        "id": "/lb/slow", "cmd": "printf '%s' \"$SRV\" > srv.py; exec python3 srv.py",
+        "env": {"SRV": SLOW}, "cpus": 0.1, "mem": 64, "instances": 1,
+        "taskKillGracePeriodSeconds": 30,
+        "labels": {"HAPROXY_0_VHOST": "slow.test"}
+    });
+    let (s, v) = c.call(0, Method::POST, "/v2/apps", Some(&def)).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let port = v["portDefinitions"][0]["port"].as_u64().expect("service port") as u16;
+    wait_for("the task running", Duration::from_secs(30), || async { c.running(0, "/lb/slow").await.len() == 1 }).await;
+    let host = c.running(0, "/lb/slow").await[0].1.clone();
+    let ran_on = c.node_of_host(&host);
+    // Through two other nodes: one service port, one HTTP front.
+    let (a, b) = ((ran_on + 1) % 3, (ran_on + 2) % 3);
+    let http =
+        reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(60)).build().expect("client");
+    wait_for("the service port on both nodes", Duration::from_secs(20), || async {
+        let ok = |url: String, vhost: bool| {
+            let mut req = http.get(url);
+            if vhost {
+                req = req.header("Host", "slow.test");
+            }
+            async move { req.send().await.is_ok_and(|r| r.status() == StatusCode::OK) }
+        };
+        ok(format!("http://{}:{port}/ok", c.nodes[a].ip), false).await
+            && ok(format!("http://{}:80/ok", c.nodes[b].ip), true).await
+    })
+    .await;
+    let l4 = tokio::spawn(http.get(format!("http://{}:{port}/slow", c.nodes[a].ip)).send());
+    let l7 = tokio::spawn(http.get(format!("http://{}:80/slow", c.nodes[b].ip)).header("Host", "slow.test").send());
+    wait_for("both requests in flight", Duration::from_secs(10), || async {
+        in_flight(&c, a, "/lb/slow").await >= 1 && in_flight(&c, b, "/lb/slow").await >= 1
+    })
+    .await;
+    let (s, v) = c.call(0, Method::PATCH, "/v2/apps/lb/slow", Some(&json!({"instances": 0}))).await.expect("scale");
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for (name, r) in [("service port", l4), ("HTTP front", l7)] {
+        let r = r.await.expect("join").unwrap_or_else(|e| panic!("{name}: the request failed: {e}"));
+        assert_eq!(r.status(), StatusCode::OK, "{name}");
+        assert_eq!(r.text().await.expect("body"), "done\n", "{name}");
+    }
+    wait_for("the task gone", Duration::from_secs(40), || async { c.all_tasks(0, "/lb/slow").await == 0 }).await;
+    let lines = drain_lines(&c);
+    assert!(lines.iter().any(|l| l.contains("drained=true")), "the kill waited for the drain: {lines:?}");
+
+    // Without anything in flight the kill follows at once (the figure is in the log).
+    let (s, v) = c.call(0, Method::PATCH, "/v2/apps/lb/slow", Some(&json!({"instances": 1}))).await.expect("scale");
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_for("the task running again", Duration::from_secs(30), || async { c.running(0, "/lb/slow").await.len() == 1 })
+        .await;
+    let (s, v) = c.call(0, Method::PATCH, "/v2/apps/lb/slow", Some(&json!({"instances": 0}))).await.expect("scale");
+    assert_eq!(s, StatusCode::OK, "{v}");
+    wait_for("the task gone again", Duration::from_secs(40), || async { c.all_tasks(0, "/lb/slow").await == 0 }).await;
+    for l in drain_lines(&c) {
+        eprintln!("{l}");
+    }
+}

@@ -216,13 +216,14 @@ pub(super) fn stop_run(state: &mut ClusterState, job: &JobId, run: &JobRunId, at
     for id in &live {
         state.tasks.update(id, |t| t.goal = TaskGoal::Killed);
     }
+    let kept = state.settings.job_history_kept();
     let Some(j) = state.jobs.get_mut(job) else { return Applied::Done };
     let Some(r) = j.runs.get_mut(run) else { return Applied::Done };
     r.status = RunStatus::Failed;
     r.completed_at = Some(at);
     r.message = Some(why.to_string());
     let done = r.clone();
-    j.finish_run(run);
+    j.finish_run(run, kept);
     Applied::JobRun(Box::new(done))
 }
 
@@ -265,6 +266,7 @@ fn restart_delay(failures: u32, max_seconds: f64) -> f64 {
 pub(super) fn task_reported(state: &mut ClusterState, task: &Task) {
     let Some(r) = task.job_run.clone() else { return };
     let mut succeeded = None;
+    let kept = state.settings.job_history_kept();
     {
         let Some(j) = state.jobs.get_mut(&r.job) else { return };
         let spec = j.spec.run.clone();
@@ -315,7 +317,7 @@ pub(super) fn task_reported(state: &mut ClusterState, task: &Task) {
         let live: Vec<model::TaskId> =
             if kill_rest { run.live_tasks().map(|t| t.id.clone()).collect() } else { Vec::new() };
         if run.status.is_finished() {
-            j.finish_run(&r.run);
+            j.finish_run(&r.run, kept);
         }
         for id in &live {
             state.tasks.update(id, |t| t.goal = TaskGoal::Killed);
@@ -609,4 +611,23 @@ pub(super) mod tests {
         assert_eq!(j.history.finished[0].status, RunStatus::Success);
         assert_eq!(j.history.finished[0].succeeded(), 3);
     }
+}
+
+/// `--job-history-count`: from now on each job keeps the newest `count`
+/// finished runs; longer histories are cut in this same apply, so every
+/// replica drops the same runs.
+pub(super) fn set_history_count(state: &mut ClusterState, count: u32) -> Applied {
+    state.settings.job_history_count = Some(count);
+    let long: Vec<JobId> = state
+        .jobs
+        .iter()
+        .filter(|(_, j)| j.history.finished.len() > count as usize)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in long {
+        if let Some(j) = state.jobs.get_mut(&id) {
+            j.history.finished.truncate(count as usize);
+        }
+    }
+    Applied::Done
 }
