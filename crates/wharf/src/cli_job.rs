@@ -152,8 +152,9 @@ async fn runs(c: &Client, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a run; with `wait`, follows it to its end, prints its last
-/// task's output and exits with that task's exit status (1 when it ended
+/// Starts a run; with `wait`, follows it to its end, printing each of its
+/// tasks' output as it is written (a retried run's attempts one after
+/// another), and exits with its last task's exit status (1 when it ended
 /// another way, e.g. stopped or never placed).
 async fn start(c: &Client, id: &str, wait: bool, timeout: Duration) -> anyhow::Result<()> {
     let r = c.ok(Method::POST, &format!("/v1/jobs/{id}/runs"), None).await?;
@@ -165,6 +166,7 @@ async fn start(c: &Client, id: &str, wait: bool, timeout: Duration) -> anyhow::R
     eprintln!("run {run} of {id} started");
     let t0 = Instant::now();
     let mut seen = String::new();
+    let mut followed: Vec<String> = Vec::new();
     let done = loop {
         let v = c.ok(Method::GET, &format!("/v1/jobs/{id}/runs/{run}"), None).await?;
         let status = v["status"].as_str().unwrap_or("?").to_string();
@@ -172,19 +174,35 @@ async fn start(c: &Client, id: &str, wait: bool, timeout: Duration) -> anyhow::R
             eprintln!("{status}");
             seen = status.clone();
         }
+        let left = timeout.saturating_sub(t0.elapsed());
+        // The next task that has a sandbox (it is past staging) and whose
+        // output was not printed yet: follow it until it ends.
+        let next = v["tasks"].as_array().into_iter().flatten().find(|t| {
+            let tid = t["id"].as_str().unwrap_or_default();
+            !followed.iter().any(|f| f == tid)
+                && !matches!(t["status"].as_str(), Some("TASK_STAGING" | "TASK_STARTING"))
+        });
+        if let Some(task) = next {
+            let tid = task["id"].as_str().unwrap_or_default().to_string();
+            let ended = !matches!(task["status"].as_str(), Some("TASK_RUNNING"));
+            let args = crate::cmd::logs::LogArgs { follow: true, stderr: false, tail: None };
+            match tokio::time::timeout(left, crate::cmd::logs::task(c, &tid, args)).await {
+                Ok(Ok(())) => followed.push(tid),
+                // No sandbox to read (yet): try again unless it has ended.
+                Ok(Err(_)) if !ended => tokio::time::sleep(Duration::from_millis(200)).await,
+                Ok(Err(_)) => followed.push(tid),
+                Err(_) => bail!("run {run} of {id} did not finish within {}s (still {status})", timeout.as_secs()),
+            }
+            continue;
+        }
         if status == "SUCCESS" || status == "FAILED" {
             break v;
         }
-        if t0.elapsed() > timeout {
+        if left.is_zero() {
             bail!("run {run} of {id} did not finish within {}s (still {status})", timeout.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    if let Some(task) = done["tasks"].as_array().and_then(|t| t.last()) {
-        let tid = task["id"].as_str().unwrap_or_default();
-        let args = crate::cmd::logs::LogArgs { follow: false, stderr: false, tail: None };
-        crate::cmd::logs::task(c, tid, args).await.ok();
-    }
     if done["status"] == "SUCCESS" {
         return Ok(());
     }

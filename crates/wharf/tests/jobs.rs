@@ -385,3 +385,27 @@ async fn the_history_keeps_the_configured_number_of_runs() {
     .await;
     stop_all(&node, &["short"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_wait_follows_every_attempt_of_a_retried_run() {
+    let node = Node::start().await;
+    post_job(
+        &node,
+        &json!({"id": "retried", "run": {"cmd": "echo attempt $MESOS_TASK_ID; exit 3", "cpus": 0.1,
+        "mem": 32, "disk": 0, "restart": {"policy": "ON_FAILURE", "activeDeadlineSeconds": 3}}}),
+    )
+    .await;
+    let n = &node;
+    let out = tokio::task::block_in_place(|| wharf(n, &["job", "run", "retried", "--wait", "--timeout", "60"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "a FAILED run: {}", String::from_utf8_lossy(&out.stderr));
+    // Every attempt's output, each once, in order.
+    let lines: Vec<&str> = stdout.lines().collect();
+    let job = node.get("/v1/jobs/retried?embed=history").await;
+    let run = job["history"]["failedFinishedRuns"][0]["tasks"].clone();
+    let want: Vec<String> =
+        run.as_array().expect("tasks").iter().map(|t| format!("attempt {}", t.as_str().expect("id"))).collect();
+    assert!(want.len() >= 2, "the run was retried: {job}");
+    assert_eq!(lines, want, "{stdout}");
+    stop_all(&node, &["retried"]).await;
+}
