@@ -55,6 +55,12 @@ const PIPE_SIZE: libc::c_int = 1 << 20;
 /// Runs the executor for the task in `sandbox`; returns the process exit
 /// code (0 when the task's outcome was recorded, whatever it was).
 pub fn executor_main(sandbox: &Path) -> i32 {
+    // Its own session, so the task outlives the agent and signals to the
+    // agent's process group (a terminal's ^C) never reach it. Done here
+    // rather than between fork and exec in the agent, so the agent can
+    // start executors with posix_spawn.
+    // SAFETY: setsid takes no arguments; it fails only for a group leader.
+    unsafe { libc::setsid() };
     // libcontainer says what went wrong through tracing: into executor.log.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

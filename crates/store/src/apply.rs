@@ -110,6 +110,9 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
         Command::StartJobRun { job, run, at, trigger } => jobs::start_run(state, job, run, *at, trigger),
         Command::StopJobRun { job, run, at, reason } => jobs::stop_run(state, job, run, *at, reason),
         Command::SetJobHistoryCount { count } => jobs::set_history_count(state, *count),
+        Command::StartJobRuns { at, starts } => {
+            Applied::Each(starts.iter().map(|s| jobs::start_run(state, &s.job, &s.run, *at, &s.trigger)).collect())
+        }
     }
 }
 

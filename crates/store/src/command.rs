@@ -181,6 +181,21 @@ pub enum Command {
     SetJobHistoryCount {
         count: u32,
     },
+    /// Many `StartJobRun`s as one entry: the leader's job clock starts every
+    /// run due at one instant together (a thousand jobs firing the same
+    /// minute are one commit, not a thousand). Each is judged as alone.
+    StartJobRuns {
+        at: UnixMillis,
+        starts: Vec<RunStart>,
+    },
+}
+
+/// One run of `Command::StartJobRuns`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStart {
+    pub job: model::JobId,
+    pub run: model::JobRunId,
+    pub trigger: model::RunTrigger,
 }
 
 /// What the app must look like for a write computed from it to apply.
@@ -297,4 +312,6 @@ pub enum Applied {
     JobRun(Box<model::JobRun>),
     /// A schedule's fire time was skipped (FORBID with an active run).
     RunSkipped,
+    /// One answer per part of a batched command (`StartJobRuns`), in order.
+    Each(Vec<Applied>),
 }

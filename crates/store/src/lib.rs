@@ -27,7 +27,7 @@ mod raft_types;
 mod state_machine;
 pub mod watch;
 
-pub use command::{AppPut, Applied, Command, DropReason, Dropped, Precondition, Rejection};
+pub use command::{AppPut, Applied, Command, DropReason, Dropped, Precondition, Rejection, RunStart};
 pub use effect::Effect;
 pub use endpoints::{EndpointStream, EndpointUpdate};
 pub use membership::Membership;

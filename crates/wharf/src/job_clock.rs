@@ -2,35 +2,41 @@
 //! and the stops of runs past a deadline. Reading the clock and proposing
 //! are the only I/O; what is due is decided by the pure `timers`.
 
-use model::UnixMillis;
-use store::{Applied, Command, Store};
+use model::{JobId, JobRunId, UnixMillis};
+use store::{Applied, Command, RunStart, Store};
 
 use crate::clock::now;
 
-/// Proposes the starts (all at once: the log groups them into few fsyncs,
-/// so a thousand jobs firing together are not started one commit after
-/// another) and then the stops; a refusal (the fire time started already,
-/// the run ended meanwhile) is expected after a failover and only logged.
-/// Returns whether any of them changed the state.
+/// Proposes the starts (all in one command: a thousand jobs firing
+/// together are one commit, and one plan places all their tasks) and then
+/// the stops; a refusal (the fire time started already, the run ended
+/// meanwhile) is expected after a failover and only logged. Returns whether
+/// any of them changed the state.
 pub async fn propose(store: &Store, timers: scheduler::Timers) -> bool {
     let mut changed = false;
     let at: UnixMillis = now();
-    let starts = timers.starts.into_iter().map(|(job, run, trigger)| async move {
-        let cmd = Command::StartJobRun { job: job.clone(), run: run.clone(), at, trigger };
-        (job, run, store.propose(cmd).await)
-    });
-    for (job, run, result) in futures::future::join_all(starts).await {
-        match result {
-            Ok(Applied::JobRun(_)) => {
-                changed = true;
-                tracing::info!(%job, %run, "scheduled run started");
+    let starts: Vec<RunStart> =
+        timers.starts.into_iter().map(|(job, run, trigger)| RunStart { job, run, trigger }).collect();
+    if !starts.is_empty() {
+        let names: Vec<(JobId, JobRunId)> = starts.iter().map(|s| (s.job.clone(), s.run.clone())).collect();
+        match store.propose(Command::StartJobRuns { at, starts }).await {
+            Ok(Applied::Each(answers)) => {
+                for ((job, run), answer) in names.iter().zip(answers) {
+                    match answer {
+                        Applied::JobRun(_) => {
+                            changed = true;
+                            tracing::info!(%job, %run, "scheduled run started");
+                        }
+                        Applied::RunSkipped => {
+                            changed = true;
+                            tracing::info!(%job, %run, "scheduled run skipped: a run is active (FORBID)");
+                        }
+                        other => tracing::debug!(%job, %run, ?other, "scheduled run not started"),
+                    }
+                }
             }
-            Ok(Applied::RunSkipped) => {
-                changed = true;
-                tracing::info!(%job, %run, "scheduled run skipped: a run is active (FORBID)");
-            }
-            Ok(other) => tracing::debug!(%job, %run, ?other, "scheduled run not started"),
-            Err(e) => tracing::warn!(%job, %run, error = %e, "scheduled run not proposed"),
+            Ok(other) => tracing::warn!(?other, "scheduled runs: unexpected answer"),
+            Err(e) => tracing::warn!(runs = names.len(), error = %e, "scheduled runs not proposed"),
         }
     }
     for (job, run, reason) in timers.stops {

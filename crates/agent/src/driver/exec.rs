@@ -17,7 +17,6 @@ use model::{TaskId, TaskState};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -126,36 +125,18 @@ impl ExecDriver {
     /// sent; the sandbox stays (with a `Failed` state when the executor got
     /// that far) until [`ExecDriver::remove_sandbox`].
     pub async fn launch(&self, spec: LaunchSpec) -> Result<u32, DriverError> {
-        let (program, args) = self.inner.executor.split_first().ok_or(DriverError::NoExecutor)?;
         let id = spec.task_id.clone();
         let dir = self.sandbox_dir(&id);
-        std::fs::create_dir_all(&self.inner.root).map_err(io_err(format!("create {}", self.inner.root.display())))?;
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(DriverError::AlreadyExists(id)),
-            Err(e) => return Err(io_err(format!("create {}", dir.display()))(e)),
-        }
-        sandbox::write_json(&dir, SPEC_FILE, &spec).map_err(io_err("write task spec"))?;
-        let log = std::fs::File::create(dir.join(EXECUTOR_LOG)).map_err(io_err("create executor log"))?;
-
-        let mut cmd = std::process::Command::new(program);
-        cmd.args(args).arg(SANDBOX_FLAG).arg(&dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
-        // SAFETY: setsid is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(io_err(format!("start executor {}", program.to_string_lossy())))?;
-        let exec_pid = child.id();
-        let stdout = child.stdout.take();
-        // Dropping a std Child neither kills nor waits: the pidfd below
-        // watches and reaps the executor.
-        drop(child);
-        let pidfd = Arc::new(pidfd_open(exec_pid).map_err(io_err("pidfd_open executor"))?);
+        // Files and the process start block: on the blocking pool, so a
+        // thousand launches at once neither stall the node's other work
+        // (its HTTP API, the feed) nor wait on each other's syscalls.
+        let inner = self.inner.clone();
+        let d = dir.clone();
+        let started = tokio::task::spawn_blocking(move || start_executor(&inner, spec, &d))
+            .await
+            .map_err(|e| DriverError::Launch { task_id: id.clone(), message: format!("launch thread: {e}") })?;
+        let (exec_pid, stdout, pidfd) = started?;
+        let pidfd = Arc::new(pidfd);
 
         let first = match stdout {
             Some(out) => read_first_line(out).await,
@@ -307,6 +288,40 @@ impl ExecDriver {
             Err(e) => Err(io_err(format!("remove {}", dir.display()))(e)),
         }
     }
+}
+
+/// Creates the sandbox, writes the spec and starts the executor: its pid,
+/// its stdout and a pidfd for it.
+fn start_executor(
+    inner: &Inner,
+    spec: LaunchSpec,
+    dir: &Path,
+) -> Result<(u32, Option<std::process::ChildStdout>, OwnedFd), DriverError> {
+    let (program, args) = inner.executor.split_first().ok_or(DriverError::NoExecutor)?;
+    let id = spec.task_id.clone();
+    std::fs::create_dir_all(&inner.root).map_err(io_err(format!("create {}", inner.root.display())))?;
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(DriverError::AlreadyExists(id)),
+        Err(e) => return Err(io_err(format!("create {}", dir.display()))(e)),
+    }
+    sandbox::write_json(dir, SPEC_FILE, &spec).map_err(io_err("write task spec"))?;
+    let log = std::fs::File::create(dir.join(EXECUTOR_LOG)).map_err(io_err("create executor log"))?;
+
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args).arg(SANDBOX_FLAG).arg(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+    // No pre_exec hook: without one std starts the executor with
+    // posix_spawn (a vfork-style clone), not fork, which would copy the
+    // agent's page tables for every launch. The executor makes its own
+    // session first thing (`executor_main`).
+    let mut child = cmd.spawn().map_err(io_err(format!("start executor {}", program.to_string_lossy())))?;
+    let exec_pid = child.id();
+    let stdout = child.stdout.take();
+    // Dropping a std Child neither kills nor waits: the pidfd watches and
+    // reaps the executor.
+    drop(child);
+    let pidfd = pidfd_open(exec_pid).map_err(io_err("pidfd_open executor"))?;
+    Ok((exec_pid, stdout, pidfd))
 }
 
 async fn read_first_line(out: std::process::ChildStdout) -> Result<String, String> {

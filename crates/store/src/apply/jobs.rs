@@ -449,6 +449,22 @@ pub(super) mod tests {
                 reason: "stopped".into(),
             },
             Command::RemoveJob { id: jid("golden.child"), stop_runs: false, at: UnixMillis(105) },
+            Command::StartJobRuns {
+                at: UnixMillis(120_001),
+                starts: vec![
+                    crate::command::RunStart {
+                        job: jid("golden.job"),
+                        run: rid("19700101000200klmno"),
+                        trigger: RunTrigger::Schedule { id: "every".into(), fire_at: UnixMillis(120_000) },
+                    },
+                    crate::command::RunStart {
+                        job: jid("golden.job"),
+                        run: rid("19700101000200pqrst"),
+                        trigger: RunTrigger::Manual,
+                    },
+                ],
+            },
+            Command::SetJobHistoryCount { count: 1 },
         ]
     }
 
@@ -510,6 +526,49 @@ pub(super) mod tests {
             start(&mut s, "a", "r1", 10, RunTrigger::Manual),
             Applied::Rejected(Rejection::JobRunExists(..))
         ));
+    }
+
+    #[test]
+    fn runs_started_together_are_each_judged_and_the_history_keeps_the_set_number() {
+        let mut s = ClusterState::default();
+        apply(&mut s, &Command::RegisterNode(crate::effect::tests::node(1)));
+        put(&mut s, spec("a", &[]), vec![schedule("s", ConcurrencyPolicy::Allow)]);
+        put(&mut s, spec("b", &[]), vec![]);
+        let fire = RunTrigger::Schedule { id: "s".into(), fire_at: UnixMillis(60_000) };
+        let rs = |job: &str, run: &str, trigger: RunTrigger| crate::command::RunStart {
+            job: jid(job),
+            run: rid(run),
+            trigger,
+        };
+        let starts = vec![
+            rs("a", "f1", fire.clone()),
+            rs("a", "f2", fire),
+            rs("b", "m1", RunTrigger::Manual),
+            rs("nope", "m2", RunTrigger::Manual),
+        ];
+        let Applied::Each(answers) = apply(&mut s, &Command::StartJobRuns { at: UnixMillis(60_001), starts }) else {
+            panic!("one answer per start")
+        };
+        assert!(matches!(answers[0], Applied::JobRun(_)));
+        assert!(matches!(answers[1], Applied::Rejected(Rejection::JobRunExists(..))), "a fire time starts once");
+        assert!(matches!(answers[2], Applied::JobRun(_)));
+        assert!(matches!(answers[3], Applied::Rejected(Rejection::NoSuchJob(_))));
+        // Three more runs of b finish; with two kept, the oldest go.
+        apply(&mut s, &Command::SetJobHistoryCount { count: 2 });
+        for (n, run) in ["m1", "m3", "m4"].into_iter().enumerate() {
+            if run != "m1" {
+                start(&mut s, "b", run, 61_000, RunTrigger::Manual);
+            }
+            let t = launch(&mut s, "b", run, 10 + n as u32);
+            report(&mut s, &t, TaskState::Finished, 62_000 + n as i64);
+        }
+        let h = &s.jobs.get(&jid("b")).expect("job").history;
+        assert_eq!(h.success_count, 3);
+        assert_eq!(h.finished.iter().map(|r| r.id.0.as_str()).collect::<Vec<_>>(), ["m4", "m3"]);
+        // A smaller number cuts the histories at once.
+        apply(&mut s, &Command::SetJobHistoryCount { count: 1 });
+        let h = &s.jobs.get(&jid("b")).expect("job").history;
+        assert_eq!(h.finished.iter().map(|r| r.id.0.as_str()).collect::<Vec<_>>(), ["m4"]);
     }
 
     #[test]

@@ -500,6 +500,8 @@ fn variant(c: &Command) -> &'static str {
         Command::RemoveSchedule { .. } => "RemoveSchedule",
         Command::StartJobRun { .. } => "StartJobRun",
         Command::StopJobRun { .. } => "StopJobRun",
+        Command::SetJobHistoryCount { .. } => "SetJobHistoryCount",
+        Command::StartJobRuns { .. } => "StartJobRuns",
     }
 }
 
