@@ -422,7 +422,9 @@ fn rule_env_and_labels() {
     v["secrets"] = json!({"db": {"source": "/db/pw"}});
     let s = ok(v);
     assert_eq!(s.env.len(), 1);
-    assert_eq!(s.passthrough["env"], json!({"S": {"secret": "db"}}));
+    assert_eq!(s.secret_env["S"], "db");
+    assert_eq!(s.secrets["db"].source, "/db/pw");
+    assert!(!s.passthrough.contains_key("env") && !s.passthrough.contains_key("secrets"));
     rejected_at(with("labels", json!({"a": 1})), "/labels/a");
 }
 
@@ -904,7 +906,7 @@ fn docker_container_fields_are_typed_and_render_as_given() {
     assert_eq!(c.network, NetworkMode::Bridge);
     assert_eq!(
         c.volumes[0],
-        Volume { container_path: "data".into(), host_path: Some("/tmp/x".into()), mode: VolumeMode::Ro }
+        Volume { container_path: "data".into(), host_path: Some("/tmp/x".into()), mode: VolumeMode::Ro, secret: None }
     );
     assert_eq!(c.volumes[1].host_path, None);
     assert_eq!(
