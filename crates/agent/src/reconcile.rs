@@ -314,7 +314,12 @@ fn reconcile(
                 let local_task = Local { phase: Phase::Launching, launched_at, driver: kind, guard: guard.clone() };
                 local.insert(task.id.clone(), local_task);
                 let driver = drivers.get(&kind).cloned();
-                spawn_launch(driver, kind, reports.clone(), guard, task, app, cfg);
+                // Opened here, on the node that runs the task, and nowhere else.
+                let secrets = match &app {
+                    Some(a) => store.read(|s| crate::secrets::resolve(s, store.keyring(), a)),
+                    None => Ok(Default::default()),
+                };
+                spawn_launch(driver, kind, reports.clone(), guard, task, app, secrets, cfg);
             }
             (TaskGoal::Killed, None) => {
                 // Never started here: it is simply gone.
@@ -437,8 +442,15 @@ fn runs_as_root(user: Option<&str>) -> bool {
     }
 }
 
-fn task_launch(task: &Task, app: &AppSpec, sandbox: PathBuf, default_user: Option<&str>) -> TaskLaunch {
+fn task_launch(
+    task: &Task,
+    app: &AppSpec,
+    sandbox: PathBuf,
+    default_user: Option<&str>,
+    secrets: crate::secrets::TaskSecrets,
+) -> TaskLaunch {
     TaskLaunch {
+        secrets,
         task_id: task.id.clone(),
         command: app.command.clone(),
         env: task_env(app, task, &sandbox),
@@ -457,6 +469,7 @@ fn spawn_launch(
     guard: Arc<Mutex<()>>,
     task: Task,
     app: Option<AppSpec>,
+    secrets: Result<crate::secrets::TaskSecrets, crate::secrets::SecretError>,
     cfg: &AgentConfig,
 ) {
     let (root, metrics) = (cfg.sandbox_root.clone(), cfg.metrics.clone());
@@ -472,11 +485,14 @@ fn spawn_launch(
             (Some(app), Some(_)) if refuse_root && runs_as_root(app.user.as_deref().or(default_user.as_deref())) => {
                 Err("this node runs no task as root (--refuse-root-tasks): give the app a user".to_string())
             }
-            (Some(app), Some(driver)) => driver
-                .launch(task_launch(&task, app, sandbox, default_user.as_deref()))
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            (Some(app), Some(driver)) => match secrets {
+                Err(e) => Err(e.to_string()),
+                Ok(secrets) => driver
+                    .launch(task_launch(&task, app, sandbox, default_user.as_deref(), secrets))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            },
         };
         if let Err(message) = result {
             metrics.launched(false);

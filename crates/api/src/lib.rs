@@ -20,6 +20,7 @@ mod logs;
 mod metrics;
 mod query;
 mod tasks;
+mod secrets;
 mod tokens;
 mod trace;
 mod ui;
@@ -101,6 +102,10 @@ fn book() -> RouteBook {
         .get("/wharf/v1/tokens", tokens::list)
         .post("/wharf/v1/tokens", tokens::create)
         .delete("/wharf/v1/tokens/{id}", tokens::delete)
+        .get("/wharf/v1/secrets", secrets::list)
+        .get("/wharf/v1/secrets/{*path}", secrets::show)
+        .put("/wharf/v1/secrets/{*path}", secrets::put)
+        .delete("/wharf/v1/secrets/{*path}", secrets::delete)
         .get("/metrics", metrics::scrape)
         .get("/", ui::root)
         .get("/ui", ui::root)

@@ -97,6 +97,13 @@ pub enum Command {
         after_help = "Examples:\n  wharf token create --role viewer --name grafana\n  wharf token ls"
     )]
     Token(TokenCommand),
+    /// The cluster's secret store (writes need an admin, listing a
+    /// deployer). Apps reference secrets by path; values are never shown.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  printf %s \"$PW\" | wharf secret put prod/db-password\n  wharf secret put tls/key --file key.pem\n  wharf secret ls"
+    )]
+    Secret(SecretCommand),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  wharf completion bash > /etc/bash_completion.d/wharf\n  wharf completion zsh > \"${fpath[1]}/_wharf\"\n  wharf completion fish > ~/.config/fish/completions/wharf.fish"
@@ -362,6 +369,30 @@ pub enum NodeCommand {
 }
 
 #[derive(Subcommand)]
+pub enum SecretCommand {
+    /// Create or replace a secret; its value is read from stdin, or from
+    /// `--file`, byte for byte.
+    #[command(after_help = "Example:\n  printf %s \"$PW\" | wharf secret put prod/db-password")]
+    Put {
+        /// Where it lives, e.g. `prod/db-password` (letters, digits, `.`,
+        /// `_`, `-`, separated by `/`).
+        path: String,
+        /// Read the value from this file instead of stdin.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+    /// List secrets: path and times (never values).
+    #[command(after_help = "Example:\n  wharf secret ls")]
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a secret (running tasks keep what they were given).
+    #[command(after_help = "Example:\n  wharf secret rm prod/db-password")]
+    Rm { path: String },
+}
+
+#[derive(Subcommand)]
 pub enum TokenCommand {
     /// Make a bearer token and print it (it is shown only this once).
     ///
@@ -548,6 +579,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Token(TokenCommand::Create { role, name }) => crate::cmd::token::create(&client, &role, &name).await,
         Command::Token(TokenCommand::Ls) => crate::cmd::token::ls(&client).await,
         Command::Token(TokenCommand::Rm { id }) => crate::cmd::token::rm(&client, &id).await,
+        Command::Secret(SecretCommand::Put { path, file }) => {
+            crate::cmd::secret::put(&client, &path, file.as_deref()).await
+        }
+        Command::Secret(SecretCommand::Ls { json }) => crate::cmd::secret::ls(&client, json).await,
+        Command::Secret(SecretCommand::Rm { path }) => crate::cmd::secret::rm(&client, &path).await,
         Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {
             crate::bench::launch(tasks, burst, data_dir).await
         }

@@ -77,6 +77,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let rpc_router = store.rpc_router().merge(crate::liveness::router(liveness.clone()));
     sup.start_once("RPC server", async move { axum::serve(rpc_listener, rpc_router).await });
     join_cluster(&store, &args.join).await?;
+    match store.ensure_data_key(&args.join, false).context("the cluster data key")? {
+        store::KeyStatus::Created { .. } => tracing::info!("made the cluster data key (it seals secrets)"),
+        store::KeyStatus::Fetching => tracing::info!("asking the cluster for its data key"),
+        store::KeyStatus::Locked => tracing::warn!("this node is locked: secrets stay sealed until `wharf unlock`"),
+        store::KeyStatus::Held => {}
+    }
 
     // The drivers are found before the node registers, so the scheduler
     // never sends it a task it has no driver for.
