@@ -960,3 +960,34 @@ fn rule_image_reference_and_volume_paths() {
     ok(json!({"id": "/a", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "x"},
               "volumes": [{"containerPath": "/data/..x", "hostPath": "/tmp", "mode": "RO"}]}}));
 }
+
+#[test]
+fn file_secrets_are_typed_checked_and_round_trip() {
+    let mut v = with(
+        "container",
+        json!({"type": "MESOS", "volumes": [{"containerPath": "secrets/db", "secret": "db"},
+                                             {"containerPath": "data", "hostPath": "/tmp/d", "mode": "RO"}]}),
+    );
+    v["secrets"] = json!({"db": {"source": "/prod/db"}});
+    v["env"] = json!({"PW": {"secret": "db"}});
+    assert_round_trip(&v);
+    let s = ok(v.clone());
+    let c = s.container.container().expect("container");
+    assert_eq!(c.volumes[0].secret.as_deref(), Some("db"));
+    assert_eq!(c.volumes[0].host_path, None);
+    assert_eq!(s.secret_names().collect::<Vec<_>>(), ["db", "db"]);
+    assert_eq!(render_spec(&s)["container"]["volumes"][0], json!({"containerPath": "secrets/db", "secret": "db"}));
+
+    let mut undeclared = v.clone();
+    undeclared["container"]["volumes"][0]["secret"] = json!("nope");
+    rejected_at(undeclared, "/container/volumes(0)/secret");
+    let mut absolute = v.clone();
+    absolute["container"]["volumes"][0]["containerPath"] = json!("/etc/pw");
+    rejected_at(absolute, "/container/volumes(0)/containerPath");
+    let mut both = v.clone();
+    both["container"]["volumes"][0]["hostPath"] = json!("/tmp");
+    rejected_at(both, "/container/volumes(0)/secret");
+    let mut bad_source = v;
+    bad_source["secrets"]["db"]["source"] = json!("a/../b");
+    rejected_at(bad_source, "/secrets/db/source");
+}
