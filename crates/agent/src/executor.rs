@@ -18,10 +18,10 @@
 //! task are re-parented to it and reaped.
 
 use crate::cgroup::TaskCgroup;
-use crate::secrets::TaskSecrets;
 use crate::sandbox::{
     self, ExecMsg, ExitRecord, LaunchSpec, StateFile, SPEC_FILE, STATE_FILE, STDERR_FILE, STDOUT_FILE,
 };
+use crate::secrets::TaskSecrets;
 use logfiles::RotatingWriter;
 use model::{CommandSpec, TaskState};
 use nix::errno::Errno;
@@ -158,7 +158,9 @@ fn run(sandbox: &Path) -> Result<(), String> {
             (pid, release(forked, &cgroup, &spec, &prepared).err())
         }
         Some(oci) => {
-            if let Err(message) = crate::secrets::write_files(sandbox, &secrets.files, crate::secrets::numeric_user(oci.user.as_deref())) {
+            if let Err(message) =
+                crate::secrets::write_files(sandbox, &secrets.files, crate::secrets::numeric_user(oci.user.as_deref()))
+            {
                 return fail_to_start(&mut state, sandbox, Some(&cgroup), message);
             }
             let mut container = match create_container(&spec, &secrets, oci, sandbox, &cgroup, &mask, stdio) {
@@ -275,7 +277,9 @@ fn read_secrets(spec: &LaunchSpec) -> Result<TaskSecrets, String> {
         return Ok(TaskSecrets::default());
     }
     let mut buf = zeroize::Zeroizing::new(Vec::new());
-    std::io::stdin().read_to_end(&mut buf).map_err(|e| format!("cannot read the task's secrets from the agent: {e}"))?;
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read the task's secrets from the agent: {e}"))?;
     // serde's message could quote the input: it is not passed on.
     serde_json::from_slice(&buf).map_err(|_| "the task's secrets from the agent are malformed".to_string())
 }

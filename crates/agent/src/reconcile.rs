@@ -319,7 +319,7 @@ fn reconcile(
                     Some(a) => store.read(|s| crate::secrets::resolve(s, store.keyring(), a)),
                     None => Ok(Default::default()),
                 };
-                spawn_launch(driver, kind, reports.clone(), guard, task, app, secrets, cfg);
+                spawn_launch(driver, kind, reports.clone(), guard, (task, app), secrets, cfg);
             }
             (TaskGoal::Killed, None) => {
                 // Never started here: it is simply gone.
@@ -467,8 +467,7 @@ fn spawn_launch(
     kind: DriverKind,
     reports: mpsc::UnboundedSender<TaskStatus>,
     guard: Arc<Mutex<()>>,
-    task: Task,
-    app: Option<AppSpec>,
+    (task, app): (Task, Option<AppSpec>),
     secrets: Result<crate::secrets::TaskSecrets, crate::secrets::SecretError>,
     cfg: &AgentConfig,
 ) {

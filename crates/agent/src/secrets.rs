@@ -95,8 +95,8 @@ pub fn resolve(state: &ClusterState, keyring: &Keyring, app: &AppSpec) -> Result
     let mut out = TaskSecrets::default();
     for (var, name) in &app.secret_env {
         let value = open_secret(state, keyring, app, name)?;
-        let text = std::str::from_utf8(&value)
-            .map_err(|_| SecretError::NotText { name: name.clone(), var: var.clone() })?;
+        let text =
+            std::str::from_utf8(&value).map_err(|_| SecretError::NotText { name: name.clone(), var: var.clone() })?;
         out.env.insert(var.clone(), text.to_string());
     }
     for v in app.container.container().into_iter().flat_map(|c| &c.volumes) {
@@ -107,7 +107,6 @@ pub fn resolve(state: &ClusterState, keyring: &Keyring, app: &AppSpec) -> Result
     }
     Ok(out)
 }
-
 
 /// Writes file secrets into the sandbox: readable by the task's user only
 /// (mode 0400, owned by `owner`, else by the executor's user).

@@ -54,7 +54,8 @@ pub async fn show(State(ctx): State<Arc<ApiContext>>, Path(path): Path<String>) 
 
 /// The value in a PUT body (raw, or `{"value": string}` as JSON).
 fn value_of(headers: &HeaderMap, body: &Bytes) -> Result<zeroize::Zeroizing<Vec<u8>>, HttpError> {
-    let json = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("application/json"));
+    let json =
+        headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("application/json"));
     let value = if json {
         // serde's messages can quote the input: none of them is passed on.
         let v: Value = serde_json::from_slice(body)

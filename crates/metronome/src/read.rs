@@ -21,7 +21,7 @@ use crate::error::{Detail, WireError};
 use model::cron::CronClock;
 use model::{
     CommandSpec, ConcurrencyPolicy, Constraint, ConstraintOp, Container, ContainerSpec, JobId, JobRunSpec, JobSpec,
-    Resources, SecretSource, RestartPolicy, ScheduleSpec, Volume, VolumeMode,
+    Resources, RestartPolicy, ScheduleSpec, SecretSource, Volume, VolumeMode,
 };
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;

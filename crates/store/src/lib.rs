@@ -30,8 +30,8 @@ pub mod watch;
 
 pub use command::{AppPut, Applied, Command, DropReason, Dropped, Precondition, Rejection};
 pub use effect::Effect;
-pub use keyring::{DataKey, KeyError, Keyring};
 pub use endpoints::{EndpointStream, EndpointUpdate};
+pub use keyring::{DataKey, KeyError, Keyring};
 pub use membership::Membership;
 pub use metrics::{RaftStatus, StoreMetrics};
 pub use state_machine::{SnapshotError, SNAPSHOT_FORMAT};

@@ -143,8 +143,7 @@ async fn a_secret_reaches_the_task_and_appears_nowhere_else() {
     // A restarted node keeps the data key: a new task gets the value too.
     node.stop();
     node.spawn().await;
-    let (s, v) =
-        node.call(Method::PUT, "/v2/apps/secret-app", Some(&json!({"instances": 2}))).await.expect("scale");
+    let (s, v) = node.call(Method::PUT, "/v2/apps/secret-app", Some(&json!({"instances": 2}))).await.expect("scale");
     assert!(s.is_success(), "{v}");
     let tasks = node.wait_running("/secret-app", 2).await;
     let second = tasks.iter().filter_map(|t| t["id"].as_str()).find(|id| *id != task).expect("new task").to_string();
@@ -203,8 +202,15 @@ async fn secrets_refuse_bad_input_and_callers_without_the_role() {
     let (s, v) = node.call(Method::POST, "/v2/apps", Some(&bad)).await.expect("POST");
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert!(v.to_string().contains("nosuch") && v.to_string().contains("/env/OTHER"), "{v}");
-    let (s, v) = node.call(Method::POST, "/v2/apps", Some(&json!({"id": "/badsrc", "cmd": "true",
-        "env": {"A": {"secret": "s"}}, "secrets": {"s": {"source": "a/../b"}}}))).await.expect("POST");
+    let (s, v) = node
+        .call(
+            Method::POST,
+            "/v2/apps",
+            Some(&json!({"id": "/badsrc", "cmd": "true",
+        "env": {"A": {"secret": "s"}}, "secrets": {"s": {"source": "a/../b"}}})),
+        )
+        .await
+        .expect("POST");
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert!(v.to_string().contains("/secrets/s/source"), "{v}");
     assert_eq!(node.call(Method::GET, "/v2/apps/undeclared", None).await.expect("GET").0, StatusCode::NOT_FOUND);
@@ -222,9 +228,7 @@ async fn secrets_refuse_bad_input_and_callers_without_the_role() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     let (s, v) = node.call(Method::DELETE, "/wharf/v1/secrets/nosuch", None).await.expect("DELETE");
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
-    let (s, v) = node
-        .raw(Method::PUT, "/wharf/v1/secrets/json", r#"{"value": 12345678}"#)
-        .await;
+    let (s, v) = node.raw(Method::PUT, "/wharf/v1/secrets/json", r#"{"value": 12345678}"#).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert!(!v.to_string().contains("12345678"), "errors never quote the body: {v}");
     let (s, _) = node.raw(Method::PUT, "/wharf/v1/secrets/json", r#"{"value": "v1"}"#).await;
@@ -250,7 +254,8 @@ async fn secrets_refuse_bad_input_and_callers_without_the_role() {
     let s = send(Method::PUT, "/wharf/v1/secrets/x", &basic_auth("admin", "pw")).await.expect("PUT").status();
     assert_eq!(s, StatusCode::CREATED);
     let listed = node.get("/wharf/v1/secrets").await;
-    let paths: Vec<&str> = listed["secrets"].as_array().expect("list").iter().filter_map(|s| s["path"].as_str()).collect();
+    let paths: Vec<&str> =
+        listed["secrets"].as_array().expect("list").iter().filter_map(|s| s["path"].as_str()).collect();
     assert_eq!(paths, ["json", "x"], "nothing half-stored by the refused writes");
 }
 

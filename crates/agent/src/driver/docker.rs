@@ -440,7 +440,8 @@ impl Driver for DockerDriver {
         };
         sandbox::write_json(&dir, RECORD_FILE, &record).map_err(io_err("write the container record"))?;
         let user = task.container.parameters.iter().rev().find(|(k, _)| k == "user").map(|(_, v)| v.as_str());
-        if let Err(message) = crate::secrets::write_files(&dir, &task.secrets.files, crate::secrets::numeric_user(user)) {
+        if let Err(message) = crate::secrets::write_files(&dir, &task.secrets.files, crate::secrets::numeric_user(user))
+        {
             return Err(DriverError::Launch { task_id: id, message });
         }
         match self.start(&task, &dir).await {

@@ -12,8 +12,8 @@
 
 use super::{io_err, DriverError, RecoveredTask, TaskEvent};
 use crate::cgroup::TaskCgroup;
-use crate::secrets::TaskSecrets;
 use crate::sandbox::{self, ExecMsg, ExitRecord, LaunchSpec, StateFile, EXECUTOR_LOG, SPEC_FILE, STATE_FILE};
+use crate::secrets::TaskSecrets;
 use model::{TaskId, TaskState};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
