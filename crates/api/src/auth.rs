@@ -67,6 +67,7 @@ pub fn access(method: &Method, path: &str) -> Access {
     let secrets = path == "/wharf/v1/secrets" || path.starts_with("/wharf/v1/secrets/");
     let admin = path == "/wharf/v1/tokens"
         || path.starts_with("/wharf/v1/tokens/")
+        || path == "/wharf/v1/unlock"
         || (!read && (secrets || path == "/v2/leader" || path.starts_with("/wharf/v1/nodes")));
     if admin {
         Access::Needs(Role::Admin)
@@ -226,6 +227,7 @@ mod tests {
         assert_eq!(access(&Method::GET, "/wharf/v1/secrets/a/b"), Access::Needs(Role::Deployer));
         assert_eq!(access(&Method::PUT, "/wharf/v1/secrets/a/b"), Access::Needs(Role::Admin));
         assert_eq!(access(&Method::DELETE, "/wharf/v1/secrets/a"), Access::Needs(Role::Admin));
+        assert_eq!(access(&Method::POST, "/wharf/v1/unlock"), Access::Needs(Role::Admin));
     }
 
     #[test]

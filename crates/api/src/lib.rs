@@ -106,6 +106,7 @@ fn book() -> RouteBook {
         .get("/wharf/v1/secrets/{*path}", secrets::show)
         .put("/wharf/v1/secrets/{*path}", secrets::put)
         .delete("/wharf/v1/secrets/{*path}", secrets::delete)
+        .post("/wharf/v1/unlock", secrets::unlock)
         .get("/metrics", metrics::scrape)
         .get("/", ui::root)
         .get("/ui", ui::root)

@@ -101,6 +101,22 @@ pub async fn put(
     }
 }
 
+/// `POST /wharf/v1/unlock` with `{"key": "WHARFKEY-1-..."}`: an autolocked
+/// node opens its copy of the data key (this node only; the key is checked
+/// against the wrapped data key and never stored or logged).
+pub async fn unlock(State(ctx): State<Arc<ApiContext>>, body: Bytes) -> ApiResult {
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|_| HttpError(ApiError::invalid_json(vec![ErrorDetail::new("/", "the body is not JSON")])))?;
+    let Some(key) = v.get("key").and_then(Value::as_str) else {
+        return Err(invalid("/key", "expected {\"key\": \"WHARFKEY-1-...\"}"));
+    };
+    match ctx.store.keyring().unlock(key) {
+        Ok(()) => Ok(Json(json!({"unlocked": true})).into_response()),
+        Err(KeyError::WrongUnlockKey) => Err(invalid("/key", "this is not the node's unlock key")),
+        Err(e) => Err(HttpError(ApiError::new(409, format!("nothing to unlock: {e}")))),
+    }
+}
+
 /// `DELETE /wharf/v1/secrets/{path}`.
 pub async fn delete(State(ctx): State<Arc<ApiContext>>, Path(path): Path<String>) -> ApiResult {
     let path = parse_path(&path)?;

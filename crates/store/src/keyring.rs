@@ -314,7 +314,8 @@ pub(crate) async fn fetch(
     me: u64,
     addrs: &[String],
     deadline: Duration,
-) -> Result<(), String> {
+    autolock: bool,
+) -> Result<Option<Zeroizing<String>>, String> {
     let until = tokio::time::Instant::now() + deadline;
     let mut last = String::from("no member to ask");
     loop {
@@ -330,7 +331,7 @@ pub(crate) async fn fetch(
                     Ok(KeyAnswer::Key(k)) => {
                         let bytes = Zeroizing::new(B64.decode(k).map_err(|_| "a malformed data key".to_string())?);
                         let key = DataKey::from_slice(&bytes).ok_or("a data key of the wrong length")?;
-                        return ring.install(key, false).map(|_| ()).map_err(|e| e.to_string());
+                        return ring.install(key, autolock).map_err(|e| e.to_string());
                     }
                     Ok(KeyAnswer::NotMember) => last = format!("{addr} does not count this node as a member yet"),
                     Ok(KeyAnswer::NotHeld) => last = format!("{addr} does not hold the data key"),

@@ -267,9 +267,16 @@ impl Store {
         let (client, ring, me) = (self.client.clone(), self.keyring.clone(), self.node_id.0);
         tokio::spawn(async move {
             loop {
-                match keyring::fetch(&client, &ring, me, &addrs, Duration::from_secs(60)).await {
-                    Ok(()) => {
+                match keyring::fetch(&client, &ring, me, &addrs, Duration::from_secs(60), autolock).await {
+                    Ok(unlock_key) => {
                         tracing::info!("received the cluster data key");
+                        if let Some(k) = unlock_key {
+                            // Shown once, on stdout only (never in the log).
+                            println!(
+                                "Autolock is on. This node's unlock key (shown only now; `wharf unlock KEY` after every restart):\n{}",
+                                k.as_str()
+                            );
+                        }
                         return;
                     }
                     Err(e) => tracing::warn!(reason = %e, "no member gave this node the cluster data key yet"),

@@ -104,6 +104,10 @@ pub enum Command {
         after_help = "Examples:\n  printf %s \"$PW\" | wharf secret put prod/db-password\n  wharf secret put tls/key --file key.pem\n  wharf secret ls"
     )]
     Secret(SecretCommand),
+    /// Unlock a node started with --autolock after a restart (admin), with
+    /// the unlock key it printed; read from stdin when not given.
+    #[command(after_help = "Example:\n  WHARF_ADDR=http://10.0.0.2:8080 wharf unlock WHARFKEY-1-...")]
+    Unlock { key: Option<String> },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  wharf completion bash > /etc/bash_completion.d/wharf\n  wharf completion zsh > \"${fpath[1]}/_wharf\"\n  wharf completion fish > ~/.config/fish/completions/wharf.fish"
@@ -220,6 +224,12 @@ pub struct AgentArgs {
     /// must name a user, or --default-task-user must.
     #[arg(long)]
     pub refuse_root_tasks: bool,
+    /// Keep the key that unwraps this node's copy of the cluster data key off
+    /// the disk (Swarm's autolock): it is printed once when the node gets the
+    /// data key, and after every restart secrets stay sealed on this node
+    /// until `wharf unlock KEY`.
+    #[arg(long)]
+    pub autolock: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -584,6 +594,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Secret(SecretCommand::Ls { json }) => crate::cmd::secret::ls(&client, json).await,
         Command::Secret(SecretCommand::Rm { path }) => crate::cmd::secret::rm(&client, &path).await,
+        Command::Unlock { key } => crate::cmd::secret::unlock(&client, key.as_deref()).await,
         Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {
             crate::bench::launch(tasks, burst, data_dir).await
         }

@@ -302,3 +302,46 @@ async fn a_node_that_joins_gets_the_data_key_and_opens_secrets() {
         assert!(hits.is_empty(), "node {i}: files holding the value in clear: {hits:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autolocked_node_opens_secrets_only_after_unlock() {
+    let mut node = Node::start_with(&["--autolock"]).await;
+    let printed = std::fs::read_to_string(node.dir.path().join("agent.stdout")).expect("stdout");
+    let key = printed.lines().find(|l| l.starts_with("WHARFKEY-1-")).expect("the unlock key is printed").to_string();
+    assert!(!node.log().contains(&key), "the unlock key is not in the node's log");
+    let state = node.data_dir().join("data/state");
+    assert!(state.join("data-key.json").exists() && !state.join("key-encryption-key").exists());
+    let value = random_value();
+    let hash = sha256_hex(&value);
+    assert_eq!(put_secret(&node, "prod/db", &value).await.0, StatusCode::CREATED);
+
+    node.stop();
+    node.spawn().await;
+    // Locked: nothing is sealed or opened until the operator unlocks.
+    let (s, v) = put_secret(&node, "prod/other", "x").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| m.contains("locked")), "{v}");
+    node.deploy(app("/locked", &hash, "prod/db")).await;
+    let failure = node.last_failure("/locked").await;
+    assert!(failure["message"].as_str().is_some_and(|m| m.contains("locked") && m.contains("'db'")), "{failure}");
+
+    let cli = |args: &[&str]| {
+        std::process::Command::new(common::WHARF)
+            .args(args)
+            .env("WHARF_ADDR", node.addr())
+            .output()
+            .expect("wharf unlock")
+    };
+    let wrong = cli(&["unlock", "WHARFKEY-1-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("not the node's unlock key"), "{wrong:?}");
+    let ok = cli(&["unlock", &key]);
+    assert!(ok.status.success(), "{ok:?}");
+    // The app's next launch (after its backoff) gets the secret.
+    let tasks = node.wait_running("/locked", 1).await;
+    let task = tasks[0]["id"].as_str().expect("id").to_string();
+    let out = stdout_of(&node, &task, "mode=").await;
+    assert!(out.contains("env-ok") && out.contains("file-ok"), "{out}");
+    let (s, _) = put_secret(&node, "prod/other", "x").await;
+    assert_eq!(s, StatusCode::CREATED);
+}

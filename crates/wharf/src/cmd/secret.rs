@@ -46,6 +46,21 @@ pub async fn rm(c: &Client, path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `wharf unlock [KEY]`: the node the CLI talks to opens its data key.
+pub async fn unlock(c: &Client, key: Option<&str>) -> anyhow::Result<()> {
+    let key = match key {
+        Some(k) => k.to_string(),
+        None => {
+            let mut buf = String::new();
+            std::io::stdin().read_to_string(&mut buf).context("reading the unlock key from stdin")?;
+            buf
+        }
+    };
+    c.ok(Method::POST, "/wharf/v1/unlock", Some(&serde_json::json!({ "key": key.trim() }))).await?;
+    println!("Unlocked: this node can open secrets again");
+    Ok(())
+}
+
 fn secret_path(path: &str) -> String {
     format!("/wharf/v1/secrets/{}", path.trim_start_matches('/'))
 }

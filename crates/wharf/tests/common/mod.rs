@@ -104,7 +104,14 @@ impl Node {
             .args(["--ports", &format!("{}-{}", self.ports.0, self.ports.1)])
             .args(&self.extra)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
+            // What the node prints for its operator (an autolock unlock key).
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("agent.stdout"))
+                    .expect("stdout file"),
+            )
             .stderr(log)
             .spawn()
             .expect("start wharf agent");
