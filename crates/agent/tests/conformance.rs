@@ -284,10 +284,12 @@ fn files_containing(dir: &std::path::Path, needle: &str, skip: &std::path::Path)
             let p = e.path();
             match std::fs::symlink_metadata(&p) {
                 Ok(m) if m.is_dir() => stack.push(p),
-                Ok(m) if m.is_file() && p != skip => {
-                    if String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).contains(needle) {
-                        hits.push(p);
-                    }
+                Ok(m)
+                    if m.is_file()
+                        && p != skip
+                        && String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).contains(needle) =>
+                {
+                    hits.push(p)
                 }
                 _ => {}
             }

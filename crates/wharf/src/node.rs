@@ -398,9 +398,7 @@ fn start_agent(sup: &mut Supervisor, store: &Arc<Store>, parts: AgentParts) {
 
 /// Shown once, on stdout only (never in the node's log): the operator keeps it.
 pub(crate) fn print_unlock_key(key: &str) {
-    println!(
-        "Autolock is on. This node's unlock key (shown only now; `wharf unlock KEY` after every restart):\n{key}"
-    );
+    println!("Autolock is on. This node's unlock key (shown only now; `wharf unlock KEY` after every restart):\n{key}");
 }
 
 /// Registers (or refreshes) this node once a leader can commit it.

@@ -11,7 +11,7 @@ pub mod sse;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
