@@ -345,3 +345,32 @@ async fn an_autolocked_node_opens_secrets_only_after_unlock() {
     let (s, _) = put_secret(&node, "prod/other", "x").await;
     assert_eq!(s, StatusCode::CREATED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_run_gets_its_secret() {
+    let node = Node::start().await;
+    let value = random_value();
+    let hash = sha256_hex(&value);
+    assert_eq!(put_secret(&node, "batch/token", &value).await.0, StatusCode::CREATED);
+    let cmd = format!("[ \"$(printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1)\" = {hash} ]");
+    let def = json!({"id": "batch.secret", "run": {"cmd": cmd, "cpus": 0.05, "mem": 32,
+        "env": {"TOKEN": {"secret": "tok"}}, "secrets": {"tok": {"source": "batch/token"}}}});
+    let (s, v) = node.call(Method::POST, "/v1/jobs", Some(&def)).await.expect("POST");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["run"]["env"]["TOKEN"], json!({"secret": "tok"}));
+    let (s, v) = node.call(Method::POST, "/v1/jobs/batch.secret/runs", None).await.expect("run");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let run = v["id"].as_str().expect("run id").to_string();
+    let path = format!("/v1/jobs/batch.secret/runs/{run}");
+    wait_for("the run to finish", Duration::from_secs(30), || async {
+        matches!(node.get(&path).await["status"].as_str(), Some("SUCCESS" | "FAILED"))
+    })
+    .await;
+    let done = node.get(&path).await;
+    assert_eq!(done["status"], "SUCCESS", "the run's task saw the value: {done}");
+    let job = node.get("/v1/jobs/batch.secret?embed=history&embed=activeRuns").await;
+    assert!(!job.to_string().contains(&value));
+    let _ = node.call(Method::DELETE, "/v1/jobs/batch.secret?stopCurrentJobRuns=true", None).await;
+    let hits = files_containing(node.data_dir(), &value, &[]);
+    assert!(hits.is_empty(), "files holding the value in clear: {hits:?}");
+}
