@@ -213,6 +213,12 @@ pub struct AgentArgs {
     /// must name a user, or --default-task-user must.
     #[arg(long)]
     pub refuse_root_tasks: bool,
+    /// The subnet of the node's container bridge `wharf0` (bridge networking
+    /// of the built-in runtime), as BRIDGE-ADDRESS/PREFIX or NETWORK/PREFIX
+    /// (the bridge then takes the first address). Nodes may share one:
+    /// nothing routes between their bridges.
+    #[arg(long, default_value = agent::network::DEFAULT_SUBNET)]
+    pub bridge_subnet: String,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -436,7 +436,7 @@ impl Driver for DockerDriver {
         sandbox::write_json(&dir, RECORD_FILE, &record).map_err(io_err("write the container record"))?;
         match self.start(&task, &dir).await {
             Ok(pid) => {
-                let _ = self.inner.events.send(TaskEvent::Running { task_id: id.clone(), pid, at: now() });
+                let _ = self.inner.events.send(TaskEvent::Running { task_id: id.clone(), pid, at: now(), ip: None });
                 watch(&self.inner, id, record.container);
                 Ok(pid)
             }

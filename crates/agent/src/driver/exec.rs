@@ -167,8 +167,8 @@ impl ExecDriver {
             Err(e) => Err(e),
         };
         match msg {
-            Ok(ExecMsg::Running { pid, at }) => {
-                let _ = self.inner.events.send(TaskEvent::Running { task_id: id.clone(), pid, at });
+            Ok(ExecMsg::Running { pid, at, ip }) => {
+                let _ = self.inner.events.send(TaskEvent::Running { task_id: id.clone(), pid, at, ip });
                 attach(&self.inner, id, exec_pid, pidfd);
                 Ok(pid)
             }
@@ -423,7 +423,7 @@ fn sweep_orphan_cgroups(owned: &HashSet<TaskId>) -> Vec<TaskId> {
 /// Tasks whose executor is alive on this host, whichever agent started it:
 /// processes with `--sandbox <root>/<task-id>` on their command line. A
 /// zombie's command line is empty, so a dead executor never counts.
-fn live_executor_tasks() -> HashSet<TaskId> {
+pub(crate) fn live_executor_tasks() -> HashSet<TaskId> {
     let Ok(procs) = std::fs::read_dir("/proc") else { return HashSet::new() };
     procs
         .flatten()

@@ -32,6 +32,8 @@ pub enum TaskEvent {
         task_id: TaskId,
         pid: u32,
         at: UnixMillis,
+        /// The container's own address (bridge networking).
+        ip: Option<std::net::IpAddr>,
     },
     Exited {
         task_id: TaskId,
