@@ -418,3 +418,54 @@ async fn a_bridge_container_resolves_another_apps_name_through_the_nodes_dns() {
     let out = stdout_containing(&node, &id, "printed").await;
     assert!(out.contains("search marathon.mesos mesos\n") && !out.contains("172.31.0.1"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_executors_bridge_network_is_swept_when_the_agent_restarts() {
+    if !ready() {
+        return;
+    }
+    let reg = Registry::start();
+    let busybox = reg.push(BUSYBOX, "base/busybox:1");
+    let mut node = Node::start().await;
+    node.deploy(json!({"id": "/crash", "cmd": "exec httpd -f -p 80 -h /", "cpus": 0.1, "mem": 32,
+               "networks": [{"mode": "container/bridge"}],
+               "container": {"type": "MESOS", "docker": {"image": busybox},
+                             "portMappings": [{"containerPort": 80}]}}))
+        .await;
+    let task = node.wait_running("/crash", 1).await.remove(0);
+    let (id, ip, port) = (task["id"].as_str().expect("id").to_string(), container_ip(&task), host_port(&task));
+    assert_eq!(bridge_leftovers(&id, ip, port).len(), 2, "its lease and its port's rule while it runs");
+    // The executor dies while the agent is away: nobody undoes the network.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(node.sandbox(&id).join("state.json")).expect("state")).expect("json");
+    let executor = state["executor_pid"].as_i64().expect("executor pid") as i32;
+    node.stop();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(executor), nix::sys::signal::SIGKILL).expect("kill");
+    wait_for("the executor to die", Duration::from_secs(10), || async move { !alive(executor) }).await;
+    let lease_of_task = || {
+        let bridge = agent::network::NodeNetwork::default_for_tests().bridge;
+        agent::network::leases(&bridge).into_iter().any(|l| l.task_id.as_str() == id)
+    };
+    assert!(lease_of_task(), "the lease outlives the executor");
+    node.spawn().await;
+    wait_for("the agent's recovery to sweep the network", Duration::from_secs(30), || {
+        let left = lease_of_task();
+        async move { !left }
+    })
+    .await;
+    // Nor is the container's root filesystem left mounted.
+    let rootfs = node.data_dir().join("data").join("containers").join(&id).join("rootfs");
+    let mounted = || std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains(&*rootfs.to_string_lossy());
+    wait_for("the orphan's root filesystem to be unmounted", Duration::from_secs(30), || {
+        let m = mounted();
+        async move { !m }
+    })
+    .await;
+    let (s, v) = node.call(Method::DELETE, "/v2/apps/crash", None).await.expect("delete");
+    assert!(s.is_success(), "{s} {v}");
+    wait_for("nothing of the crashed container left", Duration::from_secs(30), || {
+        let left = bridge_leftovers(&id, ip, port);
+        async move { left.is_empty() }
+    })
+    .await;
+}

@@ -447,12 +447,21 @@ fn reap_later(pidfd: Arc<OwnedFd>) {
 }
 
 /// The executor of `dir` died without recording the task's end: kill what
-/// is left of the task, remove its cgroup, record a failure.
+/// is left of the task, remove its cgroup (and a container's root mount and
+/// network), record a failure.
 fn finish_orphan(id: &TaskId, dir: &Path) -> ExitRecord {
     if let Ok(cg) = TaskCgroup::open(id) {
         cg.kill_all(Duration::from_secs(5), || {});
         if let Err(e) = cg.remove() {
             tracing::warn!("task {id}: cannot remove cgroup: {e}");
+        }
+    }
+    // A container's root mount and bridge network, which its executor
+    // would have undone.
+    if let Some(oci) = sandbox::read_json::<LaunchSpec>(dir, SPEC_FILE).ok().and_then(|s| s.oci) {
+        crate::container::cleanup(&oci);
+        if let Some(net) = &oci.network {
+            crate::network::detach_task(&net.bridge, id);
         }
     }
     let message = "executor exited without recording the task's end";

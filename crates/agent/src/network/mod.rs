@@ -338,6 +338,13 @@ pub fn detach(bridge: &BridgeConfig, task: &TaskId, ip: Ipv4Addr) {
     }
 }
 
+/// Undoes every network `task` has on `bridge` (its executor died).
+pub fn detach_task(bridge: &BridgeConfig, task: &TaskId) {
+    for lease in ipam::leases(bridge).into_iter().filter(|l| &l.task_id == task) {
+        undo(bridge, &lease);
+    }
+}
+
 /// Undoes the network of every task with a lease on `bridge` that no live
 /// executor claims (`live` is asked after the leases are listed, so an
 /// executor that made a listed lease is seen if it still lives). Returns
