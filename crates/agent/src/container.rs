@@ -304,7 +304,8 @@ pub fn runtime_config(
         mounts.push(bind(Path::new("/etc/hosts"), "/etc/hosts", true));
     }
     mounts.extend(oci.mounts.iter().map(|m: &BindMount| bind(&m.source, &m.destination, m.read_only)));
-    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "mount"}), json!({"type": "uts"}), json!({"type": "ipc"})];
+    let mut namespaces =
+        vec![json!({"type": "pid"}), json!({"type": "mount"}), json!({"type": "uts"}), json!({"type": "ipc"})];
     if let Some(ns) = netns {
         // The namespace the executor made for the bridge (else the node's network).
         namespaces.push(json!({"type": "network", "path": ns}));

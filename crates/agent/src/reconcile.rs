@@ -168,7 +168,13 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
             if let Some(st) = known {
                 if st != r.state && !st.is_terminal() {
                     let at = if r.state == TaskState::Running { r.started_at.unwrap_or_else(now) } else { now() };
-                    let _ = reports.send(TaskStatus { task_id: r.task_id, state: r.state, at, message: r.message, container_ip: None });
+                    let _ = reports.send(TaskStatus {
+                        task_id: r.task_id,
+                        state: r.state,
+                        at,
+                        message: r.message,
+                        container_ip: None,
+                    });
                 }
             }
         }
@@ -322,8 +328,13 @@ fn reconcile(
             (TaskGoal::Killed, None) => {
                 // Never started here: it is simply gone.
                 let msg = Some("killed before it started".to_string());
-                let _ =
-                    reports.send(TaskStatus { task_id: task.id, state: TaskState::Killed, at: now(), message: msg, container_ip: None });
+                let _ = reports.send(TaskStatus {
+                    task_id: task.id,
+                    state: TaskState::Killed,
+                    at: now(),
+                    message: msg,
+                    container_ip: None,
+                });
             }
             (TaskGoal::Killed, Some(l)) if matches!(l.phase, Phase::Launching | Phase::Running) => {
                 l.phase = Phase::Killing;

@@ -115,7 +115,9 @@ pub enum ExecMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ip: Option<std::net::IpAddr>,
     },
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
 }
 
 /// The agent's clock (the edge where time enters).

@@ -359,15 +359,24 @@ async fn two_bridge_containers_on_port_80_answer_through_their_host_ports_and_le
     let (pa, pb) = (host_port(&a[0]), host_port(&b[0]));
     assert_ne!(pa, pb);
     // Through the host port on loopback (the OUTPUT hook and route_localnet).
-    assert_eq!(http_get(&format!("http://127.0.0.1:{pa}/")).await.trim(), format!("hello from /bridge/a port0={pa} http={pa}"));
-    assert_eq!(http_get(&format!("http://127.0.0.1:{pb}/")).await.trim(), format!("hello from /bridge/b port0={pb} http={pb}"));
+    assert_eq!(
+        http_get(&format!("http://127.0.0.1:{pa}/")).await.trim(),
+        format!("hello from /bridge/a port0={pa} http={pa}")
+    );
+    assert_eq!(
+        http_get(&format!("http://127.0.0.1:{pb}/")).await.trim(),
+        format!("hello from /bridge/b port0={pb} http={pb}")
+    );
     // Each has its own address on the bridge, shown in ipAddresses and
     // reachable from the node on the container port.
     let bridge = agent::network::NodeNetwork::default_for_tests().bridge;
     let (ia, ib) = (container_ip(&a[0]), container_ip(&b[0]));
     assert_ne!(ia, ib);
     assert!(bridge.contains(ia) && bridge.contains(ib) && ia != bridge.gateway, "{ia} {ib}");
-    assert_eq!(http_get(&format!("http://{ib}:80/")).await.trim(), format!("hello from /bridge/b port0={pb} http={pb}"));
+    assert_eq!(
+        http_get(&format!("http://{ib}:80/")).await.trim(),
+        format!("hello from /bridge/b port0={pb} http={pb}")
+    );
     let all = node.get("/v2/tasks").await;
     let shown: Vec<&Value> = all["tasks"].as_array().expect("tasks").iter().map(|t| &t["ipAddresses"]).collect();
     assert!(shown.contains(&&json!([{"ipAddress": ia.to_string(), "protocol": "IPv4"}])), "{all}");
@@ -455,7 +464,8 @@ async fn a_crashed_executors_bridge_network_is_swept_when_the_agent_restarts() {
     .await;
     // Nor is the container's root filesystem left mounted.
     let rootfs = node.data_dir().join("data").join("containers").join(&id).join("rootfs");
-    let mounted = || std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains(&*rootfs.to_string_lossy());
+    let mounted =
+        || std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains(&*rootfs.to_string_lossy());
     wait_for("the orphan's root filesystem to be unmounted", Duration::from_secs(30), || {
         let m = mounted();
         async move { !m }

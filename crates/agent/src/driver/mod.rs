@@ -24,10 +24,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskEvent {
     /// Preparing to run (the oci driver pulling the task's image).
-    Starting {
-        task_id: TaskId,
-        at: UnixMillis,
-    },
+    Starting { task_id: TaskId, at: UnixMillis },
     Running {
         task_id: TaskId,
         pid: u32,

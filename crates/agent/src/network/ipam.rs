@@ -44,10 +44,8 @@ pub fn allocate(bridge: &BridgeConfig, make: impl Fn(Ipv4Addr) -> Lease) -> Resu
             Err(source) => return Err(NetError::Io { context: format!("create {}", path.display()), source }),
         };
         let lease = make(ip);
-        let data = serde_json::to_vec(&lease).map_err(|e| NetError::Io {
-            context: format!("encode lease of {ip}"),
-            source: std::io::Error::other(e),
-        })?;
+        let data = serde_json::to_vec(&lease)
+            .map_err(|e| NetError::Io { context: format!("encode lease of {ip}"), source: std::io::Error::other(e) })?;
         if let Err(source) = file.write_all(&data) {
             let _ = std::fs::remove_file(&path);
             return Err(NetError::Io { context: format!("write {}", path.display()), source });

@@ -310,7 +310,9 @@ fn new_netns() -> Result<(OwnedFd, Netlink), NetError> {
         move |e: nix::Error| NetError::Io { context, source: std::io::Error::from(e) }
     };
     let open = |p: &str| {
-        std::fs::File::open(p).map(OwnedFd::from).map_err(|source| NetError::Io { context: format!("open {p}"), source })
+        std::fs::File::open(p)
+            .map(OwnedFd::from)
+            .map_err(|source| NetError::Io { context: format!("open {p}"), source })
     };
     let own = open("/proc/thread-self/ns/net")?;
     unshare(CloneFlags::CLONE_NEWNET).map_err(io("unshare the network namespace"))?;

@@ -87,7 +87,12 @@ pub fn ensure_node_rules(bridge: &BridgeConfig) -> Result<(), NetError> {
 /// A container's nat rules (chain and match, without the action): one DNAT
 /// per mapped port and transport, and its DNS queries to the bridge's
 /// address sent to this node's DNS server.
-pub fn container_rules(ip: Ipv4Addr, bridge: &BridgeConfig, ports: &[PortForward], dns: Option<SocketAddr>) -> Vec<String> {
+pub fn container_rules(
+    ip: Ipv4Addr,
+    bridge: &BridgeConfig,
+    ports: &[PortForward],
+    dns: Option<SocketAddr>,
+) -> Vec<String> {
     let mut rules: Vec<String> = ports
         .iter()
         .map(|p| {

@@ -223,7 +223,13 @@ fn delete_marks_tasks_and_app_is_removed_only_when_empty() {
     assert!(s.apps[&id].deleting, "the app is marked; the scheduler kills its tasks in turn");
     apply(&mut s, &Command::ApplyPlan(Plan { removed_apps: vec![id.clone()], ..Default::default() }));
     assert!(s.apps.contains_key(&id), "app with a live task stays");
-    let killed = TaskStatus { task_id: t.id.clone(), state: TaskState::Killed, at: UnixMillis(7), message: None, container_ip: None };
+    let killed = TaskStatus {
+        task_id: t.id.clone(),
+        state: TaskState::Killed,
+        at: UnixMillis(7),
+        message: None,
+        container_ip: None,
+    };
     apply(&mut s, &Command::TaskStatuses(vec![killed]));
     apply(
         &mut s,
