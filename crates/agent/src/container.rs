@@ -268,8 +268,7 @@ pub fn runtime_config(
     rootfs: &Path,
     (uid, gid): (u32, u32),
     resources: Value,
-    hostname: &str,
-    netns: Option<&Path>,
+    (hostname, netns): (&str, Option<&Path>),
 ) -> Value {
     let argv: Vec<String> = match &spec.command {
         CommandSpec::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
@@ -363,14 +362,12 @@ pub fn create(
     sandbox: &Path,
     resources: Value,
     netns: Option<&Path>,
-    stdin: std::fs::File,
-    stdout: std::os::fd::OwnedFd,
-    stderr: std::os::fd::OwnedFd,
+    (stdin, stdout, stderr): (std::fs::File, std::os::fd::OwnedFd, std::os::fd::OwnedFd),
 ) -> Result<(Container, Pid), String> {
     let dirs = ContainerDirs::new(&oci.dir);
     let (uid, gid) = resolve_user(&dirs.rootfs, oci.user.as_deref())?;
     let hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    let config = runtime_config(spec, oci, sandbox, &dirs.rootfs, (uid, gid), resources, &hostname, netns);
+    let config = runtime_config(spec, oci, sandbox, &dirs.rootfs, (uid, gid), resources, (&hostname, netns));
     let data = serde_json::to_vec_pretty(&config).map_err(|e| format!("encode runtime config: {e}"))?;
     std::fs::write(dirs.bundle.join("config.json"), data).map_err(|e| format!("write runtime config: {e}"))?;
     std::fs::create_dir_all(&dirs.state).map_err(|e| format!("create {}: {e}", dirs.state.display()))?;
@@ -437,7 +434,7 @@ mod tests {
             user: None,
             oci: Some(oci.clone()),
         };
-        let v = runtime_config(&spec, &oci, Path::new("/s"), Path::new("/c/rootfs"), (0, 0), json!({}), "h", None);
+        let v = runtime_config(&spec, &oci, Path::new("/s"), Path::new("/c/rootfs"), (0, 0), json!({}), ("h", None));
         let parsed: oci_spec::runtime::Spec = serde_json::from_value(v).expect("an OCI runtime spec");
         let ns: Vec<String> = parsed
             .linux()

@@ -325,7 +325,7 @@ fn create_container(
     // The container's init takes the output pipes; the runtime closes our
     // copies once it is created.
     let created =
-        crate::container::create(spec, oci, sandbox, resources, netns, stdio.stdin, stdio.stdout, stdio.stderr);
+        crate::container::create(spec, oci, sandbox, resources, netns, (stdio.stdin, stdio.stdout, stdio.stderr));
     let _ = mask.thread_block();
     // SAFETY: as above.
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };

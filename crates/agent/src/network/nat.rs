@@ -15,7 +15,7 @@
 
 use super::{BridgeConfig, NetError, PortForward};
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
 
 /// The nat chain holding every port mapping of the node's containers.
@@ -164,16 +164,4 @@ pub fn delete(rules: &[String]) {
         args.extend(r.split_whitespace());
         let _ = iptables(&args);
     }
-}
-
-/// Whether any nat rule mentions `ip` (for tests and diagnostics).
-pub fn rules_mentioning(ip: IpAddr) -> Result<Vec<String>, NetError> {
-    let out = iptables(&["-t", "nat", "-S", DNAT_CHAIN])?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let needle = format!("{ip}");
-    Ok(text
-        .lines()
-        .filter(|l| l.split(|c: char| c == ' ' || c == ':' || c == '/').any(|w| w == needle))
-        .map(str::to_string)
-        .collect())
 }
