@@ -319,7 +319,8 @@ fn container_ip(task: &Value) -> std::net::Ipv4Addr {
 
 /// What is left on the host of a bridge container that had `ip` and the
 /// host port `port`: its lease (if still its task's), its veth (unless the
-/// address was leased again), nat rules for its host port.
+/// address was leased again), DNAT rules for its host port (in Wharf's chain:
+/// Docker's tests may publish ports of their own).
 fn bridge_leftovers(task: &str, ip: std::net::Ipv4Addr, port: u16) -> Vec<String> {
     let bridge = agent::network::NodeNetwork::default_for_tests().bridge;
     let leases = agent::network::leases(&bridge);
@@ -333,7 +334,8 @@ fn bridge_leftovers(task: &str, ip: std::net::Ipv4Addr, port: u16) -> Vec<String
     }
     let rules = Command::new("iptables").args(["-w", "-t", "nat", "-S"]).output().expect("iptables");
     let dport = format!("--dport {port} ");
-    left.extend(String::from_utf8_lossy(&rules.stdout).lines().filter(|l| l.contains(&dport)).map(str::to_string));
+    let ours = |l: &&str| l.starts_with(&format!("-A {} ", agent::network::nat::DNAT_CHAIN)) && l.contains(&dport);
+    left.extend(String::from_utf8_lossy(&rules.stdout).lines().filter(ours).map(str::to_string));
     left
 }
 
