@@ -15,6 +15,7 @@ pub mod env;
 pub mod executor;
 pub mod health;
 pub mod metrics;
+pub mod network;
 pub mod readiness;
 pub mod reconcile;
 pub mod sandbox;

@@ -230,6 +230,12 @@ pub struct AgentArgs {
     /// until `wharf unlock KEY`.
     #[arg(long)]
     pub autolock: bool,
+    /// The subnet of the node's container bridge `wharf0` (bridge networking
+    /// of the built-in runtime), as BRIDGE-ADDRESS/PREFIX or NETWORK/PREFIX
+    /// (the bridge then takes the first address). Nodes may share one:
+    /// nothing routes between their bridges.
+    #[arg(long, default_value = agent::network::DEFAULT_SUBNET)]
+    pub bridge_subnet: String,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
