@@ -16,9 +16,11 @@ pub mod env;
 pub mod executor;
 pub mod health;
 pub mod metrics;
+pub mod network;
 pub mod readiness;
 pub mod reconcile;
 pub mod sandbox;
+pub mod secrets;
 
 pub use drain::LbDrain;
 pub use driver::{DockerDriver, Driver, DriverError, ExecDriver, OciDriver, RecoveredTask, TaskEvent, TaskLaunch};

@@ -42,6 +42,9 @@ pub struct ClusterState {
     /// Cluster-wide settings (the leader writes them from its flags).
     #[serde(default)]
     pub settings: Settings,
+    /// The secret store, sealed values only (see `secret.rs`).
+    #[serde(default, skip_serializing_if = "imbl::OrdMap::is_empty")]
+    pub secrets: imbl::OrdMap<crate::SecretPath, crate::StoredSecret>,
 }
 
 /// Settings that `apply` acts on, so they are replicated state rather than
