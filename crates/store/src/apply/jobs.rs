@@ -355,6 +355,25 @@ fn start_dependents(state: &mut ClusterState, parent: &JobRun) {
     }
 }
 
+/// `--job-history-count`: from now on each job keeps the newest `count`
+/// finished runs; longer histories are cut in this same apply, so every
+/// replica drops the same runs.
+pub(super) fn set_history_count(state: &mut ClusterState, count: u32) -> Applied {
+    state.settings.job_history_count = Some(count);
+    let long: Vec<JobId> = state
+        .jobs
+        .iter()
+        .filter(|(_, j)| j.history.finished.len() > count as usize)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in long {
+        if let Some(j) = state.jobs.get_mut(&id) {
+            j.history.finished.truncate(count as usize);
+        }
+    }
+    Applied::Done
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -678,23 +697,4 @@ pub(super) mod tests {
         assert_eq!(j.history.finished[0].status, RunStatus::Success);
         assert_eq!(j.history.finished[0].succeeded(), 3);
     }
-}
-
-/// `--job-history-count`: from now on each job keeps the newest `count`
-/// finished runs; longer histories are cut in this same apply, so every
-/// replica drops the same runs.
-pub(super) fn set_history_count(state: &mut ClusterState, count: u32) -> Applied {
-    state.settings.job_history_count = Some(count);
-    let long: Vec<JobId> = state
-        .jobs
-        .iter()
-        .filter(|(_, j)| j.history.finished.len() > count as usize)
-        .map(|(id, _)| id.clone())
-        .collect();
-    for id in long {
-        if let Some(j) = state.jobs.get_mut(&id) {
-            j.history.finished.truncate(count as usize);
-        }
-    }
-    Applied::Done
 }
