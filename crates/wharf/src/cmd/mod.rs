@@ -1,7 +1,10 @@
-//! The CLI's commands, one module per command group (`app`, `deployment`,
-//! `node`, `logs`, `ps`, `token`); `table` and `progress` are what they share.
+//! The CLI's commands, one module per command group (`app`, `cluster`,
+//! `deployment`, `install`, `node`, `logs`, `ps`, `token`); `table` and
+//! `progress` are what they share.
 
 pub mod app;
+pub mod cluster;
+pub mod install;
 pub mod deployment;
 pub mod logs;
 pub mod node;
