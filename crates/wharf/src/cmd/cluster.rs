@@ -274,8 +274,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Nodes that every running agent answers for: registered in the cluster
-/// and answering their own API with a leader known.
+/// Nodes that are up in the cluster's view and answer their own API with a
+/// leader known.
 async fn joined(client: &reqwest::Client, nodes: &[LocalNode]) -> usize {
     let mut listed = Vec::new();
     for n in nodes {
@@ -286,7 +286,9 @@ async fn joined(client: &reqwest::Client, nodes: &[LocalNode]) -> usize {
     }
     let mut count = 0;
     for n in nodes {
-        let registered = listed.iter().any(|l| l["http"].as_str() == Some(n.http().as_str()));
+        // Up: registered and heard from, so the scheduler places tasks on it.
+        let registered =
+            listed.iter().any(|l| l["http"].as_str() == Some(n.http().as_str()) && l["status"].as_str() == Some("up"));
         let has_leader = get(client, n, "/v2/leader").await.is_some_and(|v| v["leader"].is_string());
         count += usize::from(registered && has_leader);
     }
