@@ -25,7 +25,9 @@ pub fn env_name(long: &str) -> String {
 
 /// The agent flags that have a variable and a key: every long flag but help.
 fn settable(arg: &Arg) -> bool {
-    arg.get_long().is_some() && !matches!(arg.get_action(), ArgAction::Help | ArgAction::Version) && !arg.is_global_set()
+    arg.get_long().is_some()
+        && !matches!(arg.get_action(), ArgAction::Help | ArgAction::Version)
+        && !arg.is_global_set()
 }
 
 /// Gives every agent flag without one its `WHARF_*` variable.
@@ -63,7 +65,11 @@ pub fn with_file(cmd: clap::Command, path: &Path) -> anyhow::Result<clap::Comman
                     .filter(|a| settable(a) && a.get_id().as_str() != CONFIG_ID)
                     .filter_map(Arg::get_long)
                     .collect();
-                anyhow!("{}: unknown key '{key}' (the keys are the agent's flag names: {})", path.display(), keys.join(", "))
+                anyhow!(
+                    "{}: unknown key '{key}' (the keys are the agent's flag names: {})",
+                    path.display(),
+                    keys.join(", ")
+                )
             })?;
         let values = values_of(item).with_context(|| format!("{}: key '{key}'", path.display()))?;
         defaults.push((arg.get_id().clone(), values));
@@ -116,12 +122,11 @@ pub fn given(cmd: &clap::Command, matches: &ArgMatches) -> Vec<Given> {
             continue;
         }
         let Some(long) = arg.get_long() else { continue };
-        let values: Vec<String> = matches
-            .get_raw(id)
-            .map(|vs| vs.map(|v| v.to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
+        let values: Vec<String> =
+            matches.get_raw(id).map(|vs| vs.map(|v| v.to_string_lossy().into_owned()).collect()).unwrap_or_default();
         let switch = matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse);
-        let list = matches!(arg.get_action(), ArgAction::Append) || arg.get_value_delimiter().is_some() || values.len() > 1;
+        let list =
+            matches!(arg.get_action(), ArgAction::Append) || arg.get_value_delimiter().is_some() || values.len() > 1;
         let delimited = arg.get_value_delimiter().is_some();
         out.push(Given { long: long.to_string(), switch, list, delimited, values });
     }
@@ -216,10 +221,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("wharf.toml");
         std::fs::write(&file, "data_dir = \"/x\"\nhtpp = \"1.2.3.4:80\"\n").expect("write");
-        let e = with_file(crate::cli::Cli::command(), &file).err().expect("refused").to_string();
+        let e = with_file(crate::cli::Cli::command(), &file).expect_err("refused").to_string();
         assert!(e.contains("unknown key 'htpp'") && e.contains("data-dir"), "{e}");
         std::fs::write(&file, "[http]\nport = 1\n").expect("write");
-        let e = format!("{:#}", with_file(crate::cli::Cli::command(), &file).err().expect("refused"));
+        let e = format!("{:#}", with_file(crate::cli::Cli::command(), &file).expect_err("refused"));
         assert!(e.contains("key 'http'") && e.contains("not a table"), "{e}");
     }
 
@@ -243,7 +248,13 @@ mod tests {
         let (_, sub) = m.subcommand().expect("install");
         let install = cmd.find_subcommand("install").expect("install");
         let mut flags = given(install, sub);
-        flags.push(Given { long: "data-dir".into(), switch: false, list: false, delimited: false, values: vec!["/var/lib/wharf".into()] });
+        flags.push(Given {
+            long: "data-dir".into(),
+            switch: false,
+            list: false,
+            delimited: false,
+            values: vec!["/var/lib/wharf".into()],
+        });
         let text = render(&flags);
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("wharf.toml");

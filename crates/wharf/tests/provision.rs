@@ -12,7 +12,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    tokio::task::block_in_place(|| Command::new(WHARF).args(args).envs(env.iter().copied()).output().expect("run wharf"))
+    tokio::task::block_in_place(|| {
+        Command::new(WHARF).args(args).envs(env.iter().copied()).output().expect("run wharf")
+    })
 }
 
 fn text(o: &Output) -> String {
@@ -80,14 +82,20 @@ async fn cluster_up_deploy_through_node_2_down_leaves_nothing() {
         assert!(said.contains(&format!("http://{prefix}.{i}:8080")), "node {i} listed: {said}");
     }
 
-    let layout: Value = serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("layout")).expect("json");
-    let agents: Vec<i32> = layout["nodes"].as_array().expect("nodes").iter().map(|n| n["pid"].as_i64().expect("pid") as i32).collect();
+    let layout: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("layout")).expect("json");
+    let agents: Vec<i32> =
+        layout["nodes"].as_array().expect("nodes").iter().map(|n| n["pid"].as_i64().expect("pid") as i32).collect();
     assert_eq!(agents.len(), 3);
 
     let app = tmp.path().join("app.json");
-    std::fs::write(&app, json!({"id": "/sleepy", "cmd": "exec sleep 4242", "cpus": 0.1, "mem": 16, "instances": 3,
-               "constraints": [["hostname", "UNIQUE"]]}).to_string())
-        .expect("write");
+    std::fs::write(
+        &app,
+        json!({"id": "/sleepy", "cmd": "exec sleep 4242", "cpus": 0.1, "mem": 16, "instances": 3,
+               "constraints": [["hostname", "UNIQUE"]]})
+        .to_string(),
+    )
+    .expect("write");
     let out = run(&["app", "deploy", app.to_str().expect("path")], &[("WHARF_ADDR", &second)]);
     assert!(out.status.success(), "deploy through node 2: {}", text(&out));
     let out = run(&["ps", "--json"], &[("WHARF_ADDR", &second)]);
@@ -124,7 +132,11 @@ async fn cluster_up_deploy_through_node_2_down_leaves_nothing() {
     }
     let executors: Vec<i32> =
         pids().into_iter().filter(|&p| cmdline(p).iter().any(|a| a.starts_with(d)) && alive(p)).collect();
-    assert!(executors.is_empty(), "processes of the cluster left: {:?}", executors.iter().map(|p| cmdline(*p)).collect::<Vec<_>>());
+    assert!(
+        executors.is_empty(),
+        "processes of the cluster left: {:?}",
+        executors.iter().map(|p| cmdline(*p)).collect::<Vec<_>>()
+    );
     for id in &ids {
         assert_eq!(cgroups_of(id), Vec::<PathBuf>::new(), "task {id}'s cgroup left");
     }
@@ -158,9 +170,23 @@ async fn install_writes_files_the_agent_runs_from() {
     }
 
     let args = [
-        "install", "--root", root.to_str().expect("path"), "--http", &http, "--rpc", &rpc,
-        "--data-dir", data.to_str().expect("path"), "--ports", &ports, "--attributes", "rack:r1", "--dns", "off",
-        "--http-lb", "off",
+        "install",
+        "--root",
+        root.to_str().expect("path"),
+        "--http",
+        &http,
+        "--rpc",
+        &rpc,
+        "--data-dir",
+        data.to_str().expect("path"),
+        "--ports",
+        &ports,
+        "--attributes",
+        "rack:r1",
+        "--dns",
+        "off",
+        "--http-lb",
+        "off",
     ];
     let out = run(&args, &[]);
     assert!(out.status.success(), "{}", text(&out));

@@ -74,7 +74,8 @@ fn layout_path(dir: &Path) -> PathBuf {
 fn read_layout(dir: &Path) -> anyhow::Result<Option<Layout>> {
     match std::fs::read(layout_path(dir)) {
         Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes).with_context(|| format!("{} is not a cluster layout", layout_path(dir).display()))?,
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a cluster layout", layout_path(dir).display()))?,
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", layout_path(dir).display())),
@@ -118,7 +119,12 @@ fn plan(args: &UpArgs, dir: &Path) -> anyhow::Result<Vec<LocalNode>> {
         .collect())
 }
 
-fn agent_command(node: &LocalNode, index: usize, extra: &[String], join: Option<(&str, Option<&str>)>) -> anyhow::Result<Command> {
+fn agent_command(
+    node: &LocalNode,
+    index: usize,
+    extra: &[String],
+    join: Option<(&str, Option<&str>)>,
+) -> anyhow::Result<Command> {
     let exe = std::env::current_exe().context("locating the wharf binary")?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -126,10 +132,7 @@ fn agent_command(node: &LocalNode, index: usize, extra: &[String], join: Option<
         .open(&node.log)
         .with_context(|| format!("opening {}", node.log.display()))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("agent")
-        .arg("--data-dir")
-        .arg(&node.data_dir)
-        .args(["--http", &node.http(), "--rpc", &node.rpc()]);
+    cmd.arg("agent").arg("--data-dir").arg(&node.data_dir).args(["--http", &node.http(), "--rpc", &node.rpc()]);
     let given = |flag: &str| extra.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
     if !given("--ports") {
         let lo = 31000 + index as u16 * PORTS_PER_NODE;
@@ -180,7 +183,12 @@ async fn get(client: &reqwest::Client, node: &LocalNode, path: &str) -> Option<V
 /// Fails with the end of the node's log when its process has ended.
 fn check_alive(child: &mut std::process::Child, node: &LocalNode) -> anyhow::Result<()> {
     if let Some(status) = child.try_wait()? {
-        bail!("{} exited ({status}) before it was up; the end of {}:\n{}", node.name, node.log.display(), tail(&node.log, 15));
+        bail!(
+            "{} exited ({status}) before it was up; the end of {}:\n{}",
+            node.name,
+            node.log.display(),
+            tail(&node.log, 15)
+        );
     }
     Ok(())
 }
@@ -213,7 +221,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 );
             }
             if old.nodes.len() != args.nodes {
-                eprintln!("{} holds a cluster of {} nodes; starting it again as it was", dir.display(), old.nodes.len());
+                eprintln!(
+                    "{} holds a cluster of {} nodes; starting it again as it was",
+                    dir.display(),
+                    old.nodes.len()
+                );
             }
             (old.nodes, old.agent_args, false)
         }
@@ -238,9 +250,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     let token = join_token(&nodes[0]);
-    for i in 1..nodes.len() {
-        let mut cmd = agent_command(&nodes[i], i, &extra, Some((&seed, token.as_deref())))?;
-        children.push(spawn(&mut cmd, &mut nodes[i])?);
+    for (i, node) in nodes.iter_mut().enumerate().skip(1) {
+        let mut cmd = agent_command(node, i, &extra, Some((&seed, token.as_deref())))?;
+        children.push(spawn(&mut cmd, node)?);
     }
     write_layout(&dir, &Layout { nodes: nodes.clone(), agent_args: extra.clone() })?;
 
@@ -432,7 +444,8 @@ fn executors_under(roots: &[PathBuf]) -> Vec<i32> {
         .filter(|&pid| {
             let Some(args) = cmdline(pid) else { return false };
             let sandbox = args.iter().position(|a| a == "--sandbox").and_then(|i| args.get(i + 1));
-            args.iter().any(|a| a == "executor") && sandbox.is_some_and(|s| roots.iter().any(|r| Path::new(s).starts_with(r)))
+            args.iter().any(|a| a == "executor")
+                && sandbox.is_some_and(|s| roots.iter().any(|r| Path::new(s).starts_with(r)))
         })
         .collect()
 }
@@ -443,7 +456,8 @@ fn remove_docker_containers(roots: &[PathBuf]) -> usize {
     for root in roots {
         let label = format!("label=wharf.sandbox-root={}", root.display());
         // No engine (or no docker CLI): the nodes ran no Docker tasks.
-        let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &label]).stderr(Stdio::null()).output() else {
+        let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &label]).stderr(Stdio::null()).output()
+        else {
             return removed;
         };
         let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect();

@@ -131,7 +131,9 @@ pub async fn install(mut plan: InstallPlan) -> anyhow::Result<()> {
     write(&unit, unit_text(&bin).as_bytes(), 0o644)?;
     println!("wrote {} and {}", config.display(), unit.display());
     if root.is_some() {
-        println!("nothing started (--root); on that system: systemctl daemon-reload && systemctl enable --now {SERVICE}");
+        println!(
+            "nothing started (--root); on that system: systemctl daemon-reload && systemctl enable --now {SERVICE}"
+        );
         println!("the node will answer on {url} (export WHARF_ADDR={url})");
         return Ok(());
     }
@@ -142,7 +144,9 @@ pub async fn install(mut plan: InstallPlan) -> anyhow::Result<()> {
     let started = Instant::now();
     while client.get(format!("{url}/ping")).send().await.map(|r| r.status().is_success()).ok() != Some(true) {
         if started.elapsed() > Duration::from_secs(60) {
-            bail!("the node did not answer on {url} within 60 s; see `journalctl -u wharf` and `systemctl status wharf`");
+            bail!(
+                "the node did not answer on {url} within 60 s; see `journalctl -u wharf` and `systemctl status wharf`"
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -220,7 +224,9 @@ pub async fn uninstall(root: Option<&Path>, purge: bool) -> anyhow::Result<()> {
 
 fn remove(path: &Path) -> anyhow::Result<()> {
     match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", path.display())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
         _ => Ok(()),
     }
 }

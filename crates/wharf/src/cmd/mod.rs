@@ -4,8 +4,8 @@
 
 pub mod app;
 pub mod cluster;
-pub mod install;
 pub mod deployment;
+pub mod install;
 pub mod logs;
 pub mod node;
 pub mod progress;
