@@ -1,6 +1,6 @@
 //! The CLI's commands, one module per command group (`app`, `cluster`,
-//! `deployment`, `install`, `node`, `logs`, `ps`, `token`); `table` and
-//! `progress` are what they share.
+//! `deployment`, `install`, `node`, `logs`, `ps`, `token`, `secret`); `table`
+//! and `progress` are what they share.
 
 pub mod app;
 pub mod cluster;
@@ -9,6 +9,7 @@ pub mod install;
 pub mod logs;
 pub mod node;
 pub mod progress;
+pub mod secret;
 pub mod table;
 pub mod tasks;
 pub mod token;
