@@ -333,9 +333,6 @@ fn detach(spec: &LaunchSpec, attached: Option<crate::network::Attached>) {
 /// executor's signals are unblocked meanwhile, since the container's
 /// processes inherit the signal mask (the agent sends no kill before the
 /// launch returns, so none is lost).
-// The launch parts it joins come from different owners (spec, secrets, network);
-// a struct for one call site would only rename them. (Came with the bridge merge.)
-#[allow(clippy::too_many_arguments)]
 fn create_container(
     spec: &LaunchSpec,
     secrets: &TaskSecrets,
