@@ -83,6 +83,13 @@ impl EndpointStream {
     }
 }
 
+/// What of an app its routes depend on, or `None` when it has none of it
+/// (no service ports, no labels, no delete under way).
+fn routed(a: Option<&model::App>) -> Option<(&[model::PortSpec], &std::collections::BTreeMap<String, String>, bool)> {
+    a.map(|a| (a.spec.ports.as_slice(), &a.spec.labels, a.deleting))
+        .filter(|(ports, labels, deleting)| !ports.is_empty() || !labels.is_empty() || *deleting)
+}
+
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Delta {
     pub removed: Vec<Endpoint>,
@@ -125,13 +132,17 @@ impl Tracker {
                 Effect::TaskChanged { id, .. } => {
                     touched.insert(id.clone());
                 }
-                Effect::AppPut { after, .. } => {
-                    apps_changed = true;
+                Effect::AppPut { before, after } => {
+                    // Only what the consumers route by (service ports, labels,
+                    // a delete under way): an app with none of these (one
+                    // without ports) changes no route, and the load balancer
+                    // rebuilds its routes on every delta it is handed.
+                    apps_changed |= routed(before.as_deref()) != routed(Some(after));
                     touched.extend(state.tasks_of(&after.spec.id).map(|t| t.id.clone()));
                     touched.extend(self.by_app.get(&after.spec.id).into_iter().flatten().cloned());
                 }
                 Effect::AppRemoved { before } => {
-                    apps_changed = true;
+                    apps_changed |= !before.spec.ports.is_empty() || !before.spec.labels.is_empty();
                     touched.extend(self.by_app.get(&before.spec.id).into_iter().flatten().cloned());
                 }
                 Effect::NodeChanged { id, .. } => {
