@@ -30,6 +30,9 @@ pub enum EndpointUpdate {
         added: Vec<Endpoint>,
         nodes_changed: bool,
         apps_changed: bool,
+        /// The apps whose routing (service ports, labels, a delete) changed:
+        /// with `removed` and `added`, every app whose routes may differ.
+        changed_apps: Vec<AppId>,
         state: Arc<ClusterState>,
     },
 }
@@ -75,6 +78,7 @@ impl EndpointStream {
                         added: d.added,
                         nodes_changed: d.nodes_changed,
                         apps_changed: d.apps_changed,
+                        changed_apps: d.changed_apps,
                         state: c.state,
                     });
                 }
@@ -96,6 +100,7 @@ pub(crate) struct Delta {
     pub added: Vec<Endpoint>,
     pub nodes_changed: bool,
     pub apps_changed: bool,
+    pub changed_apps: Vec<AppId>,
 }
 
 /// The current endpoints, with indexes to find those an effect touches.
@@ -127,6 +132,7 @@ impl Tracker {
         let mut touched: BTreeSet<TaskId> = BTreeSet::new();
         let mut nodes_changed = false;
         let mut apps_changed = false;
+        let mut changed_apps = Vec::new();
         for e in effects {
             match e {
                 Effect::TaskChanged { id, .. } => {
@@ -137,12 +143,18 @@ impl Tracker {
                     // a delete under way): an app with none of these (one
                     // without ports) changes no route, and the load balancer
                     // rebuilds its routes on every delta it is handed.
-                    apps_changed |= routed(before.as_deref()) != routed(Some(after));
+                    if routed(before.as_deref()) != routed(Some(after)) {
+                        apps_changed = true;
+                        changed_apps.push(after.spec.id.clone());
+                    }
                     touched.extend(state.tasks_of(&after.spec.id).map(|t| t.id.clone()));
                     touched.extend(self.by_app.get(&after.spec.id).into_iter().flatten().cloned());
                 }
                 Effect::AppRemoved { before } => {
-                    apps_changed |= !before.spec.ports.is_empty() || !before.spec.labels.is_empty();
+                    if routed(Some(before)).is_some() {
+                        apps_changed = true;
+                        changed_apps.push(before.spec.id.clone());
+                    }
                     touched.extend(self.by_app.get(&before.spec.id).into_iter().flatten().cloned());
                 }
                 Effect::NodeChanged { id, .. } => {
@@ -157,7 +169,7 @@ impl Tracker {
                 | Effect::JobChanged { .. } => {}
             }
         }
-        let mut delta = Delta { nodes_changed, apps_changed, ..Delta::default() };
+        let mut delta = Delta { nodes_changed, apps_changed, changed_apps, ..Delta::default() };
         for id in touched {
             let now = state.tasks.get(&id).and_then(|t| {
                 let app = state.apps.get(&t.app_id)?;
