@@ -99,8 +99,10 @@ pub fn plan(state: &ClusterState, now: UnixMillis, rng: &mut impl Rng) -> Outcom
     // Job runs after the apps: they take only what services left free.
     crate::jobs::plan_runs(state, now, rng, &mut placer, &mut out);
 
-    // Tasks of apps that no longer exist (should not happen; be safe).
-    for t in state.tasks.values().filter(|t| t.job_run.is_none() && !state.apps.contains_key(&t.app_id)) {
+    // Tasks of apps that no longer exist (should not happen; be safe). From
+    // the index: one lookup per app with tasks, not one per task.
+    let orphans = state.tasks.by_app().filter(|(app, _)| !state.apps.contains_key(app)).flat_map(|(_, ts)| ts);
+    for t in orphans.filter(|t| t.job_run.is_none()) {
         if t.state.is_terminal() {
             out.plan.expunges.push(t.id.clone());
         } else if t.goal != TaskGoal::Killed {
