@@ -130,8 +130,15 @@ async fn put_computed(
         let dep = deployment_for_put(ctx, old, &spec, at);
         let expect = Some(expect_of(stored));
         // A put with nothing to launch or kill ends its deployment in `apply`.
-        let cmd =
-            Command::PutApp { app: spec, at, deployment: dep.clone(), force, create_only, expect, finish_if_idle: true };
+        let cmd = Command::PutApp {
+            app: spec,
+            at,
+            deployment: dep.clone(),
+            force,
+            create_only,
+            expect,
+            finish_if_idle: true,
+        };
         match ctx.store.propose(cmd).await? {
             Applied::App(app) => return Ok(PutResult { app: *app, deployment: dep, created: old.is_none() }),
             Applied::Rejected(Rejection::Conflict(_)) if attempt < WRITE_ATTEMPTS => {}

@@ -5,8 +5,8 @@ use crate::convert::{net_mode, net_mode_of, port_mappings_mut, NetMode};
 use crate::time::format_time;
 use crate::validate::{constraint_op_name, health_protocol_name};
 use model::{
-    App, AppId, AppSpec, ClusterState, CommandSpec, Deployment, HealthCheck, KillSelection, OfferSummary, Task, TaskState,
-    UnixMillis,
+    App, AppId, AppSpec, ClusterState, CommandSpec, Deployment, HealthCheck, KillSelection, OfferSummary, Task,
+    TaskState, UnixMillis,
 };
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@
 //! everything: the store hands readers immutable snapshots.
 
 use crate::{
-    AppId, AppTable, AppSpec, Deployment, DeploymentId, NodeId, NodeInfo, Resources, Table, Task, TaskTable, UnixMillis,
+    AppId, AppSpec, AppTable, Deployment, DeploymentId, NodeId, NodeInfo, Resources, Table, Task, TaskTable, UnixMillis,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;

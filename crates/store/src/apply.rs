@@ -187,11 +187,7 @@ fn assign_service_ports(state: &ClusterState, spec: &mut AppSpec, old: Option<&A
 /// two is a free port).
 fn lowest_free(state: &ClusterState, me: &AppId, mine: &BTreeSet<u16>) -> Option<u16> {
     let (lo, hi) = SERVICE_PORT_RANGE;
-    let others = state
-        .apps
-        .ports_taken(lo..=hi)
-        .filter(|(_, holders)| holders.iter().any(|h| h != me))
-        .map(|(p, _)| p);
+    let others = state.apps.ports_taken(lo..=hi).filter(|(_, holders)| holders.iter().any(|h| h != me)).map(|(p, _)| p);
     let mut candidate = lo;
     // Merge the two ordered sources until the first gap.
     let mut theirs = others.peekable();
@@ -272,8 +268,7 @@ fn put_app(state: &mut ClusterState, spec: &AppSpec, at: UnixMillis, deployment:
 /// no second Raft entry is needed to finish it.
 fn finish_at_once(state: &mut ClusterState, deployment: &Deployment) {
     let idle = deployment.affected_apps.iter().all(|id| {
-        state.apps.get(id).is_some_and(|a| !a.deleting && a.spec.instances == 0)
-            && state.tasks_of(id).next().is_none()
+        state.apps.get(id).is_some_and(|a| !a.deleting && a.spec.instances == 0) && state.tasks_of(id).next().is_none()
     });
     if idle {
         state.deployments.remove(&deployment.id);
