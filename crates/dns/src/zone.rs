@@ -468,6 +468,30 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_of_tasks_answers_as_the_same_tasks_added_one_by_one() {
+        let eps: Vec<Endpoint> =
+            (0..20).map(|i| ep("/web", i, (i % 3) as u64, &format!("10.0.0.{}", i % 3), &[(31000, None)])).collect();
+        let mut one_by_one = Zone::new(cfg());
+        for e in &eps {
+            one_by_one.add_task(e);
+        }
+        one_by_one.remove_task(&eps[4].task);
+        let mut batched = Zone::new(cfg());
+        batched.apply_tasks(false, [], &eps[..10]);
+        batched.apply_tasks(false, [&eps[4].task], &eps[10..]);
+        let answers = |z: &Zone| {
+            let mut names: Vec<(String, Vec<Rec>)> =
+                z.names.keys().map(|n| (n.clone(), z.records(n).iter().map(|(r, _)| r.clone()).collect())).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(answers(&batched), answers(&one_by_one));
+        assert!(answers(&batched).iter().all(|(_, recs)| !recs.is_empty()), "every name is encoded");
+        batched.apply_tasks(true, [], []);
+        assert!(batched.iter().next().is_none(), "a reset with nothing clears every task");
+    }
+
+    #[test]
     fn named_ports_give_discovery_srv_records() {
         let mut z = Zone::new(cfg());
         z.add_task(&ep("/store/liquor", 1, 0, "1.2.3.11", &[(31354, Some("http")), (31355, Some("https"))]));
