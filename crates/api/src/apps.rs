@@ -129,7 +129,16 @@ async fn put_computed(
         let at = ctx.version_after(stored.map(|a| a.version));
         let dep = deployment_for_put(ctx, old, &spec, at);
         let expect = Some(expect_of(stored));
-        let cmd = Command::PutApp { app: spec, at, deployment: dep.clone(), force, create_only, expect };
+        // A put with nothing to launch or kill ends its deployment in `apply`.
+        let cmd = Command::PutApp {
+            app: spec,
+            at,
+            deployment: dep.clone(),
+            force,
+            create_only,
+            expect,
+            finish_if_idle: true,
+        };
         match ctx.store.propose(cmd).await? {
             Applied::App(app) => return Ok(PutResult { app: *app, deployment: dep, created: old.is_none() }),
             Applied::Rejected(Rejection::Conflict(_)) if attempt < WRITE_ATTEMPTS => {}
@@ -150,8 +159,9 @@ pub async fn list(State(ctx): Ctx, RawQuery(q): RawQuery) -> ApiResult {
     let id_filter = p.get("id").map(str::to_string);
     let cmd_filter = p.get("cmd").map(str::to_string);
     let label_filter = p.get("label").map(str::to_string);
-    crate::context::render_blocking(&ctx.store, move |s| {
-        let apps: Vec<Value> = s
+    crate::context::render_bytes_blocking(&ctx.store, move |s| {
+        let deployments = marathon::deployments_by_app(s);
+        let apps: Vec<marathon::AppWire<'_>> = s
             .apps
             .values()
             .filter(|a| id_filter.as_ref().is_none_or(|f| a.spec.id.as_str().contains(f.as_str())))
@@ -163,9 +173,12 @@ pub async fn list(State(ctx): Ctx, RawQuery(q): RawQuery) -> ApiResult {
                 })
             })
             .filter(|a| label_filter.as_ref().is_none_or(|f| label_matches(&a.spec, f)))
-            .map(|a| marathon::render_app(a, s, &embed))
+            .map(|a| {
+                let deps = deployments.get(&a.spec.id).map(Vec::as_slice).unwrap_or_default();
+                marathon::app_wire(a, s, &embed, deps)
+            })
             .collect();
-        json!({ "apps": apps })
+        serde_json::to_vec(&std::collections::BTreeMap::from([("apps", apps)]))
     })
     .await
 }
@@ -188,9 +201,16 @@ pub async fn create(State(ctx): Ctx, RawQuery(q): RawQuery, body: Bytes) -> ApiR
     let force = p.flag("force")?;
     let spec = marathon::parse_app(&body)?;
     let id = spec.id.clone();
-    let PutResult { app, .. } = put_computed(&ctx, &id, force, true, |_| Ok(spec.clone())).await?;
+    let PutResult { app, deployment, .. } = put_computed(&ctx, &id, force, true, |_| Ok(spec.clone())).await?;
     let embed = Embed { deployments: true, counts: true, ..Embed::default() };
-    let body = ctx.store.read(|s| marathon::render_app(&app, s, &embed));
+    let mut body = ctx.store.read(|s| marathon::render_app(&app, s, &embed));
+    // Marathon's answer names the create's deployment; one with nothing to
+    // do has already finished in the store, so it is not among the app's.
+    if let Some(Value::Array(deps)) = body.get_mut("deployments") {
+        if !deps.iter().any(|d| d["id"] == deployment.id.0.as_str()) {
+            deps.push(json!({"id": deployment.id.0}));
+        }
+    }
     let location = format!("/v2/apps{}", app.spec.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
 }

@@ -87,14 +87,16 @@ impl ApiContext {
 
 /// Renders a large answer from an immutable snapshot on a blocking thread,
 /// so a listing of every task never holds up the async workers (Raft's
-/// heartbeats run there too).
-pub(crate) async fn render_blocking(
+/// heartbeats run there too). The renderer writes the JSON itself
+/// (serialising typed wire structs straight from the snapshot, with no
+/// `Value` tree in between).
+pub(crate) async fn render_bytes_blocking(
     store: &Store,
-    render: impl FnOnce(&model::ClusterState) -> serde_json::Value + Send + 'static,
+    render: impl FnOnce(&model::ClusterState) -> serde_json::Result<Vec<u8>> + Send + 'static,
 ) -> Result<axum::response::Response, crate::error::HttpError> {
     use axum::response::IntoResponse;
     let snap = store.snapshot();
-    let bytes = tokio::task::spawn_blocking(move || serde_json::to_vec(&render(&snap)))
+    let bytes = tokio::task::spawn_blocking(move || render(&snap))
         .await
         .map_err(|e| crate::error::HttpError(marathon::ApiError::new(500, format!("rendering failed: {e}"))))?
         .map_err(|e| crate::error::HttpError(marathon::ApiError::new(500, format!("rendering failed: {e}"))))?;

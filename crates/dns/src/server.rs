@@ -93,12 +93,7 @@ impl Dns {
     pub fn apply(&self, update: &EndpointUpdate) -> bool {
         match update {
             EndpointUpdate::Reset { endpoints, .. } => {
-                self.write(|z| {
-                    z.clear_tasks();
-                    for e in endpoints {
-                        z.add_task(e);
-                    }
-                });
+                self.write(|z| z.apply_tasks(true, [], endpoints));
                 true
             }
             EndpointUpdate::Delta { removed, added, nodes_changed, .. } => {
@@ -107,14 +102,7 @@ impl Dns {
                 if removed.is_empty() && added.is_empty() {
                     return *nodes_changed;
                 }
-                self.write(|z| {
-                    for e in removed {
-                        z.remove_task(&e.task);
-                    }
-                    for e in added {
-                        z.add_task(e);
-                    }
-                });
+                self.write(|z| z.apply_tasks(false, removed.iter().map(|e| &e.task), added));
                 *nodes_changed
             }
         }

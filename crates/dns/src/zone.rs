@@ -8,7 +8,7 @@ use crate::names::{canonical, label, mesos_task_name, LabelSpec};
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SRV};
 use hickory_proto::rr::{Name, RData, Record};
 use model::{Endpoint, NodeId, NodeInfo, TaskId};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// `owner`'s record `r` in wire form (`None` if a name does not parse).
@@ -224,6 +224,10 @@ pub struct Zone {
     pub serial: u32,
     /// `.<domain>.`, to tell names in the zone without allocating per query.
     suffix: String,
+    /// Inside `apply_tasks`: owners whose encoded records are rebuilt once
+    /// at its end, not on every record added or removed (a name with k
+    /// records would otherwise be encoded k times as its tasks come).
+    deferred: Option<BTreeSet<String>>,
 }
 
 impl Zone {
@@ -238,6 +242,30 @@ impl Zone {
             tasks: HashMap::new(),
             cluster: Vec::new(),
             serial: 1,
+            deferred: None,
+        }
+    }
+
+    /// Removes the tasks `removed` and adds (or replaces) `added` as one
+    /// change: each name they touch is encoded once, at the end.
+    pub fn apply_tasks<'a>(
+        &mut self,
+        clear: bool,
+        removed: impl IntoIterator<Item = &'a TaskId>,
+        added: impl IntoIterator<Item = &'a Endpoint>,
+    ) {
+        self.deferred = Some(BTreeSet::new());
+        if clear {
+            self.clear_tasks();
+        }
+        for id in removed {
+            self.remove_task(id);
+        }
+        for e in added {
+            self.add_task(e);
+        }
+        for owner in self.deferred.take().unwrap_or_default() {
+            self.rebuild(&owner);
         }
     }
 
@@ -315,7 +343,17 @@ impl Zone {
             }
         }
         self.names.entry(owner.to_string()).or_default().push(rec);
-        self.rebuild(owner);
+        self.rebuild_soon(owner);
+    }
+
+    /// Encodes `owner`'s records now, or at the end of `apply_tasks`.
+    fn rebuild_soon(&mut self, owner: &str) {
+        match &mut self.deferred {
+            Some(dirty) => {
+                dirty.insert(owner.to_string());
+            }
+            None => self.rebuild(owner),
+        }
     }
 
     fn delete(&mut self, owner: &str, rec: &Rec) {
@@ -324,7 +362,7 @@ impl Zone {
             recs.swap_remove(i);
         }
         if !recs.is_empty() {
-            self.rebuild(owner);
+            self.rebuild_soon(owner);
         } else {
             self.names.remove(owner);
             self.built.remove(owner);
@@ -428,6 +466,30 @@ mod tests {
         assert_eq!(z.lookup("web-group.marathon.mesos."), None);
         assert_eq!(z.lookup("_tcp.marathon.mesos."), None);
         assert!(z.iter().next().is_none());
+    }
+
+    #[test]
+    fn a_batch_of_tasks_answers_as_the_same_tasks_added_one_by_one() {
+        let eps: Vec<Endpoint> =
+            (0..20).map(|i| ep("/web", i, (i % 3) as u64, &format!("10.0.0.{}", i % 3), &[(31000, None)])).collect();
+        let mut one_by_one = Zone::new(cfg());
+        for e in &eps {
+            one_by_one.add_task(e);
+        }
+        one_by_one.remove_task(&eps[4].task);
+        let mut batched = Zone::new(cfg());
+        batched.apply_tasks(false, [], &eps[..10]);
+        batched.apply_tasks(false, [&eps[4].task], &eps[10..]);
+        let answers = |z: &Zone| {
+            let mut names: Vec<(String, Vec<Rec>)> =
+                z.names.keys().map(|n| (n.clone(), z.records(n).iter().map(|(r, _)| r.clone()).collect())).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(answers(&batched), answers(&one_by_one));
+        assert!(answers(&batched).iter().all(|(_, recs)| !recs.is_empty()), "every name is encoded");
+        batched.apply_tasks(true, [], []);
+        assert!(batched.iter().next().is_none(), "a reset with nothing clears every task");
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! connection never waits for an update.
 
 use arc_swap::ArcSwap;
-use model::{AppId, ClusterState, Endpoint, TaskId};
+use model::{AppId, Endpoint, TaskId};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -192,14 +192,35 @@ impl Routes {
 pub struct Lb {
     pub cfg: LbConfig,
     routes: ArcSwap<Routes>,
-    /// Up tasks, from the endpoint stream.
-    endpoints: Mutex<HashMap<TaskId, Endpoint>>,
+    table: Mutex<Table>,
+}
+
+/// What the routes are built from, kept between updates.
+#[derive(Default)]
+struct Table {
+    /// Up tasks by app, from the endpoint stream.
+    by_app: HashMap<AppId, BTreeMap<TaskId, Endpoint>>,
     /// Backends by (task, port index), so they outlive table rebuilds.
-    backends: Mutex<HashMap<(TaskId, usize), Arc<Backend>>>,
+    backends: HashMap<(TaskId, usize), Arc<Backend>>,
     /// Backends taken out of rotation. Whatever still uses one (a proxied
     /// connection, a request or a response body in flight) holds it, so a
     /// task is drained here once none of its weak references upgrades.
-    leaving: Mutex<HashMap<TaskId, Vec<Weak<Backend>>>>,
+    leaving: HashMap<TaskId, Vec<Weak<Backend>>>,
+}
+
+impl Table {
+    /// Takes `b` out of rotation, keeping sight of it while anything uses it.
+    fn retire(&mut self, b: &Arc<Backend>) {
+        self.leaving.entry(b.task.clone()).or_default().push(Arc::downgrade(b));
+    }
+
+    /// Forgets retired backends nothing uses any more.
+    fn prune_leaving(&mut self) {
+        self.leaving.retain(|_, weak| {
+            weak.retain(|w| w.strong_count() > 0);
+            !weak.is_empty()
+        });
+    }
 }
 
 /// How one node's LB stands towards a task (`Lb::drain_state`), as the
@@ -227,119 +248,152 @@ pub const GROUP_LABEL: &str = "HAPROXY_GROUP";
 
 impl Lb {
     pub fn new(cfg: LbConfig) -> Arc<Lb> {
-        Arc::new(Lb {
-            cfg,
-            routes: ArcSwap::from_pointee(Routes::default()),
-            endpoints: Mutex::new(HashMap::new()),
-            backends: Mutex::new(HashMap::new()),
-            leaving: Mutex::new(HashMap::new()),
-        })
+        Arc::new(Lb { cfg, routes: ArcSwap::from_pointee(Routes::default()), table: Mutex::new(Table::default()) })
     }
 
     pub fn routes(&self) -> Arc<Routes> {
         self.routes.load_full()
     }
 
-    /// Folds in one endpoint update and rebuilds the table.
+    /// Folds in one endpoint update. A `Reset` rebuilds the whole table; a
+    /// delta rebuilds only the routes of the apps it touches (their
+    /// endpoints came or went, or their ports or labels changed), so an
+    /// update costs what it changed, not the size of the cluster.
     pub fn apply(&self, update: &EndpointUpdate) {
-        let Ok(mut eps) = self.endpoints.lock() else { return };
+        let Ok(mut t) = self.table.lock() else { return };
+        let state = update.state();
         match update {
             EndpointUpdate::Reset { endpoints, .. } => {
-                eps.clear();
+                t.by_app.clear();
                 for e in endpoints {
-                    eps.insert(e.task.clone(), e.clone());
+                    t.by_app.entry(e.app.clone()).or_default().insert(e.task.clone(), e.clone());
                 }
+                let mut keep = HashMap::new();
+                let mut routes = Routes::default();
+                for app in state.apps.values() {
+                    self.add_app(app, &t, &mut keep, &mut routes);
+                }
+                let old = std::mem::replace(&mut t.backends, keep);
+                for (key, b) in &old {
+                    if t.backends.get(key).is_none_or(|k| !Arc::ptr_eq(k, b)) {
+                        t.retire(b);
+                    }
+                }
+                t.prune_leaving();
+                routes.vhosts.sort_by_key(|v| std::cmp::Reverse(v.path.len()));
+                self.routes.store(Arc::new(routes));
             }
-            EndpointUpdate::Delta { removed, added, .. } => {
+            EndpointUpdate::Delta { removed, added, changed_apps, .. } => {
+                let mut affected: BTreeSet<&AppId> = changed_apps.iter().collect();
                 for e in removed {
-                    eps.remove(&e.task);
+                    if let Some(eps) = t.by_app.get_mut(&e.app) {
+                        eps.remove(&e.task);
+                        if eps.is_empty() {
+                            t.by_app.remove(&e.app);
+                        }
+                    }
+                    for i in 0..e.ports.len() {
+                        if let Some(b) = t.backends.remove(&(e.task.clone(), i)) {
+                            t.retire(&b);
+                        }
+                    }
+                    affected.insert(&e.app);
                 }
                 for e in added {
-                    eps.insert(e.task.clone(), e.clone());
+                    t.by_app.entry(e.app.clone()).or_default().insert(e.task.clone(), e.clone());
+                    affected.insert(&e.app);
                 }
+                if affected.is_empty() {
+                    return;
+                }
+                let old = self.routes.load();
+                let mut routes = Routes { ports: old.ports.clone(), udp: old.udp.clone(), vhosts: old.vhosts.clone() };
+                routes.ports.retain(|_, s| !affected.contains(&s.app));
+                routes.udp.retain(|_, s| !affected.contains(&s.app));
+                routes.vhosts.retain(|v| !affected.contains(&v.service.app));
+                let mut fresh = HashMap::new();
+                for id in affected {
+                    if let Some(app) = state.apps.get(id) {
+                        self.add_app(app, &t, &mut fresh, &mut routes);
+                    }
+                }
+                for (key, b) in fresh {
+                    if let Some(old) = t.backends.insert(key, b.clone()) {
+                        if !Arc::ptr_eq(&old, &b) {
+                            t.retire(&old);
+                        }
+                    }
+                }
+                t.prune_leaving();
+                routes.vhosts.sort_by_key(|v| std::cmp::Reverse(v.path.len()));
+                self.routes.store(Arc::new(routes));
             }
         }
-        let routes = self.build(update.state(), &eps);
-        self.routes.store(Arc::new(routes));
     }
 
-    fn build(&self, state: &ClusterState, eps: &HashMap<TaskId, Endpoint>) -> Routes {
-        let Ok(mut registry) = self.backends.lock() else { return Routes::default() };
-        let mut by_app: HashMap<&AppId, Vec<&Endpoint>> = HashMap::new();
-        for e in eps.values() {
-            by_app.entry(&e.app).or_default().push(e);
+    /// Adds `app`'s services (if this node exposes it) to `routes`; the
+    /// backends used go into `keep` (the same `Backend` as before while its
+    /// task and address stay, so its counters carry on).
+    fn add_app(
+        &self,
+        app: &model::App,
+        t: &Table,
+        keep: &mut HashMap<(TaskId, usize), Arc<Backend>>,
+        routes: &mut Routes,
+    ) {
+        if app.deleting || !self.cfg.serves(app.spec.labels.get(GROUP_LABEL).map(String::as_str)) {
+            return;
         }
-        let mut keep: HashMap<(TaskId, usize), Arc<Backend>> = HashMap::new();
-        let mut routes = Routes::default();
-        let exposed = |a: &&model::App| self.cfg.serves(a.spec.labels.get(GROUP_LABEL).map(String::as_str));
-        for app in state.apps.values().filter(|a| !a.deleting).filter(exposed) {
-            for (index, port) in app.spec.ports.iter().enumerate() {
-                let mut backends = Vec::new();
-                for e in by_app.get(&app.spec.id).into_iter().flatten() {
-                    let (Some(ip), Some(p)) = (e.ip, e.ports.get(index)) else { continue };
-                    let key = (e.task.clone(), index);
-                    let addr = SocketAddr::new(ip, p.host_port);
-                    let b = match registry.get(&key) {
-                        Some(b) if b.addr == addr => b.clone(),
-                        _ => Arc::new(Backend::new(e.task.clone(), addr)),
-                    };
-                    keep.insert(key, b.clone());
-                    backends.push(b);
-                }
-                backends.sort_by(|a, b| a.task.cmp(&b.task));
-                let service = Arc::new(Service {
-                    app: app.spec.id.clone(),
-                    port_index: index,
-                    service_port: port.port,
-                    backends,
-                });
-                let transports = model::Transport::parse_list(&port.protocol);
-                if port.port != 0 && transports.contains(&model::Transport::Tcp) {
-                    routes.ports.insert(port.port, service.clone());
-                }
-                if port.port != 0 && transports.contains(&model::Transport::Udp) {
-                    routes.udp.insert(port.port, service.clone());
-                }
-                if index == 0 {
-                    let label = |keys: &[&str]| keys.iter().find_map(|k| app.spec.labels.get(*k)).cloned();
-                    let path = label(&PATH_LABELS).filter(|p| p.starts_with('/')).unwrap_or_else(|| "/".into());
-                    for host in label(&VHOST_LABELS).unwrap_or_default().split(',') {
-                        let host = host.trim().to_ascii_lowercase();
-                        if !host.is_empty() {
-                            routes.vhosts.push(VHost { host, path: path.clone(), service: service.clone() });
-                        }
+        let eps = t.by_app.get(&app.spec.id);
+        for (index, port) in app.spec.ports.iter().enumerate() {
+            let mut backends = Vec::new();
+            for e in eps.into_iter().flat_map(|m| m.values()) {
+                let (Some(ip), Some(p)) = (e.ip, e.ports.get(index)) else { continue };
+                let key = (e.task.clone(), index);
+                let addr = SocketAddr::new(ip, p.host_port);
+                let b = match t.backends.get(&key) {
+                    Some(b) if b.addr == addr => b.clone(),
+                    _ => Arc::new(Backend::new(e.task.clone(), addr)),
+                };
+                keep.insert(key, b.clone());
+                backends.push(b);
+            }
+            // Ordered by task (the endpoints are kept in task order).
+            let service =
+                Arc::new(Service { app: app.spec.id.clone(), port_index: index, service_port: port.port, backends });
+            let transports = model::Transport::parse_list(&port.protocol);
+            if port.port != 0 && transports.contains(&model::Transport::Tcp) {
+                routes.ports.insert(port.port, service.clone());
+            }
+            if port.port != 0 && transports.contains(&model::Transport::Udp) {
+                routes.udp.insert(port.port, service.clone());
+            }
+            if index == 0 {
+                let label = |keys: &[&str]| keys.iter().find_map(|k| app.spec.labels.get(*k)).cloned();
+                let path = label(&PATH_LABELS).filter(|p| p.starts_with('/')).unwrap_or_else(|| "/".into());
+                for host in label(&VHOST_LABELS).unwrap_or_default().split(',') {
+                    let host = host.trim().to_ascii_lowercase();
+                    if !host.is_empty() {
+                        routes.vhosts.push(VHost { host, path: path.clone(), service: service.clone() });
                     }
                 }
             }
         }
-        routes.vhosts.sort_by_key(|v| std::cmp::Reverse(v.path.len()));
-        if let Ok(mut leaving) = self.leaving.lock() {
-            for (key, b) in registry.iter() {
-                if keep.get(key).is_none_or(|k| !Arc::ptr_eq(k, b)) {
-                    leaving.entry(key.0.clone()).or_default().push(Arc::downgrade(b));
-                }
-            }
-            leaving.retain(|_, weak| {
-                weak.retain(|w| w.strong_count() > 0);
-                !weak.is_empty()
-            });
-        }
-        *registry = keep;
-        routes
     }
 
     /// Whether this node still sends to `task`, and what it has in flight
     /// to it (each backend still held counts at least one).
     pub fn drain_state(&self, task: &TaskId) -> DrainState {
-        let in_rotation = self.backends.lock().is_ok_and(|r| r.keys().any(|(t, _)| t == task));
-        let in_flight = self.leaving.lock().map_or(0, |l| {
-            l.get(task)
-                .into_iter()
-                .flatten()
-                .filter_map(Weak::upgrade)
-                .map(|b| b.active.load(Ordering::Relaxed).max(1))
-                .sum()
-        });
+        let Ok(t) = self.table.lock() else { return DrainState { in_rotation: false, in_flight: 0 } };
+        let in_rotation = t.backends.keys().any(|(id, _)| id == task);
+        let in_flight = t
+            .leaving
+            .get(task)
+            .into_iter()
+            .flatten()
+            .filter_map(Weak::upgrade)
+            .map(|b| b.active.load(Ordering::Relaxed).max(1))
+            .sum();
         DrainState { in_rotation, in_flight }
     }
 

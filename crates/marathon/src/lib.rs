@@ -21,7 +21,10 @@ pub use container::check_image_reference;
 pub use convert::{app_from_value, merge_app, parse_app};
 pub use error::{ApiError, ErrorDetail};
 pub use history::{render_app_version, render_versions};
-pub use render::{render_app, render_deployment, render_queue, render_task, Embed};
+pub use render::{
+    app_wire, deployments_by_app, render_app, render_deployment, render_queue, render_task, task_wire, AppWire, Embed,
+    TaskWire,
+};
 pub use time::{format_time, parse_bool_param, parse_time};
 
 #[cfg(test)]

@@ -5,10 +5,11 @@ use crate::convert::{net_mode, net_mode_of, port_mappings_mut, NetMode};
 use crate::time::format_time;
 use crate::validate::{constraint_op_name, health_protocol_name};
 use model::{
-    App, AppSpec, ClusterState, CommandSpec, Deployment, HealthCheck, KillSelection, OfferSummary, Task, TaskState,
-    UnixMillis,
+    App, AppId, AppSpec, ClusterState, CommandSpec, Deployment, HealthCheck, KillSelection, OfferSummary, Task,
+    TaskState, UnixMillis,
 };
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
 /// What `embed=` asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -243,6 +244,35 @@ fn is_counted(t: &Task) -> bool {
 
 /// One app as `GET /v2/apps/{id}` returns it (the object inside `{"app": ...}`).
 pub fn render_app(app: &App, state: &ClusterState, embed: &Embed) -> Value {
+    let deployments: Vec<&str> = state.deployments_of(&app.spec.id).map(|d| d.id.0.as_str()).collect();
+    serde_json::to_value(app_wire(app, state, embed, &deployments)).unwrap_or(Value::Null)
+}
+
+/// The deployments holding each app, computed once for a listing (asking
+/// `deployments_of` per app scans every deployment for every app).
+pub fn deployments_by_app(state: &ClusterState) -> BTreeMap<&AppId, Vec<&str>> {
+    let mut out: BTreeMap<&AppId, Vec<&str>> = BTreeMap::new();
+    for d in state.deployments.values() {
+        for a in &d.affected_apps {
+            out.entry(a).or_default().push(d.id.0.as_str());
+        }
+    }
+    out
+}
+
+/// Marathon's app object: the definition and counts as a map, the embedded
+/// tasks serialised straight from the tasks (see `TaskWire`).
+#[derive(serde::Serialize)]
+pub struct AppWire<'a> {
+    #[serde(flatten)]
+    fields: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks: Option<Vec<TaskWire<'a>>>,
+}
+
+/// `render_app` as a value to serialise; `deployments` are the ids of the
+/// deployments holding the app.
+pub fn app_wire<'a>(app: &'a App, state: &'a ClusterState, embed: &Embed, deployments: &[&str]) -> AppWire<'a> {
     let spec = &app.spec;
     let mut m = spec_wire(spec);
     m.insert("version".into(), json!(format_time(app.version)));
@@ -263,12 +293,8 @@ pub fn render_app(app: &App, state: &ClusterState, embed: &Embed) -> Value {
     m.insert("tasksRunning".into(), json!(running));
     m.insert("tasksHealthy".into(), json!(healthy));
     m.insert("tasksUnhealthy".into(), json!(unhealthy));
-    let deps: Vec<Value> = state.deployments_of(&spec.id).map(|d| json!({"id": d.id.0})).collect();
+    let deps: Vec<Value> = deployments.iter().map(|d| json!({"id": d})).collect();
     m.insert("deployments".into(), Value::Array(deps));
-    if embed.tasks {
-        let ts: Vec<Value> = tasks.iter().map(|t| render_task(t, state)).collect();
-        m.insert("tasks".into(), Value::Array(ts));
-    }
     if embed.readiness {
         m.insert("readinessCheckResults".into(), json!(crate::readiness::results(app, state)));
     }
@@ -288,20 +314,62 @@ pub fn render_app(app: &App, state: &ClusterState, embed: &Embed) -> Value {
             );
         }
     }
-    Value::Object(m)
+    let tasks = embed.tasks.then(|| tasks.iter().map(|t| task_wire(t, state)).collect());
+    AppWire { fields: m, tasks }
 }
 
 /// One task, in the shape of `api-examples/tasks.json`.
 pub fn render_task(task: &Task, state: &ClusterState) -> Value {
+    serde_json::to_value(task_wire(task, state)).unwrap_or(Value::Null)
+}
+
+/// A Marathon time stamp, written without an intermediate `Value`.
+struct Time(UnixMillis);
+
+impl serde::Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_time(self.0))
+    }
+}
+
+#[derive(serde::Serialize)]
+struct IpWire {
+    #[serde(rename = "ipAddress")]
+    ip_address: String,
+    protocol: &'static str,
+}
+
+/// Marathon's task object, serialised straight from the task: listings of
+/// tens of thousands of tasks build no `Value` tree per task.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskWire<'a> {
+    id: &'a str,
+    app_id: &'a str,
+    host: &'a str,
+    ip_addresses: Vec<IpWire>,
+    ports: &'a [u16],
+    service_ports: Vec<u16>,
+    slave_id: String,
+    staged_at: Time,
+    started_at: Option<Time>,
+    version: Time,
+    state: &'static str,
+    health_check_results: Vec<Value>,
+    local_volumes: [u8; 0],
+    role: &'static str,
+}
+
+/// `render_task` as a value to serialise (see `TaskWire`).
+pub fn task_wire<'a>(task: &'a Task, state: &ClusterState) -> TaskWire<'a> {
     let app = state.apps.get(&task.app_id);
     let service_ports: Vec<u16> = app.map(|a| a.spec.ports.iter().map(|p| p.port).collect()).unwrap_or_default();
     // A bridge container's own address, as Marathon shows Mesos's NetworkInfo;
     // else the node's.
-    let ip_addresses: Vec<Value> = match task.container_ip.map_or_else(|| task.host.parse(), Ok) {
-        Ok(ip) => vec![json!({
-            "ipAddress": ip.to_string(),
-            "protocol": if ip.is_ipv4() { "IPv4" } else { "IPv6" },
-        })],
+    let ip_addresses: Vec<IpWire> = match task.container_ip.map_or_else(|| task.host.parse(), Ok) {
+        Ok(ip) => {
+            vec![IpWire { ip_address: ip.to_string(), protocol: if ip.is_ipv4() { "IPv4" } else { "IPv6" } }]
+        }
         Err(_) => Vec::new(),
     };
     let checks = app.map(|a| a.spec.health_checks.len()).unwrap_or(0);
@@ -336,22 +404,22 @@ pub fn render_task(task: &Task, state: &ClusterState) -> Value {
             .collect(),
         _ => Vec::new(),
     };
-    json!({
-        "id": task.id.as_str(),
-        "appId": task.app_id.as_str(),
-        "host": task.host,
-        "ipAddresses": ip_addresses,
-        "ports": task.ports,
-        "servicePorts": service_ports,
-        "slaveId": task.node.to_string(),
-        "stagedAt": format_time(task.staged_at),
-        "startedAt": task.started_at.map(format_time),
-        "version": format_time(task.app_version),
-        "state": task.state.marathon_name(),
-        "healthCheckResults": health,
-        "localVolumes": [],
-        "role": "*",
-    })
+    TaskWire {
+        id: task.id.as_str(),
+        app_id: task.app_id.as_str(),
+        host: &task.host,
+        ip_addresses,
+        ports: &task.ports,
+        service_ports,
+        slave_id: task.node.to_string(),
+        staged_at: Time(task.staged_at),
+        started_at: task.started_at.map(Time),
+        version: Time(task.app_version),
+        state: task.state.marathon_name(),
+        health_check_results: health,
+        local_volumes: [],
+        role: "*",
+    }
 }
 
 /// `prefix.instance-<uuid>` of `prefix.instance-<uuid>._app.<n>`.

@@ -5,7 +5,7 @@
 //! everything: the store hands readers immutable snapshots.
 
 use crate::{
-    App, AppId, AppSpec, Deployment, DeploymentId, NodeId, NodeInfo, Resources, Table, Task, TaskTable, UnixMillis,
+    AppId, AppSpec, AppTable, Deployment, DeploymentId, NodeId, NodeInfo, Resources, Table, Task, TaskTable, UnixMillis,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -17,7 +17,7 @@ pub struct ClusterState {
     #[serde(default)]
     pub applied_index: u64,
     pub nodes: Table<NodeId, NodeInfo>,
-    pub apps: Table<AppId, App>,
+    pub apps: AppTable,
     pub tasks: TaskTable,
     pub deployments: Table<DeploymentId, Deployment>,
     /// Nodes removed by an operator: never re-admitted; the leader drops

@@ -1,5 +1,6 @@
-//! `Table`: the persistent map that `ClusterState` is built from, and
-//! `TaskTable`, the task table with its indexes by app and by node.
+//! `Table`: the persistent map that `ClusterState` is built from;
+//! `TaskTable`, the task table with its indexes by app and by node; and
+//! `AppTable`, the app table with its index of taken service ports.
 //!
 //! Persistent (`imbl`'s B-tree with structural sharing, values behind `Arc`),
 //! so cloning a whole `ClusterState` costs a few reference counts: the store
@@ -8,7 +9,7 @@
 //! so the store can say exactly what a command changed (its effects) without
 //! diffing the whole state.
 
-use crate::{AppId, NodeId, Task, TaskId};
+use crate::{App, AppId, NodeId, Task, TaskId};
 use imbl::{OrdMap, OrdSet};
 use serde::de::{Deserialize, Deserializer};
 use serde::ser::{Serialize, Serializer};
@@ -201,6 +202,11 @@ impl TaskTable {
         self.by_app.get(app).into_iter().flat_map(|ids| ids.iter()).filter_map(|id| self.tasks.get(id))
     }
 
+    /// Every app that has tasks, with its tasks, from the index.
+    pub fn by_app(&self) -> impl Iterator<Item = (&AppId, impl Iterator<Item = &Task> + '_)> + '_ {
+        self.by_app.iter().map(|(app, ids)| (app, ids.iter().filter_map(|id| self.tasks.get(id))))
+    }
+
     /// The tasks placed on one node, from the index.
     pub fn on_node(&self, node: NodeId) -> impl Iterator<Item = &Task> + '_ {
         self.by_node.get(&node).into_iter().flat_map(|ids| ids.iter()).filter_map(|id| self.tasks.get(id))
@@ -262,6 +268,147 @@ impl TaskTable {
                 self.by_node.remove(&node);
             }
         }
+    }
+}
+
+/// The app table with an index of the service ports apps hold (port ->
+/// holders), kept by every write, so assigning a port on a write reads the
+/// index instead of scanning every app. Reads go through `Deref` to the
+/// plain `Table`; writes go through `insert`, `remove` and `get_mut`, whose
+/// guard re-indexes on drop if the ports changed, so the index cannot drift.
+#[derive(Clone, Default, PartialEq)]
+pub struct AppTable {
+    apps: Table<AppId, App>,
+    ports: OrdMap<u16, Vec<AppId>>,
+}
+
+fn held_ports(app: &App) -> impl Iterator<Item = u16> + '_ {
+    app.spec.ports.iter().map(|p| p.port).filter(|p| *p != 0)
+}
+
+fn index_ports(index: &mut OrdMap<u16, Vec<AppId>>, id: &AppId, ports: impl Iterator<Item = u16>) {
+    for p in ports {
+        let holders = index.entry(p).or_default();
+        if !holders.contains(id) {
+            holders.push(id.clone());
+        }
+    }
+}
+
+fn unindex_ports(index: &mut OrdMap<u16, Vec<AppId>>, id: &AppId, ports: impl Iterator<Item = u16>) {
+    for p in ports {
+        if let Some(holders) = index.get_mut(&p) {
+            holders.retain(|h| h != id);
+            if holders.is_empty() {
+                index.remove(&p);
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for AppTable {
+    type Target = Table<AppId, App>;
+    fn deref(&self) -> &Table<AppId, App> {
+        &self.apps
+    }
+}
+
+impl AppTable {
+    pub fn insert(&mut self, k: AppId, v: App) {
+        if let Some(old) = self.apps.get(&k) {
+            unindex_ports(&mut self.ports, &k, held_ports(old));
+        }
+        index_ports(&mut self.ports, &k, held_ports(&v));
+        self.apps.insert(k, v);
+    }
+
+    pub fn remove(&mut self, k: &AppId) -> Option<App> {
+        let old = self.apps.remove(k)?;
+        unindex_ports(&mut self.ports, k, held_ports(&old));
+        Some(old)
+    }
+
+    /// Copy-on-write access; the guard re-indexes the app's service ports
+    /// when it is dropped, if they changed.
+    pub fn get_mut(&mut self, k: &AppId) -> Option<AppMut<'_>> {
+        let AppTable { apps, ports } = self;
+        let app = apps.get_mut(k)?;
+        let before = held_ports(app).collect();
+        Some(AppMut { app, index: ports, before })
+    }
+
+    pub fn take_touched(&mut self) -> BTreeSet<AppId> {
+        self.apps.take_touched()
+    }
+
+    /// Apps holding service port `port` (normally at most one).
+    pub fn port_holders(&self, port: u16) -> &[AppId] {
+        self.ports.get(&port).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Taken service ports in `range`, in order, with their holders.
+    pub fn ports_taken(&self, range: std::ops::RangeInclusive<u16>) -> impl Iterator<Item = (u16, &[AppId])> + '_ {
+        self.ports.range(range).map(|(p, h)| (*p, h.as_slice()))
+    }
+}
+
+/// A write to one app (see `AppTable::get_mut`).
+pub struct AppMut<'a> {
+    app: &'a mut App,
+    index: &'a mut OrdMap<u16, Vec<AppId>>,
+    before: Vec<u16>,
+}
+
+impl std::ops::Deref for AppMut<'_> {
+    type Target = App;
+    fn deref(&self) -> &App {
+        self.app
+    }
+}
+
+impl std::ops::DerefMut for AppMut<'_> {
+    fn deref_mut(&mut self) -> &mut App {
+        self.app
+    }
+}
+
+impl Drop for AppMut<'_> {
+    fn drop(&mut self) {
+        if !held_ports(self.app).eq(self.before.iter().copied()) {
+            let id = self.app.spec.id.clone();
+            unindex_ports(self.index, &id, self.before.iter().copied());
+            index_ports(self.index, &id, held_ports(self.app));
+        }
+    }
+}
+
+impl fmt::Debug for AppTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.apps.fmt(f)
+    }
+}
+
+impl FromIterator<(AppId, App)> for AppTable {
+    fn from_iter<I: IntoIterator<Item = (AppId, App)>>(iter: I) -> Self {
+        let mut t = AppTable::default();
+        for (k, v) in iter {
+            t.insert(k, v);
+        }
+        t.take_touched();
+        t
+    }
+}
+
+impl Serialize for AppTable {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.apps.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for AppTable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = std::collections::BTreeMap::<AppId, App>::deserialize(d)?;
+        Ok(m.into_iter().collect())
     }
 }
 

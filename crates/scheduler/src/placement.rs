@@ -46,8 +46,15 @@ impl<'a> Placer<'a> {
     pub fn new(state: &'a ClusterState) -> Placer<'a> {
         let usage = state.nodes.keys().map(|id| (*id, state.usage(*id))).collect();
         let mut per_node: BTreeMap<AppId, BTreeMap<NodeId, usize>> = BTreeMap::new();
-        for t in state.tasks.values().filter(|t| t.is_active()) {
-            *per_node.entry(t.app_id.clone()).or_default().entry(t.node).or_default() += 1;
+        // Per app from the index: one key per app, not one id copy per task.
+        for (app, tasks) in state.tasks.by_app() {
+            let mut counts: BTreeMap<NodeId, usize> = BTreeMap::new();
+            for t in tasks.filter(|t| t.is_active()) {
+                *counts.entry(t.node).or_default() += 1;
+            }
+            if !counts.is_empty() {
+                per_node.insert(app.clone(), counts);
+            }
         }
         let nodes = state.nodes.values().filter(|n| n.is_reachable()).collect();
         Placer { state, nodes, usage, per_node }
@@ -55,8 +62,9 @@ impl<'a> Placer<'a> {
 
     /// Picks a node and ports for one task of `app`, or says why none fits.
     pub fn place(&mut self, app: &AppSpec, rng: &mut impl Rng) -> Result<(&'a NodeInfo, Vec<u16>), Declined> {
-        let counts = self.per_node.get(&app.id).cloned().unwrap_or_default();
-        let seen: Vec<FieldValues> = app.constraints.iter().map(|c| self.field_values(&c.field, &counts)).collect();
+        let none = BTreeMap::new();
+        let counts = self.per_node.get(&app.id).unwrap_or(&none);
+        let seen: Vec<FieldValues> = app.constraints.iter().map(|c| self.field_values(&c.field, counts)).collect();
         let mut declined = Declined::default();
         let mut best: Option<(&'a NodeInfo, Vec<u16>, (usize, i64))> = None;
         let n = self.nodes.len();

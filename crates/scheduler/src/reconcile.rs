@@ -99,8 +99,10 @@ pub fn plan(state: &ClusterState, now: UnixMillis, rng: &mut impl Rng) -> Outcom
     // Job runs after the apps: they take only what services left free.
     crate::jobs::plan_runs(state, now, rng, &mut placer, &mut out);
 
-    // Tasks of apps that no longer exist (should not happen; be safe).
-    for t in state.tasks.values().filter(|t| t.job_run.is_none() && !state.apps.contains_key(&t.app_id)) {
+    // Tasks of apps that no longer exist (should not happen; be safe). From
+    // the index: one lookup per app with tasks, not one per task.
+    let orphans = state.tasks.by_app().filter(|(app, _)| !state.apps.contains_key(app)).flat_map(|(_, ts)| ts);
+    for t in orphans.filter(|t| t.job_run.is_none()) {
         if t.state.is_terminal() {
             out.plan.expunges.push(t.id.clone());
         } else if t.goal != TaskGoal::Killed {
@@ -108,8 +110,7 @@ pub fn plan(state: &ClusterState, now: UnixMillis, rng: &mut impl Rng) -> Outcom
         }
     }
 
-    let plan_so_far = out.plan.clone();
-    finish_deployments(state, &plan_so_far, &mut out);
+    finish_deployments(state, &mut out.plan);
     out
 }
 
@@ -325,12 +326,12 @@ fn select_kills(tasks: &[&Task], n: usize, selection: KillSelection) -> Vec<Task
 /// the first step that scales or restarts it.
 fn held_apps(state: &ClusterState) -> BTreeSet<AppId> {
     let none_removed = BTreeSet::new();
-    let no_plan = Plan::default();
+    let no_kills = BTreeSet::new();
     let mut held = BTreeSet::new();
     for d in state.deployments.values() {
         // Steps already done count as passed even before the store records it.
         let mut current = d.current_step.max(1);
-        while current <= d.steps.len() && step_done(state, &d.steps[current - 1], &no_plan, &none_removed) {
+        while current <= d.steps.len() && step_done(state, &d.steps[current - 1], &no_kills, &none_removed) {
             current += 1;
         }
         let mut first_launch: BTreeMap<&AppId, usize> = BTreeMap::new();
@@ -354,37 +355,46 @@ fn held_apps(state: &ClusterState) -> BTreeSet<AppId> {
 }
 
 /// Whether every action of a step is done.
-fn step_done(state: &ClusterState, step: &model::Step, plan: &Plan, removed: &BTreeSet<&AppId>) -> bool {
+fn step_done(
+    state: &ClusterState,
+    step: &model::Step,
+    killing: &BTreeSet<&TaskId>,
+    removed: &BTreeSet<&AppId>,
+) -> bool {
     step.actions.iter().all(|(action, app_id)| match state.apps.get(app_id) {
         // Starting means creating the app; its instances come with a scale step.
         Some(app) if *action == DeploymentAction::StartApplication && !app.deleting => true,
         None => true,
         Some(_) if removed.contains(app_id) => true,
         Some(app) if app.deleting || *action == DeploymentAction::StopApplication => false,
-        Some(app) => converged(state, app, plan),
+        Some(app) => converged(state, app, killing),
     })
 }
 
 /// Moves deployments through their steps; finished when the last is done.
-fn finish_deployments(state: &ClusterState, plan: &Plan, out: &mut Outcome) {
+fn finish_deployments(state: &ClusterState, plan: &mut Plan) {
     let removed: BTreeSet<&AppId> = plan.removed_apps.iter().collect();
+    // Built once per plan, not once per app checked.
+    let killing: BTreeSet<&TaskId> = plan.kills.iter().collect();
+    let (mut finished, mut steps) = (Vec::new(), Vec::new());
     for d in state.deployments.values() {
         let mut step = d.current_step.max(1);
-        while step <= d.steps.len() && step_done(state, &d.steps[step - 1], plan, &removed) {
+        while step <= d.steps.len() && step_done(state, &d.steps[step - 1], &killing, &removed) {
             step += 1;
         }
         if step > d.steps.len() {
-            out.plan.finished_deployments.push(d.id.clone());
+            finished.push(d.id.clone());
         } else if step != d.current_step {
-            out.plan.deployment_steps.push((d.id.clone(), step));
+            steps.push((d.id.clone(), step));
         }
     }
+    plan.finished_deployments.extend(finished);
+    plan.deployment_steps.extend(steps);
 }
 
-fn converged(state: &ClusterState, app: &App, plan: &Plan) -> bool {
+fn converged(state: &ClusterState, app: &App, killing: &BTreeSet<&TaskId>) -> bool {
     let mut running = 0usize;
     let mut other_alive = 0usize;
-    let killing: BTreeSet<&TaskId> = plan.kills.iter().collect();
     for t in state.tasks_of(&app.spec.id).filter(|t| !t.state.is_terminal()) {
         let current = t.app_version >= app.last_config_change_at;
         if current && t.goal == TaskGoal::Running && t.is_up(&app.spec) && !killing.contains(&t.id) {

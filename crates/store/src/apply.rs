@@ -30,19 +30,23 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             state.nodes.insert(node.id, node);
             Applied::Done
         }
-        Command::PutApp { app, at, deployment, force, create_only, expect } => {
+        Command::PutApp { app, at, deployment, force, create_only, expect, finish_if_idle } => {
             if *create_only && state.apps.contains_key(&app.id) {
                 return Applied::Rejected(Rejection::AlreadyExists(app.id.clone()));
             }
             if let Err(r) = check_precondition(state, &app.id, *expect) {
                 return Applied::Rejected(r);
             }
-            put_app(state, app, *at, deployment, *force)
+            let res = put_app(state, app, *at, deployment, *force);
+            if *finish_if_idle && matches!(res, Applied::App(_)) {
+                finish_at_once(state, deployment);
+            }
+            res
         }
         Command::PutApps { apps, at, deployment, force } => put_apps(state, apps, *at, deployment, *force),
         Command::RollbackDeployment { id, new_id, at } => rollback_deployment(state, id, new_id, *at),
         Command::ResetDelay { id } => match state.apps.get_mut(id) {
-            Some(app) => {
+            Some(mut app) => {
                 app.backoff = LaunchBackoff::default();
                 Applied::Done
             }
@@ -162,34 +166,30 @@ fn take_lock(state: &mut ClusterState, id: &AppId, force: bool) -> Result<(), Re
 /// if no other app holds it (422 naming the port and its holder; Marathon's
 /// `requirePorts` concerns host ports and is the scheduler's), otherwise the
 /// port this app already had at that index, otherwise the lowest free one
-/// of `SERVICE_PORT_RANGE`. The taken ports are indexed once per write (a
-/// map from port to holder), and the free one is found in the gaps of that
-/// map rather than by probing every candidate.
+/// of `SERVICE_PORT_RANGE`. Taken ports come from the app table's port
+/// index (`AppTable::port_holders`), so a write costs no scan of every app.
 fn assign_service_ports(state: &ClusterState, spec: &mut AppSpec, old: Option<&AppSpec>) -> Result<(), Rejection> {
-    let mut taken: BTreeMap<u16, &AppId> = BTreeMap::new();
-    for a in state.apps.values().filter(|a| a.spec.id != spec.id) {
-        for p in a.spec.ports.iter().filter(|p| p.port != 0) {
-            taken.insert(p.port, &a.spec.id);
-        }
-    }
+    let holder = |port: u16| state.apps.port_holders(port).iter().find(|h| **h != spec.id).cloned();
     let mut mine: BTreeSet<u16> = BTreeSet::new();
     for p in spec.ports.iter().filter(|p| p.port != 0) {
-        if let Some(holder) = taken.get(&p.port) {
-            return Err(Rejection::ServicePortTaken(p.port, (*holder).clone()));
+        if let Some(h) = holder(p.port) {
+            return Err(Rejection::ServicePortTaken(p.port, h));
         }
         mine.insert(p.port);
     }
-    let free = |port: u16, mine: &BTreeSet<u16>| !taken.contains_key(&port) && !mine.contains(&port);
     for i in 0..spec.ports.len() {
         if spec.ports[i].port != 0 {
             continue;
         }
         // Keep the port the app already had at this index: load balancers and
         // clients keep working across updates.
-        let previous = old.and_then(|o| o.ports.get(i)).map(|o| o.port).filter(|p| *p != 0 && free(*p, &mine));
+        let previous = old
+            .and_then(|o| o.ports.get(i))
+            .map(|o| o.port)
+            .filter(|p| *p != 0 && !mine.contains(p) && holder(*p).is_none());
         let port = match previous {
             Some(port) => port,
-            None => lowest_free(&taken, &mine)
+            None => lowest_free(state, &spec.id, &mine)
                 .ok_or(Rejection::NoServicePort(SERVICE_PORT_RANGE.0, SERVICE_PORT_RANGE.1))?,
         };
         mine.insert(port);
@@ -198,15 +198,30 @@ fn assign_service_ports(state: &ClusterState, spec: &mut AppSpec, old: Option<&A
     Ok(())
 }
 
-/// The lowest port of `SERVICE_PORT_RANGE` in neither set, walking the
-/// taken ports in order (a gap between two is a free port).
-fn lowest_free(taken: &BTreeMap<u16, &AppId>, mine: &BTreeSet<u16>) -> Option<u16> {
+/// The lowest port of `SERVICE_PORT_RANGE` that no other app holds and is
+/// not in `mine`, walking the index's taken ports in order (a gap between
+/// two is a free port).
+fn lowest_free(state: &ClusterState, me: &AppId, mine: &BTreeSet<u16>) -> Option<u16> {
     let (lo, hi) = SERVICE_PORT_RANGE;
-    let mut used = taken.range(lo..=hi).map(|(p, _)| *p).chain(mine.range(lo..=hi).copied()).collect::<Vec<u16>>();
-    used.sort_unstable();
-    used.dedup();
+    let others = state.apps.ports_taken(lo..=hi).filter(|(_, holders)| holders.iter().any(|h| h != me)).map(|(p, _)| p);
     let mut candidate = lo;
-    for p in used {
+    // Merge the two ordered sources until the first gap.
+    let mut theirs = others.peekable();
+    let mut ours = mine.range(lo..=hi).copied().peekable();
+    loop {
+        let next = match (theirs.peek(), ours.peek()) {
+            (Some(a), Some(b)) => {
+                if a <= b {
+                    theirs.next()
+                } else {
+                    ours.next()
+                }
+            }
+            (Some(_), None) => theirs.next(),
+            (None, Some(_)) => ours.next(),
+            (None, None) => None,
+        };
+        let Some(p) = next else { break };
         if p > candidate {
             break;
         }
@@ -262,6 +277,20 @@ fn put_app(state: &mut ClusterState, spec: &AppSpec, at: UnixMillis, deployment:
     Applied::App(Box::new(app))
 }
 
+/// Ends `deployment` in the command that started it when it has nothing
+/// to do: every app it touches wants no instances and has no task at all
+/// (the scheduler would find it converged at once). Its effects still say
+/// it started and succeeded, so event followers see the whole deployment;
+/// no second Raft entry is needed to finish it.
+fn finish_at_once(state: &mut ClusterState, deployment: &Deployment) {
+    let idle = deployment.affected_apps.iter().all(|id| {
+        state.apps.get(id).is_some_and(|a| !a.deleting && a.spec.instances == 0) && state.tasks_of(id).next().is_none()
+    });
+    if idle {
+        state.deployments.remove(&deployment.id);
+    }
+}
+
 fn delete_app(state: &mut ClusterState, id: &AppId, at: UnixMillis, deployment: &Deployment, force: bool) -> Applied {
     if !state.apps.contains_key(id) {
         return Applied::Rejected(Rejection::NoSuchApp(id.clone()));
@@ -269,7 +298,7 @@ fn delete_app(state: &mut ClusterState, id: &AppId, at: UnixMillis, deployment: 
     if let Err(r) = take_lock(state, id, force) {
         return Applied::Rejected(r);
     }
-    if let Some(app) = state.apps.get_mut(id) {
+    if let Some(mut app) = state.apps.get_mut(id) {
         app.deleting = true;
         app.version = at;
     }
@@ -288,13 +317,15 @@ fn restart_app(state: &mut ClusterState, id: &AppId, at: UnixMillis, deployment:
     if let Err(r) = take_lock(state, id, force) {
         return Applied::Rejected(r);
     }
-    let Some(app) = state.apps.get_mut(id) else {
+    let restarted = state.apps.get_mut(id).map(|mut app| {
+        app.version = at;
+        app.last_config_change_at = at;
+        app.backoff = LaunchBackoff::default();
+        App::clone(&app)
+    });
+    let Some(app) = restarted else {
         return Applied::Rejected(Rejection::NoSuchApp(id.clone()));
     };
-    app.version = at;
-    app.last_config_change_at = at;
-    app.backoff = LaunchBackoff::default();
-    let app = app.clone();
     record_version(state, &app);
     state.deployments.insert(deployment.id.clone(), deployment.clone());
     Applied::App(Box::new(app))
@@ -327,11 +358,13 @@ fn kill_tasks(
             state.deployments.insert(d.id.clone(), d.clone());
         }
         for (app_id, n) in per_app {
-            if let Some(app) = state.apps.get_mut(&app_id) {
+            let scaled = state.apps.get_mut(&app_id).map(|mut app| {
                 app.spec.instances = app.spec.instances.saturating_sub(n);
                 app.last_scaling_at = at;
                 app.version = at;
-                let app = app.clone();
+                App::clone(&app)
+            });
+            if let Some(app) = scaled {
                 record_version(state, &app);
             }
         }
@@ -401,12 +434,12 @@ fn apply_plan(state: &mut ClusterState, plan: &Plan) -> Applied {
         }
     }
     for (app_id, failure) in &plan.failures {
-        if let Some(app) = state.apps.get_mut(app_id) {
+        if let Some(mut app) = state.apps.get_mut(app_id) {
             app.last_task_failure = Some(failure.clone());
         }
     }
     for (app_id, backoff) in &plan.backoffs {
-        if let Some(app) = state.apps.get_mut(app_id) {
+        if let Some(mut app) = state.apps.get_mut(app_id) {
             if app.backoff != *backoff {
                 app.backoff = *backoff;
             }

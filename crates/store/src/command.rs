@@ -32,6 +32,12 @@ pub enum Command {
         /// concurrent update is lost.
         #[serde(default)]
         expect: Option<Precondition>,
+        /// When the put leaves nothing to launch or kill (the app wants no
+        /// instances and has no task), `apply` ends `deployment` at once
+        /// instead of leaving it to the scheduler's next plan (a second Raft
+        /// entry). Logs written before this field replay as before.
+        #[serde(default)]
+        finish_if_idle: bool,
     },
     /// Start deleting an app: its tasks are killed, then the app is removed.
     DeleteApp {

@@ -76,8 +76,16 @@ type Delta<K, V> = (K, Option<Arc<V>>, Option<Arc<V>>);
 
 /// Pairs of (before, after) for every key `after` touched, where they differ.
 fn changed<K: Ord + Clone, V: Clone + PartialEq>(before: &Table<K, V>, after: &mut Table<K, V>) -> Vec<Delta<K, V>> {
-    after
-        .take_touched()
+    let touched = after.take_touched();
+    deltas(before, after, touched)
+}
+
+fn deltas<K: Ord + Clone, V: Clone + PartialEq>(
+    before: &Table<K, V>,
+    after: &Table<K, V>,
+    touched: std::collections::BTreeSet<K>,
+) -> Vec<Delta<K, V>> {
+    touched
         .into_iter()
         .filter_map(|k| {
             let (b, a) = (before.get_arc(&k), after.get_arc(&k));
@@ -93,7 +101,8 @@ pub(crate) fn collect(before: &ClusterState, after: &mut ClusterState, cmd: &Com
     for (id, b, a) in changed(&before.nodes, &mut after.nodes) {
         out.push(Effect::NodeChanged { id, before: b, after: a });
     }
-    for (_, b, a) in changed(&before.apps, &mut after.apps) {
+    let touched_apps = after.apps.take_touched();
+    for (_, b, a) in deltas(&before.apps, &after.apps, touched_apps) {
         match (b, a) {
             (before, Some(after)) => out.push(Effect::AppPut { before, after }),
             (Some(before), None) => out.push(Effect::AppRemoved { before }),
@@ -107,14 +116,24 @@ pub(crate) fn collect(before: &ClusterState, after: &mut ClusterState, cmd: &Com
     // Deployments that end come after those that start: a replaced one
     // (force) is reported failed after its successor started, as Marathon does.
     let mut ended = Vec::new();
-    for (id, b, a) in changed(&before.deployments, &mut after.deployments) {
-        match (b, a) {
+    for id in after.deployments.take_touched() {
+        match (before.deployments.get_arc(&id), after.deployments.get_arc(&id)) {
             (None, Some(d)) => out.push(Effect::DeploymentStarted(d)),
-            (Some(before), Some(after)) => out.push(Effect::DeploymentChanged { before, after }),
+            (Some(before), Some(after)) if !Arc::ptr_eq(&before, &after) && before != after => {
+                out.push(Effect::DeploymentChanged { before, after })
+            }
+            (Some(_), Some(_)) => {}
             (Some(d), None) => {
                 ended.push(Effect::DeploymentFinished { deployment: d, succeeded: finished.contains(&&id) })
             }
-            (None, None) => {}
+            // Written and gone within the command: a deployment `apply`
+            // started and finished at once (nothing to place or kill).
+            (None, None) => {
+                if let Some(d) = finished_in_apply(cmd, &id) {
+                    out.push(Effect::DeploymentStarted(d.clone()));
+                    ended.push(Effect::DeploymentFinished { deployment: d, succeeded: true });
+                }
+            }
         }
     }
     let touched_tasks = after.tasks.take_touched();
@@ -134,6 +153,19 @@ pub(crate) fn collect(before: &ClusterState, after: &mut ClusterState, cmd: &Com
     // Version history has no effect of its own (it follows AppPut); clear it.
     after.app_versions.take_touched();
     out
+}
+
+/// The deployment `cmd` carried, if it is `id`: one that `apply` started
+/// and finished in the same command (see `apply::finish_at_once`).
+fn finished_in_apply(cmd: &Command, id: &DeploymentId) -> Option<Arc<Deployment>> {
+    match cmd {
+        Command::PutApp { deployment, .. } if deployment.id == *id => {
+            let mut d = deployment.clone();
+            d.current_step = d.steps.len().max(1);
+            Some(Arc::new(d))
+        }
+        _ => None,
+    }
 }
 
 /// Folds `effects` into `state`: the state a consumer that saw only the
@@ -255,6 +287,7 @@ pub(crate) mod tests {
                     force: b % 2 == 0,
                     create_only: false,
                     expect: None,
+                    finish_if_idle: b % 3 == 0,
                 }
             }
             2 => Command::DeleteApp { id: id.clone(), at, deployment: deployment(seq, &id), force: true },
@@ -419,6 +452,7 @@ pub(crate) mod tests {
             force: false,
             create_only: false,
             expect: None,
+            finish_if_idle: false,
         };
         let before = state.clone();
         apply(&mut state, &put);
@@ -431,5 +465,55 @@ pub(crate) mod tests {
         apply(&mut state, &done);
         let effects = collect(&before, &mut state, &done);
         assert!(matches!(effects.as_slice(), [Effect::DeploymentFinished { succeeded: true, .. }]), "{effects:?}");
+    }
+
+    fn idle_put(spec: AppSpec, n: u64) -> Command {
+        let id = spec.id.clone();
+        Command::PutApp {
+            app: spec,
+            at: UnixMillis(n as i64),
+            deployment: deployment(n, &id),
+            force: false,
+            create_only: false,
+            expect: None,
+            finish_if_idle: true,
+        }
+    }
+
+    #[test]
+    fn a_put_with_nothing_to_do_starts_and_finishes_its_deployment_in_one_command() {
+        let mut state = ClusterState::default();
+        let id = app_id(0);
+        let mut spec = AppSpec::new(id.clone());
+        spec.instances = 0;
+        let put = idle_put(spec, 1);
+        let before = state.clone();
+        assert!(matches!(apply(&mut state, &put), crate::Applied::App(_)));
+        let effects = collect(&before, &mut state, &put);
+        assert!(state.deployments.is_empty(), "nothing left for the scheduler to finish");
+        let kinds: Vec<&str> = effects
+            .iter()
+            .map(|e| match e {
+                Effect::AppPut { .. } => "put",
+                Effect::DeploymentStarted(d) if d.id.0 == "d1" => "started",
+                Effect::DeploymentFinished { deployment, succeeded: true } if deployment.id.0 == "d1" => "succeeded",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["put", "started", "succeeded"]);
+        let mut replayed = before.clone();
+        replay(&mut replayed, &effects);
+        assert!(replayed.deployments.is_empty());
+    }
+
+    #[test]
+    fn a_put_with_instances_to_launch_leaves_its_deployment_to_the_scheduler() {
+        let mut state = ClusterState::default();
+        let put = idle_put(AppSpec::new(app_id(0)), 1);
+        let before = state.clone();
+        apply(&mut state, &put);
+        let effects = collect(&before, &mut state, &put);
+        assert!(state.deployments.contains_key(&DeploymentId("d1".into())));
+        assert!(!effects.iter().any(|e| matches!(e, Effect::DeploymentFinished { .. })), "{effects:?}");
     }
 }

@@ -30,6 +30,9 @@ pub enum EndpointUpdate {
         added: Vec<Endpoint>,
         nodes_changed: bool,
         apps_changed: bool,
+        /// The apps whose routing (service ports, labels, a delete) changed:
+        /// with `removed` and `added`, every app whose routes may differ.
+        changed_apps: Vec<AppId>,
         state: Arc<ClusterState>,
     },
 }
@@ -75,6 +78,7 @@ impl EndpointStream {
                         added: d.added,
                         nodes_changed: d.nodes_changed,
                         apps_changed: d.apps_changed,
+                        changed_apps: d.changed_apps,
                         state: c.state,
                     });
                 }
@@ -83,12 +87,20 @@ impl EndpointStream {
     }
 }
 
+/// What of an app its routes depend on, or `None` when it has none of it
+/// (no service ports, no labels, no delete under way).
+fn routed(a: Option<&model::App>) -> Option<(&[model::PortSpec], &std::collections::BTreeMap<String, String>, bool)> {
+    a.map(|a| (a.spec.ports.as_slice(), &a.spec.labels, a.deleting))
+        .filter(|(ports, labels, deleting)| !ports.is_empty() || !labels.is_empty() || *deleting)
+}
+
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Delta {
     pub removed: Vec<Endpoint>,
     pub added: Vec<Endpoint>,
     pub nodes_changed: bool,
     pub apps_changed: bool,
+    pub changed_apps: Vec<AppId>,
 }
 
 /// The current endpoints, with indexes to find those an effect touches.
@@ -120,18 +132,29 @@ impl Tracker {
         let mut touched: BTreeSet<TaskId> = BTreeSet::new();
         let mut nodes_changed = false;
         let mut apps_changed = false;
+        let mut changed_apps = Vec::new();
         for e in effects {
             match e {
                 Effect::TaskChanged { id, .. } => {
                     touched.insert(id.clone());
                 }
-                Effect::AppPut { after, .. } => {
-                    apps_changed = true;
+                Effect::AppPut { before, after } => {
+                    // Only what the consumers route by (service ports, labels,
+                    // a delete under way): an app with none of these (one
+                    // without ports) changes no route, and the load balancer
+                    // rebuilds its routes on every delta it is handed.
+                    if routed(before.as_deref()) != routed(Some(after)) {
+                        apps_changed = true;
+                        changed_apps.push(after.spec.id.clone());
+                    }
                     touched.extend(state.tasks_of(&after.spec.id).map(|t| t.id.clone()));
                     touched.extend(self.by_app.get(&after.spec.id).into_iter().flatten().cloned());
                 }
                 Effect::AppRemoved { before } => {
-                    apps_changed = true;
+                    if routed(Some(before)).is_some() {
+                        apps_changed = true;
+                        changed_apps.push(before.spec.id.clone());
+                    }
                     touched.extend(self.by_app.get(&before.spec.id).into_iter().flatten().cloned());
                 }
                 Effect::NodeChanged { id, .. } => {
@@ -146,7 +169,7 @@ impl Tracker {
                 | Effect::JobChanged { .. } => {}
             }
         }
-        let mut delta = Delta { nodes_changed, apps_changed, ..Delta::default() };
+        let mut delta = Delta { nodes_changed, apps_changed, changed_apps, ..Delta::default() };
         for id in touched {
             let now = state.tasks.get(&id).and_then(|t| {
                 let app = state.apps.get(&t.app_id)?;

@@ -22,6 +22,7 @@ fn put(i: u32) -> Command {
         force: false,
         create_only: false,
         expect: None,
+        finish_if_idle: false,
     }
 }
 

@@ -164,6 +164,14 @@ where
     })
 }
 
+/// The app definition every benchmark write carries (Wharf's POST body and
+/// etcd's value): no instances, and no service port, so a long run does not
+/// use up the 10,001 ports of the service port range (a write past that is
+/// refused, as Marathon refuses it).
+pub fn bench_app(id: &str) -> Value {
+    json!({"id": id, "args": ["sleep", "1"], "cpus": 0.01, "mem": 8, "instances": 0, "portDefinitions": []})
+}
+
 /// Durable app writes against Wharf's leader: `POST /v2/apps` of a new app
 /// with no instances (one Raft entry, nothing to launch).
 pub async fn wharf_writes(leader: &str, spec: LoadSpec, tag: &str) -> anyhow::Result<LoadResult> {
@@ -173,7 +181,7 @@ pub async fn wharf_writes(leader: &str, spec: LoadSpec, tag: &str) -> anyhow::Re
         spec,
         move |http, k, seq| {
             let id = format!("/bench/{tag}/c{k}-w{seq}");
-            http.post(&url).json(&json!({"id": id, "args": ["sleep", "1"], "cpus": 0.01, "mem": 8, "instances": 0}))
+            http.post(&url).json(&bench_app(&id))
         },
         |s| s == StatusCode::CREATED,
     )

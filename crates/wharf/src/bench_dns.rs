@@ -178,7 +178,7 @@ fn put_app(id: &AppId, health: bool) -> Command {
         current_step: 0,
         started_at: at,
     };
-    Command::PutApp { app: spec, at, deployment, force: true, create_only: false, expect: None }
+    Command::PutApp { app: spec, at, deployment, force: true, create_only: false, expect: None, finish_if_idle: false }
 }
 
 /// The `n`th task of the bench: round robin over `nodes`, a port of its own on each.

@@ -163,7 +163,7 @@ async fn etcd_writes(leader: &str, spec: LoadSpec, tag: &str) -> anyhow::Result<
         spec,
         move |http, k, seq| {
             let id = format!("/bench/{tag}/c{k}-w{seq}");
-            let value = json!({"id": id, "args": ["sleep", "1"], "cpus": 0.01, "mem": 8, "instances": 0}).to_string();
+            let value = crate::bench_cluster::bench_app(&id).to_string();
             http.post(&url).json(&json!({"key": b64(id.as_bytes()), "value": b64(value.as_bytes())}))
         },
         |s| s == StatusCode::OK,

@@ -205,7 +205,7 @@ pub async fn run(store: Arc<Store>, metrics: SchedulerMetrics) {
                 tokio::select! {
                     u = sub.next() => match u {
                         None => return,
-                        Some(Update::Change(c)) if c.effects.is_empty() => continue,
+                        Some(Update::Change(c)) if !needs_plan(&c) => continue,
                         Some(_) => {
                             sub.drain();
                             break;
@@ -224,6 +224,28 @@ pub async fn run(store: Arc<Store>, metrics: SchedulerMetrics) {
         drop(deployments);
         tracing::info!("no longer leading");
     }
+}
+
+/// Whether a change can give the scheduler anything to do. A refused write
+/// changes nothing; an app put that wants no instances, has no task and no
+/// deployment left (its deployment started and finished in the same
+/// command) changes no plan either, so a burst of such writes costs no plan
+/// over every app each.
+fn needs_plan(c: &store::Change) -> bool {
+    use store::Effect;
+    let s = &c.state;
+    let idle_app = |id: &model::AppId| {
+        s.apps.get(id).is_some_and(|a| !a.deleting && a.spec.instances == 0)
+            && s.tasks_of(id).next().is_none()
+            && s.deployments_of(id).next().is_none()
+    };
+    c.effects.iter().any(|e| match e {
+        Effect::AppPut { after, .. } => !idle_app(&after.spec.id),
+        Effect::DeploymentStarted(d) | Effect::DeploymentFinished { deployment: d, .. } => {
+            s.deployments.contains_key(&d.id) || !d.affected_apps.iter().all(idle_app)
+        }
+        _ => true,
+    })
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -106,6 +106,7 @@ pub async fn app(store: &Store, id: &str, ports: &[Option<&str>], seq: u64) -> A
         force: true,
         create_only: false,
         expect: None,
+        finish_if_idle: false,
     };
     propose(store, c).await;
     id

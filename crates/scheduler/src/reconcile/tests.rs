@@ -68,7 +68,15 @@ impl Sim {
         };
         apply(
             &mut self.state,
-            &Command::PutApp { app: a, at: self.now, deployment: d, force: true, create_only: false, expect: None },
+            &Command::PutApp {
+                app: a,
+                at: self.now,
+                deployment: d,
+                force: true,
+                create_only: false,
+                expect: None,
+                finish_if_idle: false,
+            },
         );
     }
 

@@ -70,6 +70,7 @@ fn put(state: &mut ClusterState, a: AppSpec, d: &str, force: bool) -> Applied {
             force,
             create_only: false,
             expect: None,
+            finish_if_idle: false,
         },
     )
 }
@@ -116,17 +117,18 @@ fn taken_service_port_is_refused() {
     assert!(!s.apps.contains_key(&AppId::parse("/b").expect("id")));
 }
 
+fn with_ports(id: &str, asked: &[u16]) -> AppSpec {
+    let mut a = app(id);
+    let template = a.ports[0].clone();
+    a.ports = asked.iter().map(|p| model::PortSpec { port: *p, ..template.clone() }).collect();
+    a
+}
+
 #[test]
 fn service_ports_are_asked_for_kept_or_the_lowest_free() {
     let mut s = ClusterState::default();
     let ports = |s: &ClusterState, id: &str| -> Vec<u16> {
         s.apps[&AppId::parse(id).expect("id")].spec.ports.iter().map(|p| p.port).collect()
-    };
-    let with_ports = |id: &str, asked: &[u16]| {
-        let mut a = app(id);
-        let template = a.ports[0].clone();
-        a.ports = asked.iter().map(|p| model::PortSpec { port: *p, ..template.clone() }).collect();
-        a
     };
     // Asked-for ports are honoured; the others take the lowest free, around them.
     put(&mut s, with_ports("/a", &[10001]), "d1", false);
@@ -149,12 +151,14 @@ fn service_ports_are_asked_for_kept_or_the_lowest_free() {
 
 #[test]
 fn the_lowest_free_service_port_skips_taken_ones_and_ends_at_the_range() {
-    let b = AppId::parse("/b").expect("id");
-    let taken: BTreeMap<u16, &AppId> = [(10000, &b), (10001, &b), (10003, &b), (9000, &b)].into_iter().collect();
-    assert_eq!(lowest_free(&taken, &BTreeSet::new()), Some(10002));
-    assert_eq!(lowest_free(&taken, &[10002].into_iter().collect()), Some(10004));
+    let mut s = ClusterState::default();
+    put(&mut s, with_ports("/b", &[10000, 10001, 10003, 9000]), "d1", false);
+    let (b, c) = (AppId::parse("/b").expect("id"), AppId::parse("/c").expect("id"));
+    assert_eq!(lowest_free(&s, &c, &BTreeSet::new()), Some(10002));
+    assert_eq!(lowest_free(&s, &c, &[10002].into_iter().collect()), Some(10004));
+    assert_eq!(lowest_free(&s, &b, &BTreeSet::new()), Some(10000), "an app's own ports do not count");
     let all: BTreeSet<u16> = (SERVICE_PORT_RANGE.0..=SERVICE_PORT_RANGE.1).collect();
-    assert_eq!(lowest_free(&BTreeMap::new(), &all), None);
+    assert_eq!(lowest_free(&ClusterState::default(), &c, &all), None);
 }
 
 #[test]
@@ -276,7 +280,15 @@ fn put_expecting(state: &mut ClusterState, a: AppSpec, at: i64, expect: Option<P
     let id = a.id.clone();
     let mut deployment = dep(&format!("d{at}"), &id);
     deployment.version = UnixMillis(at);
-    let cmd = Command::PutApp { app: a, at: UnixMillis(at), deployment, force: true, create_only: false, expect };
+    let cmd = Command::PutApp {
+        app: a,
+        at: UnixMillis(at),
+        deployment,
+        force: true,
+        create_only: false,
+        expect,
+        finish_if_idle: false,
+    };
     apply(state, &cmd)
 }
 
@@ -357,7 +369,7 @@ fn reset_delay_forgets_the_backoff_only() {
     let mut s = ClusterState::default();
     let id = AppId::parse("/a").expect("id");
     put_expecting(&mut s, app("/a"), 10, None);
-    if let Some(a) = s.apps.get_mut(&id) {
+    if let Some(mut a) = s.apps.get_mut(&id) {
         a.backoff = LaunchBackoff { delay_seconds: 4.0, not_before: UnixMillis(99) };
     }
     assert_eq!(apply(&mut s, &Command::ResetDelay { id: id.clone() }), Applied::Done);
@@ -396,6 +408,7 @@ fn every_command() -> Vec<Command> {
             force: false,
             create_only: true,
             expect: Some(Precondition::Absent),
+            finish_if_idle: false,
         },
         Command::ApplyPlan(Plan {
             launches: vec![t1.clone(), t2.clone()],
