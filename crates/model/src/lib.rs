@@ -21,6 +21,7 @@ pub mod state;
 pub mod table;
 pub mod task;
 pub mod time;
+pub mod trust;
 
 pub use app::*;
 pub use auth::*;
@@ -36,3 +37,4 @@ pub use state::*;
 pub use table::*;
 pub use task::*;
 pub use time::*;
+pub use trust::*;

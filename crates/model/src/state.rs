@@ -39,6 +39,10 @@ pub struct ClusterState {
     /// every node asks callers for credentials.
     #[serde(default, skip_serializing_if = "imbl::OrdMap::is_empty")]
     pub api_tokens: imbl::OrdMap<String, crate::ApiToken>,
+    /// The cluster CA and join secret (`None` until the first node
+    /// proposed them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<crate::ClusterTrust>,
 }
 
 /// How many versions of one app `ClusterState::app_versions` keeps.

@@ -59,6 +59,19 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             Some(_) => Applied::Done,
             None => Applied::Rejected(Rejection::NoSuchToken(id.clone())),
         },
+        Command::InitTrust(trust) => {
+            if state.trust.is_none() {
+                state.trust = Some(trust.clone());
+            }
+            Applied::Done
+        }
+        Command::RotateJoinSecret { secret } => match &mut state.trust {
+            Some(t) => {
+                t.join_secret = secret.clone();
+                Applied::Done
+            }
+            None => Applied::Rejected(Rejection::NoClusterCa),
+        },
         Command::DeleteApp { id, at, deployment, force } => delete_app(state, id, *at, deployment, *force),
         Command::RestartApp { id, at, deployment, force } => restart_app(state, id, *at, deployment, *force),
         Command::KillTasks { ids, scale, at, deployment } => kill_tasks(state, ids, *scale, *at, deployment.as_ref()),

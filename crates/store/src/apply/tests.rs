@@ -466,6 +466,14 @@ fn every_command() -> Vec<Command> {
             created_at: UnixMillis(101),
         }),
         Command::RemoveApiToken { id: "tok2".into() },
+        Command::RotateJoinSecret { secret: "refused-before-a-ca".into() },
+        Command::InitTrust(model::ClusterTrust {
+            ca_name: "wharf cluster CA golden".into(),
+            ca_cert_pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into(),
+            ca_key_pem: "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n".into(),
+            join_secret: "first".into(),
+        }),
+        Command::RotateJoinSecret { secret: "second".into() },
     ]
     .into_iter()
     .chain(super::jobs::tests::golden_commands())
@@ -494,6 +502,8 @@ fn variant(c: &Command) -> &'static str {
         Command::ResetDelay { .. } => "ResetDelay",
         Command::PutApiToken(_) => "PutApiToken",
         Command::RemoveApiToken { .. } => "RemoveApiToken",
+        Command::InitTrust(_) => "InitTrust",
+        Command::RotateJoinSecret { .. } => "RotateJoinSecret",
         Command::PutJob { .. } => "PutJob",
         Command::RemoveJob { .. } => "RemoveJob",
         Command::PutSchedule { .. } => "PutSchedule",
