@@ -66,6 +66,7 @@ pub fn access(method: &Method, path: &str) -> Access {
     }
     let admin = path == "/wharf/v1/tokens"
         || path.starts_with("/wharf/v1/tokens/")
+        || path.starts_with("/wharf/v1/join-token")
         || (!read && (path == "/v2/leader" || path.starts_with("/wharf/v1/nodes")));
     if admin {
         Access::Needs(Role::Admin)

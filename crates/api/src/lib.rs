@@ -15,6 +15,7 @@ mod error;
 mod events;
 mod groups;
 mod info;
+mod join_token;
 mod jobs;
 mod logs;
 mod metrics;
@@ -101,11 +102,23 @@ fn book() -> RouteBook {
         .get("/wharf/v1/tokens", tokens::list)
         .post("/wharf/v1/tokens", tokens::create)
         .delete("/wharf/v1/tokens/{id}", tokens::delete)
+        .get("/wharf/v1/join-token", join_token::show)
+        .post("/wharf/v1/join-token/rotate", join_token::rotate)
         .get("/metrics", metrics::scrape)
         .get("/", ui::root)
         .get("/ui", ui::root)
         .get("/ui/", ui::index)
         .get("/ui/{file}", ui::file)
+}
+
+/// What one node asks of another on the RPC port (behind mutual TLS, not
+/// behind `auth`: the node that took the request checked its caller): a
+/// task's files and log stream, read where the task runs.
+pub fn node_router(ctx: Arc<ApiContext>) -> Router {
+    Router::new()
+        .route("/wharf/v1/tasks/{id}/files/{name}", axum::routing::get(wharf::task_file))
+        .route("/wharf/v1/tasks/{id}/logs", axum::routing::get(logs::task_logs))
+        .with_state(ctx)
 }
 
 /// Every route of [`router`] as (method, path pattern), in definition order.

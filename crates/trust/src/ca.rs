@@ -42,7 +42,9 @@ pub struct Ca {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Issued {
     pub cert_pem: String,
-    /// Unix seconds.
+    /// Unix seconds: when it was issued (the certificate itself is valid
+    /// from `BACKDATE` earlier, for clocks a little behind) and when it
+    /// expires.
     pub not_before: u64,
     pub not_after: u64,
 }
@@ -125,7 +127,7 @@ impl Ca {
         serial[0] &= 0x7f;
         p.serial_number = Some(serial.to_vec().into());
         let cert = p.signed_by(&RawP256(public_key), &self.cert, &self.key)?;
-        Ok(Issued { cert_pem: cert.pem(), not_before: unix(not_before), not_after: unix(not_after) })
+        Ok(Issued { cert_pem: cert.pem(), not_before: unix(now), not_after: unix(not_after) })
     }
 }
 

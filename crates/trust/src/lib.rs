@@ -73,8 +73,12 @@ mod tests {
         let key = NodeKey::generate().expect("key");
         let issued = ca.issue(NodeId(7), key.public_raw(), Duration::from_secs(60), now).expect("issue");
         assert!(issued.not_after > issued.not_before);
+        let now_secs = now.duration_since(SystemTime::UNIX_EPOCH).expect("clock").as_secs();
         let dir = tempfile::tempdir().expect("dir");
         let id = Identity::install(dir.path(), NodeId(7), &trust.ca_cert_pem, &key, &issued).expect("install");
+        // Renewed two thirds into its lifetime from now, not from the
+        // backdated start of its validity.
+        assert!(id.renew_at() >= now_secs + 39 && id.renew_at() <= now_secs + 41, "{}", id.renew_at() - now_secs);
         let cert = id.cert_der();
         assert!(PeerCert(cert.clone()).names_node(NodeId(7)));
         assert!(!PeerCert(cert.clone()).names_node(NodeId(8)));

@@ -24,6 +24,16 @@ impl JoinToken {
     }
 }
 
+impl JoinToken {
+    /// The token of the cluster whose trust the replicated state holds.
+    pub fn of(trust: &model::ClusterTrust) -> Result<JoinToken, TrustError> {
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(trust.ca_cert_pem.as_bytes())
+            .map_err(|e| TrustError::Pem { what: "the CA certificate", reason: e.to_string() })?;
+        Ok(JoinToken { fingerprint: crate::fingerprint(&der), secret: trust.join_secret.clone() })
+    }
+}
+
 impl fmt::Display for JoinToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{PREFIX}{}-{}", self.fingerprint, self.secret)

@@ -90,11 +90,11 @@ pub enum Command {
     /// Cluster nodes.
     #[command(subcommand, after_help = "Examples:\n  wharf node ls\n  wharf node drain 3")]
     Node(NodeCommand),
-    /// HTTP API tokens (admin only). The first token turns authentication
-    /// on for the whole cluster.
+    /// HTTP API tokens (admin only; the first token turns authentication
+    /// on for the whole cluster) and the cluster's join token.
     #[command(
         subcommand,
-        after_help = "Examples:\n  wharf token create --role viewer --name grafana\n  wharf token ls"
+        after_help = "Examples:\n  wharf token create --role viewer --name grafana\n  wharf token ls\n  wharf token show\n  wharf token rotate"
     )]
     Token(TokenCommand),
     /// Print a shell completion script.
@@ -145,6 +145,20 @@ pub struct AgentArgs {
     /// Join a running cluster through any member's --rpc address(es), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub join: Vec<String>,
+    /// The cluster's join token (`wharf token show` on a member, or the
+    /// file `join-token` in its data dir): needed with --join by a node
+    /// that has no certificate yet. `--token` is read too when it holds one.
+    #[arg(long, env = "WHARF_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Node-to-node calls over plain HTTP, without TLS or authentication.
+    /// Only for measuring what mutual TLS costs (`wharf bench cluster
+    /// --insecure-rpc`); every node of the cluster must have it.
+    #[arg(long)]
+    pub insecure_rpc: bool,
+    /// Lifetime of this node's certificates, in seconds; each is renewed at
+    /// two thirds of it (default 90 days).
+    #[arg(long, default_value_t = 90 * 24 * 3600)]
+    pub cert_lifetime: u64,
     /// How many nodes vote in Raft (3 or 5); later nodes are learners.
     #[arg(long, default_value_t = 3)]
     pub voters: usize,
@@ -381,6 +395,13 @@ pub enum TokenCommand {
     /// Revoke a token by its id.
     #[command(after_help = "Example:\n  wharf token rm ID   (ids from `wharf token ls`)")]
     Rm { id: String },
+    /// Print the cluster's join token (for `wharf agent --join ADDR --join-token T`).
+    #[command(after_help = "Example:\n  wharf agent --join 10.0.0.5:5050 --join-token $(wharf token show)")]
+    Show,
+    /// Make a new join token; the old one is refused from now on (nodes
+    /// that already joined keep their certificates).
+    #[command(after_help = "Example:\n  wharf token rotate")]
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -519,7 +540,13 @@ pub enum BenchCommand {
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let client = crate::client::Client::with_auth(&cli.addr, cli.token.as_deref(), cli.cacert.as_deref())?;
     match cli.command {
-        Command::Agent(args) => crate::node::run(args).await,
+        Command::Agent(mut args) => {
+            // `wharf agent --join ADDR --token WHARF-1-...` reads as it does in Swarm.
+            if args.join_token.is_none() {
+                args.join_token = cli.token.filter(|t| t.starts_with("WHARF-1-"));
+            }
+            crate::node::run(args).await
+        }
         Command::Executor { .. } => Ok(()),
         Command::App(cmd) => crate::cmd::app::run(&client, cmd).await,
         Command::Job(cmd) => crate::cli_job::run(&client, cmd).await,
@@ -547,6 +574,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Node(NodeCommand::Rm { id }) => crate::cmd::node::rm(&client, &id).await,
         Command::Token(TokenCommand::Create { role, name }) => crate::cmd::token::create(&client, &role, &name).await,
         Command::Token(TokenCommand::Ls) => crate::cmd::token::ls(&client).await,
+        Command::Token(TokenCommand::Show) => crate::cmd::token::show(&client).await,
+        Command::Token(TokenCommand::Rotate) => crate::cmd::token::rotate(&client).await,
         Command::Token(TokenCommand::Rm { id }) => crate::cmd::token::rm(&client, &id).await,
         Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {
             crate::bench::launch(tasks, burst, data_dir).await

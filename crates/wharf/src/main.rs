@@ -4,6 +4,7 @@
 //!
 //! This is the binary's edge: `anyhow` errors, the clock and the OS.
 
+mod admission;
 mod bench;
 mod bench_cluster;
 mod bench_containers;
