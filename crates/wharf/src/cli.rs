@@ -534,6 +534,10 @@ pub enum BenchCommand {
         /// Concurrent clients for --vs-etcd, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,64")]
         clients: Vec<usize>,
+        /// Measure again on a cluster whose nodes run with --insecure-rpc
+        /// (no TLS between nodes) and print what mutual TLS costs.
+        #[arg(long)]
+        vs_insecure_rpc: bool,
     },
 }
 
@@ -598,7 +602,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Scale { nodes, apps, tasks_per_node, hold }) => {
             crate::bench_scale::run(crate::bench_scale::ScaleArgs { nodes, apps, tasks_per_node, hold }).await
         }
-        Command::Bench(BenchCommand::Cluster { rounds, vs_etcd, seconds, warmup, clients }) => {
+        Command::Bench(BenchCommand::Cluster { rounds, vs_etcd, seconds, warmup, clients, vs_insecure_rpc }) => {
             let spec = crate::bench_cluster::LoadSpec {
                 clients: 1,
                 warmup: Duration::try_from_secs_f64(warmup).context("--warmup")?,
@@ -610,7 +614,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 if vs_etcd {
                     crate::bench_etcd::run(spec, &clients).await
                 } else {
-                    crate::bench_cluster::run(rounds, spec).await
+                    crate::bench_cluster::run(rounds, spec, vs_insecure_rpc).await
                 }
             };
             tokio::select! {
