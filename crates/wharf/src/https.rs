@@ -69,6 +69,11 @@ pub async fn serve(
                 }
             },
         };
+        // As `axum::serve` does: without it, small answers split into TLS
+        // records wait on Nagle and the peer's delayed ACK (40 ms each).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "TLS: cannot set TCP_NODELAY");
+        }
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
             // A client that never finishes its handshake holds nothing long.
