@@ -92,14 +92,10 @@ pub(crate) fn parse_task(id: &str) -> Result<TaskId, HttpError> {
 /// (mutual TLS: this node already checked the caller; that node checks that
 /// this one is a member).
 async fn forward(ctx: &ApiContext, url: &str, node: model::NodeId) -> ApiResult {
-    let resp = ctx
-        .client
-        .http()
-        .get(url)
-        .header(FORWARDED, "1")
-        .send()
-        .await
-        .map_err(|e| HttpError(ApiError::new(502, format!("node {node} (which runs the task) did not answer: {e}"))))?;
+    let resp =
+        ctx.client.http().get(url).header(FORWARDED, "1").send().await.map_err(|e| {
+            HttpError(ApiError::new(502, format!("node {node} (which runs the task) did not answer: {e}")))
+        })?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
     let mut r = Response::new(Body::from_stream(resp.bytes_stream()));

@@ -184,8 +184,7 @@ impl Store {
         let client = match cfg.rpc_client {
             Some(c) => c,
             None => {
-                let local_ip =
-                    cfg.rpc_advertise.rsplit_once(':').and_then(|(h, _)| h.parse::<std::net::IpAddr>().ok());
+                let local_ip = cfg.rpc_advertise.rsplit_once(':').and_then(|(h, _)| h.parse::<std::net::IpAddr>().ok());
                 RpcClient::plain(local_ip).map_err(StoreError::RpcClient)?
             }
         };

@@ -148,7 +148,8 @@ impl Identity {
         // certificate, which the next renewal replaces; never the reverse.
         write_atomic(&self.dir.join(KEY_FILE), key.0.serialize_pem().as_bytes(), true)?;
         write_atomic(&self.dir.join(CERT_FILE), issued.cert_pem.as_bytes(), false)?;
-        let json = serde_json::to_vec(&validity).map_err(|e| TrustError::Pem { what: "node.json", reason: e.to_string() })?;
+        let json =
+            serde_json::to_vec(&validity).map_err(|e| TrustError::Pem { what: "node.json", reason: e.to_string() })?;
         write_atomic(&self.dir.join(VALIDITY_FILE), &json, false)
     }
 

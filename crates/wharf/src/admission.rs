@@ -73,7 +73,9 @@ fn issue(store: &Store, req: &CertRequest) -> Response {
     let issued = Ca::from_trust(&trust).and_then(|ca| ca.issue(req.node, &req.public_key, lifetime, SystemTime::now()));
     match issued {
         Ok(issued) => Json(JoinAnswer { ca_pem: trust.ca_cert_pem, issued }).into_response(),
-        Err(trust::TrustError::PublicKey) => refuse(StatusCode::BAD_REQUEST, "public_key: not an uncompressed P-256 point"),
+        Err(trust::TrustError::PublicKey) => {
+            refuse(StatusCode::BAD_REQUEST, "public_key: not an uncompressed P-256 point")
+        }
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -102,7 +104,10 @@ async fn renew(
     // The RPC server lets no certificate-less client this far; a node may
     // only renew its own certificate.
     if !peer.is_some_and(|Extension(p)| p.names_node(req.node)) {
-        return refuse(StatusCode::FORBIDDEN, format!("a certificate for node {} is renewed only by that node", req.node));
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!("a certificate for node {} is renewed only by that node", req.node),
+        );
     }
     issue(&store, &req)
 }
@@ -265,14 +270,24 @@ pub async fn renew_loop(store: Arc<Store>, identity: Arc<Identity>, lifetime: Du
 
 async fn renew_once(store: &Store, identity: &Identity, lifetime: Duration, now: u64) -> anyhow::Result<&'static str> {
     let key = NodeKey::generate()?;
-    let req =
-        CertRequest { node: identity.node(), public_key: key.public_raw().to_vec(), secret: None, lifetime_secs: lifetime.as_secs() };
+    let req = CertRequest {
+        node: identity.node(),
+        public_key: key.public_raw().to_vec(),
+        secret: None,
+        lifetime_secs: lifetime.as_secs(),
+    };
     let leader = store.leadership().borrow().clone();
     let expired = now >= identity.not_after();
     let issued = match leader.leader_rpc {
         Some(addr) if !leader.is_self && !expired => {
             let client = store.rpc_client();
-            let resp = client.http().post(client.url(&addr, RENEW_PATH)).timeout(Duration::from_secs(10)).json(&req).send().await?;
+            let resp = client
+                .http()
+                .post(client.url(&addr, RENEW_PATH))
+                .timeout(Duration::from_secs(10))
+                .json(&req)
+                .send()
+                .await?;
             if !resp.status().is_success() {
                 anyhow::bail!("the leader answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
             }

@@ -101,7 +101,8 @@ pub async fn serve(
                             [(axum::http::header::CONTENT_TYPE, "application/json")],
                             body,
                         ));
-                        r.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+                        r.headers_mut()
+                            .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
                         return Ok(r);
                     }
                     tower::ServiceExt::oneshot(app, req).await

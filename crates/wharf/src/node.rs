@@ -296,7 +296,9 @@ fn start_http(
         let _ = stop_rx.changed().await;
     };
     match https {
-        Some(tls) => sup.start_once(HTTP_SERVER, crate::https::serve(listener, app, tls, crate::https::Peers::Anyone, shutdown)),
+        Some(tls) => {
+            sup.start_once(HTTP_SERVER, crate::https::serve(listener, app, tls, crate::https::Peers::Anyone, shutdown))
+        }
         None => sup
             .start_once(HTTP_SERVER, async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await }),
     }

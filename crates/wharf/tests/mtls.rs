@@ -89,7 +89,8 @@ fn join_attempt(ip: &str, seed: &str, token: Option<&str>, dir: &Path) -> (std::
 /// What a refused node keeps: its id and nothing of the cluster (no Raft
 /// state, no certificate).
 fn assert_learned_nothing(dir: &Path, stderr: &str, secret_names: &[&str]) {
-    let mut files: Vec<String> = walk(dir).iter().map(|p| p.strip_prefix(dir).expect("under").display().to_string()).collect();
+    let mut files: Vec<String> =
+        walk(dir).iter().map(|p| p.strip_prefix(dir).expect("under").display().to_string()).collect();
     files.sort();
     assert_eq!(files, vec!["state/node-id".to_string()], "a refused node keeps nothing but its id");
     for name in secret_names {
@@ -182,7 +183,8 @@ async fn a_node_without_a_valid_token_cannot_join_and_learns_nothing() {
     assert!(!status.success() && stderr.contains("join token is not valid"), "{stderr}");
     assert_learned_nothing(&base.join("wrong"), &stderr, &["hidden-app"]);
 
-    let rotated = Command::new(WHARF).args(["token", "rotate"]).env("WHARF_ADDR", a.nodes[0].addr()).output().expect("cli");
+    let rotated =
+        Command::new(WHARF).args(["token", "rotate"]).env("WHARF_ADDR", a.nodes[0].addr()).output().expect("cli");
     assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
     let new = String::from_utf8_lossy(&rotated.stdout).trim().to_string();
     assert_ne!(new, good);
@@ -290,7 +292,10 @@ async fn a_followers_certificate_rotates_while_writes_continue_with_none_lost() 
     }
     let ip = c.nodes[leader].ip.clone();
     assert_let_in("the renewed certificate", curl_rpc(&ip, "https", &certs.ca, Some((&certs.cert, &certs.key))));
-    assert_refused("the first, expired, certificate", curl_rpc(&ip, "https", &certs.ca, Some((&first_cert, &first_key))));
+    assert_refused(
+        "the first, expired, certificate",
+        curl_rpc(&ip, "https", &certs.ca, Some((&first_cert, &first_key))),
+    );
     assert!(c.log(follower).contains("renewed this node's certificate"), "{}", c.log(follower));
 }
 
