@@ -21,6 +21,7 @@ use crate::cgroup::TaskCgroup;
 use crate::sandbox::{
     self, ExecMsg, ExitRecord, LaunchSpec, StateFile, SPEC_FILE, STATE_FILE, STDERR_FILE, STDOUT_FILE,
 };
+use crate::secrets::TaskSecrets;
 use logfiles::RotatingWriter;
 use model::{CommandSpec, TaskState};
 use nix::errno::Errno;
@@ -113,13 +114,21 @@ fn run(sandbox: &Path) -> Result<(), String> {
     let save = |st: &StateFile| sandbox::write_json(sandbox, STATE_FILE, st).map_err(|e| format!("write state: {e}"));
     save(&state)?;
 
-    let spec: LaunchSpec = match sandbox::read_json(sandbox, SPEC_FILE) {
+    let mut spec: LaunchSpec = match sandbox::read_json(sandbox, SPEC_FILE) {
         Ok(s) => s,
         Err(e) => {
             let message = format!("cannot read task spec: {e}");
             return fail_to_start(&mut state, sandbox, None, message);
         }
     };
+    let secrets = match read_secrets(&spec) {
+        Ok(s) => s,
+        Err(message) => return fail_to_start(&mut state, sandbox, None, message),
+    };
+    // In memory only: `spec.json` on disk never holds them.
+    for (k, v) in &secrets.env {
+        spec.env.insert(k.clone(), v.clone());
+    }
     let (mut output, stdio) = match Output::open(sandbox, spec.log) {
         Ok(o) => o,
         Err(message) => return fail_to_start(&mut state, sandbox, None, message),
@@ -128,12 +137,18 @@ fn run(sandbox: &Path) -> Result<(), String> {
         Ok(c) => c,
         Err(e) => return fail_to_start(&mut state, sandbox, None, e.to_string()),
     };
+    // The container's bridge network, undone when the task ends.
+    let mut attached: Option<crate::network::Attached> = None;
     let (pid, start_error) = match &spec.oci {
         None => {
             let prepared = match prepare(&spec, sandbox) {
                 Ok(p) => p,
                 Err(message) => return fail_to_start(&mut state, sandbox, Some(&cgroup), message),
             };
+            let owner = prepared.ids.as_ref().map(|i| (i.uid, i.gid));
+            if let Err(message) = crate::secrets::write_files(sandbox, &secrets.files, owner) {
+                return fail_to_start(&mut state, sandbox, Some(&cgroup), message);
+            }
             let forked = match fork_task(&prepared, &stdio) {
                 Ok(f) => f,
                 Err(message) => return fail_to_start(&mut state, sandbox, Some(&cgroup), message),
@@ -141,22 +156,37 @@ fn run(sandbox: &Path) -> Result<(), String> {
             // Only the task holds the pipes' write ends now: they close when it ends.
             drop(stdio);
             let pid = forked.pid;
-            running(&mut state, pid, &save)?;
+            running(&mut state, pid, None, &save)?;
             (pid, release(forked, &cgroup, &spec, &prepared).err())
         }
         Some(oci) => {
-            let mut container = match create_container(&spec, oci, sandbox, &cgroup, &mask, stdio) {
+            if let Err(message) =
+                crate::secrets::write_files(sandbox, &secrets.files, crate::secrets::numeric_user(oci.user.as_deref()))
+            {
+                return fail_to_start(&mut state, sandbox, Some(&cgroup), message);
+            }
+            if let Some(net) = &oci.network {
+                match crate::network::attach(&spec.task_id, net) {
+                    Ok(a) => attached = Some(a),
+                    Err(e) => {
+                        let message = format!("bridge network: {e}");
+                        return fail_to_start(&mut state, sandbox, Some(&cgroup), message);
+                    }
+                }
+            }
+            let netns = attached.as_ref().map(|a| a.netns_path());
+            let created = create_container(&spec, &secrets, oci, sandbox, &cgroup, &mask, stdio, netns.as_deref())
+                .and_then(|c| c.pid().map(|p| (c, p)).ok_or_else(|| "no container process".to_string()));
+            let (mut container, pid) = match created {
                 Ok(c) => c,
                 Err(message) => {
                     crate::container::cleanup(oci);
+                    detach(&spec, attached.take());
                     return fail_to_start(&mut state, sandbox, Some(&cgroup), message);
                 }
             };
-            let pid = match container.pid() {
-                Some(p) => p,
-                None => return fail_to_start(&mut state, sandbox, Some(&cgroup), "no container process".into()),
-            };
-            running(&mut state, pid, &save)?;
+            let ip = attached.as_ref().map(|a| std::net::IpAddr::V4(a.ip));
+            running(&mut state, pid, ip, &save)?;
             let started = crate::container::start(&mut container)
                 .and_then(|()| cgroup.apply_cpu_quota(&spec.resources).map_err(|e| e.to_string()));
             (pid, started.err())
@@ -228,6 +258,7 @@ fn run(sandbox: &Path) -> Result<(), String> {
     if let Some(oci) = &spec.oci {
         crate::container::cleanup(oci);
     }
+    detach(&spec, attached.take());
 
     let (code, signal, how) = match status {
         WaitStatus::Exited(_, c) => (Some(c), None, format!("exited with status {c}")),
@@ -253,16 +284,42 @@ fn run(sandbox: &Path) -> Result<(), String> {
     save(&state)
 }
 
+/// The task's secrets, from the agent over stdin when it has any.
+fn read_secrets(spec: &LaunchSpec) -> Result<TaskSecrets, String> {
+    if !spec.secrets_on_stdin {
+        return Ok(TaskSecrets::default());
+    }
+    let mut buf = zeroize::Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read the task's secrets from the agent: {e}"))?;
+    // serde's message could quote the input: it is not passed on.
+    serde_json::from_slice(&buf).map_err(|_| "the task's secrets from the agent are malformed".to_string())
+}
+
 /// Records and reports the task's process as started. Joining the cgroup
 /// costs an RCU grace period on the first migration (10-15 ms on v1 hosts),
 /// which the agent need not wait for; the task itself does.
-fn running(state: &mut StateFile, pid: Pid, save: &dyn Fn(&StateFile) -> Result<(), String>) -> Result<(), String> {
+fn running(
+    state: &mut StateFile,
+    pid: Pid,
+    ip: Option<std::net::IpAddr>,
+    save: &dyn Fn(&StateFile) -> Result<(), String>,
+) -> Result<(), String> {
     let started = sandbox::now();
     state.pid = Some(pid.as_raw() as u32);
     state.started_at = Some(started);
+    state.ip = ip;
     save(state)?;
-    tell_agent(&ExecMsg::Running { pid: pid.as_raw() as u32, at: started });
+    tell_agent(&ExecMsg::Running { pid: pid.as_raw() as u32, at: started, ip });
     Ok(())
+}
+
+/// Undoes the container's bridge network (its processes are gone).
+fn detach(spec: &LaunchSpec, attached: Option<crate::network::Attached>) {
+    if let Some(a) = attached {
+        crate::network::detach(&a.bridge, &spec.task_id, a.ip);
+    }
 }
 
 /// Mounts the container's root filesystem and creates the container with
@@ -272,11 +329,13 @@ fn running(state: &mut StateFile, pid: Pid, save: &dyn Fn(&StateFile) -> Result<
 /// launch returns, so none is lost).
 fn create_container(
     spec: &LaunchSpec,
+    secrets: &TaskSecrets,
     oci: &crate::sandbox::OciLaunch,
     sandbox: &Path,
     cgroup: &TaskCgroup,
     mask: &SigSet,
     stdio: ChildStdio,
+    netns: Option<&Path>,
 ) -> Result<libcontainer::container::Container, String> {
     let dirs = crate::container::ContainerDirs::new(&oci.dir);
     crate::container::mount_rootfs(oci, &dirs)?;
@@ -297,7 +356,16 @@ fn create_container(
     let _ = mask.thread_unblock();
     // The container's init takes the output pipes; the runtime closes our
     // copies once it is created.
-    let created = crate::container::create(spec, oci, sandbox, resources, stdio.stdin, stdio.stdout, stdio.stderr);
+    let secret_vars: Vec<&str> = secrets.env.keys().map(String::as_str).collect();
+    let created = crate::container::create(
+        spec,
+        &secret_vars,
+        oci,
+        sandbox,
+        resources,
+        netns,
+        (stdio.stdin, stdio.stdout, stdio.stderr),
+    );
     let _ = mask.thread_block();
     // SAFETY: as above.
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };

@@ -15,9 +15,11 @@ pub mod env;
 pub mod executor;
 pub mod health;
 pub mod metrics;
+pub mod network;
 pub mod readiness;
 pub mod reconcile;
 pub mod sandbox;
+pub mod secrets;
 
 pub use driver::{DockerDriver, Driver, DriverError, ExecDriver, OciDriver, RecoveredTask, TaskEvent, TaskLaunch};
 pub use env::task_env;

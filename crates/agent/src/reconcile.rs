@@ -63,6 +63,8 @@ pub struct AgentConfig {
     pub default_task_user: Option<String>,
     /// Fail exec launches that would run as root (uid 0).
     pub refuse_root_tasks: bool,
+    /// Containers' networking: the bridge, the node's DNS server, the domain.
+    pub network: crate::network::NodeNetwork,
 }
 
 /// The drivers this node can offer: `exec` always, `oci` where the kernel
@@ -103,6 +105,7 @@ async fn start_drivers(cfg: &AgentConfig, events: mpsc::UnboundedSender<TaskEven
             events.clone(),
             images.clone(),
             cfg.log,
+            cfg.network.clone(),
         ));
         if cfg.docker_builtin {
             // The same driver under both kinds: it recovers its tasks once
@@ -165,7 +168,13 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
             if let Some(st) = known {
                 if st != r.state && !st.is_terminal() {
                     let at = if r.state == TaskState::Running { r.started_at.unwrap_or_else(now) } else { now() };
-                    let _ = reports.send(TaskStatus { task_id: r.task_id, state: r.state, at, message: r.message });
+                    let _ = reports.send(TaskStatus {
+                        task_id: r.task_id,
+                        state: r.state,
+                        at,
+                        message: r.message,
+                        container_ip: None,
+                    });
                 }
             }
         }
@@ -208,9 +217,9 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                         if !tracked.local.get(&task_id).is_some_and(|l| l.phase == Phase::Launching) {
                             continue;
                         }
-                        TaskStatus { task_id, state: TaskState::Starting, at, message: None }
+                        TaskStatus { task_id, state: TaskState::Starting, at, message: None, container_ip: None }
                     }
-                    TaskEvent::Running { task_id, at, .. } => {
+                    TaskEvent::Running { task_id, at, ip, .. } => {
                         if let Some(l) = tracked.local.get_mut(&task_id) {
                             if l.phase == Phase::Launching {
                                 l.phase = Phase::Running;
@@ -220,7 +229,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                                 }
                             }
                         }
-                        TaskStatus { task_id, state: TaskState::Running, at, message: None }
+                        TaskStatus { task_id, state: TaskState::Running, at, message: None, container_ip: ip }
                     }
                     TaskEvent::Exited { task_id, state, message, at } => {
                         if let Some(l) = tracked.local.get_mut(&task_id) {
@@ -230,7 +239,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                         if matches!(state, TaskState::Failed | TaskState::Finished) {
                             cfg.metrics.restarted(&task_id);
                         }
-                        TaskStatus { task_id, state, at, message: Some(message) }
+                        TaskStatus { task_id, state, at, message: Some(message), container_ip: None }
                     }
                 };
                 let _ = reports.send(status);
@@ -314,13 +323,23 @@ fn reconcile(
                 let local_task = Local { phase: Phase::Launching, launched_at, driver: kind, guard: guard.clone() };
                 local.insert(task.id.clone(), local_task);
                 let driver = drivers.get(&kind).cloned();
-                spawn_launch(driver, kind, reports.clone(), guard, task, app, cfg);
+                // Opened here, on the node that runs the task, and nowhere else.
+                let secrets = match &app {
+                    Some(a) => store.read(|s| crate::secrets::resolve(s, store.keyring(), a)),
+                    None => Ok(Default::default()),
+                };
+                spawn_launch(driver, kind, reports.clone(), guard, (task, app), secrets, cfg);
             }
             (TaskGoal::Killed, None) => {
                 // Never started here: it is simply gone.
                 let msg = Some("killed before it started".to_string());
-                let _ =
-                    reports.send(TaskStatus { task_id: task.id, state: TaskState::Killed, at: now(), message: msg });
+                let _ = reports.send(TaskStatus {
+                    task_id: task.id,
+                    state: TaskState::Killed,
+                    at: now(),
+                    message: msg,
+                    container_ip: None,
+                });
             }
             (TaskGoal::Killed, Some(l)) if matches!(l.phase, Phase::Launching | Phase::Running) => {
                 l.phase = Phase::Killing;
@@ -437,8 +456,15 @@ fn runs_as_root(user: Option<&str>) -> bool {
     }
 }
 
-fn task_launch(task: &Task, app: &AppSpec, sandbox: PathBuf, default_user: Option<&str>) -> TaskLaunch {
+fn task_launch(
+    task: &Task,
+    app: &AppSpec,
+    sandbox: PathBuf,
+    default_user: Option<&str>,
+    secrets: crate::secrets::TaskSecrets,
+) -> TaskLaunch {
     TaskLaunch {
+        secrets,
         task_id: task.id.clone(),
         command: app.command.clone(),
         env: task_env(app, task, &sandbox),
@@ -455,8 +481,8 @@ fn spawn_launch(
     kind: DriverKind,
     reports: mpsc::UnboundedSender<TaskStatus>,
     guard: Arc<Mutex<()>>,
-    task: Task,
-    app: Option<AppSpec>,
+    (task, app): (Task, Option<AppSpec>),
+    secrets: Result<crate::secrets::TaskSecrets, crate::secrets::SecretError>,
     cfg: &AgentConfig,
 ) {
     let (root, metrics) = (cfg.sandbox_root.clone(), cfg.metrics.clone());
@@ -472,11 +498,14 @@ fn spawn_launch(
             (Some(app), Some(_)) if refuse_root && runs_as_root(app.user.as_deref().or(default_user.as_deref())) => {
                 Err("this node runs no task as root (--refuse-root-tasks): give the app a user".to_string())
             }
-            (Some(app), Some(driver)) => driver
-                .launch(task_launch(&task, app, sandbox, default_user.as_deref()))
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            (Some(app), Some(driver)) => match secrets {
+                Err(e) => Err(e.to_string()),
+                Ok(secrets) => driver
+                    .launch(task_launch(&task, app, sandbox, default_user.as_deref(), secrets))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            },
         };
         if let Err(message) = result {
             metrics.launched(false);
@@ -486,6 +515,7 @@ fn spawn_launch(
                 state: TaskState::Failed,
                 at: now(),
                 message: Some(message),
+                container_ip: None,
             });
         } else {
             tracing::info!("task started");

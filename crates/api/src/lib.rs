@@ -20,6 +20,7 @@ mod join_token;
 mod logs;
 mod metrics;
 mod query;
+mod secrets;
 mod tasks;
 mod tokens;
 mod trace;
@@ -104,6 +105,11 @@ fn book() -> RouteBook {
         .delete("/wharf/v1/tokens/{id}", tokens::delete)
         .get("/wharf/v1/join-token", join_token::show)
         .post("/wharf/v1/join-token/rotate", join_token::rotate)
+        .get("/wharf/v1/secrets", secrets::list)
+        .get("/wharf/v1/secrets/{*path}", secrets::show)
+        .put("/wharf/v1/secrets/{*path}", secrets::put)
+        .delete("/wharf/v1/secrets/{*path}", secrets::delete)
+        .post("/wharf/v1/unlock", secrets::unlock)
         .get("/metrics", metrics::scrape)
         .get("/", ui::root)
         .get("/ui", ui::root)

@@ -43,6 +43,9 @@ pub struct ClusterState {
     /// proposed them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<crate::ClusterTrust>,
+    /// The secret store, sealed values only (see `secret.rs`).
+    #[serde(default, skip_serializing_if = "imbl::OrdMap::is_empty")]
+    pub secrets: imbl::OrdMap<crate::SecretPath, crate::StoredSecret>,
 }
 
 /// How many versions of one app `ClusterState::app_versions` keeps.

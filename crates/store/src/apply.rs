@@ -72,6 +72,18 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             }
             None => Applied::Rejected(Rejection::NoClusterCa),
         },
+        Command::PutSecret(secret) => {
+            let mut secret = secret.clone();
+            if let Some(old) = state.secrets.get(&secret.path) {
+                secret.created_at = old.created_at;
+            }
+            state.secrets.insert(secret.path.clone(), secret);
+            Applied::Done
+        }
+        Command::RemoveSecret { path } => match state.secrets.remove(path) {
+            Some(_) => Applied::Done,
+            None => Applied::Rejected(Rejection::NoSuchSecret(path.clone())),
+        },
         Command::DeleteApp { id, at, deployment, force } => delete_app(state, id, *at, deployment, *force),
         Command::RestartApp { id, at, deployment, force } => restart_app(state, id, *at, deployment, *force),
         Command::KillTasks { ids, scale, at, deployment } => kill_tasks(state, ids, *scale, *at, deployment.as_ref()),
@@ -685,6 +697,9 @@ fn status_into(t: &mut model::Task, s: &TaskStatus) {
     }
     if s.message.is_some() {
         t.message = s.message.clone();
+    }
+    if s.container_ip.is_some() {
+        t.container_ip = s.container_ip;
     }
 }
 

@@ -13,6 +13,7 @@
 use super::{io_err, DriverError, RecoveredTask, TaskEvent};
 use crate::cgroup::TaskCgroup;
 use crate::sandbox::{self, ExecMsg, ExitRecord, LaunchSpec, StateFile, EXECUTOR_LOG, SPEC_FILE, STATE_FILE};
+use crate::secrets::TaskSecrets;
 use model::{TaskId, TaskState};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -126,6 +127,12 @@ impl ExecDriver {
     /// sent; the sandbox stays (with a `Failed` state when the executor got
     /// that far) until [`ExecDriver::remove_sandbox`].
     pub async fn launch(&self, spec: LaunchSpec) -> Result<u32, DriverError> {
+        self.launch_with_secrets(spec, &TaskSecrets::default()).await
+    }
+
+    /// As `launch`, handing the task's secrets to the executor over its
+    /// stdin (as JSON; `spec.secrets_on_stdin` tells it to read them).
+    pub async fn launch_with_secrets(&self, spec: LaunchSpec, secrets: &TaskSecrets) -> Result<u32, DriverError> {
         let (program, args) = self.inner.executor.split_first().ok_or(DriverError::NoExecutor)?;
         let id = spec.task_id.clone();
         let dir = self.sandbox_dir(&id);
@@ -139,7 +146,8 @@ impl ExecDriver {
         let log = std::fs::File::create(dir.join(EXECUTOR_LOG)).map_err(io_err("create executor log"))?;
 
         let mut cmd = std::process::Command::new(program);
-        cmd.args(args).arg(SANDBOX_FLAG).arg(&dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+        let stdin = if spec.secrets_on_stdin { Stdio::piped() } else { Stdio::null() };
+        cmd.args(args).arg(SANDBOX_FLAG).arg(&dir).stdin(stdin).stdout(Stdio::piped()).stderr(log);
         // SAFETY: setsid is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
@@ -152,6 +160,16 @@ impl ExecDriver {
         let mut child = cmd.spawn().map_err(io_err(format!("start executor {}", program.to_string_lossy())))?;
         let exec_pid = child.id();
         let stdout = child.stdout.take();
+        if let Some(mut pipe) = child.stdin.take() {
+            let payload = zeroize::Zeroizing::new(serde_json::to_vec(secrets).unwrap_or_default());
+            // The executor reads it before anything else; a failed write shows
+            // as its failure to start ("cannot read the task's secrets").
+            let _ = tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                let _ = pipe.write_all(&payload);
+            })
+            .await;
+        }
         // Dropping a std Child neither kills nor waits: the pidfd below
         // watches and reaps the executor.
         drop(child);
@@ -167,8 +185,8 @@ impl ExecDriver {
             Err(e) => Err(e),
         };
         match msg {
-            Ok(ExecMsg::Running { pid, at }) => {
-                let _ = self.inner.events.send(TaskEvent::Running { task_id: id.clone(), pid, at });
+            Ok(ExecMsg::Running { pid, at, ip }) => {
+                let _ = self.inner.events.send(TaskEvent::Running { task_id: id.clone(), pid, at, ip });
                 attach(&self.inner, id, exec_pid, pidfd);
                 Ok(pid)
             }
@@ -423,7 +441,7 @@ fn sweep_orphan_cgroups(owned: &HashSet<TaskId>) -> Vec<TaskId> {
 /// Tasks whose executor is alive on this host, whichever agent started it:
 /// processes with `--sandbox <root>/<task-id>` on their command line. A
 /// zombie's command line is empty, so a dead executor never counts.
-fn live_executor_tasks() -> HashSet<TaskId> {
+pub(crate) fn live_executor_tasks() -> HashSet<TaskId> {
     let Ok(procs) = std::fs::read_dir("/proc") else { return HashSet::new() };
     procs
         .flatten()
@@ -447,12 +465,21 @@ fn reap_later(pidfd: Arc<OwnedFd>) {
 }
 
 /// The executor of `dir` died without recording the task's end: kill what
-/// is left of the task, remove its cgroup, record a failure.
+/// is left of the task, remove its cgroup (and a container's root mount and
+/// network), record a failure.
 fn finish_orphan(id: &TaskId, dir: &Path) -> ExitRecord {
     if let Ok(cg) = TaskCgroup::open(id) {
         cg.kill_all(Duration::from_secs(5), || {});
         if let Err(e) = cg.remove() {
             tracing::warn!("task {id}: cannot remove cgroup: {e}");
+        }
+    }
+    // A container's root mount and bridge network, which its executor
+    // would have undone.
+    if let Some(oci) = sandbox::read_json::<LaunchSpec>(dir, SPEC_FILE).ok().and_then(|s| s.oci) {
+        crate::container::cleanup(&oci);
+        if let Some(net) = &oci.network {
+            crate::network::detach_task(&net.bridge, id);
         }
     }
     let message = "executor exited without recording the task's end";

@@ -24,14 +24,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskEvent {
     /// Preparing to run (the oci driver pulling the task's image).
-    Starting {
-        task_id: TaskId,
-        at: UnixMillis,
-    },
+    Starting { task_id: TaskId, at: UnixMillis },
     Running {
         task_id: TaskId,
         pid: u32,
         at: UnixMillis,
+        /// The container's own address (bridge networking).
+        ip: Option<std::net::IpAddr>,
     },
     Exited {
         task_id: TaskId,
@@ -73,6 +72,9 @@ pub struct TaskLaunch {
     /// `--default-task-user`); `None`: as the agent. Honoured by the exec
     /// driver.
     pub user: Option<String>,
+    /// The task's secrets in clear (environment and sandbox files); each
+    /// driver delivers them without writing them to `spec.json`.
+    pub secrets: crate::secrets::TaskSecrets,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,8 +157,9 @@ impl Driver for ExecDriver {
             oci: None,
             log: self.log_limits(),
             user: task.user,
+            secrets_on_stdin: !task.secrets.is_empty(),
         };
-        ExecDriver::launch(self, spec).await
+        ExecDriver::launch_with_secrets(self, spec, &task.secrets).await
     }
 
     async fn kill(&self, id: &TaskId) -> Result<(), DriverError> {

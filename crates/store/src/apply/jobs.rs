@@ -378,6 +378,8 @@ pub(super) mod tests {
                 max_launch_delay_seconds: 3600.0,
                 kill_grace_seconds: 3.0,
                 user: None,
+                secrets: Default::default(),
+                secret_env: Default::default(),
                 passthrough: Default::default(),
                 parallelism: 1,
                 completions: 1,
@@ -466,7 +468,13 @@ pub(super) mod tests {
     }
 
     fn report(s: &mut ClusterState, id: &TaskId, state: TaskState, at: i64) {
-        let st = TaskStatus { task_id: id.clone(), state, at: UnixMillis(at), message: Some(format!("{state:?}")) };
+        let st = TaskStatus {
+            task_id: id.clone(),
+            state,
+            at: UnixMillis(at),
+            message: Some(format!("{state:?}")),
+            container_ip: None,
+        };
         apply(s, &Command::TaskStatuses(vec![st]));
     }
 
