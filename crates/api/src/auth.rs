@@ -67,6 +67,7 @@ pub fn access(method: &Method, path: &str) -> Access {
     let secrets = path == "/wharf/v1/secrets" || path.starts_with("/wharf/v1/secrets/");
     let admin = path == "/wharf/v1/tokens"
         || path.starts_with("/wharf/v1/tokens/")
+        || path.starts_with("/wharf/v1/join-token")
         || path == "/wharf/v1/unlock"
         || (!read && (secrets || path == "/v2/leader" || path.starts_with("/wharf/v1/nodes")));
     if admin {

@@ -16,7 +16,9 @@ pub struct ApiContext {
     pub node: NodeId,
     /// Where this node's task sandboxes live (for logs of local tasks).
     pub sandbox_root: PathBuf,
-    pub client: reqwest::Client,
+    /// The node-to-node client (mTLS), for reaching the node that runs a
+    /// task through its RPC port.
+    pub client: trust::RpcClient,
     /// The event stream's bus, started by its first subscriber.
     pub(crate) events: OnceLock<crate::events::EventBus>,
     /// The node's Prometheus registry (`/metrics`).
@@ -41,11 +43,12 @@ impl ApiContext {
     ) -> ApiContext {
         let node = store.node_id();
         let metrics = crate::metrics::Metrics::new(&store, registry);
+        let client = store.rpc_client();
         ApiContext {
             store,
             node,
             sandbox_root,
-            client: reqwest::Client::new(),
+            client,
             events: OnceLock::new(),
             metrics,
             credentials: None,

@@ -49,6 +49,7 @@ impl From<Rejection> for HttpError {
             | Rejection::JobBusy(_)
             | Rejection::JobHasDependents(..) => ApiError::new(409, msg),
             Rejection::DependencyCycle(_) => ApiError::new(422, msg),
+            Rejection::NoClusterCa => ApiError::new(409, msg),
         })
     }
 }

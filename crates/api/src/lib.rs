@@ -16,6 +16,7 @@ mod events;
 mod groups;
 mod info;
 mod jobs;
+mod join_token;
 mod logs;
 mod metrics;
 mod query;
@@ -102,6 +103,8 @@ fn book() -> RouteBook {
         .get("/wharf/v1/tokens", tokens::list)
         .post("/wharf/v1/tokens", tokens::create)
         .delete("/wharf/v1/tokens/{id}", tokens::delete)
+        .get("/wharf/v1/join-token", join_token::show)
+        .post("/wharf/v1/join-token/rotate", join_token::rotate)
         .get("/wharf/v1/secrets", secrets::list)
         .get("/wharf/v1/secrets/{*path}", secrets::show)
         .put("/wharf/v1/secrets/{*path}", secrets::put)
@@ -112,6 +115,16 @@ fn book() -> RouteBook {
         .get("/ui", ui::root)
         .get("/ui/", ui::index)
         .get("/ui/{file}", ui::file)
+}
+
+/// What one node asks of another on the RPC port (behind mutual TLS, not
+/// behind `auth`: the node that took the request checked its caller): a
+/// task's files and log stream, read where the task runs.
+pub fn node_router(ctx: Arc<ApiContext>) -> Router {
+    Router::new()
+        .route("/wharf/v1/tasks/{id}/files/{name}", axum::routing::get(wharf::task_file))
+        .route("/wharf/v1/tasks/{id}/logs", axum::routing::get(logs::task_logs))
+        .with_state(ctx)
 }
 
 /// Every route of [`router`] as (method, path pattern), in definition order.

@@ -68,9 +68,9 @@ pub async fn task_logs(
     let dir = ctx.sandbox_root.join(tid.as_str());
     match node {
         Some(n) if n != ctx.node && !headers.contains_key(FORWARDED) => {
-            let addr = ctx.store.read(|s| s.nodes.get(&n).map(|n| n.http_addr.clone())).unwrap_or_default();
-            let url = format!("{}://{addr}/wharf/v1/tasks/{id}/logs?{}", ctx.scheme, q.unwrap_or_default());
-            forward(&ctx, &url, n, &headers).await
+            let addr = ctx.store.read(|s| s.nodes.get(&n).map(|n| n.rpc_addr.clone())).unwrap_or_default();
+            let url = ctx.client.url(&addr, &format!("/wharf/v1/tasks/{id}/logs?{}", q.unwrap_or_default()));
+            forward(&ctx, &url, n).await
         }
         None if !dir.exists() => Err(HttpError(ApiError::not_found(format!(
             "Task '{id}' does not exist (or it ended and its sandbox was removed)"
@@ -89,19 +89,14 @@ pub(crate) fn parse_task(id: &str) -> Result<TaskId, HttpError> {
     TaskId::parse(id).map_err(|e| HttpError(ApiError::bad_request(e.to_string())))
 }
 
-/// Streams the owning node's answer through as it comes.
-async fn forward(ctx: &ApiContext, url: &str, node: model::NodeId, headers: &HeaderMap) -> ApiResult {
-    // The caller's credentials go on: that node checks them too.
-    let mut req = ctx.client.get(url).header(FORWARDED, "1");
-    for h in [header::AUTHORIZATION, header::COOKIE] {
-        if let Some(v) = headers.get(&h) {
-            req = req.header(h, v.clone());
-        }
-    }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| HttpError(ApiError::new(502, format!("node {node} (which runs the task) did not answer: {e}"))))?;
+/// Streams the owning node's answer through as it comes, from its RPC port
+/// (mutual TLS: this node already checked the caller; that node checks that
+/// this one is a member).
+async fn forward(ctx: &ApiContext, url: &str, node: model::NodeId) -> ApiResult {
+    let resp =
+        ctx.client.http().get(url).header(FORWARDED, "1").send().await.map_err(|e| {
+            HttpError(ApiError::new(502, format!("node {node} (which runs the task) did not answer: {e}")))
+        })?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
     let mut r = Response::new(Body::from_stream(resp.bytes_stream()));

@@ -146,13 +146,12 @@ const MAX_CHUNK: u64 = 1 << 20;
 
 /// `GET /wharf/v1/tasks/{id}/files/{stdout|stderr}?offset=N`: bytes from
 /// `offset`; `X-Wharf-Offset` says where the next read starts. Served by the
-/// node that runs the task; other nodes proxy to it, passing the caller's
-/// credentials on (that node checks them too) and its answer's status back.
+/// node that runs the task; other nodes proxy to its RPC port (mutual TLS)
+/// and pass its answer's status back.
 pub async fn task_file(
     State(ctx): State<Arc<ApiContext>>,
     Path((id, name)): Path<(String, String)>,
     RawQuery(q): RawQuery,
-    headers: axum::http::HeaderMap,
 ) -> ApiResult {
     if name != "stdout" && name != "stderr" {
         return Err(HttpError(ApiError::not_found(format!("No file '{name}': use stdout or stderr"))));
@@ -163,14 +162,11 @@ pub async fn task_file(
     let dir = ctx.sandbox_root.join(tid.as_str());
     match node {
         Some(n) if n != ctx.node => {
-            let addr = ctx.store.read(|s| s.nodes.get(&n).map(|n| n.http_addr.clone())).unwrap_or_default();
-            let url = format!("{}://{addr}/wharf/v1/tasks/{id}/files/{name}?offset={offset}", ctx.scheme);
-            let mut req = ctx.client.get(url);
-            for h in [axum::http::header::AUTHORIZATION, axum::http::header::COOKIE] {
-                if let Some(v) = headers.get(&h) {
-                    req = req.header(h, v.clone());
-                }
-            }
+            // From the node's RPC port, over mutual TLS: this node checked the
+            // caller, that one checks this node.
+            let addr = ctx.store.read(|s| s.nodes.get(&n).map(|n| n.rpc_addr.clone())).unwrap_or_default();
+            let url = ctx.client.url(&addr, &format!("/wharf/v1/tasks/{id}/files/{name}?offset={offset}"));
+            let req = ctx.client.http().get(url);
             let resp =
                 req.send().await.map_err(|e| HttpError(ApiError::new(502, format!("node {n} did not answer: {e}"))))?;
             let status = resp.status();

@@ -22,6 +22,7 @@ pub mod state;
 pub mod table;
 pub mod task;
 pub mod time;
+pub mod trust;
 
 pub use app::*;
 pub use auth::*;
@@ -38,3 +39,4 @@ pub use state::*;
 pub use table::*;
 pub use task::*;
 pub use time::*;
+pub use trust::*;

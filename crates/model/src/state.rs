@@ -42,6 +42,10 @@ pub struct ClusterState {
     /// Cluster-wide settings (the leader writes them from its flags).
     #[serde(default)]
     pub settings: Settings,
+    /// The cluster CA and join secret (`None` until the first node
+    /// proposed them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<crate::ClusterTrust>,
     /// The secret store, sealed values only (see `secret.rs`).
     #[serde(default, skip_serializing_if = "imbl::OrdMap::is_empty")]
     pub secrets: imbl::OrdMap<crate::SecretPath, crate::StoredSecret>,

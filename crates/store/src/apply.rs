@@ -63,6 +63,19 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             Some(_) => Applied::Done,
             None => Applied::Rejected(Rejection::NoSuchToken(id.clone())),
         },
+        Command::InitTrust(trust) => {
+            if state.trust.is_none() {
+                state.trust = Some(trust.clone());
+            }
+            Applied::Done
+        }
+        Command::RotateJoinSecret { secret } => match &mut state.trust {
+            Some(t) => {
+                t.join_secret = secret.clone();
+                Applied::Done
+            }
+            None => Applied::Rejected(Rejection::NoClusterCa),
+        },
         Command::PutSecret(secret) => {
             let mut secret = secret.clone();
             if let Some(old) = state.secrets.get(&secret.path) {

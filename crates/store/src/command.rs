@@ -189,6 +189,15 @@ pub enum Command {
         at: UnixMillis,
         reason: String,
     },
+    /// Record the cluster's CA and join secret (the first node proposes
+    /// them once it leads). Only the first is kept: a node that proposes
+    /// again after a restart changes nothing.
+    InitTrust(model::ClusterTrust),
+    /// A new join secret (`wharf token rotate`): tokens with the old one are
+    /// refused from now on.
+    RotateJoinSecret {
+        secret: String,
+    },
     /// Finished runs kept per job, cluster-wide (the leader's
     /// `--job-history-count`); longer histories are cut at once.
     SetJobHistoryCount {
@@ -299,6 +308,8 @@ pub enum Rejection {
     JobHasDependents(model::JobId, Vec<model::JobId>),
     #[error("The dependencies of job '{0}' form a cycle")]
     DependencyCycle(model::JobId),
+    #[error("The cluster has no certificate authority yet (it runs with --insecure-rpc, or its first node has not recorded it)")]
+    NoClusterCa,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

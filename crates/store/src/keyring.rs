@@ -294,8 +294,15 @@ pub(crate) fn router(raft: Raft, ring: Arc<Keyring>) -> Router {
     Router::new().route("/cluster/data-key", post(give_key)).with_state(KeyState { raft, ring })
 }
 
-async fn give_key(State(st): State<KeyState>, Json(req): Json<KeyRequest>) -> Json<KeyAnswer> {
-    let member = st.raft.metrics().borrow().membership_config.membership().get_node(&req.id).is_some();
+async fn give_key(
+    State(st): State<KeyState>,
+    peer: Option<axum::Extension<trust::PeerCert>>,
+    Json(req): Json<KeyRequest>,
+) -> Json<KeyAnswer> {
+    // Over mutual TLS the asker must be the node it names (its certificate
+    // says so); without TLS (`--insecure-rpc`) there is no certificate.
+    let itself = peer.is_none_or(|axum::Extension(p)| p.names_node(model::NodeId(req.id)));
+    let member = itself && st.raft.metrics().borrow().membership_config.membership().get_node(&req.id).is_some();
     Json(if !member {
         KeyAnswer::NotMember
     } else {
@@ -309,7 +316,7 @@ async fn give_key(State(st): State<KeyState>, Json(req): Json<KeyRequest>) -> Js
 /// Asks `addrs` in turn for the DEK until one gives it; gives up after
 /// `deadline`. The key is installed (wrapped) before this returns.
 pub(crate) async fn fetch(
-    client: &reqwest::Client,
+    client: &trust::RpcClient,
     ring: &Keyring,
     me: u64,
     addrs: &[String],
@@ -321,7 +328,8 @@ pub(crate) async fn fetch(
     loop {
         for addr in addrs {
             let resp = client
-                .post(format!("http://{addr}/cluster/data-key"))
+                .http()
+                .post(client.url(addr, "/cluster/data-key"))
                 .timeout(Duration::from_secs(5))
                 .json(&KeyRequest { id: me })
                 .send()

@@ -51,6 +51,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch as tokio_watch;
+use trust::RpcClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -61,7 +62,7 @@ pub enum StoreError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error("cannot build the client for node-to-node calls: {0}")]
-    RpcClient(#[source] reqwest::Error),
+    RpcClient(#[source] trust::TrustError),
     #[error("raft: {0}")]
     Raft(String),
     #[error("no leader elected yet; try again")]
@@ -109,6 +110,9 @@ pub struct StoreConfig {
     pub max_voters: usize,
     /// Log entries after which a snapshot is built (and the log before it purged).
     pub snapshot_every: u64,
+    /// The client for calls to other nodes (mTLS with this node's
+    /// identity); `None`: plain HTTP from the advertised address (tests).
+    pub rpc_client: Option<RpcClient>,
 }
 
 impl StoreConfig {
@@ -120,6 +124,7 @@ impl StoreConfig {
             election_timeout_ms: (400, 800),
             max_voters: 3,
             snapshot_every: 5000,
+            rpc_client: None,
         }
     }
 }
@@ -130,7 +135,7 @@ pub struct Store {
     feed: Feed,
     node_id: NodeId,
     rpc_advertise: String,
-    client: reqwest::Client,
+    client: RpcClient,
     leadership: tokio_watch::Receiver<Leadership>,
     max_voters: usize,
     metrics: StoreMetrics,
@@ -140,6 +145,14 @@ pub struct Store {
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::DataDir { path: path.to_path_buf(), source }
+}
+
+/// This node's id, as `Store::open` on `dir` will use it: read from the
+/// state directory, or made and stored there (the node needs it before the
+/// store opens, to get its certificate).
+pub fn node_id_in(dir: &Path) -> Result<NodeId, StoreError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    load_or_create_node_id(dir).map(NodeId)
 }
 
 /// The node id lives beside the database so a restarted node keeps it.
@@ -188,8 +201,13 @@ impl Store {
         }
         .validate()
         .map_err(|e| StoreError::Raft(e.to_string()))?;
-        let local_ip = cfg.rpc_advertise.rsplit_once(':').and_then(|(h, _)| h.parse::<std::net::IpAddr>().ok());
-        let client = network::client(local_ip).map_err(StoreError::RpcClient)?;
+        let client = match cfg.rpc_client {
+            Some(c) => c,
+            None => {
+                let local_ip = cfg.rpc_advertise.rsplit_once(':').and_then(|(h, _)| h.parse::<std::net::IpAddr>().ok());
+                RpcClient::plain(local_ip).map_err(StoreError::RpcClient)?
+            }
+        };
         let raft = Raft::new(node_id, Arc::new(config), Network::with_client(client.clone()), log, sm)
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))?;
@@ -229,14 +247,14 @@ impl Store {
         self.node_id
     }
 
-    /// HTTP client for node-to-node calls, bound to this node's address.
-    pub fn rpc_client(&self) -> reqwest::Client {
+    /// The client for node-to-node calls (mTLS, from this node's address).
+    pub fn rpc_client(&self) -> RpcClient {
         self.client.clone()
     }
 
     /// Routes for the cluster RPC port.
     pub fn rpc_router(&self) -> axum::Router {
-        network::router(self.raft.clone(), self.max_voters)
+        network::router(self.raft.clone(), self.max_voters, self.client.clone())
             .merge(keyring::router(self.raft.clone(), self.keyring.clone()))
     }
 

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+use trust::RpcClient;
 
 /// Who votes and who only replicates, as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -42,14 +43,15 @@ struct RpcState {
     /// One join at a time: Raft allows one membership change in flight, and
     /// nodes that start together (a new cluster, `cluster up`) join together.
     joining: Arc<tokio::sync::Mutex<()>>,
+    client: RpcClient,
 }
 
-pub fn router(raft: Raft, max_voters: usize) -> Router {
+pub fn router(raft: Raft, max_voters: usize, client: RpcClient) -> Router {
     Router::new()
         .route("/cluster/join", post(join))
         .route("/cluster/elect", post(elect))
         .route("/cluster/abdicate", post(abdicate_rpc))
-        .with_state(RpcState { raft, max_voters, joining: Arc::default() })
+        .with_state(RpcState { raft, max_voters, joining: Arc::default(), client })
 }
 
 fn membership_of(raft: &Raft) -> Membership {
@@ -135,14 +137,14 @@ async fn elect(State(st): State<RpcState>) -> Json<bool> {
 }
 
 async fn abdicate_rpc(State(st): State<RpcState>) -> Json<bool> {
-    Json(step_down(&st.raft, &reqwest::Client::new()).await)
+    Json(step_down(&st.raft, &st.client).await)
 }
 
 /// On the leader: stop heartbeating and campaigning, so the followers'
 /// leader leases lapse and one of them wins an election (asked directly to
 /// campaign, and by its own timer otherwise); then resume. openraft 0.9
 /// has no leadership transfer, so this is the step-down.
-async fn step_down(raft: &Raft, client: &reqwest::Client) -> bool {
+async fn step_down(raft: &Raft, client: &RpcClient) -> bool {
     let me = raft.metrics().borrow().id;
     if raft.current_leader().await != Some(me) {
         return false;
@@ -164,7 +166,7 @@ async fn step_down(raft: &Raft, client: &reqwest::Client) -> bool {
     let mut moved = false;
     while tokio::time::Instant::now() < deadline {
         for addr in &others {
-            let _ = client.post(format!("http://{addr}/cluster/elect")).timeout(Duration::from_secs(1)).send().await;
+            let _ = client.http().post(client.url(addr, "/cluster/elect")).timeout(Duration::from_secs(1)).send().await;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
         if raft.current_leader().await.is_some_and(|l| l != me) {
@@ -189,7 +191,8 @@ impl Store {
             targets.rotate_left(1);
             let resp = self
                 .client
-                .post(format!("http://{addr}/cluster/join"))
+                .http()
+                .post(self.client.url(&addr, "/cluster/join"))
                 .timeout(Duration::from_secs(30))
                 .json(&req)
                 .send()
@@ -254,7 +257,8 @@ impl Store {
         let addr = self.leadership().borrow().leader_rpc.clone().ok_or(StoreError::NoLeader)?;
         let r = self
             .client
-            .post(format!("http://{addr}/cluster/abdicate"))
+            .http()
+            .post(self.client.url(&addr, "/cluster/abdicate"))
             .timeout(Duration::from_secs(10))
             .send()
             .await

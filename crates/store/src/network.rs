@@ -17,35 +17,26 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use trust::RpcClient;
 
 /// Largest RPC body accepted (snapshots travel in chunks below this).
 pub const MAX_RPC_BODY: usize = 64 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct Network {
-    client: reqwest::Client,
+    client: RpcClient,
 }
 
 impl Network {
-    /// Outgoing RPCs go through `client` (see `client`).
-    pub fn with_client(client: reqwest::Client) -> Network {
+    /// Outgoing RPCs go through `client` (mTLS with the node's identity,
+    /// see `trust::RpcClient`).
+    pub fn with_client(client: RpcClient) -> Network {
         Network { client }
     }
 }
 
-/// The HTTP client for node-to-node calls. Outgoing RPCs leave from `local`
-/// (the node's advertised address), so peers and firewalls see who is
-/// talking. Fails rather than falling back to a client without those settings.
-pub fn client(local: Option<std::net::IpAddr>) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
-        .local_address(local)
-        .build()
-}
-
 pub struct PeerClient {
-    client: reqwest::Client,
+    client: RpcClient,
     target: u64,
     addr: String,
 }
@@ -74,9 +65,10 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}/raft/{}", self.addr, path);
+        let url = self.client.url(&self.addr, &format!("/raft/{path}"));
         let resp = self
             .client
+            .http()
             .post(url)
             .timeout(timeout)
             .json(req)
@@ -131,9 +123,10 @@ pub enum ForwardResult {
     Failed(String),
 }
 
-pub async fn forward(client: &reqwest::Client, addr: &str, cmd: &Command) -> Result<ForwardResult, String> {
+pub async fn forward(client: &RpcClient, addr: &str, cmd: &Command) -> Result<ForwardResult, String> {
     let resp = client
-        .post(format!("http://{addr}/raft/propose"))
+        .http()
+        .post(client.url(addr, "/raft/propose"))
         .timeout(Duration::from_secs(10))
         .json(cmd)
         .send()
@@ -143,7 +136,7 @@ pub async fn forward(client: &reqwest::Client, addr: &str, cmd: &Command) -> Res
 }
 
 /// Routes served on the cluster RPC port.
-pub fn router(raft: Raft, max_voters: usize) -> Router {
+pub fn router(raft: Raft, max_voters: usize, client: RpcClient) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
@@ -151,7 +144,7 @@ pub fn router(raft: Raft, max_voters: usize) -> Router {
         .route("/raft/propose", post(propose))
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
         .with_state(raft.clone())
-        .merge(crate::membership::router(raft, max_voters))
+        .merge(crate::membership::router(raft, max_voters, client))
 }
 
 async fn append(

@@ -40,7 +40,12 @@ async fn open(dir: &std::path::Path) -> Store {
 async fn open_when_released(cfg: StoreConfig) -> Result<Store, store::StoreError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let c = StoreConfig { data_dir: cfg.data_dir.clone(), rpc_advertise: cfg.rpc_advertise.clone(), ..cfg };
+        let c = StoreConfig {
+            data_dir: cfg.data_dir.clone(),
+            rpc_advertise: cfg.rpc_advertise.clone(),
+            rpc_client: cfg.rpc_client.clone(),
+            ..cfg
+        };
         match Store::open(c).await {
             Err(store::StoreError::Database(redb::Error::DatabaseAlreadyOpen))
                 if tokio::time::Instant::now() < deadline =>

@@ -5,6 +5,10 @@
 //! - leader failover: kill -9 of the leader -> first successful write
 //!   through another node;
 //! - node loss: kill -9 of a node -> all its tasks running elsewhere.
+//!
+//! Nodes talk mutual TLS as always; `--vs-insecure-rpc` runs the same
+//! measurements again on a cluster started with `--insecure-rpc` and prints
+//! what mTLS costs (the ratio of each figure).
 
 use crate::client::Client;
 use anyhow::{bail, Context};
@@ -19,10 +23,13 @@ pub struct Proc {
     dir: std::path::PathBuf,
     child: Option<Child>,
     ports: String,
+    insecure_rpc: bool,
 }
 
 impl Proc {
-    fn spawn(&mut self, join: Option<&str>) -> anyhow::Result<()> {
+    /// `join`: a member's RPC address and the cluster's join token (none
+    /// with --insecure-rpc).
+    fn spawn(&mut self, join: Option<(&str, Option<&str>)>) -> anyhow::Result<()> {
         let exe = std::env::current_exe()?;
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("agent")
@@ -32,8 +39,14 @@ impl Proc {
             .args(["--ports", &self.ports, "--hostname", &self.ip])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if let Some(j) = join {
+        if let Some((j, token)) = join {
             cmd.args(["--join", j]);
+            if let Some(t) = token {
+                cmd.args(["--join-token", t]);
+            }
+        }
+        if self.insecure_rpc {
+            cmd.arg("--insecure-rpc");
         }
         self.child = Some(cmd.spawn().context("starting a benchmark node")?);
         Ok(())
@@ -199,21 +212,39 @@ fn print_result(clients: usize, r: &LoadResult) {
     );
 }
 
-/// Three Wharf nodes on 127.77.0.1-3 with scratch data dirs under `dir`;
-/// returns them (stopped on drop) and the leader's HTTP address.
-pub async fn start_wharf(dir: &std::path::Path) -> anyhow::Result<(Vec<Proc>, String)> {
+/// The join token the first node wrote into its data dir.
+async fn join_token(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = dir.join(crate::admission::TOKEN_FILE);
+    let t = Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            return Ok(s.trim().to_string());
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("the first node wrote no join token ({})", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Three Wharf nodes on 127.77.0.1-3 with scratch data dirs under `dir`
+/// (mutual TLS between them unless `insecure_rpc`); returns them (stopped
+/// on drop) and the leader's HTTP address.
+pub async fn start_wharf(dir: &std::path::Path, insecure_rpc: bool) -> anyhow::Result<(Vec<Proc>, String)> {
     let mut nodes: Vec<Proc> = (0..3)
         .map(|i| Proc {
             ip: format!("127.77.0.{}", i + 1),
             dir: dir.join(format!("n{i}")),
             child: None,
             ports: format!("{}-{}", 45000 + i * 1000, 45000 + i * 1000 + 999),
+            insecure_rpc,
         })
         .collect();
     nodes[0].spawn(None)?;
     wait_leader(&Client::new(&nodes[0].addr())?).await?;
+    let token = if insecure_rpc { None } else { Some(join_token(&nodes[0].dir).await?) };
     for n in nodes.iter_mut().skip(1) {
-        n.spawn(Some("127.77.0.1:5050"))?;
+        n.spawn(Some(("127.77.0.1:5050", token.as_deref())))?;
         wait_leader(&Client::new(&n.addr())?).await?;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -221,10 +252,38 @@ pub async fn start_wharf(dir: &std::path::Path) -> anyhow::Result<(Vec<Proc>, St
     Ok((nodes, leader))
 }
 
-pub async fn run(rounds: u32, spec: LoadSpec) -> anyhow::Result<()> {
+/// One cluster's figures.
+struct Figures {
+    writes_1: f64,
+    writes_64: f64,
+    failover_ms: f64,
+    node_loss_ms: f64,
+}
+
+pub async fn run(rounds: u32, spec: LoadSpec, vs_insecure: bool) -> anyhow::Result<()> {
+    let tls = measure(rounds, spec, false).await?;
+    if !vs_insecure {
+        return Ok(());
+    }
+    let plain = measure(rounds, spec, true).await?;
+    println!("mutual TLS vs --insecure-rpc (same run; ratio = TLS / plain):");
+    let row = |what: &str, t: f64, p: f64, unit: &str| {
+        let ratio = if p > 0.0 { t / p } else { 0.0 };
+        println!("  {what:<22} TLS {t:>8.0} {unit:<9} plain {p:>8.0} {unit:<9} ratio {ratio:.2}");
+    };
+    row("writes/s, 1 client", tls.writes_1, plain.writes_1, "writes/s");
+    row("writes/s, 64 clients", tls.writes_64, plain.writes_64, "writes/s");
+    row("leader failover", tls.failover_ms, plain.failover_ms, "ms");
+    row("node loss", tls.node_loss_ms, plain.node_loss_ms, "ms");
+    Ok(())
+}
+
+async fn measure(rounds: u32, spec: LoadSpec, insecure_rpc: bool) -> anyhow::Result<Figures> {
     let tmp = tempfile::tempdir()?;
-    let (mut nodes, leader) = start_wharf(tmp.path()).await?;
-    println!("3-node cluster on 127.77.0.1-3, every write durable (redb fsync) on a quorum");
+    let (mut nodes, leader) = start_wharf(tmp.path(), insecure_rpc).await?;
+    let transport = if insecure_rpc { "PLAIN HTTP (--insecure-rpc)" } else { "mutual TLS" };
+    println!("3-node cluster on 127.77.0.1-3, {transport} between nodes, every write durable (redb fsync) on a quorum");
+    let mut per_clients = Vec::new();
     println!(
         "write throughput (POST /v2/apps to the leader {leader}, {:.0} s after {:.0} s warm-up):",
         spec.measure.as_secs_f64(),
@@ -233,6 +292,7 @@ pub async fn run(rounds: u32, spec: LoadSpec) -> anyhow::Result<()> {
     for clients in [1, 64] {
         let r = wharf_writes(&leader, LoadSpec { clients, ..spec }, &format!("c{clients}")).await?;
         print_result(clients, &r);
+        per_clients.push(r.per_sec);
     }
 
     println!("leader failover (kill -9 the leader -> first successful write through another node):");
@@ -259,7 +319,8 @@ pub async fn run(rounds: u32, spec: LoadSpec) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(4)).await;
     }
     times.sort_by(|a, b| a.total_cmp(b));
-    println!("  median {:.0} ms, max {:.0} ms", pct(&times, 0.5), times.last().copied().unwrap_or(0.0));
+    let failover_ms = pct(&times, 0.5);
+    println!("  median {failover_ms:.0} ms, max {:.0} ms", times.last().copied().unwrap_or(0.0));
 
     println!("node loss (kill -9 a node -> its tasks running elsewhere):");
     let c0 = Client::new(&nodes[0].addr())?;
@@ -305,7 +366,8 @@ pub async fn run(rounds: u32, spec: LoadSpec) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("  {:.0} ms (heartbeat timeout 3 s by default)", t.elapsed().as_secs_f64() * 1000.0);
+    let node_loss_ms = t.elapsed().as_secs_f64() * 1000.0;
+    println!("  {node_loss_ms:.0} ms (heartbeat timeout 3 s by default)");
 
     // Clean up tasks: delete the app, then restart the dead node so its
     // orphaned executor is reconciled away too.
@@ -321,5 +383,10 @@ pub async fn run(rounds: u32, spec: LoadSpec) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok(())
+    Ok(Figures {
+        writes_1: per_clients.first().copied().unwrap_or(0.0),
+        writes_64: per_clients.get(1).copied().unwrap_or(0.0),
+        failover_ms,
+        node_loss_ms,
+    })
 }

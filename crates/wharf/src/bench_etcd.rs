@@ -176,7 +176,7 @@ pub async fn run(spec: LoadSpec, client_counts: &[usize]) -> anyhow::Result<()> 
     let tmp = tempfile::tempdir()?;
     // Members are declared after `tmp`, so they stop before it is removed.
     let mut members = start_etcd(&etcd, &tmp.path().join("etcd"))?;
-    let (_nodes, wharf_leader) = start_wharf(&tmp.path().join("wharf")).await?;
+    let (_nodes, wharf_leader) = start_wharf(&tmp.path().join("wharf"), false).await?;
     let etcd_leader = etcd_leader(&mut members).await?;
     println!("durable writes, side by side, on loopback:");
     println!("  wharf: 3 nodes on 127.77.0.1-3, POST /v2/apps (instances: 0) to the leader {wharf_leader}");

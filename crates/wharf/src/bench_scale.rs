@@ -126,6 +126,9 @@ pub(crate) fn follower(dir: &std::path::Path, ip: &str, leader_rpc: &str, extra:
         .arg(dir)
         .args(["--http", &format!("{ip}:8080"), "--rpc", &format!("{ip}:5050"), "--join", leader_rpc])
         .args(["--resources", "cpus:0;mem:0;disk:0;gpus:0", "--hostname", ip])
+        // The in-process leader serves Raft without TLS: these benchmarks
+        // measure the store, not the transport (`bench cluster` does that).
+        .arg("--insecure-rpc")
         .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.with_extension("log")).map(Stdio::from).unwrap_or_else(|_| Stdio::null()))

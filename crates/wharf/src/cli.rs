@@ -114,11 +114,11 @@ pub enum Command {
     /// Cluster nodes.
     #[command(subcommand, after_help = "Examples:\n  wharf node ls\n  wharf node drain 3")]
     Node(NodeCommand),
-    /// HTTP API tokens (admin only). The first token turns authentication
-    /// on for the whole cluster.
+    /// HTTP API tokens (admin only; the first token turns authentication
+    /// on for the whole cluster) and the cluster's join token.
     #[command(
         subcommand,
-        after_help = "Examples:\n  wharf token create --role viewer --name grafana\n  wharf token ls"
+        after_help = "Examples:\n  wharf token create --role viewer --name grafana\n  wharf token ls\n  wharf token show\n  wharf token rotate"
     )]
     Token(TokenCommand),
     /// The cluster's secret store (writes need an admin, listing a
@@ -265,6 +265,20 @@ pub struct AgentArgs {
     /// Join a running cluster through any member's --rpc address(es), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub join: Vec<String>,
+    /// The cluster's join token (`wharf token show` on a member, or the
+    /// file `join-token` in its data dir): needed with --join by a node
+    /// that has no certificate yet. `--token` is read too when it holds one.
+    #[arg(long, env = "WHARF_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Node-to-node calls over plain HTTP, without TLS or authentication.
+    /// Only for measuring what mutual TLS costs (`wharf bench cluster
+    /// --insecure-rpc`); every node of the cluster must have it.
+    #[arg(long)]
+    pub insecure_rpc: bool,
+    /// Lifetime of this node's certificates, in seconds; each is renewed at
+    /// two thirds of it (default 90 days).
+    #[arg(long, default_value_t = 90 * 24 * 3600)]
+    pub cert_lifetime: u64,
     /// How many nodes vote in Raft (3 or 5); later nodes are learners.
     #[arg(long, default_value_t = 3)]
     pub voters: usize,
@@ -542,6 +556,13 @@ pub enum TokenCommand {
     /// Revoke a token by its id.
     #[command(after_help = "Example:\n  wharf token rm ID   (ids from `wharf token ls`)")]
     Rm { id: String },
+    /// Print the cluster's join token (for `wharf agent --join ADDR --join-token T`).
+    #[command(after_help = "Example:\n  wharf agent --join 10.0.0.5:5050 --join-token $(wharf token show)")]
+    Show,
+    /// Make a new join token; the old one is refused from now on (nodes
+    /// that already joined keep their certificates).
+    #[command(after_help = "Example:\n  wharf token rotate")]
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -674,6 +695,10 @@ pub enum BenchCommand {
         /// Concurrent clients for --vs-etcd, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,64")]
         clients: Vec<usize>,
+        /// Measure again on a cluster whose nodes run with --insecure-rpc
+        /// (no TLS between nodes) and print what mutual TLS costs.
+        #[arg(long)]
+        vs_insecure_rpc: bool,
     },
 }
 
@@ -702,7 +727,13 @@ pub async fn dispatch(cli: Cli, matches: ArgMatches) -> anyhow::Result<()> {
             crate::cmd::install::install(plan).await
         }
         Command::Uninstall { purge, root } => crate::cmd::install::uninstall(root.as_deref(), purge).await,
-        Command::Agent(args) => crate::node::run(args).await,
+        Command::Agent(mut args) => {
+            // `wharf agent --join ADDR --token WHARF-1-...` reads as it does in Swarm.
+            if args.join_token.is_none() {
+                args.join_token = cli.token.filter(|t| t.starts_with("WHARF-1-"));
+            }
+            crate::node::run(args).await
+        }
         Command::Executor { .. } => Ok(()),
         Command::App(cmd) => crate::cmd::app::run(&client, cmd).await,
         Command::Job(cmd) => crate::cli_job::run(&client, cmd).await,
@@ -730,6 +761,8 @@ pub async fn dispatch(cli: Cli, matches: ArgMatches) -> anyhow::Result<()> {
         Command::Node(NodeCommand::Rm { id }) => crate::cmd::node::rm(&client, &id).await,
         Command::Token(TokenCommand::Create { role, name }) => crate::cmd::token::create(&client, &role, &name).await,
         Command::Token(TokenCommand::Ls) => crate::cmd::token::ls(&client).await,
+        Command::Token(TokenCommand::Show) => crate::cmd::token::show(&client).await,
+        Command::Token(TokenCommand::Rotate) => crate::cmd::token::rotate(&client).await,
         Command::Token(TokenCommand::Rm { id }) => crate::cmd::token::rm(&client, &id).await,
         Command::Secret(SecretCommand::Put { path, file }) => {
             crate::cmd::secret::put(&client, &path, file.as_deref()).await
@@ -758,7 +791,7 @@ pub async fn dispatch(cli: Cli, matches: ArgMatches) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Scale { nodes, apps, tasks_per_node, hold }) => {
             crate::bench_scale::run(crate::bench_scale::ScaleArgs { nodes, apps, tasks_per_node, hold }).await
         }
-        Command::Bench(BenchCommand::Cluster { rounds, vs_etcd, seconds, warmup, clients }) => {
+        Command::Bench(BenchCommand::Cluster { rounds, vs_etcd, seconds, warmup, clients, vs_insecure_rpc }) => {
             let spec = crate::bench_cluster::LoadSpec {
                 clients: 1,
                 warmup: Duration::try_from_secs_f64(warmup).context("--warmup")?,
@@ -770,7 +803,7 @@ pub async fn dispatch(cli: Cli, matches: ArgMatches) -> anyhow::Result<()> {
                 if vs_etcd {
                     crate::bench_etcd::run(spec, &clients).await
                 } else {
-                    crate::bench_cluster::run(rounds, spec).await
+                    crate::bench_cluster::run(rounds, spec, vs_insecure_rpc).await
                 }
             };
             tokio::select! {

@@ -1,7 +1,8 @@
 //! HTTPS for the HTTP API (`--https-cert`, `--https-key`): rustls with the
 //! ring provider in front of the same router, so everything the node serves
 //! on its HTTP port (API, UI, metrics, DNS's and the LB's routes) is behind
-//! TLS and behind the same authentication layer.
+//! TLS and behind the same authentication layer. The same accept loop serves
+//! the RPC port with mutual TLS (`Peers::NodesOnly`).
 
 use anyhow::Context;
 use axum::Router;
@@ -34,11 +35,23 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::Serv
     Ok(Arc::new(cfg))
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown` completes.
+/// Who may send requests once the handshake is done.
+#[derive(Clone, Copy)]
+pub enum Peers {
+    /// Anyone (the HTTP API: its own layer authenticates callers).
+    Anyone,
+    /// Only peers that presented a certificate the server's verifier
+    /// accepted (cluster members), except on these paths (the join exchange).
+    NodesOnly { open: &'static [&'static str] },
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` completes. A peer's
+/// verified certificate reaches handlers as a `trust::PeerCert` extension.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Arc<rustls::ServerConfig>,
+    peers: Peers,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -56,6 +69,11 @@ pub async fn serve(
                 }
             },
         };
+        // As `axum::serve` does: without it, small answers split into TLS
+        // records wait on Nagle and the peer's delayed ACK (40 ms each).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "TLS: cannot set TCP_NODELAY");
+        }
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
             // A client that never finishes its handshake holds nothing long.
@@ -64,8 +82,31 @@ pub async fn serve(
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "HTTPS: handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "HTTPS: handshake timed out"),
             };
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                tower::ServiceExt::oneshot(app.clone(), req)
+            let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
+            let peer_cert = cert.map(trust::PeerCert);
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                let app = app.clone();
+                let refused = match (peers, &peer_cert) {
+                    (Peers::NodesOnly { open }, None) => !open.contains(&req.uri().path()),
+                    _ => false,
+                };
+                if let Some(c) = &peer_cert {
+                    req.extensions_mut().insert(c.clone());
+                }
+                async move {
+                    if refused {
+                        let body = r#"{"message":"this port serves cluster members only: present a certificate issued by the cluster CA"}"#;
+                        let mut r = axum::response::IntoResponse::into_response((
+                            axum::http::StatusCode::FORBIDDEN,
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            body,
+                        ));
+                        r.headers_mut()
+                            .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+                        return Ok(r);
+                    }
+                    tower::ServiceExt::oneshot(app, req).await
+                }
             });
             let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = conn.serve_connection_with_upgrades(TokioIo::new(tls), svc).await {

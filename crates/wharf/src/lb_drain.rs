@@ -27,10 +27,10 @@ impl RpcDrain {
 }
 
 /// Whether `addr`'s LB is done with `task`; any failure to ask says yes.
-async fn drained_at(client: &reqwest::Client, addr: &str, task: &TaskId) -> bool {
-    let url = format!("http://{addr}{}/{}", lb::DRAIN_PATH, task.as_str());
+async fn drained_at(client: &trust::RpcClient, addr: &str, task: &TaskId) -> bool {
+    let url = client.url(addr, &format!("{}/{}", lb::DRAIN_PATH, task.as_str()));
     let answer = async {
-        let resp = client.get(url).timeout(ASK_TIMEOUT).send().await.ok()?;
+        let resp = client.http().get(url).timeout(ASK_TIMEOUT).send().await.ok()?;
         if !resp.status().is_success() {
             return None;
         }

@@ -71,7 +71,7 @@ pub async fn send_heartbeats(store: Arc<Store>, liveness: Arc<Liveness>, cfg: Li
         if l.is_self {
             liveness.saw(me);
         } else if let Some(addr) = l.leader_rpc {
-            let req = client.post(format!("http://{addr}/cluster/heartbeat")).timeout(cfg.heartbeat_interval * 2);
+            let req = client.http().post(client.url(&addr, "/cluster/heartbeat")).timeout(cfg.heartbeat_interval * 2);
             let _ = req.json(&me).send().await;
         }
         tokio::time::sleep(cfg.heartbeat_interval).await;

@@ -4,6 +4,7 @@
 //!
 //! This is the binary's edge: `anyhow` errors, the clock and the OS.
 
+mod admission;
 mod agent_config;
 mod bench;
 mod bench_cluster;

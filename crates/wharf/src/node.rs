@@ -79,19 +79,58 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let rpc_advertise = format!("{advertise}:{}", rpc_listener.local_addr()?.port());
     let http_advertise = format!("{advertise}:{}", http_listener.local_addr()?.port());
 
-    let mut store_cfg = StoreConfig::new(data_dir.join("state"), rpc_advertise.clone());
+    // The node's certificate comes before its state: a node that cannot
+    // join (wrong token, another cluster) has received nothing.
+    let state_dir = data_dir.join("state");
+    let node_id = store::node_id_in(&state_dir).context("--data-dir: reading this node's id")?;
+    let local_ip: Option<std::net::IpAddr> = advertise.parse().ok();
+    let lifetime = Duration::from_secs(args.cert_lifetime);
+    let tls_dir = data_dir.join(trust::TLS_DIR);
+    let identity = node_identity(&args, &tls_dir, node_id, local_ip, lifetime).await?;
+    let revoked = Arc::new(trust::Revocations::default());
+    let rpc_client = match &identity {
+        Some(id) => trust::RpcClient::mutual(local_ip, id, revoked.clone())?,
+        None => trust::RpcClient::plain(local_ip)?,
+    };
+    let mut store_cfg = StoreConfig::new(state_dir, rpc_advertise.clone());
     store_cfg.max_voters = args.voters;
+    store_cfg.rpc_client = Some(rpc_client);
     let store = Arc::new(Store::open(store_cfg).await.context("opening the state store")?);
+    revoked.set(&store.read(|s| s.removed_nodes.clone()));
     let liveness = Arc::new(crate::liveness::Liveness::default());
     let mut sup = Supervisor::new(Backoff::default());
+    let sandbox_root = data_dir.join("sandboxes");
+    std::fs::create_dir_all(&sandbox_root)?;
     // The RPC server runs before joining: Raft needs it to hear the leader.
     // The LB's table exists before its listeners: the RPC answers other
     // agents' drain questions from it.
     let lb = lb::Lb::new(lb_cfg);
-    let rpc_router =
-        store.rpc_router().merge(crate::liveness::router(liveness.clone())).merge(lb::rpc_router(lb.clone()));
-    sup.start_once("RPC server", async move { axum::serve(rpc_listener, rpc_router).await });
+    let node_api = Arc::new(api::ApiContext::new(store.clone(), sandbox_root.clone()));
+    let rpc_router = store
+        .rpc_router()
+        .merge(crate::liveness::router(liveness.clone()))
+        .merge(crate::admission::router(store.clone()))
+        .merge(api::node_router(node_api))
+        .merge(lb::rpc_router(lb.clone()));
+    match &identity {
+        Some(id) => {
+            let tls = id.server_config(revoked.clone())?;
+            let peers = crate::https::Peers::NodesOnly { open: &[crate::admission::JOIN_PATH] };
+            let serve = crate::https::serve(rpc_listener, rpc_router, tls, peers, std::future::pending());
+            sup.start_once("RPC server", serve);
+        }
+        None => sup.start_once("RPC server", async move { axum::serve(rpc_listener, rpc_router).await }),
+    }
+    let (s, r, d) = (store.clone(), revoked.clone(), data_dir.clone());
+    sup.start("trust follower", Policy::Restart, move || crate::admission::follow(s.clone(), r.clone(), d.clone()));
     join_cluster(&store, &args.join).await?;
+    if let Some(id) = &identity {
+        crate::admission::record_pending_trust(&store, &tls_dir, &rpc_advertise).await?;
+        let (s, id) = (store.clone(), id.clone());
+        sup.start("certificate renewal", Policy::Restart, move || {
+            crate::admission::renew_loop(s.clone(), id.clone(), lifetime)
+        });
+    }
     match store.ensure_data_key(&args.join, args.autolock).context("the cluster data key")? {
         store::KeyStatus::Created { unlock_key } => {
             tracing::info!("made the cluster data key (it seals secrets)");
@@ -118,8 +157,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     register(&store, node).await?;
 
-    let sandbox_root = data_dir.join("sandboxes");
-    std::fs::create_dir_all(&sandbox_root)?;
     // One registry for /metrics: the agent and the scheduler count into it
     // where things happen; the API adds its own series and encodes it.
     let mut registry = prometheus_client::registry::Registry::with_prefix("wharf");
@@ -199,6 +236,41 @@ async fn join_cluster(store: &Store, join: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// This node's certificate: the stored one; a new CA and a certificate from
+/// it for the first node of a new cluster; or, for a node joining, one
+/// traded for the join token. None with `--insecure-rpc`.
+async fn node_identity(
+    args: &AgentArgs,
+    tls: &std::path::Path,
+    node: model::NodeId,
+    local: Option<std::net::IpAddr>,
+    lifetime: Duration,
+) -> anyhow::Result<Option<Arc<trust::Identity>>> {
+    if args.insecure_rpc {
+        tracing::warn!(
+            "--insecure-rpc: NODE-TO-NODE CALLS ARE PLAIN HTTP, UNENCRYPTED AND UNAUTHENTICATED; \
+             anyone who reaches the RPC port can join, write to and read the cluster (for benchmarks only)"
+        );
+        return Ok(None);
+    }
+    if let Some(id) = trust::Identity::load(tls, node).context("reading this node's certificate")? {
+        return Ok(Some(id));
+    }
+    if args.join.is_empty() {
+        return Ok(Some(crate::admission::bootstrap_identity(tls, node, lifetime)?));
+    }
+    let Some(token) = &args.join_token else {
+        anyhow::bail!(
+            "--join: this node has no certificate yet; give the cluster's join token with --join-token \
+             (`wharf token show` on a member prints it, as does the file join-token in its data dir)"
+        );
+    };
+    let token: trust::JoinToken = token.parse().map_err(|e| anyhow::anyhow!("--join-token: {e}"))?;
+    let id = crate::admission::join_identity(&args.join, &token, node, local, lifetime, tls).await?;
+    tracing::info!(node = %node, "received this node's certificate from the cluster");
+    Ok(Some(id))
+}
+
 /// This node as the cluster will see it, from the flags and the host: its
 /// resources, ports, attributes and names. Id, addresses and registration
 /// time are filled in once the store and listeners exist.
@@ -251,7 +323,9 @@ fn start_http(
         let _ = stop_rx.changed().await;
     };
     match https {
-        Some(tls) => sup.start_once(HTTP_SERVER, crate::https::serve(listener, app, tls, shutdown)),
+        Some(tls) => {
+            sup.start_once(HTTP_SERVER, crate::https::serve(listener, app, tls, crate::https::Peers::Anyone, shutdown))
+        }
         None => sup
             .start_once(HTTP_SERVER, async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await }),
     }

@@ -1,4 +1,5 @@
-//! `wharf token create|ls|rm`: the HTTP API's bearer tokens.
+//! `wharf token create|ls|rm`: the HTTP API's bearer tokens; `wharf token
+//! show|rotate`: the cluster's join token.
 
 use super::table::table;
 use crate::client::Client;
@@ -37,5 +38,20 @@ pub async fn ls(c: &Client) -> anyhow::Result<()> {
 pub async fn rm(c: &Client, id: &str) -> anyhow::Result<()> {
     c.ok(Method::DELETE, &format!("/wharf/v1/tokens/{id}"), None).await?;
     println!("Revoked token {id}");
+    Ok(())
+}
+
+/// `wharf token show`: the join token alone on stdout.
+pub async fn show(c: &Client) -> anyhow::Result<()> {
+    let v = c.ok(Method::GET, "/wharf/v1/join-token", None).await?;
+    println!("{}", v.get("token").and_then(Value::as_str).context("the node's answer has no token")?);
+    Ok(())
+}
+
+/// `wharf token rotate`: prints the new join token; the old one is refused.
+pub async fn rotate(c: &Client) -> anyhow::Result<()> {
+    let v = c.ok(Method::POST, "/wharf/v1/join-token/rotate", None).await?;
+    eprintln!("Rotated the join token: the previous one is refused from now on");
+    println!("{}", v.get("token").and_then(Value::as_str).context("the node's answer has no token")?);
     Ok(())
 }

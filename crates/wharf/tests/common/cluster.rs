@@ -16,6 +16,8 @@ pub struct ClusterNode {
     pub child: Option<Child>,
     pub ports: (u16, u16),
     pub extra: Vec<String>,
+    /// The cluster's join token, passed when the node joins.
+    pub token: Option<String>,
 }
 
 impl ClusterNode {
@@ -39,6 +41,9 @@ impl ClusterNode {
             .stderr(log);
         if let Some(j) = join {
             cmd.args(["--join", j]);
+            if let Some(t) = &self.token {
+                cmd.args(["--join-token", t]);
+            }
         }
         self.child = Some(cmd.spawn().expect("spawn"));
     }
@@ -94,6 +99,7 @@ impl Cluster {
                 child: None,
                 ports: (base + i as u16 * 30, base + i as u16 * 30 + 29),
                 extra: extra.iter().map(|s| s.to_string()).collect(),
+                token: None,
             });
         }
         let chain = format!("WHARF{a}x{b}");
@@ -101,11 +107,23 @@ impl Cluster {
         Cluster { nodes, _dir: dir, chain, client }
     }
 
+    /// The join token the first node keeps in its data dir (written once
+    /// the cluster's CA is in the replicated state), given to every node.
+    pub async fn share_join_token(&mut self) {
+        let path = self.nodes[0].dir.join("data/join-token");
+        wait_for("the first node's join token", Duration::from_secs(30), || async { path.exists() }).await;
+        let token = std::fs::read_to_string(&path).expect("join token").trim().to_string();
+        for n in &mut self.nodes {
+            n.token = Some(token.clone());
+        }
+    }
+
     /// `n` nodes: the first starts alone, the others join it one by one.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
         let mut c = Cluster::prepare(n, extra);
         c.nodes[0].spawn(None);
         c.wait_up(0).await;
+        c.share_join_token().await;
         let seed_rpc = c.nodes[0].rpc();
         for i in 1..n {
             c.nodes[i].spawn(Some(&seed_rpc));
@@ -121,6 +139,7 @@ impl Cluster {
         let mut c = Cluster::prepare(n, &[]);
         c.nodes[0].spawn(None);
         c.wait_up(0).await;
+        c.share_join_token().await;
         let seed_rpc = c.nodes[0].rpc();
         for i in 1..n {
             c.nodes[i].spawn(Some(&seed_rpc));
