@@ -14,6 +14,7 @@ pub mod driver;
 pub mod env;
 pub mod executor;
 pub mod health;
+pub mod images;
 pub mod metrics;
 pub mod readiness;
 pub mod reconcile;

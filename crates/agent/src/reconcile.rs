@@ -63,6 +63,8 @@ pub struct AgentConfig {
     pub default_task_user: Option<String>,
     /// Fail exec launches that would run as root (uid 0).
     pub refuse_root_tasks: bool,
+    /// `--image-gc-after`: images no task used for this long are removed.
+    pub image_gc_after: Duration,
 }
 
 /// The drivers this node can offer: `exec` always, `oci` where the kernel
@@ -138,6 +140,11 @@ struct Tracked {
 pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let drivers = start_drivers(&cfg, ev_tx).await;
+    // Image upkeep ends with the agent (a restarted agent starts it again).
+    let _upkeep = cfg.images.clone().filter(|_| drivers.contains_key(&DriverKind::Oci)).map(|images| {
+        let upkeep = crate::images::upkeep(store.clone(), cfg.node, images, cfg.image_gc_after);
+        crate::images::AbortOnDrop(tokio::spawn(upkeep).abort_handle())
+    });
     let reports = spawn_batcher(store.clone(), Command::TaskStatuses, "status report");
     let health_reports = spawn_batcher(store.clone(), Command::TaskHealth, "health report");
     let mut ready = Runners::new(
@@ -447,6 +454,7 @@ fn task_launch(task: &Task, app: &AppSpec, sandbox: PathBuf, default_user: Optio
         container: app.container.container().cloned().unwrap_or_default(),
         host_ports: task.ports.clone(),
         user: app.user.clone().or_else(|| default_user.map(str::to_string)),
+        registry_auth: None,
     }
 }
 
@@ -472,11 +480,14 @@ fn spawn_launch(
             (Some(app), Some(_)) if refuse_root && runs_as_root(app.user.as_deref().or(default_user.as_deref())) => {
                 Err("this node runs no task as root (--refuse-root-tasks): give the app a user".to_string())
             }
-            (Some(app), Some(driver)) => driver
-                .launch(task_launch(&task, app, sandbox, default_user.as_deref()))
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            (Some(app), Some(driver)) => match crate::images::pull_config(app, crate::images::no_secret_store) {
+                Err(why) => Err(why),
+                Ok(registry_auth) => driver
+                    .launch(TaskLaunch { registry_auth, ..task_launch(&task, app, sandbox, default_user.as_deref()) })
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            },
         };
         if let Err(message) = result {
             metrics.launched(false);

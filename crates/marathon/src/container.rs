@@ -1,7 +1,7 @@
 //! Marathon's `container` object <-> `model::ContainerSpec`: the typed fields
 //! (type, image, volumes, port mappings, privileged, parameters,
-//! forcePullImage) and their rules (image references, volume paths). What the
-//! typed form does not say (`pullConfig`, persistent volumes' sizes, the
+//! forcePullImage, pullConfig) and their rules (image references, volume
+//! paths). What the typed form does not say (persistent volumes' sizes, the
 //! deprecated `docker.network`, unknown keys) is kept as a *residue*: the
 //! difference between the original JSON and the typed rendering, laid back
 //! over it on output, so a definition renders exactly as it was given.
@@ -76,6 +76,12 @@ fn read_docker(cx: &mut Cx, d: &Map<String, Value>, out: &mut Container) {
     }
     if let Some(b) = get(d, "forcePullImage") {
         out.force_pull_image = cx.boolean(b, "/container/docker/forcePullImage").unwrap_or(false);
+    }
+    if let Some(p) = get(d, "pullConfig").and_then(|p| cx.object(p, "/container/docker/pullConfig")) {
+        match get(p, "secret").and_then(|s| cx.string(s, "/container/docker/pullConfig/secret")) {
+            Some(name) if !name.is_empty() => out.pull_config = Some(name),
+            _ => cx.invalid("/container/docker/pullConfig/secret", "must name one of the app's secrets"),
+        }
     }
     if let Some(a) = get(d, "parameters").and_then(|p| cx.array(p, "/container/docker/parameters")) {
         for (i, p) in a.iter().enumerate() {
@@ -245,6 +251,9 @@ pub(crate) fn wire(c: &ContainerSpec, ports: &[PortSpec]) -> Value {
         d.insert("privileged".into(), json!(x.privileged));
         let params: Vec<Value> = x.parameters.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
         d.insert("parameters".into(), Value::Array(params));
+    }
+    if let Some(secret) = &x.pull_config {
+        d.insert("pullConfig".into(), json!({"secret": secret}));
     }
     if kind == "DOCKER" || x.image.is_some() {
         d.insert("forcePullImage".into(), json!(x.force_pull_image));

@@ -325,6 +325,14 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
             }
         }
         spec.container = crate::container::read(cx, &c, mode);
+        if let Some(name) = spec.container.container().and_then(|c| c.pull_config.as_ref()) {
+            if !secrets.contains(name) {
+                cx.invalid(
+                    "/container/docker/pullConfig/secret",
+                    format!("references an undefined secret named '{name}'"),
+                );
+            }
+        }
         // Only what the typed form does not say is kept (see `container`).
         if let Some(rest) = crate::container::residue(&c, &crate::container::wire(&spec.container, &spec.ports)) {
             spec.passthrough.insert("container".into(), rest);

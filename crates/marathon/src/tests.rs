@@ -888,8 +888,19 @@ fn api_example_patches_merge_onto_created_apps() {
 // ---------------------------------------------------------------- containers
 
 #[test]
+fn pull_config_names_a_declared_secret() {
+    let app = |pull: Value| json!({"id": "/p", "cmd": "x", "container": {"type": "MESOS", "docker": {"image": "a/b:1", "pullConfig": pull}}});
+    let e = rejected_at(app(json!({"secret": "nope"})), "/container/docker/pullConfig/secret");
+    assert!(e.to_json().to_string().contains("undefined secret named 'nope'"), "{}", e.to_json());
+    // Wrong JSON types are 400s, as everywhere.
+    assert!(err(app(json!({"secret": 3}))).has_path("/container/docker/pullConfig/secret"));
+    assert!(err(app(json!("config"))).has_path("/container/docker/pullConfig"));
+}
+
+#[test]
 fn docker_container_fields_are_typed_and_render_as_given() {
     let input = json!({"id": "/d", "cmd": "httpd", "networks": [{"mode": "container/bridge"}],
+        "secrets": {"s": {"source": "/registry/config"}},
         "container": {"type": "DOCKER",
             "docker": {"image": "wharf-test/busybox:1", "privileged": true, "forcePullImage": true,
                        "parameters": [{"key": "hostname", "value": "h1"}], "pullConfig": {"secret": "s"}},
@@ -912,8 +923,9 @@ fn docker_container_fields_are_typed_and_render_as_given() {
         vec![PortMapping { container_port: 80, host_port: 0, protocol: "tcp".into(), name: Some("web".into()) }]
     );
     // Only what the typed form cannot say stays untyped.
+    assert_eq!(c.pull_config.as_deref(), Some("s"));
     let rest = &s.passthrough["container"];
-    assert_eq!(rest["docker"], json!({"pullConfig": {"secret": "s"}}));
+    assert_eq!(rest.get("docker"), None, "{rest}");
     let out = render_spec(&s);
     let mut want = input["container"].clone();
     want["portMappings"][0]["servicePort"] = json!(0);

@@ -249,6 +249,10 @@ pub struct Container {
     pub parameters: Vec<(String, String)>,
     #[serde(default)]
     pub force_pull_image: bool,
+    /// `docker.pullConfig.secret`: the app secret holding a Docker
+    /// `config.json` with credentials for pulling the image.
+    #[serde(default)]
+    pub pull_config: Option<String>,
 }
 
 impl ContainerSpec {

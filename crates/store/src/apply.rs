@@ -26,6 +26,8 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             if let Some(old) = state.nodes.get(&node.id) {
                 node.registered_at = old.registered_at;
                 node.draining = old.draining;
+                // Its agent reports them anew after it starts.
+                node.images = old.images.clone();
             }
             state.nodes.insert(node.id, node);
             Applied::Done
@@ -74,6 +76,13 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             None => Applied::Rejected(Rejection::NoSuchDeployment(id.clone())),
         },
         Command::NodeLiveness { node, reachable, at } => node_liveness(state, *node, *reachable, *at),
+        Command::NodeImages { node, images } => match state.nodes.get_mut(node) {
+            Some(n) => {
+                n.images = images.clone();
+                Applied::Done
+            }
+            None => Applied::Rejected(Rejection::NoSuchNode(*node)),
+        },
         Command::DrainNode { node, draining } => match state.nodes.get_mut(node) {
             Some(n) => {
                 n.draining = *draining;

@@ -203,6 +203,7 @@ pub(crate) mod tests {
             draining: false,
             unreachable_since: None,
             drivers: vec![model::DriverKind::Exec],
+            images: Vec::new(),
         }
     }
 

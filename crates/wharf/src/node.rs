@@ -118,8 +118,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         keep_sandboxes: args.keep_sandboxes,
         check_client,
         metrics: agent_metrics,
-        images: image::ImageStore::open(data_dir.join("images"), args.insecure_registries.clone())
-            .context("opening the image store")?,
+        images: image::ImageStore::open_with(
+            data_dir.join("images"),
+            image::StoreConfig {
+                insecure: args.insecure_registries.clone(),
+                registry_config: image::default_registry_config(args.registry_config.clone()),
+            },
+        )
+        .context("opening the image store (--registry-config)")?,
+        image_gc_after: args.image_gc_after,
         docker_builtin,
         drivers,
         log: log_limits,
@@ -203,6 +210,7 @@ fn describe_node(args: &AgentArgs, data_dir: &std::path::Path, advertise: &str) 
         draining: false,
         unreachable_since: None,
         drivers: vec![model::DriverKind::Exec],
+        images: Vec::new(),
     })
 }
 
@@ -360,6 +368,7 @@ struct AgentParts {
     log: logfiles::LogLimits,
     default_task_user: Option<String>,
     refuse_root_tasks: bool,
+    image_gc_after: Duration,
 }
 
 /// This node's agent. A restarted agent recovers its running tasks from
@@ -380,6 +389,7 @@ fn start_agent(sup: &mut Supervisor, store: &Arc<Store>, parts: AgentParts) {
             log: parts.log,
             default_task_user: parts.default_task_user.clone(),
             refuse_root_tasks: parts.refuse_root_tasks,
+            image_gc_after: parts.image_gc_after,
         };
         agent::run_agent(s.clone(), cfg)
     });

@@ -73,6 +73,9 @@ pub struct TaskLaunch {
     /// `--default-task-user`); `None`: as the agent. Honoured by the exec
     /// driver.
     pub user: Option<String>,
+    /// Registry credentials the app brings (its `pullConfig`), tried before
+    /// the node's own.
+    pub registry_auth: Option<image::RegistryConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]

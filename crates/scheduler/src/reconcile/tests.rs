@@ -23,6 +23,7 @@ fn node(id: u64, cpus: f64, mem: f64) -> NodeInfo {
         draining: false,
         unreachable_since: None,
         drivers: vec![model::DriverKind::Exec],
+        images: Vec::new(),
     }
 }
 
