@@ -7,6 +7,7 @@
 use image::{ImageStore, RegistryConfig};
 use model::{AppSpec, NodeId, NodeImage, UnixMillis};
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use store::{Command, Store};
@@ -95,13 +96,15 @@ impl Drop for AbortOnDrop {
 
 /// Collects and reports until the store shuts down. A collection runs every
 /// quarter of `gc_after` (within [`UPKEEP_EVERY`] and an hour).
-pub async fn upkeep(store: Arc<Store>, node: NodeId, images: ImageStore, gc_after: Duration) {
+/// Persistent volumes of deleted apps go in the same rounds.
+pub async fn upkeep(store: Arc<Store>, node: NodeId, images: ImageStore, gc_after: Duration, volumes: PathBuf) {
     let gc_every = (gc_after / 4).clamp(UPKEEP_EVERY, Duration::from_secs(3600));
     let mut last_gc = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(UPKEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        crate::volumes::sweep(&store, &volumes);
         if last_gc.elapsed() >= gc_every {
             last_gc = tokio::time::Instant::now();
             let keep = images_of_live_tasks(&store, node);

@@ -142,7 +142,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
     let drivers = start_drivers(&cfg, ev_tx).await;
     // Image upkeep ends with the agent (a restarted agent starts it again).
     let _upkeep = cfg.images.clone().filter(|_| drivers.contains_key(&DriverKind::Oci)).map(|images| {
-        let upkeep = crate::images::upkeep(store.clone(), cfg.node, images, cfg.image_gc_after);
+        let upkeep = crate::images::upkeep(store.clone(), cfg.node, images, cfg.image_gc_after, volumes_root(&cfg));
         crate::images::AbortOnDrop(tokio::spawn(upkeep).abort_handle())
     });
     let reports = spawn_batcher(store.clone(), Command::TaskStatuses, "status report");
@@ -458,6 +458,11 @@ fn task_launch(task: &Task, app: &AppSpec, sandbox: PathBuf, default_user: Optio
     }
 }
 
+/// Where this node keeps persistent volumes (beside the sandboxes).
+pub fn volumes_root(cfg: &AgentConfig) -> PathBuf {
+    cfg.sandbox_root.with_file_name("volumes")
+}
+
 fn spawn_launch(
     driver: Option<Arc<dyn Driver>>,
     kind: DriverKind,
@@ -468,6 +473,7 @@ fn spawn_launch(
     cfg: &AgentConfig,
 ) {
     let (root, metrics) = (cfg.sandbox_root.clone(), cfg.metrics.clone());
+    let volumes = volumes_root(cfg);
     let default_user = cfg.default_task_user.clone();
     let refuse_root = cfg.refuse_root_tasks && kind == DriverKind::Exec;
     let span = tracing::info_span!("launch", task = %task.id, app = %task.id.app_id(), driver = kind.name());
@@ -480,14 +486,19 @@ fn spawn_launch(
             (Some(app), Some(_)) if refuse_root && runs_as_root(app.user.as_deref().or(default_user.as_deref())) => {
                 Err("this node runs no task as root (--refuse-root-tasks): give the app a user".to_string())
             }
-            (Some(app), Some(driver)) => match crate::images::pull_config(app, crate::images::no_secret_store) {
-                Err(why) => Err(why),
-                Ok(registry_auth) => driver
-                    .launch(TaskLaunch { registry_auth, ..task_launch(&task, app, sandbox, default_user.as_deref()) })
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-            },
+            (Some(app), Some(driver)) => {
+                let mut launch = task_launch(&task, app, sandbox, default_user.as_deref());
+                match crate::images::pull_config(app, crate::images::no_secret_store)
+                    .and_then(|auth| crate::volumes::prepare(&mut launch, &volumes).map(|()| auth))
+                {
+                    Err(why) => Err(why),
+                    Ok(registry_auth) => driver
+                        .launch(TaskLaunch { registry_auth, ..launch })
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                }
+            }
         };
         if let Err(message) = result {
             metrics.launched(false);

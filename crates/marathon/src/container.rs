@@ -1,7 +1,8 @@
 //! Marathon's `container` object <-> `model::ContainerSpec`: the typed fields
 //! (type, image, volumes, port mappings, privileged, parameters,
 //! forcePullImage, pullConfig) and their rules (image references, volume
-//! paths). What the typed form does not say (persistent volumes' sizes, the
+//! paths, persistent volumes). What the typed form does not say (a
+//! persistent volume's type and constraints, the
 //! deprecated `docker.network`, unknown keys) is kept as a *residue*: the
 //! difference between the original JSON and the typed rendering, laid back
 //! over it on output, so a definition renders exactly as it was given.
@@ -123,7 +124,44 @@ fn read_volume(cx: &mut Cx, v: &Value, rel: &str) -> Option<Volume> {
             VolumeMode::Rw
         }
     };
-    Some(Volume { container_path, host_path, mode })
+    let persistent = match get(o, "persistent") {
+        None => None,
+        Some(p) => read_persistent(cx, p, rel, &container_path, host_path.is_some()),
+    };
+    Some(Volume { container_path, host_path, mode, persistent })
+}
+
+/// `persistent: {size}` (MiB), Marathon's rules: a size of at least 1, a
+/// one-level relative `containerPath`, no `hostPath`.
+fn read_persistent(
+    cx: &mut Cx,
+    p: &Value,
+    rel: &str,
+    container_path: &str,
+    has_host_path: bool,
+) -> Option<model::PersistentVolume> {
+    let o = cx.object(p, &format!("{rel}/persistent"))?;
+    let size_rel = format!("{rel}/persistent/size");
+    let size = match get(o, "size") {
+        None => {
+            cx.invalid(&size_rel, "error.path.missing");
+            return None;
+        }
+        Some(s) => cx.number(s, &size_rel)?,
+    };
+    if size < 1.0 || size.fract() != 0.0 {
+        cx.invalid(&size_rel, format!("got {size}, expected a whole number of MiB, at least 1"));
+    }
+    if container_path.contains('/') {
+        cx.invalid(
+            &format!("{rel}/containerPath"),
+            format!("'{container_path}': a persistent volume's path is one relative name (no '/')"),
+        );
+    }
+    if has_host_path {
+        cx.invalid(&format!("{rel}/hostPath"), "a persistent volume has no hostPath");
+    }
+    Some(model::PersistentVolume { size_mb: size as u64 })
 }
 
 fn read_port_mapping(cx: &mut Cx, v: &Value, rel: &str) -> Option<PortMapping> {
@@ -269,6 +307,9 @@ pub(crate) fn wire(c: &ContainerSpec, ports: &[PortSpec]) -> Value {
                 m.insert("hostPath".into(), json!(h));
             }
             m.insert("mode".into(), json!(if v.mode == VolumeMode::Ro { "RO" } else { "RW" }));
+            if let Some(p) = &v.persistent {
+                m.insert("persistent".into(), json!({"size": p.size_mb}));
+            }
             Value::Object(m)
         })
         .collect();

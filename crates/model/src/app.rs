@@ -214,10 +214,29 @@ pub enum VolumeMode {
 pub struct Volume {
     /// Where it appears in the container (relative: under the sandbox).
     pub container_path: String,
-    /// The host directory; `None` for volumes Wharf does not mount
-    /// (persistent or external ones, kept for the wire only).
+    /// The host directory; `None` for persistent volumes (the agent makes
+    /// theirs) and external ones (kept for the wire only).
     pub host_path: Option<String>,
     pub mode: VolumeMode,
+    /// Marathon's persistent local volume: a directory on the node kept
+    /// across the instance's restarts, which pins the instance to the node.
+    #[serde(default)]
+    pub persistent: Option<PersistentVolume>,
+}
+
+/// `persistent: {size}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistentVolume {
+    /// MiB; a soft limit (reported, not enforced).
+    pub size_mb: u64,
+}
+
+/// Where one instance of an app with persistent volumes keeps them: its
+/// node, and its last task's attempt number (the next one counts on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResidentInstance {
+    pub node: crate::NodeId,
+    pub attempt: u32,
 }
 
 /// One `portMappings` entry. Its service port is the app's `ports[i]` (the
@@ -269,6 +288,11 @@ impl ContainerSpec {
             ContainerSpec::None => None,
             ContainerSpec::Oci(c) | ContainerSpec::Docker(c) => Some(c),
         }
+    }
+
+    /// Whether the app's instances are resident: some volume is persistent.
+    pub fn has_persistent_volumes(&self) -> bool {
+        self.container().is_some_and(|c| c.volumes.iter().any(|v| v.persistent.is_some()))
     }
 
     pub fn image(&self) -> Option<&str> {
@@ -363,6 +387,12 @@ pub struct App {
     pub last_task_failure: Option<TaskFailure>,
     /// Set when a delete is in progress: tasks are being killed.
     pub deleting: bool,
+    /// The app's resident instances (persistent volumes) by instance UUID:
+    /// a replacement task of one goes to the same node, with the same
+    /// volumes. Recorded when a task of the instance is first placed; gone
+    /// with the app.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resident: BTreeMap<uuid::Uuid, ResidentInstance>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]

@@ -247,6 +247,7 @@ fn put_app(state: &mut ClusterState, spec: &AppSpec, at: UnixMillis, deployment:
             backoff: LaunchBackoff::default(),
             last_task_failure: None,
             deleting: false,
+            resident: Default::default(),
         },
     };
     state.apps.insert(app.spec.id.clone(), app.clone());
@@ -367,6 +368,20 @@ fn launch_refusal(
     None
 }
 
+/// A task of an app with persistent volumes pins its instance to its node
+/// (Marathon's resident tasks): replacements go there, to its volumes.
+fn record_resident(state: &mut ClusterState, task: &model::Task) {
+    if task.job_run.is_some() {
+        return;
+    }
+    let Some((uuid, attempt)) = task.id.instance_attempt() else { return };
+    if let Some(app) = state.apps.get_mut(&task.app_id) {
+        if app.spec.container.has_persistent_volumes() {
+            app.resident.insert(uuid, model::ResidentInstance { node: task.node, attempt });
+        }
+    }
+}
+
 /// Nomad's plan applier: every launch is checked again against the newest
 /// state; the ones that still fit are committed, the others are returned
 /// with their reason and the index the scheduler should plan from again.
@@ -379,6 +394,7 @@ fn apply_plan(state: &mut ClusterState, plan: &Plan) -> Applied {
             None => {
                 state.tasks.insert(task.clone());
                 jobs::task_launched(state, task);
+                record_resident(state, task);
                 launched += 1;
             }
             Some(reason) => dropped.push(Dropped { task: task.id.clone(), node: task.node, reason }),

@@ -553,3 +553,47 @@ async fn imported_oci_layouts_run_are_listed_per_node_and_are_collected_once_unu
     let layers_left = std::fs::read_dir(&layers).expect("layers").count();
     assert_eq!(layers_left, 0, "no layer without an image");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persistent_volume_outlives_its_tasks_and_goes_with_its_app() {
+    if !ready() {
+        return;
+    }
+    let reg = Registry::start();
+    let image = reg.push(BUSYBOX, "base/busybox:1");
+    let node = Node::start().await;
+    let cmd = "echo $MESOS_TASK_ID >> $MESOS_SANDBOX/data/runs; cat $MESOS_SANDBOX/data/runs; exec sleep 1000";
+    node.deploy(json!({"id": "/db", "cmd": cmd, "cpus": 0.1, "mem": 32, "backoffSeconds": 0,
+               "container": {"type": "MESOS", "docker": {"image": image},
+                             "volumes": [{"containerPath": "data", "mode": "RW", "persistent": {"size": 16}}]}}))
+        .await;
+    let first = node.wait_running("/db", 1).await[0]["id"].as_str().expect("id").to_string();
+    stdout_containing(&node, &first, &first).await;
+    // Killed without scaling: the instance's next task finds the volume.
+    let (s, v) = node.call(Method::DELETE, &format!("/v2/apps/db/tasks/{first}"), None).await.expect("kill");
+    assert!(s.is_success(), "{s} {v}");
+    let n = &node;
+    let first2 = first.clone();
+    wait_for("the replacement task", Duration::from_secs(30), || {
+        let first = first2.clone();
+        async move { n.running("/db").await.iter().any(|t| t["id"] != json!(first)) }
+    })
+    .await;
+    let tasks = node.running("/db").await;
+    let second = tasks.iter().find(|t| t["id"] != json!(first)).and_then(|t| t["id"].as_str()).expect("id").to_string();
+    let instance = first.rsplit_once("._app.").expect("task id").0;
+    assert_eq!(second, format!("{instance}._app.2"), "the same instance, its next attempt");
+    let out = stdout_containing(&node, &second, &second).await;
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec![first.as_str(), second.as_str()], "what the first task wrote");
+    // The volume lives on the node, not in the sandbox, and goes with the app.
+    let volume = node.data_dir().join("data").join("volumes").join(instance);
+    assert!(volume.join("data").join("runs").is_file(), "{}", volume.display());
+    let (s, v) = node.call(Method::DELETE, "/v2/apps/db", None).await.expect("delete");
+    assert!(s.is_success(), "{s} {v}");
+    let gone = volume.clone();
+    wait_for("the volume to be removed with its app", Duration::from_secs(30), || {
+        let gone = gone.clone();
+        async move { !gone.exists() }
+    })
+    .await;
+}
