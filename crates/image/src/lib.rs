@@ -28,6 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// How stale an image's recorded last use may be (milliseconds).
+const LAST_USED_GRAIN_MS: u64 = 10_000;
+
 /// Numbers temporary files of concurrent pulls.
 static PULLS: AtomicU64 = AtomicU64::new(0);
 
@@ -92,9 +95,9 @@ pub struct Image {
     /// Compressed size of all layers in bytes.
     pub size: u64,
     pub config: RunConfig,
-    /// When it was pulled or imported, a task was started from it or a
-    /// running container was found using it (Unix milliseconds); garbage
-    /// collection goes by it.
+    /// When it was pulled or imported, a task was started from it (within
+    /// 10 s) or a running container was found using it (Unix milliseconds);
+    /// garbage collection goes by it.
     #[serde(default)]
     pub last_used: u64,
 }
@@ -252,8 +255,13 @@ impl ImageStore {
         let _not_collecting = self.inner.gc_lock.read().await;
         if !force_pull {
             if let Some(mut image) = self.get(reference) {
-                image.last_used = now_millis();
-                self.record(&image)?;
+                // Kept to within LAST_USED_GRAIN: a burst of launches of one
+                // image writes its record once, not once per start.
+                let now = now_millis();
+                if now.saturating_sub(image.last_used) > LAST_USED_GRAIN_MS {
+                    image.last_used = now;
+                    self.record(&image)?;
+                }
                 return Ok(image);
             }
         }
