@@ -480,6 +480,10 @@ fn describe(e: &oci_client::errors::OciDistributionError) -> String {
             }
             msg
         }
+        // oci-client keeps only the url of a 401; say what it means.
+        E::UnauthorizedError { url } => {
+            format!("the registry answered 401 Unauthorized (missing or wrong credentials) for {url}")
+        }
         other => other.to_string(),
     }
 }

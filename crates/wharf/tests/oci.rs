@@ -381,7 +381,7 @@ async fn registry_credentials_from_the_node_file_pull_and_wrong_ones_fail_the_ta
     assert_eq!(f["state"], "TASK_FAILED", "{f}");
     let msg = f["message"].as_str().expect("message").to_lowercase();
     assert!(msg.contains("pulling") && msg.contains("web/httpd:1"), "{msg}");
-    assert!(msg.contains("401") || msg.contains("unauthorized") || msg.contains("not authorized"), "{msg}");
+    assert!(msg.contains("401 unauthorized") && msg.contains("wrong credentials"), "{msg}");
     let f = node.last_failure("/pullconfig").await;
     assert_eq!(f["state"], "TASK_FAILED", "{f}");
     let msg = f["message"].as_str().expect("message");
