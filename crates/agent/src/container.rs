@@ -343,9 +343,12 @@ pub fn runtime_config(
 
 /// Creates the container (its init waits, in the task's cgroup, until
 /// [`start`]) and returns it with the init's pid. The caller has mounted
-/// the root filesystem.
+/// the root filesystem. `secret_vars` are variables of `spec.env` whose
+/// value is secret: `config.json` keeps them only while the runtime reads it.
+#[allow(clippy::too_many_arguments)]
 pub fn create(
     spec: &LaunchSpec,
+    secret_vars: &[&str],
     oci: &OciLaunch,
     sandbox: &Path,
     resources: Value,
@@ -360,18 +363,34 @@ pub fn create(
     let data = serde_json::to_vec_pretty(&config).map_err(|e| format!("encode runtime config: {e}"))?;
     std::fs::write(dirs.bundle.join("config.json"), data).map_err(|e| format!("write runtime config: {e}"))?;
     std::fs::create_dir_all(&dirs.state).map_err(|e| format!("create {}: {e}", dirs.state.display()))?;
-    let container = ContainerBuilder::new(spec.task_id.to_string(), SyscallType::default())
+    let built = ContainerBuilder::new(spec.task_id.to_string(), SyscallType::default())
         .with_root_path(&dirs.state)
-        .map_err(|e| format!("runtime state dir: {e}"))?
-        .with_executor(DefaultExecutor {})
-        .with_stdin(stdin)
-        .with_stdout(stdout)
-        .with_stderr(stderr)
-        .as_init(&dirs.bundle)
-        .with_systemd(false)
-        .with_detach(true)
-        .build()
-        .map_err(|e| format!("create container: {e}"))?;
+        .map_err(|e| format!("runtime state dir: {e}"))
+        .and_then(|b| {
+            b.with_executor(DefaultExecutor {})
+                .with_stdin(stdin)
+                .with_stdout(stdout)
+                .with_stderr(stderr)
+                .as_init(&dirs.bundle)
+                .with_systemd(false)
+                .with_detach(true)
+                .build()
+                .map_err(|e| format!("create container: {e}"))
+        });
+    if !secret_vars.is_empty() {
+        // The runtime has read it (its own state keeps no environment): the
+        // copy left on disk drops the secrets.
+        let mut config = config;
+        if let Some(Value::Array(env)) = config.pointer_mut("/process/env") {
+            env.retain(|e| {
+                let name = e.as_str().and_then(|s| s.split_once('=')).map(|(k, _)| k).unwrap_or_default();
+                !secret_vars.contains(&name)
+            });
+        }
+        let data = serde_json::to_vec_pretty(&config).map_err(|e| format!("encode runtime config: {e}"))?;
+        std::fs::write(dirs.bundle.join("config.json"), data).map_err(|e| format!("write runtime config: {e}"))?;
+    }
+    let container = built?;
     let pid = container.pid().ok_or("the container has no init process")?;
     Ok((container, pid))
 }
@@ -420,6 +439,7 @@ mod tests {
             log: Default::default(),
             user: None,
             oci: Some(oci.clone()),
+            secrets_on_stdin: false,
         };
         let v = runtime_config(&spec, &oci, Path::new("/s"), Path::new("/c/rootfs"), (0, 0), json!({}), "h");
         let parsed: oci_spec::runtime::Spec = serde_json::from_value(v).expect("an OCI runtime spec");

@@ -21,6 +21,7 @@ use crate::cgroup::TaskCgroup;
 use crate::sandbox::{
     self, ExecMsg, ExitRecord, LaunchSpec, StateFile, SPEC_FILE, STATE_FILE, STDERR_FILE, STDOUT_FILE,
 };
+use crate::secrets::TaskSecrets;
 use logfiles::RotatingWriter;
 use model::{CommandSpec, TaskState};
 use nix::errno::Errno;
@@ -113,13 +114,21 @@ fn run(sandbox: &Path) -> Result<(), String> {
     let save = |st: &StateFile| sandbox::write_json(sandbox, STATE_FILE, st).map_err(|e| format!("write state: {e}"));
     save(&state)?;
 
-    let spec: LaunchSpec = match sandbox::read_json(sandbox, SPEC_FILE) {
+    let mut spec: LaunchSpec = match sandbox::read_json(sandbox, SPEC_FILE) {
         Ok(s) => s,
         Err(e) => {
             let message = format!("cannot read task spec: {e}");
             return fail_to_start(&mut state, sandbox, None, message);
         }
     };
+    let secrets = match read_secrets(&spec) {
+        Ok(s) => s,
+        Err(message) => return fail_to_start(&mut state, sandbox, None, message),
+    };
+    // In memory only: `spec.json` on disk never holds them.
+    for (k, v) in &secrets.env {
+        spec.env.insert(k.clone(), v.clone());
+    }
     let (mut output, stdio) = match Output::open(sandbox, spec.log) {
         Ok(o) => o,
         Err(message) => return fail_to_start(&mut state, sandbox, None, message),
@@ -134,6 +143,10 @@ fn run(sandbox: &Path) -> Result<(), String> {
                 Ok(p) => p,
                 Err(message) => return fail_to_start(&mut state, sandbox, Some(&cgroup), message),
             };
+            let owner = prepared.ids.as_ref().map(|i| (i.uid, i.gid));
+            if let Err(message) = crate::secrets::write_files(sandbox, &secrets.files, owner) {
+                return fail_to_start(&mut state, sandbox, Some(&cgroup), message);
+            }
             let forked = match fork_task(&prepared, &stdio) {
                 Ok(f) => f,
                 Err(message) => return fail_to_start(&mut state, sandbox, Some(&cgroup), message),
@@ -145,7 +158,12 @@ fn run(sandbox: &Path) -> Result<(), String> {
             (pid, release(forked, &cgroup, &spec, &prepared).err())
         }
         Some(oci) => {
-            let mut container = match create_container(&spec, oci, sandbox, &cgroup, &mask, stdio) {
+            if let Err(message) =
+                crate::secrets::write_files(sandbox, &secrets.files, crate::secrets::numeric_user(oci.user.as_deref()))
+            {
+                return fail_to_start(&mut state, sandbox, Some(&cgroup), message);
+            }
+            let mut container = match create_container(&spec, &secrets, oci, sandbox, &cgroup, &mask, stdio) {
                 Ok(c) => c,
                 Err(message) => {
                     crate::container::cleanup(oci);
@@ -253,6 +271,19 @@ fn run(sandbox: &Path) -> Result<(), String> {
     save(&state)
 }
 
+/// The task's secrets, from the agent over stdin when it has any.
+fn read_secrets(spec: &LaunchSpec) -> Result<TaskSecrets, String> {
+    if !spec.secrets_on_stdin {
+        return Ok(TaskSecrets::default());
+    }
+    let mut buf = zeroize::Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read the task's secrets from the agent: {e}"))?;
+    // serde's message could quote the input: it is not passed on.
+    serde_json::from_slice(&buf).map_err(|_| "the task's secrets from the agent are malformed".to_string())
+}
+
 /// Records and reports the task's process as started. Joining the cgroup
 /// costs an RCU grace period on the first migration (10-15 ms on v1 hosts),
 /// which the agent need not wait for; the task itself does.
@@ -272,6 +303,7 @@ fn running(state: &mut StateFile, pid: Pid, save: &dyn Fn(&StateFile) -> Result<
 /// launch returns, so none is lost).
 fn create_container(
     spec: &LaunchSpec,
+    secrets: &TaskSecrets,
     oci: &crate::sandbox::OciLaunch,
     sandbox: &Path,
     cgroup: &TaskCgroup,
@@ -297,7 +329,9 @@ fn create_container(
     let _ = mask.thread_unblock();
     // The container's init takes the output pipes; the runtime closes our
     // copies once it is created.
-    let created = crate::container::create(spec, oci, sandbox, resources, stdio.stdin, stdio.stdout, stdio.stderr);
+    let secret_vars: Vec<&str> = secrets.env.keys().map(String::as_str).collect();
+    let created =
+        crate::container::create(spec, &secret_vars, oci, sandbox, resources, stdio.stdin, stdio.stdout, stdio.stderr);
     let _ = mask.thread_block();
     // SAFETY: as above.
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use store::{Command, Store};
+use zeroize::Zeroizing;
 
 /// How often the upkeep loop looks at the store (and collects, if due).
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -20,31 +21,20 @@ pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 const LAST_USED_SLACK_MS: u64 = 60_000;
 
 /// The registry credentials of an app's `pullConfig`: the Docker
-/// `config.json` document held by the app secret it names. `secret_value`
-/// reads a secret by its source path. `Err` says why the task cannot pull.
+/// `config.json` document held by the app secret it names, opened with
+/// `open` (on the node that runs the task). `Err` says why the task cannot
+/// pull, naming the secret, never its value.
 pub fn pull_config(
     app: &AppSpec,
-    secret_value: impl Fn(&str) -> Result<String, String>,
+    open: impl Fn(&str) -> Result<Zeroizing<Vec<u8>>, crate::secrets::SecretError>,
 ) -> Result<Option<RegistryConfig>, String> {
     let Some(name) = app.container.container().and_then(|c| c.pull_config.as_ref()) else { return Ok(None) };
-    let source = app
-        .passthrough
-        .get("secrets")
-        .and_then(|s| s.get(name))
-        .and_then(|s| s.get("source"))
-        .and_then(|s| s.as_str())
-        .ok_or_else(|| format!("container.docker.pullConfig: the app declares no secret '{name}' with a source"))?;
-    let doc = secret_value(source)
-        .map_err(|why| format!("container.docker.pullConfig: secret '{name}' ({source}) cannot be read: {why}"))?;
-    RegistryConfig::parse(&doc, &format!("secret '{name}'"))
+    let doc = open(name).map_err(|e| format!("container.docker.pullConfig: {e}"))?;
+    let text = std::str::from_utf8(&doc)
+        .map_err(|_| format!("container.docker.pullConfig: secret '{name}' is not a UTF-8 config.json document"))?;
+    RegistryConfig::parse(text, &format!("secret '{name}'"))
         .map(Some)
         .map_err(|e| format!("container.docker.pullConfig: {e}"))
-}
-
-/// The secret lookup of a node without a secret store: every pullConfig
-/// fails its task, saying so, instead of pulling without the credentials.
-pub fn no_secret_store(_source: &str) -> Result<String, String> {
-    Err("secrets are not available on this node (Wharf has no secret store yet)".into())
 }
 
 /// Images the tasks assigned to this node (not ended) run.

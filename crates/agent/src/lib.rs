@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod readiness;
 pub mod reconcile;
 pub mod sandbox;
+pub mod secrets;
 pub mod volumes;
 
 pub use driver::{DockerDriver, Driver, DriverError, ExecDriver, OciDriver, RecoveredTask, TaskEvent, TaskLaunch};

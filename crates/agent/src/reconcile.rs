@@ -321,7 +321,16 @@ fn reconcile(
                 let local_task = Local { phase: Phase::Launching, launched_at, driver: kind, guard: guard.clone() };
                 local.insert(task.id.clone(), local_task);
                 let driver = drivers.get(&kind).cloned();
-                spawn_launch(driver, kind, reports.clone(), guard, task, app, cfg);
+                // Opened here, on the node that runs the task, and nowhere else.
+                let secrets = match &app {
+                    Some(a) => store.read(|s| {
+                        let secrets = crate::secrets::resolve(s, store.keyring(), a).map_err(|e| e.to_string())?;
+                        let open = |name: &str| crate::secrets::open_secret(s, store.keyring(), a, name);
+                        Ok((secrets, crate::images::pull_config(a, open)?))
+                    }),
+                    None => Ok(Default::default()),
+                };
+                spawn_launch(driver, kind, reports.clone(), guard, (task, app), secrets, cfg);
             }
             (TaskGoal::Killed, None) => {
                 // Never started here: it is simply gone.
@@ -444,8 +453,15 @@ fn runs_as_root(user: Option<&str>) -> bool {
     }
 }
 
-fn task_launch(task: &Task, app: &AppSpec, sandbox: PathBuf, default_user: Option<&str>) -> TaskLaunch {
+fn task_launch(
+    task: &Task,
+    app: &AppSpec,
+    sandbox: PathBuf,
+    default_user: Option<&str>,
+    secrets: crate::secrets::TaskSecrets,
+) -> TaskLaunch {
     TaskLaunch {
+        secrets,
         task_id: task.id.clone(),
         command: app.command.clone(),
         env: task_env(app, task, &sandbox),
@@ -468,8 +484,8 @@ fn spawn_launch(
     kind: DriverKind,
     reports: mpsc::UnboundedSender<TaskStatus>,
     guard: Arc<Mutex<()>>,
-    task: Task,
-    app: Option<AppSpec>,
+    (task, app): (Task, Option<AppSpec>),
+    secrets: Result<(crate::secrets::TaskSecrets, Option<image::RegistryConfig>), String>,
     cfg: &AgentConfig,
 ) {
     let (root, metrics) = (cfg.sandbox_root.clone(), cfg.metrics.clone());
@@ -486,19 +502,20 @@ fn spawn_launch(
             (Some(app), Some(_)) if refuse_root && runs_as_root(app.user.as_deref().or(default_user.as_deref())) => {
                 Err("this node runs no task as root (--refuse-root-tasks): give the app a user".to_string())
             }
-            (Some(app), Some(driver)) => {
-                let mut launch = task_launch(&task, app, sandbox, default_user.as_deref());
-                match crate::images::pull_config(app, crate::images::no_secret_store)
-                    .and_then(|auth| crate::volumes::prepare(&mut launch, &volumes).map(|()| auth))
-                {
-                    Err(why) => Err(why),
-                    Ok(registry_auth) => driver
-                        .launch(TaskLaunch { registry_auth, ..launch })
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
+            (Some(app), Some(driver)) => match secrets {
+                Err(why) => Err(why),
+                Ok((secrets, registry_auth)) => {
+                    let mut launch = task_launch(&task, app, sandbox, default_user.as_deref(), secrets);
+                    match crate::volumes::prepare(&mut launch, &volumes) {
+                        Err(why) => Err(why),
+                        Ok(()) => driver
+                            .launch(TaskLaunch { registry_auth, ..launch })
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
+                    }
                 }
-            }
+            },
         };
         if let Err(message) = result {
             metrics.launched(false);

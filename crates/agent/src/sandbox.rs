@@ -42,6 +42,10 @@ pub struct LaunchSpec {
     /// container's final argv, `env` its final environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oci: Option<OciLaunch>,
+    /// The task has secrets: the executor reads them (`TaskSecrets` as
+    /// JSON) from its stdin, so they are never in this file.
+    #[serde(default)]
+    pub secrets_on_stdin: bool,
 }
 
 /// A container of the built-in runtime, as the agent prepared it (image

@@ -152,6 +152,7 @@ fn launch(kind: Kind, sh: &str) -> TaskLaunch {
         host_ports: Vec::new(),
         user: None,
         registry_auth: None,
+        secrets: Default::default(),
     }
 }
 
@@ -275,6 +276,54 @@ async fn recovery_by_a_new_driver(kind: Kind) {
     assert_eq!(read(&f, &id, "stdout"), "started\n", "{kind:?}: output neither lost nor repeated");
 }
 
+/// Every file under `dir` but `skip` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &str, skip: &std::path::Path) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => stack.push(p),
+                Ok(m)
+                    if m.is_file()
+                        && p != skip
+                        && String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).contains(needle) =>
+                {
+                    hits.push(p)
+                }
+                _ => {}
+            }
+        }
+    }
+    hits
+}
+
+/// A task's secrets reach its environment and a 0400 file in its sandbox,
+/// and no other file the driver writes (`spec.json`, the runtime's config).
+async fn secrets_reach_the_task_only(kind: Kind) {
+    let Some(mut f) = fixture(kind).await else { return };
+    let value = format!("v-{}", uuid::Uuid::new_v4());
+    // The task compares its environment with the file: the command never holds the value.
+    let mut t = launch(
+        kind,
+        "for d in . /mnt/mesos/sandbox; do [ -f $d/secrets/db ] && break; done; \
+         [ \"$DB_PASSWORD\" = \"$(busybox cat $d/secrets/db)\" ] && echo same || echo differ; \
+         echo mode=$(busybox stat -c %a $d/secrets/db)",
+    );
+    t.secrets.env.insert("DB_PASSWORD".into(), value.clone());
+    t.secrets.files.push(agent::secrets::SecretFile { path: "secrets/db".into(), data: value.clone().into_bytes() });
+    let id = t.task_id.clone();
+    f.driver.launch(t).await.expect("launch");
+    let (state, message) = exited(&mut f.events, &id, Duration::from_secs(30)).await;
+    assert_eq!(state, TaskState::Finished, "{kind:?}: {message}");
+    assert_eq!(read(&f, &id, "stdout"), "same\nmode=400\n", "{kind:?}");
+    let file = f.root.join(id.as_str()).join("secrets/db");
+    assert_eq!(std::fs::read_to_string(&file).expect("the secret file"), value, "{kind:?}");
+    let hits = files_containing(&f.root, &value, &file);
+    assert!(hits.is_empty(), "{kind:?}: the value in clear in {hits:?}");
+}
+
 macro_rules! suite {
     ($($name:ident),*) => {
         mod exec {
@@ -294,5 +343,6 @@ suite!(
     output_rotates_by_size,
     kill_after_the_grace_period,
     memory_limit,
-    recovery_by_a_new_driver
+    recovery_by_a_new_driver,
+    secrets_reach_the_task_only
 );

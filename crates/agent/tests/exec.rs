@@ -48,6 +48,7 @@ fn spec(command: CommandSpec) -> LaunchSpec {
         oci: None,
         log: Default::default(),
         user: None,
+        secrets_on_stdin: false,
     }
 }
 

@@ -39,6 +39,7 @@ fn spec(sh: &str, user: Option<&str>) -> LaunchSpec {
         log: Default::default(),
         user: user.map(str::to_string),
         oci: None,
+        secrets_on_stdin: false,
     }
 }
 

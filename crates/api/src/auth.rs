@@ -64,11 +64,16 @@ pub fn access(method: &Method, path: &str) -> Access {
     if path == "/ping" || (read && (path == "/" || path == "/ui" || path.starts_with("/ui/"))) {
         return Access::Open;
     }
+    let secrets = path == "/wharf/v1/secrets" || path.starts_with("/wharf/v1/secrets/");
     let admin = path == "/wharf/v1/tokens"
         || path.starts_with("/wharf/v1/tokens/")
-        || (!read && (path == "/v2/leader" || path.starts_with("/wharf/v1/nodes")));
+        || path == "/wharf/v1/unlock"
+        || (!read && (secrets || path == "/v2/leader" || path.starts_with("/wharf/v1/nodes")));
     if admin {
         Access::Needs(Role::Admin)
+    } else if secrets {
+        // Deployers reference secrets by path; viewers do not see even that.
+        Access::Needs(Role::Deployer)
     } else if read {
         Access::Needs(Role::Viewer)
     } else {
@@ -218,6 +223,11 @@ mod tests {
         assert_eq!(access(&Method::POST, "/wharf/v1/nodes/1/drain"), Access::Needs(Role::Admin));
         assert_eq!(access(&Method::GET, "/wharf/v1/nodes"), Access::Needs(Role::Viewer));
         assert_eq!(access(&Method::OPTIONS, "/v2/info"), Access::Needs(Role::Deployer));
+        assert_eq!(access(&Method::GET, "/wharf/v1/secrets"), Access::Needs(Role::Deployer));
+        assert_eq!(access(&Method::GET, "/wharf/v1/secrets/a/b"), Access::Needs(Role::Deployer));
+        assert_eq!(access(&Method::PUT, "/wharf/v1/secrets/a/b"), Access::Needs(Role::Admin));
+        assert_eq!(access(&Method::DELETE, "/wharf/v1/secrets/a"), Access::Needs(Role::Admin));
+        assert_eq!(access(&Method::POST, "/wharf/v1/unlock"), Access::Needs(Role::Admin));
     }
 
     #[test]

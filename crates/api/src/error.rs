@@ -30,7 +30,8 @@ impl From<Rejection> for HttpError {
             Rejection::NoSuchApp(_)
             | Rejection::NoSuchDeployment(_)
             | Rejection::NoSuchNode(_)
-            | Rejection::NoSuchToken(_) => ApiError::not_found(msg),
+            | Rejection::NoSuchToken(_)
+            | Rejection::NoSuchSecret(_) => ApiError::not_found(msg),
             Rejection::Locked(ds) => ApiError::conflict(msg, &ds),
             Rejection::AlreadyExists(_)
             | Rejection::BeingDeleted(_)

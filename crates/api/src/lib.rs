@@ -19,6 +19,7 @@ mod jobs;
 mod logs;
 mod metrics;
 mod query;
+mod secrets;
 mod tasks;
 mod tokens;
 mod trace;
@@ -101,6 +102,11 @@ fn book() -> RouteBook {
         .get("/wharf/v1/tokens", tokens::list)
         .post("/wharf/v1/tokens", tokens::create)
         .delete("/wharf/v1/tokens/{id}", tokens::delete)
+        .get("/wharf/v1/secrets", secrets::list)
+        .get("/wharf/v1/secrets/{*path}", secrets::show)
+        .put("/wharf/v1/secrets/{*path}", secrets::put)
+        .delete("/wharf/v1/secrets/{*path}", secrets::delete)
+        .post("/wharf/v1/unlock", secrets::unlock)
         .get("/metrics", metrics::scrape)
         .get("/", ui::root)
         .get("/ui", ui::root)

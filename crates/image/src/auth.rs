@@ -60,7 +60,8 @@ impl RegistryConfig {
                 (Some(auth), _, _) if !auth.is_empty() => {
                     let raw = base64::engine::general_purpose::STANDARD
                         .decode(auth.trim())
-                        .map_err(|e| bad(format!("auths.{registry}.auth is not base64: {e}")))?;
+                        // Not the decoder's words: they quote the secret's bytes.
+                        .map_err(|_| bad(format!("auths.{registry}.auth is not base64")))?;
                     let text = String::from_utf8(raw)
                         .map_err(|_| bad(format!("auths.{registry}.auth is not UTF-8 user:password")))?;
                     let (user, pass) = text

@@ -116,6 +116,15 @@ fn read_volume(cx: &mut Cx, v: &Value, rel: &str) -> Option<Volume> {
         None => None,
         Some(p) => Some(cx.string(p, &format!("{rel}/hostPath"))?),
     };
+    // A file secret (Marathon's `{"containerPath", "secret"}`); the app
+    // reader checks the name against `secrets`.
+    let secret = match get(o, "secret") {
+        None => None,
+        Some(s) => Some(cx.string(s, &format!("{rel}/secret"))?),
+    };
+    if secret.is_some() && host_path.is_some() {
+        cx.invalid(&format!("{rel}/secret"), "a volume is either a host path or a secret, not both");
+    }
     let mode = match get(o, "mode").and_then(|m| cx.string(m, &format!("{rel}/mode"))).as_deref() {
         None | Some("RW") => VolumeMode::Rw,
         Some("RO") => VolumeMode::Ro,
@@ -128,7 +137,7 @@ fn read_volume(cx: &mut Cx, v: &Value, rel: &str) -> Option<Volume> {
         None => None,
         Some(p) => read_persistent(cx, p, rel, &container_path, host_path.is_some()),
     };
-    Some(Volume { container_path, host_path, mode, persistent })
+    Some(Volume { container_path, host_path, mode, persistent, secret })
 }
 
 /// `persistent: {size}` (MiB), Marathon's rules: a size of at least 1, a
@@ -305,6 +314,11 @@ pub(crate) fn wire(c: &ContainerSpec, ports: &[PortSpec]) -> Value {
             m.insert("containerPath".into(), json!(v.container_path));
             if let Some(h) = &v.host_path {
                 m.insert("hostPath".into(), json!(h));
+            }
+            if let Some(s) = &v.secret {
+                // Marathon renders a secret volume with these two fields only.
+                m.insert("secret".into(), json!(s));
+                return Value::Object(m);
             }
             m.insert("mode".into(), json!(if v.mode == VolumeMode::Ro { "RO" } else { "RW" }));
             if let Some(p) = &v.persistent {

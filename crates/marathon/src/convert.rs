@@ -236,37 +236,17 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
         }
     }
 
-    // labels and env (secret references stay in passthrough)
+    // labels, secrets and env (secret references are checked against `secrets`)
     if let Some(v) = take(&mut m, "labels") {
         spec.labels = cx.string_map(&v, "/labels");
     }
-    let secrets: BTreeSet<String> =
-        get(&m, "secrets").and_then(Value::as_object).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    if let Some(v) = take(&mut m, "secrets") {
+        spec.secrets = read_secrets(cx, &v, "/secrets");
+    }
     if let Some(v) = take(&mut m, "env") {
-        let mut secret_env = Map::new();
-        if let Some(o) = cx.object(&v, "/env") {
-            for (k, val) in o {
-                let rel = format!("/env/{k}");
-                match val {
-                    Value::String(s) => {
-                        spec.env.insert(k.clone(), s.clone());
-                    }
-                    Value::Object(so) if so.len() == 1 && so.get("secret").is_some() => match so.get("secret") {
-                        Some(Value::String(name)) if secrets.contains(name) => {
-                            secret_env.insert(k.clone(), val.clone());
-                        }
-                        Some(Value::String(name)) => {
-                            cx.invalid(&rel, format!("references an undefined secret named '{name}'"))
-                        }
-                        _ => cx.invalid(&rel, "secret must be a string"),
-                    },
-                    _ => cx.invalid(&rel, "must be a string or a secret reference {\"secret\": \"name\"}"),
-                }
-            }
-        }
-        if !secret_env.is_empty() {
-            spec.passthrough.insert("env".into(), Value::Object(secret_env));
-        }
+        let (env, secret_env) = read_env(cx, &v, "/env", &spec.secrets);
+        spec.env = env;
+        spec.secret_env = secret_env;
     }
 
     // constraints
@@ -326,6 +306,7 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
             }
         }
         spec.container = crate::container::read(cx, &c, mode);
+        check_secret_volumes(cx, &spec);
         if spec.container.has_persistent_volumes() {
             // Marathon's resident tasks: a replacement reuses its
             // instance's volume, so it cannot start beside the old task.
@@ -340,7 +321,7 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
             }
         }
         if let Some(name) = spec.container.container().and_then(|c| c.pull_config.as_ref()) {
-            if !secrets.contains(name) {
+            if !spec.secrets.contains_key(name) {
                 cx.invalid(
                     "/container/docker/pullConfig/secret",
                     format!("references an undefined secret named '{name}'"),
@@ -415,6 +396,79 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
     }
     spec.unreachable = unreachable_strategy(spec.passthrough.get("unreachableStrategy"));
     id.map(|_| spec)
+}
+
+/// Marathon's `secrets`: `{NAME: {"source": PATH}}`.
+pub(crate) fn read_secrets(cx: &mut Cx, v: &Value, rel: &str) -> BTreeMap<String, model::SecretSource> {
+    let mut out = BTreeMap::new();
+    let Some(o) = cx.object(v, rel) else { return out };
+    for (name, s) in o {
+        let at = format!("{rel}/{name}");
+        let Some(so) = cx.object(s, &at) else { continue };
+        let source = match get(so, "source") {
+            None => {
+                cx.invalid(&format!("{at}/source"), "error.path.missing");
+                continue;
+            }
+            Some(src) => cx.string(src, &format!("{at}/source")),
+        };
+        if let Some(source) = source {
+            match model::SecretPath::parse(&source) {
+                Ok(_) => {
+                    out.insert(name.clone(), model::SecretSource { source });
+                }
+                Err(e) => cx.invalid(&format!("{at}/source"), e.to_string()),
+            }
+        }
+    }
+    out
+}
+
+/// `env`: plain values, and references to a declared secret
+/// (`{"secret": NAME}`), as (plain, var -> secret name).
+pub(crate) fn read_env(
+    cx: &mut Cx,
+    v: &Value,
+    rel: &str,
+    secrets: &BTreeMap<String, model::SecretSource>,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let (mut env, mut secret_env) = (BTreeMap::new(), BTreeMap::new());
+    let Some(o) = cx.object(v, rel) else { return (env, secret_env) };
+    for (k, val) in o {
+        let at = format!("{rel}/{k}");
+        match val {
+            Value::String(s) => {
+                env.insert(k.clone(), s.clone());
+            }
+            Value::Object(so) if so.len() == 1 && so.contains_key("secret") => match so.get("secret") {
+                Some(Value::String(name)) if secrets.contains_key(name) => {
+                    secret_env.insert(k.clone(), name.clone());
+                }
+                Some(Value::String(name)) => cx.invalid(&at, format!("references an undefined secret named '{name}'")),
+                _ => cx.invalid(&at, "secret must be a string"),
+            },
+            _ => cx.invalid(&at, "must be a string or a secret reference {\"secret\": \"name\"}"),
+        }
+    }
+    (env, secret_env)
+}
+
+/// File secrets name a declared secret and a path under the sandbox.
+fn check_secret_volumes(cx: &mut Cx, spec: &AppSpec) {
+    let Some(c) = spec.container.container() else { return };
+    for (i, v) in c.volumes.iter().enumerate() {
+        let Some(name) = &v.secret else { continue };
+        let rel = format!("/container/volumes({i})");
+        if !spec.secrets.contains_key(name) {
+            cx.invalid(&format!("{rel}/secret"), format!("references an undefined secret named '{name}'"));
+        }
+        if v.container_path.starts_with('/') {
+            cx.invalid(
+                &format!("{rel}/containerPath"),
+                "a file secret's containerPath must be relative (the file is written in the task's sandbox)",
+            );
+        }
+    }
 }
 
 /// The typed form of `unreachableStrategy` (the original stays in

@@ -78,6 +78,10 @@ pub(crate) fn spec_wire(spec: &AppSpec) -> Map<String, Value> {
     m.insert("args".into(), args);
     m.insert("user".into(), json!(spec.user));
     let mut env: Map<String, Value> = spec.env.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    for (k, name) in &spec.secret_env {
+        env.insert(k.clone(), json!({ "secret": name }));
+    }
+    // Apps stored before secret references were typed kept them here.
     if let Some(Value::Object(secret_env)) = pt.get("env") {
         for (k, v) in secret_env {
             env.insert(k.clone(), v.clone());
@@ -124,7 +128,9 @@ pub(crate) fn spec_wire(spec: &AppSpec) -> Map<String, Value> {
     m.insert("acceptedResourceRoles".into(), Value::Null);
     m.insert("ipAddress".into(), Value::Null);
     m.insert("residency".into(), Value::Null);
-    m.insert("secrets".into(), json!({}));
+    let secrets: Map<String, Value> =
+        spec.secrets.iter().map(|(k, s)| (k.clone(), json!({ "source": s.source }))).collect();
+    m.insert("secrets".into(), Value::Object(secrets));
     m.insert("taskKillGracePeriodSeconds".into(), f64_json(spec.kill_grace_seconds));
     m.insert("unreachableStrategy".into(), json!({"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}));
     m.insert(

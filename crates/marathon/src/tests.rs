@@ -423,7 +423,9 @@ fn rule_env_and_labels() {
     v["secrets"] = json!({"db": {"source": "/db/pw"}});
     let s = ok(v);
     assert_eq!(s.env.len(), 1);
-    assert_eq!(s.passthrough["env"], json!({"S": {"secret": "db"}}));
+    assert_eq!(s.secret_env["S"], "db");
+    assert_eq!(s.secrets["db"].source, "/db/pw");
+    assert!(!s.passthrough.contains_key("env") && !s.passthrough.contains_key("secrets"));
     rejected_at(with("labels", json!({"a": 1})), "/labels/a");
 }
 
@@ -949,7 +951,8 @@ fn docker_container_fields_are_typed_and_render_as_given() {
             container_path: "data".into(),
             host_path: Some("/tmp/x".into()),
             mode: VolumeMode::Ro,
-            persistent: None
+            persistent: None,
+            secret: None
         }
     );
     assert_eq!(c.volumes[1].host_path, None);
@@ -1004,4 +1007,35 @@ fn rule_image_reference_and_volume_paths() {
     );
     ok(json!({"id": "/a", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "x"},
               "volumes": [{"containerPath": "/data/..x", "hostPath": "/tmp", "mode": "RO"}]}}));
+}
+
+#[test]
+fn file_secrets_are_typed_checked_and_round_trip() {
+    let mut v = with(
+        "container",
+        json!({"type": "MESOS", "volumes": [{"containerPath": "secrets/db", "secret": "db"},
+                                             {"containerPath": "data", "hostPath": "/tmp/d", "mode": "RO"}]}),
+    );
+    v["secrets"] = json!({"db": {"source": "/prod/db"}});
+    v["env"] = json!({"PW": {"secret": "db"}});
+    assert_round_trip(&v);
+    let s = ok(v.clone());
+    let c = s.container.container().expect("container");
+    assert_eq!(c.volumes[0].secret.as_deref(), Some("db"));
+    assert_eq!(c.volumes[0].host_path, None);
+    assert_eq!(s.secret_names().collect::<Vec<_>>(), ["db", "db"]);
+    assert_eq!(render_spec(&s)["container"]["volumes"][0], json!({"containerPath": "secrets/db", "secret": "db"}));
+
+    let mut undeclared = v.clone();
+    undeclared["container"]["volumes"][0]["secret"] = json!("nope");
+    rejected_at(undeclared, "/container/volumes(0)/secret");
+    let mut absolute = v.clone();
+    absolute["container"]["volumes"][0]["containerPath"] = json!("/etc/pw");
+    rejected_at(absolute, "/container/volumes(0)/containerPath");
+    let mut both = v.clone();
+    both["container"]["volumes"][0]["hostPath"] = json!("/tmp");
+    rejected_at(both, "/container/volumes(0)/secret");
+    let mut bad_source = v;
+    bad_source["secrets"]["db"]["source"] = json!("a/../b");
+    rejected_at(bad_source, "/secrets/db/source");
 }

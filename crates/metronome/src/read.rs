@@ -21,7 +21,7 @@ use crate::error::{Detail, WireError};
 use model::cron::CronClock;
 use model::{
     CommandSpec, ConcurrencyPolicy, Constraint, ConstraintOp, Container, ContainerSpec, JobId, JobRunSpec, JobSpec,
-    Resources, RestartPolicy, ScheduleSpec, Volume, VolumeMode,
+    Resources, RestartPolicy, ScheduleSpec, SecretSource, Volume, VolumeMode,
 };
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -116,9 +116,6 @@ impl Ctx {
                 match v {
                     Value::String(s) => {
                         out.insert(k.clone(), s.clone());
-                    }
-                    Value::Object(sec) if sec.contains_key("secret") => {
-                        self.err(&format!("{path}/{k}"), "secrets are not supported")
                     }
                     _ => self.err(&format!("{path}/{k}"), format!("{what} values must be strings")),
                 }
@@ -235,15 +232,13 @@ fn read_run(cx: &mut Ctx, r: &Map<String, Value>) -> Option<JobRunSpec> {
         }
     };
     let user = cx.str_opt(r, "user", p);
-    let env = cx.string_map(r.get("env"), "/run/env", "env");
+    let secrets = read_secrets(cx, r.get("secrets"));
+    let (env, secret_env) = read_env(cx, r.get("env"), &secrets);
     let mut passthrough = BTreeMap::new();
-    for key in ["networks", "secrets", "ucr", "taskKillGracePeriodSeconds"] {
+    for key in ["networks", "ucr", "taskKillGracePeriodSeconds"] {
         if let Some(v) = r.get(key).filter(|v| !v.is_null()) {
             passthrough.insert(key.to_string(), v.clone());
         }
-    }
-    if r.get("secrets").and_then(Value::as_object).is_some_and(|s| !s.is_empty()) {
-        cx.err("/run/secrets", "secrets are not supported");
     }
     let artifacts = read_artifacts(cx, r.get("artifacts"));
     passthrough.insert("artifacts".to_string(), Value::Array(artifacts));
@@ -286,10 +281,60 @@ fn read_run(cx: &mut Ctx, r: &Map<String, Value>) -> Option<JobRunSpec> {
         max_launch_delay_seconds,
         kill_grace_seconds,
         user,
+        secrets,
+        secret_env,
         passthrough,
         parallelism: parallelism as u32,
         completions: completions as u32,
     })
+}
+
+/// `run.secrets`: `{NAME: {"source": PATH}}`.
+fn read_secrets(cx: &mut Ctx, v: Option<&Value>) -> BTreeMap<String, SecretSource> {
+    let mut out = BTreeMap::new();
+    let Some(o) = cx.obj(v, "/run/secrets") else { return out };
+    for (name, s) in o {
+        let p = format!("/run/secrets/{name}");
+        let Some(so) = cx.obj(Some(s), &p) else { continue };
+        let Some(source) = cx.str_opt(so, "source", &p) else {
+            cx.err(&format!("{p}/source"), "is required");
+            continue;
+        };
+        match model::SecretPath::parse(&source) {
+            Ok(_) => {
+                out.insert(name.clone(), SecretSource { source });
+            }
+            Err(e) => cx.err(&format!("{p}/source"), e.to_string()),
+        }
+    }
+    out
+}
+
+/// `run.env`: plain strings, and `{"secret": NAME}` naming a declared secret.
+fn read_env(
+    cx: &mut Ctx,
+    v: Option<&Value>,
+    secrets: &BTreeMap<String, SecretSource>,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let (mut env, mut secret_env) = (BTreeMap::new(), BTreeMap::new());
+    let Some(o) = cx.obj(v, "/run/env") else { return (env, secret_env) };
+    for (k, v) in o {
+        let p = format!("/run/env/{k}");
+        match v {
+            Value::String(s) => {
+                env.insert(k.clone(), s.clone());
+            }
+            Value::Object(sec) if sec.len() == 1 && sec.contains_key("secret") => match sec.get("secret") {
+                Some(Value::String(name)) if secrets.contains_key(name) => {
+                    secret_env.insert(k.clone(), name.clone());
+                }
+                Some(Value::String(name)) => cx.err(&p, format!("references an undefined secret named '{name}'")),
+                _ => cx.err(&p, "secret must be a string"),
+            },
+            _ => cx.err(&p, "env values must be strings or secret references {\"secret\": \"name\"}"),
+        }
+    }
+    (env, secret_env)
 }
 
 fn read_artifacts(cx: &mut Ctx, v: Option<&Value>) -> Vec<Value> {
@@ -315,7 +360,7 @@ fn read_volumes(cx: &mut Ctx, v: Option<&Value>) -> Vec<Volume> {
         let p = format!("/run/volumes/{i}");
         let Some(o) = cx.obj(Some(vol), &p) else { continue };
         if o.contains_key("secret") {
-            cx.err(&p, "secret volumes are not supported");
+            cx.err(&p, "file secrets are not supported for jobs: reference the secret from run.env");
             continue;
         }
         let container_path = cx.str_opt(o, "containerPath", &p);
@@ -330,7 +375,7 @@ fn read_volumes(cx: &mut Ctx, v: Option<&Value>) -> Vec<Volume> {
         };
         match (container_path, host_path) {
             (Some(c), Some(h)) if !c.split('/').any(|s| s == "..") => {
-                out.push(Volume { container_path: c, host_path: Some(h), mode, persistent: None })
+                out.push(Volume { container_path: c, host_path: Some(h), mode, persistent: None, secret: None })
             }
             (Some(_), Some(_)) => cx.err(&format!("{p}/containerPath"), "must not contain '..'"),
             (None, _) => cx.err(&format!("{p}/containerPath"), "is required"),

@@ -78,7 +78,16 @@ pub fn render_job(job: &Job, embed: Embed, now: UnixMillis) -> Value {
         }
         None => {}
     }
-    run.insert("env".into(), json!(r.env));
+    let mut env: Map<String, Value> = r.env.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    for (k, name) in &r.secret_env {
+        env.insert(k.clone(), json!({ "secret": name }));
+    }
+    run.insert("env".into(), Value::Object(env));
+    if !r.secrets.is_empty() {
+        let secrets: Map<String, Value> =
+            r.secrets.iter().map(|(k, s)| (k.clone(), json!({ "source": s.source }))).collect();
+        run.insert("secrets".into(), Value::Object(secrets));
+    }
     if let Some(u) = &r.user {
         run.insert("user".into(), json!(u));
     }

@@ -87,3 +87,34 @@ fn embeds() {
     assert_eq!(Embed::parse(["activeRuns,history"]).map(|e| (e.active_runs, e.history)), Ok((true, true)));
     assert!(Embed::parse(["nope"]).is_err());
 }
+
+#[test]
+fn secrets_are_typed_checked_and_rendered_back() {
+    let body = json!({"id": "backup", "run": {"cpus": 0.1, "mem": 32, "cmd": "run-backup",
+        "env": {"PLAIN": "1", "DB_PASSWORD": {"secret": "db"}},
+        "secrets": {"db": {"source": "prod/db-password"}}}});
+    let input = parse_job(body.to_string().as_bytes(), None, "/v1/jobs").expect("valid");
+    let run = &input.job.run;
+    assert_eq!(run.secret_env["DB_PASSWORD"], "db");
+    assert_eq!(run.secrets["db"].source, "prod/db-password");
+    assert_eq!(run.env.len(), 1);
+    let app = input.job.template();
+    assert_eq!(app.secret_env, run.secret_env, "the run's task gets them");
+    let job = Job {
+        spec: input.job.clone(),
+        schedules: vec![],
+        runs: Default::default(),
+        history: JobHistory::default(),
+        created_at: UnixMillis(0),
+    };
+    let out = render_job(&job, Embed::default(), UnixMillis(0));
+    assert_eq!(out["run"]["env"]["DB_PASSWORD"], json!({"secret": "db"}));
+    assert_eq!(out["run"]["secrets"], json!({"db": {"source": "prod/db-password"}}));
+
+    let bad = |v: Value| parse_job(v.to_string().as_bytes(), None, "/v1/jobs").expect_err("invalid");
+    let e = bad(json!({"id": "a", "run": {"cpus": 1, "mem": 32, "cmd": "x", "env": {"P": {"secret": "nope"}}}}));
+    assert_eq!(paths(&e), vec!["/run/env/P"]);
+    assert!(e.body.to_string().contains("nope"), "{}", e.body);
+    let e = bad(json!({"id": "a", "run": {"cpus": 1, "mem": 32, "cmd": "x", "secrets": {"s": {"source": "a//b"}}}}));
+    assert_eq!(paths(&e), vec!["/run/secrets/s/source"]);
+}

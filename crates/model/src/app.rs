@@ -209,19 +209,24 @@ pub enum VolumeMode {
     Ro,
 }
 
-/// A host directory mounted into the container.
+/// A host directory mounted into the container, or a file secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
     /// Where it appears in the container (relative: under the sandbox).
     pub container_path: String,
     /// The host directory; `None` for persistent volumes (the agent makes
-    /// theirs) and external ones (kept for the wire only).
+    /// theirs), external ones (kept for the wire only) and secrets.
     pub host_path: Option<String>,
     pub mode: VolumeMode,
     /// Marathon's persistent local volume: a directory on the node kept
     /// across the instance's restarts, which pins the instance to the node.
     #[serde(default)]
     pub persistent: Option<PersistentVolume>,
+    /// Marathon's file-based secret (`{"containerPath", "secret": NAME}`):
+    /// the value of the app's secret NAME is written to `container_path`
+    /// in the sandbox (mode 0400, owned by the task's user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// `persistent: {size}`.
@@ -334,6 +339,13 @@ pub struct AppSpec {
     /// Checks that gate deployments (a task is up once they all passed).
     #[serde(default)]
     pub readiness_checks: Vec<ReadinessCheck>,
+    /// Marathon's `secrets`: name -> where its value is in the secret store.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, crate::SecretSource>,
+    /// Environment variables whose value is a secret
+    /// (`"env": {"VAR": {"secret": NAME}}`): VAR -> NAME in `secrets`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
     /// Marathon fields Wharf keeps but does not interpret, by wire name.
     pub passthrough: BTreeMap<String, serde_json::Value>,
 }
@@ -361,8 +373,17 @@ impl AppSpec {
             user: None,
             unreachable: UnreachableStrategy::default(),
             readiness_checks: Vec::new(),
+            secrets: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
             passthrough: BTreeMap::new(),
         }
+    }
+
+    /// The secret names the app's tasks need: env references and file
+    /// secrets (each is declared in `secrets`; the parser checks that).
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        let files = self.container.container().into_iter().flat_map(|c| &c.volumes).filter_map(|v| v.secret.as_deref());
+        self.secret_env.values().map(String::as_str).chain(files)
     }
 
     /// Whether changing from `self` to `other` needs new tasks (anything but

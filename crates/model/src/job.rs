@@ -157,8 +157,14 @@ pub struct JobRunSpec {
     pub max_launch_delay_seconds: f64,
     pub kill_grace_seconds: f64,
     pub user: Option<String>,
+    /// Metronome's `run.secrets`: name -> where its value is in the store.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, crate::SecretSource>,
+    /// `run.env` entries that reference a secret: VAR -> name in `secrets`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
     /// Fields stored and returned but not acted on (artifacts, networks,
-    /// secrets, ucr, ...), as given.
+    /// ucr, ...), as given.
     #[serde(default)]
     pub passthrough: BTreeMap<String, serde_json::Value>,
     /// Extension: tasks of one run at a time (fan-out).
@@ -194,6 +200,8 @@ impl JobSpec {
         app.resources = self.run.resources;
         app.instances = 1;
         app.env = self.run.env.clone();
+        app.secrets = self.run.secrets.clone();
+        app.secret_env = self.run.secret_env.clone();
         app.labels = self.labels.clone();
         app.constraints = self.run.constraints.clone();
         app.container = self.run.container.clone();

@@ -39,6 +39,9 @@ pub struct ClusterState {
     /// every node asks callers for credentials.
     #[serde(default, skip_serializing_if = "imbl::OrdMap::is_empty")]
     pub api_tokens: imbl::OrdMap<String, crate::ApiToken>,
+    /// The secret store, sealed values only (see `secret.rs`).
+    #[serde(default, skip_serializing_if = "imbl::OrdMap::is_empty")]
+    pub secrets: imbl::OrdMap<crate::SecretPath, crate::StoredSecret>,
 }
 
 /// How many versions of one app `ClusterState::app_versions` keeps.

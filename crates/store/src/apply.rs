@@ -61,6 +61,18 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             Some(_) => Applied::Done,
             None => Applied::Rejected(Rejection::NoSuchToken(id.clone())),
         },
+        Command::PutSecret(secret) => {
+            let mut secret = secret.clone();
+            if let Some(old) = state.secrets.get(&secret.path) {
+                secret.created_at = old.created_at;
+            }
+            state.secrets.insert(secret.path.clone(), secret);
+            Applied::Done
+        }
+        Command::RemoveSecret { path } => match state.secrets.remove(path) {
+            Some(_) => Applied::Done,
+            None => Applied::Rejected(Rejection::NoSuchSecret(path.clone())),
+        },
         Command::DeleteApp { id, at, deployment, force } => delete_app(state, id, *at, deployment, *force),
         Command::RestartApp { id, at, deployment, force } => restart_app(state, id, *at, deployment, *force),
         Command::KillTasks { ids, scale, at, deployment } => kill_tasks(state, ids, *scale, *at, deployment.as_ref()),

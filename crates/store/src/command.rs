@@ -141,6 +141,13 @@ pub enum Command {
     RemoveApiToken {
         id: String,
     },
+    /// Create or replace a secret. Its value is sealed with the cluster's
+    /// data key before it is proposed: the log never holds it in clear.
+    PutSecret(model::StoredSecret),
+    /// Delete a secret (tasks already running keep what they were given).
+    RemoveSecret {
+        path: model::SecretPath,
+    },
     /// Create (`create_only`, `POST /v1/jobs`) or replace a job. `schedules`
     /// replace the job's schedules; `None` keeps them (Metronome's PUT).
     PutJob {
@@ -249,6 +256,8 @@ pub enum Rejection {
     Conflict(AppId),
     #[error("API token '{0}' does not exist")]
     NoSuchToken(String),
+    #[error("secret '{0}' does not exist")]
+    NoSuchSecret(model::SecretPath),
     #[error("API token '{0}' already exists")]
     TokenExists(String),
     #[error("Job '{0}' does not exist")]

@@ -19,6 +19,7 @@ pub mod apply;
 pub mod command;
 pub mod effect;
 pub mod endpoints;
+pub mod keyring;
 mod log_store;
 mod membership;
 pub mod metrics;
@@ -30,6 +31,7 @@ pub mod watch;
 pub use command::{AppPut, Applied, Command, DropReason, Dropped, Precondition, Rejection};
 pub use effect::Effect;
 pub use endpoints::{EndpointStream, EndpointUpdate};
+pub use keyring::{DataKey, KeyError, Keyring};
 pub use membership::Membership;
 pub use metrics::{RaftStatus, StoreMetrics};
 pub use state_machine::{SnapshotError, SNAPSHOT_FORMAT};
@@ -66,6 +68,22 @@ pub enum StoreError {
     NoLeader,
     #[error("forwarding to the leader at {addr} failed: {reason}")]
     Forward { addr: String, reason: String },
+    #[error("cluster data key: {0}")]
+    Keyring(#[from] KeyError),
+}
+
+/// Where this node stands with the cluster's data key after start.
+#[derive(Debug)]
+pub enum KeyStatus {
+    /// Read from this node's data directory.
+    Held,
+    /// Made now (this node is the cluster's only member); with autolock,
+    /// the unlock key to give the operator once.
+    Created { unlock_key: Option<zeroize::Zeroizing<String>> },
+    /// Autolocked: waits for `wharf unlock`.
+    Locked,
+    /// Being fetched from the other members in the background.
+    Fetching,
 }
 
 /// Who leads, as this node sees it.
@@ -117,6 +135,7 @@ pub struct Store {
     max_voters: usize,
     metrics: StoreMetrics,
     committed: Arc<std::sync::Mutex<Option<Option<raft_types::LogId>>>>,
+    keyring: Arc<Keyring>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -147,6 +166,7 @@ impl Store {
     pub async fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&cfg.data_dir).map_err(io_err(&cfg.data_dir))?;
         let node_id = load_or_create_node_id(&cfg.data_dir)?;
+        let keyring = Arc::new(Keyring::open(&cfg.data_dir)?);
         let db = Arc::new(redb::Database::create(cfg.data_dir.join("state.redb")).map_err(redb::Error::from)?);
         let state: SharedState = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
         let feed = Feed::new(state.clone());
@@ -185,6 +205,7 @@ impl Store {
             max_voters: cfg.max_voters,
             metrics,
             committed,
+            keyring,
         })
     }
 
@@ -216,6 +237,53 @@ impl Store {
     /// Routes for the cluster RPC port.
     pub fn rpc_router(&self) -> axum::Router {
         network::router(self.raft.clone(), self.max_voters)
+            .merge(keyring::router(self.raft.clone(), self.keyring.clone()))
+    }
+
+    /// This node's hold on the cluster's data key (seals and opens secrets).
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
+    }
+
+    /// After bootstrap or join: reads this node's data key, makes it when
+    /// this node is the cluster's only member, or fetches it from the other
+    /// members in the background (`seeds` first) until one gives it.
+    pub fn ensure_data_key(&self, seeds: &[String], autolock: bool) -> Result<KeyStatus, StoreError> {
+        match self.keyring.get() {
+            Ok(_) => return Ok(KeyStatus::Held),
+            Err(KeyError::Locked) => return Ok(KeyStatus::Locked),
+            Err(_) => {}
+        }
+        let members: Vec<(u64, String)> = {
+            let m = self.raft.metrics().borrow().membership_config.clone();
+            m.membership().nodes().map(|(id, n)| (*id, n.addr.clone())).collect()
+        };
+        if members.iter().all(|(id, _)| *id == self.node_id.0) && seeds.is_empty() {
+            let unlock_key = self.keyring.install(DataKey::generate()?, autolock)?;
+            return Ok(KeyStatus::Created { unlock_key });
+        }
+        let mut addrs: Vec<String> = seeds.to_vec();
+        addrs.extend(members.into_iter().filter(|(id, _)| *id != self.node_id.0).map(|(_, a)| a));
+        let (client, ring, me) = (self.client.clone(), self.keyring.clone(), self.node_id.0);
+        tokio::spawn(async move {
+            loop {
+                match keyring::fetch(&client, &ring, me, &addrs, Duration::from_secs(60), autolock).await {
+                    Ok(unlock_key) => {
+                        tracing::info!("received the cluster data key");
+                        if let Some(k) = unlock_key {
+                            // Shown once, on stdout only (never in the log).
+                            println!(
+                                "Autolock is on. This node's unlock key (shown only now; `wharf unlock KEY` after every restart):\n{}",
+                                k.as_str()
+                            );
+                        }
+                        return;
+                    }
+                    Err(e) => tracing::warn!(reason = %e, "no member gave this node the cluster data key yet"),
+                }
+            }
+        });
+        Ok(KeyStatus::Fetching)
     }
 
     /// Commits `cmd` (forwarding to the leader if needed) and returns its

@@ -97,6 +97,17 @@ pub enum Command {
         after_help = "Examples:\n  wharf token create --role viewer --name grafana\n  wharf token ls"
     )]
     Token(TokenCommand),
+    /// The cluster's secret store (writes need an admin, listing a
+    /// deployer). Apps reference secrets by path; values are never shown.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  printf %s \"$PW\" | wharf secret put prod/db-password\n  wharf secret put tls/key --file key.pem\n  wharf secret ls"
+    )]
+    Secret(SecretCommand),
+    /// Unlock a node started with --autolock after a restart (admin), with
+    /// the unlock key it printed; read from stdin when not given.
+    #[command(after_help = "Example:\n  WHARF_ADDR=http://10.0.0.2:8080 wharf unlock WHARFKEY-1-...")]
+    Unlock { key: Option<String> },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  wharf completion bash > /etc/bash_completion.d/wharf\n  wharf completion zsh > \"${fpath[1]}/_wharf\"\n  wharf completion fish > ~/.config/fish/completions/wharf.fish"
@@ -213,6 +224,12 @@ pub struct AgentArgs {
     /// must name a user, or --default-task-user must.
     #[arg(long)]
     pub refuse_root_tasks: bool,
+    /// Keep the key that unwraps this node's copy of the cluster data key off
+    /// the disk (Swarm's autolock): it is printed once when the node gets the
+    /// data key, and after every restart secrets stay sealed on this node
+    /// until `wharf unlock KEY`.
+    #[arg(long)]
+    pub autolock: bool,
     /// A Docker `config.json` whose `auths` hold registry credentials for
     /// the built-in runtime's pulls (default: $HOME/.docker/config.json when
     /// it exists). Read at every pull.
@@ -386,6 +403,30 @@ pub enum NodeCommand {
     /// Remove a node from the cluster (its tasks are replaced elsewhere).
     #[command(after_help = "Example:\n  wharf node rm 3   (ids from `wharf node ls`)")]
     Rm { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum SecretCommand {
+    /// Create or replace a secret; its value is read from stdin, or from
+    /// `--file`, byte for byte.
+    #[command(after_help = "Example:\n  printf %s \"$PW\" | wharf secret put prod/db-password")]
+    Put {
+        /// Where it lives, e.g. `prod/db-password` (letters, digits, `.`,
+        /// `_`, `-`, separated by `/`).
+        path: String,
+        /// Read the value from this file instead of stdin.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+    /// List secrets: path and times (never values).
+    #[command(after_help = "Example:\n  wharf secret ls")]
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a secret (running tasks keep what they were given).
+    #[command(after_help = "Example:\n  wharf secret rm prod/db-password")]
+    Rm { path: String },
 }
 
 #[derive(Subcommand)]
@@ -575,6 +616,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Token(TokenCommand::Create { role, name }) => crate::cmd::token::create(&client, &role, &name).await,
         Command::Token(TokenCommand::Ls) => crate::cmd::token::ls(&client).await,
         Command::Token(TokenCommand::Rm { id }) => crate::cmd::token::rm(&client, &id).await,
+        Command::Secret(SecretCommand::Put { path, file }) => {
+            crate::cmd::secret::put(&client, &path, file.as_deref()).await
+        }
+        Command::Secret(SecretCommand::Ls { json }) => crate::cmd::secret::ls(&client, json).await,
+        Command::Secret(SecretCommand::Rm { path }) => crate::cmd::secret::rm(&client, &path).await,
+        Command::Unlock { key } => crate::cmd::secret::unlock(&client, key.as_deref()).await,
         Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {
             crate::bench::launch(tasks, burst, data_dir).await
         }

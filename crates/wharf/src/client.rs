@@ -77,6 +77,25 @@ impl Client {
         Ok((status, v))
     }
 
+    /// A PUT of raw bytes (a secret's value); a non-2xx answer is an error.
+    pub async fn put_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<(StatusCode, Value)> {
+        let req = self
+            .http
+            .put(format!("{}{}", self.base, path))
+            .timeout(REQUEST_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        let resp = req.send().await.with_context(|| self.unreachable())?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            Ok((status, v))
+        } else {
+            Err(api_error(status, &v))
+        }
+    }
+
     /// Like `call`, but a non-2xx answer becomes an error that says why.
     pub async fn ok(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         let (status, v) = self.call(method, path, body).await?;

@@ -77,6 +77,17 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let rpc_router = store.rpc_router().merge(crate::liveness::router(liveness.clone()));
     sup.start_once("RPC server", async move { axum::serve(rpc_listener, rpc_router).await });
     join_cluster(&store, &args.join).await?;
+    match store.ensure_data_key(&args.join, args.autolock).context("the cluster data key")? {
+        store::KeyStatus::Created { unlock_key } => {
+            tracing::info!("made the cluster data key (it seals secrets)");
+            if let Some(k) = unlock_key {
+                print_unlock_key(&k);
+            }
+        }
+        store::KeyStatus::Fetching => tracing::info!("asking the cluster for its data key"),
+        store::KeyStatus::Locked => tracing::warn!("this node is locked: secrets stay sealed until `wharf unlock`"),
+        store::KeyStatus::Held => {}
+    }
 
     // The drivers are found before the node registers, so the scheduler
     // never sends it a task it has no driver for.
@@ -393,6 +404,11 @@ fn start_agent(sup: &mut Supervisor, store: &Arc<Store>, parts: AgentParts) {
         };
         agent::run_agent(s.clone(), cfg)
     });
+}
+
+/// Shown once, on stdout only (never in the node's log): the operator keeps it.
+pub(crate) fn print_unlock_key(key: &str) {
+    println!("Autolock is on. This node's unlock key (shown only now; `wharf unlock KEY` after every restart):\n{key}");
 }
 
 /// Registers (or refreshes) this node once a leader can commit it.

@@ -367,11 +367,26 @@ async fn registry_credentials_from_the_node_file_pull_and_wrong_ones_fail_the_ta
     };
     node.deploy(app("/private", format!("{}/web/httpd:1", good.addr))).await;
     node.deploy(app("/wrong", format!("{}/web/httpd:1", bad.addr))).await;
-    // An app's own pullConfig needs the secret store, which this node lacks.
-    let mut with_secret = app("/pullconfig", format!("{}/web/httpd:1", good.addr));
-    with_secret["secrets"] = json!({"registry": {"source": "/registry/config"}});
-    with_secret["container"]["docker"]["pullConfig"] = json!({"secret": "registry"});
-    node.deploy(with_secret).await;
+    // An app's own pullConfig (a secret holding a config.json) comes before
+    // the node's file: with it, the registry the node has wrong credentials
+    // for lets the pull through.
+    let put = node
+        .client
+        .put(format!("{}/wharf/v1/secrets/registry/config", node.addr()))
+        .body(docker_config(&[(bad.addr.as_str(), "wharf", "right-password")]))
+        .send()
+        .await
+        .expect("PUT secret");
+    assert!(put.status().is_success(), "{}", put.status());
+    let with_secret = |id: &str, source: &str| {
+        let mut a = app(id, format!("{}/web/httpd:1", bad.addr));
+        a["secrets"] = json!({"registry": {"source": source}});
+        a["container"]["docker"]["pullConfig"] = json!({"secret": "registry"});
+        a
+    };
+    node.deploy(with_secret("/pullconfig", "registry/config")).await;
+    // One whose secret is not in the store fails, naming it.
+    node.deploy(with_secret("/missing", "registry/missing")).await;
 
     let tasks = node.wait_running("/private", 1).await;
     let body = http_get(&format!("http://127.0.0.1:{}/", host_port(&tasks[0]))).await;
@@ -382,19 +397,22 @@ async fn registry_credentials_from_the_node_file_pull_and_wrong_ones_fail_the_ta
     let msg = f["message"].as_str().expect("message").to_lowercase();
     assert!(msg.contains("pulling") && msg.contains("web/httpd:1"), "{msg}");
     assert!(msg.contains("401 unauthorized") && msg.contains("wrong credentials"), "{msg}");
-    let f = node.last_failure("/pullconfig").await;
+    let tasks = node.wait_running("/pullconfig", 1).await;
+    let body = http_get(&format!("http://127.0.0.1:{}/", host_port(&tasks[0]))).await;
+    assert_eq!(body.trim(), "hello image-default from /pullconfig");
+    let f = node.last_failure("/missing").await;
     assert_eq!(f["state"], "TASK_FAILED", "{f}");
     let msg = f["message"].as_str().expect("message");
-    assert!(msg.contains("pullConfig") && msg.contains("secrets are not available"), "{msg}");
+    assert!(msg.contains("pullConfig") && msg.contains("registry/missing") && msg.contains("does not exist"), "{msg}");
     // Backed off, not retried in a loop; and the apps can still be deleted
     // (their deployments wait for instances that cannot start, so, as in
     // Marathon, with force).
     let queue = node.get("/v2/queue").await;
-    for id in ["/wrong", "/pullconfig"] {
+    for id in ["/wrong", "/missing"] {
         let item = queue["queue"].as_array().and_then(|q| q.iter().find(|i| i["app"]["id"] == id)).cloned();
         assert!(item.is_some_and(|i| i["delay"]["timeLeftSeconds"].as_u64().unwrap_or(0) > 0), "{id}: {queue}");
     }
-    for id in ["wrong", "pullconfig"] {
+    for id in ["wrong", "missing"] {
         let (s, v) = node.call(Method::DELETE, &format!("/v2/apps/{id}?force=true"), None).await.expect("delete");
         assert!(s.is_success(), "{s} {v}");
     }
@@ -402,7 +420,7 @@ async fn registry_credentials_from_the_node_file_pull_and_wrong_ones_fail_the_ta
     wait_for("the failing apps to be gone", Duration::from_secs(30), || async move {
         let apps = n.get("/v2/apps").await;
         let deployments = n.get("/v2/deployments").await;
-        apps["apps"].as_array().is_some_and(|a| a.len() == 1) && deployments.as_array().is_some_and(|d| d.is_empty())
+        apps["apps"].as_array().is_some_and(|a| a.len() == 2) && deployments.as_array().is_some_and(|d| d.is_empty())
     })
     .await;
     assert!(node.log().lines().all(|l| !l.contains("right-password")), "the password is never logged");

@@ -198,6 +198,11 @@ impl DockerDriver {
         let image = c.image.clone().ok_or("a DOCKER container needs docker.image")?;
         let mut env = task.env.clone();
         env.insert("MESOS_SANDBOX".into(), CONTAINER_SANDBOX.into());
+        // The engine keeps a container's environment in its own config
+        // (outside Wharf's data directory): there is no other way in.
+        for (k, v) in &task.secrets.env {
+            env.insert(k.clone(), v.clone());
+        }
         let (mut entrypoint, mut cmd) = match &task.command {
             // As Mesos's docker containerizer: a shell command replaces the
             // entrypoint; args are given to the image's entrypoint.
@@ -434,6 +439,11 @@ impl Driver for DockerDriver {
             killing: false,
         };
         sandbox::write_json(&dir, RECORD_FILE, &record).map_err(io_err("write the container record"))?;
+        let user = task.container.parameters.iter().rev().find(|(k, _)| k == "user").map(|(_, v)| v.as_str());
+        if let Err(message) = crate::secrets::write_files(&dir, &task.secrets.files, crate::secrets::numeric_user(user))
+        {
+            return Err(DriverError::Launch { task_id: id, message });
+        }
         match self.start(&task, &dir).await {
             Ok(pid) => {
                 let _ = self.inner.events.send(TaskEvent::Running { task_id: id.clone(), pid, at: now() });

@@ -13,6 +13,7 @@
 use super::{io_err, DriverError, RecoveredTask, TaskEvent};
 use crate::cgroup::TaskCgroup;
 use crate::sandbox::{self, ExecMsg, ExitRecord, LaunchSpec, StateFile, EXECUTOR_LOG, SPEC_FILE, STATE_FILE};
+use crate::secrets::TaskSecrets;
 use model::{TaskId, TaskState};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -126,6 +127,12 @@ impl ExecDriver {
     /// sent; the sandbox stays (with a `Failed` state when the executor got
     /// that far) until [`ExecDriver::remove_sandbox`].
     pub async fn launch(&self, spec: LaunchSpec) -> Result<u32, DriverError> {
+        self.launch_with_secrets(spec, &TaskSecrets::default()).await
+    }
+
+    /// As `launch`, handing the task's secrets to the executor over its
+    /// stdin (as JSON; `spec.secrets_on_stdin` tells it to read them).
+    pub async fn launch_with_secrets(&self, spec: LaunchSpec, secrets: &TaskSecrets) -> Result<u32, DriverError> {
         let (program, args) = self.inner.executor.split_first().ok_or(DriverError::NoExecutor)?;
         let id = spec.task_id.clone();
         let dir = self.sandbox_dir(&id);
@@ -139,7 +146,8 @@ impl ExecDriver {
         let log = std::fs::File::create(dir.join(EXECUTOR_LOG)).map_err(io_err("create executor log"))?;
 
         let mut cmd = std::process::Command::new(program);
-        cmd.args(args).arg(SANDBOX_FLAG).arg(&dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+        let stdin = if spec.secrets_on_stdin { Stdio::piped() } else { Stdio::null() };
+        cmd.args(args).arg(SANDBOX_FLAG).arg(&dir).stdin(stdin).stdout(Stdio::piped()).stderr(log);
         // SAFETY: setsid is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
@@ -152,6 +160,16 @@ impl ExecDriver {
         let mut child = cmd.spawn().map_err(io_err(format!("start executor {}", program.to_string_lossy())))?;
         let exec_pid = child.id();
         let stdout = child.stdout.take();
+        if let Some(mut pipe) = child.stdin.take() {
+            let payload = zeroize::Zeroizing::new(serde_json::to_vec(secrets).unwrap_or_default());
+            // The executor reads it before anything else; a failed write shows
+            // as its failure to start ("cannot read the task's secrets").
+            let _ = tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                let _ = pipe.write_all(&payload);
+            })
+            .await;
+        }
         // Dropping a std Child neither kills nor waits: the pidfd below
         // watches and reaps the executor.
         drop(child);

@@ -76,6 +76,9 @@ pub struct TaskLaunch {
     /// Registry credentials the app brings (its `pullConfig`), tried before
     /// the node's own.
     pub registry_auth: Option<image::RegistryConfig>,
+    /// The task's secrets in clear (environment and sandbox files); each
+    /// driver delivers them without writing them to `spec.json`.
+    pub secrets: crate::secrets::TaskSecrets,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,8 +161,9 @@ impl Driver for ExecDriver {
             oci: None,
             log: self.log_limits(),
             user: task.user,
+            secrets_on_stdin: !task.secrets.is_empty(),
         };
-        ExecDriver::launch(self, spec).await
+        ExecDriver::launch_with_secrets(self, spec, &task.secrets).await
     }
 
     async fn kill(&self, id: &TaskId) -> Result<(), DriverError> {

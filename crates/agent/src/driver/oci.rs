@@ -120,6 +120,7 @@ impl OciDriver {
                 mounts,
                 privileged: task.container.privileged,
             }),
+            secrets_on_stdin: !task.secrets.is_empty(),
         })
     }
 
@@ -175,7 +176,7 @@ impl super::Driver for OciDriver {
         let spec = self.spec(&task, &image)?;
         let dir = self.container_dir(&task.task_id);
         std::fs::create_dir_all(&dir).map_err(super::io_err(format!("create {}", dir.display())))?;
-        self.exec.launch(spec).await
+        self.exec.launch_with_secrets(spec, &task.secrets).await
     }
 
     async fn kill(&self, id: &TaskId) -> Result<(), DriverError> {

@@ -543,6 +543,7 @@ fn a_resident_instance_is_replaced_on_its_node_with_the_next_attempt_and_scaling
             host_path: None,
             mode: model::VolumeMode::Rw,
             persistent: Some(model::PersistentVolume { size_mb: 16 }),
+            secret: None,
         }],
         ..model::Container::default()
     });

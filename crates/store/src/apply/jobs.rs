@@ -378,6 +378,8 @@ pub(super) mod tests {
                 max_launch_delay_seconds: 3600.0,
                 kill_grace_seconds: 3.0,
                 user: None,
+                secrets: Default::default(),
+                secret_env: Default::default(),
                 passthrough: Default::default(),
                 parallelism: 1,
                 completions: 1,

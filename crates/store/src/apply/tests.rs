@@ -476,10 +476,23 @@ fn every_command() -> Vec<Command> {
             created_at: UnixMillis(101),
         }),
         Command::RemoveApiToken { id: "tok2".into() },
+        Command::PutSecret(secret("prod/db", 110)),
+        Command::PutSecret(secret("prod/gone", 111)),
+        Command::PutSecret(secret("prod/db", 112)),
+        Command::RemoveSecret { path: model::SecretPath::parse("prod/gone").expect("path") },
     ]
     .into_iter()
     .chain(super::jobs::tests::golden_commands())
     .collect()
+}
+
+fn secret(path: &str, at: i64) -> model::StoredSecret {
+    model::StoredSecret {
+        path: model::SecretPath::parse(path).expect("path"),
+        sealed: model::Sealed { key_id: "k1".into(), nonce: format!("n{at}"), ciphertext: format!("c{at}") },
+        created_at: UnixMillis(at),
+        updated_at: UnixMillis(at),
+    }
 }
 
 fn variant(c: &Command) -> &'static str {
@@ -505,6 +518,8 @@ fn variant(c: &Command) -> &'static str {
         Command::ResetDelay { .. } => "ResetDelay",
         Command::PutApiToken(_) => "PutApiToken",
         Command::RemoveApiToken { .. } => "RemoveApiToken",
+        Command::PutSecret(_) => "PutSecret",
+        Command::RemoveSecret { .. } => "RemoveSecret",
         Command::PutJob { .. } => "PutJob",
         Command::RemoveJob { .. } => "RemoveJob",
         Command::PutSchedule { .. } => "PutSchedule",

@@ -1,11 +1,12 @@
 //! The CLI's commands, one module per command group (`app`, `deployment`,
-//! `node`, `logs`, `ps`, `token`); `table` and `progress` are what they share.
+//! `node`, `logs`, `ps`, `token`, `secret`); `table` and `progress` are what they share.
 
 pub mod app;
 pub mod deployment;
 pub mod logs;
 pub mod node;
 pub mod progress;
+pub mod secret;
 pub mod table;
 pub mod tasks;
 pub mod token;

@@ -11,7 +11,7 @@ pub mod sse;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
@@ -104,7 +104,14 @@ impl Node {
             .args(["--ports", &format!("{}-{}", self.ports.0, self.ports.1)])
             .args(&self.extra)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
+            // What the node prints for its operator (an autolock unlock key).
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("agent.stdout"))
+                    .expect("stdout file"),
+            )
             .stderr(log)
             .spawn()
             .expect("start wharf agent");
