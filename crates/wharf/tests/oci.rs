@@ -352,6 +352,9 @@ async fn registry_credentials_from_the_node_file_pull_and_wrong_ones_fail_the_ta
     }
     let open = Registry::start();
     open.push(HTTPD, "web/httpd:1");
+    // Another name for the pullConfig apps: an image once pulled is on the
+    // node for every app (as with Docker), so /wrong must not share theirs.
+    open.push(HTTPD, "web/private:1");
     let dir = tempfile::tempdir().expect("tempdir");
     let users = htpasswd(dir.path(), "wharf", "right-password");
     // Both serve the images pushed above, only with credentials.
@@ -379,7 +382,7 @@ async fn registry_credentials_from_the_node_file_pull_and_wrong_ones_fail_the_ta
         .expect("PUT secret");
     assert!(put.status().is_success(), "{}", put.status());
     let with_secret = |id: &str, source: &str| {
-        let mut a = app(id, format!("{}/web/httpd:1", bad.addr));
+        let mut a = app(id, format!("{}/web/private:1", bad.addr));
         a["secrets"] = json!({"registry": {"source": source}});
         a["container"]["docker"]["pullConfig"] = json!({"secret": "registry"});
         a
