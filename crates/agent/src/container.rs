@@ -1,7 +1,7 @@
 //! The built-in container runtime, as the executor uses it: the root
 //! filesystem (an overlayfs of the image's layers and a writable layer per
 //! task), the OCI runtime config (pid, mount, uts and ipc namespaces on the
-//! host's network; the task's cgroup with its limits; a default seccomp
+//! host's network or in the namespace of its bridge network; the task's cgroup with its limits; a default seccomp
 //! profile and Docker's default capability set unless privileged; the
 //! sandbox at `/mnt/mesos/sandbox`; the app's volumes; the node's resolver),
 //! and creating and starting the container with youki's `libcontainer`.
@@ -268,7 +268,7 @@ pub fn runtime_config(
     rootfs: &Path,
     (uid, gid): (u32, u32),
     resources: Value,
-    hostname: &str,
+    (hostname, netns): (&str, Option<&Path>),
 ) -> Value {
     let argv: Vec<String> = match &spec.command {
         CommandSpec::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
@@ -290,15 +290,27 @@ pub fn runtime_config(
                "options": ["nosuid", "noexec", "nodev", "ro"]}),
         bind(sandbox, SANDBOX_MOUNT, false),
     ];
-    // The node's resolver and hosts file: the container shares its network.
-    for f in ["/etc/resolv.conf", "/etc/hosts"] {
-        if Path::new(f).exists() {
-            mounts.push(bind(Path::new(f), f, true));
+    // The resolver the agent wrote (the node's DNS server, the cluster
+    // domain in `search`), else the node's; the node's hosts file.
+    match &oci.resolv_conf {
+        Some(r) => mounts.push(bind(r, "/etc/resolv.conf", true)),
+        None if Path::new("/etc/resolv.conf").exists() => {
+            mounts.push(bind(Path::new("/etc/resolv.conf"), "/etc/resolv.conf", true))
         }
+        None => {}
+    }
+    if Path::new("/etc/hosts").exists() {
+        mounts.push(bind(Path::new("/etc/hosts"), "/etc/hosts", true));
     }
     mounts.extend(oci.mounts.iter().map(|m: &BindMount| bind(&m.source, &m.destination, m.read_only)));
+    let mut namespaces =
+        vec![json!({"type": "pid"}), json!({"type": "mount"}), json!({"type": "uts"}), json!({"type": "ipc"})];
+    if let Some(ns) = netns {
+        // The namespace the executor made for the bridge (else the node's network).
+        namespaces.push(json!({"type": "network", "path": ns}));
+    }
     let mut linux = json!({
-        "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "ipc"}],
+        "namespaces": namespaces,
         "cgroupsPath": crate::cgroup::cgroup_name(&spec.task_id),
         "resources": resources,
     });
@@ -352,14 +364,13 @@ pub fn create(
     oci: &OciLaunch,
     sandbox: &Path,
     resources: Value,
-    stdin: std::fs::File,
-    stdout: std::os::fd::OwnedFd,
-    stderr: std::os::fd::OwnedFd,
+    netns: Option<&Path>,
+    (stdin, stdout, stderr): (std::fs::File, std::os::fd::OwnedFd, std::os::fd::OwnedFd),
 ) -> Result<(Container, Pid), String> {
     let dirs = ContainerDirs::new(&oci.dir);
     let (uid, gid) = resolve_user(&dirs.rootfs, oci.user.as_deref())?;
     let hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    let config = runtime_config(spec, oci, sandbox, &dirs.rootfs, (uid, gid), resources, &hostname);
+    let config = runtime_config(spec, oci, sandbox, &dirs.rootfs, (uid, gid), resources, (&hostname, netns));
     let data = serde_json::to_vec_pretty(&config).map_err(|e| format!("encode runtime config: {e}"))?;
     std::fs::write(dirs.bundle.join("config.json"), data).map_err(|e| format!("write runtime config: {e}"))?;
     std::fs::create_dir_all(&dirs.state).map_err(|e| format!("create {}: {e}", dirs.state.display()))?;
@@ -429,6 +440,8 @@ mod tests {
             cwd: "/".into(),
             mounts: vec![BindMount { source: "/data".into(), destination: "/data".into(), read_only: true }],
             privileged: false,
+            network: None,
+            resolv_conf: None,
         };
         let spec = LaunchSpec {
             task_id: TaskId::new(&model::AppId::parse("/app").expect("app id"), uuid::Uuid::new_v4(), 1),
@@ -441,7 +454,7 @@ mod tests {
             oci: Some(oci.clone()),
             secrets_on_stdin: false,
         };
-        let v = runtime_config(&spec, &oci, Path::new("/s"), Path::new("/c/rootfs"), (0, 0), json!({}), "h");
+        let v = runtime_config(&spec, &oci, Path::new("/s"), Path::new("/c/rootfs"), (0, 0), json!({}), ("h", None));
         let parsed: oci_spec::runtime::Spec = serde_json::from_value(v).expect("an OCI runtime spec");
         let ns: Vec<String> = parsed
             .linux()

@@ -126,6 +126,7 @@ mod tests {
             ready: None,
             readiness: Vec::new(),
             job_run: None,
+            container_ip: None,
         };
         (app, task)
     }

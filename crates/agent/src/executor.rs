@@ -137,6 +137,8 @@ fn run(sandbox: &Path) -> Result<(), String> {
         Ok(c) => c,
         Err(e) => return fail_to_start(&mut state, sandbox, None, e.to_string()),
     };
+    // The container's bridge network, undone when the task ends.
+    let mut attached: Option<crate::network::Attached> = None;
     let (pid, start_error) = match &spec.oci {
         None => {
             let prepared = match prepare(&spec, sandbox) {
@@ -154,7 +156,7 @@ fn run(sandbox: &Path) -> Result<(), String> {
             // Only the task holds the pipes' write ends now: they close when it ends.
             drop(stdio);
             let pid = forked.pid;
-            running(&mut state, pid, &save)?;
+            running(&mut state, pid, None, &save)?;
             (pid, release(forked, &cgroup, &spec, &prepared).err())
         }
         Some(oci) => {
@@ -163,18 +165,28 @@ fn run(sandbox: &Path) -> Result<(), String> {
             {
                 return fail_to_start(&mut state, sandbox, Some(&cgroup), message);
             }
-            let mut container = match create_container(&spec, &secrets, oci, sandbox, &cgroup, &mask, stdio) {
+            if let Some(net) = &oci.network {
+                match crate::network::attach(&spec.task_id, net) {
+                    Ok(a) => attached = Some(a),
+                    Err(e) => {
+                        let message = format!("bridge network: {e}");
+                        return fail_to_start(&mut state, sandbox, Some(&cgroup), message);
+                    }
+                }
+            }
+            let netns = attached.as_ref().map(|a| a.netns_path());
+            let created = create_container(&spec, &secrets, oci, sandbox, &cgroup, &mask, stdio, netns.as_deref())
+                .and_then(|c| c.pid().map(|p| (c, p)).ok_or_else(|| "no container process".to_string()));
+            let (mut container, pid) = match created {
                 Ok(c) => c,
                 Err(message) => {
                     crate::container::cleanup(oci);
+                    detach(&spec, attached.take());
                     return fail_to_start(&mut state, sandbox, Some(&cgroup), message);
                 }
             };
-            let pid = match container.pid() {
-                Some(p) => p,
-                None => return fail_to_start(&mut state, sandbox, Some(&cgroup), "no container process".into()),
-            };
-            running(&mut state, pid, &save)?;
+            let ip = attached.as_ref().map(|a| std::net::IpAddr::V4(a.ip));
+            running(&mut state, pid, ip, &save)?;
             let started = crate::container::start(&mut container)
                 .and_then(|()| cgroup.apply_cpu_quota(&spec.resources).map_err(|e| e.to_string()));
             (pid, started.err())
@@ -246,6 +258,7 @@ fn run(sandbox: &Path) -> Result<(), String> {
     if let Some(oci) = &spec.oci {
         crate::container::cleanup(oci);
     }
+    detach(&spec, attached.take());
 
     let (code, signal, how) = match status {
         WaitStatus::Exited(_, c) => (Some(c), None, format!("exited with status {c}")),
@@ -287,13 +300,26 @@ fn read_secrets(spec: &LaunchSpec) -> Result<TaskSecrets, String> {
 /// Records and reports the task's process as started. Joining the cgroup
 /// costs an RCU grace period on the first migration (10-15 ms on v1 hosts),
 /// which the agent need not wait for; the task itself does.
-fn running(state: &mut StateFile, pid: Pid, save: &dyn Fn(&StateFile) -> Result<(), String>) -> Result<(), String> {
+fn running(
+    state: &mut StateFile,
+    pid: Pid,
+    ip: Option<std::net::IpAddr>,
+    save: &dyn Fn(&StateFile) -> Result<(), String>,
+) -> Result<(), String> {
     let started = sandbox::now();
     state.pid = Some(pid.as_raw() as u32);
     state.started_at = Some(started);
+    state.ip = ip;
     save(state)?;
-    tell_agent(&ExecMsg::Running { pid: pid.as_raw() as u32, at: started });
+    tell_agent(&ExecMsg::Running { pid: pid.as_raw() as u32, at: started, ip });
     Ok(())
+}
+
+/// Undoes the container's bridge network (its processes are gone).
+fn detach(spec: &LaunchSpec, attached: Option<crate::network::Attached>) {
+    if let Some(a) = attached {
+        crate::network::detach(&a.bridge, &spec.task_id, a.ip);
+    }
 }
 
 /// Mounts the container's root filesystem and creates the container with
@@ -309,6 +335,7 @@ fn create_container(
     cgroup: &TaskCgroup,
     mask: &SigSet,
     stdio: ChildStdio,
+    netns: Option<&Path>,
 ) -> Result<libcontainer::container::Container, String> {
     let dirs = crate::container::ContainerDirs::new(&oci.dir);
     crate::container::mount_rootfs(oci, &dirs)?;
@@ -330,8 +357,15 @@ fn create_container(
     // The container's init takes the output pipes; the runtime closes our
     // copies once it is created.
     let secret_vars: Vec<&str> = secrets.env.keys().map(String::as_str).collect();
-    let created =
-        crate::container::create(spec, &secret_vars, oci, sandbox, resources, stdio.stdin, stdio.stdout, stdio.stderr);
+    let created = crate::container::create(
+        spec,
+        &secret_vars,
+        oci,
+        sandbox,
+        resources,
+        netns,
+        (stdio.stdin, stdio.stdout, stdio.stderr),
+    );
     let _ = mask.thread_block();
     // SAFETY: as above.
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };

@@ -16,6 +16,7 @@ pub mod executor;
 pub mod health;
 pub mod images;
 pub mod metrics;
+pub mod network;
 pub mod readiness;
 pub mod reconcile;
 pub mod sandbox;

@@ -65,6 +65,8 @@ pub struct AgentConfig {
     pub refuse_root_tasks: bool,
     /// `--image-gc-after`: images no task used for this long are removed.
     pub image_gc_after: Duration,
+    /// Containers' networking: the bridge, the node's DNS server, the domain.
+    pub network: crate::network::NodeNetwork,
 }
 
 /// The drivers this node can offer: `exec` always, `oci` where the kernel
@@ -105,6 +107,7 @@ async fn start_drivers(cfg: &AgentConfig, events: mpsc::UnboundedSender<TaskEven
             events.clone(),
             images.clone(),
             cfg.log,
+            cfg.network.clone(),
         ));
         if cfg.docker_builtin {
             // The same driver under both kinds: it recovers its tasks once
@@ -172,7 +175,13 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
             if let Some(st) = known {
                 if st != r.state && !st.is_terminal() {
                     let at = if r.state == TaskState::Running { r.started_at.unwrap_or_else(now) } else { now() };
-                    let _ = reports.send(TaskStatus { task_id: r.task_id, state: r.state, at, message: r.message });
+                    let _ = reports.send(TaskStatus {
+                        task_id: r.task_id,
+                        state: r.state,
+                        at,
+                        message: r.message,
+                        container_ip: None,
+                    });
                 }
             }
         }
@@ -215,9 +224,9 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                         if !tracked.local.get(&task_id).is_some_and(|l| l.phase == Phase::Launching) {
                             continue;
                         }
-                        TaskStatus { task_id, state: TaskState::Starting, at, message: None }
+                        TaskStatus { task_id, state: TaskState::Starting, at, message: None, container_ip: None }
                     }
-                    TaskEvent::Running { task_id, at, .. } => {
+                    TaskEvent::Running { task_id, at, ip, .. } => {
                         if let Some(l) = tracked.local.get_mut(&task_id) {
                             if l.phase == Phase::Launching {
                                 l.phase = Phase::Running;
@@ -227,7 +236,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                                 }
                             }
                         }
-                        TaskStatus { task_id, state: TaskState::Running, at, message: None }
+                        TaskStatus { task_id, state: TaskState::Running, at, message: None, container_ip: ip }
                     }
                     TaskEvent::Exited { task_id, state, message, at } => {
                         if let Some(l) = tracked.local.get_mut(&task_id) {
@@ -237,7 +246,7 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
                         if matches!(state, TaskState::Failed | TaskState::Finished) {
                             cfg.metrics.restarted(&task_id);
                         }
-                        TaskStatus { task_id, state, at, message: Some(message) }
+                        TaskStatus { task_id, state, at, message: Some(message), container_ip: None }
                     }
                 };
                 let _ = reports.send(status);
@@ -335,8 +344,13 @@ fn reconcile(
             (TaskGoal::Killed, None) => {
                 // Never started here: it is simply gone.
                 let msg = Some("killed before it started".to_string());
-                let _ =
-                    reports.send(TaskStatus { task_id: task.id, state: TaskState::Killed, at: now(), message: msg });
+                let _ = reports.send(TaskStatus {
+                    task_id: task.id,
+                    state: TaskState::Killed,
+                    at: now(),
+                    message: msg,
+                    container_ip: None,
+                });
             }
             (TaskGoal::Killed, Some(l)) if matches!(l.phase, Phase::Launching | Phase::Running) => {
                 l.phase = Phase::Killing;
@@ -525,6 +539,7 @@ fn spawn_launch(
                 state: TaskState::Failed,
                 at: now(),
                 message: Some(message),
+                container_ip: None,
             });
         } else {
             tracing::info!("task started");

@@ -65,6 +65,14 @@ pub struct OciLaunch {
     pub cwd: String,
     pub mounts: Vec<BindMount>,
     pub privileged: bool,
+    /// `container/bridge`: the network the executor attaches the container
+    /// to; `None`: the node's network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::ContainerNetwork>,
+    /// The container's `/etc/resolv.conf` (the node's DNS server and the
+    /// cluster domain); `None`: the node's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// A host path mounted into the container.
@@ -96,13 +104,24 @@ pub struct StateFile {
     pub pid: Option<u32>,
     pub started_at: Option<UnixMillis>,
     pub exit: Option<ExitRecord>,
+    /// The container's address on the node's bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// A line the executor writes to the agent on its stdout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ExecMsg {
-    Running { pid: u32, at: UnixMillis },
-    Failed { message: String },
+    Running {
+        pid: u32,
+        at: UnixMillis,
+        /// The container's address on the node's bridge.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip: Option<std::net::IpAddr>,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 /// The agent's clock (the edge where time enters).

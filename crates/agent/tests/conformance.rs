@@ -115,7 +115,15 @@ async fn driver_with(kind: Kind, root: PathBuf, log: LogLimits) -> (Arc<dyn Driv
                 images.import_docker_archive(&archive, None).expect("import the image");
             }
             let executor = vec![env!("CARGO_BIN_EXE_wharf-executor").into()];
-            Arc::new(OciDriver::new(root.clone(), root.join(".containers"), executor, tx, images, log))
+            Arc::new(OciDriver::new(
+                root.clone(),
+                root.join(".containers"),
+                executor,
+                tx,
+                images,
+                log,
+                agent::network::NodeNetwork::default_for_tests(),
+            ))
         }
     };
     (d, rx)

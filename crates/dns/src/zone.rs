@@ -390,6 +390,7 @@ mod tests {
             node: NodeId(node),
             host: ip.into(),
             ip: ip.parse().ok(),
+            container_ip: None,
             ports: ports
                 .iter()
                 .enumerate()

@@ -270,6 +270,7 @@ async fn udp_answers_come_from_the_pre_encoded_path_and_follow_the_zone() {
             state: TaskState::Killed,
             at: model::UnixMillis(2),
             message: None,
+            container_ip: None,
         }]),
     )
     .await;

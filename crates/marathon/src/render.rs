@@ -295,7 +295,9 @@ pub fn render_app(app: &App, state: &ClusterState, embed: &Embed) -> Value {
 pub fn render_task(task: &Task, state: &ClusterState) -> Value {
     let app = state.apps.get(&task.app_id);
     let service_ports: Vec<u16> = app.map(|a| a.spec.ports.iter().map(|p| p.port).collect()).unwrap_or_default();
-    let ip_addresses: Vec<Value> = match task.host.parse::<std::net::IpAddr>() {
+    // A bridge container's own address, as Marathon shows Mesos's NetworkInfo;
+    // else the node's.
+    let ip_addresses: Vec<Value> = match task.container_ip.map_or_else(|| task.host.parse(), Ok) {
         Ok(ip) => vec![json!({
             "ipAddress": ip.to_string(),
             "protocol": if ip.is_ipv4() { "IPv4" } else { "IPv6" },

@@ -639,6 +639,7 @@ fn task(app: &AppId, n: u128, state: TaskState, healthy: Option<bool>) -> Task {
         ready: None,
         readiness: Vec::new(),
         job_run: None,
+        container_ip: None,
     }
 }
 

@@ -74,6 +74,11 @@ pub struct Endpoint {
     /// The address clients connect to: the node's, for host networking
     /// (`None` when `host` is a name that is not an IP address).
     pub ip: Option<IpAddr>,
+    /// The container's own address on its node's bridge (bridge
+    /// networking): reachable from that node only, so DNS answers with
+    /// `ip`, as Mesos-DNS does by default (its `IPSources` start with the
+    /// host's address for Marathon tasks).
+    pub container_ip: Option<IpAddr>,
     pub ports: Vec<EndpointPort>,
 }
 
@@ -103,6 +108,7 @@ pub fn endpoint_of(app: &App, task: &Task, node: Option<&NodeInfo>) -> Option<En
         task: task.id.clone(),
         node: task.node,
         ip: host.parse().ok(),
+        container_ip: task.container_ip,
         host,
         ports,
     })

@@ -111,6 +111,10 @@ pub struct Task {
     /// which no app can have, so app queries never see it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_run: Option<crate::JobRunRef>,
+    /// The container's own address (bridge networking), as its agent
+    /// reported it; `None` on the node's network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_ip: Option<std::net::IpAddr>,
 }
 
 /// One readiness check's latest result for a task.
@@ -194,6 +198,7 @@ impl Task {
             ready: None,
             readiness: Vec::new(),
             job_run: None,
+            container_ip: None,
         }
     }
 
@@ -215,4 +220,7 @@ pub struct TaskStatus {
     pub state: TaskState,
     pub at: UnixMillis,
     pub message: Option<String>,
+    /// The container's own address, reported with `Running` (bridge networking).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_ip: Option<std::net::IpAddr>,
 }

@@ -264,6 +264,7 @@ fn reconcile_app(
                     ready: None,
                     readiness: Vec::new(),
                     job_run: None,
+                    container_ip: None,
                 });
             }
             Err(d) => {

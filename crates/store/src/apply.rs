@@ -710,6 +710,9 @@ fn status_into(t: &mut model::Task, s: &TaskStatus) {
     if s.message.is_some() {
         t.message = s.message.clone();
     }
+    if s.container_ip.is_some() {
+        t.container_ip = s.container_ip;
+    }
 }
 
 mod jobs;

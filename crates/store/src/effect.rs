@@ -283,6 +283,7 @@ pub(crate) mod tests {
                         state: states[b as usize % 4],
                         at,
                         message: None,
+                        container_ip: None,
                     }]),
                     None => Command::RegisterNode(node(1)),
                 }

@@ -200,7 +200,13 @@ async fn place_running(store: &Store, tasks: Vec<Task>) -> anyhow::Result<()> {
         }
         let st = chunk
             .iter()
-            .map(|t| TaskStatus { task_id: t.id.clone(), state: TaskState::Running, at: now(), message: None })
+            .map(|t| TaskStatus {
+                task_id: t.id.clone(),
+                state: TaskState::Running,
+                at: now(),
+                message: None,
+                container_ip: None,
+            })
             .collect();
         store.propose(Command::TaskStatuses(st)).await?;
     }

@@ -2,7 +2,8 @@
 //! - start latency with the image present (imported into the node's image
 //!   store from `docker save`), placement (`stagedAt`) to the container's
 //!   process running (`startedAt`), beside `runc run` of the same image's
-//!   root filesystem in the same run (spawn to its first line of output);
+//!   root filesystem in the same run (spawn to its first line of output),
+//!   and the same starts on the node's bridge beside them;
 //! - the node's memory (RSS) with 100 containers running, and the
 //!   executors' beside it;
 //! - pull throughput from Debian's `docker-registry` on loopback for an
@@ -48,6 +49,14 @@ pub async fn run(starts: u32, image: &str) -> anyhow::Result<()> {
     println!("built-in runtime (oci driver), image {image} present, {starts} sequential starts each:");
     let container = json!({"type": "MESOS", "docker": {"image": BENCH_REF}});
     let starts_result = crate::bench_containers::wharf_starts(&c, starts, container.clone()).await;
+    // The same starts on the node's bridge (`BRIDGE` in the docker section):
+    // address lease, namespace, veth and DNAT rules before the container.
+    let bridged = json!({"type": "MESOS", "docker": {"image": BENCH_REF, "network": "BRIDGE"},
+                         "portMappings": [{"containerPort": 80}]});
+    let bridge_result = match &starts_result {
+        Ok(_) => crate::bench_containers::wharf_starts(&c, starts, bridged).await,
+        Err(_) => Ok(Vec::new()),
+    };
     let memory = match &starts_result {
         Ok(_) => many(&c, &node, container, &data.join("node").join("sandboxes")).await,
         Err(_) => Ok(String::new()),
@@ -58,10 +67,13 @@ pub async fn run(starts: u32, image: &str) -> anyhow::Result<()> {
     let layers: Vec<_> =
         imported.layers.iter().map(|l| node_images.join("layers").join(l.trim_start_matches("sha256:"))).collect();
     let mut runc = runc_starts(starts, &layers, &data)?;
+    let mut bridge = bridge_result?;
     let (w50, w99) = summary("wharf (oci driver)", &mut wharf);
+    let (b50, b99) = summary("wharf (oci driver, bridge)", &mut bridge);
     let (r50, r99) = summary("runc run", &mut runc);
     let ratio = |a: i64, b: i64| if b > 0 { a as f64 / b as f64 } else { f64::NAN };
     println!("  wharf / runc run: p50 {:.2}x, p99 {:.2}x", ratio(w50, r50), ratio(w99, r99));
+    println!("  bridge / host network: p50 {:.2}x, p99 {:.2}x", ratio(b50, w50), ratio(b99, w99));
     println!("{}", memory?);
     pulls().await
 }

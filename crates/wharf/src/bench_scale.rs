@@ -169,7 +169,7 @@ fn report_for(t: &model::Task) -> Option<TaskStatus> {
         (TaskGoal::Killed, _) => TaskState::Killed,
         _ => return None,
     };
-    Some(TaskStatus { task_id: t.id.clone(), state, at: now(), message: None })
+    Some(TaskStatus { task_id: t.id.clone(), state, at: now(), message: None, container_ip: None })
 }
 
 /// The simulated agents of every simulated node: follow the leader's feed

@@ -239,6 +239,12 @@ pub struct AgentArgs {
     /// other image shares (e.g. `90s`, `30m`, `24h`, `7d`).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub image_gc_after: Duration,
+    /// The subnet of the node's container bridge `wharf0` (bridge networking
+    /// of the built-in runtime), as BRIDGE-ADDRESS/PREFIX or NETWORK/PREFIX
+    /// (the bridge then takes the first address). Nodes may share one:
+    /// nothing routes between their bridges.
+    #[arg(long, default_value = agent::network::DEFAULT_SUBNET)]
+    pub bridge_subnet: String,
 }
 
 /// `NUMBER[ms|s|m|h|d]` (seconds without a unit). Written here because no

@@ -59,10 +59,21 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let rpc_listener = TcpListener::bind(rpc).await.with_context(|| format!("--rpc: cannot listen on {rpc}"))?;
     let http_listener = TcpListener::bind(http).await.with_context(|| format!("--http: cannot listen on {http}"))?;
     let dns_at = crate::dns_setup::listen_addr(&args.dns, http)?;
-    let dns_cfg = crate::dns_setup::config(&args.dns, dns_at.map(|(a, _)| a), advertise.parse().ok())?;
+    let mut dns_cfg = crate::dns_setup::config(&args.dns, dns_at.map(|(a, _)| a), advertise.parse().ok())?;
+    let bridge = agent::network::BridgeConfig::parse(agent::network::BRIDGE_NAME, &args.bridge_subnet)
+        .map_err(|e| anyhow::anyhow!("--bridge-subnet: {e}"))?;
+    // Bridge containers ask this node's DNS server for names outside the domain too.
+    if let Ok(net) = bridge.cidr().parse::<ipnet::IpNet>() {
+        dns_cfg.forward_from.push(net);
+    }
     let dns_listeners = match dns_at {
         Some((addr, explicit)) => crate::dns_setup::bind(addr, explicit).await?,
         None => None,
+    };
+    let network = agent::network::NodeNetwork {
+        bridge,
+        dns: dns_listeners.as_ref().map(|l| l.addr),
+        domain: dns_cfg.zone.domain.clone(),
     };
     let (lb_cfg, http_lb) = lb_listener(&args, http).await?;
     let rpc_advertise = format!("{advertise}:{}", rpc_listener.local_addr()?.port());
@@ -143,6 +154,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         log: log_limits,
         default_task_user: args.default_task_user.clone(),
         refuse_root_tasks: args.refuse_root_tasks,
+        network,
     };
     start_agent(&mut sup, &store, agent);
 
@@ -380,6 +392,7 @@ struct AgentParts {
     default_task_user: Option<String>,
     refuse_root_tasks: bool,
     image_gc_after: Duration,
+    network: agent::network::NodeNetwork,
 }
 
 /// This node's agent. A restarted agent recovers its running tasks from
@@ -401,6 +414,7 @@ fn start_agent(sup: &mut Supervisor, store: &Arc<Store>, parts: AgentParts) {
             default_task_user: parts.default_task_user.clone(),
             refuse_root_tasks: parts.refuse_root_tasks,
             image_gc_after: parts.image_gc_after,
+            network: parts.network.clone(),
         };
         agent::run_agent(s.clone(), cfg)
     });

@@ -324,6 +324,179 @@ async fn with_docker_apps_builtin_a_docker_app_runs_on_the_built_in_runtime() {
     assert!(cgroup.contains(&format!("/wharf/{id}")), "{cgroup}");
 }
 
+/// The container address a task shows in `ipAddresses`.
+fn container_ip(task: &Value) -> std::net::Ipv4Addr {
+    let ips = task["ipAddresses"].as_array().expect("ipAddresses");
+    assert_eq!(ips.len(), 1, "{task}");
+    assert_eq!(ips[0]["protocol"], "IPv4", "{task}");
+    ips[0]["ipAddress"].as_str().and_then(|s| s.parse().ok()).expect("an IPv4 address")
+}
+
+/// What is left on the host of a bridge container that had `ip` and the
+/// host port `port`: its lease (if still its task's), its veth (unless the
+/// address was leased again), DNAT rules for its host port (in Wharf's chain:
+/// Docker's tests may publish ports of their own).
+fn bridge_leftovers(task: &str, ip: std::net::Ipv4Addr, port: u16) -> Vec<String> {
+    let bridge = agent::network::NodeNetwork::default_for_tests().bridge;
+    let leases = agent::network::leases(&bridge);
+    let mut left: Vec<String> =
+        leases.iter().filter(|l| l.task_id.as_str() == task).map(|l| format!("lease of {}", l.ip)).collect();
+    let veth = agent::network::veth_name(ip);
+    let leased_again = leases.iter().any(|l| l.ip == ip);
+    let link = Command::new("ip").args(["-o", "link", "show", &veth]).output().expect("ip link");
+    if link.status.success() && !leased_again {
+        left.push(format!("veth {veth}"));
+    }
+    let rules = Command::new("iptables").args(["-w", "-t", "nat", "-S"]).output().expect("iptables");
+    let dport = format!("--dport {port} ");
+    let ours = |l: &&str| l.starts_with(&format!("-A {} ", agent::network::nat::DNAT_CHAIN)) && l.contains(&dport);
+    left.extend(String::from_utf8_lossy(&rules.stdout).lines().filter(ours).map(str::to_string));
+    left
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_bridge_containers_on_port_80_answer_through_their_host_ports_and_leave_nothing_behind() {
+    if !ready() {
+        return;
+    }
+    let reg = Registry::start();
+    let busybox = reg.push(BUSYBOX, "base/busybox:1");
+    let node = Node::start().await;
+    let serve = "mkdir -p /tmp/www && echo \"hello from $MARATHON_APP_ID port0=$PORT0 http=$PORT_HTTP\" \
+                 > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www";
+    for name in ["a", "b"] {
+        node.deploy(json!({"id": format!("/bridge/{name}"), "cmd": serve, "cpus": 0.1, "mem": 32,
+                   "networks": [{"mode": "container/bridge"}],
+                   "container": {"type": "MESOS", "docker": {"image": busybox},
+                                 "portMappings": [{"containerPort": 80, "hostPort": 0, "name": "http"}]}}))
+            .await;
+    }
+    let a = node.wait_running("/bridge/a", 1).await;
+    let b = node.wait_running("/bridge/b", 1).await;
+    let (pa, pb) = (host_port(&a[0]), host_port(&b[0]));
+    assert_ne!(pa, pb);
+    // Through the host port on loopback (the OUTPUT hook and route_localnet).
+    assert_eq!(
+        http_get(&format!("http://127.0.0.1:{pa}/")).await.trim(),
+        format!("hello from /bridge/a port0={pa} http={pa}")
+    );
+    assert_eq!(
+        http_get(&format!("http://127.0.0.1:{pb}/")).await.trim(),
+        format!("hello from /bridge/b port0={pb} http={pb}")
+    );
+    // Each has its own address on the bridge, shown in ipAddresses and
+    // reachable from the node on the container port.
+    let bridge = agent::network::NodeNetwork::default_for_tests().bridge;
+    let (ia, ib) = (container_ip(&a[0]), container_ip(&b[0]));
+    assert_ne!(ia, ib);
+    assert!(bridge.contains(ia) && bridge.contains(ib) && ia != bridge.gateway, "{ia} {ib}");
+    assert_eq!(
+        http_get(&format!("http://{ib}:80/")).await.trim(),
+        format!("hello from /bridge/b port0={pb} http={pb}")
+    );
+    let all = node.get("/v2/tasks").await;
+    let shown: Vec<&Value> = all["tasks"].as_array().expect("tasks").iter().map(|t| &t["ipAddresses"]).collect();
+    assert!(shown.contains(&&json!([{"ipAddress": ia.to_string(), "protocol": "IPv4"}])), "{all}");
+
+    let ids = [a[0]["id"].as_str().expect("id").to_string(), b[0]["id"].as_str().expect("id").to_string()];
+    for name in ["a", "b"] {
+        let (s, v) = node.call(Method::DELETE, &format!("/v2/apps/bridge/{name}"), None).await.expect("delete");
+        assert!(s.is_success(), "{s} {v}");
+    }
+    let gone = [(ids[0].clone(), ia, pa), (ids[1].clone(), ib, pb)];
+    wait_for("the bridge containers' networks to be undone", Duration::from_secs(30), || {
+        let gone = gone.clone();
+        async move { gone.iter().all(|(t, ip, port)| bridge_leftovers(t, *ip, *port).is_empty()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bridge_container_resolves_another_apps_name_through_the_nodes_dns() {
+    if !ready() {
+        return;
+    }
+    let reg = Registry::start();
+    let busybox = reg.push(BUSYBOX, "base/busybox:1");
+    let node = Node::start_with(&["--dns", &format!("127.0.0.1:{}", free_port())]).await;
+    node.deploy(json!({"id": "/target", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32})).await;
+    node.wait_running("/target", 1).await;
+    // The image has no /tmp: the answer goes to the sandbox.
+    let lookup = "cat /etc/resolv.conf; cd $MESOS_SANDBOX; \
+                  until nslookup target.marathon.mesos > out 2>&1; do sleep 0.2; done; \
+                  cat out; echo looked-up; exec sleep 1000";
+    node.deploy(json!({"id": "/resolver", "cmd": lookup, "cpus": 0.1, "mem": 32,
+               "networks": [{"mode": "container/bridge"}],
+               "container": {"type": "MESOS", "docker": {"image": busybox}}}))
+        .await;
+    node.deploy(json!({"id": "/hostnet", "cmd": "cat /etc/resolv.conf; echo printed; exec sleep 1000",
+               "cpus": 0.1, "mem": 32, "container": {"type": "MESOS", "docker": {"image": busybox}}}))
+        .await;
+    let id = node.wait_running("/resolver", 1).await[0]["id"].as_str().expect("id").to_string();
+    let out = stdout_containing(&node, &id, "looked-up").await;
+    assert!(out.starts_with("nameserver 172.31.0.1\nsearch marathon.mesos mesos\n"), "{out}");
+    // busybox's nslookup: the server asked, then the answer.
+    let answer = out.split("Name:").nth(1).unwrap_or_default();
+    assert!(out.contains("172.31.0.1") && answer.contains("127.0.0.1"), "{out}");
+    // On the node's network the same search list (this node's DNS port is
+    // not 53, which resolv.conf cannot name: the node's own servers).
+    let id = node.wait_running("/hostnet", 1).await[0]["id"].as_str().expect("id").to_string();
+    let out = stdout_containing(&node, &id, "printed").await;
+    assert!(out.contains("search marathon.mesos mesos\n") && !out.contains("172.31.0.1"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_executors_bridge_network_is_swept_when_the_agent_restarts() {
+    if !ready() {
+        return;
+    }
+    let reg = Registry::start();
+    let busybox = reg.push(BUSYBOX, "base/busybox:1");
+    let mut node = Node::start().await;
+    node.deploy(json!({"id": "/crash", "cmd": "exec httpd -f -p 80 -h /", "cpus": 0.1, "mem": 32,
+               "networks": [{"mode": "container/bridge"}],
+               "container": {"type": "MESOS", "docker": {"image": busybox},
+                             "portMappings": [{"containerPort": 80}]}}))
+        .await;
+    let task = node.wait_running("/crash", 1).await.remove(0);
+    let (id, ip, port) = (task["id"].as_str().expect("id").to_string(), container_ip(&task), host_port(&task));
+    assert_eq!(bridge_leftovers(&id, ip, port).len(), 2, "its lease and its port's rule while it runs");
+    // The executor dies while the agent is away: nobody undoes the network.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(node.sandbox(&id).join("state.json")).expect("state")).expect("json");
+    let executor = state["executor_pid"].as_i64().expect("executor pid") as i32;
+    node.stop();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(executor), nix::sys::signal::SIGKILL).expect("kill");
+    wait_for("the executor to die", Duration::from_secs(10), || async move { !alive(executor) }).await;
+    let lease_of_task = || {
+        let bridge = agent::network::NodeNetwork::default_for_tests().bridge;
+        agent::network::leases(&bridge).into_iter().any(|l| l.task_id.as_str() == id)
+    };
+    assert!(lease_of_task(), "the lease outlives the executor");
+    node.spawn().await;
+    wait_for("the agent's recovery to sweep the network", Duration::from_secs(30), || {
+        let left = lease_of_task();
+        async move { !left }
+    })
+    .await;
+    // Nor is the container's root filesystem left mounted.
+    let rootfs = node.data_dir().join("data").join("containers").join(&id).join("rootfs");
+    let mounted =
+        || std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains(&*rootfs.to_string_lossy());
+    wait_for("the orphan's root filesystem to be unmounted", Duration::from_secs(30), || {
+        let m = mounted();
+        async move { !m }
+    })
+    .await;
+    let (s, v) = node.call(Method::DELETE, "/v2/apps/crash", None).await.expect("delete");
+    assert!(s.is_success(), "{s} {v}");
+    wait_for("nothing of the crashed container left", Duration::from_secs(30), || {
+        let left = bridge_leftovers(&id, ip, port);
+        async move { left.is_empty() }
+    })
+    .await;
+}
+
 /// An htpasswd file (bcrypt, `htpasswd -B` from apache2-utils) for one user.
 fn htpasswd(dir: &std::path::Path, user: &str, pass: &str) -> std::path::PathBuf {
     let out = Command::new("htpasswd")

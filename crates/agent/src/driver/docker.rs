@@ -446,7 +446,7 @@ impl Driver for DockerDriver {
         }
         match self.start(&task, &dir).await {
             Ok(pid) => {
-                let _ = self.inner.events.send(TaskEvent::Running { task_id: id.clone(), pid, at: now() });
+                let _ = self.inner.events.send(TaskEvent::Running { task_id: id.clone(), pid, at: now(), ip: None });
                 watch(&self.inner, id, record.container);
                 Ok(pid)
             }

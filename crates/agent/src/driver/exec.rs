@@ -185,8 +185,8 @@ impl ExecDriver {
             Err(e) => Err(e),
         };
         match msg {
-            Ok(ExecMsg::Running { pid, at }) => {
-                let _ = self.inner.events.send(TaskEvent::Running { task_id: id.clone(), pid, at });
+            Ok(ExecMsg::Running { pid, at, ip }) => {
+                let _ = self.inner.events.send(TaskEvent::Running { task_id: id.clone(), pid, at, ip });
                 attach(&self.inner, id, exec_pid, pidfd);
                 Ok(pid)
             }
@@ -441,7 +441,7 @@ fn sweep_orphan_cgroups(owned: &HashSet<TaskId>) -> Vec<TaskId> {
 /// Tasks whose executor is alive on this host, whichever agent started it:
 /// processes with `--sandbox <root>/<task-id>` on their command line. A
 /// zombie's command line is empty, so a dead executor never counts.
-fn live_executor_tasks() -> HashSet<TaskId> {
+pub(crate) fn live_executor_tasks() -> HashSet<TaskId> {
     let Ok(procs) = std::fs::read_dir("/proc") else { return HashSet::new() };
     procs
         .flatten()
@@ -465,12 +465,21 @@ fn reap_later(pidfd: Arc<OwnedFd>) {
 }
 
 /// The executor of `dir` died without recording the task's end: kill what
-/// is left of the task, remove its cgroup, record a failure.
+/// is left of the task, remove its cgroup (and a container's root mount and
+/// network), record a failure.
 fn finish_orphan(id: &TaskId, dir: &Path) -> ExitRecord {
     if let Ok(cg) = TaskCgroup::open(id) {
         cg.kill_all(Duration::from_secs(5), || {});
         if let Err(e) = cg.remove() {
             tracing::warn!("task {id}: cannot remove cgroup: {e}");
+        }
+    }
+    // A container's root mount and bridge network, which its executor
+    // would have undone.
+    if let Some(oci) = sandbox::read_json::<LaunchSpec>(dir, SPEC_FILE).ok().and_then(|s| s.oci) {
+        crate::container::cleanup(&oci);
+        if let Some(net) = &oci.network {
+            crate::network::detach_task(&net.bridge, id);
         }
     }
     let message = "executor exited without recording the task's end";

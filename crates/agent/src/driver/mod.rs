@@ -24,14 +24,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskEvent {
     /// Preparing to run (the oci driver pulling the task's image).
-    Starting {
-        task_id: TaskId,
-        at: UnixMillis,
-    },
+    Starting { task_id: TaskId, at: UnixMillis },
     Running {
         task_id: TaskId,
         pid: u32,
         at: UnixMillis,
+        /// The container's own address (bridge networking).
+        ip: Option<std::net::IpAddr>,
     },
     Exited {
         task_id: TaskId,

@@ -3,12 +3,15 @@
 //! merges the image's entrypoint, cmd, env, working dir and user with the
 //! app's as Mesos does, and hands the prepared container to a per-task
 //! `wharf executor`, which creates and starts it with libcontainer (see
-//! `crate::container`). Everything after the launch (kill with the grace
+//! `crate::container`), with its network (`crate::network`: the node's, or
+//! the bridge's, made on first need) and a `resolv.conf` naming the node's
+//! DNS server. Everything after the launch (kill with the grace
 //! period, exit records, recovery after an agent restart) is the exec
 //! driver's executor machinery, shared.
 
 use super::{DriverError, ExecDriver, RecoveredTask, TaskEvent, TaskLaunch};
 use crate::container::{container_argv, SANDBOX_MOUNT};
+use crate::network::{ContainerNetwork, NodeNetwork, PortForward, Proto};
 use crate::sandbox::{BindMount, LaunchSpec, OciLaunch};
 use image::ImageStore;
 use model::{CommandSpec, TaskId};
@@ -36,6 +39,10 @@ pub struct OciDriver {
     images: ImageStore,
     /// One directory per task: writable layer, root mount, runtime state.
     containers: PathBuf,
+    /// The bridge, DNS server and domain containers are given.
+    net: NodeNetwork,
+    /// Whether the bridge and its node-wide rules were made (on first need).
+    bridge_ready: tokio::sync::Mutex<bool>,
 }
 
 impl OciDriver {
@@ -46,12 +53,66 @@ impl OciDriver {
         events: UnboundedSender<TaskEvent>,
         images: ImageStore,
         log: logfiles::LogLimits,
+        net: NodeNetwork,
     ) -> OciDriver {
         OciDriver {
             exec: ExecDriver::for_containers(sandbox_root, executor, events.clone(), log),
             events,
             images,
             containers,
+            net,
+            bridge_ready: tokio::sync::Mutex::new(false),
+        }
+    }
+
+    /// The container's network: `None` for the node's; for a bridge, each
+    /// `portMappings` entry from its allocated host port to its container
+    /// port (0: the host port, as Marathon does), per transport.
+    fn network(&self, task: &TaskLaunch) -> Result<Option<ContainerNetwork>, DriverError> {
+        let c = &task.container;
+        match c.network {
+            model::NetworkMode::Host => Ok(None),
+            model::NetworkMode::Container => Err(DriverError::Launch {
+                task_id: task.task_id.clone(),
+                message: "named container networks (container mode) are not supported by the built-in runtime; \
+                          use host or container/bridge"
+                    .into(),
+            }),
+            model::NetworkMode::Bridge => {
+                let mut ports = Vec::new();
+                for (i, pm) in c.port_mappings.iter().enumerate() {
+                    let host_port = task.host_ports.get(i).copied().unwrap_or(pm.host_port);
+                    let container_port = if pm.container_port == 0 { host_port } else { pm.container_port };
+                    for t in model::Transport::parse_list(&pm.protocol) {
+                        let transport = match t {
+                            model::Transport::Tcp => Proto::Tcp,
+                            model::Transport::Udp => Proto::Udp,
+                        };
+                        ports.push(PortForward { transport, host_port, container_port });
+                    }
+                }
+                Ok(Some(ContainerNetwork { bridge: self.net.bridge.clone(), ports, dns: self.net.dns }))
+            }
+        }
+    }
+
+    /// Makes the node's bridge and its rules once (again after a failure).
+    async fn ensure_bridge(&self, task: &TaskId) -> Result<(), DriverError> {
+        let mut ready = self.bridge_ready.lock().await;
+        if *ready {
+            return Ok(());
+        }
+        let bridge = self.net.bridge.clone();
+        let made = tokio::task::spawn_blocking(move || crate::network::ensure_bridge(&bridge))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match made {
+            Ok(()) => {
+                *ready = true;
+                Ok(())
+            }
+            Err(e) => Err(DriverError::Launch { task_id: task.clone(), message: format!("bridge network: {e}") }),
         }
     }
 
@@ -119,6 +180,8 @@ impl OciDriver {
                 cwd: image.config.working_dir.clone().unwrap_or_else(|| "/".into()),
                 mounts,
                 privileged: task.container.privileged,
+                network: self.network(task)?,
+                resolv_conf: Some(self.container_dir(&task.task_id).join("resolv.conf")),
             }),
             secrets_on_stdin: !task.secrets.is_empty(),
         })
@@ -174,8 +237,16 @@ impl super::Driver for OciDriver {
             .await
             .map_err(|e| DriverError::Launch { task_id: task.task_id.clone(), message: e.to_string() })?;
         let spec = self.spec(&task, &image)?;
+        let bridge = spec.oci.as_ref().is_some_and(|o| o.network.is_some());
+        if bridge {
+            self.ensure_bridge(&task.task_id).await?;
+        }
         let dir = self.container_dir(&task.task_id);
         std::fs::create_dir_all(&dir).map_err(super::io_err(format!("create {}", dir.display())))?;
+        let node_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = dir.join("resolv.conf");
+        std::fs::write(&resolv, self.net.resolv_conf(bridge, &node_resolv))
+            .map_err(super::io_err(format!("write {}", resolv.display())))?;
         self.exec.launch_with_secrets(spec, &task.secrets).await
     }
 
@@ -184,7 +255,18 @@ impl super::Driver for OciDriver {
     }
 
     async fn recover(&self) -> Result<Vec<RecoveredTask>, DriverError> {
-        self.exec.recover().await
+        let found = self.exec.recover().await?;
+        // Bridge networks of tasks whose executor died (veth, rules, address).
+        let bridge = self.net.bridge.clone();
+        let sweep = move || crate::network::sweep(&bridge, super::exec::live_executor_tasks);
+        match tokio::task::spawn_blocking(sweep).await {
+            Ok(swept) if !swept.is_empty() => {
+                tracing::info!(count = swept.len(), "removed the bridge networks of tasks whose executor is gone")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweeping orphan bridge networks failed"),
+        }
+        Ok(found)
     }
 
     fn remove(&self, id: &TaskId) -> Result<(), DriverError> {

@@ -122,7 +122,7 @@ pub async fn task(store: &Store, app: &AppId, n: u128, node: u64, ports: &[u16],
     t.updated_at = UnixMillis(1);
     let applied = propose(store, Command::ApplyPlan(Plan { launches: vec![t], ..Default::default() })).await;
     assert!(matches!(&applied, store::Applied::Planned { dropped, .. } if dropped.is_empty()), "{applied:?}");
-    let st = TaskStatus { task_id: id.clone(), state, at: UnixMillis(2), message: None };
+    let st = TaskStatus { task_id: id.clone(), state, at: UnixMillis(2), message: None, container_ip: None };
     propose(store, Command::TaskStatuses(vec![st])).await;
     id
 }

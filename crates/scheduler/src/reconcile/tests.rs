@@ -88,7 +88,7 @@ impl Sim {
                     (TaskGoal::Running, TaskState::Staging) => TaskState::Running,
                     _ => return None,
                 };
-                Some(TaskStatus { task_id: t.id.clone(), state, at: self.now, message: None })
+                Some(TaskStatus { task_id: t.id.clone(), state, at: self.now, message: None, container_ip: None })
             })
             .collect();
         apply(&mut self.state, &Command::TaskStatuses(statuses));
@@ -196,6 +196,7 @@ fn failures_back_off_and_are_recorded() {
             state: TaskState::Failed,
             at: sim.now,
             message: Some("exited with status 1".into()),
+            container_ip: None,
         }]),
     );
     let out = sim.round();

@@ -468,7 +468,13 @@ pub(super) mod tests {
     }
 
     fn report(s: &mut ClusterState, id: &TaskId, state: TaskState, at: i64) {
-        let st = TaskStatus { task_id: id.clone(), state, at: UnixMillis(at), message: Some(format!("{state:?}")) };
+        let st = TaskStatus {
+            task_id: id.clone(),
+            state,
+            at: UnixMillis(at),
+            message: Some(format!("{state:?}")),
+            container_ip: None,
+        };
         apply(s, &Command::TaskStatuses(vec![st]));
     }
 

@@ -56,6 +56,7 @@ fn task(app: &AppId, n: u128, node: u64, port: u16) -> Task {
         ready: None,
         readiness: Vec::new(),
         job_run: None,
+        container_ip: None,
     }
 }
 
@@ -192,7 +193,7 @@ fn terminal_tasks_do_not_come_back_and_kill_with_scale_lowers_instances() {
     let id = AppId::parse("/a").expect("id");
     let t = task(&id, 1, 1, 31000);
     apply(&mut s, &Command::ApplyPlan(Plan { launches: vec![t.clone()], ..Default::default() }));
-    let st = |state| TaskStatus { task_id: t.id.clone(), state, at: UnixMillis(9), message: None };
+    let st = |state| TaskStatus { task_id: t.id.clone(), state, at: UnixMillis(9), message: None, container_ip: None };
     apply(&mut s, &Command::TaskStatuses(vec![st(TaskState::Running)]));
     assert_eq!(s.tasks[&t.id].started_at, Some(UnixMillis(9)));
     let r = apply(
@@ -223,7 +224,13 @@ fn delete_marks_tasks_and_app_is_removed_only_when_empty() {
     assert!(s.apps[&id].deleting, "the app is marked; the scheduler kills its tasks in turn");
     apply(&mut s, &Command::ApplyPlan(Plan { removed_apps: vec![id.clone()], ..Default::default() }));
     assert!(s.apps.contains_key(&id), "app with a live task stays");
-    let killed = TaskStatus { task_id: t.id.clone(), state: TaskState::Killed, at: UnixMillis(7), message: None };
+    let killed = TaskStatus {
+        task_id: t.id.clone(),
+        state: TaskState::Killed,
+        at: UnixMillis(7),
+        message: None,
+        container_ip: None,
+    };
     apply(&mut s, &Command::TaskStatuses(vec![killed]));
     apply(
         &mut s,
@@ -401,6 +408,7 @@ fn every_command() -> Vec<Command> {
             state: TaskState::Running,
             at: UnixMillis(11),
             message: None,
+            container_ip: None,
         }]),
         Command::TaskHealth(vec![model::HealthReport {
             task_id: t1.id.clone(),
