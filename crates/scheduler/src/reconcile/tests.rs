@@ -564,7 +564,13 @@ fn a_resident_instance_is_replaced_on_its_node_with_the_next_attempt_and_scaling
             .find(|t| t.id.instance_attempt().map(|(u, _)| u) == first[0].id.instance_attempt().map(|(u, _)| u))
             .cloned()
             .expect("the instance's task");
-        let fail = TaskStatus { task_id: victim.id.clone(), state: TaskState::Failed, at: sim.now, message: None };
+        let fail = TaskStatus {
+            task_id: victim.id.clone(),
+            state: TaskState::Failed,
+            at: sim.now,
+            message: None,
+            container_ip: None,
+        };
         apply(&mut sim.state, &Command::TaskStatuses(vec![fail]));
         sim.round();
         sim.round();
