@@ -175,7 +175,7 @@ fn run(sandbox: &Path) -> Result<(), String> {
                 }
             }
             let netns = attached.as_ref().map(|a| a.netns_path());
-            let created = create_container(&spec, &secrets, oci, sandbox, &cgroup, &mask, stdio, netns.as_deref())
+            let created = create_container(&spec, &secrets, oci, sandbox, &cgroup, &mask, (stdio, netns.as_deref()))
                 .and_then(|c| c.pid().map(|p| (c, p)).ok_or_else(|| "no container process".to_string()));
             let (mut container, pid) = match created {
                 Ok(c) => c,
@@ -337,8 +337,7 @@ fn create_container(
     sandbox: &Path,
     cgroup: &TaskCgroup,
     mask: &SigSet,
-    stdio: ChildStdio,
-    netns: Option<&Path>,
+    (stdio, netns): (ChildStdio, Option<&Path>),
 ) -> Result<libcontainer::container::Container, String> {
     let dirs = crate::container::ContainerDirs::new(&oci.dir);
     crate::container::mount_rootfs(oci, &dirs)?;

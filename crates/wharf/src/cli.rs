@@ -1,7 +1,7 @@
 //! Command-line surface (clap derive).
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,6 +38,30 @@ pub enum Command {
         after_help = "Examples:\n  wharf agent --data-dir /var/lib/wharf\n  wharf agent --http 10.0.0.6:8080 --rpc 10.0.0.6:5050 --join 10.0.0.5:5050"
     )]
     Agent(AgentArgs),
+    /// A cluster of N nodes on this machine, each on its own loopback address.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wharf cluster up --nodes 3\n  WHARF_ADDR=http://127.0.1.2:8080 wharf app deploy web.json\n  wharf cluster status\n  wharf cluster down --purge"
+    )]
+    Cluster(ClusterCommand),
+    /// Make this host a node run by systemd: writes /etc/wharf/wharf.toml
+    /// (the agent flags given here) and /etc/systemd/system/wharf.service,
+    /// enables and starts it.
+    #[command(
+        after_help = "Examples:\n  wharf install                                   (the first node)\n  wharf install --join 10.0.0.5:5050 --token WHARF-1-...   (the others)\n  wharf install --root /mnt/image --http 10.0.0.6:8080   (only write the files under a root)\n\nHosts without systemd get the `wharf agent` command line to run instead (exit code 1)."
+    )]
+    Install(InstallArgs),
+    /// Stop and remove the service `wharf install` made, ending its tasks
+    /// (--purge: also its config and data).
+    #[command(after_help = "Examples:\n  wharf uninstall\n  wharf uninstall --purge")]
+    Uninstall {
+        /// Also remove /etc/wharf and the node's data dir.
+        #[arg(long)]
+        purge: bool,
+        /// Remove the files under DIR instead of / (and run no systemctl).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
     /// Internal: the per-task supervisor started by the agent.
     #[command(hide = true)]
     Executor {
@@ -126,8 +150,93 @@ pub enum Command {
     Image(crate::image_cmd::ImageArgs),
 }
 
+#[derive(Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// Write the files under DIR instead of / and start nothing (an image
+    /// being prepared, or a look at what would be written).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The wharf binary the unit runs (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub bin: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Start N nodes in the background on 127.0.1.1, .2, ... (every listener
+    /// on its node's address), the others joining the first, and wait until
+    /// all have joined. Arguments after `--` go to every `wharf agent`.
+    #[command(
+        after_help = "Examples:\n  wharf cluster up --nodes 3\n  wharf cluster up --nodes 5 --dir /tmp/c5 --base 127.0.2.1 -- --voters 5"
+    )]
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Where the nodes' data and logs go (`node-N`, `node-N.log`).
+        #[arg(long, default_value = ".wharf-cluster")]
+        dir: PathBuf,
+        /// The first node's loopback address; node N has the Nth from it.
+        #[arg(long, default_value = "127.0.1.1")]
+        base: std::net::Ipv4Addr,
+        /// Seconds to wait for every node to join.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// `wharf agent` flags for every node.
+        #[arg(last = true)]
+        agent_args: Vec<String>,
+    },
+    /// The nodes of the cluster in DIR: process, role, status, tasks.
+    #[command(after_help = "Example:\n  wharf cluster status --dir .wharf-cluster")]
+    Status {
+        #[arg(long, default_value = ".wharf-cluster")]
+        dir: PathBuf,
+    },
+    /// Stop the nodes and their tasks (executors, containers, cgroups).
+    #[command(after_help = "Examples:\n  wharf cluster down\n  wharf cluster down --purge   (also delete the data)")]
+    Down {
+        #[arg(long, default_value = ".wharf-cluster")]
+        dir: PathBuf,
+        /// Also delete DIR: the nodes' state, sandboxes, images and logs.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+/// Every agent flag can also come from a `WHARF_*` variable and from the
+/// file of `--config` (see `agent_config`). The matches are kept for the
+/// commands that need to know which flags were given (`install`).
+pub fn parse() -> (Cli, ArgMatches) {
+    let cmd = crate::agent_config::with_env(Cli::command());
+    let matches = cmd.clone().get_matches();
+    let config = match matches.subcommand() {
+        Some((crate::agent_config::AGENT, sub)) => sub.get_one::<PathBuf>("config").cloned(),
+        _ => None,
+    };
+    let matches = match config {
+        Some(path) => match crate::agent_config::with_file(cmd, &path) {
+            Ok(cmd) => cmd.get_matches(),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(2);
+            }
+        },
+        None => matches,
+    };
+    match Cli::from_arg_matches(&matches) {
+        Ok(cli) => (cli, matches),
+        Err(e) => e.exit(),
+    }
+}
+
 #[derive(Args, Clone)]
 pub struct AgentArgs {
+    /// A TOML file of agent settings: each key a flag's long name
+    /// (`data-dir = "/var/lib/wharf"`, `join = ["10.0.0.5:5050"]`). Flags
+    /// and their WHARF_* variables win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Where this node keeps its state and task sandboxes.
     #[arg(long, default_value = ".wharf")]
     pub data_dir: PathBuf,
@@ -590,9 +699,31 @@ pub enum BenchCommand {
     },
 }
 
-pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+pub async fn dispatch(cli: Cli, matches: ArgMatches) -> anyhow::Result<()> {
     let client = crate::client::Client::with_auth(&cli.addr, cli.token.as_deref(), cli.cacert.as_deref())?;
     match cli.command {
+        Command::Cluster(ClusterCommand::Up { nodes, dir, base, timeout, agent_args }) => {
+            let timeout = Duration::from_secs(timeout);
+            crate::cmd::cluster::up(crate::cmd::cluster::UpArgs { nodes, dir, base, timeout, agent_args }).await
+        }
+        Command::Cluster(ClusterCommand::Status { dir }) => crate::cmd::cluster::status(&dir).await,
+        Command::Cluster(ClusterCommand::Down { dir, purge }) => crate::cmd::cluster::down(&dir, purge).await,
+        Command::Install(args) => {
+            let cmd = Cli::command();
+            let agent = cmd.find_subcommand(crate::agent_config::AGENT).context("no agent subcommand")?;
+            let sub = matches.subcommand_matches("install").context("no install matches")?;
+            let plan = crate::cmd::install::InstallPlan {
+                flags: crate::agent_config::given(agent, sub),
+                agent_has_join_token: agent.get_arguments().any(|a| a.get_long() == Some("join-token")),
+                root: args.root,
+                bin: args.bin,
+                token: cli.token,
+                http: args.agent.http,
+                advertise: args.agent.advertise,
+            };
+            crate::cmd::install::install(plan).await
+        }
+        Command::Uninstall { purge, root } => crate::cmd::install::uninstall(root.as_deref(), purge).await,
         Command::Agent(args) => crate::node::run(args).await,
         Command::Executor { .. } => Ok(()),
         Command::App(cmd) => crate::cmd::app::run(&client, cmd).await,

@@ -4,6 +4,7 @@
 //!
 //! This is the binary's edge: `anyhow` errors, the clock and the OS.
 
+mod agent_config;
 mod bench;
 mod bench_cluster;
 mod bench_containers;
@@ -29,15 +30,13 @@ mod orchestrator;
 mod resources;
 mod supervisor;
 
-use clap::Parser;
-
 /// The DNS and LB paths allocate many small buffers per packet and request;
 /// glibc's allocator took about an eighth of a loaded node's CPU there.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let args = cli::Cli::parse();
+    let (args, matches) = cli::parse();
     // The executor is single-threaded by design (it forks); it must not
     // start a multi-threaded runtime first.
     if let cli::Command::Executor { sandbox } = &args.command {
@@ -50,7 +49,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let result = runtime.block_on(cli::dispatch(args));
+    let result = runtime.block_on(cli::dispatch(args, matches));
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);

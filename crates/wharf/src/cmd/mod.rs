@@ -1,8 +1,11 @@
-//! The CLI's commands, one module per command group (`app`, `deployment`,
-//! `node`, `logs`, `ps`, `token`, `secret`); `table` and `progress` are what they share.
+//! The CLI's commands, one module per command group (`app`, `cluster`,
+//! `deployment`, `install`, `node`, `logs`, `ps`, `token`, `secret`); `table`
+//! and `progress` are what they share.
 
 pub mod app;
+pub mod cluster;
 pub mod deployment;
+pub mod install;
 pub mod logs;
 pub mod node;
 pub mod progress;
