@@ -327,9 +327,6 @@ fn detach(spec: &LaunchSpec, attached: Option<crate::network::Attached>) {
 /// executor's signals are unblocked meanwhile, since the container's
 /// processes inherit the signal mask (the agent sends no kill before the
 /// launch returns, so none is lost).
-// Each argument is a different piece the executor already holds (merging
-// secrets and bridge networking made it eight); a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
 fn create_container(
     spec: &LaunchSpec,
     secrets: &TaskSecrets,
