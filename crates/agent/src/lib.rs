@@ -15,12 +15,14 @@ pub mod driver;
 pub mod env;
 pub mod executor;
 pub mod health;
+pub mod images;
 pub mod metrics;
 pub mod network;
 pub mod readiness;
 pub mod reconcile;
 pub mod sandbox;
 pub mod secrets;
+pub mod volumes;
 
 pub use drain::LbDrain;
 pub use driver::{DockerDriver, Driver, DriverError, ExecDriver, OciDriver, RecoveredTask, TaskEvent, TaskLaunch};

@@ -66,6 +66,8 @@ pub struct AgentConfig {
     /// Asks every node's load balancer whether a task being killed is
     /// drained (`None`: wait `LB_DRAIN` instead).
     pub lb_drain: Option<Arc<dyn crate::LbDrain>>,
+    /// `--image-gc-after`: images no task used for this long are removed.
+    pub image_gc_after: Duration,
     /// Containers' networking: the bridge, the node's DNS server, the domain.
     pub network: crate::network::NodeNetwork,
 }
@@ -144,6 +146,11 @@ struct Tracked {
 pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let drivers = start_drivers(&cfg, ev_tx).await;
+    // Image upkeep ends with the agent (a restarted agent starts it again).
+    let _upkeep = cfg.images.clone().filter(|_| drivers.contains_key(&DriverKind::Oci)).map(|images| {
+        let upkeep = crate::images::upkeep(store.clone(), cfg.node, images, cfg.image_gc_after, volumes_root(&cfg));
+        crate::images::AbortOnDrop(tokio::spawn(upkeep).abort_handle())
+    });
     let reports = spawn_batcher(store.clone(), Command::TaskStatuses, "status report");
     let health_reports = spawn_batcher(store.clone(), Command::TaskHealth, "health report");
     let mut ready = Runners::new(
@@ -328,7 +335,11 @@ fn reconcile(
                 let driver = drivers.get(&kind).cloned();
                 // Opened here, on the node that runs the task, and nowhere else.
                 let secrets = match &app {
-                    Some(a) => store.read(|s| crate::secrets::resolve(s, store.keyring(), a)),
+                    Some(a) => store.read(|s| {
+                        let secrets = crate::secrets::resolve(s, store.keyring(), a).map_err(|e| e.to_string())?;
+                        let open = |name: &str| crate::secrets::open_secret(s, store.keyring(), a, name);
+                        Ok((secrets, crate::images::pull_config(a, open)?))
+                    }),
                     None => Ok(Default::default()),
                 };
                 spawn_launch(driver, kind, reports.clone(), guard, (task, app), secrets, cfg);
@@ -477,7 +488,13 @@ fn task_launch(
         container: app.container.container().cloned().unwrap_or_default(),
         host_ports: task.ports.clone(),
         user: app.user.clone().or_else(|| default_user.map(str::to_string)),
+        registry_auth: None,
     }
+}
+
+/// Where this node keeps persistent volumes (beside the sandboxes).
+pub fn volumes_root(cfg: &AgentConfig) -> PathBuf {
+    cfg.sandbox_root.with_file_name("volumes")
 }
 
 fn spawn_launch(
@@ -486,10 +503,11 @@ fn spawn_launch(
     reports: mpsc::UnboundedSender<TaskStatus>,
     guard: Arc<Mutex<()>>,
     (task, app): (Task, Option<AppSpec>),
-    secrets: Result<crate::secrets::TaskSecrets, crate::secrets::SecretError>,
+    secrets: Result<(crate::secrets::TaskSecrets, Option<image::RegistryConfig>), String>,
     cfg: &AgentConfig,
 ) {
     let (root, metrics) = (cfg.sandbox_root.clone(), cfg.metrics.clone());
+    let volumes = volumes_root(cfg);
     let default_user = cfg.default_task_user.clone();
     let refuse_root = cfg.refuse_root_tasks && kind == DriverKind::Exec;
     let span = tracing::info_span!("launch", task = %task.id, app = %task.id.app_id(), driver = kind.name());
@@ -503,12 +521,18 @@ fn spawn_launch(
                 Err("this node runs no task as root (--refuse-root-tasks): give the app a user".to_string())
             }
             (Some(app), Some(driver)) => match secrets {
-                Err(e) => Err(e.to_string()),
-                Ok(secrets) => driver
-                    .launch(task_launch(&task, app, sandbox, default_user.as_deref(), secrets))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
+                Err(why) => Err(why),
+                Ok((secrets, registry_auth)) => {
+                    let mut launch = task_launch(&task, app, sandbox, default_user.as_deref(), secrets);
+                    match crate::volumes::prepare(&mut launch, &volumes) {
+                        Err(why) => Err(why),
+                        Ok(()) => driver
+                            .launch(TaskLaunch { registry_auth, ..launch })
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
+                    }
+                }
             },
         };
         if let Err(message) = result {

@@ -159,6 +159,7 @@ fn launch(kind: Kind, sh: &str) -> TaskLaunch {
         container,
         host_ports: Vec::new(),
         user: None,
+        registry_auth: None,
         secrets: Default::default(),
     }
 }

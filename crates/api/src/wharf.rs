@@ -36,6 +36,12 @@ pub async fn nodes(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
                     "attributes": n.attributes,
                     "ports": format!("{}-{}", n.port_range.0, n.port_range.1),
                     "drivers": n.drivers.iter().map(|d| d.name()).collect::<Vec<_>>(),
+                    "images": n.images.iter().map(|i| json!({
+                        "reference": i.reference,
+                        "digest": i.digest,
+                        "size": i.size,
+                        "lastUsed": marathon::format_time(i.last_used),
+                    })).collect::<Vec<_>>(),
                     "resources": {"cpus": n.resources.cpus, "mem": n.resources.mem, "disk": n.resources.disk, "gpus": n.resources.gpus},
                     "used": {"cpus": u.used.cpus, "mem": u.used.mem, "disk": u.used.disk, "gpus": u.used.gpus},
                     "portsTotal": u32::from(n.port_range.1.saturating_sub(n.port_range.0)) + 1,

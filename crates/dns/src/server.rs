@@ -534,6 +534,7 @@ mod tests {
             draining: false,
             unreachable_since: None,
             drivers: vec![model::DriverKind::Exec],
+            images: Vec::new(),
         };
         state.nodes.insert(n.id, n.clone());
         dns.set_cluster(&state, &Masters::default());

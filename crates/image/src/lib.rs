@@ -8,8 +8,14 @@
 //!   Created under a temporary name and renamed, so a present directory is a
 //!   complete layer.
 //! - `images/<hex of the reference>.json`: an [`Image`] (what a reference
-//!   resolved to when it was last pulled).
+//!   resolved to when it was last pulled, and when a task last used it).
+//!
+//! Credentials come from Docker `config.json` documents ([`RegistryConfig`]):
+//! the node's file and, per pull, an app's `pullConfig` secret.
 
+mod auth;
+mod gc;
+mod layout;
 mod unpack;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -22,10 +28,23 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// How stale an image's recorded last use may be (milliseconds).
+const LAST_USED_GRAIN_MS: u64 = 10_000;
+
 /// Numbers temporary files of concurrent pulls.
 static PULLS: AtomicU64 = AtomicU64::new(0);
 
+pub use auth::{default_registry_config, RegistryConfig};
+pub use gc::GcReport;
 pub use unpack::unpack_layer;
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -35,6 +54,10 @@ pub enum ImageError {
     Pull { reference: String, message: String },
     #[error("image {reference}: {message}")]
     Config { reference: String, message: String },
+    #[error("registry credentials in {origin}: {message}")]
+    Credentials { origin: String, message: String },
+    #[error("image {reference} is in use by a running container")]
+    InUse { reference: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -72,13 +95,35 @@ pub struct Image {
     /// Compressed size of all layers in bytes.
     pub size: u64,
     pub config: RunConfig,
+    /// When it was pulled or imported, a task was started from it (within
+    /// 10 s) or a running container was found using it (Unix milliseconds);
+    /// garbage collection goes by it.
+    #[serde(default)]
+    pub last_used: u64,
 }
 
 /// Registry credentials for a pull.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    // Never the password, whoever prints it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}:***)", self.username)
+    }
+}
+
+/// How a store reaches registries.
+#[derive(Debug, Clone, Default)]
+pub struct StoreConfig {
+    /// `host:port` of registries spoken to over plain HTTP.
+    pub insecure: Vec<String>,
+    /// The node's Docker `config.json` (`--registry-config`), read at every
+    /// pull so a `docker login` after the node started counts.
+    pub registry_config: Option<PathBuf>,
 }
 
 /// Image store of one node. Cheap to clone.
@@ -89,10 +134,12 @@ pub struct ImageStore {
 
 struct Inner {
     root: PathBuf,
-    /// `host:port` of registries spoken to over plain HTTP.
-    insecure: Vec<String>,
+    config: StoreConfig,
     /// One lock per reference: concurrent launches of an app pull once.
     pulling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held (shared) by every `ensure`, and alone by garbage collection, so
+    /// a layer unpacked for an image not recorded yet is never collected.
+    gc_lock: tokio::sync::RwLock<()>,
 }
 
 /// Loopback registries are spoken to over plain HTTP, as Docker does.
@@ -122,11 +169,33 @@ pub fn parse_reference(reference: &str) -> Result<Reference, ImageError> {
 
 impl ImageStore {
     pub fn open(root: PathBuf, insecure: Vec<String>) -> Result<ImageStore, ImageError> {
+        ImageStore::open_with(root, StoreConfig { insecure, registry_config: None })
+    }
+
+    /// Opens the store; a registry config that cannot be read is an error
+    /// now rather than at the first pull.
+    pub fn open_with(root: PathBuf, config: StoreConfig) -> Result<ImageStore, ImageError> {
+        if let Some(path) = &config.registry_config {
+            RegistryConfig::load(path)?;
+        }
         for d in ["layers", "images", "tmp"] {
             let dir = root.join(d);
             std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         }
-        Ok(ImageStore { inner: Arc::new(Inner { root, insecure, pulling: Mutex::new(HashMap::new()) }) })
+        Ok(ImageStore {
+            inner: Arc::new(Inner {
+                root,
+                config,
+                pulling: Mutex::new(HashMap::new()),
+                gc_lock: tokio::sync::RwLock::new(()),
+            }),
+        })
+    }
+
+    /// A fresh path under the store's `tmp/`.
+    pub(crate) fn temp_path(&self, what: &str) -> PathBuf {
+        let n = PULLS.fetch_add(1, Ordering::Relaxed);
+        self.inner.root.join("tmp").join(format!("{what}.{}.{n}", std::process::id()))
     }
 
     pub fn root(&self) -> &Path {
@@ -139,15 +208,18 @@ impl ImageStore {
         self.inner.root.join("layers").join(hex)
     }
 
-    fn record_path(&self, reference: &str) -> PathBuf {
+    pub(crate) fn record_path(&self, reference: &str) -> PathBuf {
         let key = format!("{:x}", Sha256::digest(reference.as_bytes()));
         self.inner.root.join("images").join(format!("{key}.json"))
     }
 
+    pub(crate) fn record_at(&self, path: &Path) -> Option<Image> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
     /// The image as last pulled, if all its layers are still here.
     pub fn get(&self, reference: &str) -> Option<Image> {
-        let data = std::fs::read(self.record_path(reference)).ok()?;
-        let image: Image = serde_json::from_slice(&data).ok()?;
+        let image = self.record_at(&self.record_path(reference))?;
         image.layers.iter().all(|l| self.layer_dir(l).is_dir()).then_some(image)
     }
 
@@ -164,12 +236,15 @@ impl ImageStore {
     }
 
     /// The image, pulled first unless it is here already (always with
-    /// `force_pull`). Layers already here are not downloaded again.
+    /// `force_pull`), and marked used now. Layers already here are not
+    /// downloaded again. Credentials for the registry come from `auth` (an
+    /// app's `pullConfig`) when it has some for it, else from the node's
+    /// registry config, else none.
     pub async fn ensure(
         &self,
         reference: &str,
         force_pull: bool,
-        credentials: Option<&Credentials>,
+        auth: Option<&RegistryConfig>,
     ) -> Result<Image, ImageError> {
         let parsed = parse_reference(reference)?;
         let lock = {
@@ -177,16 +252,34 @@ impl ImageStore {
             pulling.entry(reference.to_string()).or_default().clone()
         };
         let _held = lock.lock().await;
+        let _not_collecting = self.inner.gc_lock.read().await;
         if !force_pull {
-            if let Some(image) = self.get(reference) {
+            if let Some(mut image) = self.get(reference) {
+                // Kept to within LAST_USED_GRAIN: a burst of launches of one
+                // image writes its record once, not once per start.
+                let now = now_millis();
+                if now.saturating_sub(image.last_used) > LAST_USED_GRAIN_MS {
+                    image.last_used = now;
+                    self.record(&image)?;
+                }
                 return Ok(image);
             }
         }
-        self.pull(reference, &parsed, credentials).await
+        let credentials = self.credentials(parsed.resolve_registry(), auth)?;
+        self.pull(reference, &parsed, credentials.as_ref()).await
+    }
+
+    /// The credentials a pull from `registry` uses.
+    fn credentials(&self, registry: &str, auth: Option<&RegistryConfig>) -> Result<Option<Credentials>, ImageError> {
+        if let Some(c) = auth.and_then(|a| a.credentials_for(registry)) {
+            return Ok(Some(c.clone()));
+        }
+        let Some(path) = &self.inner.config.registry_config else { return Ok(None) };
+        Ok(RegistryConfig::load(path)?.credentials_for(registry).cloned())
     }
 
     fn client(&self, registry: &str) -> Client {
-        let mut insecure = self.inner.insecure.clone();
+        let mut insecure = self.inner.config.insecure.clone();
         if is_loopback(registry) {
             insecure.push(registry.to_string());
         }
@@ -265,9 +358,40 @@ impl ImageStore {
             .map_err(|e| io_err("unpack layer")(std::io::Error::other(e)))?;
             unpacked.map_err(io_err(format!("unpack layer {}", layer.digest)))?;
         }
-        let image = Image { reference: reference.to_string(), digest, layers, size, config };
+        let image = Image { reference: reference.to_string(), digest, layers, size, config, last_used: now_millis() };
         self.record(&image)?;
         Ok(image)
+    }
+
+    /// Imports an image from a file for hosts without a registry: an OCI
+    /// image layout (a directory, or a tar of one) or a `docker save`
+    /// archive, under `reference` or the name the file gives it.
+    pub fn import(&self, path: &Path, reference: Option<&str>) -> Result<Image, ImageError> {
+        if path.is_dir() {
+            if !layout::is_layout(path) {
+                return Err(ImageError::Config {
+                    reference: path.display().to_string(),
+                    message: "not an OCI image layout (no oci-layout and index.json)".into(),
+                });
+            }
+            return self.import_layout(path, path, reference);
+        }
+        let tmp = self.temp_path("import");
+        let r = self.import_tar(path, &tmp, reference);
+        let _ = std::fs::remove_dir_all(&tmp);
+        r
+    }
+
+    fn import_tar(&self, archive: &Path, tmp: &Path, reference: Option<&str>) -> Result<Image, ImageError> {
+        let file = std::fs::File::open(archive).map_err(io_err(format!("open {}", archive.display())))?;
+        tar::Archive::new(std::io::BufReader::new(file))
+            .unpack(tmp)
+            .map_err(io_err(format!("read {} (not a tar archive?)", archive.display())))?;
+        if layout::is_layout(tmp) {
+            self.import_layout(tmp, archive, reference)
+        } else {
+            self.import_docker_save(archive, tmp, reference)
+        }
     }
 
     /// Imports a `docker save` archive (its first image, under its first
@@ -275,22 +399,12 @@ impl ImageStore {
     /// are identified by the sha256 of their tar, as in OCI image configs'
     /// `diff_ids`, and shared like pulled ones.
     pub fn import_docker_archive(&self, archive: &Path, reference: Option<&str>) -> Result<Image, ImageError> {
-        let tmp = self.inner.root.join("tmp").join(format!(
-            "import.{}.{}",
-            std::process::id(),
-            PULLS.fetch_add(1, Ordering::Relaxed)
-        ));
-        let r = self.import_unpacked(archive, &tmp, reference);
-        let _ = std::fs::remove_dir_all(&tmp);
-        r
+        self.import(archive, reference)
     }
 
-    fn import_unpacked(&self, archive: &Path, tmp: &Path, reference: Option<&str>) -> Result<Image, ImageError> {
+    /// A `docker save` archive unpacked into `tmp`.
+    fn import_docker_save(&self, archive: &Path, tmp: &Path, reference: Option<&str>) -> Result<Image, ImageError> {
         let bad = |message: String| ImageError::Config { reference: archive.display().to_string(), message };
-        let file = std::fs::File::open(archive).map_err(io_err(format!("open {}", archive.display())))?;
-        tar::Archive::new(std::io::BufReader::new(file))
-            .unpack(tmp)
-            .map_err(io_err(format!("read {}", archive.display())))?;
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
         struct Entry {
@@ -298,8 +412,9 @@ impl ImageStore {
             repo_tags: Option<Vec<String>>,
             layers: Vec<String>,
         }
-        let manifest = std::fs::read(tmp.join("manifest.json"))
-            .map_err(|e| bad(format!("no manifest.json (not a docker save archive?): {e}")))?;
+        let manifest = std::fs::read(tmp.join("manifest.json")).map_err(|e| {
+            bad(format!("neither an OCI image layout nor a docker save archive (no manifest.json): {e}"))
+        })?;
         let entries: Vec<Entry> = serde_json::from_slice(&manifest).map_err(|e| bad(format!("manifest.json: {e}")))?;
         let entry = entries.into_iter().next().ok_or_else(|| bad("manifest.json lists no image".into()))?;
         let reference = match reference {
@@ -332,7 +447,7 @@ impl ImageStore {
             layers.push(digest);
         }
         let digest = format!("sha256:{:x}", Sha256::digest(config_json.as_bytes()));
-        let image = Image { reference: reference.clone(), digest, layers, size, config };
+        let image = Image { reference: reference.clone(), digest, layers, size, config, last_used: now_millis() };
         self.record(&image)?;
         Ok(image)
     }
@@ -340,34 +455,9 @@ impl ImageStore {
     fn record(&self, image: &Image) -> Result<(), ImageError> {
         let data = serde_json::to_vec_pretty(image).map_err(|e| io_err("encode image")(std::io::Error::other(e)))?;
         let path = self.record_path(&image.reference);
-        let tmp = path.with_extension("tmp");
+        // Unique: launches of one image may record it at once.
+        let tmp = self.temp_path("record");
         std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, &path)).map_err(io_err("record image"))
-    }
-
-    /// Forgets an image; its layers stay until [`ImageStore::gc`] finds no
-    /// image using them.
-    pub fn remove(&self, reference: &str) -> Result<bool, ImageError> {
-        match std::fs::remove_file(self.record_path(reference)) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(io_err("remove image")(e)),
-        }
-    }
-
-    /// Deletes layers no recorded image uses and no mounted container root
-    /// stacks (the image of a running container may have been removed);
-    /// returns how many.
-    pub fn gc(&self) -> usize {
-        let used: std::collections::HashSet<PathBuf> =
-            self.list().iter().flat_map(|i| i.layers.iter().map(|l| self.layer_dir(l))).collect();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let Ok(entries) = std::fs::read_dir(self.inner.root.join("layers")) else { return 0 };
-        entries
-            .flatten()
-            .filter(|e| !used.contains(&e.path()))
-            .filter(|e| !e.file_name().to_str().is_some_and(|hex| mounts.contains(hex)))
-            .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
-            .count()
     }
 }
 
@@ -389,6 +479,10 @@ fn describe(e: &oci_client::errors::OciDistributionError) -> String {
                 src = s.source();
             }
             msg
+        }
+        // oci-client keeps only the url of a 401; say what it means.
+        E::UnauthorizedError { url } => {
+            format!("the registry answered 401 Unauthorized (missing or wrong credentials) for {url}")
         }
         other => other.to_string(),
     }

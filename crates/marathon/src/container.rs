@@ -1,7 +1,8 @@
 //! Marathon's `container` object <-> `model::ContainerSpec`: the typed fields
 //! (type, image, volumes, port mappings, privileged, parameters,
-//! forcePullImage) and their rules (image references, volume paths). What the
-//! typed form does not say (`pullConfig`, persistent volumes' sizes, the
+//! forcePullImage, pullConfig) and their rules (image references, volume
+//! paths, persistent volumes). What the typed form does not say (a
+//! persistent volume's type and constraints, the
 //! deprecated `docker.network`, unknown keys) is kept as a *residue*: the
 //! difference between the original JSON and the typed rendering, laid back
 //! over it on output, so a definition renders exactly as it was given.
@@ -77,6 +78,12 @@ fn read_docker(cx: &mut Cx, d: &Map<String, Value>, out: &mut Container) {
     if let Some(b) = get(d, "forcePullImage") {
         out.force_pull_image = cx.boolean(b, "/container/docker/forcePullImage").unwrap_or(false);
     }
+    if let Some(p) = get(d, "pullConfig").and_then(|p| cx.object(p, "/container/docker/pullConfig")) {
+        match get(p, "secret").and_then(|s| cx.string(s, "/container/docker/pullConfig/secret")) {
+            Some(name) if !name.is_empty() => out.pull_config = Some(name),
+            _ => cx.invalid("/container/docker/pullConfig/secret", "must name one of the app's secrets"),
+        }
+    }
     if let Some(a) = get(d, "parameters").and_then(|p| cx.array(p, "/container/docker/parameters")) {
         for (i, p) in a.iter().enumerate() {
             let rel = format!("/container/docker/parameters({i})");
@@ -126,7 +133,44 @@ fn read_volume(cx: &mut Cx, v: &Value, rel: &str) -> Option<Volume> {
             VolumeMode::Rw
         }
     };
-    Some(Volume { container_path, host_path, mode, secret })
+    let persistent = match get(o, "persistent") {
+        None => None,
+        Some(p) => read_persistent(cx, p, rel, &container_path, host_path.is_some()),
+    };
+    Some(Volume { container_path, host_path, mode, persistent, secret })
+}
+
+/// `persistent: {size}` (MiB), Marathon's rules: a size of at least 1, a
+/// one-level relative `containerPath`, no `hostPath`.
+fn read_persistent(
+    cx: &mut Cx,
+    p: &Value,
+    rel: &str,
+    container_path: &str,
+    has_host_path: bool,
+) -> Option<model::PersistentVolume> {
+    let o = cx.object(p, &format!("{rel}/persistent"))?;
+    let size_rel = format!("{rel}/persistent/size");
+    let size = match get(o, "size") {
+        None => {
+            cx.invalid(&size_rel, "error.path.missing");
+            return None;
+        }
+        Some(s) => cx.number(s, &size_rel)?,
+    };
+    if size < 1.0 || size.fract() != 0.0 {
+        cx.invalid(&size_rel, format!("got {size}, expected a whole number of MiB, at least 1"));
+    }
+    if container_path.contains('/') {
+        cx.invalid(
+            &format!("{rel}/containerPath"),
+            format!("'{container_path}': a persistent volume's path is one relative name (no '/')"),
+        );
+    }
+    if has_host_path {
+        cx.invalid(&format!("{rel}/hostPath"), "a persistent volume has no hostPath");
+    }
+    Some(model::PersistentVolume { size_mb: size as u64 })
 }
 
 fn read_port_mapping(cx: &mut Cx, v: &Value, rel: &str) -> Option<PortMapping> {
@@ -255,6 +299,9 @@ pub(crate) fn wire(c: &ContainerSpec, ports: &[PortSpec]) -> Value {
         let params: Vec<Value> = x.parameters.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
         d.insert("parameters".into(), Value::Array(params));
     }
+    if let Some(secret) = &x.pull_config {
+        d.insert("pullConfig".into(), json!({"secret": secret}));
+    }
     if kind == "DOCKER" || x.image.is_some() {
         d.insert("forcePullImage".into(), json!(x.force_pull_image));
         o.insert("docker".into(), Value::Object(d));
@@ -274,6 +321,9 @@ pub(crate) fn wire(c: &ContainerSpec, ports: &[PortSpec]) -> Value {
                 return Value::Object(m);
             }
             m.insert("mode".into(), json!(if v.mode == VolumeMode::Ro { "RO" } else { "RW" }));
+            if let Some(p) = &v.persistent {
+                m.insert("persistent".into(), json!({"size": p.size_mb}));
+            }
             Value::Object(m)
         })
         .collect();

@@ -217,6 +217,7 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
     if let Some(v) = take(&mut m, "user") {
         spec.user = cx.string(&v, "/user");
     }
+    let upgrade_given = m.contains_key("upgradeStrategy");
     if let Some(v) = take(&mut m, "upgradeStrategy") {
         if let Some(o) = cx.object(&v, "/upgradeStrategy") {
             for key in ["minimumHealthCapacity", "maximumOverCapacity"] {
@@ -306,6 +307,27 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
         }
         spec.container = crate::container::read(cx, &c, mode);
         check_secret_volumes(cx, &spec);
+        if spec.container.has_persistent_volumes() {
+            // Marathon's resident tasks: a replacement reuses its
+            // instance's volume, so it cannot start beside the old task.
+            if !upgrade_given {
+                spec.upgrade.minimum_health_capacity = 0.5;
+                spec.upgrade.maximum_over_capacity = 0.0;
+            } else if spec.upgrade.maximum_over_capacity != 0.0 {
+                cx.invalid(
+                    "/upgradeStrategy/maximumOverCapacity",
+                    "must be 0 for an app with persistent volumes (its instances keep their node and volumes)",
+                );
+            }
+        }
+        if let Some(name) = spec.container.container().and_then(|c| c.pull_config.as_ref()) {
+            if !spec.secrets.contains_key(name) {
+                cx.invalid(
+                    "/container/docker/pullConfig/secret",
+                    format!("references an undefined secret named '{name}'"),
+                );
+            }
+        }
         // Only what the typed form does not say is kept (see `container`).
         if let Some(rest) = crate::container::residue(&c, &crate::container::wire(&spec.container, &spec.ports)) {
             spec.passthrough.insert("container".into(), rest);

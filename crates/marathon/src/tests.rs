@@ -44,6 +44,7 @@ fn app_of(spec: AppSpec) -> App {
         backoff: LaunchBackoff::default(),
         last_task_failure: None,
         deleting: false,
+        resident: Default::default(),
     }
 }
 
@@ -891,8 +892,48 @@ fn api_example_patches_merge_onto_created_apps() {
 // ---------------------------------------------------------------- containers
 
 #[test]
+fn persistent_volumes_are_typed_make_the_app_resident_and_follow_marathons_rules() {
+    let app = |vol: Value| json!({"id": "/db", "cmd": "x", "container": {"type": "MESOS", "docker": {"image": "a/b:1"}, "volumes": [vol]}});
+    let input = app(json!({"containerPath": "data", "mode": "RW", "persistent": {"size": 64, "type": "root"}}));
+    let s = ok(input.clone());
+    let c = s.container.container().expect("container");
+    assert_eq!(c.volumes[0].persistent, Some(model::PersistentVolume { size_mb: 64 }));
+    assert!(s.container.has_persistent_volumes());
+    // Resident instances are replaced in place: no over-capacity.
+    assert_eq!((s.upgrade.minimum_health_capacity, s.upgrade.maximum_over_capacity), (0.5, 0.0));
+    assert_eq!(render_spec(&s)["container"]["volumes"][0]["persistent"], json!({"size": 64, "type": "root"}));
+    assert_round_trip(&input);
+    rejected_at(
+        app(json!({"containerPath": "/data", "mode": "RW", "persistent": {"size": 1}})),
+        "/container/volumes(0)/containerPath",
+    );
+    rejected_at(
+        app(json!({"containerPath": "d", "mode": "RW", "persistent": {"size": 0}})),
+        "/container/volumes(0)/persistent/size",
+    );
+    rejected_at(
+        app(json!({"containerPath": "d", "mode": "RW", "persistent": {}})),
+        "/container/volumes(0)/persistent/size",
+    );
+    let mut over = app(json!({"containerPath": "d", "mode": "RW", "persistent": {"size": 1}}));
+    over["upgradeStrategy"] = json!({"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.5});
+    rejected_at(over, "/upgradeStrategy/maximumOverCapacity");
+}
+
+#[test]
+fn pull_config_names_a_declared_secret() {
+    let app = |pull: Value| json!({"id": "/p", "cmd": "x", "container": {"type": "MESOS", "docker": {"image": "a/b:1", "pullConfig": pull}}});
+    let e = rejected_at(app(json!({"secret": "nope"})), "/container/docker/pullConfig/secret");
+    assert!(e.to_json().to_string().contains("undefined secret named 'nope'"), "{}", e.to_json());
+    // Wrong JSON types are 400s, as everywhere.
+    assert!(err(app(json!({"secret": 3}))).has_path("/container/docker/pullConfig/secret"));
+    assert!(err(app(json!("config"))).has_path("/container/docker/pullConfig"));
+}
+
+#[test]
 fn docker_container_fields_are_typed_and_render_as_given() {
     let input = json!({"id": "/d", "cmd": "httpd", "networks": [{"mode": "container/bridge"}],
+        "secrets": {"s": {"source": "/registry/config"}},
         "container": {"type": "DOCKER",
             "docker": {"image": "wharf-test/busybox:1", "privileged": true, "forcePullImage": true,
                        "parameters": [{"key": "hostname", "value": "h1"}], "pullConfig": {"secret": "s"}},
@@ -907,16 +948,23 @@ fn docker_container_fields_are_typed_and_render_as_given() {
     assert_eq!(c.network, NetworkMode::Bridge);
     assert_eq!(
         c.volumes[0],
-        Volume { container_path: "data".into(), host_path: Some("/tmp/x".into()), mode: VolumeMode::Ro, secret: None }
+        Volume {
+            container_path: "data".into(),
+            host_path: Some("/tmp/x".into()),
+            mode: VolumeMode::Ro,
+            persistent: None,
+            secret: None
+        }
     );
     assert_eq!(c.volumes[1].host_path, None);
     assert_eq!(
         c.port_mappings,
         vec![PortMapping { container_port: 80, host_port: 0, protocol: "tcp".into(), name: Some("web".into()) }]
     );
-    // Only what the typed form cannot say stays untyped.
-    let rest = &s.passthrough["container"];
-    assert_eq!(rest["docker"], json!({"pullConfig": {"secret": "s"}}));
+    assert_eq!(c.pull_config.as_deref(), Some("s"));
+    assert_eq!(c.volumes[1].persistent, Some(model::PersistentVolume { size_mb: 10 }));
+    // Everything here is typed: nothing is left over.
+    assert_eq!(s.passthrough.get("container"), None, "{:?}", s.passthrough);
     let out = render_spec(&s);
     let mut want = input["container"].clone();
     want["portMappings"][0]["servicePort"] = json!(0);

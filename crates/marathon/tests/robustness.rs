@@ -152,6 +152,7 @@ fn rendered(spec: AppSpec) -> Value {
         backoff: LaunchBackoff::default(),
         last_task_failure: None,
         deleting: false,
+        resident: Default::default(),
     };
     render_app(&app, &ClusterState::default(), &Embed::default())
 }

@@ -375,7 +375,7 @@ fn read_volumes(cx: &mut Ctx, v: Option<&Value>) -> Vec<Volume> {
         };
         match (container_path, host_path) {
             (Some(c), Some(h)) if !c.split('/').any(|s| s == "..") => {
-                out.push(Volume { container_path: c, host_path: Some(h), mode, secret: None })
+                out.push(Volume { container_path: c, host_path: Some(h), mode, persistent: None, secret: None })
             }
             (Some(_), Some(_)) => cx.err(&format!("{p}/containerPath"), "must not contain '..'"),
             (None, _) => cx.err(&format!("{p}/containerPath"), "is required"),

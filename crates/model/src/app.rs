@@ -214,15 +214,34 @@ pub enum VolumeMode {
 pub struct Volume {
     /// Where it appears in the container (relative: under the sandbox).
     pub container_path: String,
-    /// The host directory; `None` for volumes Wharf does not mount
-    /// (persistent or external ones, kept for the wire only) and for secrets.
+    /// The host directory; `None` for persistent volumes (the agent makes
+    /// theirs), external ones (kept for the wire only) and secrets.
     pub host_path: Option<String>,
     pub mode: VolumeMode,
+    /// Marathon's persistent local volume: a directory on the node kept
+    /// across the instance's restarts, which pins the instance to the node.
+    #[serde(default)]
+    pub persistent: Option<PersistentVolume>,
     /// Marathon's file-based secret (`{"containerPath", "secret": NAME}`):
     /// the value of the app's secret NAME is written to `container_path`
     /// in the sandbox (mode 0400, owned by the task's user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+}
+
+/// `persistent: {size}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistentVolume {
+    /// MiB; a soft limit (reported, not enforced).
+    pub size_mb: u64,
+}
+
+/// Where one instance of an app with persistent volumes keeps them: its
+/// node, and its last task's attempt number (the next one counts on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResidentInstance {
+    pub node: crate::NodeId,
+    pub attempt: u32,
 }
 
 /// One `portMappings` entry. Its service port is the app's `ports[i]` (the
@@ -254,6 +273,10 @@ pub struct Container {
     pub parameters: Vec<(String, String)>,
     #[serde(default)]
     pub force_pull_image: bool,
+    /// `docker.pullConfig.secret`: the app secret holding a Docker
+    /// `config.json` with credentials for pulling the image.
+    #[serde(default)]
+    pub pull_config: Option<String>,
 }
 
 impl ContainerSpec {
@@ -270,6 +293,11 @@ impl ContainerSpec {
             ContainerSpec::None => None,
             ContainerSpec::Oci(c) | ContainerSpec::Docker(c) => Some(c),
         }
+    }
+
+    /// Whether the app's instances are resident: some volume is persistent.
+    pub fn has_persistent_volumes(&self) -> bool {
+        self.container().is_some_and(|c| c.volumes.iter().any(|v| v.persistent.is_some()))
     }
 
     pub fn image(&self) -> Option<&str> {
@@ -380,6 +408,12 @@ pub struct App {
     pub last_task_failure: Option<TaskFailure>,
     /// Set when a delete is in progress: tasks are being killed.
     pub deleting: bool,
+    /// The app's resident instances (persistent volumes) by instance UUID:
+    /// a replacement task of one goes to the same node, with the same
+    /// volumes. Recorded when a task of the instance is first placed; gone
+    /// with the app.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resident: BTreeMap<uuid::Uuid, ResidentInstance>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]

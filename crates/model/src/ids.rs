@@ -170,6 +170,13 @@ impl TaskId {
         &self.0[..attempt]
     }
 
+    /// The instance's UUID and this task's attempt number.
+    pub fn instance_attempt(&self) -> Option<(Uuid, u32)> {
+        let (_, uuid) = split_task_id(&self.0)?;
+        let attempt = self.0.rsplit_once("._app.")?.1.parse().ok()?;
+        Some((uuid, attempt))
+    }
+
     fn prefix(&self) -> &str {
         split_task_id(&self.0).map(|(prefix, _)| prefix).unwrap_or_default()
     }

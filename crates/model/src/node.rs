@@ -26,6 +26,23 @@ pub struct NodeInfo {
     /// node registered before drivers were recorded runs commands only.
     #[serde(default = "exec_only")]
     pub drivers: Vec<DriverKind>,
+    /// The built-in runtime's images on the node, as its agent last
+    /// reported them (`Command::NodeImages`, sent only when they change).
+    #[serde(default)]
+    pub images: Vec<NodeImage>,
+}
+
+/// One image in a node's store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeImage {
+    pub reference: String,
+    /// The manifest's digest.
+    pub digest: String,
+    /// Bytes of its layers (compressed, as pulled).
+    pub size: u64,
+    /// When a task last started from it or was seen running it (within a
+    /// minute; reports do not follow every launch).
+    pub last_used: UnixMillis,
 }
 
 fn exec_only() -> Vec<DriverKind> {

@@ -93,6 +93,7 @@ mod tests {
             draining: false,
             unreachable_since: None,
             drivers: vec![model::DriverKind::Exec],
+            images: Vec::new(),
         }
     }
 

@@ -106,6 +106,42 @@ impl<'a> Placer<'a> {
         }
     }
 
+    /// As [`Placer::place`], on one given node only (a resident instance's,
+    /// where its persistent volumes are).
+    pub fn place_on(
+        &mut self,
+        app: &AppSpec,
+        node: NodeId,
+        rng: &mut impl Rng,
+    ) -> Result<(&'a NodeInfo, Vec<u16>), Declined> {
+        let counts = self.per_node.get(&app.id).cloned().unwrap_or_default();
+        let seen: Vec<FieldValues> = app.constraints.iter().map(|c| self.field_values(&c.field, &counts)).collect();
+        let mut declined = Declined::default();
+        let Some(n) = self.nodes.iter().copied().find(|n| n.id == node) else {
+            // Gone or unreachable: no offer at all; the instance waits for it.
+            let detail = format!("the node holding its persistent volumes (node {}) is not reachable", node.0);
+            *declined.details.entry(detail).or_default() += 1;
+            return Err(declined);
+        };
+        match self.fit(app, n, &seen, rng) {
+            Ok(ports) => {
+                declined.offers.accept();
+                if let Some(u) = self.usage.get_mut(&n.id) {
+                    u.free.sub(&app.resources);
+                    u.used.add(&app.resources);
+                    u.ports_used.extend(ports.iter().copied());
+                }
+                *self.per_node.entry(app.id.clone()).or_default().entry(n.id).or_default() += 1;
+                Ok((n, ports))
+            }
+            Err(d) => {
+                declined.offers.decline(d.reason);
+                *declined.details.entry(d.detail).or_default() += 1;
+                Err(declined)
+            }
+        }
+    }
+
     /// For one constraint field: how many of the app's tasks run per value,
     /// and every value any node has (computed once per placement, not per node).
     fn field_values(&self, field: &str, counts: &BTreeMap<NodeId, usize>) -> FieldValues {

@@ -221,12 +221,33 @@ fn reconcile_app(
     // Bounded per plan, so one Raft entry stays small; the rest is placed by
     // the next plan, which follows this one's commit at once.
     let room = MAX_LAUNCHES_PER_PLAN.saturating_sub(out.plan.launches.len());
+    // Resident instances (persistent volumes) without a live task start
+    // again first, each on its own node; only then do new instances come.
+    let mut idle_residents = idle_resident_instances(state, app);
+    // New resident instances only up to the instance count: one whose task
+    // is still ending is waited for, not replaced by a new volume elsewhere.
+    let mut new_allowed =
+        if spec.container.has_persistent_volumes() { instances.saturating_sub(app.resident.len()) } else { usize::MAX };
     for placed in 0..launch.min(room) {
-        match placer.place(spec, rng) {
+        let resident = idle_residents.pop();
+        if resident.is_none() {
+            if new_allowed == 0 {
+                break;
+            }
+            new_allowed -= 1;
+        }
+        let placement = match &resident {
+            Some((_, r)) => placer.place_on(spec, r.node, rng),
+            None => placer.place(spec, rng),
+        };
+        match placement {
             Ok((node, ports)) => {
-                let uuid = uuid::Builder::from_random_bytes(rng.gen()).into_uuid();
+                let task_id = match resident {
+                    Some((uuid, r)) => TaskId::new(id, uuid, r.attempt + 1),
+                    None => TaskId::new(id, uuid::Builder::from_random_bytes(rng.gen()).into_uuid(), 1),
+                };
                 out.plan.launches.push(Task {
-                    id: TaskId::new(id, uuid, 1),
+                    id: task_id,
                     app_id: id.clone(),
                     node: node.id,
                     host: node.advertise.clone(),
@@ -274,6 +295,22 @@ fn reconcile_app(
 /// Applies the app's `unreachableStrategy`: unreachable tasks stop counting
 /// after `inactive_after_seconds` (so replacements start) and are expunged
 /// after `expunge_after_seconds`.
+/// The app's resident instances that have no live task, the first last
+/// (taken with `pop`).
+fn idle_resident_instances(state: &ClusterState, app: &App) -> Vec<(uuid::Uuid, model::ResidentInstance)> {
+    if !app.spec.container.has_persistent_volumes() {
+        return Vec::new();
+    }
+    let live: BTreeSet<uuid::Uuid> = state
+        .tasks_of(&app.spec.id)
+        .filter(|t| !t.state.is_terminal())
+        .filter_map(|t| t.id.instance_attempt().map(|(u, _)| u))
+        .collect();
+    let mut idle: Vec<_> = app.resident.iter().filter(|(u, _)| !live.contains(u)).map(|(u, r)| (*u, *r)).collect();
+    idle.reverse();
+    idle
+}
+
 fn handle_unreachable(state: &ClusterState, app: &App, now: UnixMillis, out: &mut Outcome, tasks: &mut Vec<&Task>) {
     let model::UnreachableStrategy::Enabled { inactive_after_seconds, expunge_after_seconds } = app.spec.unreachable
     else {

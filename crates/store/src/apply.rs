@@ -26,6 +26,8 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             if let Some(old) = state.nodes.get(&node.id) {
                 node.registered_at = old.registered_at;
                 node.draining = old.draining;
+                // Its agent reports them anew after it starts.
+                node.images = old.images.clone();
             }
             state.nodes.insert(node.id, node);
             Applied::Done
@@ -103,6 +105,13 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
             None => Applied::Rejected(Rejection::NoSuchDeployment(id.clone())),
         },
         Command::NodeLiveness { node, reachable, at } => node_liveness(state, *node, *reachable, *at),
+        Command::NodeImages { node, images } => match state.nodes.get_mut(node) {
+            Some(n) => {
+                n.images = images.clone();
+                Applied::Done
+            }
+            None => Applied::Rejected(Rejection::NoSuchNode(*node)),
+        },
         Command::DrainNode { node, draining } => match state.nodes.get_mut(node) {
             Some(n) => {
                 n.draining = *draining;
@@ -282,6 +291,7 @@ fn put_app(state: &mut ClusterState, spec: &AppSpec, at: UnixMillis, deployment:
             backoff: LaunchBackoff::default(),
             last_task_failure: None,
             deleting: false,
+            resident: Default::default(),
         },
     };
     state.apps.insert(app.spec.id.clone(), app.clone());
@@ -420,6 +430,20 @@ fn launch_refusal(
     None
 }
 
+/// A task of an app with persistent volumes pins its instance to its node
+/// (Marathon's resident tasks): replacements go there, to its volumes.
+fn record_resident(state: &mut ClusterState, task: &model::Task) {
+    if task.job_run.is_some() {
+        return;
+    }
+    let Some((uuid, attempt)) = task.id.instance_attempt() else { return };
+    if let Some(mut app) = state.apps.get_mut(&task.app_id) {
+        if app.spec.container.has_persistent_volumes() {
+            app.resident.insert(uuid, model::ResidentInstance { node: task.node, attempt });
+        }
+    }
+}
+
 /// Nomad's plan applier: every launch is checked again against the newest
 /// state; the ones that still fit are committed, the others are returned
 /// with their reason and the index the scheduler should plan from again.
@@ -432,6 +456,7 @@ fn apply_plan(state: &mut ClusterState, plan: &Plan) -> Applied {
             None => {
                 state.tasks.insert(task.clone());
                 jobs::task_launched(state, task);
+                record_resident(state, task);
                 launched += 1;
             }
             Some(reason) => dropped.push(Dropped { task: task.id.clone(), node: task.node, reason }),

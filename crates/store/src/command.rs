@@ -77,6 +77,12 @@ pub enum Command {
         reachable: bool,
         at: UnixMillis,
     },
+    /// A node's agent reports the images its store holds (when they changed,
+    /// at a low rate; not on every launch).
+    NodeImages {
+        node: NodeId,
+        images: Vec<model::NodeImage>,
+    },
     /// Drain (or undrain) a node: no new tasks; its tasks move elsewhere.
     DrainNode {
         node: NodeId,

@@ -235,6 +235,7 @@ pub(crate) mod tests {
             draining: false,
             unreachable_since: None,
             drivers: vec![model::DriverKind::Exec],
+            images: Vec::new(),
         }
     }
 

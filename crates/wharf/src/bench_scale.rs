@@ -152,6 +152,7 @@ pub(crate) fn sim_node(i: usize) -> NodeInfo {
         draining: false,
         unreachable_since: None,
         drivers: vec![model::DriverKind::Exec],
+        images: Vec::new(),
     }
 }
 

@@ -358,12 +358,39 @@ pub struct AgentArgs {
     /// until `wharf unlock KEY`.
     #[arg(long)]
     pub autolock: bool,
+    /// A Docker `config.json` whose `auths` hold registry credentials for
+    /// the built-in runtime's pulls (default: $HOME/.docker/config.json when
+    /// it exists). Read at every pull.
+    #[arg(long)]
+    pub registry_config: Option<PathBuf>,
+    /// Images no task used for this long are removed, with the layers no
+    /// other image shares (e.g. `90s`, `30m`, `24h`, `7d`).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub image_gc_after: Duration,
     /// The subnet of the node's container bridge `wharf0` (bridge networking
     /// of the built-in runtime), as BRIDGE-ADDRESS/PREFIX or NETWORK/PREFIX
     /// (the bridge then takes the first address). Nodes may share one:
     /// nothing routes between their bridges.
     #[arg(long, default_value = agent::network::DEFAULT_SUBNET)]
     pub bridge_subnet: String,
+}
+
+/// `NUMBER[ms|s|m|h|d]` (seconds without a unit). Written here because no
+/// crate in the tree parses durations and this is all a flag needs.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration like 90s, 30m, 24h or 7d"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return Err(format!("'{s}': the unit is one of ms, s, m, h, d")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("'{s}': {e}"))
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,6 +15,10 @@ pub struct ImageArgs {
     /// loopback registries always are.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// A Docker `config.json` with registry credentials (`auths`); default:
+    /// $HOME/.docker/config.json when it exists.
+    #[arg(long)]
+    pub registry_config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: ImageCommand,
 }
@@ -23,32 +27,39 @@ pub struct ImageArgs {
 pub enum ImageCommand {
     /// Pull an image (again, even if present).
     Pull { reference: String },
-    /// Import a `docker save` archive (under its tag, or REFERENCE).
-    Import { archive: PathBuf, reference: Option<String> },
+    /// Import an OCI image layout (a directory, or a tar of one) or a
+    /// `docker save` archive, under REFERENCE or the name it carries.
+    Import { path: PathBuf, reference: Option<String> },
     /// List the images.
     Ls,
-    /// Forget an image and delete the layers no other image uses.
+    /// Forget an image and delete the layers no other image uses (refused
+    /// while a running container uses it).
     Rm { reference: String },
 }
 
 pub async fn run(args: ImageArgs) -> anyhow::Result<()> {
     let root = args.data_dir.join("images");
-    let store = image::ImageStore::open(root.clone(), args.insecure_registries)
+    let config = image::StoreConfig {
+        insecure: args.insecure_registries,
+        registry_config: image::default_registry_config(args.registry_config),
+    };
+    let store = image::ImageStore::open_with(root.clone(), config)
         .with_context(|| format!("opening the image store in {}", root.display()))?;
     match args.command {
         ImageCommand::Pull { reference } => {
             let img = store.ensure(&reference, true, None).await?;
             println!("{} {} ({} layers, {:.1} MB)", img.reference, img.digest, img.layers.len(), mb(img.size));
         }
-        ImageCommand::Import { archive, reference } => {
-            let img = store.import_docker_archive(&archive, reference.as_deref())?;
+        ImageCommand::Import { path, reference } => {
+            let img = store.import(&path, reference.as_deref())?;
             println!("{} ({} layers, {:.1} MB)", img.reference, img.layers.len(), mb(img.size));
         }
         ImageCommand::Ls => {
-            println!("{:<50} {:<20} {:>7} {:>10}", "REFERENCE", "DIGEST", "LAYERS", "SIZE (MB)");
+            println!("{:<50} {:<20} {:>7} {:>10}  LAST USED", "REFERENCE", "DIGEST", "LAYERS", "SIZE (MB)");
             for img in store.list() {
                 let short: String = img.digest.chars().take(19).collect();
-                println!("{:<50} {:<20} {:>7} {:>10.1}", img.reference, short, img.layers.len(), mb(img.size));
+                let used = marathon::format_time(model::UnixMillis(i64::try_from(img.last_used).unwrap_or(0)));
+                println!("{:<50} {:<20} {:>7} {:>10.1}  {used}", img.reference, short, img.layers.len(), mb(img.size));
             }
         }
         ImageCommand::Rm { reference } => {

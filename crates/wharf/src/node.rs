@@ -180,8 +180,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         keep_sandboxes: args.keep_sandboxes,
         check_client,
         metrics: agent_metrics,
-        images: image::ImageStore::open(data_dir.join("images"), args.insecure_registries.clone())
-            .context("opening the image store")?,
+        images: image::ImageStore::open_with(
+            data_dir.join("images"),
+            image::StoreConfig {
+                insecure: args.insecure_registries.clone(),
+                registry_config: image::default_registry_config(args.registry_config.clone()),
+            },
+        )
+        .context("opening the image store (--registry-config)")?,
+        image_gc_after: args.image_gc_after,
         docker_builtin,
         drivers,
         log: log_limits,
@@ -302,6 +309,7 @@ fn describe_node(args: &AgentArgs, data_dir: &std::path::Path, advertise: &str) 
         draining: false,
         unreachable_since: None,
         drivers: vec![model::DriverKind::Exec],
+        images: Vec::new(),
     })
 }
 
@@ -468,6 +476,7 @@ struct AgentParts {
     default_task_user: Option<String>,
     refuse_root_tasks: bool,
     lb_drain: Arc<crate::lb_drain::RpcDrain>,
+    image_gc_after: Duration,
     network: agent::network::NodeNetwork,
 }
 
@@ -490,6 +499,7 @@ fn start_agent(sup: &mut Supervisor, store: &Arc<Store>, parts: AgentParts) {
             default_task_user: parts.default_task_user.clone(),
             refuse_root_tasks: parts.refuse_root_tasks,
             lb_drain: Some(parts.lb_drain.clone()),
+            image_gc_after: parts.image_gc_after,
             network: parts.network.clone(),
         };
         agent::run_agent(s.clone(), cfg)

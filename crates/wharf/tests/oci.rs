@@ -78,16 +78,31 @@ fn ready() -> bool {
 struct Registry {
     child: Child,
     addr: String,
+    data: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Registry {
     fn start() -> Registry {
+        Registry::serve(None, None)
+    }
+
+    /// Another registry serving this one's images, which asks for HTTP
+    /// Basic credentials checked against `htpasswd` (bcrypt).
+    fn with_basic_auth(&self, htpasswd: &std::path::Path) -> Registry {
+        Registry::serve(Some(self.data.clone()), Some(htpasswd))
+    }
+
+    fn serve(data: Option<std::path::PathBuf>, htpasswd: Option<&std::path::Path>) -> Registry {
         let dir = tempfile::tempdir().expect("tempdir");
+        let data = data.unwrap_or_else(|| dir.path().join("data"));
         let addr = format!("127.0.0.1:{}", free_port());
+        let auth = htpasswd.map_or(String::new(), |p| {
+            format!("auth:\n  htpasswd:\n    realm: wharf-test\n    path: {}\n", p.display())
+        });
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-            dir.path().join("data").display()
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{auth}",
+            data.display()
         );
         std::fs::write(dir.path().join("config.yml"), config).expect("config");
         let child = Command::new("docker-registry")
@@ -102,7 +117,7 @@ impl Registry {
             assert!(std::time::Instant::now() < deadline, "docker-registry did not listen on {addr}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Registry { child, addr, _dir: dir }
+        Registry { child, addr, data, _dir: dir }
     }
 
     /// Pushes a local image as `name` and returns its reference here.
@@ -478,6 +493,303 @@ async fn a_crashed_executors_bridge_network_is_swept_when_the_agent_restarts() {
     wait_for("nothing of the crashed container left", Duration::from_secs(30), || {
         let left = bridge_leftovers(&id, ip, port);
         async move { left.is_empty() }
+    })
+    .await;
+}
+
+/// An htpasswd file (bcrypt, `htpasswd -B` from apache2-utils) for one user.
+fn htpasswd(dir: &std::path::Path, user: &str, pass: &str) -> std::path::PathBuf {
+    let out = Command::new("htpasswd")
+        .args(["-Bbn", user, pass])
+        .output()
+        .expect("htpasswd (scripts/test installs apache2-utils)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p = dir.join("htpasswd");
+    std::fs::write(&p, out.stdout).expect("htpasswd file");
+    p
+}
+
+/// A Docker `config.json` with `auths` for (registry, user, password).
+fn docker_config(auths: &[(&str, &str, &str)]) -> String {
+    use base64::Engine;
+    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+    let auths: serde_json::Map<String, Value> =
+        auths.iter().map(|(r, u, p)| (r.to_string(), json!({"auth": b64(format!("{u}:{p}"))}))).collect();
+    json!({"auths": auths}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_credentials_from_the_node_file_pull_and_wrong_ones_fail_the_task_with_the_registrys_reason() {
+    if !ready() {
+        return;
+    }
+    let open = Registry::start();
+    open.push(HTTPD, "web/httpd:1");
+    // Another name for the pullConfig apps: an image once pulled is on the
+    // node for every app (as with Docker), so /wrong must not share theirs.
+    open.push(HTTPD, "web/private:1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = htpasswd(dir.path(), "wharf", "right-password");
+    // Both serve the images pushed above, only with credentials.
+    let good = open.with_basic_auth(&users);
+    let bad = open.with_basic_auth(&users);
+    let config = dir.path().join("config.json");
+    let auths = [(good.addr.as_str(), "wharf", "right-password"), (bad.addr.as_str(), "wharf", "wrong-password")];
+    std::fs::write(&config, docker_config(&auths)).expect("config.json");
+    let node = Node::start_with(&["--registry-config", config.to_str().expect("path")]).await;
+    let app = |id: &str, image: String| {
+        json!({"id": id, "cpus": 0.1, "mem": 32, "backoffSeconds": 30, "portDefinitions": [{"port": 0}],
+               "container": {"type": "MESOS", "docker": {"image": image}}})
+    };
+    node.deploy(app("/private", format!("{}/web/httpd:1", good.addr))).await;
+    node.deploy(app("/wrong", format!("{}/web/httpd:1", bad.addr))).await;
+    // An app's own pullConfig (a secret holding a config.json) comes before
+    // the node's file: with it, the registry the node has wrong credentials
+    // for lets the pull through.
+    let put = node
+        .client
+        .put(format!("{}/wharf/v1/secrets/registry/config", node.addr()))
+        .body(docker_config(&[(bad.addr.as_str(), "wharf", "right-password")]))
+        .send()
+        .await
+        .expect("PUT secret");
+    assert!(put.status().is_success(), "{}", put.status());
+    let with_secret = |id: &str, source: &str| {
+        let mut a = app(id, format!("{}/web/private:1", bad.addr));
+        a["secrets"] = json!({"registry": {"source": source}});
+        a["container"]["docker"]["pullConfig"] = json!({"secret": "registry"});
+        a
+    };
+    node.deploy(with_secret("/pullconfig", "registry/config")).await;
+    // One whose secret is not in the store fails, naming it.
+    node.deploy(with_secret("/missing", "registry/missing")).await;
+
+    let tasks = node.wait_running("/private", 1).await;
+    let body = http_get(&format!("http://127.0.0.1:{}/", host_port(&tasks[0]))).await;
+    assert_eq!(body.trim(), "hello image-default from /private");
+
+    let f = node.last_failure("/wrong").await;
+    assert_eq!(f["state"], "TASK_FAILED", "{f}");
+    let msg = f["message"].as_str().expect("message").to_lowercase();
+    assert!(msg.contains("pulling") && msg.contains("web/httpd:1"), "{msg}");
+    assert!(msg.contains("401 unauthorized") && msg.contains("wrong credentials"), "{msg}");
+    let tasks = node.wait_running("/pullconfig", 1).await;
+    let body = http_get(&format!("http://127.0.0.1:{}/", host_port(&tasks[0]))).await;
+    assert_eq!(body.trim(), "hello image-default from /pullconfig");
+    let f = node.last_failure("/missing").await;
+    assert_eq!(f["state"], "TASK_FAILED", "{f}");
+    let msg = f["message"].as_str().expect("message");
+    assert!(msg.contains("pullConfig") && msg.contains("registry/missing") && msg.contains("does not exist"), "{msg}");
+    // Backed off, not retried in a loop; and the apps can still be deleted
+    // (their deployments wait for instances that cannot start, so, as in
+    // Marathon, with force).
+    let queue = node.get("/v2/queue").await;
+    for id in ["/wrong", "/missing"] {
+        let item = queue["queue"].as_array().and_then(|q| q.iter().find(|i| i["app"]["id"] == id)).cloned();
+        assert!(item.is_some_and(|i| i["delay"]["timeLeftSeconds"].as_u64().unwrap_or(0) > 0), "{id}: {queue}");
+    }
+    for id in ["wrong", "missing"] {
+        let (s, v) = node.call(Method::DELETE, &format!("/v2/apps/{id}?force=true"), None).await.expect("delete");
+        assert!(s.is_success(), "{s} {v}");
+    }
+    let n = &node;
+    wait_for("the failing apps to be gone", Duration::from_secs(30), || async move {
+        let apps = n.get("/v2/apps").await;
+        let deployments = n.get("/v2/deployments").await;
+        apps["apps"].as_array().is_some_and(|a| a.len() == 2) && deployments.as_array().is_some_and(|d| d.is_empty())
+    })
+    .await;
+    assert!(node.log().lines().all(|l| !l.contains("right-password")), "the password is never logged");
+}
+
+/// A layer tar of `files` (path, mode, content) and `links` (path → target).
+fn layer_tar(files: &[(&str, u32, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let header = |kind: tar::EntryType, size: u64, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h
+    };
+    for (path, mode, data) in files {
+        let mut h = header(tar::EntryType::Regular, data.len() as u64, *mode);
+        b.append_data(&mut h, path, *data).expect("file");
+    }
+    for (path, target) in links {
+        let mut h = header(tar::EntryType::Symlink, 0, 0o777);
+        b.append_link(&mut h, path, target).expect("link");
+    }
+    b.into_inner().expect("tar")
+}
+
+/// Writes an OCI image layout with one image of `layers` running
+/// `entrypoint` into `dir`, the way `skopeo copy oci:` would.
+fn write_oci_layout(dir: &std::path::Path, layers: &[Vec<u8>], entrypoint: &[&str]) {
+    use sha2::Digest;
+    let blobs = dir.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blobs).expect("blobs");
+    let put = |media: &str, data: &[u8]| {
+        let hex = format!("{:x}", sha2::Sha256::digest(data));
+        std::fs::write(blobs.join(&hex), data).expect("blob");
+        json!({"mediaType": media, "digest": format!("sha256:{hex}"), "size": data.len()})
+    };
+    let layer_descs: Vec<Value> = layers.iter().map(|l| put("application/vnd.oci.image.layer.v1.tar", l)).collect();
+    let config = json!({"architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": entrypoint, "Env": ["PATH=/bin"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": layer_descs.iter().map(|d| d["digest"].clone()).collect::<Vec<_>>()}});
+    let config = put("application/vnd.oci.image.config.v1+json", config.to_string().as_bytes());
+    let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config, "layers": layer_descs});
+    let manifest = put("application/vnd.oci.image.manifest.v1+json", manifest.to_string().as_bytes());
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion": "1.0.0"}"#).expect("oci-layout");
+    std::fs::write(dir.join("index.json"), json!({"schemaVersion": 2, "manifests": [manifest]}).to_string())
+        .expect("index.json");
+}
+
+/// `wharf image ...` on a node's data dir; the output, or the failure's.
+fn wharf_image(node: &Node, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .arg("image")
+        .arg("--data-dir")
+        .arg(node.data_dir().join("data"))
+        .args(args)
+        .output()
+        .expect("wharf image");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+/// The references `GET /wharf/v1/nodes` lists for the (only) node.
+async fn node_images(node: &Node) -> Vec<String> {
+    let nodes = node.get("/wharf/v1/nodes").await;
+    nodes["nodes"][0]["images"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|i| i["reference"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn imported_oci_layouts_run_are_listed_per_node_and_are_collected_once_unused() {
+    if !ready() {
+        return;
+    }
+    let node = Node::start_with(&["--image-gc-after", "3s"]).await;
+    // Two images sharing a base layer (a static busybox), each with its own top.
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
+    let base = layer_tar(&[("bin/busybox", 0o755, &busybox)], &[("bin/sh", "busybox"), ("bin/sleep", "busybox")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (run_dir, spare_dir) = (dir.path().join("run"), dir.path().join("spare"));
+    let top = layer_tar(&[("etc/motd", 0o644, b"from an OCI layout\n")], &[]);
+    let entry = ["/bin/sh", "-c", "cat /etc/motd; exec sleep 1000"];
+    write_oci_layout(&run_dir, &[base.clone(), top], &entry);
+    write_oci_layout(&spare_dir, &[base, layer_tar(&[("etc/spare", 0o644, b"spare\n")], &[])], &entry);
+    // No registry anywhere: these names only exist in this node's store.
+    let (run_ref, spare_ref) = ("layouts.example/run:1", "layouts.example/spare:1");
+    let out = wharf_image(&node, &["import", run_dir.to_str().expect("path"), run_ref]).expect("import");
+    assert!(out.contains(run_ref) && out.contains("2 layers"), "{out}");
+    wharf_image(&node, &["import", spare_dir.to_str().expect("path"), spare_ref]).expect("import");
+    // A directory that is not a layout says so.
+    let err =
+        wharf_image(&node, &["import", dir.path().to_str().expect("path"), "x.example/y:1"]).expect_err("no layout");
+    assert!(err.contains("not an OCI image layout"), "{err}");
+
+    node.deploy(json!({"id": "/layout", "cpus": 0.1, "mem": 32,
+               "container": {"type": "MESOS", "docker": {"image": run_ref}}}))
+        .await;
+    let id = node.wait_running("/layout", 1).await[0]["id"].as_str().expect("id").to_string();
+    stdout_containing(&node, &id, "from an OCI layout").await;
+
+    // The node's images reach /wharf/v1/nodes (the image being used stays).
+    let n = &node;
+    wait_for("the running image in /wharf/v1/nodes", Duration::from_secs(20), || async move {
+        node_images(n).await.contains(&run_ref.to_string())
+    })
+    .await;
+    let nodes = node.get("/wharf/v1/nodes").await;
+    let listed = nodes["nodes"][0]["images"].as_array().cloned().unwrap_or_default();
+    assert!(
+        listed.iter().all(|i| i["digest"].as_str().is_some_and(|d| d.starts_with("sha256:"))
+            && i["size"].as_u64().is_some_and(|s| s > 1_000_000)
+            && i["lastUsed"].is_string()),
+        "{nodes}"
+    );
+
+    // Unused for 3 s, the spare image goes; its own layer with it, the
+    // shared base stays for the running image, which is kept.
+    // (A report may have gone out before the spare image was imported: the
+    // store itself is asked first.)
+    wait_for("the unused image to be collected and reported so", Duration::from_secs(30), || async move {
+        let ls = wharf_image(n, &["ls"]).expect("ls");
+        !ls.contains(spare_ref) && node_images(n).await == vec![run_ref.to_string()]
+    })
+    .await;
+    let ls = wharf_image(&node, &["ls"]).expect("ls");
+    assert!(ls.contains(run_ref), "{ls}");
+    let layers = node.data_dir().join("data").join("images").join("layers");
+    assert_eq!(std::fs::read_dir(&layers).expect("layers").count(), 2, "the base and the running image's top");
+    // In use: `rm` refuses.
+    let err = wharf_image(&node, &["rm", run_ref]).expect_err("in use");
+    assert!(err.contains("in use by a running container"), "{err}");
+
+    // Once its app is gone, the image is collected too, with every layer.
+    let (s, v) = node.call(Method::DELETE, "/v2/apps/layout", None).await.expect("delete");
+    assert!(s.is_success(), "{s} {v}");
+    wait_for("the image of the deleted app to be collected", Duration::from_secs(30), || async move {
+        node_images(n).await.is_empty()
+    })
+    .await;
+    let layers_left = std::fs::read_dir(&layers).expect("layers").count();
+    assert_eq!(layers_left, 0, "no layer without an image");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persistent_volume_outlives_its_tasks_and_goes_with_its_app() {
+    if !ready() {
+        return;
+    }
+    let reg = Registry::start();
+    let image = reg.push(BUSYBOX, "base/busybox:1");
+    let node = Node::start().await;
+    let cmd = "echo $MESOS_TASK_ID >> $MESOS_SANDBOX/data/runs; cat $MESOS_SANDBOX/data/runs; exec sleep 1000";
+    node.deploy(json!({"id": "/db", "cmd": cmd, "cpus": 0.1, "mem": 32, "backoffSeconds": 0,
+               "container": {"type": "MESOS", "docker": {"image": image},
+                             "volumes": [{"containerPath": "data", "mode": "RW", "persistent": {"size": 16}}]}}))
+        .await;
+    let first = node.wait_running("/db", 1).await[0]["id"].as_str().expect("id").to_string();
+    stdout_containing(&node, &first, &first).await;
+    // Killed without scaling: the instance's next task finds the volume.
+    let (s, v) = node.call(Method::DELETE, &format!("/v2/apps/db/tasks/{first}"), None).await.expect("kill");
+    assert!(s.is_success(), "{s} {v}");
+    let n = &node;
+    let first2 = first.clone();
+    wait_for("the replacement task", Duration::from_secs(30), || {
+        let first = first2.clone();
+        async move { n.running("/db").await.iter().any(|t| t["id"] != json!(first)) }
+    })
+    .await;
+    let tasks = node.running("/db").await;
+    let second = tasks.iter().find(|t| t["id"] != json!(first)).and_then(|t| t["id"].as_str()).expect("id").to_string();
+    let instance = first.rsplit_once("._app.").expect("task id").0;
+    assert_eq!(second, format!("{instance}._app.2"), "the same instance, its next attempt");
+    let out = stdout_containing(&node, &second, &second).await;
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec![first.as_str(), second.as_str()], "what the first task wrote");
+    // The volume lives on the node, not in the sandbox, and goes with the app.
+    let volume = node.data_dir().join("data").join("volumes").join(instance);
+    assert!(volume.join("data").join("runs").is_file(), "{}", volume.display());
+    let (s, v) = node.call(Method::DELETE, "/v2/apps/db", None).await.expect("delete");
+    assert!(s.is_success(), "{s} {v}");
+    let gone = volume.clone();
+    wait_for("the volume to be removed with its app", Duration::from_secs(30), || {
+        let gone = gone.clone();
+        async move { !gone.exists() }
     })
     .await;
 }

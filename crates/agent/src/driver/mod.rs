@@ -72,6 +72,9 @@ pub struct TaskLaunch {
     /// `--default-task-user`); `None`: as the agent. Honoured by the exec
     /// driver.
     pub user: Option<String>,
+    /// Registry credentials the app brings (its `pullConfig`), tried before
+    /// the node's own.
+    pub registry_auth: Option<image::RegistryConfig>,
     /// The task's secrets in clear (environment and sandbox files); each
     /// driver delivers them without writing them to `spec.json`.
     pub secrets: crate::secrets::TaskSecrets,

@@ -233,7 +233,7 @@ impl super::Driver for OciDriver {
         }
         let image = self
             .images
-            .ensure(&reference, task.container.force_pull_image, None)
+            .ensure(&reference, task.container.force_pull_image, task.registry_auth.as_ref())
             .await
             .map_err(|e| DriverError::Launch { task_id: task.task_id.clone(), message: e.to_string() })?;
         let spec = self.spec(&task, &image)?;

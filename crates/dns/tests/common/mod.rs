@@ -75,6 +75,7 @@ pub fn node(id: u64, ip: &str, http_port: u16) -> NodeInfo {
         draining: false,
         unreachable_since: None,
         drivers: vec![model::DriverKind::Exec],
+        images: Vec::new(),
     }
 }
 

@@ -23,6 +23,7 @@ fn node(id: u64, cpus: f64, mem: f64) -> NodeInfo {
         draining: false,
         unreachable_since: None,
         drivers: vec![model::DriverKind::Exec],
+        images: Vec::new(),
     }
 }
 
@@ -530,4 +531,74 @@ fn a_job_run_waits_for_room_and_never_takes_a_services_resources() {
     assert_eq!(r.status, model::RunStatus::Active, "{r:?}");
     let task = sim.state.tasks.get(&r.tasks[0].id).expect("task");
     assert_eq!((task.state, task.node), (TaskState::Running, NodeId(1)));
+}
+
+#[test]
+fn a_resident_instance_is_replaced_on_its_node_with_the_next_attempt_and_scaling_up_adds_new_ones() {
+    let oci = |i| {
+        let mut n = node(i, 8.0, 8192.0);
+        n.drivers.push(model::DriverKind::Oci);
+        n
+    };
+    let mut sim = Sim::new((1..=4).map(oci).collect());
+    let mut a = spec("/db", 2, 0.1);
+    a.backoff.seconds = 0.0;
+    a.upgrade.maximum_over_capacity = 0.0;
+    a.upgrade.minimum_health_capacity = 0.5;
+    a.container = model::ContainerSpec::Oci(model::Container {
+        image: Some("db:1".into()),
+        volumes: vec![model::Volume {
+            container_path: "data".into(),
+            host_path: None,
+            mode: model::VolumeMode::Rw,
+            persistent: Some(model::PersistentVolume { size_mb: 16 }),
+            secret: None,
+        }],
+        ..model::Container::default()
+    });
+    let id = a.id.clone();
+    sim.put(a.clone());
+    sim.round();
+    let first: Vec<Task> = sim.state.tasks_of(&id).cloned().collect();
+    assert_eq!(first.len(), 2);
+    let resident = sim.state.apps[&id].resident.clone();
+    assert_eq!(resident.len(), 2, "each instance is pinned to its node");
+    for _ in 0..5 {
+        // The first task fails, again and again; its instance comes back
+        // where its volume is, under the next attempt number.
+        let victim = sim
+            .state
+            .tasks_of(&id)
+            .find(|t| t.id.instance_attempt().map(|(u, _)| u) == first[0].id.instance_attempt().map(|(u, _)| u))
+            .cloned()
+            .expect("the instance's task");
+        let fail = TaskStatus {
+            task_id: victim.id.clone(),
+            state: TaskState::Failed,
+            at: sim.now,
+            message: None,
+            container_ip: None,
+        };
+        apply(&mut sim.state, &Command::TaskStatuses(vec![fail]));
+        sim.round();
+        sim.round();
+        let back = sim
+            .state
+            .tasks_of(&id)
+            .find(|t| {
+                !t.state.is_terminal()
+                    && t.id.instance_attempt().map(|(u, _)| u) == first[0].id.instance_attempt().map(|(u, _)| u)
+            })
+            .cloned()
+            .expect("the instance runs again");
+        assert_eq!(back.node, first[0].node, "on the node holding its volume");
+        assert_eq!(back.id.instance_attempt().map(|(_, n)| n), victim.id.instance_attempt().map(|(_, n)| n + 1));
+    }
+    assert_eq!(sim.state.apps[&id].resident.len(), 2, "no new instance for a replacement");
+    // Scaling up adds instances (and volumes) anew.
+    a.instances = 3;
+    sim.put(a);
+    sim.round();
+    assert_eq!(sim.running("/db"), 3);
+    assert_eq!(sim.state.apps[&id].resident.len(), 3);
 }

@@ -32,6 +32,7 @@ fn node(id: u64) -> NodeInfo {
         draining: false,
         unreachable_since: None,
         drivers: vec![model::DriverKind::Exec],
+        images: Vec::new(),
     }
 }
 
@@ -471,6 +472,15 @@ fn every_command() -> Vec<Command> {
         Command::DeleteApp { id: a.clone(), at: UnixMillis(70), deployment: d("d-delete", &a, 70), force: true },
         Command::NodeLiveness { node: NodeId(2), reachable: false, at: UnixMillis(80) },
         Command::DrainNode { node: NodeId(1), draining: true },
+        Command::NodeImages {
+            node: NodeId(1),
+            images: vec![model::NodeImage {
+                reference: "127.0.0.1:5000/web:1".into(),
+                digest: format!("sha256:{}", "ab".repeat(32)),
+                size: 1_000_000,
+                last_used: UnixMillis(85),
+            }],
+        },
         Command::RemoveNode { node: NodeId(2), at: UnixMillis(90) },
         Command::PutApiToken(model::ApiToken {
             id: "tok1".into(),
@@ -526,6 +536,7 @@ fn variant(c: &Command) -> &'static str {
         Command::CancelDeployment { .. } => "CancelDeployment",
         Command::NodeLiveness { .. } => "NodeLiveness",
         Command::DrainNode { .. } => "DrainNode",
+        Command::NodeImages { .. } => "NodeImages",
         Command::RemoveNode { .. } => "RemoveNode",
         Command::PutGroup { .. } => "PutGroup",
         Command::TaskHealth(_) => "TaskHealth",
