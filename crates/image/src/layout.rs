@@ -197,20 +197,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (path, data) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o755);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(0);
-            h.set_cksum();
-            b.append_data(&mut h, path, *data).expect("append");
-        }
-        b.into_inner().expect("tar")
-    }
+    use crate::unpack::tests::layer as tar_of;
 
     /// Writes `blob` under `dir/blobs/sha256` and returns its descriptor.
     fn put(dir: &Path, media: &str, blob: &[u8]) -> serde_json::Value {

@@ -101,11 +101,12 @@ fn set_xattr(dir: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-    fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+    /// An uncompressed layer holding `files` (the layout tests use it too).
+    pub(crate) fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (path, data) in files {
             let mut h = tar::Header::new_gnu();
