@@ -279,6 +279,11 @@ fn read_app(cx: &mut Cx, v: Value) -> Option<AppSpec> {
         }
     }
 
+    // artifacts: `fetch`, or the legacy `uris` turned into fetch entries
+    let fetch = take(&mut m, "fetch");
+    let uris = take(&mut m, "uris");
+    spec.fetch = crate::fetch::read(cx, fetch.as_ref(), uris.as_ref());
+
     // container
     let mode = net_mode(&m);
     if let Some(mut c) = take(&mut m, "container") {
@@ -488,7 +493,7 @@ fn unreachable_strategy(v: Option<&Value>) -> model::UnreachableStrategy {
 fn is_rendered_default(key: &str, v: &Value) -> bool {
     match key {
         "executor" => v == &json!(""),
-        "fetch" | "uris" | "storeUrls" => v == &json!([]),
+        "storeUrls" => v == &json!([]),
         "secrets" => v == &json!({}),
         "unreachableStrategy" => v == &json!({"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}),
         _ => false,
@@ -629,7 +634,7 @@ pub fn merge_app(existing: &AppSpec, id: &AppId, patch: Value) -> Result<AppSpec
     };
     let mut base = crate::render::spec_wire(existing);
     // Fields that exclude each other: giving one drops the other.
-    let exclusive = [("cmd", "args"), ("portDefinitions", "ports")];
+    let exclusive = [("cmd", "args"), ("portDefinitions", "ports"), ("fetch", "uris")];
     for (a, b) in exclusive {
         for (given, other) in [(a, b), (b, a)] {
             if get(&patch, given).is_some() && get(&patch, other).is_none() {

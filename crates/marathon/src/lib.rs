@@ -9,6 +9,7 @@ pub mod container;
 pub mod convert;
 pub mod error;
 pub mod events;
+mod fetch;
 pub mod groups;
 pub mod history;
 mod read;

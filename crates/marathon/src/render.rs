@@ -108,7 +108,7 @@ pub(crate) fn spec_wire(spec: &AppSpec) -> Map<String, Value> {
         .collect();
     m.insert("constraints".into(), Value::Array(constraints));
     m.insert("uris".into(), json!([]));
-    m.insert("fetch".into(), json!([]));
+    m.insert("fetch".into(), crate::fetch::render(&spec.fetch));
     m.insert("storeUrls".into(), json!([]));
     m.insert("backoffSeconds".into(), f64_json(spec.backoff.seconds));
     m.insert("backoffFactor".into(), f64_json(spec.backoff.factor));

@@ -170,7 +170,7 @@ fn system_test_apps_map_to_the_right_container_and_ports() {
     let s = ok(reference("system-tests/apps/pinger-localhost-app.json"));
     assert!(s.require_ports);
     assert_eq!(s.ports[0].port, 7777);
-    assert!(s.passthrough.contains_key("fetch"));
+    assert!(!s.fetch.is_empty() && !s.passthrough.contains_key("fetch"));
     // ipAddress (container networking) without port mappings: no ports
     let s = ok(reference("system-tests/apps/pinger-container-app.json"));
     assert!(s.ports.is_empty());
@@ -523,7 +523,6 @@ fn path_prefix_applies_to_details() {
 #[test]
 fn unknown_and_unmodelled_fields_are_kept() {
     let mut v = base();
-    v["fetch"] = json!([{"uri": "http://x/y.tgz", "extract": true}]);
     v["acceptedResourceRoles"] = json!(["*"]);
     v["unreachableStrategy"] = json!("disabled");
     v["role"] = json!("slave_public");
@@ -532,7 +531,7 @@ fn unknown_and_unmodelled_fields_are_kept() {
     let s = ok(v.clone());
     assert!(!s.passthrough.contains_key("tasksRunning"));
     let out = render_spec(&s);
-    for k in ["fetch", "acceptedResourceRoles", "unreachableStrategy", "role", "somethingNew"] {
+    for k in ["acceptedResourceRoles", "unreachableStrategy", "role", "somethingNew"] {
         assert_eq!(out[k], v[k], "{k}");
     }
     assert_eq!(out["tasksRunning"], json!(0));
@@ -1039,4 +1038,70 @@ fn file_secrets_are_typed_checked_and_round_trip() {
     let mut bad_source = v;
     bad_source["secrets"]["db"]["source"] = json!("a/../b");
     rejected_at(bad_source, "/secrets/db/source");
+}
+
+// ---------------------------------------------------------------- fetch
+
+#[test]
+fn fetch_is_typed_with_marathons_defaults_and_renders_back() {
+    let v = with(
+        "fetch",
+        json!([{"uri": "https://foo.com/setup.py"},
+               {"uri": "https://foo.com/archive.zip", "executable": false, "extract": true, "cache": true, "destPath": "newname.zip"},
+               {"uri": "/opt/tools/run.sh", "executable": true, "extract": false}]),
+    );
+    let s = ok(v);
+    assert_eq!(s.fetch.len(), 3);
+    assert_eq!(
+        s.fetch[0],
+        Artifact {
+            uri: "https://foo.com/setup.py".into(),
+            executable: false,
+            extract: true,
+            cache: false,
+            dest_path: None
+        }
+    );
+    assert_eq!(s.fetch[1].dest_path.as_deref(), Some("newname.zip"));
+    assert!(s.fetch[2].executable && !s.fetch[2].extract);
+    let out = render_spec(&s);
+    assert_eq!(
+        out["fetch"][0],
+        json!({"uri": "https://foo.com/setup.py", "extract": true, "executable": false, "cache": false})
+    );
+    assert_eq!(out["fetch"][1]["destPath"], "newname.zip");
+    assert_eq!(out["uris"], json!([]));
+    // What GET shows parses back to the same spec.
+    assert_eq!(ok(out).fetch, s.fetch);
+}
+
+#[test]
+fn legacy_uris_become_fetch_entries_extracting_archives() {
+    let s = ok(with("uris", json!(["http://h/a/bundle.tgz", "file:///opt/run.sh"])));
+    assert_eq!(s.fetch, vec![Artifact::from_uri("http://h/a/bundle.tgz"), Artifact::from_uri("file:///opt/run.sh")]);
+    assert!(s.fetch[0].extract && !s.fetch[1].extract);
+    let out = render_spec(&s);
+    assert_eq!(out["fetch"][0]["uri"], "http://h/a/bundle.tgz");
+    assert_eq!(out["uris"], json!([]));
+    // A PATCH giving uris replaces the fetch list it renders.
+    let patched = merge_app(&s, &s.id, json!({"uris": ["http://h/other.sh"]})).expect("merge");
+    assert_eq!(patched.fetch, vec![Artifact::from_uri("http://h/other.sh")]);
+}
+
+#[test]
+fn bad_fetch_entries_name_the_field() {
+    rejected_at(with("fetch", json!([{"extract": true}])), "/fetch(0)/uri");
+    rejected_at(with("fetch", json!([{"uri": "ftp://h/x.tgz"}])), "/fetch(0)/uri");
+    rejected_at(with("fetch", json!([{"uri": "http://h/ok"}, {"uri": "relative/x"}])), "/fetch(1)/uri");
+    rejected_at(with("fetch", json!([{"uri": "http://h/dir/"}])), "/fetch(0)/uri");
+    rejected_at(with("fetch", json!([{"uri": "http://h/x", "destPath": "../../etc/x"}])), "/fetch(0)/destPath");
+    rejected_at(with("fetch", json!([{"uri": "http://h/x", "destPath": "/etc/x"}])), "/fetch(0)/destPath");
+    rejected_at(with("uris", json!(["s3://bucket/x"])), "/uris(0)");
+    let mut both = with("uris", json!(["http://h/a"]));
+    both["fetch"] = json!([{"uri": "http://h/b"}]);
+    rejected_at(both, "/uris");
+    let e = err(with("fetch", json!([{"uri": "http://h/x", "executable": "yes"}])));
+    assert_eq!(e.status, 400, "{}", e.to_json());
+    let e = rejected_at(with("fetch", json!([{"uri": "gopher://h/x"}])), "/fetch(0)/uri");
+    assert!(e.to_json().to_string().contains("unsupported scheme 'gopher'"), "{}", e.to_json());
 }

@@ -20,8 +20,8 @@
 use crate::error::{Detail, WireError};
 use model::cron::CronClock;
 use model::{
-    CommandSpec, ConcurrencyPolicy, Constraint, ConstraintOp, Container, ContainerSpec, JobId, JobRunSpec, JobSpec,
-    Resources, RestartPolicy, ScheduleSpec, SecretSource, Volume, VolumeMode,
+    Artifact, CommandSpec, ConcurrencyPolicy, Constraint, ConstraintOp, Container, ContainerSpec, JobId, JobRunSpec,
+    JobSpec, Resources, RestartPolicy, ScheduleSpec, SecretSource, Volume, VolumeMode,
 };
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -241,7 +241,6 @@ fn read_run(cx: &mut Ctx, r: &Map<String, Value>) -> Option<JobRunSpec> {
         }
     }
     let artifacts = read_artifacts(cx, r.get("artifacts"));
-    passthrough.insert("artifacts".to_string(), Value::Array(artifacts));
     let volumes = read_volumes(cx, r.get("volumes"));
     let container = read_container(cx, r, gpus, &volumes);
     if container == ContainerSpec::None && !volumes.is_empty() {
@@ -283,6 +282,7 @@ fn read_run(cx: &mut Ctx, r: &Map<String, Value>) -> Option<JobRunSpec> {
         user,
         secrets,
         secret_env,
+        artifacts,
         passthrough,
         parallelism: parallelism as u32,
         completions: completions as u32,
@@ -337,19 +337,32 @@ fn read_env(
     (env, secret_env)
 }
 
-fn read_artifacts(cx: &mut Ctx, v: Option<&Value>) -> Vec<Value> {
+/// `run.artifacts`: `{uri, extract, executable, cache}` with Metronome's
+/// defaults (extract true, the others false).
+fn read_artifacts(cx: &mut Ctx, v: Option<&Value>) -> Vec<Artifact> {
     let mut out = Vec::new();
     for (i, a) in cx.arr(v, "/run/artifacts").iter().enumerate() {
         let p = format!("/run/artifacts/{i}");
         let Some(o) = cx.obj(Some(a), &p) else { continue };
-        let Some(uri) = cx.str_opt(o, "uri", &p) else {
-            cx.err(&format!("{p}/uri"), "is required");
-            continue;
-        };
+        if o.contains_key("destPath") {
+            // Metronome's artifacts have no destPath (its schema refuses
+            // extra keys); saying so beats dropping it silently.
+            cx.err(&format!("{p}/destPath"), "is not a field of a job's artifact");
+        }
         let extract = cx.bool_or(o, "extract", &p, true);
         let executable = cx.bool_or(o, "executable", &p, false);
         let cache = cx.bool_or(o, "cache", &p, false);
-        out.push(serde_json::json!({"uri": uri, "extract": extract, "executable": executable, "cache": cache}));
+        let Some(uri) = cx.str_opt(o, "uri", &p) else {
+            if !matches!(o.get("uri"), Some(x) if !x.is_null()) {
+                cx.err(&format!("{p}/uri"), "is required");
+            }
+            continue;
+        };
+        let art = Artifact { uri, executable, extract, cache, dest_path: None };
+        match art.check() {
+            Ok(()) => out.push(art),
+            Err((field, e)) => cx.err(&format!("{p}/{field}"), e.to_string()),
+        }
     }
     out
 }

@@ -138,9 +138,15 @@ pub fn render_job(job: &Job, embed: Embed, now: UnixMillis) -> Value {
         run.insert("parallelism".into(), json!(r.parallelism));
         run.insert("completions".into(), json!(r.completions));
     }
-    run.insert("artifacts".into(), r.passthrough.get("artifacts").cloned().unwrap_or_else(|| json!([])));
+    let artifacts: Vec<Value> = r
+        .artifacts
+        .iter()
+        .map(|a| json!({"uri": a.uri, "extract": a.extract, "executable": a.executable, "cache": a.cache}))
+        .collect();
+    run.insert("artifacts".into(), Value::Array(artifacts));
     for (k, v) in &r.passthrough {
-        if !matches!(k.as_str(), "artifacts" | "volumes") {
+        // Jobs stored before artifacts were typed kept them here.
+        if k != "volumes" {
             run.insert(k.clone(), v.clone());
         }
     }

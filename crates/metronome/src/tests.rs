@@ -118,3 +118,48 @@ fn secrets_are_typed_checked_and_rendered_back() {
     let e = bad(json!({"id": "a", "run": {"cpus": 1, "mem": 32, "cmd": "x", "secrets": {"s": {"source": "a//b"}}}}));
     assert_eq!(paths(&e), vec!["/run/secrets/s/source"]);
 }
+
+#[test]
+fn artifacts_are_typed_and_rendered_with_every_flag() {
+    let body = json!({"id": "a", "run": {"cpus": 0.1, "mem": 32, "cmd": "./run.sh",
+        "artifacts": [{"uri": "http://h/run.sh", "executable": true, "extract": false},
+                      {"uri": "file:///opt/data.tgz"}]}});
+    let input = parse_job(body.to_string().as_bytes(), None, "/v1/jobs").expect("valid");
+    let arts = &input.job.run.artifacts;
+    assert_eq!(arts.len(), 2);
+    assert!(arts[0].executable && !arts[0].extract && !arts[0].cache);
+    assert!(arts[1].extract && !arts[1].executable);
+    assert_eq!(input.job.template().fetch, *arts);
+    let job = Job {
+        spec: input.job.clone(),
+        schedules: vec![],
+        runs: Default::default(),
+        history: JobHistory::default(),
+        created_at: UnixMillis(0),
+    };
+    let out = render_job(&job, Embed::default(), UnixMillis(0));
+    assert_eq!(
+        out["run"]["artifacts"],
+        json!([{"uri": "http://h/run.sh", "extract": false, "executable": true, "cache": false},
+               {"uri": "file:///opt/data.tgz", "extract": true, "executable": false, "cache": false}])
+    );
+    let again = parse_job(out.to_string().as_bytes(), None, "/v1/jobs").expect("renders back");
+    assert_eq!(again.job.run.artifacts, *arts);
+}
+
+#[test]
+fn bad_artifacts_name_the_path() {
+    let bad = |arts: Value| {
+        let body = json!({"id": "a", "run": {"cpus": 0.1, "mem": 32, "cmd": "true", "artifacts": arts}});
+        parse_job(body.to_string().as_bytes(), None, "/v1/jobs").expect_err("invalid")
+    };
+    let e = bad(json!([{"extract": true}]));
+    assert_eq!((e.status, paths(&e)), (422, vec!["/run/artifacts/0/uri".to_string()]));
+    let e = bad(json!([{"uri": "http://h/x"}, {"uri": "hdfs://nn/x"}]));
+    assert_eq!(paths(&e), vec!["/run/artifacts/1/uri"]);
+    assert!(e.body.to_string().contains("unsupported scheme 'hdfs'"), "{}", e.body);
+    let e = bad(json!([{"uri": "http://h/x", "destPath": "y"}]));
+    assert_eq!(paths(&e), vec!["/run/artifacts/0/destPath"]);
+    let e = bad(json!([{"uri": 5}]));
+    assert_eq!(paths(&e), vec!["/run/artifacts/0/uri"]);
+}

@@ -346,6 +346,10 @@ pub struct AppSpec {
     /// (`"env": {"VAR": {"secret": NAME}}`): VAR -> NAME in `secrets`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_env: BTreeMap<String, String>,
+    /// Files fetched into each task's sandbox before it starts (Marathon's
+    /// `fetch`, and `uris` turned into fetch entries).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fetch: Vec<crate::Artifact>,
     /// Marathon fields Wharf keeps but does not interpret, by wire name.
     pub passthrough: BTreeMap<String, serde_json::Value>,
 }
@@ -375,6 +379,7 @@ impl AppSpec {
             readiness_checks: Vec::new(),
             secrets: BTreeMap::new(),
             secret_env: BTreeMap::new(),
+            fetch: Vec::new(),
             passthrough: BTreeMap::new(),
         }
     }

@@ -165,8 +165,11 @@ pub struct JobRunSpec {
     /// `run.env` entries that reference a secret: VAR -> name in `secrets`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_env: BTreeMap<String, String>,
-    /// Fields stored and returned but not acted on (artifacts, networks,
-    /// ucr, ...), as given.
+    /// Metronome's `run.artifacts`: files fetched into the run's sandbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<crate::Artifact>,
+    /// Fields stored and returned but not acted on (networks, ucr, ...),
+    /// as given.
     #[serde(default)]
     pub passthrough: BTreeMap<String, serde_json::Value>,
     /// Extension: tasks of one run at a time (fan-out).
@@ -204,6 +207,7 @@ impl JobSpec {
         app.env = self.run.env.clone();
         app.secrets = self.run.secrets.clone();
         app.secret_env = self.run.secret_env.clone();
+        app.fetch = self.run.artifacts.clone();
         app.labels = self.labels.clone();
         app.constraints = self.run.constraints.clone();
         app.container = self.run.container.clone();

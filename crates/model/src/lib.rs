@@ -7,6 +7,7 @@
 //! changes a `ClusterState`.
 
 pub mod app;
+pub mod artifact;
 pub mod auth;
 pub mod cron;
 pub mod deployment;
@@ -25,6 +26,7 @@ pub mod time;
 pub mod trust;
 
 pub use app::*;
+pub use artifact::*;
 pub use auth::*;
 pub use deployment::*;
 pub use endpoint::*;

@@ -401,6 +401,7 @@ pub(super) mod tests {
                 user: None,
                 secrets: Default::default(),
                 secret_env: Default::default(),
+                artifacts: Vec::new(),
                 passthrough: Default::default(),
                 parallelism: 1,
                 completions: 1,
