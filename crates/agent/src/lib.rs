@@ -8,6 +8,7 @@
 //! launches and kills, and [`TaskEvent`]s and [`RecoveredTask`]s into store
 //! commands; the driver and executor below it know nothing of the store.
 
+pub mod artifacts;
 pub mod cgroup;
 pub mod container;
 pub mod drain;

@@ -489,6 +489,7 @@ fn task_launch(
         host_ports: task.ports.clone(),
         user: app.user.clone().or_else(|| default_user.map(str::to_string)),
         registry_auth: None,
+        artifacts: app.fetch.clone(),
     }
 }
 

@@ -161,6 +161,7 @@ fn launch(kind: Kind, sh: &str) -> TaskLaunch {
         user: None,
         registry_auth: None,
         secrets: Default::default(),
+        artifacts: Vec::new(),
     }
 }
 

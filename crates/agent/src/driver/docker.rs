@@ -61,6 +61,8 @@ struct Inner {
     log: logfiles::LogLimits,
     /// Tasks whose container is being watched.
     watching: Mutex<HashMap<TaskId, tokio::task::AbortHandle>>,
+    /// Brings a task's artifacts into its sandbox before the container starts.
+    fetcher: crate::artifacts::Fetcher,
 }
 
 impl Inner {
@@ -170,7 +172,8 @@ impl DockerDriver {
         log: logfiles::LogLimits,
     ) -> Result<DockerDriver, DriverError> {
         let docker = connect_engine().await?;
-        let inner = Inner { docker, root, events, log, watching: Mutex::new(HashMap::new()) };
+        let fetcher = crate::artifacts::Fetcher::default();
+        let inner = Inner { docker, root, events, log, watching: Mutex::new(HashMap::new()), fetcher };
         Ok(DockerDriver { inner: Arc::new(inner) })
     }
 
@@ -442,6 +445,14 @@ impl Driver for DockerDriver {
         let user = task.container.parameters.iter().rev().find(|(k, _)| k == "user").map(|(_, v)| v.as_str());
         if let Err(message) = crate::secrets::write_files(&dir, &task.secrets.files, crate::secrets::numeric_user(user))
         {
+            return Err(DriverError::Launch { task_id: id, message });
+        }
+        // The sandbox is the container's /mnt/mesos/sandbox: artifacts
+        // fetched here are there (readable by all; the container's user is
+        // the image's).
+        if let Err(e) = self.inner.fetcher.fetch_all(&dir, &task.artifacts, None).await {
+            let message = e.to_string();
+            let _ = std::fs::write(dir.join(STDERR_FILE), format!("{message}\n"));
             return Err(DriverError::Launch { task_id: id, message });
         }
         match self.start(&task, &dir).await {

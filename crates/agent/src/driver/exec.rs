@@ -50,6 +50,8 @@ struct Inner {
     containers: bool,
     /// Rotation of the tasks' `stdout` and `stderr`, done by the executor.
     log: logfiles::LogLimits,
+    /// Brings a task's artifacts into its sandbox before the executor starts.
+    fetcher: crate::artifacts::Fetcher,
 }
 
 impl Inner {
@@ -109,7 +111,8 @@ impl ExecDriver {
         containers: bool,
     ) -> Self {
         let tasks = Mutex::new(HashMap::new());
-        ExecDriver { inner: Arc::new(Inner { root, executor, events, tasks, log, containers }) }
+        let fetcher = crate::artifacts::Fetcher::default();
+        ExecDriver { inner: Arc::new(Inner { root, executor, events, tasks, log, containers, fetcher }) }
     }
 
     pub fn log_limits(&self) -> logfiles::LogLimits {
@@ -132,16 +135,53 @@ impl ExecDriver {
     /// As `launch`, handing the task's secrets to the executor over its
     /// stdin (as JSON; `spec.secrets_on_stdin` tells it to read them).
     pub async fn launch_with_secrets(&self, spec: LaunchSpec, secrets: &TaskSecrets) -> Result<u32, DriverError> {
+        self.launch_task(spec, secrets, &[]).await
+    }
+
+    /// As `launch_with_secrets`, fetching `artifacts` into the new sandbox
+    /// first. A failed fetch fails the launch with the fetcher's message,
+    /// also written to the sandbox's `stderr` (where `wharf logs` looks).
+    pub async fn launch_task(
+        &self,
+        spec: LaunchSpec,
+        secrets: &TaskSecrets,
+        artifacts: &[model::Artifact],
+    ) -> Result<u32, DriverError> {
         let id = spec.task_id.clone();
         let dir = self.sandbox_dir(&id);
+        let (inner, d, i) = (self.inner.clone(), dir.clone(), id.clone());
+        let blocking_err = |e: tokio::task::JoinError| DriverError::Launch {
+            task_id: id.clone(),
+            message: format!("launch thread: {e}"),
+        };
+        tokio::task::spawn_blocking(move || create_sandbox(&inner, &i, &d)).await.map_err(blocking_err)??;
+        if !artifacts.is_empty() {
+            // A task of another user gets what was fetched (containers see
+            // the files as the agent wrote them, readable by all).
+            let owner = match (&spec.user, self.inner.containers) {
+                (Some(user), false) => {
+                    let user = user.clone();
+                    tokio::task::spawn_blocking(move || nix::unistd::User::from_name(&user).ok().flatten())
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+                }
+                _ => None,
+            };
+            if let Err(e) = self.inner.fetcher.fetch_all(&dir, artifacts, owner).await {
+                let message = e.to_string();
+                let _ = std::fs::write(dir.join(sandbox::STDERR_FILE), format!("{message}\n"));
+                return Err(DriverError::Launch { task_id: id, message });
+            }
+        }
         // Files and the process start block: on the blocking pool, so a
         // thousand launches at once neither stall the node's other work
         // (its HTTP API, the feed) nor wait on each other's syscalls.
         let inner = self.inner.clone();
         let d = dir.clone();
-        let started = tokio::task::spawn_blocking(move || start_executor(&inner, spec, &d))
-            .await
-            .map_err(|e| DriverError::Launch { task_id: id.clone(), message: format!("launch thread: {e}") })?;
+        let started =
+            tokio::task::spawn_blocking(move || start_executor(&inner, spec, &d)).await.map_err(blocking_err)?;
         let (exec_pid, stdout, stdin, pidfd) = started?;
         if let Some(mut pipe) = stdin {
             let payload = zeroize::Zeroizing::new(serde_json::to_vec(secrets).unwrap_or_default());
@@ -311,15 +351,20 @@ impl ExecDriver {
 type Started = (u32, Option<std::process::ChildStdout>, Option<std::process::ChildStdin>, OwnedFd);
 
 /// Creates the sandbox, writes the spec and starts the executor.
-fn start_executor(inner: &Inner, spec: LaunchSpec, dir: &Path) -> Result<Started, DriverError> {
-    let (program, args) = inner.executor.split_first().ok_or(DriverError::NoExecutor)?;
-    let id = spec.task_id.clone();
+/// Makes the task's sandbox (refusing one that exists: a task id runs once).
+fn create_sandbox(inner: &Inner, id: &TaskId, dir: &Path) -> Result<(), DriverError> {
     std::fs::create_dir_all(&inner.root).map_err(io_err(format!("create {}", inner.root.display())))?;
     match std::fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(DriverError::AlreadyExists(id)),
-        Err(e) => return Err(io_err(format!("create {}", dir.display()))(e)),
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(DriverError::AlreadyExists(id.clone())),
+        Err(e) => Err(io_err(format!("create {}", dir.display()))(e)),
     }
+}
+
+/// Writes the spec into the sandbox and starts the executor. The spec is
+/// written after the artifacts are in, so a task cannot have replaced it.
+fn start_executor(inner: &Inner, spec: LaunchSpec, dir: &Path) -> Result<Started, DriverError> {
+    let (program, args) = inner.executor.split_first().ok_or(DriverError::NoExecutor)?;
     sandbox::write_json(dir, SPEC_FILE, &spec).map_err(io_err("write task spec"))?;
     let log = std::fs::File::create(dir.join(EXECUTOR_LOG)).map_err(io_err("create executor log"))?;
 

@@ -78,6 +78,9 @@ pub struct TaskLaunch {
     /// The task's secrets in clear (environment and sandbox files); each
     /// driver delivers them without writing them to `spec.json`.
     pub secrets: crate::secrets::TaskSecrets,
+    /// Files fetched into the sandbox before the task starts (the app's
+    /// `fetch`, a job's `artifacts`); every driver fetches them.
+    pub artifacts: Vec<model::Artifact>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +165,7 @@ impl Driver for ExecDriver {
             user: task.user,
             secrets_on_stdin: !task.secrets.is_empty(),
         };
-        ExecDriver::launch_with_secrets(self, spec, &task.secrets).await
+        ExecDriver::launch_task(self, spec, &task.secrets, &task.artifacts).await
     }
 
     async fn kill(&self, id: &TaskId) -> Result<(), DriverError> {

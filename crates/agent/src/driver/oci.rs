@@ -247,7 +247,7 @@ impl super::Driver for OciDriver {
         let resolv = dir.join("resolv.conf");
         std::fs::write(&resolv, self.net.resolv_conf(bridge, &node_resolv))
             .map_err(super::io_err(format!("write {}", resolv.display())))?;
-        self.exec.launch_with_secrets(spec, &task.secrets).await
+        self.exec.launch_task(spec, &task.secrets, &task.artifacts).await
     }
 
     async fn kill(&self, id: &TaskId) -> Result<(), DriverError> {
