@@ -7,7 +7,8 @@
 //! when no engine answers); `oci` runs the same image with the built-in
 //! runtime, imported from `docker save` into the driver's image store
 //! (skipped, saying why, without overlayfs or an engine to save the image).
-//! Commands use `busybox` so they run in all three.
+//! Commands use `busybox` so they run in all three. Artifacts are fetched
+//! from `file://` URIs (HTTP is the fetcher's own tests' and wharf's).
 
 use agent::{DockerDriver, Driver, ExecDriver, OciDriver, TaskEvent, TaskLaunch};
 use logfiles::LogLimits;
@@ -333,6 +334,44 @@ async fn secrets_reach_the_task_only(kind: Kind) {
     assert!(hits.is_empty(), "{kind:?}: the value in clear in {hits:?}");
 }
 
+/// Artifacts are in the sandbox when the task starts (an executable script,
+/// an unpacked `.tgz`), and a missing one fails the launch naming it.
+async fn artifacts_are_fetched_before_the_task_starts(kind: Kind) {
+    let Some(mut f) = fixture(kind).await else { return };
+    let src = f.root.with_extension("src");
+    std::fs::create_dir_all(src.join("pack")).expect("src dir");
+    std::fs::write(src.join("tool.sh"), "#!/bin/sh\necho from-tool\n").expect("tool");
+    std::fs::write(src.join("pack/data.txt"), "from-archive\n").expect("data");
+    let tgz = std::fs::File::create(src.join("data.tgz")).expect("tgz");
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(tgz, flate2::Compression::fast()));
+    b.append_path_with_name(src.join("pack/data.txt"), "pack/data.txt").expect("append");
+    b.into_inner().expect("tar").finish().expect("gz");
+    let mut t = launch(
+        kind,
+        "for d in . /mnt/mesos/sandbox; do [ -f $d/tool.sh ] && break; done; \
+         $d/tool.sh; busybox cat $d/pack/data.txt; echo mode=$(busybox stat -c %a $d/tool.sh)",
+    );
+    let uri = |name: &str| format!("file://{}", src.join(name).display());
+    t.artifacts = vec![
+        model::Artifact { executable: true, ..model::Artifact::from_uri(&uri("tool.sh")) },
+        model::Artifact::from_uri(&uri("data.tgz")),
+    ];
+    let id = t.task_id.clone();
+    f.driver.launch(t).await.expect("launch");
+    let (state, message) = exited(&mut f.events, &id, Duration::from_secs(30)).await;
+    assert_eq!(state, TaskState::Finished, "{kind:?}: {message}");
+    assert_eq!(read(&f, &id, "stdout"), "from-tool\nfrom-archive\nmode=755\n", "{kind:?}");
+    let mut t = launch(kind, "echo never");
+    let missing = uri("missing.sh");
+    t.artifacts = vec![model::Artifact::from_uri(&missing)];
+    let id = t.task_id.clone();
+    let e = f.driver.launch(t).await.expect_err("a missing artifact fails the launch");
+    assert!(e.to_string().contains(&missing), "{kind:?}: {e}");
+    assert!(read(&f, &id, "stderr").contains(&missing), "{kind:?}");
+    assert_eq!(read(&f, &id, "stdout"), "", "{kind:?}: the task never ran");
+    let _ = std::fs::remove_dir_all(&src);
+}
+
 macro_rules! suite {
     ($($name:ident),*) => {
         mod exec {
@@ -353,5 +392,6 @@ suite!(
     kill_after_the_grace_period,
     memory_limit,
     recovery_by_a_new_driver,
-    secrets_reach_the_task_only
+    secrets_reach_the_task_only,
+    artifacts_are_fetched_before_the_task_starts
 );

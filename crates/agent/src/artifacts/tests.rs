@@ -42,7 +42,7 @@ fn raw_tar(path: &Path, name: &str) {
     h.set_cksum();
     let mut f = File::create(path).expect("create");
     f.write_all(h.as_bytes()).expect("header");
-    f.write_all(&[b'e', b'v', b'i', b'l']).expect("body");
+    f.write_all(b"evil").expect("body");
     f.write_all(&[0u8; 508]).expect("pad");
     f.write_all(&[0u8; 1024]).expect("end");
 }
