@@ -450,6 +450,9 @@ impl Driver for DockerDriver {
         // The sandbox is the container's /mnt/mesos/sandbox: artifacts
         // fetched here are there (readable by all; the container's user is
         // the image's).
+        if !task.artifacts.is_empty() {
+            let _ = self.inner.events.send(TaskEvent::Starting { task_id: id.clone(), at: now() });
+        }
         if let Err(e) = self.inner.fetcher.fetch_all(&dir, &task.artifacts, None).await {
             let message = e.to_string();
             let _ = std::fs::write(dir.join(STDERR_FILE), format!("{message}\n"));

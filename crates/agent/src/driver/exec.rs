@@ -156,6 +156,8 @@ impl ExecDriver {
         };
         tokio::task::spawn_blocking(move || create_sandbox(&inner, &i, &d)).await.map_err(blocking_err)??;
         if !artifacts.is_empty() {
+            // Fetching can take a while: the task is TASK_STARTING meanwhile.
+            let _ = self.inner.events.send(TaskEvent::Starting { task_id: id.clone(), at: sandbox::now() });
             // A task of another user gets what was fetched (containers see
             // the files as the agent wrote them, readable by all).
             let owner = match (&spec.user, self.inner.containers) {
