@@ -96,16 +96,21 @@ async fn an_app_runs_with_the_script_and_archive_it_fetched() {
     let files = FileServer::start().await;
     files.publish("served by the archive");
     let node = Node::start().await;
-    let app = json!({"id": "/fetcher", "instances": 1, "cpus": 0.1, "mem": 32,
-        "cmd": "./greet.sh \"$(cat site/index.txt)\" && ls -l greet.sh && sleep 600",
+    // Run as nobody: what was fetched is the task user's.
+    let app = json!({"id": "/fetcher", "instances": 1, "cpus": 0.1, "mem": 32, "user": "nobody",
+        "cmd": "./greet.sh \"$(cat site/index.txt)\" && ls -l greet.sh && echo \"owner: $(stat -c %U site/index.txt)\" && sleep 600",
         "fetch": [{"uri": files.url("greet.sh"), "executable": true},
                   {"uri": files.url("site.tgz"), "extract": true}]});
     node.deploy(app).await;
     let tasks = node.wait_running("/fetcher", 1).await;
     let tid = tasks[0]["id"].as_str().expect("task id").to_string();
-    let out = output_with(&node, &tid, "stdout", &["greeting:", "greet.sh"]).await;
+    let out = output_with(&node, &tid, "stdout", &["greeting:", "greet.sh", "owner:"]).await;
     assert!(out.contains("greeting: served by the archive"), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with("greet.sh")), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("-rwxr-xr-x") && l.contains(" nobody ") && l.ends_with("greet.sh")),
+        "{out}"
+    );
+    assert!(out.contains("owner: nobody"), "{out}");
     assert!(node.sandbox(&tid).join("site.tgz").is_file(), "the archive is kept beside what it held");
     // GET shows the entries as Marathon does, every flag present.
     let got = node.get("/v2/apps/fetcher").await;
