@@ -71,7 +71,7 @@ fn answers(h: &Hosts, task: &Task, down: Option<usize>) -> bool {
     h.curl_from(from, &format!("http://{}:{}/", task.1, task.2)).is_some_and(|b| b.contains("Directory listing"))
 }
 
-fn hosts_of(tasks: &[(String, String, u16)]) -> BTreeSet<String> {
+fn hosts_of(tasks: &[Task]) -> BTreeSet<String> {
     tasks.iter().map(|t| t.1.clone()).collect()
 }
 
@@ -118,7 +118,7 @@ async fn assert_acked_on(h: &Hosts, acked: &[u32], on: usize) {
 }
 
 /// Every task answers HTTP at its host's address, asked from host `from`.
-async fn assert_reachable_from(h: &Hosts, from: usize, tasks: &[(String, String, u16)]) {
+async fn assert_reachable_from(h: &Hosts, from: usize, tasks: &[Task]) {
     for (id, host, port) in tasks {
         let url = format!("http://{host}:{port}/");
         let t = Instant::now();
