@@ -36,6 +36,19 @@ fn web(instances: u32) -> Value {
     })
 }
 
+/// `web` with at most one task per host (Marathon's `hostname:UNIQUE`).
+fn web_spread(instances: u32) -> Value {
+    let mut app = web(instances);
+    app["constraints"] = json!([["hostname", "UNIQUE"]]);
+    app
+}
+
+/// A host that runs one of `tasks`, one for which `prefer` holds if any.
+fn host_running(h: &Hosts, tasks: &[Task], prefer: impl Fn(usize) -> bool) -> usize {
+    let with_task: Vec<usize> = tasks.iter().map(|t| h.index_of(&t.1)).collect();
+    with_task.iter().copied().find(|i| prefer(*i)).or(with_task.first().copied()).expect("a host with a task")
+}
+
 async fn deploy(h: &Hosts, via: usize, app: Value) {
     let (s, v) = h.call(via, Method::POST, "/v2/apps", Some(&app)).await.expect("POST /v2/apps");
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -213,7 +226,7 @@ async fn hosts_join_with_the_token_and_serve_an_app_by_address_and_name() {
     for i in 0..3 {
         h.wait_nodes_up(i, 3).await;
     }
-    deploy(&h, 1, web(3)).await;
+    deploy(&h, 1, web_spread(3)).await;
     let tasks = wait_serving(&h, 2, 3, None).await;
     let all: BTreeSet<String> = (0..3).map(|i| h.ip(i).to_string()).collect();
     assert_eq!(hosts_of(&tasks), all, "one task per host: {tasks:?}");
@@ -230,8 +243,9 @@ async fn a_host_cut_off_is_replaced_and_rejoins_without_extra_tasks() {
     let before = wait_serving(&h, 0, 3, None).await;
     let mut acked = writes_accepted(&h, 0, 0, 2).await;
 
-    // Cut the leader off: the other two elect one and go on.
-    let cut = leader(&h, 0).await;
+    // Cut a host off, the leader when it runs a task: the other two go on.
+    let lead = leader(&h, 0).await;
+    let cut = host_running(&h, &before, |i| i == lead);
     let rest: Vec<usize> = (0..3).filter(|i| *i != cut).collect();
     let stale = before.iter().find(|t| t.1 == h.ip(cut)).cloned().expect("a task on the cut host");
     h.cut(cut);
@@ -263,8 +277,10 @@ async fn a_killed_host_is_replaced_and_comes_back_after_a_restart() {
     deploy(&h, 2, web(3)).await;
     let before = wait_serving(&h, 2, 3, None).await;
 
-    // kill -9 a follower's agent (its task goes on, orphaned).
-    let victim = (leader(&h, 0).await + 1) % 3;
+    // kill -9 the agent of a host with a task, a follower when one has a task
+    // (its task goes on, orphaned).
+    let lead = leader(&h, 0).await;
+    let victim = host_running(&h, &before, |i| i != lead);
     let rest: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
     let stale = before.iter().find(|t| t.1 == h.ip(victim)).cloned().expect("a task on the victim");
     h.hosts[victim].kill9();
@@ -288,7 +304,7 @@ async fn a_killed_host_is_replaced_and_comes_back_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_added_after_the_first_deploy_gets_tasks_on_a_scale_up() {
     let mut h = Hosts::start(3, FLAGS).await;
-    deploy(&h, 0, web(3)).await;
+    deploy(&h, 0, web_spread(3)).await;
     wait_serving(&h, 0, 3, None).await;
 
     let new = h.join_new_host().await;
