@@ -30,7 +30,19 @@ impl Dig {
 
 /// Runs `dig @addr name type` plus `extra` options.
 pub fn dig(addr: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> Dig {
-    let out = Proc::new("dig")
+    dig_with(Proc::new("dig"), addr, name, rtype, extra)
+}
+
+/// `dig` run inside the network namespace `netns` (`ip netns exec`), as a
+/// resolver on another host would ask.
+pub fn dig_in_netns(netns: &str, addr: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> Dig {
+    let mut cmd = Proc::new("ip");
+    cmd.args(["netns", "exec", netns, "dig"]);
+    dig_with(cmd, addr, name, rtype, extra)
+}
+
+fn dig_with(mut cmd: Proc, addr: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> Dig {
+    let out = cmd
         .arg(format!("@{}", addr.ip()))
         .args([
             "-p",
