@@ -2,6 +2,11 @@
 //! through `nix`): under load one system call carries many queries or
 //! answers, where one `recvfrom` and one `sendto` per query spent most of
 //! the DNS server's time entering and leaving the kernel.
+//!
+//! The socket is a blocking one: a reader sleeps in `recvmmsg` until the
+//! first datagram comes and then takes whatever else is waiting, so the
+//! kernel wakes exactly one of the threads reading a socket per arrival
+//! (an event loop per thread would wake every one of them).
 
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use std::io::{IoSlice, IoSliceMut};
@@ -39,12 +44,12 @@ impl Default for Batch {
 }
 
 impl Batch {
-    /// Reads the datagrams waiting on `fd` (without blocking) into `bufs`
-    /// and `got`; `WouldBlock` when none is.
+    /// Waits for a datagram on the blocking socket `fd`, then reads it and
+    /// those waiting behind it into `bufs` and `got`.
     pub fn recv(&mut self, fd: RawFd) -> std::io::Result<usize> {
         self.got.clear();
         let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self.bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
-        let results = recvmmsg(fd, &mut self.recv_headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+        let results = recvmmsg(fd, &mut self.recv_headers, iovs.iter_mut(), MsgFlags::MSG_WAITFORONE, None)
             .map_err(std::io::Error::from)?;
         for r in results {
             let truncated = r.flags.contains(MsgFlags::MSG_TRUNC);
@@ -61,19 +66,27 @@ impl Batch {
         Some(slot)
     }
 
-    /// Sends the answers gathered so far without blocking; returns how many
-    /// went out (the rest are the caller's to send another way).
-    pub fn send(&mut self, fd: RawFd) -> std::io::Result<usize> {
-        let n = self.out_len;
-        if n == 0 {
-            return Ok(0);
+    /// Sends the answers gathered so far (blocking while the socket's
+    /// buffer is full) and empties the batch. An answer the kernel refuses
+    /// is dropped, as UDP may.
+    pub fn send(&mut self, fd: RawFd) {
+        let n = std::mem::take(&mut self.out_len);
+        let mut start = 0;
+        while start < n {
+            let pending = &self.out[start..n];
+            let slices: Vec<[IoSlice<'_>; 1]> = pending.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
+            let addrs: Vec<Option<SockaddrStorage>> = pending.iter().map(|(_, a)| Some((*a).into())).collect();
+            match sendmmsg(fd, &mut self.send_headers, slices.iter(), addrs, [], MsgFlags::empty()) {
+                Ok(sent) => start += sent.count().max(1),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    // Only the first message failed (sendmmsg reports later
+                    // failures as a short count): skip it.
+                    tracing::debug!(error = %e, to = %self.out[start].1, "could not send a DNS answer");
+                    start += 1;
+                }
+            }
         }
-        let slices: Vec<[IoSlice<'_>; 1]> = self.out[..n].iter().map(|(b, _)| [IoSlice::new(b)]).collect();
-        let addrs: Vec<Option<SockaddrStorage>> = self.out[..n].iter().map(|(_, a)| Some((*a).into())).collect();
-        let sent = sendmmsg(fd, &mut self.send_headers, slices.iter(), addrs, [], MsgFlags::MSG_DONTWAIT)
-            .map_err(std::io::Error::from)?
-            .count();
-        Ok(sent)
     }
 }
 

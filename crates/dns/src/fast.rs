@@ -150,11 +150,11 @@ impl Cache {
             self.entries.clear();
             self.generation = generation;
         }
-        if !self.entries.contains_key(key) {
-            let entry = build(dns, key, q.qtype);
-            self.entries.insert(key.into(), entry);
-        }
-        let Some(Some(entry)) = self.entries.get_mut(key) else { return false };
+        let entry = match self.entries.get_mut(key) {
+            Some(entry) => entry,
+            None => self.entries.entry(key.into()).or_insert(build(dns, key, q.qtype)),
+        };
+        let Some(entry) = entry else { return false };
         let body = &entry.orders[entry.next % entry.orders.len()];
         let limit = q.edns.map_or(512, |size| size.max(512)) as usize;
         let opt = if q.edns.is_some() { OPT.len() } else { 0 };

@@ -16,7 +16,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use store::{EndpointUpdate, Store};
@@ -189,66 +189,71 @@ pub enum ServeError {
     Gone,
 }
 
-/// Serves DNS on the listeners until a server thread fails.
+/// Serves DNS on the listeners until a UDP reader fails or TCP ends; the
+/// reader threads end when this future is dropped.
 ///
-/// Each of a few threads runs its own single-threaded runtime reading the
-/// same UDP socket (as NSD's server processes do): hickory hands every query
-/// to a task of its own and every answer to a sender task, and on the node's
-/// shared runtime those hops cross threads, which cost more than answering.
+/// A few threads (as many as cores, up to 4) each sleep in `recvmmsg` on
+/// the one blocking UDP socket, as NSD's server processes share theirs: the
+/// kernel wakes one per arrival, it answers the plain questions for the
+/// zone itself and sends them in one batch. What needs hickory (other
+/// names, odd or malformed packets) and TCP runs on the caller's runtime.
 pub async fn serve(listeners: Listeners, dns: Arc<Dns>) -> Result<(), ServeError> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
     let udp = listeners.udp.into_std()?;
-    let tcp = listeners.tcp.into_std()?;
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), ServeError>>();
+    udp.set_nonblocking(false)?;
+    let udp = Arc::new(udp);
+    let handler = Arc::new(Handler { dns: dns.clone() });
+    let stop = Stop { udp: udp.clone(), stopping: Arc::new(AtomicBool::new(false)) };
+    let runtime = tokio::runtime::Handle::current();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Error>();
     for i in 0..threads {
-        let udp = udp.try_clone()?;
-        // TCP is rare: one thread takes it.
-        let tcp = if i == 0 { Some(tcp.try_clone()?) } else { None };
-        let (dns, done) = (dns.clone(), done_tx.clone());
-        std::thread::Builder::new().name(format!("dns-{i}")).spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(ServeError::from)
-                .and_then(|rt| rt.block_on(serve_one(udp, tcp, dns)));
-            let _ = done.send(result);
+        let (udp, handler, runtime, done) = (udp.clone(), handler.clone(), runtime.clone(), done_tx.clone());
+        let stopping = stop.stopping.clone();
+        std::thread::Builder::new().name(format!("dns-udp-{i}")).spawn(move || {
+            if let Err(e) = read_udp(&udp, &handler, &runtime, &stopping) {
+                let _ = done.send(e);
+            }
         })?;
     }
     drop(done_tx);
-    done_rx.recv().await.unwrap_or(Err(ServeError::Gone))
+    let mut tcp = hickory_server::Server::new(Handler { dns });
+    // Idle TCP clients are cut off after 10 s, so they cannot hold sockets.
+    tcp.register_listener(listeners.tcp, Duration::from_secs(10), 64);
+    let result = tokio::select! {
+        e = done_rx.recv() => Err(e.map_or(ServeError::Gone, ServeError::from)),
+        r = tcp.block_until_done() => r.map_err(ServeError::from),
+    };
+    drop(stop);
+    result
 }
 
-async fn serve_one(
-    udp: std::net::UdpSocket,
-    tcp: Option<std::net::TcpListener>,
-    dns: Arc<Dns>,
-) -> Result<(), ServeError> {
-    let handler = Arc::new(Handler { dns: dns.clone() });
-    let udp = UdpSocket::from_std(udp)?;
-    let tcp = match tcp {
-        Some(tcp) => {
-            let mut server = hickory_server::Server::new(Handler { dns });
-            // Idle TCP clients are cut off after 10 s, so they cannot hold sockets.
-            server.register_listener(TcpListener::from_std(tcp)?, Duration::from_secs(10), 64);
-            Some(server)
-        }
-        None => None,
-    };
-    let udp = serve_udp(Arc::new(udp), handler);
-    match tcp {
-        Some(mut server) => tokio::select! {
-            r = udp => r,
-            r = server.block_until_done() => r.map_err(ServeError::from),
-        },
-        None => udp.await,
+/// Wakes and ends the UDP readers when dropped: a read shutdown makes
+/// their `recvmmsg` return at once.
+struct Stop {
+    udp: Arc<std::net::UdpSocket>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        self.stopping.store(true, Ordering::Release);
+        // Linux answers ENOTCONN for an unconnected UDP socket but still
+        // shuts it down and wakes the readers.
+        let _ = nix::sys::socket::shutdown(self.udp.as_raw_fd(), nix::sys::socket::Shutdown::Read);
     }
 }
 
-/// Reads queries from the UDP socket in batches: answers the plain ones for
-/// the zone from this thread's cache of encoded answers (`fast`) and sends
-/// them in one batch, and gives every other packet to hickory's request
-/// handler in a task of its own.
-async fn serve_udp(udp: Arc<UdpSocket>, handler: Arc<Handler>) -> Result<(), ServeError> {
+/// One UDP reader: answers the plain questions for the zone from this
+/// thread's cache of encoded answers (`fast`) and sends them in one batch,
+/// and gives every other packet to hickory's request handler in a task on
+/// `runtime`. Returns when stopped, or on an error that will not pass.
+fn read_udp(
+    udp: &Arc<std::net::UdpSocket>,
+    handler: &Arc<Handler>,
+    runtime: &tokio::runtime::Handle,
+    stopping: &AtomicBool,
+) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let fd = udp.as_raw_fd();
     let mut batch = Batch::default();
@@ -256,22 +261,24 @@ async fn serve_udp(udp: Arc<UdpSocket>, handler: Arc<Handler>) -> Result<(), Ser
     let mut cache = Cache::default();
     let fast_seconds = handler.dns.metrics.histogram("fast");
     loop {
-        udp.readable().await?;
-        let n = match udp.try_io(tokio::io::Interest::READABLE, || batch.recv(fd)) {
+        let result = batch.recv(fd);
+        if stopping.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let n = match result {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            // ICMP errors of earlier answers surface here on some systems.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotConnected | std::io::ErrorKind::ConnectionAborted) => {
-                return Err(e.into())
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "reading DNS queries");
-                continue;
-            }
+            Err(e) => match e.kind() {
+                // ICMP errors of earlier answers surface here on some
+                // systems; a signal interrupts the wait.
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::NotConnected | std::io::ErrorKind::ConnectionAborted => return Err(e),
+                _ => {
+                    tracing::debug!(error = %e, "reading DNS queries");
+                    continue;
+                }
+            },
         };
         let start = std::time::Instant::now();
-        batch.out_len = 0;
         for i in 0..n {
             let (len, src) = batch.got[i];
             // hickory answers nobody at port 0 or an unspecified address.
@@ -292,16 +299,10 @@ async fn serve_udp(udp: Arc<UdpSocket>, handler: Arc<Handler>) -> Result<(), Ser
                 batch.out[batch.out_len].0 = out;
             }
             let (raw, udp, handler) = (packet.to_vec(), udp.clone(), handler.clone());
-            tokio::spawn(async move { handler.udp_request(raw, src, udp).await });
+            runtime.spawn(async move { handler.udp_request(raw, src, udp).await });
         }
         let answers = batch.out_len;
-        let sent = udp.try_io(tokio::io::Interest::WRITABLE, || batch.send(fd)).unwrap_or(0);
-        // What did not fit in the socket's buffer goes out one by one.
-        for (out, dst) in &batch.out[sent..answers] {
-            if let Err(e) = udp.send_to(out, *dst).await {
-                tracing::debug!(error = %e, "could not send a DNS answer");
-            }
-        }
+        batch.send(fd);
         if answers > 0 {
             // Each answer of the batch waited for the whole batch.
             let seconds = start.elapsed().as_secs_f64();
@@ -312,6 +313,15 @@ async fn serve_udp(udp: Arc<UdpSocket>, handler: Arc<Handler>) -> Result<(), Ser
     }
 }
 
+/// Sends one answer without waiting: when the socket's buffer is full the
+/// answer is dropped, as UDP may (the client asks again).
+fn send_udp(udp: &std::net::UdpSocket, bytes: &[u8], dst: SocketAddr) -> std::io::Result<()> {
+    use nix::sys::socket::{sendto, MsgFlags, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    sendto(udp.as_raw_fd(), bytes, &SockaddrStorage::from(dst), MsgFlags::MSG_DONTWAIT)?;
+    Ok(())
+}
+
 struct Handler {
     dns: Arc<Dns>,
 }
@@ -320,7 +330,7 @@ impl Handler {
     /// What hickory's server does with a UDP packet, for those the fast
     /// path leaves: a packet without a header is dropped, one that does not
     /// decode gets FORMERR, a response is ignored, the rest is handled.
-    async fn udp_request(&self, raw: Vec<u8>, src: SocketAddr, udp: Arc<UdpSocket>) {
+    async fn udp_request(&self, raw: Vec<u8>, src: SocketAddr, udp: Arc<std::net::UdpSocket>) {
         let Ok(header) = hickory_proto::op::Header::from_bytes(raw.get(..12).unwrap_or(&[])) else { return };
         let request = match Request::from_bytes(raw, src, hickory_server::net::xfer::Protocol::Udp) {
             Ok(r) => r,
@@ -330,7 +340,7 @@ impl Handler {
                 let mut msg = hickory_proto::op::Message::new(metadata.id, MessageType::Response, metadata.op_code);
                 msg.metadata = metadata;
                 if let Ok(bytes) = msg.to_vec() {
-                    let _ = udp.send_to(&bytes, src).await;
+                    let _ = send_udp(&udp, &bytes, src);
                 }
                 self.dns.metrics.counter(RecordType::Unknown(0), "formerr").inc();
                 return;
@@ -413,7 +423,7 @@ impl Handler {
 /// the client's UDP size (hickory truncates and sets TC beyond it).
 #[derive(Clone)]
 struct UdpResponder {
-    udp: Arc<UdpSocket>,
+    udp: Arc<std::net::UdpSocket>,
     dst: SocketAddr,
     max: u16,
 }
@@ -436,7 +446,7 @@ impl ResponseHandler for UdpResponder {
         encoder.set_max_size(self.max);
         let info =
             response.destructive_emit(&mut encoder).map_err(|e| hickory_server::net::NetError::from(e.to_string()))?;
-        self.udp.send_to(&bytes, self.dst).await?;
+        send_udp(&self.udp, &bytes, self.dst)?;
         Ok(info)
     }
 }
@@ -511,15 +521,50 @@ mod tests {
     use super::*;
     use crate::names::LabelSpec;
 
-    #[test]
-    fn only_loopback_the_nodes_and_configured_networks_may_forward() {
-        let cfg = DnsConfig {
+    fn config() -> DnsConfig {
+        DnsConfig {
             zone: ZoneConfig { domain: "mesos".into(), spec: LabelSpec::Rfc1123, ttl: 5 },
             forwarder: Forwarder { upstreams: vec![], zones: vec![], timeout: Duration::from_secs(1) },
             forward_from: vec!["192.168.7.0/24".parse().expect("net")],
             ns_ip: None,
-        };
-        let dns = Dns::new(cfg);
+        }
+    }
+
+    /// Threads of this process named like the UDP readers.
+    fn readers() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .expect("/proc")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("dns-udp-"))
+            .count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_udp_readers_answer_and_end_with_the_server() {
+        let listeners = bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+        let addr = listeners.addr;
+        let server = tokio::spawn(serve(listeners, Dns::new(config())));
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+        client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        // A name of the empty zone: NXDOMAIN (3), from a reader thread.
+        let query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01x\x05mesos\x00\x00\x01\x00\x01";
+        client.send_to(query, addr).expect("send");
+        let mut buf = [0u8; 512];
+        let (n, _) = client.recv_from(&mut buf).expect("an answer");
+        assert_eq!((n > 12, &buf[..2], buf[3] & 0x0f), (true, &query[..2], 3));
+        assert!(readers() > 0);
+        server.abort();
+        let _ = server.await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while readers() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(readers(), 0, "the reader threads outlived the server");
+    }
+
+    #[test]
+    fn only_loopback_the_nodes_and_configured_networks_may_forward() {
+        let dns = Dns::new(config());
         let mut state = model::ClusterState::default();
         let mut n = model::NodeInfo {
             id: model::NodeId(1),

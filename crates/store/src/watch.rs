@@ -113,3 +113,36 @@ impl Subscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Publishes the change at `index`, as the state machine does: the new
+    /// state first, then the change.
+    fn publish(feed: &Feed, index: u64) {
+        let state = Arc::new(ClusterState { applied_index: index, ..ClusterState::default() });
+        feed.current.store(state.clone());
+        let command = Arc::new(Command::TaskStatuses(Vec::new()));
+        feed.publish(Change { index, command, effects: Arc::from(Vec::new()), state });
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_gets_a_reset_and_then_every_later_change() {
+        let feed = Feed::new(Arc::new(ArcSwap::from_pointee(ClusterState::default())));
+        let mut sub = feed.subscribe();
+        publish(&feed, 1);
+        assert!(matches!(sub.next().await, Some(Update::Change(c)) if c.index == 1));
+        // More changes than the buffer holds while the subscriber reads none.
+        let last = 1 + BUFFER as u64 + 10;
+        for index in 2..=last {
+            publish(&feed, index);
+        }
+        match sub.next().await {
+            Some(Update::Reset { index, state }) => assert_eq!((index, state.applied_index), (last, last)),
+            other => panic!("a lagging subscriber must start over, got {other:?}"),
+        }
+        publish(&feed, last + 1);
+        assert!(matches!(sub.next().await, Some(Update::Change(c)) if c.index == last + 1));
+    }
+}
