@@ -38,7 +38,9 @@ impl From<Rejection> for HttpError {
             | Rejection::NodeRemoved(_)
             | Rejection::Conflict(_)
             | Rejection::TokenExists(_) => ApiError::new(409, msg),
-            Rejection::NoServicePort(..) | Rejection::ServicePortTaken(..) => ApiError::new(422, msg),
+            Rejection::NoServicePort(..) | Rejection::ServicePortTaken(..) | Rejection::ServicePortOutOfRange(..) => {
+                ApiError::new(422, msg)
+            }
             // Job rejections are answered in Metronome's shapes by `jobs.rs`.
             Rejection::NoSuchJob(_) | Rejection::NoSuchSchedule(..) | Rejection::NoSuchJobRun(..) => {
                 ApiError::not_found(msg)

@@ -40,7 +40,7 @@ pub async fn abdicate(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
 
 pub async fn info(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
     let leader = leader_http(&ctx);
-    let me = ctx.store.read(|s| s.nodes.get(&ctx.node).cloned());
+    let (me, ports) = ctx.store.read(|s| (s.nodes.get(&ctx.node).cloned(), s.settings.service_port_range()));
     let hostname = me.as_ref().map(|n| n.hostname.clone()).unwrap_or_default();
     let http = me.as_ref().map(|n| n.http_addr.clone()).unwrap_or_default();
     let http_port: u16 = http.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(8080);
@@ -56,8 +56,8 @@ pub async fn info(State(ctx): State<Arc<ApiContext>>) -> ApiResult {
             "hostname": hostname,
             "ha": true,
             "executor": "//cmd",
-            "local_port_min": store::apply::SERVICE_PORT_RANGE.0,
-            "local_port_max": store::apply::SERVICE_PORT_RANGE.1,
+            "local_port_min": ports.lo,
+            "local_port_max": ports.hi,
             "webui_url": format!("http://{http}"),
             "features": [],
             "env_vars_prefix": null

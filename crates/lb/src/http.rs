@@ -15,7 +15,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,9 +73,12 @@ async fn serve_here(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
         };
         let _ = stream.set_nodelay(true);
         let (lb, client, port_value) = (lb.clone(), client.clone(), port_value.clone());
+        // The client's address as `X-Forwarded-For` wants it, made once per
+        // connection rather than once per request.
+        let Ok(peer) = HeaderValue::try_from(peer.ip().to_string()) else { continue };
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                handle(lb.clone(), client.clone(), peer, port_value.clone(), req)
+                handle(lb.clone(), client.clone(), peer.clone(), port_value.clone(), req)
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -122,7 +124,7 @@ fn idempotent(m: &hyper::Method) -> bool {
 async fn handle(
     lb: Arc<Lb>,
     client: Upstream,
-    peer: SocketAddr,
+    peer: HeaderValue,
     port: HeaderValue,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
@@ -139,17 +141,20 @@ async fn handle(
         return Ok(text(StatusCode::SERVICE_UNAVAILABLE, format!("{} has no healthy task", service.app)));
     }
     if wants_upgrade(req.headers()) {
-        return Ok(upgrade(&lb, &service, peer, port, req).await);
+        return Ok(upgrade(&lb, &service, &peer, port, req).await);
     }
     let (mut parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or broken".into())),
     };
-    forwarded_headers(&mut parts.headers, peer, port, false);
+    forwarded_headers(&mut parts.headers, &peer, port, false);
     let path = parts.uri.path_and_query().cloned();
     let mut tried = Vec::new();
-    for attempt in 0..TRIES {
+    // No more tries than backends: the last one takes the headers, earlier
+    // ones copy them (one backend: no copy at all).
+    let tries = TRIES.min(service.backends.len());
+    for attempt in 0..tries {
         let Some(b) = service.pick(&tried) else { break };
         tried.push(b.addr);
         let mut uri = hyper::http::uri::Parts::default();
@@ -162,9 +167,8 @@ async fn handle(
         let mut out = Request::new(Full::new(body.clone()));
         *out.method_mut() = parts.method.clone();
         *out.uri_mut() = uri;
-        // The last try takes the headers; earlier ones copy them.
         *out.headers_mut() =
-            if attempt + 1 == TRIES { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
+            if attempt + 1 == tries { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
         b.active.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = client.request(out).await;
@@ -204,7 +208,7 @@ async fn handle(
 /// Drops hop-by-hop headers (and those `Connection` names), then adds
 /// `X-Forwarded-For/-Proto/-Port`; `keep_upgrade` keeps `Connection` and
 /// `Upgrade` for a websocket handshake.
-fn forwarded_headers(headers: &mut HeaderMap, peer: SocketAddr, port: HeaderValue, keep_upgrade: bool) {
+fn forwarded_headers(headers: &mut HeaderMap, peer: &HeaderValue, port: HeaderValue, keep_upgrade: bool) {
     let upgrade = headers.get(UPGRADE).cloned();
     strip_hop_by_hop(headers);
     if keep_upgrade {
@@ -214,10 +218,10 @@ fn forwarded_headers(headers: &mut HeaderMap, peer: SocketAddr, port: HeaderValu
         }
     }
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => HeaderValue::try_from(format!("{prior}, {}", peer.ip())),
-        None => HeaderValue::try_from(peer.ip().to_string()),
+        Some(prior) => HeaderValue::try_from(format!("{prior}, {}", peer.to_str().unwrap_or_default())).ok(),
+        None => Some(peer.clone()),
     };
-    if let Ok(xff) = xff {
+    if let Some(xff) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), xff);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
@@ -261,7 +265,7 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 async fn upgrade(
     lb: &Lb,
     service: &crate::table::Service,
-    peer: SocketAddr,
+    peer: &HeaderValue,
     port: HeaderValue,
     mut req: Request<Incoming>,
 ) -> Response<Body> {

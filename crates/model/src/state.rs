@@ -59,11 +59,62 @@ pub struct Settings {
     /// `METRONOME_HISTORY_COUNT`); `None`: `JOB_HISTORY_KEPT`.
     #[serde(default)]
     pub job_history_count: Option<u32>,
+    /// Range service ports are assigned from (`--service-ports`); `None`:
+    /// `ServicePortRange::DEFAULT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_ports: Option<ServicePortRange>,
 }
 
 impl Settings {
     pub fn job_history_kept(&self) -> usize {
         self.job_history_count.map_or(crate::job::JOB_HISTORY_KEPT, |n| n as usize)
+    }
+
+    pub fn service_port_range(&self) -> ServicePortRange {
+        self.service_ports.unwrap_or(ServicePortRange::DEFAULT)
+    }
+}
+
+/// The inclusive range `LO-HI` service ports are assigned from, and that a
+/// port an app asks for must lie in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl ServicePortRange {
+    /// Marathon's default.
+    pub const DEFAULT: ServicePortRange = ServicePortRange { lo: 10000, hi: 20000 };
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.lo..=self.hi).contains(&port)
+    }
+}
+
+impl std::fmt::Display for ServicePortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.lo, self.hi)
+    }
+}
+
+/// Why a `LO-HI` text is not a service port range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("service port range must be LO-HI with 1 <= LO <= HI <= 65535, not '{0}'")]
+pub struct BadPortRange(pub String);
+
+impl std::str::FromStr for ServicePortRange {
+    type Err = BadPortRange;
+
+    fn from_str(s: &str) -> Result<Self, BadPortRange> {
+        let bad = || BadPortRange(s.to_string());
+        let (lo, hi) = s.trim().split_once('-').ok_or_else(bad)?;
+        let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+        let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+        if lo == 0 || lo > hi {
+            return Err(bad());
+        }
+        Ok(ServicePortRange { lo, hi })
     }
 }
 
@@ -148,5 +199,21 @@ impl ClusterState {
     /// The version history of `app`, oldest first.
     pub fn versions_of<'a>(&'a self, app: &AppId) -> impl DoubleEndedIterator<Item = &'a AppVersion> + 'a {
         self.app_versions.get(app).into_iter().flat_map(|v| v.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServicePortRange;
+
+    #[test]
+    fn service_port_ranges_parse_lo_hi_and_refuse_the_rest() {
+        assert_eq!("20000-20100".parse(), Ok(ServicePortRange { lo: 20000, hi: 20100 }));
+        assert_eq!("5-5".parse(), Ok(ServicePortRange { lo: 5, hi: 5 }));
+        for bad in ["", "10000", "20000-10000", "0-10", "1-70000", "a-b", "-5"] {
+            let err = bad.parse::<ServicePortRange>().expect_err(bad);
+            assert!(err.to_string().contains("LO-HI"), "{err}");
+        }
+        assert_eq!(ServicePortRange::DEFAULT.to_string(), "10000-20000");
     }
 }

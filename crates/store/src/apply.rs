@@ -8,13 +8,10 @@
 use crate::command::{AppPut, Applied, Command, DropReason, Dropped, Precondition, Rejection};
 use model::{
     App, AppId, AppSpec, AppVersion, ClusterState, Deployment, DeploymentAction, DeploymentId, GroupMeta,
-    LaunchBackoff, NodeId, NodeUsage, Plan, Step, TaskGoal, TaskId, TaskState, TaskStatus, UnixMillis,
-    APP_VERSIONS_KEPT,
+    LaunchBackoff, NodeId, NodeUsage, Plan, ServicePortRange, Step, TaskGoal, TaskId, TaskState, TaskStatus,
+    UnixMillis, APP_VERSIONS_KEPT,
 };
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Range service ports are assigned from (Marathon's default).
-pub const SERVICE_PORT_RANGE: (u16, u16) = (10000, 20000);
 
 pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
     match cmd {
@@ -148,6 +145,10 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
         Command::StartJobRun { job, run, at, trigger } => jobs::start_run(state, job, run, *at, trigger),
         Command::StopJobRun { job, run, at, reason } => jobs::stop_run(state, job, run, *at, reason),
         Command::SetJobHistoryCount { count } => jobs::set_history_count(state, *count),
+        Command::SetServicePorts { range } => {
+            state.settings.service_ports = Some(*range);
+            Applied::Done
+        }
         Command::StartJobRuns { at, starts } => {
             Applied::Each(starts.iter().map(|s| jobs::start_run(state, &s.job, &s.run, *at, &s.trigger)).collect())
         }
@@ -185,17 +186,25 @@ fn take_lock(state: &mut ClusterState, id: &AppId, force: bool) -> Result<(), Re
 
 /// Service ports are assigned here and nowhere else: the one an app asks
 /// for (`portDefinitions[].port` / `portMappings[].servicePort` when not 0)
-/// if no other app holds it (422 naming the port and its holder; Marathon's
-/// `requirePorts` concerns host ports and is the scheduler's), otherwise the
-/// port this app already had at that index, otherwise the lowest free one
-/// of `SERVICE_PORT_RANGE`. Taken ports come from the app table's port
+/// if it lies in the cluster's range (`Settings::service_ports`, from the
+/// leader's `--service-ports`; 422 naming port and range) and no other app
+/// holds it (422 naming the port and its holder; Marathon's `requirePorts`
+/// concerns host ports and is the scheduler's), otherwise the port this app
+/// already had at that index, otherwise the lowest free one of the range.
+/// Ports an app already holds stay valid when the range changes later, so
+/// its clients keep working. Taken ports come from the app table's port
 /// index (`AppTable::port_holders`), so a write costs no scan of every app.
 fn assign_service_ports(state: &ClusterState, spec: &mut AppSpec, old: Option<&AppSpec>) -> Result<(), Rejection> {
+    let range = state.settings.service_port_range();
     let holder = |port: u16| state.apps.port_holders(port).iter().find(|h| **h != spec.id).cloned();
+    let held = |port: u16| state.apps.port_holders(port).contains(&spec.id);
     let mut mine: BTreeSet<u16> = BTreeSet::new();
     for p in spec.ports.iter().filter(|p| p.port != 0) {
         if let Some(h) = holder(p.port) {
             return Err(Rejection::ServicePortTaken(p.port, h));
+        }
+        if !range.contains(p.port) && !held(p.port) {
+            return Err(Rejection::ServicePortOutOfRange(p.port, range));
         }
         mine.insert(p.port);
     }
@@ -211,8 +220,7 @@ fn assign_service_ports(state: &ClusterState, spec: &mut AppSpec, old: Option<&A
             .filter(|p| *p != 0 && !mine.contains(p) && holder(*p).is_none());
         let port = match previous {
             Some(port) => port,
-            None => lowest_free(state, &spec.id, &mine)
-                .ok_or(Rejection::NoServicePort(SERVICE_PORT_RANGE.0, SERVICE_PORT_RANGE.1))?,
+            None => lowest_free(state, range, &spec.id, &mine).ok_or(Rejection::NoServicePort(range.lo, range.hi))?,
         };
         mine.insert(port);
         spec.ports[i].port = port;
@@ -220,11 +228,11 @@ fn assign_service_ports(state: &ClusterState, spec: &mut AppSpec, old: Option<&A
     Ok(())
 }
 
-/// The lowest port of `SERVICE_PORT_RANGE` that no other app holds and is
-/// not in `mine`, walking the index's taken ports in order (a gap between
-/// two is a free port).
-fn lowest_free(state: &ClusterState, me: &AppId, mine: &BTreeSet<u16>) -> Option<u16> {
-    let (lo, hi) = SERVICE_PORT_RANGE;
+/// The lowest port of `range` that no other app holds and is not in
+/// `mine`, walking the index's taken ports in order (a gap between two is a
+/// free port).
+fn lowest_free(state: &ClusterState, range: ServicePortRange, me: &AppId, mine: &BTreeSet<u16>) -> Option<u16> {
+    let ServicePortRange { lo, hi } = range;
     let others = state.apps.ports_taken(lo..=hi).filter(|(_, holders)| holders.iter().any(|h| h != me)).map(|(p, _)| p);
     let mut candidate = lo;
     // Merge the two ordered sources until the first gap.

@@ -209,6 +209,11 @@ pub enum Command {
     SetJobHistoryCount {
         count: u32,
     },
+    /// The range service ports are assigned from, cluster-wide (the
+    /// leader's `--service-ports`). Ports apps already hold stay theirs.
+    SetServicePorts {
+        range: model::ServicePortRange,
+    },
     /// Many `StartJobRun`s as one entry: the leader's job clock starts every
     /// run due at one instant together (a thousand jobs firing the same
     /// minute are one commit, not a thousand). Each is judged as alone.
@@ -278,6 +283,8 @@ pub enum Rejection {
     NoServicePort(u16, u16),
     #[error("service port {0} is already used by app '{1}'")]
     ServicePortTaken(u16, AppId),
+    #[error("service port {0} is outside the service port range {1} (--service-ports)")]
+    ServicePortOutOfRange(u16, model::ServicePortRange),
     #[error("An app with id [{0}] already exists.")]
     AlreadyExists(AppId),
     #[error("Node '{0}' does not exist")]

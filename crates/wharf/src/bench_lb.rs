@@ -154,21 +154,30 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
         args.seconds,
         backends.join(" and ")
     );
+    let (wharf, haproxy) = (Some(_node.0.id()), Some(_haproxy.0.id()));
     let rows = [
-        ("nginx task directly (one of the two)", direct, None, false),
-        ("wharf HTTP front (Host: bench.test)", wharf_front.clone(), Some("bench.test"), false),
-        ("haproxy HTTP mode", format!("http://{HAPROXY}:80/"), None, false),
-        ("wharf L4 service port", wharf_l4.clone(), None, false),
-        ("haproxy TCP mode", format!("http://{HAPROXY}:81/"), None, false),
-        ("wharf L4, new connection per request", wharf_l4, None, true),
-        ("haproxy TCP, new connection per request", format!("http://{HAPROXY}:81/"), None, true),
+        ("nginx task directly (one of the two)", direct, None, false, None),
+        ("wharf HTTP front (Host: bench.test)", wharf_front.clone(), Some("bench.test"), false, wharf),
+        ("haproxy HTTP mode", format!("http://{HAPROXY}:80/"), None, false, haproxy),
+        ("wharf L4 service port", wharf_l4.clone(), None, false, wharf),
+        ("haproxy TCP mode", format!("http://{HAPROXY}:81/"), None, false, haproxy),
+        ("wharf L4, new connection per request", wharf_l4, None, true, wharf),
+        ("haproxy TCP, new connection per request", format!("http://{HAPROXY}:81/"), None, true, haproxy),
     ];
-    println!("| path | requests/s | p50 | p99 | errors |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    // CPU per request is the proxy process's own (user + system) time over
+    // the requests wrk completed: on a busy machine the requests/s follow
+    // the CPU the proxies are given, this does not.
+    println!("| path | requests/s | p50 | p99 | errors | proxy CPU per request |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     let mut results = Vec::new();
-    for (name, url, host, close) in rows {
+    for (name, url, host, close, proxy) in rows {
+        let before = proxy.and_then(cpu_seconds);
         let r = wrk(&url, host, close, args)?;
-        println!("| {name} | {:.0} | {:.2} ms | {:.2} ms | {} |", r.rps, r.p50, r.p99, r.errors);
+        let cpu = match (before, proxy.and_then(cpu_seconds)) {
+            (Some(a), Some(b)) if r.requests > 0 => format!("{:.1} us", (b - a) * 1e6 / r.requests as f64),
+            _ => "-".into(),
+        };
+        println!("| {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {cpu} |", r.rps, r.p50, r.p99, r.errors);
         results.push(r);
     }
     let ratio = |a: usize, b: usize| results[a].rps / results[b].rps.max(1.0);
@@ -261,8 +270,22 @@ async fn failover(
     Ok(())
 }
 
+/// A process's CPU time so far (user + system, all its threads), from
+/// `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses:
+    // utime and stime are the 14th and 15th of the whole line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    Some(ticks / hz)
+}
+
 struct Wrk {
     rps: f64,
+    requests: u64,
     p50: f64,
     p99: f64,
     errors: u64,
@@ -295,7 +318,12 @@ fn wrk(url: &str, host: Option<&str>, close: bool, args: &LbBenchArgs) -> anyhow
         .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
         .flat_map(|l| l.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).collect::<Vec<_>>())
         .sum();
-    Ok(Wrk { rps, p50: pct("50%"), p99: pct("99%"), errors })
+    // "  123456 requests in 10.00s, 1.2MB read"
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ").and_then(|(n, _)| n.trim().parse().ok()))
+        .unwrap_or(0);
+    Ok(Wrk { rps, requests, p50: pct("50%"), p99: pct("99%"), errors })
 }
 
 /// wrk's durations: `812.00us`, `1.23ms`, `2.00s`.
@@ -319,5 +347,12 @@ mod tests {
         assert!((super::parse_duration_ms("812.00us") - 0.812).abs() < 1e-9);
         assert!((super::parse_duration_ms("1.5ms") - 1.5).abs() < 1e-9);
         assert!((super::parse_duration_ms("2.00s") - 2000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reads_a_process_cpu_time() {
+        let t = super::cpu_seconds(std::process::id()).expect("own /proc/PID/stat");
+        assert!(t >= 0.0);
+        assert_eq!(super::cpu_seconds(u32::MAX), None);
     }
 }

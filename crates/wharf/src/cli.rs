@@ -290,6 +290,12 @@ pub struct AgentArgs {
     /// settings; without it the cluster's current value stays (default 100).
     #[arg(long, env = "WHARF_JOB_HISTORY_COUNT", value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub job_history_count: Option<u32>,
+    /// Range service ports are assigned from, LO-HI, cluster-wide (Marathon's
+    /// --local_port_min/max); a port an app asks for must lie in it. The
+    /// leader writes it into the replicated settings; without it the
+    /// cluster's current range stays (default 10000-20000).
+    #[arg(long, value_name = "LO-HI")]
+    pub service_ports: Option<model::ServicePortRange>,
     /// Sandboxes (logs) of finished tasks kept on this node; older ones are deleted.
     #[arg(long, default_value_t = 100)]
     pub keep_sandboxes: usize,

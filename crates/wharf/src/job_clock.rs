@@ -49,27 +49,3 @@ pub async fn propose(store: &Store, timers: scheduler::Timers) -> bool {
     }
     changed
 }
-
-/// `--job-history-count`: while this node leads, the cluster keeps `count`
-/// finished runs per job. The number is written into the replicated
-/// settings (apply reads it there, never a node's flag), once per
-/// leadership and only when it differs; a node without the flag leaves the
-/// cluster's setting as it is.
-pub async fn keep_history_count(store: std::sync::Arc<Store>, count: u32) {
-    let mut leadership = store.leadership();
-    loop {
-        if leadership.borrow_and_update().is_self && store.read(|s| s.settings.job_history_count) != Some(count) {
-            match store.propose(Command::SetJobHistoryCount { count }).await {
-                Ok(_) => tracing::info!(count, "job history length set for the cluster"),
-                Err(e) => {
-                    tracing::debug!(error = %e, "job history length not written yet");
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    continue;
-                }
-            }
-        }
-        if leadership.changed().await.is_err() {
-            return;
-        }
-    }
-}

@@ -20,6 +20,7 @@ mod cli;
 mod cli_job;
 mod client;
 mod clock;
+mod cluster_settings;
 mod cmd;
 mod dns_setup;
 mod https;

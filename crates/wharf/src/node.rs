@@ -451,7 +451,13 @@ fn start_loops(
     if let Some(count) = args.job_history_count {
         let s = store.clone();
         sup.start("job history setting", Policy::Restart, move || {
-            crate::job_clock::keep_history_count(s.clone(), count)
+            crate::cluster_settings::keep_history_count(s.clone(), count)
+        });
+    }
+    if let Some(range) = args.service_ports {
+        let s = store.clone();
+        sup.start("service port range setting", Policy::Restart, move || {
+            crate::cluster_settings::keep_service_ports(s.clone(), range)
         });
     }
     let (s, l) = (store.clone(), liveness.clone());

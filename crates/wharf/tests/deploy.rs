@@ -5,11 +5,11 @@ mod common;
 
 use common::{wait_for, Node};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-fn ids(tasks: &[serde_json::Value]) -> BTreeSet<String> {
+fn ids(tasks: &[Value]) -> BTreeSet<String> {
     tasks.iter().filter_map(|t| t["id"].as_str().map(str::to_string)).collect()
 }
 
@@ -107,4 +107,34 @@ async fn embeds_filters_and_shapes() {
     assert_eq!(node.get("/v2/leader").await["leader"], format!("127.0.0.1:{}", node.http));
     let r = reqwest::get(format!("{}/ping", node.addr())).await.expect("ping");
     assert_eq!(r.text().await.expect("text"), "pong");
+}
+
+/// `--service-ports` (here from its `WHARF_SERVICE_PORTS` variable) bounds
+/// the service ports: assigned ones come from the range, an asked-for one
+/// outside it and one too many are refused with 422 naming port and range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_ports_come_from_the_service_ports_range() {
+    let node = Node::start_with_env(&[], &[("WHARF_SERVICE_PORTS", "19990-19991")]).await;
+    // The leader writes the range into the replicated settings after it is elected.
+    wait_for("the range in /v2/info", Duration::from_secs(20), || async {
+        let info = node.get("/v2/info").await;
+        info["marathon_config"]["local_port_min"] == 19990 && info["marathon_config"]["local_port_max"] == 19991
+    })
+    .await;
+    let def =
+        |id: &str, ports: Value| json!({"id": id, "args": ["sleep", "1000"], "instances": 0, "portDefinitions": ports});
+    let (s, v) =
+        node.call(Method::POST, "/v2/apps", Some(&def("/two", json!([{"port": 0}, {"port": 0}])))).await.expect("post");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(node.get("/v2/apps/two").await["app"]["ports"], json!([19990, 19991]));
+    let (s, v) =
+        node.call(Method::POST, "/v2/apps", Some(&def("/outside", json!([{"port": 10000}])))).await.expect("post");
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let msg = v["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("10000") && msg.contains("19990-19991"), "{v}");
+    let (s, v) = node.call(Method::POST, "/v2/apps", Some(&def("/more", json!([{"port": 0}])))).await.expect("post");
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["message"].as_str().unwrap_or_default().contains("19990-19991"), "{v}");
+    let (s, v) = node.call(Method::GET, "/v2/apps/outside", None).await.expect("get");
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing stored: {v}");
 }

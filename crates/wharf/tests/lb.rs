@@ -4,7 +4,8 @@
 //! HTTP front fails no request; a task killed from outside mid-load costs at
 //! most the request it was serving; virtual hosts route to their apps, an
 //! unknown host is 404 and an app with no healthy task 503; a taken service
-//! port is refused; bad HTTP gets 4xx or a closed connection.
+//! port is refused; bad HTTP gets 4xx or a closed connection, and leaves no
+//! socket open on the node.
 
 mod common;
 
@@ -229,6 +230,23 @@ async fn bad_http_gets_4xx_or_a_closed_connection() {
     // Others are unaffected, and the front still answers.
     let r = talk(front, b"GET /v HTTP/1.1\r\nHost: bad.test\r\nConnection: close\r\n\r\n".to_vec(), false);
     assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("b1\n"), "{r}");
+    // Every client above is gone: the node holds no socket of theirs open
+    // (`ss` lists the process's sockets on the front's and the service
+    // port's address; closed ones linger only as TIME-WAIT, owned by no process).
+    let pid = c.nodes[0].child.as_ref().map(|ch| ch.id()).expect("node 0 runs");
+    let mine = format!("pid={pid},");
+    let locals = [format!("{ip}:80"), format!("{ip}:{port}")];
+    wait_for("the bad clients' sockets closed on the node", Duration::from_secs(20), || {
+        let out = std::process::Command::new("ss").args(["-Htanp"]).output().expect("ss");
+        let held: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&mine) && !l.starts_with("LISTEN"))
+            .filter(|l| l.split_whitespace().nth(3).is_some_and(|local| locals.iter().any(|a| a == local)))
+            .map(str::to_string)
+            .collect();
+        async move { held.is_empty() }
+    })
+    .await;
 }
 
 /// A task serving HTTP (health), a websocket echo on `$PORT0` and a UDP

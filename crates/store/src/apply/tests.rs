@@ -153,13 +153,45 @@ fn service_ports_are_asked_for_kept_or_the_lowest_free() {
 #[test]
 fn the_lowest_free_service_port_skips_taken_ones_and_ends_at_the_range() {
     let mut s = ClusterState::default();
+    // 9000 was asked for under a wider range, then the range narrowed: it stays /b's.
+    apply(&mut s, &Command::SetServicePorts { range: ServicePortRange { lo: 9000, hi: 20000 } });
     put(&mut s, with_ports("/b", &[10000, 10001, 10003, 9000]), "d1", false);
+    let range = ServicePortRange::DEFAULT;
+    apply(&mut s, &Command::SetServicePorts { range });
     let (b, c) = (AppId::parse("/b").expect("id"), AppId::parse("/c").expect("id"));
-    assert_eq!(lowest_free(&s, &c, &BTreeSet::new()), Some(10002));
-    assert_eq!(lowest_free(&s, &c, &[10002].into_iter().collect()), Some(10004));
-    assert_eq!(lowest_free(&s, &b, &BTreeSet::new()), Some(10000), "an app's own ports do not count");
-    let all: BTreeSet<u16> = (SERVICE_PORT_RANGE.0..=SERVICE_PORT_RANGE.1).collect();
-    assert_eq!(lowest_free(&ClusterState::default(), &c, &all), None);
+    assert_eq!(lowest_free(&s, range, &c, &BTreeSet::new()), Some(10002));
+    assert_eq!(lowest_free(&s, range, &c, &[10002].into_iter().collect()), Some(10004));
+    assert_eq!(lowest_free(&s, range, &b, &BTreeSet::new()), Some(10000), "an app's own ports do not count");
+    let all: BTreeSet<u16> = (range.lo..=range.hi).collect();
+    assert_eq!(lowest_free(&ClusterState::default(), range, &c, &all), None);
+}
+
+#[test]
+fn service_ports_come_from_the_clusters_range_and_asked_ones_must_lie_in_it() {
+    let mut s = ClusterState::default();
+    let range = ServicePortRange { lo: 20000, hi: 20001 };
+    apply(&mut s, &Command::SetServicePorts { range });
+    assert_eq!(s.settings.service_port_range(), range);
+    let ports = |s: &ClusterState, id: &str| -> Vec<u16> {
+        s.apps[&AppId::parse(id).expect("id")].spec.ports.iter().map(|p| p.port).collect()
+    };
+    put(&mut s, with_ports("/a", &[0, 0]), "d1", false);
+    assert_eq!(ports(&s, "/a"), vec![20000, 20001]);
+    // The range is used up: refused naming it, nothing stored.
+    let r = put(&mut s, with_ports("/b", &[0]), "d2", false);
+    assert_eq!(r, Applied::Rejected(Rejection::NoServicePort(20000, 20001)));
+    assert!(!s.apps.contains_key(&AppId::parse("/b").expect("id")));
+    // An asked-for port outside the range: 422 naming the port and the range.
+    let r = put(&mut s, with_ports("/c", &[10000]), "d3", false);
+    assert_eq!(r, Applied::Rejected(Rejection::ServicePortOutOfRange(10000, range)));
+    let msg = Rejection::ServicePortOutOfRange(10000, range).to_string();
+    assert!(msg.contains("10000") && msg.contains("20000-20001"), "{msg}");
+    // Widening the range later keeps what /a holds; narrowing it does too.
+    apply(&mut s, &Command::SetServicePorts { range: ServicePortRange { lo: 30000, hi: 30010 } });
+    put(&mut s, with_ports("/a", &[20000, 20001]), "d4", true);
+    assert_eq!(ports(&s, "/a"), vec![20000, 20001], "ports an app holds stay valid");
+    put(&mut s, with_ports("/b", &[0]), "d5", false);
+    assert_eq!(ports(&s, "/b"), vec![30000]);
 }
 
 #[test]
@@ -512,6 +544,7 @@ fn every_command() -> Vec<Command> {
     ]
     .into_iter()
     .chain(super::jobs::tests::golden_commands())
+    .chain([Command::SetServicePorts { range: ServicePortRange { lo: 10000, hi: 30000 } }])
     .collect()
 }
 
@@ -559,6 +592,7 @@ fn variant(c: &Command) -> &'static str {
         Command::StopJobRun { .. } => "StopJobRun",
         Command::SetJobHistoryCount { .. } => "SetJobHistoryCount",
         Command::StartJobRuns { .. } => "StartJobRuns",
+        Command::SetServicePorts { .. } => "SetServicePorts",
     }
 }
 
