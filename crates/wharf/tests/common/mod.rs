@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod python;
+pub mod registry;
 pub mod sse;
 
 use reqwest::{Method, StatusCode};
