@@ -68,14 +68,19 @@ impl Launcher {
 
     /// Has the launcher fork an executor for `sandbox` with this stdio;
     /// returns its pid and a pidfd for it.
-    pub fn launch(&self, sandbox: &Path, stdio: [BorrowedFd<'_>; 3]) -> std::io::Result<(u32, OwnedFd)> {
+    pub fn launch(&self, sandbox: &Path, stdio: [BorrowedFd<'_>; 3]) -> Result<(u32, OwnedFd), LaunchError> {
         let path = sandbox.as_os_str().as_bytes();
         if path.len() > MAX_PATH {
-            return Err(std::io::Error::other("sandbox path too long"));
+            return Err(LaunchError::NotSent(std::io::Error::other("sandbox path too long")));
         }
         let fds = stdio.map(|f| f.as_raw_fd());
         let cmsg = [ControlMessage::ScmRights(&fds)];
-        sendmsg::<()>(self.sock.as_raw_fd(), &[IoSlice::new(path)], &cmsg, MsgFlags::empty(), None).map_err(errno)?;
+        sendmsg::<()>(self.sock.as_raw_fd(), &[IoSlice::new(path)], &cmsg, MsgFlags::empty(), None)
+            .map_err(|e| LaunchError::NotSent(errno(e)))?;
+        self.answer().map_err(LaunchError::Unanswered)
+    }
+
+    fn answer(&self) -> std::io::Result<(u32, OwnedFd)> {
         let mut buf = [0u8; 4];
         let mut space = nix::cmsg_space!([RawFd; 1]);
         let (n, fds) = {
@@ -96,6 +101,17 @@ impl Launcher {
             _ => Err(std::io::Error::other("the executor launcher could not fork")),
         }
     }
+}
+
+/// Why a launch through the launcher failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The request never reached the launcher: nothing was forked.
+    #[error("sending to the executor launcher: {0}")]
+    NotSent(std::io::Error),
+    /// Sent, but no answer: an executor may have been forked.
+    #[error("no answer from the executor launcher: {0}")]
+    Unanswered(std::io::Error),
 }
 
 fn errno(e: nix::errno::Errno) -> std::io::Error {

@@ -12,7 +12,7 @@
 
 use super::{io_err, DriverError, RecoveredTask, TaskEvent};
 use crate::cgroup::TaskCgroup;
-use crate::launcher::{Launcher, LAUNCHER_FLAG};
+use crate::launcher::{LaunchError, Launcher, LAUNCHER_FLAG};
 use crate::sandbox::{self, ExecMsg, ExitRecord, LaunchSpec, StateFile, EXECUTOR_LOG, SPEC_FILE, STATE_FILE};
 use crate::secrets::TaskSecrets;
 use model::{TaskId, TaskState};
@@ -60,7 +60,8 @@ struct Inner {
 /// directly.
 enum LauncherState {
     NotStarted,
-    Running(Launcher),
+    /// With whether it has forked an executor yet.
+    Running(Launcher, bool),
     Unusable,
 }
 
@@ -378,16 +379,26 @@ fn fork_executor(
     for fresh in [false, true] {
         if fresh || matches!(*state, LauncherState::NotStarted) {
             *state = match Launcher::start(&inner.executor) {
-                Ok(l) => LauncherState::Running(l),
+                Ok(l) => LauncherState::Running(l, false),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start the executor launcher; starting executors directly");
                     LauncherState::Unusable
                 }
             };
         }
-        let LauncherState::Running(launcher) = &*state else { return Ok(None) };
+        let LauncherState::Running(launcher, served) = &mut *state else { return Ok(None) };
         match launcher.launch(dir, [stdin_child.as_fd(), out_w.as_fd(), log.as_fd()]) {
-            Ok((pid, pidfd)) => return Ok(Some((pid, Some(out_r), stdin_ours, pidfd))),
+            Ok((pid, pidfd)) => {
+                *served = true;
+                return Ok(Some((pid, Some(out_r), stdin_ours, pidfd)));
+            }
+            // A launcher that worked may have forked an executor for this
+            // sandbox before it died: starting another could run the task
+            // twice, so this launch fails (a new launcher serves the next).
+            Err(e @ LaunchError::Unanswered(_)) if *served => {
+                *state = LauncherState::NotStarted;
+                return Err(DriverError::Launch { task_id: spec.task_id.clone(), message: e.to_string() });
+            }
             Err(e) if fresh => {
                 tracing::warn!(error = %e, "the executor launcher does not work; starting executors directly");
                 *state = LauncherState::Unusable;
