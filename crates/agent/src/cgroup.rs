@@ -86,14 +86,18 @@ fn merr(path: &Path, e: impl std::fmt::Display) -> CgroupError {
 /// One task's cgroup.
 pub struct TaskCgroup {
     name: PathBuf,
-    mgr: AnyCgroupManager,
+    /// Made on first use: making it reads the mount table once per
+    /// hierarchy, which a container's start need not wait for (the runtime
+    /// makes its own).
+    mgr: std::cell::OnceCell<AnyCgroupManager>,
     /// Directory holding the memory controller's files (for OOM counters).
     memory_dir: Option<PathBuf>,
     unified: bool,
 }
 
 impl TaskCgroup {
-    /// A handle on the task's cgroup; creates nothing yet.
+    /// A handle on the task's cgroup; creates nothing yet (and reads
+    /// nothing of the hierarchies but where the memory controller is).
     pub fn open(id: &TaskId) -> Result<TaskCgroup, CgroupError> {
         let name = cgroup_name(id);
         let rel = name.strip_prefix("/").unwrap_or(&name).to_path_buf();
@@ -106,13 +110,21 @@ impl TaskCgroup {
                     .map(|m| m.join(&rel)),
             ),
         };
-        Ok(TaskCgroup { mgr: manager(&name)?, name, memory_dir, unified })
+        Ok(TaskCgroup { mgr: std::cell::OnceCell::new(), name, memory_dir, unified })
+    }
+
+    fn mgr(&self) -> Result<&AnyCgroupManager, CgroupError> {
+        if let Some(m) = self.mgr.get() {
+            return Ok(m);
+        }
+        let m = manager(&self.name)?;
+        Ok(self.mgr.get_or_init(|| m))
     }
 
     /// Creates the cgroup, moves `pid` into it and applies the limits. The
     /// caller keeps `pid` from running user code until this returns.
     pub fn create_with(&self, pid: Pid, res: &Resources) -> Result<(), CgroupError> {
-        self.mgr.add_task(pid).map_err(|e| merr(&self.name, e))?;
+        self.mgr()?.add_task(pid).map_err(|e| merr(&self.name, e))?;
         self.apply(&self.linux_resources(res)?)
     }
 
@@ -127,7 +139,7 @@ impl TaskCgroup {
     }
 
     fn apply(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<(), CgroupError> {
-        self.mgr
+        self.mgr()?
             .apply(&ControllerOpt { resources, disable_oom_killer: false, oom_score_adj: None, freezer_state: None })
             .map_err(|e| merr(&self.name, e))
     }
@@ -185,7 +197,7 @@ impl TaskCgroup {
 
     /// Pids currently in the cgroup (empty if it does not exist).
     pub fn pids(&self) -> Vec<Pid> {
-        self.mgr.get_all_pids().unwrap_or_default()
+        self.mgr().ok().and_then(|m| m.get_all_pids().ok()).unwrap_or_default()
     }
 
     /// SIGKILLs everything in the cgroup until it is empty (or `timeout`
@@ -213,7 +225,7 @@ impl TaskCgroup {
 
     /// Kills what is left and deletes the cgroup directories.
     pub fn remove(&self) -> Result<(), CgroupError> {
-        self.mgr.remove().map_err(|e| merr(&self.name, e))
+        self.mgr()?.remove().map_err(|e| merr(&self.name, e))
     }
 }
 

@@ -371,7 +371,7 @@ pub fn create(
     let (uid, gid) = resolve_user(&dirs.rootfs, oci.user.as_deref())?;
     let hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
     let config = runtime_config(spec, oci, sandbox, &dirs.rootfs, (uid, gid), resources, (&hostname, netns));
-    let data = serde_json::to_vec_pretty(&config).map_err(|e| format!("encode runtime config: {e}"))?;
+    let data = serde_json::to_vec(&config).map_err(|e| format!("encode runtime config: {e}"))?;
     std::fs::write(dirs.bundle.join("config.json"), data).map_err(|e| format!("write runtime config: {e}"))?;
     std::fs::create_dir_all(&dirs.state).map_err(|e| format!("create {}: {e}", dirs.state.display()))?;
     let built = ContainerBuilder::new(spec.task_id.to_string(), SyscallType::default())
@@ -398,7 +398,7 @@ pub fn create(
                 !secret_vars.contains(&name)
             });
         }
-        let data = serde_json::to_vec_pretty(&config).map_err(|e| format!("encode runtime config: {e}"))?;
+        let data = serde_json::to_vec(&config).map_err(|e| format!("encode runtime config: {e}"))?;
         std::fs::write(dirs.bundle.join("config.json"), data).map_err(|e| format!("write runtime config: {e}"))?;
     }
     let container = built?;

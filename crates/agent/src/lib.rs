@@ -17,6 +17,7 @@ pub mod env;
 pub mod executor;
 pub mod health;
 pub mod images;
+pub mod launcher;
 pub mod metrics;
 pub mod network;
 pub mod readiness;

@@ -122,7 +122,8 @@ async fn start_drivers(cfg: &AgentConfig, events: mpsc::UnboundedSender<TaskEven
     if cfg.drivers.contains(&DriverKind::Docker) && !cfg.docker_builtin {
         match DockerDriver::connect_with_log_limits(cfg.sandbox_root.clone(), events, cfg.log).await {
             Ok(d) => {
-                out.insert(DriverKind::Docker, Arc::new(d));
+                let node_file = cfg.images.as_ref().and_then(|i| i.registry_config().map(std::path::Path::to_path_buf));
+                out.insert(DriverKind::Docker, Arc::new(d.with_registry_config(node_file)));
             }
             // Launches fail with a message (the node was placed while its
             // engine answered); the agent's restart tries again.

@@ -375,3 +375,37 @@ fn cgroup_exists(id: &TaskId) -> bool {
         .iter()
         .any(|root| std::path::Path::new(root).join("wharf").join(id.as_str()).is_dir())
 }
+
+/// The parent pid of `pid`.
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let (_, rest) = stat.rsplit_once(')').expect("stat format");
+    rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("ppid")
+}
+
+#[tokio::test]
+async fn executors_are_forked_by_one_launcher_and_count_as_live() {
+    let mut f = fixture();
+    let (a, b) = (sh("exec sleep 100"), sh("exec sleep 100"));
+    let (ia, ib) = (a.task_id.clone(), b.task_id.clone());
+    f.driver.launch(a).await.expect("launch a");
+    running(&mut f.events, &ia).await;
+    f.driver.launch(b).await.expect("launch b");
+    running(&mut f.events, &ib).await;
+    // What the sweep of orphan cgroups goes by: both executors, live.
+    let live = agent::driver::exec::live_executors();
+    let executor_of = |id: &TaskId| live.iter().find(|(_, t)| t == id).map(|(p, _)| *p).expect("a live executor");
+    let (ea, eb) = (executor_of(&ia), executor_of(&ib));
+    assert_ne!(ea, eb);
+    // Children of one launcher, which this process (the agent) started.
+    let launcher = parent_of(ea);
+    assert_eq!(parent_of(eb), launcher);
+    assert_eq!(parent_of(launcher), std::process::id());
+    let cmdline = std::fs::read(format!("/proc/{launcher}/cmdline")).expect("cmdline");
+    assert!(cmdline.split(|b| *b == 0).any(|a| a == b"--launcher"), "{}", String::from_utf8_lossy(&cmdline));
+    for id in [&ia, &ib] {
+        f.driver.kill(id).await.expect("kill");
+        let (state, message) = exited(&mut f.events, id, Duration::from_secs(5)).await;
+        assert_eq!(state, TaskState::Killed, "{message}");
+    }
+}

@@ -167,6 +167,35 @@ pub fn parse_reference(reference: &str) -> Result<Reference, ImageError> {
         .map_err(|e| ImageError::Reference { reference: reference.to_string(), message: e.to_string() })
 }
 
+/// The credentials a pull from `registry` uses: `app`'s (its `pullConfig`)
+/// when it has some for that registry, else those of the node's file
+/// (read now, so a `docker login` after the node started counts), else none.
+fn credentials_for(
+    registry: &str,
+    app: Option<&RegistryConfig>,
+    node_file: Option<&Path>,
+) -> Result<Option<Credentials>, ImageError> {
+    if let Some(c) = app.and_then(|a| a.credentials_for(registry)) {
+        return Ok(Some(c.clone()));
+    }
+    let Some(path) = node_file else { return Ok(None) };
+    Ok(RegistryConfig::load(path)?.credentials_for(registry).cloned())
+}
+
+/// The registry `reference` is pulled from (`host[:port]`; Docker Hub's is
+/// `index.docker.io`) and the credentials for it, chosen as the store
+/// chooses them: for pulls made elsewhere (the Docker engine's).
+pub fn pull_credentials(
+    reference: &str,
+    app: Option<&RegistryConfig>,
+    node_file: Option<&Path>,
+) -> Result<(String, Option<Credentials>), ImageError> {
+    let parsed = parse_reference(reference)?;
+    let registry = parsed.resolve_registry().to_string();
+    let credentials = credentials_for(&registry, app, node_file)?;
+    Ok((registry, credentials))
+}
+
 impl ImageStore {
     pub fn open(root: PathBuf, insecure: Vec<String>) -> Result<ImageStore, ImageError> {
         ImageStore::open_with(root, StoreConfig { insecure, registry_config: None })
@@ -271,11 +300,12 @@ impl ImageStore {
 
     /// The credentials a pull from `registry` uses.
     fn credentials(&self, registry: &str, auth: Option<&RegistryConfig>) -> Result<Option<Credentials>, ImageError> {
-        if let Some(c) = auth.and_then(|a| a.credentials_for(registry)) {
-            return Ok(Some(c.clone()));
-        }
-        let Some(path) = &self.inner.config.registry_config else { return Ok(None) };
-        Ok(RegistryConfig::load(path)?.credentials_for(registry).cloned())
+        credentials_for(registry, auth, self.registry_config())
+    }
+
+    /// The node's Docker `config.json` (`--registry-config`), if any.
+    pub fn registry_config(&self) -> Option<&Path> {
+        self.inner.config.registry_config.as_deref()
     }
 
     fn client(&self, registry: &str) -> Client {

@@ -130,25 +130,36 @@ async fn many(
     let took = t.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let with = rss_kb(node.pid());
-    // This node's executors: `--sandbox <its sandboxes>/<task>`.
-    let prefix = sandboxes.as_os_str().as_encoded_bytes();
-    let executors: Vec<u32> = std::fs::read_dir("/proc")?
+    // This node's executors (their tasks' sandboxes are under its root),
+    // and the launcher that forked them (the node's child).
+    let executors: Vec<u32> = agent::driver::exec::live_executors()
+        .into_iter()
+        .filter(|(_, id)| sandboxes.join(id.as_str()).is_dir())
+        .map(|(pid, _)| pid)
+        .collect();
+    let launcher_kb: u64 = std::fs::read_dir("/proc")?
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a.starts_with(prefix)))
+            let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok()));
+            parent == Some(node.pid())
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == agent::launcher::LAUNCHER_FLAG.as_bytes()))
         })
-        .collect();
+        .map(pss_kb)
+        .sum();
     let exec_kb: u64 = executors.iter().map(|p| pss_kb(*p)).sum();
     Ok(format!(
-        "  {MANY} containers running (all started in {:.1} s): node RSS {} MB (idle {} MB), {} executors {} MB in all (PSS, {} KB each)",
+        "  {MANY} containers running (all started in {:.1} s): node RSS {} MB (idle {} MB), {} executors {} MB in all (PSS, {} KB each; their launcher {} KB)",
         took.as_secs_f64(),
         with / 1024,
         before / 1024,
         executors.len(),
         exec_kb / 1024,
-        exec_kb / executors.len().max(1) as u64
+        exec_kb / executors.len().max(1) as u64,
+        launcher_kb
     ))
 }
 

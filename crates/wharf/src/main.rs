@@ -39,6 +39,19 @@ mod supervisor;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // The per-task executor before anything else: building the whole CLI
+    // with clap costs milliseconds of every container's start, and the
+    // agent always calls it as `executor --sandbox DIR`.
+    let mut raw = std::env::args_os().skip(1);
+    if raw.next().is_some_and(|a| a == "executor") {
+        let rest: Vec<std::ffi::OsString> = raw.collect();
+        if rest.iter().any(|a| a == agent::launcher::LAUNCHER_FLAG) {
+            std::process::exit(agent::launcher::launcher_main());
+        }
+        if let Some(sandbox) = agent::executor::parse_args(rest) {
+            std::process::exit(agent::executor_main(&sandbox));
+        }
+    }
     let (args, matches) = cli::parse();
     // The executor is single-threaded by design (it forks); it must not
     // start a multi-threaded runtime first.

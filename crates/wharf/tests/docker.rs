@@ -366,3 +366,77 @@ async fn an_agent_restarted_without_its_engine_neither_fails_nor_duplicates_the_
     assert_eq!(http_get(&format!("http://127.0.0.1:{port}/")).await.trim(), "hello from /engine");
     assert_eq!(d.containers(false).len(), 1, "one container");
 }
+
+/// The container's address on the engine's default bridge, as `docker inspect` shows it.
+fn engine_ip(container: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "--format", "{{.NetworkSettings.Networks.bridge.IPAddress}}", container])
+        .output()
+        .expect("docker inspect");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_config_secret_logs_the_engine_in_force_pull_pulls_again_and_a_bridge_task_shows_its_address() {
+    use common::registry::{docker_config, htpasswd, Registry};
+    let Some(image) = image() else { return };
+    let open = Registry::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = htpasswd(dir.path(), "wharf", "right-password");
+    // Serves what is pushed to `open`, only with credentials.
+    let private = open.with_basic_auth(&users);
+    let reference = open.push(image, "private/busybox:1").replacen(&open.addr, &private.addr, 1);
+    let d = DockerNode::start().await;
+    let node = d.node();
+    for (name, password) in [("right", "right-password"), ("wrong", "wrong-password")] {
+        let put = node
+            .client
+            .put(format!("{}/wharf/v1/secrets/registry/{name}", node.addr()))
+            .body(docker_config(&[(private.addr.as_str(), "wharf", password)]))
+            .send()
+            .await
+            .expect("PUT secret");
+        assert!(put.status().is_success(), "{}", put.status());
+    }
+    let app = |id: &str, secret: &str, force: bool| {
+        json!({"id": id, "cmd": httpd("80"), "cpus": 0.1, "mem": 32, "backoffSeconds": 30,
+               "networks": [{"mode": "container/bridge"}],
+               "secrets": {"registry": {"source": format!("registry/{secret}")}},
+               "container": {"type": "DOCKER",
+                             "docker": {"image": reference, "forcePullImage": force,
+                                        "pullConfig": {"secret": "registry"}},
+                             "portMappings": [{"containerPort": 80, "hostPort": 0}]}})
+    };
+    // Wrong credentials first, while the engine does not have the image.
+    node.deploy(app("/wrong", "wrong", false)).await;
+    let f = node.last_failure("/wrong").await;
+    assert_eq!(f["state"], "TASK_FAILED", "{f}");
+    let msg = f["message"].as_str().expect("message");
+    assert!(msg.contains("pulling image") && msg.contains(&reference), "{msg}");
+    assert!(msg.to_lowercase().contains("unauthorized"), "{msg}");
+
+    node.deploy(app("/right", "right", false)).await;
+    let tasks = node.wait_running("/right", 1).await;
+    let body = http_get(&format!("http://127.0.0.1:{}/", host_port(&tasks[0], 0))).await;
+    assert_eq!(body.trim(), "hello from /right");
+    // The address the engine gave the container on its bridge.
+    let id = tasks[0]["id"].as_str().expect("task id");
+    let ips = tasks[0]["ipAddresses"].as_array().expect("ipAddresses");
+    assert_eq!(ips.len(), 1, "{}", tasks[0]);
+    assert_eq!(ips[0]["protocol"], "IPv4");
+    assert_eq!(ips[0]["ipAddress"].as_str(), Some(engine_ip(&format!("wharf-{id}")).as_str()), "{}", tasks[0]);
+
+    // The engine has the image now: with the wrong credentials an app runs
+    // from it as it is, but with forcePullImage the engine pulls it again,
+    // and the registry refuses.
+    node.deploy(app("/present", "wrong", false)).await;
+    node.deploy(app("/forced", "wrong", true)).await;
+    node.wait_running("/present", 1).await;
+    let f = node.last_failure("/forced").await;
+    assert_eq!(f["state"], "TASK_FAILED", "{f}");
+    assert!(f["message"].as_str().is_some_and(|m| m.to_lowercase().contains("unauthorized")), "{f}");
+    assert!(node.log().lines().all(|l| !l.contains("right-password")), "the password is never logged");
+    drop(d);
+    let _ = Command::new("docker").args(["rmi", &reference]).output();
+}

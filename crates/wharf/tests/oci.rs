@@ -12,10 +12,11 @@
 
 mod common;
 
+use common::registry::{docker_config, htpasswd, Registry};
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -71,74 +72,6 @@ fn ready() -> bool {
         eprintln!("skipped: {why}");
     }
     r.is_ok()
-}
-
-/// Debian's `docker-registry` on a loopback port, with its storage in a
-/// temporary directory; stopped when dropped.
-struct Registry {
-    child: Child,
-    addr: String,
-    data: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        Registry::serve(None, None)
-    }
-
-    /// Another registry serving this one's images, which asks for HTTP
-    /// Basic credentials checked against `htpasswd` (bcrypt).
-    fn with_basic_auth(&self, htpasswd: &std::path::Path) -> Registry {
-        Registry::serve(Some(self.data.clone()), Some(htpasswd))
-    }
-
-    fn serve(data: Option<std::path::PathBuf>, htpasswd: Option<&std::path::Path>) -> Registry {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = data.unwrap_or_else(|| dir.path().join("data"));
-        let addr = format!("127.0.0.1:{}", free_port());
-        let auth = htpasswd.map_or(String::new(), |p| {
-            format!("auth:\n  htpasswd:\n    realm: wharf-test\n    path: {}\n", p.display())
-        });
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{auth}",
-            data.display()
-        );
-        std::fs::write(dir.path().join("config.yml"), config).expect("config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("log")).expect("log"))
-            .spawn()
-            .expect("docker-registry (scripts/test installs Debian's docker-registry)");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(std::time::Instant::now() < deadline, "docker-registry did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Registry { child, addr, data, _dir: dir }
-    }
-
-    /// Pushes a local image as `name` and returns its reference here.
-    fn push(&self, local: &str, name: &str) -> String {
-        let reference = format!("{}/{name}", self.addr);
-        let run = |args: &[&str]| {
-            let out = Command::new("docker").args(args).output().expect("docker");
-            assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        };
-        run(&["tag", local, &reference]);
-        run(&["push", &reference]);
-        run(&["rmi", &reference]);
-        reference
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn stdout_containing(node: &Node, task: &str, what: &str) -> String {
@@ -495,27 +428,6 @@ async fn a_crashed_executors_bridge_network_is_swept_when_the_agent_restarts() {
         async move { left.is_empty() }
     })
     .await;
-}
-
-/// An htpasswd file (bcrypt, `htpasswd -B` from apache2-utils) for one user.
-fn htpasswd(dir: &std::path::Path, user: &str, pass: &str) -> std::path::PathBuf {
-    let out = Command::new("htpasswd")
-        .args(["-Bbn", user, pass])
-        .output()
-        .expect("htpasswd (scripts/test installs apache2-utils)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let p = dir.join("htpasswd");
-    std::fs::write(&p, out.stdout).expect("htpasswd file");
-    p
-}
-
-/// A Docker `config.json` with `auths` for (registry, user, password).
-fn docker_config(auths: &[(&str, &str, &str)]) -> String {
-    use base64::Engine;
-    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
-    let auths: serde_json::Map<String, Value> =
-        auths.iter().map(|(r, u, p)| (r.to_string(), json!({"auth": b64(format!("{u}:{p}"))}))).collect();
-    json!({"auths": auths}).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]

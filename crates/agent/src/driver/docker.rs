@@ -11,6 +11,7 @@
 
 use super::{io_err, Driver, DriverError, RecoveredTask, TaskEvent, TaskLaunch};
 use crate::sandbox::{self, now, STDERR_FILE, STDOUT_FILE};
+use bollard::auth::DockerCredentials;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
@@ -22,6 +23,7 @@ use model::{CommandSpec, DriverKind, NetworkMode, TaskId, TaskState, VolumeMode}
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -63,6 +65,9 @@ struct Inner {
     watching: Mutex<HashMap<TaskId, tokio::task::AbortHandle>>,
     /// Brings a task's artifacts into its sandbox before the container starts.
     fetcher: crate::artifacts::Fetcher,
+    /// The node's Docker `config.json` (`--registry-config`): credentials
+    /// for pulls an app's `pullConfig` has none for, as the oci driver.
+    registry_config: Option<PathBuf>,
 }
 
 impl Inner {
@@ -173,24 +178,49 @@ impl DockerDriver {
     ) -> Result<DockerDriver, DriverError> {
         let docker = connect_engine().await?;
         let fetcher = crate::artifacts::Fetcher::default();
-        let inner = Inner { docker, root, events, log, watching: Mutex::new(HashMap::new()), fetcher };
+        let watching = Mutex::new(HashMap::new());
+        let inner = Inner { docker, root, events, log, watching, fetcher, registry_config: None };
         Ok(DockerDriver { inner: Arc::new(inner) })
+    }
+
+    /// Pulls use the node's registry file (Docker's `config.json` format)
+    /// for registries the app's `pullConfig` names no credentials for.
+    pub fn with_registry_config(mut self, path: Option<PathBuf>) -> DockerDriver {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.registry_config = path;
+        }
+        self
     }
 
     fn sandbox_dir(&self, id: &TaskId) -> PathBuf {
         self.inner.root.join(id.as_str())
     }
 
-    /// Pulls the image unless it is present (always with `forcePullImage`).
-    async fn ensure_image(&self, image: &str, force: bool) -> Result<(), String> {
-        if !force && self.inner.docker.inspect_image(image).await.is_ok() {
+    /// Pulls the image unless it is present (always with `forcePullImage`),
+    /// with the registry's credentials from the app's `pullConfig` or the
+    /// node's file (the engine reads no client's `config.json` itself).
+    async fn ensure_image(
+        &self,
+        reference: &str,
+        force: bool,
+        auth: Option<&image::RegistryConfig>,
+    ) -> Result<(), String> {
+        if !force && self.inner.docker.inspect_image(reference).await.is_ok() {
             return Ok(());
         }
-        let opts = CreateImageOptions { from_image: Some(image.to_string()), ..Default::default() };
-        let mut pull = self.inner.docker.create_image(Some(opts), None, None);
+        let (registry, credentials) = image::pull_credentials(reference, auth, self.inner.registry_config.as_deref())
+            .map_err(|e| format!("pulling image {reference} failed: {e}"))?;
+        let credentials = credentials.map(|c| DockerCredentials {
+            username: Some(c.username),
+            password: Some(c.password),
+            serveraddress: Some(server_address(&registry)),
+            ..Default::default()
+        });
+        let opts = CreateImageOptions { from_image: Some(reference.to_string()), ..Default::default() };
+        let mut pull = self.inner.docker.create_image(Some(opts), None, credentials);
         while let Some(step) = pull.next().await {
             if let Err(e) = step {
-                return Err(format!("pulling image {image} failed: {}", engine_reason(&e)));
+                return Err(format!("pulling image {reference} failed: {}", engine_reason(&e)));
             }
         }
         Ok(())
@@ -305,11 +335,13 @@ impl DockerDriver {
         })
     }
 
-    async fn start(&self, task: &TaskLaunch, dir: &std::path::Path) -> Result<u32, String> {
+    /// Creates and starts the container; returns its init's pid and, on a
+    /// bridge or user network, its address there.
+    async fn start(&self, task: &TaskLaunch, dir: &std::path::Path) -> Result<(u32, Option<IpAddr>), String> {
         let c = &task.container;
         let image = c.image.as_deref().ok_or("a DOCKER container needs docker.image")?;
         let body = self.create_body(task, dir)?;
-        self.ensure_image(image, c.force_pull_image).await?;
+        self.ensure_image(image, c.force_pull_image, task.registry_auth.as_ref()).await?;
         let name = container_name(&task.task_id);
         let opts = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
         let docker = &self.inner.docker;
@@ -322,7 +354,27 @@ impl DockerDriver {
             return Err(format!("starting the container failed: {}", engine_reason(&e)));
         }
         let info = docker.inspect_container(&name, None).await.map_err(|e| engine_reason(&e))?;
-        Ok(info.state.and_then(|s| s.pid).and_then(|p| u32::try_from(p).ok()).unwrap_or(0))
+        let ip = container_ip(&info);
+        Ok((info.state.and_then(|s| s.pid).and_then(|p| u32::try_from(p).ok()).unwrap_or(0), ip))
+    }
+}
+
+/// The address the engine gave the container on its first network that
+/// has one (bridge or a user network; none with host networking).
+fn container_ip(info: &bollard::models::ContainerInspectResponse) -> Option<IpAddr> {
+    let networks = info.network_settings.as_ref()?.networks.as_ref()?;
+    // The engine lists networks in a map: by name, so the choice is stable.
+    let mut names: Vec<&String> = networks.keys().collect();
+    names.sort();
+    names.into_iter().find_map(|n| networks[n].ip_address.as_deref().and_then(|a| a.parse().ok()))
+}
+
+/// What the engine expects as a registry's `serveraddress`: Docker Hub's
+/// v1 URL (as `docker login` writes it), else `host[:port]`.
+fn server_address(registry: &str) -> String {
+    match registry {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => "https://index.docker.io/v1/".to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -459,8 +511,8 @@ impl Driver for DockerDriver {
             return Err(DriverError::Launch { task_id: id, message });
         }
         match self.start(&task, &dir).await {
-            Ok(pid) => {
-                let _ = self.inner.events.send(TaskEvent::Running { task_id: id.clone(), pid, at: now(), ip: None });
+            Ok((pid, ip)) => {
+                let _ = self.inner.events.send(TaskEvent::Running { task_id: id.clone(), pid, at: now(), ip });
                 watch(&self.inner, id, record.container);
                 Ok(pid)
             }

@@ -12,6 +12,7 @@
 
 use super::{io_err, DriverError, RecoveredTask, TaskEvent};
 use crate::cgroup::TaskCgroup;
+use crate::launcher::{LaunchError, Launcher, LAUNCHER_FLAG};
 use crate::sandbox::{self, ExecMsg, ExitRecord, LaunchSpec, StateFile, EXECUTOR_LOG, SPEC_FILE, STATE_FILE};
 use crate::secrets::TaskSecrets;
 use model::{TaskId, TaskState};
@@ -52,6 +53,18 @@ struct Inner {
     log: logfiles::LogLimits,
     /// Brings a task's artifacts into its sandbox before the executor starts.
     fetcher: crate::artifacts::Fetcher,
+    /// Forks executors (see `crate::launcher`); started on the first launch.
+    launcher: Mutex<LauncherState>,
+}
+
+/// The executor launcher, if one runs; `Unusable` once a fresh one failed
+/// (an executor command without `--launcher`): executors are then started
+/// directly.
+enum LauncherState {
+    NotStarted,
+    /// With whether it has forked an executor yet.
+    Running(Launcher, bool),
+    Unusable,
 }
 
 impl Inner {
@@ -112,7 +125,8 @@ impl ExecDriver {
     ) -> Self {
         let tasks = Mutex::new(HashMap::new());
         let fetcher = crate::artifacts::Fetcher::default();
-        ExecDriver { inner: Arc::new(Inner { root, executor, events, tasks, log, containers, fetcher }) }
+        let launcher = Mutex::new(LauncherState::NotStarted);
+        ExecDriver { inner: Arc::new(Inner { root, executor, events, tasks, log, containers, fetcher, launcher }) }
     }
 
     pub fn log_limits(&self) -> logfiles::LogLimits {
@@ -350,7 +364,7 @@ impl ExecDriver {
 }
 
 /// A started executor: its pid, stdout, stdin (when it reads secrets) and a pidfd.
-type Started = (u32, Option<std::process::ChildStdout>, Option<std::process::ChildStdin>, OwnedFd);
+type Started = (u32, Option<OwnedFd>, Option<std::fs::File>, OwnedFd);
 
 /// Creates the sandbox, writes the spec and starts the executor.
 /// Makes the task's sandbox (refusing one that exists: a task id runs once).
@@ -369,6 +383,9 @@ fn start_executor(inner: &Inner, spec: LaunchSpec, dir: &Path) -> Result<Started
     let (program, args) = inner.executor.split_first().ok_or(DriverError::NoExecutor)?;
     sandbox::write_json(dir, SPEC_FILE, &spec).map_err(io_err("write task spec"))?;
     let log = std::fs::File::create(dir.join(EXECUTOR_LOG)).map_err(io_err("create executor log"))?;
+    if let Some(started) = fork_executor(inner, &spec, dir, &log)? {
+        return Ok(started);
+    }
 
     let mut cmd = std::process::Command::new(program);
     let stdin = if spec.secrets_on_stdin { Stdio::piped() } else { Stdio::null() };
@@ -379,7 +396,7 @@ fn start_executor(inner: &Inner, spec: LaunchSpec, dir: &Path) -> Result<Started
     // session first thing (`executor_main`).
     let mut child = cmd.spawn().map_err(io_err(format!("start executor {}", program.to_string_lossy())))?;
     let exec_pid = child.id();
-    let (stdout, stdin) = (child.stdout.take(), child.stdin.take());
+    let (stdout, stdin) = (child.stdout.take().map(OwnedFd::from), child.stdin.take().map(|s| OwnedFd::from(s).into()));
     // Dropping a std Child neither kills nor waits: the pidfd watches and
     // reaps the executor.
     drop(child);
@@ -387,9 +404,60 @@ fn start_executor(inner: &Inner, spec: LaunchSpec, dir: &Path) -> Result<Started
     Ok((exec_pid, stdout, stdin, pidfd))
 }
 
-async fn read_first_line(out: std::process::ChildStdout) -> Result<String, String> {
-    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(out))
-        .map_err(|e| format!("executor pipe: {e}"))?;
+/// Has the launcher fork the executor (starting the launcher on first
+/// use, and again once if it died). `None`: no launcher can be had; the
+/// caller starts the executor itself.
+fn fork_executor(
+    inner: &Inner,
+    spec: &LaunchSpec,
+    dir: &Path,
+    log: &std::fs::File,
+) -> Result<Option<Started>, DriverError> {
+    use std::os::fd::AsFd;
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe")(e.into()));
+    let (out_r, out_w) = pipe()?;
+    let (stdin_child, stdin_ours): (OwnedFd, Option<std::fs::File>) = if spec.secrets_on_stdin {
+        let (r, w) = pipe()?;
+        (r, Some(w.into()))
+    } else {
+        (std::fs::File::open("/dev/null").map_err(io_err("open /dev/null"))?.into(), None)
+    };
+    let mut state = inner.launcher.lock().unwrap_or_else(|e| e.into_inner());
+    for fresh in [false, true] {
+        if fresh || matches!(*state, LauncherState::NotStarted) {
+            *state = match Launcher::start(&inner.executor) {
+                Ok(l) => LauncherState::Running(l, false),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the executor launcher; starting executors directly");
+                    LauncherState::Unusable
+                }
+            };
+        }
+        let LauncherState::Running(launcher, served) = &mut *state else { return Ok(None) };
+        match launcher.launch(dir, [stdin_child.as_fd(), out_w.as_fd(), log.as_fd()]) {
+            Ok((pid, pidfd)) => {
+                *served = true;
+                return Ok(Some((pid, Some(out_r), stdin_ours, pidfd)));
+            }
+            // A launcher that worked may have forked an executor for this
+            // sandbox before it died: starting another could run the task
+            // twice, so this launch fails (a new launcher serves the next).
+            Err(e @ LaunchError::Unanswered(_)) if *served => {
+                *state = LauncherState::NotStarted;
+                return Err(DriverError::Launch { task_id: spec.task_id.clone(), message: e.to_string() });
+            }
+            Err(e) if fresh => {
+                tracing::warn!(error = %e, "the executor launcher does not work; starting executors directly");
+                *state = LauncherState::Unusable;
+            }
+            Err(e) => tracing::info!(error = %e, "the executor launcher is gone; starting it again"),
+        }
+    }
+    Ok(None)
+}
+
+async fn read_first_line(out: OwnedFd) -> Result<String, String> {
+    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(out).map_err(|e| format!("executor pipe: {e}"))?;
     let mut line = String::new();
     let mut reader = BufReader::new(rx);
     match tokio::time::timeout(LAUNCH_TIMEOUT, reader.read_line(&mut line)).await {
@@ -498,20 +566,31 @@ fn sweep_orphan_cgroups(owned: &HashSet<TaskId>) -> Vec<TaskId> {
     swept
 }
 
-/// Tasks whose executor is alive on this host, whichever agent started it:
-/// processes with `--sandbox <root>/<task-id>` on their command line. A
-/// zombie's command line is empty, so a dead executor never counts.
+/// Tasks whose executor is alive on this host, whichever agent started it.
 pub(crate) fn live_executor_tasks() -> HashSet<TaskId> {
-    let Ok(procs) = std::fs::read_dir("/proc") else { return HashSet::new() };
+    live_executors().into_iter().map(|(_, id)| id).collect()
+}
+
+/// Live executors on this host (pid, task), whichever agent started them:
+/// processes with `--sandbox <root>/<task-id>` on their command line, and
+/// those a launcher forked (`--launcher` on it), working in
+/// `<root>/<task-id>`. A zombie's command line is empty, so a dead executor
+/// never counts.
+pub fn live_executors() -> Vec<(u32, TaskId)> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let task_of = |dir: &Path| TaskId::parse(dir.file_name()?.to_str()?).ok();
     procs
         .flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter_map(|cmdline| {
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path())))
+        .filter_map(|(pid, proc_dir)| {
+            let cmdline = std::fs::read(proc_dir.join("cmdline")).ok()?;
             let mut args = cmdline.split(|b| *b == 0);
-            args.by_ref().find(|a| *a == SANDBOX_FLAG.as_bytes())?;
-            let dir = Path::new(std::str::from_utf8(args.next()?).ok()?);
-            TaskId::parse(dir.file_name()?.to_str()?).ok()
+            let id = match args.by_ref().find(|a| *a == SANDBOX_FLAG.as_bytes() || *a == LAUNCHER_FLAG.as_bytes())? {
+                a if a == SANDBOX_FLAG.as_bytes() => task_of(Path::new(std::str::from_utf8(args.next()?).ok()?)),
+                // The launcher itself works elsewhere: no task.
+                _ => task_of(&std::fs::read_link(proc_dir.join("cwd")).ok()?),
+            };
+            Some((pid, id?))
         })
         .collect()
 }

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod hosts;
 pub mod python;
+pub mod registry;
 pub mod sse;
 
 use reqwest::{Method, StatusCode};
