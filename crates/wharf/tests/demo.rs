@@ -110,6 +110,14 @@ async fn prometheus_up(ip: &str, port: u16, job: &str) -> Vec<String> {
     up
 }
 
+/// Prometheus's `instance` for nodes `which`: the SRV record's target (the
+/// node's name under `slave.mesos`) and its HTTP port.
+fn instances(ips: &[String], which: &[usize]) -> Vec<String> {
+    let mut v: Vec<String> = which.iter().map(|i| format!("{}.slave.mesos:8080", ips[*i].replace('.', "-"))).collect();
+    v.sort();
+    v
+}
+
 /// The host of node `i` dies: its agent and every process of its tasks
 /// (executors, and whatever is in the tasks' cgroups) get SIGKILL.
 fn kill_host(c: &mut Cluster, i: usize) {
@@ -130,7 +138,8 @@ fn kill_host(c: &mut Cluster, i: usize) {
             trees.extend(ctrls.filter_map(Result::ok).map(|e| e.path()));
         }
         for tree in trees {
-            let procs = std::fs::read_to_string(tree.join("wharf").join(&task).join("cgroup.procs")).unwrap_or_default();
+            let procs =
+                std::fs::read_to_string(tree.join("wharf").join(&task).join("cgroup.procs")).unwrap_or_default();
             for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
@@ -162,8 +171,12 @@ async fn the_demo_stack_finds_itself_by_name_answers_searches_and_survives_a_los
 
     // Every app of the group is healthy (what `demo up` waited for, seen by a user).
     let apps = c.get(1, "/v2/apps").await;
-    let demo: Vec<&Value> =
-        apps["apps"].as_array().expect("apps").iter().filter(|a| a["id"].as_str().is_some_and(|id| id.starts_with("/demo/"))).collect();
+    let demo: Vec<&Value> = apps["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .filter(|a| a["id"].as_str().is_some_and(|id| id.starts_with("/demo/")))
+        .collect();
     assert_eq!(demo.len(), 5, "{apps}");
     assert!(demo.iter().all(|a| a["tasksHealthy"] == 1), "{apps}");
 
@@ -187,11 +200,7 @@ async fn the_demo_stack_finds_itself_by_name_answers_searches_and_survives_a_los
 
     // Prometheus scrapes every node's /metrics, found through `_wharf._tcp`.
     let prom = service_port(&c, 0, "/demo/prometheus", 0).await;
-    let nodes: Vec<String> = {
-        let mut v: Vec<String> = ips.iter().map(|ip| format!("{ip}:8080")).collect();
-        v.sort();
-        v
-    };
+    let nodes = instances(&ips, &[0, 1, 2]);
     wait_for("Prometheus to scrape every node", Duration::from_secs(60), || async {
         prometheus_up(&ips[1], prom, "wharf").await == nodes
     })
@@ -213,9 +222,7 @@ async fn the_demo_stack_finds_itself_by_name_answers_searches_and_survives_a_los
         };
         v["tasks"].as_array().is_some_and(|ts| {
             ts.iter().any(|t| {
-                t["host"] != lost_host
-                    && t["state"] == "TASK_RUNNING"
-                    && t["healthCheckResults"][0]["alive"] == true
+                t["host"] != lost_host && t["state"] == "TASK_RUNNING" && t["healthCheckResults"][0]["alive"] == true
             })
         })
     })
@@ -225,11 +232,7 @@ async fn the_demo_stack_finds_itself_by_name_answers_searches_and_survives_a_los
     let hits = search(&ips[b], "betaquokka").await.expect("the search through another node's front");
     assert!(hits.contains(&second.to_string()), "{hits:?}");
     // Prometheus (wherever it runs now) drops the lost node's target.
-    let prom_left: Vec<String> = {
-        let mut v: Vec<String> = alive.iter().map(|i| format!("{}:8080", ips[*i])).collect();
-        v.sort();
-        v
-    };
+    let prom_left = instances(&ips, &alive);
     let ip_a = ips[a].clone();
     wait_for("Prometheus to list the nodes left", Duration::from_secs(90), || {
         let (ip, want) = (ip_a.clone(), prom_left.clone());
