@@ -251,7 +251,14 @@ async fn the_demo_stack_finds_itself_by_name_answers_searches_and_survives_a_los
     let apps = c.get(b, "/v2/apps").await;
     assert!(apps["apps"].as_array().is_some_and(|a| a.is_empty()), "{apps}");
 
-    // The host comes back: its agent cleans up what its dead tasks left.
+    // The host comes back: its agent cleans up what its dead tasks left
+    // (their containers' root file systems stay mounted until then).
     c.nodes[victim].spawn(None);
     c.wait_up(victim).await;
+    let dir = c.nodes[victim].dir.to_string_lossy().into_owned();
+    wait_for("the restarted agent to unmount its dead containers", Duration::from_secs(60), || {
+        let dir = dir.clone();
+        async move { !std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains(&dir) }
+    })
+    .await;
 }
