@@ -172,7 +172,14 @@ pub fn cluster_records(
             out.push((format!("slave.{d}."), Rec::of_ip(ip)));
             let name = format!("{}.slave.{d}.", label(&n.hostname, cfg.spec));
             out.push((name.clone(), Rec::of_ip(ip)));
-            out.push((reverse_name(ip), Rec::Ptr(name)));
+            out.push((reverse_name(ip), Rec::Ptr(name.clone())));
+            // Wharf's own: one record per node naming its HTTP API (where
+            // /metrics is), which `_slave._tcp` (one record per port, as
+            // Mesos-DNS has it) cannot tell apart; Prometheus's SRV
+            // discovery finds every node with it.
+            if let Some(port) = http_port(n) {
+                out.push((format!("_wharf._tcp.{d}."), Rec::Srv { port, target: name }));
+            }
         }
         if let Some(p) = http_port(n).filter(|p| !slave_ports.contains(p)) {
             slave_ports.push(p);

@@ -206,6 +206,17 @@ async fn answers_behave_as_mesos_dns_and_better() {
     let d = dig(a, "11.3.2.1.in-addr.arpa.", "PTR", &[]);
     assert_eq!(d.data("PTR"), vec!["1-2-3-11.slave.mesos."], "{}", d.raw);
     assert_eq!(dig(a, "1-2-3-11.slave.mesos.", "A", &[]).data("A"), vec!["1.2.3.11"]);
+    // Wharf's own SRV record per node's HTTP API (Prometheus finds the nodes' /metrics with it).
+    assert_eq!(
+        answers(&f, "_wharf._tcp.mesos.", "SRV"),
+        vec![
+            "1-2-3-10.slave.mesos.:5051",
+            "1-2-3-11.slave.mesos.:5051",
+            "1-2-3-12.slave.mesos.:5051",
+            "2001db81.slave.mesos.:5051",
+            "master.slave.mesos.:5050"
+        ]
+    );
     // An answer to an EDNS query carries an OPT record (RFC 6891).
     assert!(dig(a, "chronos.marathon.mesos.", "A", &["+edns=0"]).raw.contains("OPT PSEUDOSECTION"));
 }

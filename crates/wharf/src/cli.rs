@@ -44,6 +44,14 @@ pub enum Command {
         after_help = "Examples:\n  wharf cluster up --nodes 3\n  WHARF_ADDR=http://127.0.1.2:8080 wharf app deploy web.json\n  wharf cluster status\n  wharf cluster down --purge"
     )]
     Cluster(ClusterCommand),
+    /// The logs demo (examples/logs-demo): a log shipper, an indexer, a
+    /// PostgreSQL store with full-text search, a web viewer behind the HTTP
+    /// front and Prometheus, built on this host from Debian packages.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wharf demo up                       (the nodes of `wharf cluster up`, or .wharf)\n  WHARF_ADDR=http://127.0.1.1:8080 wharf demo up --data-dir .wharf-cluster/node-1\n  wharf demo down"
+    )]
+    Demo(DemoCommand),
     /// Make this host a node run by systemd: writes /etc/wharf/wharf.toml
     /// (the agent flags given here) and /etc/systemd/system/wharf.service,
     /// enables and starts it.
@@ -161,6 +169,31 @@ pub struct InstallArgs {
     /// The wharf binary the unit runs (default: this one).
     #[arg(long, value_name = "PATH")]
     pub bin: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum DemoCommand {
+    /// Build the image if this host has not, import it into the nodes'
+    /// stores here, deploy the /demo group and wait until every service is
+    /// healthy and the search answers through the HTTP front.
+    Up {
+        /// A node's data dir on this host to import the image into
+        /// (repeatable; default: the nodes of .wharf-cluster, else .wharf).
+        #[arg(long)]
+        data_dir: Vec<PathBuf>,
+        /// The HTTP front's URL (default: port 80 of the --addr host).
+        #[arg(long)]
+        front: Option<String>,
+        /// The example's folder (default: examples/logs-demo here, else the
+        /// one of the source tree this binary was built from).
+        #[arg(long)]
+        example: Option<PathBuf>,
+    },
+    /// Delete the /demo group and wait until its tasks are gone.
+    Down {
+        #[arg(long)]
+        example: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -759,6 +792,10 @@ pub async fn dispatch(cli: Cli, matches: ArgMatches) -> anyhow::Result<()> {
             };
             crate::cmd::install::install(plan).await
         }
+        Command::Demo(DemoCommand::Up { data_dir, front, example }) => {
+            crate::cmd::demo::up(&cli.addr, example, &data_dir, front.as_deref())
+        }
+        Command::Demo(DemoCommand::Down { example }) => crate::cmd::demo::down(&cli.addr, example),
         Command::Uninstall { purge, root } => crate::cmd::install::uninstall(root.as_deref(), purge).await,
         Command::Agent(mut args) => {
             // `wharf agent --join ADDR --token WHARF-1-...` reads as it does in Swarm.

@@ -1,9 +1,10 @@
 //! The CLI's commands, one module per command group (`app`, `cluster`,
-//! `deployment`, `install`, `node`, `logs`, `ps`, `token`, `secret`); `table`
+//! `demo`, `deployment`, `install`, `node`, `logs`, `ps`, `token`, `secret`); `table`
 //! and `progress` are what they share.
 
 pub mod app;
 pub mod cluster;
+pub mod demo;
 pub mod deployment;
 pub mod install;
 pub mod logs;
