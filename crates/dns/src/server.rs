@@ -322,6 +322,21 @@ fn send_udp(udp: &std::net::UdpSocket, bytes: &[u8], dst: SocketAddr) -> std::io
     Ok(())
 }
 
+/// What the UDP listener sends back for one datagram `packet` from `src`
+/// (`None`: nothing): the fast path's answer from `cache` when it has one,
+/// else hickory's handler's. The listener's own steps, one packet at a
+/// time, for tests and the fuzz target (`fuzz/fuzz_targets/dns_query.rs`).
+pub async fn answer_udp(dns: &Arc<Dns>, cache: &mut Cache, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    let mut key = Vec::with_capacity(260);
+    if let Some(q) = parse(packet, &mut key) {
+        let mut out = Vec::new();
+        if cache.answer(dns, packet, &q, &key, dns.may_forward(src.ip()), &mut out) {
+            return Some(out);
+        }
+    }
+    Handler { dns: dns.clone() }.udp_answer(packet.to_vec(), src).await
+}
+
 struct Handler {
     dns: Arc<Dns>,
 }
@@ -331,7 +346,16 @@ impl Handler {
     /// path leaves: a packet without a header is dropped, one that does not
     /// decode gets FORMERR, a response is ignored, the rest is handled.
     async fn udp_request(&self, raw: Vec<u8>, src: SocketAddr, udp: Arc<std::net::UdpSocket>) {
-        let Ok(header) = hickory_proto::op::Header::from_bytes(raw.get(..12).unwrap_or(&[])) else { return };
+        if let Some(bytes) = self.udp_answer(raw, src).await {
+            if let Err(e) = send_udp(&udp, &bytes, src) {
+                tracing::debug!(error = %e, "could not send a DNS answer");
+            }
+        }
+    }
+
+    /// The bytes `udp_request` sends back to `src` for `raw`, if any.
+    async fn udp_answer(&self, raw: Vec<u8>, src: SocketAddr) -> Option<Vec<u8>> {
+        let header = hickory_proto::op::Header::from_bytes(raw.get(..12)?).ok()?;
         let request = match Request::from_bytes(raw, src, hickory_server::net::xfer::Protocol::Udp) {
             Ok(r) => r,
             Err(_) => {
@@ -339,19 +363,18 @@ impl Handler {
                 metadata.response_code = ResponseCode::FormErr;
                 let mut msg = hickory_proto::op::Message::new(metadata.id, MessageType::Response, metadata.op_code);
                 msg.metadata = metadata;
-                if let Ok(bytes) = msg.to_vec() {
-                    let _ = send_udp(&udp, &bytes, src);
-                }
                 self.dns.metrics.counter(RecordType::Unknown(0), "formerr").inc();
-                return;
+                return msg.to_vec().ok();
             }
         };
         if request.metadata.message_type == MessageType::Response {
-            return;
+            return None;
         }
         let max = request.edns.as_ref().map_or(512, |e| e.max_payload().max(512));
-        let responder = UdpResponder { udp, dst: src, max };
-        self.handle_request::<_, TokioTime>(&request, responder).await;
+        let responder = UdpResponder { out: Arc::default(), max };
+        self.handle_request::<_, TokioTime>(&request, responder.clone()).await;
+        let bytes = std::mem::take(&mut *responder.out.lock().unwrap_or_else(|p| p.into_inner()));
+        (!bytes.is_empty()).then_some(bytes)
     }
 
     async fn send<R: ResponseHandler>(
@@ -419,12 +442,12 @@ impl Handler {
     }
 }
 
-/// Sends hickory's answers to a UDP query the fast path left, limited to
-/// the client's UDP size (hickory truncates and sets TC beyond it).
+/// Takes hickory's answer to a UDP query the fast path left, limited to
+/// the client's UDP size (hickory truncates and sets TC beyond it);
+/// `udp_request` sends it.
 #[derive(Clone)]
 struct UdpResponder {
-    udp: Arc<std::net::UdpSocket>,
-    dst: SocketAddr,
+    out: Arc<std::sync::Mutex<Vec<u8>>>,
     max: u16,
 }
 
@@ -446,7 +469,7 @@ impl ResponseHandler for UdpResponder {
         encoder.set_max_size(self.max);
         let info =
             response.destructive_emit(&mut encoder).map_err(|e| hickory_server::net::NetError::from(e.to_string()))?;
-        send_udp(&self.udp, &bytes, self.dst)?;
+        *self.out.lock().unwrap_or_else(|p| p.into_inner()) = bytes;
         Ok(info)
     }
 }

@@ -53,15 +53,7 @@ pub async fn serve(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
 }
 
 async fn serve_here(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(lb.cfg.connect_timeout));
-    connector.set_nodelay(true);
-    let client: Upstream = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_timer(TokioTimer::new())
-        .build(connector);
-    let port = listener.local_addr()?.port();
-    let port_value = HeaderValue::from(port);
+    let front = Front::new(lb, listener.local_addr()?.port());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -72,24 +64,55 @@ async fn serve_here(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (lb, client, port_value) = (lb.clone(), client.clone(), port_value.clone());
+        tokio::spawn(front.clone().serve_connection(stream, peer));
+    }
+}
+
+/// What one listener thread serves a client connection with.
+#[derive(Clone)]
+pub struct Front {
+    lb: Arc<Lb>,
+    client: Upstream,
+    /// The listener's port, for `X-Forwarded-Port`.
+    port: HeaderValue,
+}
+
+impl Front {
+    /// A front for `lb` with a pool of its own, answering as if it listened
+    /// on `port` (for tests and the fuzz target `fuzz/fuzz_targets/lb_http.rs`;
+    /// `serve` makes one per thread).
+    pub fn new(lb: Arc<Lb>, port: u16) -> Front {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(lb.cfg.connect_timeout));
+        connector.set_nodelay(true);
+        let client: Upstream = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Front { lb, client, port: HeaderValue::from(port) }
+    }
+
+    /// Serves HTTP/1.1 on one client connection from `peer` until it ends:
+    /// hyper reads each request head, `handle` routes it.
+    pub async fn serve_connection<S>(self, io: S, peer: std::net::SocketAddr)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let Front { lb, client, port } = self;
         // The client's address as `X-Forwarded-For` wants it, made once per
         // connection rather than once per request.
-        let Ok(peer) = HeaderValue::try_from(peer.ip().to_string()) else { continue };
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                handle(lb.clone(), client.clone(), peer.clone(), port_value.clone(), req)
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                // A client that never finishes its headers is cut off.
-                .header_read_timeout(Duration::from_secs(10))
-                // Larger headers get 431 from hyper.
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            let _ = conn.await;
-        });
+        let Ok(peer) = HeaderValue::try_from(peer.ip().to_string()) else { return };
+        let svc =
+            hyper::service::service_fn(move |req| handle(lb.clone(), client.clone(), peer.clone(), port.clone(), req));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            // A client that never finishes its headers is cut off.
+            .header_read_timeout(Duration::from_secs(10))
+            // Larger headers get 431 from hyper.
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades();
+        let _ = conn.await;
     }
 }
 

@@ -2,7 +2,7 @@
 //! addresses, real `curl` against the RPC port (plain HTTP, no certificate,
 //! another cluster's certificate, a revoked one, an expired one), and real
 //! `wharf agent --join` processes with missing, wrong, rotated and foreign
-//! join tokens.
+//! join tokens, and a captured RPC replayed from outside the cluster.
 
 mod common;
 
@@ -301,4 +301,110 @@ async fn a_followers_certificate_rotates_while_writes_continue_with_none_lost() 
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+/// Records the first HTTP request sent to it (head and body) and answers it
+/// as a leader that could not apply it, so the sender is satisfied.
+async fn capture_one(listener: tokio::net::TcpListener) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut s, _) = listener.accept().await.expect("accept");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(n > 0, "the sender closed before its request ended");
+        got.extend_from_slice(&buf[..n]);
+        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().expect("content-length"))
+            .unwrap_or(0);
+        if got.len() >= end + 4 + len {
+            break;
+        }
+    }
+    let answer = br#"{"Failed":"captured"}"#;
+    let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", answer.len());
+    s.write_all(head.as_bytes()).await.expect("write");
+    s.write_all(answer).await.expect("write");
+    got
+}
+
+/// Sends `body` as `POST /raft/propose` to a node's RPC port from `from`,
+/// as `curl_rpc` does; returns curl's exit code, the HTTP status and the
+/// answer.
+fn replay(ip: &str, from: &str, body: &Path, ca: &Path, client: Option<(&Path, &Path)>) -> (i32, String, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-m", "10", "-w", "\n%{http_code}", "--interface", from]);
+    cmd.args(["--resolve", &format!("wharf-node:5050:{ip}"), "--cacert"]).arg(ca);
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    cmd.args(["-H", "content-type: application/json", "--data-binary"]).arg(format!("@{}", body.display()));
+    cmd.arg("https://wharf-node:5050/raft/propose");
+    let out = cmd.stderr(Stdio::null()).output().expect("curl (apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (answer, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (out.status.code().unwrap_or(-1), status.to_string(), answer.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_rpc_replayed_from_an_outside_address_is_refused() {
+    let a = Cluster::start(2, &[]).await;
+    let b = Cluster::start(1, &[]).await;
+    let leader = a.leader(0).await.expect("cluster A has a leader");
+    let ip = a.nodes[leader].ip.clone();
+    let outside = spare_ip(&a, 9);
+
+    // Capture a forwarded write exactly as a follower's forwarding code
+    // (`store::network::forward`) puts it on the wire: a grant of an admin
+    // API token, the write an attacker would most like to replay.
+    let token = model::ApiToken {
+        id: "replayed".into(),
+        role: model::Role::Admin,
+        name: "captured".into(),
+        secret_sha256: "ab".repeat(32),
+        created_at: model::UnixMillis(1),
+    };
+    let recorder = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let recorder_addr = recorder.local_addr().expect("addr").to_string();
+    let captured = tokio::spawn(capture_one(recorder));
+    let client = trust::RpcClient::plain(None).expect("client");
+    let sent = store::network::forward(&client, &recorder_addr, &store::Command::PutApiToken(token)).await;
+    assert!(matches!(sent, Ok(store::network::ForwardResult::Failed(_))), "{sent:?}");
+    let request = captured.await.expect("capture");
+    let head_end = request.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+    assert!(request.starts_with(b"POST /raft/propose "), "{}", String::from_utf8_lossy(&request));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = dir.path().join("propose.json");
+    std::fs::write(&body, &request[head_end..]).expect("write body");
+
+    // The cluster is open (no token yet): the API answers without credentials.
+    let open = a.call(leader, Method::GET, "/v2/apps", None).await.map(|(s, _)| s);
+    assert_eq!(open, Some(StatusCode::OK));
+
+    let (ca_a, ca_b) = (certs_of(&a, 0), certs_of(&b, 0));
+    // No client certificate: the handshake is let through for the join
+    // exchange only; the RPC itself is refused.
+    let (code, status, answer) = replay(&ip, &outside, &body, &ca_a.ca, None);
+    assert!(code == 0 && status == "403", "no certificate: curl exit {code}, HTTP {status}: {answer}");
+    // Another cluster's certificate: the handshake fails.
+    let (code, status, answer) = replay(&ip, &outside, &body, &ca_a.ca, Some((&ca_b.cert, &ca_b.key)));
+    assert!(code != 0 && status == "000", "B's certificate: curl exit {code}, HTTP {status}: {answer}");
+    // Nothing was applied: no node asks for credentials.
+    for i in 0..2 {
+        let open = a.call(i, Method::GET, "/v2/apps", None).await.map(|(s, _)| s);
+        assert_eq!(open, Some(StatusCode::OK), "node {i} after the replays");
+    }
+
+    // The same bytes from a member are a working write (so the replays were
+    // refused for who sent them, not for what they carried): the token now
+    // exists and the API asks for credentials.
+    let member = certs_of(&a, 1 - leader);
+    let (code, status, answer) = replay(&ip, &outside, &body, &ca_a.ca, Some((&member.cert, &member.key)));
+    assert!(code == 0 && status == "200" && answer.contains("Applied"), "member: {code} {status}: {answer}");
+    let closed = a.call(leader, Method::GET, "/v2/apps", None).await.map(|(s, _)| s);
+    assert_eq!(closed, Some(StatusCode::UNAUTHORIZED));
 }
