@@ -14,8 +14,8 @@
 //! - `run.parallelism` and `run.completions` (default 1): a run starts up to
 //!   `parallelism` tasks at a time and succeeds when `completions` of them
 //!   have succeeded.
-//! - Secrets (env `{"secret"}`, secret volumes) are refused: Wharf has no
-//!   secret store yet.
+//! - Secrets (`run.secrets`, env `{"secret"}`) come from Wharf's own secret
+//!   store (`/wharf/v1/secrets`), not DC/OS's.
 
 use crate::error::{Detail, WireError};
 use model::cron::CronClock;

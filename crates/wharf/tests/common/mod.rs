@@ -79,8 +79,19 @@ impl Node {
                 .build()
                 .expect("client"),
         };
-        n.spawn().await;
-        n
+        // A port picked free can be taken by another process before the
+        // node binds it: pick new ones and try again.
+        for _ in 0..5 {
+            if n.try_spawn().await {
+                return n;
+            }
+            if !n.log().contains("Address already in use") {
+                break;
+            }
+            n.http = free_port();
+            n.rpc = free_port();
+        }
+        panic!("node did not come up:\n{}", n.log());
     }
 
     pub fn addr(&self) -> String {
@@ -92,6 +103,12 @@ impl Node {
     }
 
     pub async fn spawn(&mut self) {
+        assert!(self.try_spawn().await, "node did not come up:\n{}", self.log());
+    }
+
+    /// Starts the agent and waits until it knows a leader; `false` when it
+    /// exited or did not come up in 20 s.
+    async fn try_spawn(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -122,10 +139,17 @@ impl Node {
         loop {
             if let Ok((StatusCode::OK, v)) = self.call(Method::GET, "/v2/leader", None).await {
                 if v["leader"].is_string() {
-                    break;
+                    return true;
                 }
             }
-            assert!(t.elapsed() < Duration::from_secs(20), "node did not come up:\n{}", self.log());
+            let exited = self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || t.elapsed() > Duration::from_secs(20) {
+                if let Some(mut c) = self.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
