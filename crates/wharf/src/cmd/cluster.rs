@@ -435,7 +435,9 @@ pub async fn end_tasks_under(sandbox_roots: &[PathBuf]) -> anyhow::Result<usize>
     Ok(ended)
 }
 
-/// `wharf executor --sandbox DIR` processes with DIR under one of `roots`.
+/// Executors whose sandbox DIR is under one of `roots`: `wharf executor
+/// --sandbox DIR` processes, and those an agent's launcher forked (they keep
+/// the launcher's command line and work in DIR).
 fn executors_under(roots: &[PathBuf]) -> Vec<i32> {
     let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
     procs
@@ -443,9 +445,13 @@ fn executors_under(roots: &[PathBuf]) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| {
             let Some(args) = cmdline(pid) else { return false };
-            let sandbox = args.iter().position(|a| a == "--sandbox").and_then(|i| args.get(i + 1));
+            let sandbox = match args.iter().position(|a| a == "--sandbox") {
+                Some(i) => args.get(i + 1).map(PathBuf::from),
+                None if args.iter().any(|a| a == "--launcher") => std::fs::read_link(format!("/proc/{pid}/cwd")).ok(),
+                None => None,
+            };
             args.iter().any(|a| a == "executor")
-                && sandbox.is_some_and(|s| roots.iter().any(|r| Path::new(s).starts_with(r)))
+                && sandbox.is_some_and(|s| roots.iter().any(|r| s.starts_with(r) && s != *r))
         })
         .collect()
 }
