@@ -366,6 +366,7 @@ pub fn create(
     resources: Value,
     netns: Option<&Path>,
     (stdin, stdout, stderr): (std::fs::File, std::os::fd::OwnedFd, std::os::fd::OwnedFd),
+    timeline: &mut crate::sandbox::Timeline,
 ) -> Result<(Container, Pid), String> {
     let dirs = ContainerDirs::new(&oci.dir);
     let (uid, gid) = resolve_user(&dirs.rootfs, oci.user.as_deref())?;
@@ -374,6 +375,7 @@ pub fn create(
     let data = serde_json::to_vec(&config).map_err(|e| format!("encode runtime config: {e}"))?;
     std::fs::write(dirs.bundle.join("config.json"), data).map_err(|e| format!("write runtime config: {e}"))?;
     std::fs::create_dir_all(&dirs.state).map_err(|e| format!("create {}: {e}", dirs.state.display()))?;
+    timeline.mark("config");
     let built = ContainerBuilder::new(spec.task_id.to_string(), SyscallType::default())
         .with_root_path(&dirs.state)
         .map_err(|e| format!("runtime state dir: {e}"))
@@ -453,6 +455,7 @@ mod tests {
             user: None,
             oci: Some(oci.clone()),
             secrets_on_stdin: false,
+            timeline: Default::default(),
         };
         let v = runtime_config(&spec, &oci, Path::new("/s"), Path::new("/c/rootfs"), (0, 0), json!({}), ("h", None));
         let parsed: oci_spec::runtime::Spec = serde_json::from_value(v).expect("an OCI runtime spec");

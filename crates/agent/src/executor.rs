@@ -96,6 +96,7 @@ fn tell_agent(msg: &ExecMsg) {
 }
 
 fn run(sandbox: &Path) -> Result<(), String> {
+    let entered = sandbox::now_micros();
     // SAFETY: setting a signal disposition to SIG_IGN installs no handler code.
     unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) }
         .map_err(|e| format!("ignore SIGPIPE: {e}"))?;
@@ -131,6 +132,8 @@ fn run(sandbox: &Path) -> Result<(), String> {
         Ok(s) => s,
         Err(message) => return fail_to_start(&mut state, sandbox, None, message),
     };
+    let mut timeline = std::mem::take(&mut spec.timeline);
+    timeline.0.push(("executor".into(), entered));
     // In memory only: `spec.json` on disk never holds them.
     for (k, v) in &secrets.env {
         spec.env.insert(k.clone(), v.clone());
@@ -162,7 +165,8 @@ fn run(sandbox: &Path) -> Result<(), String> {
             // Only the task holds the pipes' write ends now: they close when it ends.
             drop(stdio);
             let pid = forked.pid;
-            running(&mut state, pid, None, &save)?;
+            timeline.mark("forked");
+            running(&mut state, pid, None, timeline, &save)?;
             (pid, release(forked, &cgroup, &spec, &prepared).err())
         }
         Some(oci) => {
@@ -181,8 +185,16 @@ fn run(sandbox: &Path) -> Result<(), String> {
                 }
             }
             let netns = attached.as_ref().map(|a| a.netns_path());
-            let created = create_container(&spec, &secrets, oci, sandbox, &cgroup, &mask, (stdio, netns.as_deref()))
-                .and_then(|c| c.pid().map(|p| (c, p)).ok_or_else(|| "no container process".to_string()));
+            let created = create_container(
+                &spec,
+                &secrets,
+                oci,
+                sandbox,
+                (&cgroup, &mask),
+                (stdio, netns.as_deref()),
+                &mut timeline,
+            )
+            .and_then(|c| c.pid().map(|p| (c, p)).ok_or_else(|| "no container process".to_string()));
             let (mut container, pid) = match created {
                 Ok(c) => c,
                 Err(message) => {
@@ -192,9 +204,11 @@ fn run(sandbox: &Path) -> Result<(), String> {
                 }
             };
             let ip = attached.as_ref().map(|a| std::net::IpAddr::V4(a.ip));
-            running(&mut state, pid, ip, &save)?;
-            let started = crate::container::start(&mut container)
-                .and_then(|()| cgroup.apply_cpu_quota(&spec.resources).map_err(|e| e.to_string()));
+            // Running once its init has been told to execute the task.
+            let started = crate::container::start(&mut container);
+            timeline.mark("started");
+            running(&mut state, pid, ip, timeline, &save)?;
+            let started = started.and_then(|()| cgroup.apply_cpu_quota(&spec.resources).map_err(|e| e.to_string()));
             (pid, started.err())
         }
     };
@@ -310,12 +324,14 @@ fn running(
     state: &mut StateFile,
     pid: Pid,
     ip: Option<std::net::IpAddr>,
+    timeline: sandbox::Timeline,
     save: &dyn Fn(&StateFile) -> Result<(), String>,
 ) -> Result<(), String> {
     let started = sandbox::now();
     state.pid = Some(pid.as_raw() as u32);
     state.started_at = Some(started);
     state.ip = ip;
+    state.timeline = timeline;
     save(state)?;
     tell_agent(&ExecMsg::Running { pid: pid.as_raw() as u32, at: started, ip });
     Ok(())
@@ -338,12 +354,13 @@ fn create_container(
     secrets: &TaskSecrets,
     oci: &crate::sandbox::OciLaunch,
     sandbox: &Path,
-    cgroup: &TaskCgroup,
-    mask: &SigSet,
+    (cgroup, mask): (&TaskCgroup, &SigSet),
     (stdio, netns): (ChildStdio, Option<&Path>),
+    timeline: &mut sandbox::Timeline,
 ) -> Result<libcontainer::container::Container, String> {
     let dirs = crate::container::ContainerDirs::new(&oci.dir);
     crate::container::mount_rootfs(oci, &dirs)?;
+    timeline.mark("rootfs");
     let resources = cgroup.linux_resources(&spec.resources).map_err(|e| e.to_string())?;
     let mut resources = serde_json::to_value(resources).map_err(|e| format!("encode resources: {e}"))?;
     // The runtime's own set-up (mounts, pivot_root, seccomp) runs inside
@@ -370,7 +387,9 @@ fn create_container(
         resources,
         netns,
         (stdio.stdin, stdio.stdout, stdio.stderr),
+        timeline,
     );
+    timeline.mark("created");
     let _ = mask.thread_block();
     // SAFETY: as above.
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };

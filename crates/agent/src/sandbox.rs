@@ -46,6 +46,34 @@ pub struct LaunchSpec {
     /// JSON) from its stdin, so they are never in this file.
     #[serde(default)]
     pub secrets_on_stdin: bool,
+    /// The agent's steps of the start so far (the executor adds its own).
+    #[serde(default, skip_serializing_if = "Timeline::is_empty")]
+    pub timeline: Timeline,
+}
+
+/// Wall-clock stamps (µs since the epoch) of the steps of a task's start,
+/// in order: the agent's, from taking the task to writing its spec, travel
+/// in `spec.json`; the executor adds its own and records them all in
+/// `state.json` with the task's start. `wharf bench containers` breaks the
+/// start latency down with them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timeline(pub Vec<(String, u64)>);
+
+impl Timeline {
+    /// Stamps `step` now.
+    pub fn mark(&mut self, step: &str) {
+        self.0.push((step.to_string(), now_micros()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// When `step` was stamped (µs since the epoch).
+    pub fn at(&self, step: &str) -> Option<u64> {
+        self.0.iter().find(|(s, _)| s == step).map(|(_, t)| *t)
+    }
 }
 
 /// A container of the built-in runtime, as the agent prepared it (image
@@ -107,6 +135,9 @@ pub struct StateFile {
     /// The container's address on the node's bridge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<std::net::IpAddr>,
+    /// The steps of the task's start, the agent's and the executor's.
+    #[serde(default, skip_serializing_if = "Timeline::is_empty")]
+    pub timeline: Timeline,
 }
 
 /// A line the executor writes to the agent on its stdout.
@@ -127,6 +158,11 @@ pub enum ExecMsg {
 /// The agent's clock (the edge where time enters).
 pub fn now() -> UnixMillis {
     UnixMillis::from_system_time(std::time::SystemTime::now())
+}
+
+/// The agent's clock in µs since the epoch (for [`Timeline`]).
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Writes `data` to `dir/name` via a temporary file and rename, so readers

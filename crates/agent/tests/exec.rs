@@ -49,6 +49,7 @@ fn spec(command: CommandSpec) -> LaunchSpec {
         log: Default::default(),
         user: None,
         secrets_on_stdin: false,
+        timeline: Default::default(),
     }
 }
 

@@ -40,6 +40,7 @@ fn spec(sh: &str, user: Option<&str>) -> LaunchSpec {
         user: user.map(str::to_string),
         oci: None,
         secrets_on_stdin: false,
+        timeline: Default::default(),
     }
 }
 

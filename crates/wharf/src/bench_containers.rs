@@ -43,16 +43,19 @@ pub(crate) fn summary(name: &str, ms: &mut [i64]) -> (i64, i64) {
     (p50, p99)
 }
 
-pub async fn run(starts: u32, image: String, runtimes: Vec<String>) -> anyhow::Result<()> {
-    ensure_image(&image)?;
+pub async fn run(starts: u32, image: String, runtimes: Vec<String>, skip: Vec<String>) -> anyhow::Result<()> {
     if let Some(other) = runtimes.iter().find(|r| !["docker", "builtin"].contains(&r.as_str())) {
         bail!("--runtimes: unknown runtime {other:?} (docker, builtin)");
     }
+    if let Some(other) = skip.iter().find(|s| !["bridge", "memory", "pulls"].contains(&s.as_str())) {
+        bail!("--skip: unknown part {other:?} (bridge, memory, pulls)");
+    }
+    ensure_image(&image)?;
     if runtimes.iter().any(|r| r == "docker") {
         docker(starts, &image).await?;
     }
     if runtimes.iter().any(|r| r == "builtin") {
-        crate::bench_oci::run(starts, &image).await?;
+        crate::bench_oci::run(starts, &image, &skip).await?;
     }
     Ok(())
 }
@@ -67,7 +70,7 @@ async fn docker(starts: u32, image: &str) -> anyhow::Result<()> {
     }
     println!("container start latency, image {image} present, {starts} sequential starts each:");
     let container = json!({"type": "DOCKER", "docker": {"image": image}});
-    let result = wharf_starts(&c, starts, container).await;
+    let result = wharf_starts(&c, starts, container, None).await;
     cleanup(&c).await?;
     drop(node);
     let root = format!("label=wharf.sandbox-root={}", data.join("sandboxes").display());
@@ -86,11 +89,13 @@ async fn docker(starts: u32, image: &str) -> anyhow::Result<()> {
 }
 
 /// Sequential starts of one-instance apps with `container`; placement to
-/// process running, in ms.
+/// process running, in ms. With `steps`, each start's timeline is read
+/// from its sandbox under that directory.
 pub(crate) async fn wharf_starts(
     c: &crate::client::Client,
     starts: u32,
     container: serde_json::Value,
+    mut steps: Option<(&std::path::Path, &mut crate::bench_steps::Steps)>,
 ) -> anyhow::Result<Vec<i64>> {
     let mut out = Vec::new();
     for i in 0..starts {
@@ -105,7 +110,12 @@ pub(crate) async fn wharf_starts(
             if let Some(task) = v["tasks"].as_array().and_then(|a| a.first()) {
                 let at = |k: &str| task[k].as_str().and_then(marathon::parse_time).map(|t| t.0);
                 match (task["state"].as_str(), at("stagedAt"), at("startedAt")) {
-                    (Some("TASK_RUNNING"), Some(staged), Some(started)) => break started - staged,
+                    (Some("TASK_RUNNING"), Some(staged), Some(started)) => {
+                        if let (Some((dir, steps)), Some(task)) = (steps.as_mut(), task["id"].as_str()) {
+                            steps.record(&dir.join(task), staged, started - staged);
+                        }
+                        break started - staged;
+                    }
                     (Some("TASK_FAILED"), ..) => bail!("a benchmark task failed: {task}"),
                     _ => {}
                 }

@@ -11,7 +11,7 @@
 //!
 //! Cleans up every task, container, image and file it made.
 
-use crate::bench::{cleanup, start_node};
+use crate::bench::{cleanup, start_node_with};
 use crate::bench_containers::summary;
 use anyhow::{bail, Context};
 use reqwest::Method;
@@ -26,7 +26,9 @@ const BENCH_REF: &str = "wharf-bench/busybox:1";
 /// Containers running at once for the memory figure.
 const MANY: u32 = 100;
 
-pub async fn run(starts: u32, image: &str) -> anyhow::Result<()> {
+/// `skip`: parts left out (`bridge`, `memory`, `pulls`).
+pub async fn run(starts: u32, image: &str, skip: &[String]) -> anyhow::Result<()> {
+    let skipped = |part: &str| skip.iter().any(|s| s == part);
     if let Err(e) = agent::driver::oci::supported() {
         bail!("the built-in runtime cannot run here: {e}");
     }
@@ -40,26 +42,36 @@ pub async fn run(starts: u32, image: &str) -> anyhow::Result<()> {
     let imported = store.import_docker_archive(&archive, Some(BENCH_REF))?;
     std::fs::remove_file(&archive)?;
 
-    let (node, c) = start_node(Some(data.join("node"))).await?;
+    // As a container host should run (see `--cgroup-favordynmods`); the
+    // setting is host-wide, so `runc run` beside has it too.
+    let (node, c) = start_node_with(Some(data.join("node")), &["--cgroup-favordynmods"]).await?;
     let nodes = c.ok(Method::GET, "/wharf/v1/nodes", None).await?;
     if !nodes["nodes"][0]["drivers"].as_array().is_some_and(|d| d.iter().any(|x| x == "oci")) {
         bail!("the benchmark node has no oci driver: {}", nodes["nodes"][0]);
     }
 
-    println!("built-in runtime (oci driver), image {image} present, {starts} sequential starts each:");
+    let favored = std::fs::read_to_string("/proc/self/mountinfo")
+        .is_ok_and(|m| m.lines().any(|l| l.contains(" - cgroup2 ") && l.contains("favordynmods")));
+    println!(
+        "built-in runtime (oci driver), image {image} present, {starts} sequential starts each (cgroup favordynmods {}):",
+        if favored { "on" } else { "off" }
+    );
     let container = json!({"type": "MESOS", "docker": {"image": BENCH_REF}});
-    let starts_result = crate::bench_containers::wharf_starts(&c, starts, container.clone()).await;
+    let sandboxes = data.join("node").join("sandboxes");
+    let mut steps = crate::bench_steps::Steps::default();
+    let starts_result =
+        crate::bench_containers::wharf_starts(&c, starts, container.clone(), Some((&sandboxes, &mut steps))).await;
     // The same starts on the node's bridge (`BRIDGE` in the docker section):
     // address lease, namespace, veth and DNAT rules before the container.
     let bridged = json!({"type": "MESOS", "docker": {"image": BENCH_REF, "network": "BRIDGE"},
                          "portMappings": [{"containerPort": 80}]});
     let bridge_result = match &starts_result {
-        Ok(_) => crate::bench_containers::wharf_starts(&c, starts, bridged).await,
-        Err(_) => Ok(Vec::new()),
+        Ok(_) if !skipped("bridge") => crate::bench_containers::wharf_starts(&c, starts, bridged, None).await,
+        _ => Ok(Vec::new()),
     };
     let memory = match &starts_result {
-        Ok(_) => many(&c, &node, container, &data.join("node").join("sandboxes")).await,
-        Err(_) => Ok(String::new()),
+        Ok(_) if !skipped("memory") => many(&c, &node, container, &sandboxes).await.map(Some),
+        _ => Ok(None),
     };
     cleanup(&c).await?;
     drop(node);
@@ -69,12 +81,20 @@ pub async fn run(starts: u32, image: &str) -> anyhow::Result<()> {
     let mut runc = runc_starts(starts, &layers, &data)?;
     let mut bridge = bridge_result?;
     let (w50, w99) = summary("wharf (oci driver)", &mut wharf);
-    let (b50, b99) = summary("wharf (oci driver, bridge)", &mut bridge);
+    steps.print();
     let (r50, r99) = summary("runc run", &mut runc);
     let ratio = |a: i64, b: i64| if b > 0 { a as f64 / b as f64 } else { f64::NAN };
     println!("  wharf / runc run: p50 {:.2}x, p99 {:.2}x", ratio(w50, r50), ratio(w99, r99));
-    println!("  bridge / host network: p50 {:.2}x, p99 {:.2}x", ratio(b50, w50), ratio(b99, w99));
-    println!("{}", memory?);
+    if !bridge.is_empty() {
+        let (b50, b99) = summary("wharf (oci driver, bridge)", &mut bridge);
+        println!("  bridge / host network: p50 {:.2}x, p99 {:.2}x", ratio(b50, w50), ratio(b99, w99));
+    }
+    if let Some(memory) = memory? {
+        println!("{memory}");
+    }
+    if skipped("pulls") {
+        return Ok(());
+    }
     pulls().await
 }
 

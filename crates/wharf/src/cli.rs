@@ -412,6 +412,12 @@ pub struct AgentArgs {
     /// nothing routes between their bridges.
     #[arg(long, default_value = agent::network::DEFAULT_SUBNET)]
     pub bridge_subnet: String,
+    /// Turn on the kernel's cgroup `favordynmods` at start: a container's
+    /// first process then joins its cgroup without waiting for an RCU grace
+    /// period (the built-in runtime's start-latency stalls on v1 hosts).
+    /// Host-wide, and kept until reboot on Linux 6.18+.
+    #[arg(long)]
+    pub cgroup_favordynmods: bool,
 }
 
 /// `NUMBER[ms|s|m|h|d]` (seconds without a unit). Written here because no
@@ -674,6 +680,11 @@ pub enum BenchCommand {
         /// pulls), comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "docker,builtin")]
         runtimes: Vec<String>,
+        /// Parts of the built-in runtime's run to leave out: `bridge` (its
+        /// starts on the node's bridge), `memory` (100 containers), `pulls`;
+        /// comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        skip: Vec<String>,
     },
     /// Rolling deployment time with health checks, and CPU under many health checks.
     #[command(after_help = "Example:\n  wharf bench health --rounds 3 --tasks 1000")]
@@ -843,8 +854,8 @@ pub async fn dispatch(cli: Cli, matches: ArgMatches) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Launch { tasks, burst, data_dir }) => {
             crate::bench::launch(tasks, burst, data_dir).await
         }
-        Command::Bench(BenchCommand::Containers { starts, image, runtimes }) => {
-            crate::bench_containers::run(starts, image, runtimes).await
+        Command::Bench(BenchCommand::Containers { starts, image, runtimes, skip }) => {
+            crate::bench_containers::run(starts, image, runtimes, skip).await
         }
         Command::Bench(BenchCommand::Health { rounds, tasks }) => crate::bench::health(rounds, tasks).await,
         Command::Bench(BenchCommand::Jobs { runs, jobs, minutes }) => crate::bench_jobs::run(runs, jobs, minutes).await,

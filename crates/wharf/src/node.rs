@@ -145,6 +145,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
     // The drivers are found before the node registers, so the scheduler
     // never sends it a task it has no driver for.
+    if args.cgroup_favordynmods {
+        match tokio::task::spawn_blocking(agent::cgroup::favor_dynamic_modifications).await {
+            Ok(Ok(true)) => tracing::info!("turned on cgroup favordynmods: cgroup joins wait for no RCU grace period"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot turn on cgroup favordynmods"),
+            Err(e) => tracing::warn!(error = %e, "cannot turn on cgroup favordynmods"),
+        }
+    }
     let docker_builtin = args.docker_apps == "builtin";
     let drivers = agent::probe_drivers(docker_builtin).await;
     let node = NodeInfo {

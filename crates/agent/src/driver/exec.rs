@@ -379,8 +379,9 @@ fn create_sandbox(inner: &Inner, id: &TaskId, dir: &Path) -> Result<(), DriverEr
 
 /// Writes the spec into the sandbox and starts the executor. The spec is
 /// written after the artifacts are in, so a task cannot have replaced it.
-fn start_executor(inner: &Inner, spec: LaunchSpec, dir: &Path) -> Result<Started, DriverError> {
+fn start_executor(inner: &Inner, mut spec: LaunchSpec, dir: &Path) -> Result<Started, DriverError> {
     let (program, args) = inner.executor.split_first().ok_or(DriverError::NoExecutor)?;
+    spec.timeline.mark("spec");
     sandbox::write_json(dir, SPEC_FILE, &spec).map_err(io_err("write task spec"))?;
     let log = std::fs::File::create(dir.join(EXECUTOR_LOG)).map_err(io_err("create executor log"))?;
     if let Some(started) = fork_executor(inner, &spec, dir, &log)? {

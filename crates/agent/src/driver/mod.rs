@@ -148,6 +148,8 @@ impl Driver for ExecDriver {
     }
 
     async fn launch(&self, task: TaskLaunch) -> Result<u32, DriverError> {
+        let mut timeline = crate::sandbox::Timeline::default();
+        timeline.mark("agent");
         let unsupported = |m: &str| DriverError::Unsupported(m.to_string());
         let command = match task.command {
             None => return Err(unsupported("the app has neither cmd nor args")),
@@ -164,6 +166,7 @@ impl Driver for ExecDriver {
             log: self.log_limits(),
             user: task.user,
             secrets_on_stdin: !task.secrets.is_empty(),
+            timeline,
         };
         ExecDriver::launch_task(self, spec, &task.secrets, &task.artifacts).await
     }

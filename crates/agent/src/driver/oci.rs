@@ -12,7 +12,7 @@
 use super::{DriverError, ExecDriver, RecoveredTask, TaskEvent, TaskLaunch};
 use crate::container::{container_argv, SANDBOX_MOUNT};
 use crate::network::{ContainerNetwork, NodeNetwork, PortForward, Proto};
-use crate::sandbox::{BindMount, LaunchSpec, OciLaunch};
+use crate::sandbox::{BindMount, LaunchSpec, OciLaunch, Timeline};
 use image::ImageStore;
 use model::{CommandSpec, TaskId};
 use std::collections::BTreeMap;
@@ -116,7 +116,7 @@ impl OciDriver {
         }
     }
 
-    fn spec(&self, task: &TaskLaunch, image: &image::Image) -> Result<LaunchSpec, DriverError> {
+    fn spec(&self, task: &TaskLaunch, image: &image::Image, timeline: Timeline) -> Result<LaunchSpec, DriverError> {
         let launch_err = |message: String| DriverError::Launch { task_id: task.task_id.clone(), message };
         let argv =
             container_argv(task.command.as_ref(), &image.config.entrypoint, &image.config.cmd).map_err(launch_err)?;
@@ -184,6 +184,7 @@ impl OciDriver {
                 resolv_conf: Some(self.container_dir(&task.task_id).join("resolv.conf")),
             }),
             secrets_on_stdin: !task.secrets.is_empty(),
+            timeline,
         })
     }
 
@@ -224,6 +225,8 @@ impl super::Driver for OciDriver {
     }
 
     async fn launch(&self, task: TaskLaunch) -> Result<u32, DriverError> {
+        let mut timeline = Timeline::default();
+        timeline.mark("agent");
         let Some(reference) = task.container.image.clone() else {
             return Err(DriverError::Unsupported("the app's container has no image".into()));
         };
@@ -236,7 +239,8 @@ impl super::Driver for OciDriver {
             .ensure(&reference, task.container.force_pull_image, task.registry_auth.as_ref())
             .await
             .map_err(|e| DriverError::Launch { task_id: task.task_id.clone(), message: e.to_string() })?;
-        let spec = self.spec(&task, &image)?;
+        timeline.mark("image");
+        let spec = self.spec(&task, &image, timeline)?;
         let bridge = spec.oci.as_ref().is_some_and(|o| o.network.is_some());
         if bridge {
             self.ensure_bridge(&task.task_id).await?;
