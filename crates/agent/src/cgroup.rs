@@ -78,17 +78,10 @@ pub fn task_cgroups() -> Result<BTreeSet<TaskId>, CgroupError> {
 pub fn favor_dynamic_modifications() -> Result<bool, CgroupError> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| CgroupError::Setup(format!("read /proc/self/mountinfo: {e}")))?;
-    // `ID PARENT DEV ROOT MOUNTPOINT OPTS... - FSTYPE SOURCE SUPER-OPTS`
-    let cgroup2 = mounts.lines().find_map(|l| {
-        let (head, tail) = l.split_once(" - ")?;
-        let mut tail = tail.split(' ');
-        (tail.next()? == "cgroup2")
-            .then(|| (head.split(' ').nth(4).map(str::to_string), tail.nth(1).map(str::to_string)))
-    });
-    let Some((Some(point), super_opts)) = cgroup2 else {
+    let Some((point, favored)) = cgroup2_mount(&mounts) else {
         return Err(CgroupError::Setup("no cgroup2 hierarchy is mounted (favordynmods is set on one)".into()));
     };
-    if super_opts.is_some_and(|o| o.split(',').any(|o| o == "favordynmods")) {
+    if favored {
         return Ok(false);
     }
     // mount(8) keeps the mount's other options (a bare remount would drop
@@ -102,6 +95,21 @@ pub fn favor_dynamic_modifications() -> Result<bool, CgroupError> {
         return Err(CgroupError::Setup(format!("remount {point} with favordynmods: {why}")));
     }
     Ok(true)
+}
+
+/// The first cgroup2 mount point in a mount table (`/proc/self/mountinfo`)
+/// and whether it has `favordynmods`.
+fn cgroup2_mount(mountinfo: &str) -> Option<(String, bool)> {
+    // `ID PARENT DEV ROOT MOUNTPOINT OPTS... - FSTYPE SOURCE SUPER-OPTS`
+    mountinfo.lines().find_map(|l| {
+        let (head, tail) = l.split_once(" - ")?;
+        let mut tail = tail.split(' ');
+        if tail.next()? != "cgroup2" {
+            return None;
+        }
+        let favored = tail.nth(1).is_some_and(|o| o.split(',').any(|o| o == "favordynmods"));
+        Some((head.split(' ').nth(4)?.to_string(), favored))
+    })
 }
 
 fn setup() -> Result<CgroupSetup, CgroupError> {
@@ -278,4 +286,19 @@ fn counter(p: &Path, key: &str) -> Option<u64> {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok()).flatten()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cgroup2_mount;
+
+    #[test]
+    fn finds_the_cgroup2_mount_and_its_favordynmods() {
+        let hybrid = "30 25 0:26 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                      41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_mount(hybrid), Some(("/sys/fs/cgroup/unified".to_string(), false)));
+        let v2 = "35 24 0:30 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate,favordynmods\n";
+        assert_eq!(cgroup2_mount(v2), Some(("/sys/fs/cgroup".to_string(), true)));
+        assert_eq!(cgroup2_mount("30 25 0:26 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"), None);
+    }
 }

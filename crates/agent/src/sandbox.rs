@@ -196,3 +196,24 @@ pub fn proc_start_time(pid: u32) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeline_keeps_its_steps_in_order_and_old_state_files_still_read() {
+        let mut t = Timeline::default();
+        t.mark("agent");
+        t.mark("spec");
+        let state = StateFile { timeline: t.clone(), ..StateFile::default() };
+        let back: StateFile = serde_json::from_slice(&serde_json::to_vec(&state).expect("encode")).expect("decode");
+        let steps: Vec<&str> = back.timeline.0.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(steps, ["agent", "spec"]);
+        assert!(back.timeline.at("agent") <= back.timeline.at("spec"));
+        let old: StateFile =
+            serde_json::from_str(r#"{"executor_pid":1,"executor_start":2,"pid":null,"started_at":null,"exit":null}"#)
+                .expect("a state file from before timelines");
+        assert!(old.timeline.is_empty());
+    }
+}
