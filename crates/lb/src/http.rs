@@ -32,46 +32,88 @@ const MAX_BODY: usize = 16 << 20;
 const TRIES: usize = 3;
 
 /// Serves the HTTP front on `listener` until it fails: a few threads, each
-/// a single-threaded runtime accepting from the same listener with its own
-/// pool of backend connections (see `l4` for why).
+/// a single-threaded runtime with its own pool of backend connections (see
+/// `l4` for why). Connections are accepted here and dealt to the threads
+/// in turn: threads accepting from one shared listener left nearly every
+/// connection to whichever woke first, and so one core doing all the work.
 pub async fn serve(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
+    let port = listener.local_addr()?.port();
     let listener = listener.into_std()?;
+    listener.set_nonblocking(true)?;
+    // SAFETY: the `AsyncFd` owns the listener, whose descriptor stays open
+    // and the same until the `AsyncFd` drops it.
+    let listener = unsafe { tokio::io::unix::AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE)? };
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<()>>();
+    let mut threads = Vec::new();
     for i in 0..crate::l4::threads() {
-        let (lb, listener, done) = (lb.clone(), listener.try_clone()?, done_tx.clone());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+        threads.push(tx);
+        let (lb, done) = (lb.clone(), done_tx.clone());
         std::thread::Builder::new().name(format!("http-lb-{i}")).spawn(move || {
             let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .and_then(|rt| rt.block_on(async move { serve_here(lb, TcpListener::from_std(listener)?).await }));
+                .map(|rt| rt.block_on(serve_here(lb, port, rx)));
             let _ = done.send(result);
         })?;
     }
     drop(done_tx);
-    done_rx.recv().await.unwrap_or(Ok(()))
+    let mut next = 0;
+    loop {
+        tokio::select! {
+            ended = done_rx.recv() => return ended.unwrap_or(Ok(())),
+            accepted = listener.readable() => {
+                let mut ready = accepted?;
+                // Every connection waiting, before waiting again.
+                loop {
+                    match ready.try_io(|l| l.get_ref().accept()) {
+                        Ok(Ok((stream, peer))) => {
+                            if threads[next % threads.len()].send((stream, peer)).is_err() {
+                                // That thread ended; `done_rx` says why.
+                                break;
+                            }
+                            next = next.wrapping_add(1);
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "HTTP LB: accept failed");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            break;
+                        }
+                        // Would block: readiness cleared.
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
 }
 
-async fn serve_here(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
-    let front = Front::new(lb, listener.local_addr()?.port());
+/// One thread's share: serves the connections `serve` deals it.
+async fn serve_here(
+    lb: Arc<Lb>,
+    port: u16,
+    mut accepted: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+) {
+    let front = Front::new(lb, port);
     let pool = front.pool.clone();
-    tokio::spawn(async move {
+    let sweeper = tokio::spawn(async move {
         loop {
             tokio::time::sleep(crate::pool::IDLE / 3).await;
             pool.sweep();
         }
     });
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
+    while let Some((stream, peer)) = accepted.recv().await {
+        let stream = match stream.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(stream)) {
+            Ok(s) => s,
             Err(e) => {
-                tracing::debug!(error = %e, "HTTP LB: accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tracing::debug!(error = %e, "HTTP LB: cannot serve an accepted connection");
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
         tokio::spawn(front.clone().serve_connection(stream, peer));
     }
+    sweeper.abort();
 }
 
 /// What one listener thread serves a client connection with.

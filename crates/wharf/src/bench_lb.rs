@@ -160,6 +160,11 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
         loadavg()
     );
     let (wharf, haproxy) = (Some(_node.0.id()), Some(_haproxy.0.id()));
+    println!(
+        "threads: haproxy {} (its default, one per core); wharf {} per LB listener (beside the node's own runtime)",
+        threads(_haproxy.0.id()).map_or("?".into(), |n| n.to_string()),
+        lb::l4::threads()
+    );
     let direct = Row { name: "nginx task directly (one of the two)", url: direct, host: None, close: false, pid: None };
     let pairs = [
         (
@@ -350,6 +355,12 @@ fn median(v: &[f64]) -> f64 {
         n if n % 2 == 1 => v[n / 2],
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
+}
+
+/// A process's thread count, from `/proc/PID/status`.
+fn threads(pid: u32) -> Option<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
 }
 
 /// The 1, 5 and 15 minute load averages, from `/proc/loadavg`.
