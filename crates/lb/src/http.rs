@@ -5,7 +5,7 @@
 //! unknown host, 503 naming the app when it has no up task, 502 when every
 //! backend tried failed.
 
-use crate::pool::{Pool, Sender, SendError};
+use crate::pool::{Pool, SendError, Sender};
 use crate::table::{Backend, Lb};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -42,7 +42,8 @@ pub async fn serve(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     // SAFETY: the `AsyncFd` owns the listener, whose descriptor stays open
     // and the same until the `AsyncFd` drops it.
-    let listener = unsafe { tokio::io::unix::AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE)? };
+    let listener =
+        unsafe { tokio::io::unix::AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE)? };
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<()>>();
     let mut threads = Vec::new();
     for i in 0..crate::l4::threads() {

@@ -169,18 +169,42 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
     let pairs = [
         (
             "HTTP",
-            Row { name: "wharf HTTP front (Host: bench.test)", url: wharf_front, host: Some("bench.test"), close: false, pid: wharf },
-            Row { name: "haproxy HTTP mode", url: format!("http://{HAPROXY}:80/"), host: None, close: false, pid: haproxy },
+            Row {
+                name: "wharf HTTP front (Host: bench.test)",
+                url: wharf_front,
+                host: Some("bench.test"),
+                close: false,
+                pid: wharf,
+            },
+            Row {
+                name: "haproxy HTTP mode",
+                url: format!("http://{HAPROXY}:80/"),
+                host: None,
+                close: false,
+                pid: haproxy,
+            },
         ),
         (
             "L4",
             Row { name: "wharf L4 service port", url: wharf_l4.clone(), host: None, close: false, pid: wharf },
-            Row { name: "haproxy TCP mode", url: format!("http://{HAPROXY}:81/"), host: None, close: false, pid: haproxy },
+            Row {
+                name: "haproxy TCP mode",
+                url: format!("http://{HAPROXY}:81/"),
+                host: None,
+                close: false,
+                pid: haproxy,
+            },
         ),
         (
             "L4 new connections",
             Row { name: "wharf L4, new connection per request", url: wharf_l4, host: None, close: true, pid: wharf },
-            Row { name: "haproxy TCP, new connection per request", url: format!("http://{HAPROXY}:81/"), host: None, close: true, pid: haproxy },
+            Row {
+                name: "haproxy TCP, new connection per request",
+                url: format!("http://{HAPROXY}:81/"),
+                host: None,
+                close: true,
+                pid: haproxy,
+            },
         ),
     ];
     let mut direct_runs = Vec::new();
