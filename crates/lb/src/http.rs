@@ -5,27 +5,26 @@
 //! unknown host, 503 naming the app when it has no up task, 502 when every
 //! backend tried failed.
 
-use crate::table::Lb;
+use crate::pool::{Pool, SendError, Sender};
+use crate::table::{Backend, Lb};
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-
-type Body = BoxBody<Bytes, hyper::Error>;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-type Upstream = Client<HttpConnector, Full<Bytes>>;
 
 /// Request bodies are buffered (so a request can go to another backend
 /// when one refuses); larger ones get 413.
@@ -33,47 +32,106 @@ const MAX_BODY: usize = 16 << 20;
 const TRIES: usize = 3;
 
 /// Serves the HTTP front on `listener` until it fails: a few threads, each
-/// a single-threaded runtime accepting from the same listener with its own
-/// pool of backend connections (see `l4` for why).
+/// a single-threaded runtime with its own pool of backend connections (see
+/// `l4` for why). Connections are accepted here and dealt to the threads
+/// in turn: threads accepting from one shared listener left nearly every
+/// connection to whichever woke first, and so one core doing all the work.
 pub async fn serve(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
+    let port = listener.local_addr()?.port();
     let listener = listener.into_std()?;
+    listener.set_nonblocking(true)?;
+    // SAFETY: the `AsyncFd` owns the listener, whose descriptor stays open
+    // and the same until the `AsyncFd` drops it.
+    let listener =
+        unsafe { tokio::io::unix::AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE)? };
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<()>>();
+    let mut threads = Vec::new();
     for i in 0..crate::l4::threads() {
-        let (lb, listener, done) = (lb.clone(), listener.try_clone()?, done_tx.clone());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+        threads.push(tx);
+        let (lb, done) = (lb.clone(), done_tx.clone());
         std::thread::Builder::new().name(format!("http-lb-{i}")).spawn(move || {
             let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .and_then(|rt| rt.block_on(async move { serve_here(lb, TcpListener::from_std(listener)?).await }));
+                .map(|rt| rt.block_on(serve_here(lb, port, rx)));
             let _ = done.send(result);
         })?;
     }
     drop(done_tx);
-    done_rx.recv().await.unwrap_or(Ok(()))
+    let mut next = 0;
+    loop {
+        tokio::select! {
+            ended = done_rx.recv() => return ended.unwrap_or(Ok(())),
+            accepted = listener.readable() => {
+                let mut ready = accepted?;
+                // Every connection waiting, before waiting again.
+                loop {
+                    match ready.try_io(|l| l.get_ref().accept()) {
+                        Ok(Ok((stream, peer))) => {
+                            if threads[next % threads.len()].send((stream, peer)).is_err() {
+                                // That thread ended; `done_rx` says why.
+                                break;
+                            }
+                            next = next.wrapping_add(1);
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "HTTP LB: accept failed");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            break;
+                        }
+                        // Would block: readiness cleared.
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
 }
 
-async fn serve_here(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
-    let front = Front::new(lb, listener.local_addr()?.port());
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
+/// One thread's share: serves the connections `serve` deals it.
+async fn serve_here(
+    lb: Arc<Lb>,
+    port: u16,
+    mut accepted: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+) {
+    let front = Front::new(lb, port);
+    let pool = front.pool.clone();
+    let sweeper = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(crate::pool::IDLE / 3).await;
+            pool.sweep();
+        }
+    });
+    while let Some((stream, peer)) = accepted.recv().await {
+        let stream = match stream.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(stream)) {
+            Ok(s) => s,
             Err(e) => {
-                tracing::debug!(error = %e, "HTTP LB: accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tracing::debug!(error = %e, "HTTP LB: cannot serve an accepted connection");
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
         tokio::spawn(front.clone().serve_connection(stream, peer));
     }
+    sweeper.abort();
 }
 
 /// What one listener thread serves a client connection with.
 #[derive(Clone)]
 pub struct Front {
     lb: Arc<Lb>,
-    client: Upstream,
+    pool: Arc<Pool>,
     /// The listener's port, for `X-Forwarded-Port`.
+    port: HeaderValue,
+}
+
+/// One client connection's context, shared by its requests.
+struct Conn {
+    lb: Arc<Lb>,
+    pool: Arc<Pool>,
+    /// The client's address as `X-Forwarded-For` wants it.
+    peer: HeaderValue,
     port: HeaderValue,
 }
 
@@ -82,28 +140,26 @@ impl Front {
     /// on `port` (for tests and the fuzz target `fuzz/fuzz_targets/lb_http.rs`;
     /// `serve` makes one per thread).
     pub fn new(lb: Arc<Lb>, port: u16) -> Front {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(lb.cfg.connect_timeout));
-        connector.set_nodelay(true);
-        let client: Upstream = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
-        Front { lb, client, port: HeaderValue::from(port) }
+        let pool = Arc::new(Pool::new(lb.cfg.connect_timeout));
+        Front { lb, pool, port: HeaderValue::from(port) }
+    }
+
+    /// Idle backend connections held in this front's pool.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle()
     }
 
     /// Serves HTTP/1.1 on one client connection from `peer` until it ends:
     /// hyper reads each request head, `handle` routes it.
-    pub async fn serve_connection<S>(self, io: S, peer: std::net::SocketAddr)
+    pub async fn serve_connection<S>(self, io: S, peer: SocketAddr)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
-        let Front { lb, client, port } = self;
-        // The client's address as `X-Forwarded-For` wants it, made once per
-        // connection rather than once per request.
+        let Front { lb, pool, port } = self;
+        // Made once per connection rather than once per request.
         let Ok(peer) = HeaderValue::try_from(peer.ip().to_string()) else { return };
-        let svc =
-            hyper::service::service_fn(move |req| handle(lb.clone(), client.clone(), peer.clone(), port.clone(), req));
+        let conn = Arc::new(Conn { lb, pool, peer, port });
+        let svc = hyper::service::service_fn(move |req| handle(conn.clone(), req));
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             // A client that never finishes its headers is cut off.
@@ -117,7 +173,7 @@ impl Front {
 }
 
 fn text(status: StatusCode, msg: String) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(msg + "\n")).map_err(|never| match never {}).boxed());
+    let mut r = Response::new(Body::Local(Full::new(Bytes::from(msg + "\n"))));
     *r.status_mut() = status;
     r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
     r
@@ -144,60 +200,66 @@ fn idempotent(m: &hyper::Method) -> bool {
     [Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT, Method::DELETE, Method::TRACE].contains(m)
 }
 
-async fn handle(
-    lb: Arc<Lb>,
-    client: Upstream,
-    peer: HeaderValue,
-    port: HeaderValue,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+async fn handle(c: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let host =
         req.headers().get(HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()));
     let host = host.unwrap_or_default();
     let name = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
-    let routes = lb.routes();
+    let routes = c.lb.routes();
     let Some(route) = routes.vhost(name, req.uri().path()) else {
         return Ok(text(StatusCode::NOT_FOUND, format!("no app serves host '{name}'")));
     };
     let service = route.service.clone();
+    drop(routes);
     if service.backends.is_empty() {
         return Ok(text(StatusCode::SERVICE_UNAVAILABLE, format!("{} has no healthy task", service.app)));
     }
     if wants_upgrade(req.headers()) {
-        return Ok(upgrade(&lb, &service, &peer, port, req).await);
+        return Ok(upgrade(&c.lb, &service, &c.peer, c.port.clone(), req).await);
     }
     let (mut parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or broken".into())),
     };
-    forwarded_headers(&mut parts.headers, &peer, port, false);
-    let path = parts.uri.path_and_query().cloned();
-    let mut tried = Vec::new();
+    forwarded_headers(&mut parts.headers, &c.peer, c.port.clone(), false);
+    // Backends get origin-form (`/path?query`), whatever form the client used.
+    let uri = if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
+        std::mem::take(&mut parts.uri)
+    } else {
+        let path = parts.uri.path_and_query().cloned();
+        let mut uri = hyper::http::uri::Parts::default();
+        uri.path_and_query = path.or_else(|| Some(hyper::http::uri::PathAndQuery::from_static("/")));
+        match hyper::Uri::from_parts(uri) {
+            Ok(uri) => uri,
+            Err(_) => return Ok(text(StatusCode::BAD_REQUEST, "request cannot be forwarded".into())),
+        }
+    };
+    // An HTTP/1.0 client may send no `Host`; the backend gets its own address.
+    let has_host = parts.headers.contains_key(HOST);
+    let mut tried = [NOWHERE; TRIES];
     // No more tries than backends: the last one takes the headers, earlier
     // ones copy them (one backend: no copy at all).
     let tries = TRIES.min(service.backends.len());
     for attempt in 0..tries {
-        let Some(b) = service.pick(&tried) else { break };
-        tried.push(b.addr);
-        let mut uri = hyper::http::uri::Parts::default();
-        uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
-        uri.authority = b.authority.clone();
-        uri.path_and_query = path.clone().or_else(|| Some(hyper::http::uri::PathAndQuery::from_static("/")));
-        let Ok(uri) = hyper::Uri::from_parts(uri) else {
-            return Ok(text(StatusCode::BAD_REQUEST, "request cannot be forwarded".into()));
-        };
+        let Some(b) = service.pick(&tried[..attempt]) else { break };
+        tried[attempt] = b.addr;
         let mut out = Request::new(Full::new(body.clone()));
         *out.method_mut() = parts.method.clone();
-        *out.uri_mut() = uri;
+        *out.uri_mut() = uri.clone();
         *out.headers_mut() =
             if attempt + 1 == tries { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
+        if !has_host {
+            if let Ok(h) = HeaderValue::try_from(b.addr.to_string()) {
+                out.headers_mut().insert(HOST, h);
+            }
+        }
         b.active.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let result = client.request(out).await;
+        let result = c.pool.send(b.addr, out).await;
         b.active.fetch_sub(1, Ordering::Relaxed);
         match result {
-            Ok(resp) => {
+            Ok((resp, sender)) => {
                 b.requests.fetch_add(1, Ordering::Relaxed);
                 b.latency_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 let (mut rp, rb) = resp.into_parts();
@@ -207,17 +269,17 @@ async fn handle(
                 if rp.status.is_server_error() {
                     b.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                let counted = Counted { inner: rb, backend: b };
-                return Ok(Response::from_parts(rp, counted.boxed()));
+                let counted = Counted { inner: rb, backend: b, conn: Some((sender, c.pool.clone())) };
+                return Ok(Response::from_parts(rp, Body::Backend(counted)));
             }
             // Never reached the backend: another one may take it.
-            Err(e) if e.is_connect() => b.mark_down(lb.cfg.down_for),
+            Err(SendError::Unsent(_)) => b.mark_down(c.lb.cfg.down_for),
             // The backend closed the connection under the request (a task
             // on its way out): a request that is safe to repeat goes to
             // another backend, as HAProxy's `retry-on` does.
             Err(e) if idempotent(&parts.method) => {
                 tracing::debug!(backend = %b.addr, error = %e, "HTTP LB: retrying an idempotent request elsewhere");
-                b.mark_down(lb.cfg.down_for);
+                b.mark_down(c.lb.cfg.down_for);
             }
             Err(e) => {
                 b.errors.fetch_add(1, Ordering::Relaxed);
@@ -227,6 +289,9 @@ async fn handle(
     }
     Ok(text(StatusCode::BAD_GATEWAY, format!("{}: no task took the request", service.app)))
 }
+
+/// A placeholder in the list of backends tried (never a backend's address).
+const NOWHERE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 /// Drops hop-by-hop headers (and those `Connection` names), then adds
 /// `X-Forwarded-For/-Proto/-Port`; `keep_upgrade` keeps `Connection` and
@@ -296,7 +361,7 @@ async fn upgrade(
     let (mut parts, _) = req.into_parts();
     forwarded_headers(&mut parts.headers, peer, port, true);
     let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
-    let mut tried = Vec::new();
+    let mut tried = Vec::with_capacity(TRIES);
     let (b, stream) = loop {
         let Some(b) = service.pick(&tried) else {
             return text(StatusCode::BAD_GATEWAY, format!("{}: no task took the request", service.app));
@@ -340,7 +405,7 @@ async fn upgrade(
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut rp, rb) = resp.into_parts();
         strip_hop_by_hop(&mut rp.headers);
-        return Response::from_parts(rp, rb.boxed());
+        return Response::from_parts(rp, Body::Backend(Counted { inner: rb, backend: b, conn: None }));
     }
     let backend_side = hyper::upgrade::on(&mut resp);
     let idle = lb.cfg.idle_timeout;
@@ -353,28 +418,77 @@ async fn upgrade(
         b.active.fetch_sub(1, Ordering::Relaxed);
     });
     let (rp, _) = resp.into_parts();
-    Response::from_parts(rp, Full::new(Bytes::new()).map_err(|never| match never {}).boxed())
+    Response::from_parts(rp, Body::Local(Full::new(Bytes::new())))
 }
 
-/// A response body that adds its bytes to its backend's count as they pass.
-struct Counted {
+/// A response body: the front's own answer or a backend's.
+pub enum Body {
+    Local(Full<Bytes>),
+    Backend(Counted),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Body::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+            Body::Backend(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Local(b) => b.is_end_stream(),
+            Body::Backend(b) => b.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Local(b) => b.size_hint(),
+            Body::Backend(b) => b.inner.size_hint(),
+        }
+    }
+}
+
+/// A backend's response body: adds its bytes to the backend's count as
+/// they pass, and hands its connection back to the pool once it has ended
+/// (a body dropped before its end closes the connection instead).
+pub struct Counted {
     inner: Incoming,
-    backend: Arc<crate::table::Backend>,
+    backend: Arc<Backend>,
+    conn: Option<(Sender, Arc<Pool>)>,
+}
+
+impl Counted {
+    fn release(&mut self) {
+        if let Some((sender, pool)) = self.conn.take() {
+            pool.put(self.backend.addr, sender);
+        }
+    }
 }
 
 impl hyper::body::Body for Counted {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(frame))) = &r {
-            if let Some(data) = frame.data_ref() {
-                self.backend.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.backend.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                if this.inner.is_end_stream() {
+                    this.release();
+                }
             }
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            Poll::Pending => {}
         }
         r
     }
@@ -383,7 +497,16 @@ impl hyper::body::Body for Counted {
         self.inner.is_end_stream()
     }
 
-    fn size_hint(&self) -> hyper::body::SizeHint {
+    fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        // hyper does not poll a body that says it has ended (a 204, a HEAD).
+        if self.inner.is_end_stream() {
+            self.release();
+        }
     }
 }

@@ -121,6 +121,8 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.set_reuseport(true)?;
+    // Accepted connections inherit it (Linux): no system call per connection.
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
 }
@@ -142,11 +144,10 @@ async fn accept_loop(lb: Arc<Lb>, listener: TcpListener, port: u16) {
 
 /// Connects to a backend of `port`'s service, trying others when one fails.
 pub async fn connect(lb: &Lb, port: u16) -> Option<(Arc<Backend>, TcpStream)> {
-    let mut tried = Vec::new();
-    for _ in 0..TRIES {
-        let service = lb.routes().ports.get(&port).cloned()?;
-        let b = service.pick(&tried)?;
-        tried.push(b.addr);
+    let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); TRIES];
+    for attempt in 0..TRIES {
+        let b = lb.routes().ports.get(&port)?.pick(&tried[..attempt])?;
+        tried[attempt] = b.addr;
         let started = Instant::now();
         match tokio::time::timeout(lb.cfg.connect_timeout, TcpStream::connect(b.addr)).await {
             Ok(Ok(s)) => {
@@ -162,7 +163,7 @@ pub async fn connect(lb: &Lb, port: u16) -> Option<(Arc<Backend>, TcpStream)> {
 }
 
 async fn proxy(lb: Arc<Lb>, client: TcpStream, port: u16) {
-    let _ = client.set_nodelay(true);
+    // TCP_NODELAY comes from the listener (`listen`).
     let Some((backend, upstream)) = connect(&lb, port).await else {
         // No backend: the client sees the connection close.
         return;
@@ -184,8 +185,8 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let moved = Arc::new(AtomicU64::new(0));
-    let mut a = Counted { inner: a, moved: moved.clone() };
+    let moved = AtomicU64::new(0);
+    let mut a = Counted { inner: a, moved: &moved };
     let mut b = b;
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUF, BUF);
     tokio::pin!(copy);
@@ -206,12 +207,12 @@ where
 
 /// A stream that counts the bytes read from and written to it (for the
 /// idle timeout: no count change in a whole period means idle).
-struct Counted<T> {
+struct Counted<'a, T> {
     inner: T,
-    moved: Arc<AtomicU64>,
+    moved: &'a AtomicU64,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<'_, T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
@@ -223,7 +224,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<'_, T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &r {

@@ -10,6 +10,7 @@
 pub mod http;
 pub mod l4;
 pub mod metrics;
+pub mod pool;
 pub mod table;
 pub mod udp;
 

@@ -4,7 +4,9 @@
 //! through Wharf's HTTP front (by virtual host) and an L4 service port, and
 //! through HAProxy (127.75.0.2) in HTTP and TCP mode in front of the very
 //! same two tasks; then new connections per second (`Connection: close`)
-//! through both L4 proxies.
+//! through both L4 proxies. The pairs run back to back, `--rounds` times,
+//! each round in the other order, so a busy machine's swings land on both
+//! sides: the table shows medians and each pair's ratio per round.
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 pub struct LbBenchArgs {
     pub seconds: u64,
     pub connections: u32,
+    pub rounds: u32,
 }
 
 const NODE: &str = "127.75.0.1";
@@ -149,44 +152,97 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
     let wharf_l4 = format!("http://{NODE}:{service_port}/");
     let direct = format!("http://{}/", backends[0]);
     println!(
-        "== wrk, 1 thread, {} connections, {} s each; two nginx tasks {}",
+        "== wrk, 1 thread, {} connections, {} s each, {} rounds; two nginx tasks {}; load average {}",
         args.connections,
         args.seconds,
-        backends.join(" and ")
+        args.rounds,
+        backends.join(" and "),
+        loadavg()
     );
     let (wharf, haproxy) = (Some(_node.0.id()), Some(_haproxy.0.id()));
-    let rows = [
-        ("nginx task directly (one of the two)", direct, None, false, None),
-        ("wharf HTTP front (Host: bench.test)", wharf_front.clone(), Some("bench.test"), false, wharf),
-        ("haproxy HTTP mode", format!("http://{HAPROXY}:80/"), None, false, haproxy),
-        ("wharf L4 service port", wharf_l4.clone(), None, false, wharf),
-        ("haproxy TCP mode", format!("http://{HAPROXY}:81/"), None, false, haproxy),
-        ("wharf L4, new connection per request", wharf_l4, None, true, wharf),
-        ("haproxy TCP, new connection per request", format!("http://{HAPROXY}:81/"), None, true, haproxy),
+    println!(
+        "threads: haproxy {} (its default, one per core); wharf {} per LB listener (beside the node's own runtime)",
+        threads(_haproxy.0.id()).map_or("?".into(), |n| n.to_string()),
+        lb::l4::threads()
+    );
+    let direct = Row { name: "nginx task directly (one of the two)", url: direct, host: None, close: false, pid: None };
+    let pairs = [
+        (
+            "HTTP",
+            Row {
+                name: "wharf HTTP front (Host: bench.test)",
+                url: wharf_front,
+                host: Some("bench.test"),
+                close: false,
+                pid: wharf,
+            },
+            Row {
+                name: "haproxy HTTP mode",
+                url: format!("http://{HAPROXY}:80/"),
+                host: None,
+                close: false,
+                pid: haproxy,
+            },
+        ),
+        (
+            "L4",
+            Row { name: "wharf L4 service port", url: wharf_l4.clone(), host: None, close: false, pid: wharf },
+            Row {
+                name: "haproxy TCP mode",
+                url: format!("http://{HAPROXY}:81/"),
+                host: None,
+                close: false,
+                pid: haproxy,
+            },
+        ),
+        (
+            "L4 new connections",
+            Row { name: "wharf L4, new connection per request", url: wharf_l4, host: None, close: true, pid: wharf },
+            Row {
+                name: "haproxy TCP, new connection per request",
+                url: format!("http://{HAPROXY}:81/"),
+                host: None,
+                close: true,
+                pid: haproxy,
+            },
+        ),
     ];
+    let mut direct_runs = Vec::new();
+    let mut runs: Vec<(Vec<Run>, Vec<Run>)> = pairs.iter().map(|_| (Vec::new(), Vec::new())).collect();
+    for round in 0..args.rounds.max(1) {
+        direct_runs.push(direct.run(args)?);
+        for ((_, w, h), (wr, hr)) in pairs.iter().zip(runs.iter_mut()) {
+            // Every other round HAProxy goes first.
+            if round % 2 == 0 {
+                wr.push(w.run(args)?);
+                hr.push(h.run(args)?);
+            } else {
+                hr.push(h.run(args)?);
+                wr.push(w.run(args)?);
+            }
+        }
+    }
     // CPU per request is the proxy process's own (user + system) time over
     // the requests wrk completed: on a busy machine the requests/s follow
     // the CPU the proxies are given, this does not.
     println!("| path | requests/s | p50 | p99 | errors | proxy CPU per request |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    let mut results = Vec::new();
-    for (name, url, host, close, proxy) in rows {
-        let before = proxy.and_then(cpu_seconds);
-        let r = wrk(&url, host, close, args)?;
-        let cpu = match (before, proxy.and_then(cpu_seconds)) {
-            (Some(a), Some(b)) if r.requests > 0 => format!("{:.1} us", (b - a) * 1e6 / r.requests as f64),
-            _ => "-".into(),
-        };
-        println!("| {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {cpu} |", r.rps, r.p50, r.p99, r.errors);
-        results.push(r);
+    print_row(direct.name, &direct_runs);
+    for ((_, w, h), (wr, hr)) in pairs.iter().zip(&runs) {
+        print_row(w.name, wr);
+        print_row(h.name, hr);
     }
-    let ratio = |a: usize, b: usize| results[a].rps / results[b].rps.max(1.0);
-    println!(
-        "wharf/haproxy requests/s: HTTP {:.2}x, L4 {:.2}x, L4 new connections {:.2}x",
-        ratio(1, 2),
-        ratio(3, 4),
-        ratio(5, 6)
-    );
+    let ratios: Vec<String> = pairs
+        .iter()
+        .zip(&runs)
+        .map(|((label, _, _), (wr, hr))| {
+            let per_round: Vec<f64> = wr.iter().zip(hr).map(|(w, h)| w.rps / h.rps.max(1.0)).collect();
+            let shown: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
+            format!("{label} {:.2}x ({})", median(&per_round), shown.join(", "))
+        })
+        .collect();
+    println!("wharf/haproxy requests/s, median (per round): {}", ratios.join("; "));
+    println!("load average after: {}", loadavg());
     failover(dir, base, &http, &nginx).await
 }
 
@@ -270,6 +326,74 @@ async fn failover(
     Ok(())
 }
 
+/// One path wrk measures, and the proxy process whose CPU it reports.
+struct Row {
+    name: &'static str,
+    url: String,
+    host: Option<&'static str>,
+    close: bool,
+    pid: Option<u32>,
+}
+
+/// One wrk run of a row.
+struct Run {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    errors: u64,
+    /// The proxy's CPU time per request, in microseconds.
+    cpu_us: Option<f64>,
+}
+
+impl Row {
+    fn run(&self, args: &LbBenchArgs) -> anyhow::Result<Run> {
+        let before = self.pid.and_then(cpu_seconds);
+        let r = wrk(&self.url, self.host, self.close, args)?;
+        let cpu_us = match (before, self.pid.and_then(cpu_seconds)) {
+            (Some(a), Some(b)) if r.requests > 0 => Some((b - a) * 1e6 / r.requests as f64),
+            _ => None,
+        };
+        Ok(Run { rps: r.rps, p50: r.p50, p99: r.p99, errors: r.errors, cpu_us })
+    }
+}
+
+fn print_row(name: &str, runs: &[Run]) {
+    let med = |f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+    let cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us).collect();
+    let cpu = if cpu.is_empty() { "-".to_string() } else { format!("{:.1} us", median(&cpu)) };
+    println!(
+        "| {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {cpu} |",
+        med(|r| r.rps),
+        med(|r| r.p50),
+        med(|r| r.p99),
+        runs.iter().map(|r| r.errors).sum::<u64>()
+    );
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(v: &[f64]) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// A process's thread count, from `/proc/PID/status`.
+fn threads(pid: u32) -> Option<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
+}
+
+/// The 1, 5 and 15 minute load averages, from `/proc/loadavg`.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
 /// A process's CPU time so far (user + system, all its threads), from
 /// `/proc/PID/stat`.
 fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -347,6 +471,13 @@ mod tests {
         assert!((super::parse_duration_ms("812.00us") - 0.812).abs() < 1e-9);
         assert!((super::parse_duration_ms("1.5ms") - 1.5).abs() < 1e-9);
         assert!((super::parse_duration_ms("2.00s") - 2000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(super::median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(super::median(&[]).is_nan());
     }
 
     #[test]

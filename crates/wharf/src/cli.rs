@@ -728,7 +728,7 @@ pub enum BenchCommand {
     },
     /// The load balancer beside HAProxy (wrk): requests/s and p99 through the
     /// HTTP front and an L4 service port, and new connections/s.
-    #[command(after_help = "Example:\n  wharf bench lb --seconds 10 --connections 50")]
+    #[command(after_help = "Example:\n  wharf bench lb --seconds 10 --connections 50 --rounds 3")]
     Lb {
         /// Seconds of wrk per path.
         #[arg(long, default_value_t = 10)]
@@ -736,6 +736,10 @@ pub enum BenchCommand {
         /// Open connections wrk keeps.
         #[arg(long, default_value_t = 50)]
         connections: u32,
+        /// Rounds over every path (Wharf and HAProxy back to back, each
+        /// round in the other order); the table shows medians.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
     /// Following a chatty task's log: lines/s `logs -f` keeps up with
     /// (every line checked), beside `docker logs -f` of the same program.
@@ -859,8 +863,8 @@ pub async fn dispatch(cli: Cli, matches: ArgMatches) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Health { rounds, tasks }) => crate::bench::health(rounds, tasks).await,
         Command::Bench(BenchCommand::Jobs { runs, jobs, minutes }) => crate::bench_jobs::run(runs, jobs, minutes).await,
-        Command::Bench(BenchCommand::Lb { seconds, connections }) => {
-            crate::bench_lb::run(crate::bench_lb::LbBenchArgs { seconds, connections }).await
+        Command::Bench(BenchCommand::Lb { seconds, connections, rounds }) => {
+            crate::bench_lb::run(crate::bench_lb::LbBenchArgs { seconds, connections, rounds }).await
         }
         Command::Bench(BenchCommand::Logs { lines, log_max_size, log_files }) => {
             let args = crate::bench_logs::LogsBenchArgs { lines, max_size: log_max_size, files: log_files };
