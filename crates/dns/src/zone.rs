@@ -559,7 +559,11 @@ mod tests {
                 .keys()
                 .map(|n| {
                     let recs = z.records(n);
-                    (n.clone(), recs.iter().map(|(r, _)| r.clone()).collect(), recs.iter().map(|(_, w)| w.to_string()).collect())
+                    (
+                        n.clone(),
+                        recs.iter().map(|(r, _)| r.clone()).collect(),
+                        recs.iter().map(|(_, w)| w.to_string()).collect(),
+                    )
                 })
                 .collect();
             names.sort();

@@ -150,9 +150,9 @@ pub fn plan_scoped(state: &ClusterState, scope: Scope<'_>, now: UnixMillis, rng:
     // Tasks of apps that no longer exist (should not happen; be safe). From
     // the index: one lookup per app with tasks, not one per task.
     let orphans: Box<dyn Iterator<Item = &Task>> = match scope {
-        Scope::All => Box::new(
-            state.tasks.by_app().filter(|(app, _)| !state.apps.contains_key(app)).flat_map(|(_, ts)| ts),
-        ),
+        Scope::All => {
+            Box::new(state.tasks.by_app().filter(|(app, _)| !state.apps.contains_key(app)).flat_map(|(_, ts)| ts))
+        }
         Scope::Apps(ids) => {
             Box::new(ids.iter().filter(|a| !state.apps.contains_key(a)).flat_map(|a| state.tasks_of(a)))
         }

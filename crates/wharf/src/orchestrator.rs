@@ -13,6 +13,7 @@
 //! newest state and returns the dropped ones with the index to refresh from;
 //! the loop plans again at once from that index instead of sleeping.
 
+use model::AppId;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,7 +22,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use model::AppId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
