@@ -302,13 +302,33 @@ impl Zone {
         }
     }
 
-    /// Replaces the cluster records (nodes, leader, masters) whole.
+    /// Replaces the cluster records (nodes, leader, masters): only the
+    /// records that differ are removed or added, and each name they touch
+    /// is encoded once. (Removing and adding all of them, each re-encoding
+    /// its name, made a node joining 10,000 others cost 10,000² encodings
+    /// of `slave.<domain>.`.)
     pub fn set_cluster(&mut self, recs: Vec<(String, Rec)>) {
-        for (owner, rec) in std::mem::take(&mut self.cluster) {
-            self.delete(&owner, &rec);
+        let mut delta: HashMap<&(String, Rec), isize> = HashMap::new();
+        for r in &self.cluster {
+            *delta.entry(r).or_default() -= 1;
         }
-        for (owner, rec) in &recs {
-            self.insert(owner, rec.clone());
+        for r in &recs {
+            *delta.entry(r).or_default() += 1;
+        }
+        let delta: Vec<((String, Rec), isize)> =
+            delta.into_iter().filter(|(_, n)| *n != 0).map(|(r, n)| (r.clone(), n)).collect();
+        self.deferred = Some(BTreeSet::new());
+        for ((owner, rec), n) in &delta {
+            for _ in 0..n.unsigned_abs() {
+                if *n < 0 {
+                    self.delete(owner, rec);
+                } else {
+                    self.insert(owner, rec.clone());
+                }
+            }
+        }
+        for owner in self.deferred.take().unwrap_or_default() {
+            self.rebuild(&owner);
         }
         self.cluster = recs;
         self.serial = self.serial.wrapping_add(1);
@@ -392,7 +412,14 @@ impl Zone {
         let mut uniq: Vec<&Rec> = recs.iter().collect();
         uniq.sort();
         uniq.dedup();
-        let built = uniq.into_iter().filter_map(|r| Some((r.clone(), to_record(owner, r, self.cfg.ttl)?))).collect();
+        // Records encoded before are reused (`built` is sorted by `Rec`):
+        // a name with many records that gains one encodes one.
+        let old = self.built.remove(owner).unwrap_or_default();
+        let encode = |r: &Rec| match old.binary_search_by(|(o, _)| o.cmp(r)) {
+            Ok(i) => Some(old[i].1.clone()),
+            Err(_) => to_record(owner, r, self.cfg.ttl),
+        };
+        let built = uniq.into_iter().filter_map(|r| Some((r.clone(), encode(r)?))).collect();
         self.built.insert(owner.to_string(), built);
     }
 
@@ -509,6 +536,44 @@ mod tests {
         );
         assert_eq!(z.lookup("_liquor-store._udp.marathon.mesos."), None, "tcp ports only");
         assert_eq!(z.lookup("_liquor-store._tcp.marathon.mesos.").map(<[Rec]>::len), Some(2));
+    }
+
+    #[test]
+    fn cluster_records_replaced_answer_as_if_set_from_scratch() {
+        let rec = |o: &str, ip: [u8; 4]| (o.to_string(), Rec::A(ip.into()));
+        let first = vec![rec("slave.mesos.", [10, 0, 0, 1]), rec("a.slave.mesos.", [10, 0, 0, 1])];
+        let second = vec![
+            rec("slave.mesos.", [10, 0, 0, 1]),
+            rec("slave.mesos.", [10, 0, 0, 2]),
+            rec("b.slave.mesos.", [10, 0, 0, 2]),
+            rec("leader.mesos.", [10, 0, 0, 2]),
+        ];
+        let mut z = Zone::new(cfg());
+        z.set_cluster(first);
+        z.set_cluster(second.clone());
+        let mut fresh = Zone::new(cfg());
+        fresh.set_cluster(second);
+        let answers = |z: &Zone| {
+            let mut names: Vec<(String, Vec<Rec>, Vec<String>)> = z
+                .names
+                .keys()
+                .map(|n| {
+                    let recs = z.records(n);
+                    (
+                        n.clone(),
+                        recs.iter().map(|(r, _)| r.clone()).collect(),
+                        recs.iter().map(|(_, w)| w.to_string()).collect(),
+                    )
+                })
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(answers(&z), answers(&fresh));
+        assert_eq!(z.lookup("a.slave.mesos."), None, "a node that left has no name");
+        assert_eq!(z.records("slave.mesos.").len(), 2);
+        z.set_cluster(Vec::new());
+        assert!(z.iter().next().is_none(), "no cluster records left");
     }
 
     #[test]

@@ -19,4 +19,4 @@ mod reconcile;
 pub use constraints::{check as check_constraint, ConstraintViolation};
 pub use jobs::{timers, Timers, WaitingRun};
 pub use placement::{Decline, Declined};
-pub use reconcile::{plan, Outcome, Unplaced, Waiting};
+pub use reconcile::{plan, plan_scoped, Outcome, Scope, Unplaced, Waiting};

@@ -32,11 +32,15 @@ type FieldValues = (BTreeMap<String, usize>, Vec<String>);
 /// this small or smaller are scanned whole, in order, as before.
 pub const CANDIDATES: usize = 16;
 
+/// Both accounts are filled lazily, per node and per app on first use: a
+/// plan that places a few apps' tasks on a few of 10,000 nodes must not
+/// first add up every task of the cluster.
 pub struct Placer<'a> {
     state: &'a ClusterState,
     /// Reachable nodes, in id order (unreachable ones make no offers, as a
     /// lost Mesos agent sends none).
     nodes: Vec<&'a NodeInfo>,
+    /// What each node looked at so far has left, including this plan's launches.
     usage: BTreeMap<NodeId, NodeUsage>,
     /// Active tasks per app per node, including this plan's launches.
     per_node: BTreeMap<AppId, BTreeMap<NodeId, usize>>,
@@ -44,26 +48,49 @@ pub struct Placer<'a> {
 
 impl<'a> Placer<'a> {
     pub fn new(state: &'a ClusterState) -> Placer<'a> {
-        let usage = state.nodes.keys().map(|id| (*id, state.usage(*id))).collect();
-        let mut per_node: BTreeMap<AppId, BTreeMap<NodeId, usize>> = BTreeMap::new();
-        // Per app from the index: one key per app, not one id copy per task.
-        for (app, tasks) in state.tasks.by_app() {
+        let nodes = state.nodes.values().filter(|n| n.is_reachable()).collect();
+        Placer { state, nodes, usage: BTreeMap::new(), per_node: BTreeMap::new() }
+    }
+
+    /// The app's account, taken out to be handed back with `give_back`.
+    fn take_counts(&mut self, app: &AppId) -> BTreeMap<NodeId, usize> {
+        self.per_node.remove(app).unwrap_or_else(|| {
             let mut counts: BTreeMap<NodeId, usize> = BTreeMap::new();
-            for t in tasks.filter(|t| t.is_active()) {
+            for t in self.state.tasks_of(app).filter(|t| t.is_active()) {
                 *counts.entry(t.node).or_default() += 1;
             }
-            if !counts.is_empty() {
-                per_node.insert(app.clone(), counts);
-            }
+            counts
+        })
+    }
+
+    fn give_back(&mut self, app: &AppId, counts: BTreeMap<NodeId, usize>) {
+        self.per_node.insert(app.clone(), counts);
+    }
+
+    fn look_at(&mut self, node: NodeId) {
+        if !self.usage.contains_key(&node) {
+            let u = self.state.usage(node);
+            self.usage.insert(node, u);
         }
-        let nodes = state.nodes.values().filter(|n| n.is_reachable()).collect();
-        Placer { state, nodes, usage, per_node }
     }
 
     /// Picks a node and ports for one task of `app`, or says why none fits.
     pub fn place(&mut self, app: &AppSpec, rng: &mut impl Rng) -> Result<(&'a NodeInfo, Vec<u16>), Declined> {
-        let none = BTreeMap::new();
-        let counts = self.per_node.get(&app.id).unwrap_or(&none);
+        let mut counts = self.take_counts(&app.id);
+        let result = self.place_with(app, &counts, rng);
+        if let Ok((node, _)) = &result {
+            *counts.entry(node.id).or_default() += 1;
+        }
+        self.give_back(&app.id, counts);
+        result
+    }
+
+    fn place_with(
+        &mut self,
+        app: &AppSpec,
+        counts: &BTreeMap<NodeId, usize>,
+        rng: &mut impl Rng,
+    ) -> Result<(&'a NodeInfo, Vec<u16>), Declined> {
         let seen: Vec<FieldValues> = app.constraints.iter().map(|c| self.field_values(&c.field, counts)).collect();
         let mut declined = Declined::default();
         let mut best: Option<(&'a NodeInfo, Vec<u16>, (usize, i64))> = None;
@@ -75,6 +102,7 @@ impl<'a> Placer<'a> {
             if feasible == CANDIDATES {
                 break;
             }
+            self.look_at(node.id);
             match self.fit(app, node, &seen, rng) {
                 Ok(ports) => {
                     feasible += 1;
@@ -99,7 +127,6 @@ impl<'a> Placer<'a> {
                     u.used.add(&app.resources);
                     u.ports_used.extend(ports.iter().copied());
                 }
-                *self.per_node.entry(app.id.clone()).or_default().entry(node.id).or_default() += 1;
                 Ok((node, ports))
             }
             None => Err(declined),
@@ -114,8 +141,23 @@ impl<'a> Placer<'a> {
         node: NodeId,
         rng: &mut impl Rng,
     ) -> Result<(&'a NodeInfo, Vec<u16>), Declined> {
-        let counts = self.per_node.get(&app.id).cloned().unwrap_or_default();
-        let seen: Vec<FieldValues> = app.constraints.iter().map(|c| self.field_values(&c.field, &counts)).collect();
+        let mut counts = self.take_counts(&app.id);
+        let result = self.place_on_with(app, node, &counts, rng);
+        if let Ok((n, _)) = &result {
+            *counts.entry(n.id).or_default() += 1;
+        }
+        self.give_back(&app.id, counts);
+        result
+    }
+
+    fn place_on_with(
+        &mut self,
+        app: &AppSpec,
+        node: NodeId,
+        counts: &BTreeMap<NodeId, usize>,
+        rng: &mut impl Rng,
+    ) -> Result<(&'a NodeInfo, Vec<u16>), Declined> {
+        let seen: Vec<FieldValues> = app.constraints.iter().map(|c| self.field_values(&c.field, counts)).collect();
         let mut declined = Declined::default();
         let Some(n) = self.nodes.iter().copied().find(|n| n.id == node) else {
             // Gone or unreachable: no offer at all; the instance waits for it.
@@ -123,6 +165,7 @@ impl<'a> Placer<'a> {
             *declined.details.entry(detail).or_default() += 1;
             return Err(declined);
         };
+        self.look_at(n.id);
         match self.fit(app, n, &seen, rng) {
             Ok(ports) => {
                 declined.offers.accept();
@@ -131,7 +174,6 @@ impl<'a> Placer<'a> {
                     u.used.add(&app.resources);
                     u.ports_used.extend(ports.iter().copied());
                 }
-                *self.per_node.entry(app.id.clone()).or_default().entry(n.id).or_default() += 1;
                 Ok((n, ports))
             }
             Err(d) => {

@@ -62,6 +62,9 @@ pub struct Outcome {
     pub waiting_runs: Vec<crate::WaitingRun>,
     /// When to run again even if nothing changes (a backoff expires).
     pub wake_at: Option<UnixMillis>,
+    /// Apps with launches left over because the plan reached
+    /// `MAX_LAUNCHES_PER_PLAN`: the next plan must look at them again.
+    pub deferred: Vec<AppId>,
 }
 
 /// Launches in one plan at most (about 600 bytes each in the Raft log).
@@ -70,13 +73,58 @@ pub const MAX_LAUNCHES_PER_PLAN: usize = 2000;
 /// How long a task must run before an app's backoff is forgiven.
 const BACKOFF_RESET_AFTER_SECS: f64 = 30.0;
 
+/// Which apps a plan looks at.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'s> {
+    /// Every app, every deployment, and tasks of apps that no longer exist.
+    All,
+    /// Only these apps and the deployments that hold any of them. The
+    /// leader plans the apps a change touched: an app nothing touched since
+    /// the last plan has nothing new to do, and looking at every app on
+    /// every change made a plan cost O(tasks in the cluster) per commit.
+    Apps(&'s BTreeSet<AppId>),
+}
+
+impl Scope<'_> {
+    fn has(&self, app: &AppId) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Apps(apps) => apps.contains(app),
+        }
+    }
+
+    /// Whether the deployment holds an app in scope.
+    fn touches(&self, d: &model::Deployment) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Apps(_) => {
+                d.affected_apps.iter().any(|a| self.has(a))
+                    || d.steps.iter().flat_map(|s| s.actions.iter()).any(|(_, a)| self.has(a))
+            }
+        }
+    }
+}
+
+/// The plan over every app (see [`plan_scoped`]).
 pub fn plan(state: &ClusterState, now: UnixMillis, rng: &mut impl Rng) -> Outcome {
+    plan_scoped(state, Scope::All, now, rng)
+}
+
+/// The plan for the apps in `scope` (job runs are always planned: they are
+/// few and cheap to look at). For an app in scope it is the same as the
+/// plan over every app, as long as the apps out of scope have nothing to do.
+pub fn plan_scoped(state: &ClusterState, scope: Scope<'_>, now: UnixMillis, rng: &mut impl Rng) -> Outcome {
     let mut out = Outcome::default();
     let mut placer = Placer::new(state);
     let mut expunged: BTreeSet<TaskId> = BTreeSet::new();
 
-    let held = held_apps(state);
-    for app in state.apps.values() {
+    let held = held_apps(state, scope);
+    let apps: Box<dyn Iterator<Item = &App>> = match scope {
+        Scope::All => Box::new(state.apps.values()),
+        // In id order, as the whole table is walked.
+        Scope::Apps(ids) => Box::new(ids.iter().filter_map(|id| state.apps.get(id))),
+    };
+    for app in apps {
         let id = &app.spec.id;
         let backoff = expunge_terminal(state, app, now, &mut out, &mut expunged);
         if app.deleting {
@@ -101,7 +149,14 @@ pub fn plan(state: &ClusterState, now: UnixMillis, rng: &mut impl Rng) -> Outcom
 
     // Tasks of apps that no longer exist (should not happen; be safe). From
     // the index: one lookup per app with tasks, not one per task.
-    let orphans = state.tasks.by_app().filter(|(app, _)| !state.apps.contains_key(app)).flat_map(|(_, ts)| ts);
+    let orphans: Box<dyn Iterator<Item = &Task>> = match scope {
+        Scope::All => {
+            Box::new(state.tasks.by_app().filter(|(app, _)| !state.apps.contains_key(app)).flat_map(|(_, ts)| ts))
+        }
+        Scope::Apps(ids) => {
+            Box::new(ids.iter().filter(|a| !state.apps.contains_key(a)).flat_map(|a| state.tasks_of(a)))
+        }
+    };
     for t in orphans.filter(|t| t.job_run.is_none()) {
         if t.state.is_terminal() {
             out.plan.expunges.push(t.id.clone());
@@ -110,7 +165,7 @@ pub fn plan(state: &ClusterState, now: UnixMillis, rng: &mut impl Rng) -> Outcom
         }
     }
 
-    finish_deployments(state, &mut out.plan);
+    finish_deployments(state, scope, &mut out.plan);
     out
 }
 
@@ -228,6 +283,9 @@ fn reconcile_app(
     // is still ending is waited for, not replaced by a new volume elsewhere.
     let mut new_allowed =
         if spec.container.has_persistent_volumes() { instances.saturating_sub(app.resident.len()) } else { usize::MAX };
+    if launch > room {
+        out.deferred.push(id.clone());
+    }
     for placed in 0..launch.min(room) {
         let resident = idle_residents.pop();
         if resident.is_none() {
@@ -361,11 +419,11 @@ fn select_kills(tasks: &[&Task], n: usize, selection: KillSelection) -> Vec<Task
 /// new apps in a first `StartApplication` step (no instances yet) and then
 /// scales them step by step in dependency order. An app is launched from
 /// the first step that scales or restarts it.
-fn held_apps(state: &ClusterState) -> BTreeSet<AppId> {
+fn held_apps(state: &ClusterState, scope: Scope<'_>) -> BTreeSet<AppId> {
     let none_removed = BTreeSet::new();
     let no_kills = BTreeSet::new();
     let mut held = BTreeSet::new();
-    for d in state.deployments.values() {
+    for d in state.deployments.values().filter(|d| scope.touches(d)) {
         // Steps already done count as passed even before the store records it.
         let mut current = d.current_step.max(1);
         while current <= d.steps.len() && step_done(state, &d.steps[current - 1], &no_kills, &none_removed) {
@@ -409,12 +467,14 @@ fn step_done(
 }
 
 /// Moves deployments through their steps; finished when the last is done.
-fn finish_deployments(state: &ClusterState, plan: &mut Plan) {
+/// Only deployments that hold an app in scope: another's apps did not
+/// change, so neither did whether its steps are done.
+fn finish_deployments(state: &ClusterState, scope: Scope<'_>, plan: &mut Plan) {
     let removed: BTreeSet<&AppId> = plan.removed_apps.iter().collect();
     // Built once per plan, not once per app checked.
     let killing: BTreeSet<&TaskId> = plan.kills.iter().collect();
     let (mut finished, mut steps) = (Vec::new(), Vec::new());
-    for d in state.deployments.values() {
+    for d in state.deployments.values().filter(|d| scope.touches(d)) {
         let mut step = d.current_step.max(1);
         while step <= d.steps.len() && step_done(state, &d.steps[step - 1], &killing, &removed) {
             step += 1;

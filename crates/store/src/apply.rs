@@ -753,6 +753,16 @@ fn task_status(state: &mut ClusterState, s: &TaskStatus) {
     if state.tasks.get(&s.task_id).is_none_or(|t| t.state.is_terminal()) {
         return;
     }
+    // A report sent before its node was found lost, committed after, must
+    // not make the task look alive on a node that is gone: it would never
+    // be replaced. Unreachable holds until the node's liveness comes back
+    // (which re-marks its tasks running); only an end is taken at once.
+    let lost = state.tasks.get(&s.task_id).is_some_and(|t| {
+        t.state == TaskState::Unreachable && state.nodes.get(&t.node).is_none_or(|n| !n.is_reachable())
+    });
+    if lost && !s.state.is_terminal() {
+        return;
+    }
     state.tasks.update(&s.task_id, |t| status_into(t, s));
     if let Some(t) = state.tasks.get(&s.task_id).filter(|t| t.job_run.is_some()).cloned() {
         jobs::task_reported(state, &t);

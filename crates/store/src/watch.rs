@@ -102,6 +102,22 @@ impl Subscription {
         Update::Reset { index: state.applied_index, state }
     }
 
+    /// The next update if one is already queued, without waiting.
+    pub fn try_next(&mut self) -> Option<Update> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Event::Change(c)) if c.index <= self.seen => {}
+                Ok(Event::Change(c)) => return Some(Update::Change(c)),
+                Ok(Event::Reset(state)) => {
+                    self.seen = state.applied_index;
+                    return Some(Update::Reset { index: state.applied_index, state });
+                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => return Some(self.lagged()),
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Drains everything already queued without waiting; true if anything was.
     pub fn drain(&mut self) -> bool {
         let mut any = false;

@@ -4,10 +4,16 @@
 //! workers or `apply`) and commit its plan as one `ApplyPlan` command. Only
 //! the leader runs it; it stops when leadership moves elsewhere.
 //!
+//! A plan looks at the apps the changes since the last plan touched (and
+//! those still waiting for room), not at every app: at 100,000 tasks a plan
+//! over everything after every commit was the leader's top cost. Changes
+//! to nodes, groups or jobs, a lagging feed and due timers plan everything.
+//!
 //! Plan/apply split (Nomad's): the store re-checks every launch against the
 //! newest state and returns the dropped ones with the index to refresh from;
 //! the loop plans again at once from that index instead of sleeping.
 
+use model::AppId;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -16,6 +22,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use store::{Applied, Command, Store, Update};
@@ -69,7 +76,7 @@ impl SchedulerMetrics {
         );
     }
 
-    fn planned(&self, seconds: f64, unplaced: &[scheduler::Unplaced]) {
+    fn planned<'u>(&self, seconds: f64, unplaced: impl IntoIterator<Item = &'u scheduler::Unplaced>) {
         self.plan_seconds.observe(seconds);
         self.unplaced.clear();
         for u in unplaced {
@@ -100,6 +107,69 @@ fn drop_reason(r: &store::DropReason) -> &'static str {
     }
 }
 
+/// What the next plan must look at: the apps that changes touched since
+/// the last plan, or everything.
+#[derive(Debug, Default)]
+struct Pending {
+    all: bool,
+    apps: BTreeSet<AppId>,
+}
+
+impl Pending {
+    fn everything() -> Pending {
+        Pending { all: true, apps: BTreeSet::new() }
+    }
+
+    fn any(&self) -> bool {
+        self.all || !self.apps.is_empty()
+    }
+
+    fn merge(&mut self, other: Pending) {
+        self.all |= other.all;
+        self.apps.extend(other.apps);
+    }
+
+    /// Folds in one update from the feed.
+    fn note(&mut self, u: &Update) {
+        let c = match u {
+            Update::Change(c) => c,
+            Update::Reset { .. } => {
+                self.all = true;
+                return;
+            }
+        };
+        if !needs_plan(c) {
+            return;
+        }
+        use store::Effect;
+        for e in c.effects.iter() {
+            match e {
+                Effect::TaskChanged { .. } => {
+                    if let Some(t) = e.task() {
+                        self.apps.insert(t.app_id.clone());
+                    }
+                }
+                Effect::AppPut { after, .. } => {
+                    self.apps.insert(after.spec.id.clone());
+                }
+                Effect::AppRemoved { before } => {
+                    self.apps.insert(before.spec.id.clone());
+                }
+                Effect::DeploymentStarted(d)
+                | Effect::DeploymentChanged { after: d, .. }
+                | Effect::DeploymentFinished { deployment: d, .. } => {
+                    self.apps.extend(d.affected_apps.iter().cloned());
+                }
+                // A node that joins, leaves, drains or comes back changes
+                // where any app may go (and what waits for room): plan all.
+                Effect::NodeChanged { .. } | Effect::GroupChanged { .. } | Effect::JobChanged { .. } => {
+                    self.all = true;
+                }
+            }
+        }
+    }
+}
+
 pub async fn run(store: Arc<Store>, metrics: SchedulerMetrics) {
     let mut leadership = store.leadership();
     // Seeded once from the OS here at the edge; the scheduler itself only
@@ -114,25 +184,50 @@ pub async fn run(store: Arc<Store>, metrics: SchedulerMetrics) {
         tracing::info!("leading: scheduling");
         let mut sub = store.subscribe();
         let deployments = AbortOnDrop(tokio::spawn(log_deployments(store.subscribe())));
+        // The first plan of a term looks at everything; later ones at what
+        // changed, plus the apps still waiting for room (a kill elsewhere
+        // may have freed it). Timers (backoffs, unreachable tasks) are
+        // per app too, so when the earliest is due everything is planned.
+        let mut pending = Pending::everything();
+        let mut unplaced: BTreeMap<AppId, scheduler::Unplaced> = BTreeMap::new();
+        let mut wake_at: Option<model::UnixMillis> = None;
         loop {
             if !store.is_leader() {
                 break;
             }
+            let mut scope = std::mem::take(&mut pending);
+            let full = scope.all;
+            scope.apps.extend(
+                unplaced
+                    .iter()
+                    .filter(|(_, u)| matches!(u.why, scheduler::Waiting::Declined { .. }))
+                    .map(|(a, _)| a.clone()),
+            );
             let snap = store.snapshot();
             let made_at = snap.applied_index;
             let t = now();
             let planned = tokio::task::spawn_blocking(move || {
                 let started = std::time::Instant::now();
-                let out = scheduler::plan(&snap, t, &mut rng);
+                let out = if scope.all {
+                    scheduler::plan(&snap, t, &mut rng)
+                } else {
+                    scheduler::plan_scoped(&snap, scheduler::Scope::Apps(&scope.apps), t, &mut rng)
+                };
                 let timers = scheduler::timers(&snap, t);
-                (out, timers, rng, started.elapsed().as_secs_f64())
+                (out, timers, rng, started.elapsed().as_secs_f64(), scope)
             })
             .await;
-            let (mut out, timers) = match planned {
-                Ok((out, timers, r, seconds)) => {
+            let (mut out, timers, scope) = match planned {
+                Ok((out, timers, r, seconds, scope)) => {
                     rng = r;
-                    metrics.planned(seconds, &out.unplaced);
-                    (out, timers)
+                    if full {
+                        unplaced.clear();
+                    } else {
+                        unplaced.retain(|a, _| !scope.apps.contains(a));
+                    }
+                    unplaced.extend(out.unplaced.iter().map(|u| (u.app.clone(), u.clone())));
+                    metrics.planned(seconds, unplaced.values());
+                    (out, timers, scope)
                 }
                 Err(e) => {
                     // A panic in the scheduler: report it and let the
@@ -142,17 +237,24 @@ pub async fn run(store: Arc<Store>, metrics: SchedulerMetrics) {
                 }
             };
             if !timers.starts.is_empty() || !timers.stops.is_empty() {
-                // Their commits wake this loop, which then places the runs.
+                // Their commits wake this loop, which then places the runs;
+                // what this plan was for is planned then too.
+                pending.merge(scope);
                 if !crate::job_clock::propose(&store, timers).await {
                     // All refused (not leading any more, or a bug): do not spin.
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 continue;
             }
-            out.wake_at = match (out.wake_at, timers.wake_at) {
+            let earliest = |a: Option<model::UnixMillis>, b: Option<model::UnixMillis>| match (a, b) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            out.wake_at = earliest(out.wake_at, timers.wake_at);
+            // A plan over some apps knows only their timers: keep the others'.
+            wake_at = if full { out.wake_at } else { earliest(wake_at, out.wake_at) };
+            // What did not fit in this plan's launches goes in the next one.
+            pending.apps.extend(out.deferred.drain(..));
             let mut pause = None;
             if !out.plan.is_empty() {
                 let result = store.propose(Command::ApplyPlan(out.plan)).await;
@@ -170,6 +272,8 @@ pub async fn run(store: Arc<Store>, metrics: SchedulerMetrics) {
                             index,
                             "plan partly dropped; planning again"
                         );
+                        // Rare (the state moved under the plan): replan everything.
+                        pending.all = true;
                         if launched == 0 && index == made_at + 1 {
                             // Nothing else committed in between, yet every launch was
                             // refused: the scheduler and the applier disagree. Log it
@@ -185,6 +289,7 @@ pub async fn run(store: Arc<Store>, metrics: SchedulerMetrics) {
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "plan not committed");
+                        pending.all = true;
                         pause = Some(Duration::from_millis(500));
                     }
                 }
@@ -193,8 +298,7 @@ pub async fn run(store: Arc<Store>, metrics: SchedulerMetrics) {
                 tokio::time::sleep(p).await;
                 continue;
             }
-            let wake = out
-                .wake_at
+            let wake = wake_at
                 .map(|w| Duration::from_millis((w.0 - now().0).max(1) as u64))
                 .unwrap_or(Duration::from_secs(3600));
             let sleep = tokio::time::sleep(wake);
@@ -205,17 +309,26 @@ pub async fn run(store: Arc<Store>, metrics: SchedulerMetrics) {
                 tokio::select! {
                     u = sub.next() => match u {
                         None => return,
-                        Some(Update::Change(c)) if !needs_plan(&c) => continue,
-                        Some(_) => {
-                            sub.drain();
+                        Some(u) => {
+                            pending.note(&u);
+                            if !pending.any() {
+                                continue;
+                            }
+                            while let Some(u) = sub.try_next() {
+                                pending.note(&u);
+                            }
                             break;
                         }
                     },
-                    _ = &mut sleep => break,
+                    _ = &mut sleep => {
+                        pending.all = true;
+                        break;
+                    }
                     r = leadership.changed() => {
                         if r.is_err() {
                             return;
                         }
+                        pending.all = true;
                         break;
                     }
                 }

@@ -84,7 +84,11 @@ impl Sim {
     /// One scheduler round: plan, apply, then agents start staged tasks and
     /// finish killed ones.
     fn round(&mut self) -> Outcome {
-        let out = plan(&self.state, self.now, &mut self.rng);
+        self.round_in(Scope::All)
+    }
+
+    fn round_in(&mut self, scope: Scope<'_>) -> Outcome {
+        let out = plan_scoped(&self.state, scope, self.now, &mut self.rng);
         apply(&mut self.state, &Command::ApplyPlan(out.plan.clone()));
         let statuses: Vec<TaskStatus> = self
             .state
@@ -601,4 +605,113 @@ fn a_resident_instance_is_replaced_on_its_node_with_the_next_attempt_and_scaling
     sim.round();
     assert_eq!(sim.running("/db"), 3);
     assert_eq!(sim.state.apps[&id].resident.len(), 3);
+}
+
+/// Apps whose record, tasks or deployments differ between two states: the
+/// apps the effects of the commands in between name.
+fn touched(a: &ClusterState, b: &ClusterState) -> BTreeSet<AppId> {
+    let mut out = BTreeSet::new();
+    for (x, y) in [(a, b), (b, a)] {
+        for (id, t) in x.tasks.iter() {
+            if y.tasks.get(id) != Some(t) {
+                out.insert(t.app_id.clone());
+            }
+        }
+        for (id, app) in x.apps.iter() {
+            if y.apps.get(id) != Some(app) {
+                out.insert(id.clone());
+            }
+        }
+        for (id, d) in x.deployments.iter() {
+            if y.deployments.get(id) != Some(d) {
+                out.extend(d.affected_apps.iter().cloned());
+            }
+        }
+    }
+    out
+}
+
+/// The leader plans only the apps that changed since its last plan, the
+/// apps still waiting for room, and the apps a full plan left over; when a
+/// timer is due it plans all. Through scaling, a new version, a failure
+/// with its backoff, a delete and a plan cut at its launch limit, such
+/// plans are the very plans made over every app.
+#[test]
+fn a_plan_over_the_changed_apps_is_the_plan_over_all_apps() {
+    let nodes: Vec<NodeInfo> = (1..=40).map(|i| node(i, 8.0, 8192.0)).collect();
+    let (mut full, mut scoped) = (Sim::new(nodes.clone()), Sim::new(nodes));
+    let mut crashy = spec("/crashy", 3, 0.1);
+    crashy.backoff.seconds = 0.5;
+    let apps = [spec("/big", 2500, 0.01), spec("/a", 30, 0.1), spec("/b", 10, 0.1), crashy, spec("/c", 5, 0.2)];
+    let mut last: Option<(ClusterState, Outcome)> = None;
+    let mut wake: Option<UnixMillis> = None;
+    for round in 0..24 {
+        for sim in [&mut full, &mut scoped] {
+            match round {
+                0 => apps.iter().for_each(|a| sim.put(a.clone())),
+                5 => sim.put(spec("/b", 3, 0.1)),
+                7 => {
+                    let mut c = spec("/c", 5, 0.2);
+                    c.env.insert("V".into(), "2".into());
+                    sim.put(c);
+                }
+                9 => {
+                    let id = AppId::parse("/crashy").expect("id");
+                    let failed: Vec<TaskStatus> = sim
+                        .state
+                        .tasks_of(&id)
+                        .map(|t| TaskStatus {
+                            task_id: t.id.clone(),
+                            state: TaskState::Failed,
+                            at: sim.now,
+                            message: None,
+                            container_ip: None,
+                        })
+                        .collect();
+                    apply(&mut sim.state, &Command::TaskStatuses(failed));
+                }
+                12 => {
+                    let id = AppId::parse("/a").expect("id");
+                    let d = Deployment {
+                        id: DeploymentId("delete-a".into()),
+                        version: sim.now,
+                        affected_apps: vec![id.clone()],
+                        steps: vec![Step { actions: vec![(model::DeploymentAction::StopApplication, id.clone())] }],
+                        current_step: 1,
+                        started_at: sim.now,
+                    };
+                    apply(&mut sim.state, &Command::DeleteApp { id, at: sim.now, deployment: d, force: true });
+                }
+                _ => {}
+            }
+        }
+        let scope: Option<BTreeSet<AppId>> = match &last {
+            None => None,
+            // The earliest timer any plan since the last full one asked for.
+            _ if wake.is_some_and(|w| w <= scoped.now) => None,
+            Some((before, out)) => {
+                let mut apps = touched(before, &scoped.state);
+                apps.extend(out.deferred.iter().cloned());
+                apps.extend(
+                    out.unplaced.iter().filter(|u| matches!(u.why, Waiting::Declined { .. })).map(|u| u.app.clone()),
+                );
+                Some(apps)
+            }
+        };
+        let before = scoped.state.clone();
+        let want = full.round();
+        let got = scoped.round_in(scope.as_ref().map_or(Scope::All, Scope::Apps));
+        assert_eq!(got.plan, want.plan, "round {round}, scope {scope:?}");
+        assert_eq!(scoped.state, full.state, "round {round}");
+        wake = match (&scope, wake, got.wake_at) {
+            (None, _, w) => w,
+            (Some(_), Some(a), Some(b)) => Some(a.min(b)),
+            (Some(_), a, b) => a.or(b),
+        };
+        last = Some((before, got));
+    }
+    assert_eq!(full.running("/big"), 2500);
+    assert_eq!(full.running("/b"), 3);
+    assert_eq!(full.running("/c"), 5);
+    assert!(full.state.apps.get(&AppId::parse("/a").expect("id")).is_none(), "/a was deleted");
 }

@@ -654,3 +654,23 @@ fn a_plan_made_before_a_node_went_unreachable_places_nothing_there() {
     assert_eq!(dropped[0].reason, DropReason::NodeUnavailable);
     assert!(s.tasks.is_empty());
 }
+
+#[test]
+fn a_late_report_does_not_bring_a_task_on_a_lost_node_back_to_life() {
+    let mut s = ClusterState::default();
+    apply(&mut s, &Command::RegisterNode(node(1)));
+    put(&mut s, app("/a"), "d1", false);
+    let id = AppId::parse("/a").expect("id");
+    let t = task(&id, 1, 1, 31000);
+    apply(&mut s, &Command::ApplyPlan(Plan { launches: vec![t.clone()], ..Default::default() }));
+    let st = |state| TaskStatus { task_id: t.id.clone(), state, at: UnixMillis(6), message: None, container_ip: None };
+    apply(&mut s, &Command::NodeLiveness { node: NodeId(1), reachable: false, at: UnixMillis(7) });
+    // Sent while the node still answered, committed after it was found lost.
+    apply(&mut s, &Command::TaskStatuses(vec![st(TaskState::Running)]));
+    assert_eq!(s.tasks[&t.id].state, TaskState::Unreachable, "still lost: its replacement must come");
+    apply(&mut s, &Command::NodeLiveness { node: NodeId(1), reachable: true, at: UnixMillis(8) });
+    assert_eq!(s.tasks[&t.id].state, TaskState::Running, "back with its node");
+    apply(&mut s, &Command::NodeLiveness { node: NodeId(1), reachable: false, at: UnixMillis(9) });
+    apply(&mut s, &Command::TaskStatuses(vec![st(TaskState::Failed)]));
+    assert_eq!(s.tasks[&t.id].state, TaskState::Failed, "an end is taken at once");
+}
