@@ -183,9 +183,9 @@ impl Store {
         let db = Arc::new(redb::Database::create(cfg.data_dir.join("state.redb")).map_err(redb::Error::from)?);
         let state: SharedState = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
         let feed = Feed::new(state.clone());
-        let log = LogStore::new(db.clone())?;
-        let committed = log.committed_handle();
         let metrics = StoreMetrics::default();
+        let log = LogStore::new(db.clone(), metrics.clone())?;
+        let committed = log.committed_handle();
         let sm = StateMachine::open(db, state.clone(), feed.clone(), metrics.clone())?;
         let config = openraft::Config {
             cluster_name: "wharf".into(),
@@ -208,7 +208,7 @@ impl Store {
                 RpcClient::plain(local_ip).map_err(StoreError::RpcClient)?
             }
         };
-        let raft = Raft::new(node_id, Arc::new(config), Network::with_client(client.clone()), log, sm)
+        let raft = Raft::new(node_id, Arc::new(config), Network::new(client.clone(), metrics.clone()), log, sm)
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))?;
         let leadership = spawn_leadership_watch(&raft, node_id);
@@ -254,7 +254,7 @@ impl Store {
 
     /// Routes for the cluster RPC port.
     pub fn rpc_router(&self) -> axum::Router {
-        network::router(self.raft.clone(), self.max_voters, self.client.clone())
+        network::router(self.raft.clone(), self.max_voters, self.client.clone(), self.metrics.clone())
             .merge(keyring::router(self.raft.clone(), self.keyring.clone()))
     }
 

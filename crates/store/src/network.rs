@@ -4,7 +4,9 @@
 
 use crate::command::{Applied, Command};
 use crate::raft_types::{Raft, TypeConfig};
+use crate::StoreMetrics;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::Extension;
 use axum::routing::post;
 use axum::{Json, Router};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -25,13 +27,14 @@ pub const MAX_RPC_BODY: usize = 64 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Network {
     client: RpcClient,
+    metrics: StoreMetrics,
 }
 
 impl Network {
     /// Outgoing RPCs go through `client` (mTLS with the node's identity,
     /// see `trust::RpcClient`).
-    pub fn with_client(client: RpcClient) -> Network {
-        Network { client }
+    pub fn new(client: RpcClient, metrics: StoreMetrics) -> Network {
+        Network { client, metrics }
     }
 }
 
@@ -39,13 +42,14 @@ pub struct PeerClient {
     client: RpcClient,
     target: u64,
     addr: String,
+    metrics: StoreMetrics,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
-        PeerClient { client: self.client.clone(), target, addr: node.addr.clone() }
+        PeerClient { client: self.client.clone(), target, addr: node.addr.clone(), metrics: self.metrics.clone() }
     }
 }
 
@@ -91,7 +95,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call("append", &rpc, option.hard_ttl()).await
+        let (started, entries) = (std::time::Instant::now(), rpc.entries.len());
+        let res = self.call("append", &rpc, option.hard_ttl()).await;
+        if entries > 0 && res.is_ok() {
+            self.metrics.append_rpc_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics.append_rpc_entries.observe(entries as f64);
+        }
+        res
     }
 
     async fn install_snapshot(
@@ -136,22 +146,29 @@ pub async fn forward(client: &RpcClient, addr: &str, cmd: &Command) -> Result<Fo
 }
 
 /// Routes served on the cluster RPC port.
-pub fn router(raft: Raft, max_voters: usize, client: RpcClient) -> Router {
+pub fn router(raft: Raft, max_voters: usize, client: RpcClient, metrics: StoreMetrics) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/propose", post(propose))
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
+        .layer(Extension(metrics))
         .with_state(raft.clone())
         .merge(crate::membership::router(raft, max_voters, client))
 }
 
 async fn append(
     State(raft): State<Raft>,
+    Extension(metrics): Extension<StoreMetrics>,
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Json<Result<AppendEntriesResponse<u64>, RaftError<u64>>> {
-    Json(raft.append_entries(req).await)
+    let (started, entries) = (std::time::Instant::now(), req.entries.len());
+    let res = raft.append_entries(req).await;
+    if entries > 0 {
+        metrics.append_served_seconds.observe(started.elapsed().as_secs_f64());
+    }
+    Json(res)
 }
 
 async fn vote(
