@@ -152,6 +152,7 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
         Command::StartJobRuns { at, starts } => {
             Applied::Each(starts.iter().map(|s| jobs::start_run(state, &s.job, &s.run, *at, &s.trigger)).collect())
         }
+        Command::Batch(parts) => Applied::Each(parts.iter().map(|c| apply(state, c)).collect()),
     }
 }
 

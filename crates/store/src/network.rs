@@ -4,6 +4,7 @@
 
 use crate::command::{Applied, Command};
 use crate::raft_types::{Raft, TypeConfig};
+use crate::proposer::{ProposeError, Proposer};
 use crate::StoreMetrics;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::Extension;
@@ -146,7 +147,13 @@ pub async fn forward(client: &RpcClient, addr: &str, cmd: &Command) -> Result<Fo
 }
 
 /// Routes served on the cluster RPC port.
-pub fn router(raft: Raft, max_voters: usize, client: RpcClient, metrics: StoreMetrics) -> Router {
+pub(crate) fn router(
+    raft: Raft,
+    proposer: Proposer,
+    max_voters: usize,
+    client: RpcClient,
+    metrics: StoreMetrics,
+) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
@@ -154,6 +161,7 @@ pub fn router(raft: Raft, max_voters: usize, client: RpcClient, metrics: StoreMe
         .route("/raft/propose", post(propose))
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
         .layer(Extension(metrics))
+        .layer(Extension(proposer))
         .with_state(raft.clone())
         .merge(crate::membership::router(raft, max_voters, client))
 }
@@ -185,12 +193,11 @@ async fn snapshot(
     Json(raft.install_snapshot(req).await)
 }
 
-async fn propose(State(raft): State<Raft>, Json(cmd): Json<Command>) -> Json<ForwardResult> {
-    Json(match raft.client_write(cmd).await {
-        Ok(resp) => ForwardResult::Applied(resp.data, resp.log_id.index),
-        Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
-            ForwardResult::NotLeader { leader: f.leader_node.map(|n| n.addr) }
-        }
-        Err(e) => ForwardResult::Failed(e.to_string()),
+/// A follower's write, grouped with the leader's own (see `proposer`).
+async fn propose(Extension(proposer): Extension<Proposer>, Json(cmd): Json<Command>) -> Json<ForwardResult> {
+    Json(match proposer.write(cmd).await {
+        Ok((applied, index)) => ForwardResult::Applied(applied, index),
+        Err(ProposeError::NotLeader(leader)) => ForwardResult::NotLeader { leader },
+        Err(ProposeError::Failed(e)) => ForwardResult::Failed(e),
     })
 }
