@@ -254,7 +254,12 @@ mod tests {
 
     fn version(ms: i64) -> AppVersion {
         let spec = AppSpec::new(AppId::parse("/a").expect("a valid id"));
-        AppVersion { version: UnixMillis(ms), spec, last_scaling_at: UnixMillis(ms), last_config_change_at: UnixMillis(ms) }
+        AppVersion {
+            version: UnixMillis(ms),
+            spec,
+            last_scaling_at: UnixMillis(ms),
+            last_config_change_at: UnixMillis(ms),
+        }
     }
 
     #[test]

@@ -268,7 +268,7 @@ impl Store {
             self.client.clone(),
             self.metrics.clone(),
         )
-            .merge(keyring::router(self.raft.clone(), self.keyring.clone()))
+        .merge(keyring::router(self.raft.clone(), self.keyring.clone()))
     }
 
     /// This node's hold on the cluster's data key (seals and opens secrets).

@@ -153,7 +153,11 @@ impl LogStore {
     }
 
     /// A log store that keeps `keep` durable entries in memory.
-    pub(crate) fn keeping(db: Arc<Database>, keep: usize, metrics: crate::StoreMetrics) -> Result<LogStore, redb::Error> {
+    pub(crate) fn keeping(
+        db: Arc<Database>,
+        keep: usize,
+        metrics: crate::StoreMetrics,
+    ) -> Result<LogStore, redb::Error> {
         let tx = db.begin_write()?;
         {
             tx.open_table(LOGS)?;

@@ -3,12 +3,12 @@
 //! follower to the leader.
 
 use crate::command::{Applied, Command};
-use crate::raft_types::{Raft, TypeConfig};
 use crate::proposer::{ProposeError, Proposer};
+use crate::raft_types::{Raft, TypeConfig};
 use crate::StoreMetrics;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::Extension;
 use axum::routing::post;
+use axum::Extension;
 use axum::{Json, Router};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};

@@ -246,7 +246,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             parts.into_iter().map(|cmd| apply_one(&mut state, entry.log_id.index, cmd, &mut changes));
                         results.push(Applied::Each(answers.collect()));
                     }
-                    EntryPayload::Normal(cmd) => results.push(apply_one(&mut state, entry.log_id.index, cmd, &mut changes)),
+                    EntryPayload::Normal(cmd) => {
+                        results.push(apply_one(&mut state, entry.log_id.index, cmd, &mut changes))
+                    }
                     EntryPayload::Membership(m) => {
                         la.1 = StoredMembership::new(Some(entry.log_id), m);
                         results.push(Applied::Done);
