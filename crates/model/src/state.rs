@@ -9,6 +9,7 @@ use crate::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ClusterState {
@@ -27,7 +28,7 @@ pub struct ClusterState {
     /// Past definitions of each app, oldest first, at most `APP_VERSIONS_KEPT`
     /// (the newest is the app's current definition).
     #[serde(default)]
-    pub app_versions: Table<AppId, imbl::Vector<AppVersion>>,
+    pub app_versions: Table<AppId, VersionHistory>,
     /// Settings of groups written through `/v2/groups`. The group tree
     /// itself is derived from app ids.
     #[serde(default)]
@@ -132,6 +133,50 @@ pub struct AppVersion {
     pub last_config_change_at: UnixMillis,
 }
 
+/// An app's stored versions, oldest first, at most `APP_VERSIONS_KEPT`.
+///
+/// Each version is shared (`Arc`), so the copy `apply` makes of a history
+/// to add one is a few pointers. (An `imbl::Vector` of whole versions
+/// allocated a 64-version chunk, tens of KiB, for every app's first
+/// version.) Serialises as a plain list of versions.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VersionHistory(Vec<Arc<AppVersion>>);
+
+impl VersionHistory {
+    /// Keeps `v` as the newest version (replacing one with the same
+    /// version stamp) and drops the oldest beyond `APP_VERSIONS_KEPT`.
+    pub fn record(&mut self, v: AppVersion) {
+        self.0.retain(|x| x.version != v.version);
+        self.0.push(Arc::new(v));
+        let extra = self.0.len().saturating_sub(APP_VERSIONS_KEPT);
+        self.0.drain(..extra);
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &AppVersion> + ExactSizeIterator + '_ {
+        self.0.iter().map(|v| v.as_ref())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for VersionHistory {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionHistory {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(VersionHistory(Vec::<AppVersion>::deserialize(d)?.into_iter().map(Arc::new).collect()))
+    }
+}
+
 /// What a group has beyond its apps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct GroupMeta {
@@ -204,7 +249,37 @@ impl ClusterState {
 
 #[cfg(test)]
 mod tests {
-    use super::ServicePortRange;
+    use super::{AppVersion, ServicePortRange, VersionHistory, APP_VERSIONS_KEPT};
+    use crate::{AppId, AppSpec, UnixMillis};
+
+    fn version(ms: i64) -> AppVersion {
+        let spec = AppSpec::new(AppId::parse("/a").expect("a valid id"));
+        AppVersion {
+            version: UnixMillis(ms),
+            spec,
+            last_scaling_at: UnixMillis(ms),
+            last_config_change_at: UnixMillis(ms),
+        }
+    }
+
+    #[test]
+    fn a_version_history_keeps_the_newest_versions_once_each_and_serialises_as_a_list() {
+        let mut h = VersionHistory::default();
+        for ms in 1..=(APP_VERSIONS_KEPT as i64 + 5) {
+            h.record(version(ms));
+        }
+        // The same stamp again replaces it and moves it to the newest place.
+        h.record(version(20));
+        let stamps: Vec<i64> = h.iter().map(|v| v.version.0).collect();
+        let mut want: Vec<i64> = (6..=APP_VERSIONS_KEPT as i64 + 5).filter(|ms| *ms != 20).collect();
+        want.push(20);
+        assert_eq!(stamps, want);
+        // The wire (snapshots, golden files) is a plain list of versions.
+        let json = serde_json::to_value(&h).expect("serialises");
+        assert_eq!(json.as_array().map(Vec::len), Some(APP_VERSIONS_KEPT));
+        let back: VersionHistory = serde_json::from_value(json).expect("deserialises");
+        assert_eq!(back, h);
+    }
 
     #[test]
     fn service_port_ranges_parse_lo_hi_and_refuse_the_rest() {

@@ -9,7 +9,7 @@ use crate::command::{AppPut, Applied, Command, DropReason, Dropped, Precondition
 use model::{
     App, AppId, AppSpec, AppVersion, ClusterState, Deployment, DeploymentAction, DeploymentId, GroupMeta,
     LaunchBackoff, NodeId, NodeUsage, Plan, ServicePortRange, Step, TaskGoal, TaskId, TaskState, TaskStatus,
-    UnixMillis, APP_VERSIONS_KEPT,
+    UnixMillis,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -152,6 +152,7 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> Applied {
         Command::StartJobRuns { at, starts } => {
             Applied::Each(starts.iter().map(|s| jobs::start_run(state, &s.job, &s.run, *at, &s.trigger)).collect())
         }
+        Command::Batch(parts) => Applied::Each(parts.iter().map(|c| apply(state, c)).collect()),
     }
 }
 
@@ -552,17 +553,12 @@ fn remove_node(state: &mut ClusterState, node: NodeId, at: UnixMillis) -> Applie
 /// Keeps `app`'s current definition in its version history (bounded,
 /// oldest dropped first).
 fn record_version(state: &mut ClusterState, app: &App) {
-    let history = state.app_versions.get_or_insert_with(app.spec.id.clone(), imbl::Vector::new);
-    history.retain(|v| v.version != app.version);
-    history.push_back(AppVersion {
+    state.app_versions.get_or_insert_with(app.spec.id.clone(), model::VersionHistory::default).record(AppVersion {
         version: app.version,
         spec: app.spec.clone(),
         last_scaling_at: app.last_scaling_at,
         last_config_change_at: app.last_config_change_at,
     });
-    while history.len() > APP_VERSIONS_KEPT {
-        history.pop_front();
-    }
 }
 
 /// `PutGroup`: every part is applied to a copy, so a refusal of any part

@@ -221,6 +221,11 @@ pub enum Command {
         at: UnixMillis,
         starts: Vec<RunStart>,
     },
+    /// Commands proposed together as one entry (group commit: see
+    /// `proposer`). Each part is applied in order as if alone; the answer
+    /// is `Applied::Each`, one per part, and the feed carries each part as
+    /// a change of its own at the entry's index.
+    Batch(Vec<Command>),
 }
 
 /// One run of `Command::StartJobRuns`.

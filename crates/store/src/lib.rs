@@ -24,6 +24,7 @@ mod log_store;
 mod membership;
 pub mod metrics;
 pub mod network;
+mod proposer;
 mod raft_types;
 mod state_machine;
 pub mod watch;
@@ -39,11 +40,12 @@ pub use watch::{Change, Subscription, Update};
 
 use crate::log_store::LogStore;
 use crate::network::{ForwardResult, Network};
+use crate::proposer::{ProposeError, Proposer};
 use crate::raft_types::Raft;
 use crate::state_machine::{SharedState, StateMachine};
 use crate::watch::Feed;
 use model::{ClusterState, NodeId};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use openraft::BasicNode;
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -131,6 +133,7 @@ impl StoreConfig {
 
 pub struct Store {
     raft: Raft,
+    proposer: Proposer,
     state: SharedState,
     feed: Feed,
     node_id: NodeId,
@@ -183,9 +186,9 @@ impl Store {
         let db = Arc::new(redb::Database::create(cfg.data_dir.join("state.redb")).map_err(redb::Error::from)?);
         let state: SharedState = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
         let feed = Feed::new(state.clone());
-        let log = LogStore::new(db.clone())?;
-        let committed = log.committed_handle();
         let metrics = StoreMetrics::default();
+        let log = LogStore::new(db.clone(), metrics.clone())?;
+        let committed = log.committed_handle();
         let sm = StateMachine::open(db, state.clone(), feed.clone(), metrics.clone())?;
         let config = openraft::Config {
             cluster_name: "wharf".into(),
@@ -194,8 +197,10 @@ impl Store {
             election_timeout_max: cfg.election_timeout_ms.1,
             // openraft 0.9 bounds one AppendEntries by the heartbeat interval:
             // a large batch to a follower that fell behind on a slow disk
-            // times out again and again and it never catches up.
-            max_payload_entries: 64,
+            // times out again and again and it never catches up. An entry
+            // may be a batch of up to `proposer::MAX_BATCH` writes, so this
+            // keeps one AppendEntries to a few hundred commands.
+            max_payload_entries: 8,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
             ..Default::default()
         }
@@ -208,12 +213,14 @@ impl Store {
                 RpcClient::plain(local_ip).map_err(StoreError::RpcClient)?
             }
         };
-        let raft = Raft::new(node_id, Arc::new(config), Network::with_client(client.clone()), log, sm)
+        let raft = Raft::new(node_id, Arc::new(config), Network::new(client.clone(), metrics.clone()), log, sm)
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))?;
         let leadership = spawn_leadership_watch(&raft, node_id);
+        let proposer = Proposer::start(raft.clone());
         Ok(Store {
             raft,
+            proposer,
             state,
             feed,
             node_id: NodeId(node_id),
@@ -254,8 +261,14 @@ impl Store {
 
     /// Routes for the cluster RPC port.
     pub fn rpc_router(&self) -> axum::Router {
-        network::router(self.raft.clone(), self.max_voters, self.client.clone())
-            .merge(keyring::router(self.raft.clone(), self.keyring.clone()))
+        network::router(
+            self.raft.clone(),
+            self.proposer.clone(),
+            self.max_voters,
+            self.client.clone(),
+            self.metrics.clone(),
+        )
+        .merge(keyring::router(self.raft.clone(), self.keyring.clone()))
     }
 
     /// This node's hold on the cluster's data key (seals and opens secrets).
@@ -348,10 +361,10 @@ impl Store {
     async fn propose_once(&self, cmd: Command) -> Result<Applied, StoreError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let leader_addr = match self.raft.client_write(cmd.clone()).await {
-                Ok(resp) => return Ok(resp.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node.map(|n| n.addr),
-                Err(e) => return Err(StoreError::Raft(e.to_string())),
+            let leader_addr = match self.proposer.write(cmd.clone()).await {
+                Ok((applied, _)) => return Ok(applied),
+                Err(ProposeError::NotLeader(addr)) => addr,
+                Err(ProposeError::Failed(e)) => return Err(StoreError::Raft(e)),
             };
             if let Some(addr) = leader_addr {
                 match network::forward(&self.client, &addr, &cmd).await {

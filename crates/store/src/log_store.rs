@@ -5,7 +5,9 @@
 //! durable redb transaction (one fsync) and only then fires each batch's
 //! flush callback — so an acknowledged write is on disk, and concurrent
 //! writers share fsyncs instead of queueing behind one each. Entries not yet
-//! flushed are served to readers from memory. Truncate, purge and vote
+//! flushed, and the newest `KEEP_RECENT` flushed ones, are served to readers
+//! from memory: replication reads what was just appended without a redb
+//! read and a JSON decode per entry. Truncate, purge and vote
 //! writes first wait for the writer to drain, so operations stay ordered.
 //! The commit index goes through the writer too, so saving it never waits
 //! on a transaction (and its fsync) in flight: openraft's core awaits it on
@@ -26,8 +28,16 @@ const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_PURGED: &str = "last_purged";
 
-/// Entries handed to the writer but not yet durable, by index.
+/// The newest entries, by index: every one handed to the writer but not yet
+/// durable, and up to `KEEP_RECENT` durable ones before them. Always a
+/// contiguous run that ends at the log's last entry (appends extend it,
+/// truncate cuts its tail, purge its head), so a read starting inside it
+/// needs nothing from redb.
 type Pending = Arc<Mutex<BTreeMap<u64, Entry>>>;
+
+/// Durable entries kept in memory for readers (replication to a follower
+/// a few batches behind, the state machine's apply).
+const KEEP_RECENT: usize = 1024;
 
 enum Op {
     Append(Vec<Entry>, LogFlushed<TypeConfig>),
@@ -49,7 +59,7 @@ pub struct LogStore {
 
 /// The writer thread: drains every queued op, writes all appends in one
 /// transaction, then acknowledges in order.
-fn writer_loop(db: Arc<Database>, pending: Pending, rx: mpsc::Receiver<Op>) {
+fn writer_loop(db: Arc<Database>, pending: Pending, rx: mpsc::Receiver<Op>, keep: usize, metrics: crate::StoreMetrics) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -67,14 +77,15 @@ fn writer_loop(db: Arc<Database>, pending: Pending, rx: mpsc::Receiver<Op>) {
             Op::Committed(c) => Some(c.as_slice()),
             _ => None,
         });
+        let started = std::time::Instant::now();
         let result = write_entries(&db, &entries, committed);
-        if result.is_ok() {
+        if !entries.is_empty() {
+            metrics.log_flush_seconds.observe(started.elapsed().as_secs_f64());
+            metrics.log_flush_entries.observe(entries.len() as f64);
+        }
+        if let (Ok(()), Some(last)) = (&result, entries.last()) {
             if let Ok(mut p) = pending.lock() {
-                for e in &entries {
-                    if p.get(&e.log_id.index).is_some_and(|x| x.log_id == e.log_id) {
-                        p.remove(&e.log_id.index);
-                    }
-                }
+                trim_durable(&mut p, last.log_id.index, keep);
             }
         }
         for op in ops {
@@ -87,6 +98,19 @@ fn writer_loop(db: Arc<Database>, pending: Pending, rx: mpsc::Receiver<Op>) {
                 }
                 Op::Committed(_) => {}
             }
+        }
+    }
+}
+
+/// Drops the oldest entries beyond `keep`, but only durable ones (at or
+/// below `durable`): the rest exist nowhere else yet.
+fn trim_durable(p: &mut BTreeMap<u64, Entry>, durable: u64, keep: usize) {
+    while p.len() > keep {
+        match p.first_key_value() {
+            Some((i, _)) if *i <= durable => {
+                p.pop_first();
+            }
+            _ => return,
         }
     }
 }
@@ -124,7 +148,16 @@ fn write_err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError 
 }
 
 impl LogStore {
-    pub fn new(db: Arc<Database>) -> Result<LogStore, redb::Error> {
+    pub fn new(db: Arc<Database>, metrics: crate::StoreMetrics) -> Result<LogStore, redb::Error> {
+        Self::keeping(db, KEEP_RECENT, metrics)
+    }
+
+    /// A log store that keeps `keep` durable entries in memory.
+    pub(crate) fn keeping(
+        db: Arc<Database>,
+        keep: usize,
+        metrics: crate::StoreMetrics,
+    ) -> Result<LogStore, redb::Error> {
         let tx = db.begin_write()?;
         {
             tx.open_table(LOGS)?;
@@ -136,7 +169,7 @@ impl LogStore {
         let (db2, p2) = (db.clone(), pending.clone());
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(db2, p2, rx))
+            .spawn(move || writer_loop(db2, p2, rx, keep, metrics))
             .map_err(redb::Error::Io)?;
         Ok(LogStore { db, pending, writer, committed: Arc::default() })
     }
@@ -153,13 +186,17 @@ impl LogStore {
         rx.await.map_err(|_| write_err(std::io::Error::other("log writer stopped")))
     }
 
-    fn pending_in(&self, start: u64, end: Option<u64>) -> Vec<Entry> {
-        let Ok(p) = self.pending.lock() else { return Vec::new() };
-        match end {
+    /// Entries in `[start, end)` held in memory, and whether they are all
+    /// there is (the run in memory starts at or before `start`).
+    fn pending_in(&self, start: u64, end: Option<u64>) -> (Vec<Entry>, bool) {
+        let Ok(p) = self.pending.lock() else { return (Vec::new(), false) };
+        let whole = p.first_key_value().is_some_and(|(first, _)| *first <= start);
+        let entries = match end {
             Some(end) if end <= start => Vec::new(),
             Some(end) => p.range(start..end).map(|(_, e)| e.clone()).collect(),
             None => p.range(start..).map(|(_, e)| e.clone()).collect(),
-        }
+        };
+        (entries, whole)
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
@@ -211,6 +248,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => Some(*x),
             Bound::Unbounded => None,
         };
+        let (recent, whole) = self.pending_in(start, end);
+        if whole {
+            return Ok(recent);
+        }
         let tx = self.db.begin_read().map_err(read_err)?;
         let table = tx.open_table(LOGS).map_err(read_err)?;
         let iter = match end {
@@ -224,7 +265,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             by_index.insert(k.value(), serde_json::from_slice(v.value()).map_err(read_err)?);
         }
         // Entries not yet flushed are newer than what redb holds.
-        for e in self.pending_in(start, end) {
+        for e in recent {
             by_index.insert(e.log_id.index, e);
         }
         Ok(by_index.into_values().collect())
@@ -304,6 +345,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.drain().await?;
+        if let Ok(mut p) = self.pending.lock() {
+            p.retain(|i, _| *i > log_id.index);
+        }
         let bytes = serde_json::to_vec(&Some(log_id)).map_err(write_err)?;
         let tx = self.db.begin_write().map_err(write_err)?;
         {
@@ -313,5 +357,54 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             table.retain_in(..=log_id.index, |_, _| false).map_err(write_err)?;
         }
         tx.commit().map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogStore;
+    use crate::raft_types::{StorageError, TypeConfig};
+    use crate::state_machine::StateMachine;
+    use crate::watch::Feed;
+    use crate::StoreMetrics;
+    use model::ClusterState;
+    use openraft::testing::{StoreBuilder, Suite};
+    use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
+    use std::sync::Arc;
+
+    /// A log store and state machine on a fresh database, keeping `keep`
+    /// durable entries in memory.
+    struct OnDisk {
+        keep: usize,
+    }
+
+    fn err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
+        StorageIOError::new(ErrorSubject::Store, ErrorVerb::Write, openraft::AnyError::new(&e)).into()
+    }
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnDisk {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+            let dir = tempfile::tempdir().map_err(err)?;
+            let db = redb::Database::create(dir.path().join("state.redb")).map_err(|e| err(redb::Error::from(e)))?;
+            let db = Arc::new(db);
+            let state = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
+            let metrics = StoreMetrics::default();
+            let log = LogStore::keeping(db.clone(), self.keep, metrics.clone()).map_err(err)?;
+            let sm = StateMachine::open(db, state.clone(), Feed::new(state), metrics).map_err(err)?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    // openraft's conformance suite for log stores and state machines, with
+    // reads served from redb (nothing kept in memory once durable) and from
+    // memory (everything the suite writes fits in what is kept).
+    #[test]
+    fn the_log_store_passes_openraft_s_suite_reading_from_disk() {
+        Suite::test_all(OnDisk { keep: 0 }).expect("the suite passes");
+    }
+
+    #[test]
+    fn the_log_store_passes_openraft_s_suite_reading_recent_entries_from_memory() {
+        Suite::test_all(OnDisk { keep: super::KEEP_RECENT }).expect("the suite passes");
     }
 }

@@ -26,6 +26,16 @@ pub struct StoreMetrics {
     /// publication on the feed).
     pub(crate) apply_seconds: Histogram,
     pub(crate) applied_entries: Counter,
+    /// One durable transaction of the Raft log (write and fsync), and how
+    /// many entries it carried (group commit).
+    pub(crate) log_flush_seconds: Histogram,
+    pub(crate) log_flush_entries: Histogram,
+    /// The leader's AppendEntries round trips that carried entries (send,
+    /// the follower's append and fsync, answer), and their entry counts.
+    pub(crate) append_rpc_seconds: Histogram,
+    pub(crate) append_rpc_entries: Histogram,
+    /// Time a follower took to answer one AppendEntries with entries.
+    pub(crate) append_served_seconds: Histogram,
     /// Unix ms when this node last built or installed a snapshot (0: not
     /// since it started).
     snapshot_at: Arc<AtomicU64>,
@@ -41,6 +51,12 @@ impl Default for StoreMetrics {
             // persistent maps; a large plan takes milliseconds.
             apply_seconds: Histogram::new(exponential_buckets(0.00001, 2.0, 15)),
             applied_entries: Counter::default(),
+            // 0.1 ms .. ~1.6 s: an fsync here is 1-5 ms.
+            log_flush_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
+            log_flush_entries: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            append_rpc_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
+            append_rpc_entries: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            append_served_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
             snapshot_at: Arc::default(),
         }
     }
@@ -63,6 +79,34 @@ impl StoreMetrics {
             self.apply_seconds.clone(),
         );
         registry.register("store_applied_entries", "Raft entries applied on this node", self.applied_entries.clone());
+        registry.register_with_unit(
+            "store_log_flush",
+            "Time of one durable write of the Raft log (one fsync for every entry queued meanwhile)",
+            Unit::Seconds,
+            self.log_flush_seconds.clone(),
+        );
+        registry.register(
+            "store_log_flush_entries",
+            "Raft log entries made durable by one write",
+            self.log_flush_entries.clone(),
+        );
+        registry.register_with_unit(
+            "store_append_rpc",
+            "Round trip of an AppendEntries with entries from this leader to a follower",
+            Unit::Seconds,
+            self.append_rpc_seconds.clone(),
+        );
+        registry.register(
+            "store_append_rpc_entries",
+            "Entries carried by one AppendEntries from this leader",
+            self.append_rpc_entries.clone(),
+        );
+        registry.register_with_unit(
+            "store_append_served",
+            "Time this node took to answer an AppendEntries with entries (append and fsync)",
+            Unit::Seconds,
+            self.append_served_seconds.clone(),
+        );
     }
 
     /// Seconds since this node last built or installed a snapshot; `None`

@@ -3,9 +3,12 @@
 //! follower to the leader.
 
 use crate::command::{Applied, Command};
+use crate::proposer::{ProposeError, Proposer};
 use crate::raft_types::{Raft, TypeConfig};
+use crate::StoreMetrics;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::post;
+use axum::Extension;
 use axum::{Json, Router};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -25,13 +28,14 @@ pub const MAX_RPC_BODY: usize = 64 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Network {
     client: RpcClient,
+    metrics: StoreMetrics,
 }
 
 impl Network {
     /// Outgoing RPCs go through `client` (mTLS with the node's identity,
     /// see `trust::RpcClient`).
-    pub fn with_client(client: RpcClient) -> Network {
-        Network { client }
+    pub fn new(client: RpcClient, metrics: StoreMetrics) -> Network {
+        Network { client, metrics }
     }
 }
 
@@ -39,13 +43,14 @@ pub struct PeerClient {
     client: RpcClient,
     target: u64,
     addr: String,
+    metrics: StoreMetrics,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
-        PeerClient { client: self.client.clone(), target, addr: node.addr.clone() }
+        PeerClient { client: self.client.clone(), target, addr: node.addr.clone(), metrics: self.metrics.clone() }
     }
 }
 
@@ -91,7 +96,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call("append", &rpc, option.hard_ttl()).await
+        let (started, entries) = (std::time::Instant::now(), rpc.entries.len());
+        let res = self.call("append", &rpc, option.hard_ttl()).await;
+        if entries > 0 && res.is_ok() {
+            self.metrics.append_rpc_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics.append_rpc_entries.observe(entries as f64);
+        }
+        res
     }
 
     async fn install_snapshot(
@@ -136,22 +147,36 @@ pub async fn forward(client: &RpcClient, addr: &str, cmd: &Command) -> Result<Fo
 }
 
 /// Routes served on the cluster RPC port.
-pub fn router(raft: Raft, max_voters: usize, client: RpcClient) -> Router {
+pub(crate) fn router(
+    raft: Raft,
+    proposer: Proposer,
+    max_voters: usize,
+    client: RpcClient,
+    metrics: StoreMetrics,
+) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/propose", post(propose))
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
+        .layer(Extension(metrics))
+        .layer(Extension(proposer))
         .with_state(raft.clone())
         .merge(crate::membership::router(raft, max_voters, client))
 }
 
 async fn append(
     State(raft): State<Raft>,
+    Extension(metrics): Extension<StoreMetrics>,
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Json<Result<AppendEntriesResponse<u64>, RaftError<u64>>> {
-    Json(raft.append_entries(req).await)
+    let (started, entries) = (std::time::Instant::now(), req.entries.len());
+    let res = raft.append_entries(req).await;
+    if entries > 0 {
+        metrics.append_served_seconds.observe(started.elapsed().as_secs_f64());
+    }
+    Json(res)
 }
 
 async fn vote(
@@ -168,12 +193,11 @@ async fn snapshot(
     Json(raft.install_snapshot(req).await)
 }
 
-async fn propose(State(raft): State<Raft>, Json(cmd): Json<Command>) -> Json<ForwardResult> {
-    Json(match raft.client_write(cmd).await {
-        Ok(resp) => ForwardResult::Applied(resp.data, resp.log_id.index),
-        Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
-            ForwardResult::NotLeader { leader: f.leader_node.map(|n| n.addr) }
-        }
-        Err(e) => ForwardResult::Failed(e.to_string()),
+/// A follower's write, grouped with the leader's own (see `proposer`).
+async fn propose(Extension(proposer): Extension<Proposer>, Json(cmd): Json<Command>) -> Json<ForwardResult> {
+    Json(match proposer.write(cmd).await {
+        Ok((applied, index)) => ForwardResult::Applied(applied, index),
+        Err(ProposeError::NotLeader(leader)) => ForwardResult::NotLeader { leader },
+        Err(ProposeError::Failed(e)) => ForwardResult::Failed(e),
     })
 }

@@ -11,7 +11,7 @@
 //! readers and snapshot builders never block a write.
 
 use crate::apply::apply;
-use crate::command::Applied;
+use crate::command::{Applied, Command};
 use crate::effect;
 use crate::raft_types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::watch::Change;
@@ -176,6 +176,16 @@ impl StateMachine {
     }
 }
 
+/// Applies one command, and records its change (effects and the state
+/// right after it) for the feed.
+fn apply_one(state: &mut ClusterState, index: u64, cmd: Command, changes: &mut Vec<Change>) -> Applied {
+    let before = state.clone();
+    let res = apply(state, &cmd);
+    let effects = effect::collect(&before, state, &cmd);
+    changes.push(Change { index, command: Arc::new(cmd), effects: effects.into(), state: Arc::new(state.clone()) });
+    res
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let (state, last_applied, membership) = match self.frozen.take() {
@@ -231,17 +241,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 state.applied_index = entry.log_id.index;
                 match entry.payload {
                     EntryPayload::Blank => results.push(Applied::Done),
+                    EntryPayload::Normal(Command::Batch(parts)) => {
+                        let answers =
+                            parts.into_iter().map(|cmd| apply_one(&mut state, entry.log_id.index, cmd, &mut changes));
+                        results.push(Applied::Each(answers.collect()));
+                    }
                     EntryPayload::Normal(cmd) => {
-                        let before = state.clone();
-                        let res = apply(&mut state, &cmd);
-                        let effects = effect::collect(&before, &mut state, &cmd);
-                        changes.push(Change {
-                            index: entry.log_id.index,
-                            command: Arc::new(cmd),
-                            effects: effects.into(),
-                            state: Arc::new(state.clone()),
-                        });
-                        results.push(res);
+                        results.push(apply_one(&mut state, entry.log_id.index, cmd, &mut changes))
                     }
                     EntryPayload::Membership(m) => {
                         la.1 = StoredMembership::new(Some(entry.log_id), m);
@@ -287,5 +293,70 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         Ok(self.read_stored()?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StateMachine;
+    use crate::command::{Applied, Command, Rejection};
+    use crate::raft_types::Entry;
+    use crate::watch::{Feed, Update};
+    use crate::{Effect, StoreMetrics};
+    use model::{AppId, AppSpec, ClusterState, Deployment, DeploymentAction, DeploymentId, Step, UnixMillis};
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use std::sync::Arc;
+
+    fn create(id: &str, at: i64) -> Command {
+        let id = AppId::parse(id).expect("valid id");
+        Command::PutApp {
+            app: AppSpec::new(id.clone()),
+            at: UnixMillis(at),
+            deployment: Deployment {
+                id: DeploymentId(format!("d{at}")),
+                version: UnixMillis(at),
+                affected_apps: vec![id.clone()],
+                steps: vec![Step { actions: vec![(DeploymentAction::StartApplication, id)] }],
+                current_step: 1,
+                started_at: UnixMillis(at),
+            },
+            force: false,
+            create_only: true,
+            expect: None,
+            finish_if_idle: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_entry_answers_each_part_and_puts_each_on_the_feed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Arc::new(redb::Database::create(dir.path().join("state.redb")).expect("db"));
+        let state = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
+        let feed = Feed::new(state.clone());
+        let mut sub = feed.subscribe();
+        let mut sm = StateMachine::open(db, state.clone(), feed, StoreMetrics::default()).expect("open");
+        let batch = Command::Batch(vec![create("/a", 1), create("/a", 2), create("/b", 3)]);
+        let entry = Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 7), payload: EntryPayload::Normal(batch) };
+        let answers = sm.apply([entry]).await.expect("apply");
+        // One answer for the entry, holding one per part, judged in order:
+        // the second create of /a finds the first.
+        let [Applied::Each(parts)] = answers.as_slice() else { panic!("{answers:?}") };
+        assert!(matches!(&parts[0], Applied::App(a) if a.spec.id.as_str() == "/a"), "{parts:?}");
+        assert!(matches!(&parts[1], Applied::Rejected(Rejection::AlreadyExists(id)) if id.as_str() == "/a"));
+        assert!(matches!(&parts[2], Applied::App(a) if a.spec.id.as_str() == "/b"), "{parts:?}");
+        assert_eq!(state.load().apps.len(), 2);
+        assert_eq!(state.load().applied_index, 7);
+        // The feed has each part as its own change, at the entry's index,
+        // with the state right after that part.
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let Some(Update::Change(c)) = sub.next().await else { panic!("expected a change") };
+            assert_eq!(c.index, 7);
+            assert!(matches!(*c.command, Command::PutApp { .. }));
+            let put = c.effects.iter().any(|e| matches!(e, Effect::AppPut { .. }));
+            seen.push((put, c.state.apps.len()));
+        }
+        assert_eq!(seen, vec![(true, 1), (false, 1), (true, 2)]);
     }
 }

@@ -544,7 +544,20 @@ fn every_command() -> Vec<Command> {
     ]
     .into_iter()
     .chain(super::jobs::tests::golden_commands())
-    .chain([Command::SetServicePorts { range: ServicePortRange { lo: 10000, hi: 30000 } }])
+    .chain([
+        Command::SetServicePorts { range: ServicePortRange { lo: 10000, hi: 30000 } },
+        // Two writers' commands grouped into one entry.
+        Command::Batch(vec![
+            Command::PutApiToken(model::ApiToken {
+                id: "tok3".into(),
+                role: model::Role::Viewer,
+                name: "batched".into(),
+                secret_sha256: "33".repeat(32),
+                created_at: UnixMillis(120),
+            }),
+            Command::RemoveApiToken { id: "tok1".into() },
+        ]),
+    ])
     .collect()
 }
 
@@ -593,6 +606,7 @@ fn variant(c: &Command) -> &'static str {
         Command::SetJobHistoryCount { .. } => "SetJobHistoryCount",
         Command::StartJobRuns { .. } => "StartJobRuns",
         Command::SetServicePorts { .. } => "SetServicePorts",
+        Command::Batch(_) => "Batch",
     }
 }
 

@@ -1,0 +1,124 @@
+//! Group commit of proposals. openraft 0.9's core appends one client write
+//! at a time and waits for its fsync before it takes the next one, so
+//! writers proposing together would each pay a leader fsync in turn (and
+//! replication starts only after it). The proposer keeps at most
+//! `IN_FLIGHT` entries of its own in Raft; commands that arrive meanwhile
+//! wait and go together, as one `Command::Batch` entry (one append, one
+//! fsync, one place in an AppendEntries), when a slot frees. A lone writer
+//! goes at once, as its own entry.
+//!
+//! Each part of a batch is applied in order as if proposed alone and gets
+//! its own answer; the feed carries each part as its own change.
+
+use crate::command::{Applied, Command};
+use crate::raft_types::Raft;
+use openraft::error::{ClientWriteError, RaftError};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Entries of this proposer in Raft at once: one being appended (fsynced)
+/// on the leader while the one before it replicates and applies.
+const IN_FLIGHT: usize = 2;
+
+/// Commands in one batch. With `max_payload_entries` it bounds one
+/// AppendEntries to a follower that fell behind.
+pub(crate) const MAX_BATCH: usize = 64;
+
+/// Why a proposal was not applied.
+#[derive(Debug, Clone)]
+pub(crate) enum ProposeError {
+    /// This node does not lead; the leader's RPC address if known.
+    NotLeader(Option<String>),
+    Failed(String),
+}
+
+struct Waiting {
+    cmd: Command,
+    reply: oneshot::Sender<Result<(Applied, u64), ProposeError>>,
+}
+
+/// The handle proposals go through (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct Proposer {
+    tx: mpsc::UnboundedSender<Waiting>,
+}
+
+impl Proposer {
+    pub(crate) fn start(raft: Raft) -> Proposer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(raft, rx));
+        Proposer { tx }
+    }
+
+    /// Commits `cmd` through the local Raft node: its answer and log index.
+    pub(crate) async fn write(&self, cmd: Command) -> Result<(Applied, u64), ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        let stopped = || ProposeError::Failed("the store is shutting down".into());
+        self.tx.send(Waiting { cmd, reply }).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Waiting>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        // Waiting for a slot is what lets later commands gather.
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            submit(&raft, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+fn refused(e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>) -> ProposeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ProposeError::NotLeader(f.leader_node.map(|n| n.addr))
+        }
+        e => ProposeError::Failed(e.to_string()),
+    }
+}
+
+async fn submit(raft: &Raft, mut batch: Vec<Waiting>) {
+    if batch.len() == 1 {
+        if let Some(w) = batch.pop() {
+            let res = raft.client_write(w.cmd).await.map(|r| (r.data, r.log_id.index)).map_err(refused);
+            let _ = w.reply.send(res);
+        }
+        return;
+    }
+    let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|w| (w.cmd, w.reply)).unzip();
+    match raft.client_write(Command::Batch(cmds)).await {
+        Ok(resp) => {
+            let index = resp.log_id.index;
+            match resp.data {
+                Applied::Each(answers) if answers.len() == replies.len() => {
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(Ok((answer, index)));
+                    }
+                }
+                other => {
+                    tracing::error!(?other, "a batch of commands was answered with the wrong kind of answer");
+                    for reply in replies {
+                        let _ = reply.send(Err(ProposeError::Failed("the batch's answer has the wrong shape".into())));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            let e = refused(e);
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
