@@ -7,6 +7,7 @@
 //! Hand-written on tokio and hyper on purpose: `pingora` would bring 200+
 //! crates, C builds and a runtime of its own for what is a small proxy.
 
+pub mod h1;
 pub mod http;
 pub mod l4;
 pub mod metrics;
