@@ -179,7 +179,9 @@ impl Front {
         };
         // The body, whole, before anything goes to a backend.
         let body = match body_len {
-            BodyLen::Length(n) if n > MAX_BODY => return refuse(client, out, version, 413, "request body too large").await,
+            BodyLen::Length(n) if n > MAX_BODY => {
+                return refuse(client, out, version, 413, "request body too large").await
+            }
             BodyLen::Length(n) => {
                 let n = n as usize;
                 while client.buf.len() < n {
@@ -264,7 +266,12 @@ impl Front {
     /// Reads a request head and routes it; `None` when the client closed
     /// or timed out between requests or the head was refused (the answer
     /// is then written already).
-    async fn read_request<S>(&self, client: &mut Client<S>, peer: &str, out: &mut Vec<u8>) -> io::Result<Option<Request>>
+    async fn read_request<S>(
+        &self,
+        client: &mut Client<S>,
+        peer: &str,
+        out: &mut Vec<u8>,
+    ) -> io::Result<Option<Request>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -336,14 +343,12 @@ impl Front {
         let host = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value);
         let has_host = host.is_some();
         let host = host.and_then(|h| std::str::from_utf8(h).ok()).or(authority).unwrap_or_default().trim();
-        let name = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+        let name =
+            host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
         let path = origin.split_once('?').map_or(origin, |(p, _)| p);
         let keep_alive = !facts.close && (version == 1 || facts.keep_alive);
-        let body_len = if facts.chunked {
-            BodyLen::Chunked
-        } else {
-            facts.content_length.map_or(BodyLen::None, BodyLen::Length)
-        };
+        let body_len =
+            if facts.chunked { BodyLen::Chunked } else { facts.content_length.map_or(BodyLen::None, BodyLen::Length) };
         let route = {
             let routes = self.lb.routes();
             match routes.vhost(name, path) {
@@ -425,7 +430,9 @@ impl Front {
             let take = match answer.body {
                 BodyLen::None => 0,
                 BodyLen::Length(_) => conn.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX)),
-                BodyLen::Chunked => chunks.scan(&conn.buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+                BodyLen::Chunked => {
+                    chunks.scan(&conn.buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+                }
                 BodyLen::UntilClose => conn.buf.len(),
             };
             b.bytes.fetch_add(take as u64, Ordering::Relaxed);
@@ -467,14 +474,28 @@ impl Front {
     /// own; when the backend switches protocols (101), the client's and the
     /// backend's connections are copied both ways until either ends, like
     /// an L4 service port.
-    async fn upgrade<S>(&self, client: &mut Client<S>, service: &Service, ask: &Ask<'_>, out: &mut Vec<u8>) -> io::Result<Next>
+    async fn upgrade<S>(
+        &self,
+        client: &mut Client<S>,
+        service: &Service,
+        ask: &Ask<'_>,
+        out: &mut Vec<u8>,
+    ) -> io::Result<Next>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut tried = Vec::with_capacity(TRIES);
         let (b, mut conn) = loop {
             let Some(b) = service.pick(&tried) else {
-                return answer(client, out, ask.version, ask.keep_alive, 502, &format!("{}: no task took the request", service.app)).await;
+                return answer(
+                    client,
+                    out,
+                    ask.version,
+                    ask.keep_alive,
+                    502,
+                    &format!("{}: no task took the request", service.app),
+                )
+                .await;
             };
             tried.push(b.addr);
             match self.pool.connect(b.addr).await {
@@ -482,7 +503,15 @@ impl Front {
                 Err(_) => {
                     b.mark_down(self.lb.cfg.down_for);
                     if tried.len() >= TRIES {
-                        return answer(client, out, ask.version, ask.keep_alive, 502, &format!("{}: no task took the request", service.app)).await;
+                        return answer(
+                            client,
+                            out,
+                            ask.version,
+                            ask.keep_alive,
+                            502,
+                            &format!("{}: no task took the request", service.app),
+                        )
+                        .await;
                     }
                 }
             }
@@ -651,7 +680,7 @@ async fn write_request(conn: &mut pool::Conn, b: &Backend, ask: &Ask<'_>) -> io:
     req.extend_from_slice(ask.head);
     if !ask.has_host {
         // An HTTP/1.0 client may send no `Host`; the backend gets its own address.
-        h1::field(&mut req, "host", b.addr.to_string().as_bytes());
+        h1::field(&mut req, "host", b.host.as_bytes());
     }
     req.extend_from_slice(b"\r\n");
     if ask.body.len() <= 64 * 1024 {
@@ -743,7 +772,13 @@ async fn answer<S: AsyncWrite + Unpin>(
 }
 
 /// Answers a request the front will not take, and closes.
-async fn refuse<S: AsyncWrite + Unpin>(client: &mut Client<S>, out: &mut Vec<u8>, version: u8, status: u16, msg: &str) -> io::Result<Next> {
+async fn refuse<S: AsyncWrite + Unpin>(
+    client: &mut Client<S>,
+    out: &mut Vec<u8>,
+    version: u8,
+    status: u16,
+    msg: &str,
+) -> io::Result<Next> {
     answer(client, out, version, false, status, msg).await
 }
 
