@@ -168,16 +168,9 @@ impl Front {
         out.clear();
         let Some(req) = self.read_request(client, peer, out).await? else { return Ok(Next::Close) };
         let Request { head, body_len, version, keep_alive, head_method, idempotent, has_host, upgrade, route } = req;
-        let service = match route {
-            Route::Answer(status, msg) => {
-                let keep = keep_alive && status < 400 || status == 404 || status == 503;
-                text(out, version, status, &msg, !keep);
-                client.io.write_all(out).await?;
-                return Ok(if keep { Next::KeepAlive } else { Next::Close });
-            }
-            Route::To(s) => s,
-        };
-        // The body, whole, before anything goes to a backend.
+        // The body, whole, before anything goes to a backend (and before an
+        // answer of the front's own, so that the next request starts where
+        // this one ends).
         let body = match body_len {
             BodyLen::Length(n) if n > MAX_BODY => {
                 return refuse(client, out, version, 413, "request body too large").await
@@ -212,6 +205,12 @@ impl Front {
                 client.buf.split_to(end).freeze()
             }
             BodyLen::None | BodyLen::UntilClose => Bytes::new(),
+        };
+        let service = match route {
+            Route::Answer(status, msg) => {
+                return answer(client, out, version, keep_alive, status, &msg).await;
+            }
+            Route::To(s) => s,
         };
         let ask = Ask { head: &head, has_host, body: &body, version, head_method, keep_alive, upgrade };
         if upgrade {

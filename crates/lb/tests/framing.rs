@@ -2,7 +2,8 @@
 //! client bytes and a real backend on loopback: pipelined requests are
 //! answered in order, a chunked request body reaches the backend whole, a
 //! chunked response passes back as it came, `X-Forwarded-For` extends the
-//! client's, and an HTTP/1.0 client gets an HTTP/1.0 answer and a close.
+//! client's, a request the front answers itself (404) leaves its body behind
+//! it, and an HTTP/1.0 client gets an HTTP/1.0 answer and a close.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -115,7 +116,7 @@ async fn pipelined_chunked_and_http10_requests_are_answered_in_order() {
             b"GET /a?x=1 HTTP/1.1\r\nHost: web.example\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n\
               POST /b HTTP/1.1\r\nHost: web.example\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n\
               GET /chunked HTTP/1.1\r\nHost: web.example\r\n\r\n\
-              GET /nope HTTP/1.1\r\nHost: elsewhere.example\r\n\r\n\
+              POST /nope HTTP/1.1\r\nHost: elsewhere.example\r\nContent-Length: 5\r\n\r\nhello\
               GET /c HTTP/1.0\r\nHost: web.example\r\n\r\n",
         )
         .await
