@@ -214,9 +214,10 @@ impl Store {
                 RpcClient::plain(local_ip).map_err(StoreError::RpcClient)?
             }
         };
-        let raft = Raft::new(node_id, Arc::new(config), Network::new(client.clone(), metrics.clone(), durable), log, sm)
-            .await
-            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let raft =
+            Raft::new(node_id, Arc::new(config), Network::new(client.clone(), metrics.clone(), durable), log, sm)
+                .await
+                .map_err(|e| StoreError::Raft(e.to_string()))?;
         let leadership = spawn_leadership_watch(&raft, node_id);
         let proposer = Proposer::start(raft.clone());
         Ok(Store {

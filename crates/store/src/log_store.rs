@@ -258,6 +258,16 @@ impl LogStore {
         self.durable.clone()
     }
 
+    /// Hands a leader's own entries to the writer as already acknowledged.
+    /// They count as early before openraft hears of them, so no commit gate
+    /// can miss them.
+    fn append_early(&self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        if let Some(last) = entries.last() {
+            self.durable.early.fetch_max(last.log_id.index, Ordering::AcqRel);
+        }
+        self.writer.send(Op::Append(entries, None)).map_err(|_| write_err(std::io::Error::other("log writer stopped")))
+    }
+
     /// Whether `entries` are this node's own as the leader it believes it
     /// is: appended by its client writes, never received from another.
     fn own_as_leader(&self, entries: &[Entry]) -> bool {
@@ -434,18 +444,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 p.insert(e.log_id.index, e.clone());
             }
         }
-        let stopped = || write_err(std::io::Error::other("log writer stopped"));
         if self.own_as_leader(&entries) {
-            // Recorded before openraft hears of it, so no commit gate can
-            // miss these entries.
-            if let Some(last) = entries.last() {
-                self.durable.early.fetch_max(last.log_id.index, Ordering::AcqRel);
-            }
-            self.writer.send(Op::Append(entries, None)).map_err(|_| stopped())?;
+            self.append_early(entries)?;
             callback.log_io_completed(Ok(()));
             return Ok(());
         }
-        self.writer.send(Op::Append(entries, Some(callback))).map_err(|_| stopped())
+        self.writer
+            .send(Op::Append(entries, Some(callback)))
+            .map_err(|_| write_err(std::io::Error::other("log writer stopped")))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -485,13 +491,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::LogStore;
-    use crate::raft_types::{StorageError, TypeConfig};
+    use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
     use crate::state_machine::StateMachine;
     use crate::watch::Feed;
     use crate::StoreMetrics;
     use model::ClusterState;
+    use openraft::storage::RaftLogStorage;
     use openraft::testing::{StoreBuilder, Suite};
+    use openraft::{CommittedLeaderId, EntryPayload};
     use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
+    use redb::ReadableDatabase;
     use std::sync::Arc;
 
     /// A log store and state machine on a fresh database, keeping `keep`
@@ -528,6 +537,48 @@ mod tests {
     fn the_log_store_passes_openraft_s_suite_reading_from_disk() {
         Suite::test_all(OnDisk { keep: 0, me: 0 }).expect("the suite passes");
         Suite::test_all(OnDisk { keep: 0, me: 7 }).expect("the suite passes");
+    }
+
+    fn blank(term: u64, node: u64, index: u64) -> Entry {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(term, node), index), payload: EntryPayload::Blank }
+    }
+
+    #[tokio::test]
+    async fn only_the_leader_s_own_entries_of_its_term_are_acknowledged_early() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let db = Arc::new(redb::Database::create(dir.path().join("state.redb")).expect("a database"));
+        let mut log = LogStore::keeping(db, 1, 16, StoreMetrics::default()).expect("a log store");
+        assert!(!log.own_as_leader(&[blank(3, 1, 1)]), "no vote yet: nobody leads");
+        log.save_vote(&Vote::new_committed(3, 1)).await.expect("vote saved");
+        assert!(log.own_as_leader(&[blank(3, 1, 1), blank(3, 1, 2)]));
+        assert!(!log.own_as_leader(&[blank(2, 1, 1)]), "an older term's entry comes from a leader");
+        assert!(!log.own_as_leader(&[blank(3, 1, 1), blank(3, 2, 2)]));
+        log.save_vote(&Vote::new_committed(4, 2)).await.expect("vote saved");
+        assert!(!log.own_as_leader(&[blank(4, 2, 1)]), "a follower's entries are acknowledged after their fsync");
+    }
+
+    #[tokio::test]
+    async fn the_commit_gate_holds_until_early_acknowledged_entries_are_on_disk() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let db = Arc::new(redb::Database::create(dir.path().join("state.redb")).expect("a database"));
+        let log = LogStore::keeping(db.clone(), 1, 16, StoreMetrics::default()).expect("a log store");
+        let durable = log.durable();
+        // Holding redb's one write transaction keeps the writer from
+        // flushing, as a slow fsync would.
+        let blocker = db.begin_write().expect("a write transaction");
+        log.append_early(vec![blank(3, 1, 1), blank(3, 1, 2)]).expect("handed to the writer");
+        let gate = durable.wait(2);
+        tokio::pin!(gate);
+        assert!(futures::poll!(&mut gate).is_pending(), "nothing may count as committed before it is durable");
+        assert!(
+            futures::poll!(Box::pin(durable.wait(0))).is_ready(),
+            "an index below the early ones waits for nothing"
+        );
+        drop(blocker);
+        gate.await.expect("the writer flushed");
+        let tx = db.begin_read().expect("a read transaction");
+        let table = tx.open_table(super::LOGS).expect("the log table");
+        assert!(table.get(2).expect("read").is_some(), "the entry is on disk once the gate opens");
     }
 
     #[test]

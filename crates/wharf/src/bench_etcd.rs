@@ -200,7 +200,10 @@ pub async fn run(spec: LoadSpec, client_counts: &[usize]) -> anyhow::Result<()> 
             let after = crate::bench_stages::scrape(&http, &addr).await;
             stages.push((addr, before, after));
         }
-        println!("  wharf, {clients} client(s): {:.0} writes/s, p50 {:.1} ms, p99 {:.1} ms", w.per_sec, w.p50_ms, w.p99_ms);
+        println!(
+            "  wharf, {clients} client(s): {:.0} writes/s, p50 {:.1} ms, p99 {:.1} ms",
+            w.per_sec, w.p50_ms, w.p99_ms
+        );
         crate::bench_stages::print(&stages, &wharf_leader);
         let e = etcd_writes(&etcd_leader, s, &format!("c{clients}")).await?;
         rows.push((clients, w, e));
