@@ -7,22 +7,11 @@
 use marathon::groups::parse_group;
 use marathon::ApiError;
 use model::AppId;
-use std::path::{Path, PathBuf};
+#[path = "../../../fuzz/committed_inputs.rs"]
+mod committed_inputs;
 
-fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let mut out = Vec::new();
-    for dir in ["regressions", "corpus"] {
-        let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(target)) else { continue };
-        for e in entries {
-            let path = e.expect("dir entry").path();
-            let bytes = std::fs::read(&path).expect("read input");
-            out.push((path, bytes));
-        }
-    }
-    assert!(!out.is_empty(), "no committed inputs for {target}");
-    out
-}
+use committed_inputs::committed_inputs as inputs;
+use std::path::Path;
 
 fn clear(path: &Path, e: &ApiError) {
     assert!((400..500).contains(&e.status), "{}: status {} for {e:?}", path.display(), e.status);

@@ -3,22 +3,10 @@
 //! `fuzz/corpus/metronome_job/`) through `parse_job` and `parse_schedule`,
 //! on stable: a job or a clear 4xx with a message, never a panic.
 
-use std::path::{Path, PathBuf};
+#[path = "../../../fuzz/committed_inputs.rs"]
+mod committed_inputs;
 
-fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let mut out = Vec::new();
-    for dir in ["regressions", "corpus"] {
-        let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(target)) else { continue };
-        for e in entries {
-            let path = e.expect("dir entry").path();
-            let bytes = std::fs::read(&path).expect("read input");
-            out.push((path, bytes));
-        }
-    }
-    assert!(!out.is_empty(), "no committed inputs for {target}");
-    out
-}
+use committed_inputs::committed_inputs as inputs;
 
 #[test]
 fn committed_job_inputs_parse_or_get_a_clear_4xx() {
