@@ -4,32 +4,33 @@
 //! over pooled keep-alive connections to the app's up tasks. 404 for an
 //! unknown host, 503 naming the app when it has no up task, 502 when every
 //! backend tried failed.
+//!
+//! Each client connection is one loop that reads a request head (`h1`),
+//! writes it with the proxy's fields to a pooled backend connection, and
+//! passes the response back as it came: no task, channel or timer per
+//! request (see `h1` for why this is not hyper). One timer per connection
+//! cuts off a client that does not finish a head in `HEAD_TIMEOUT` or
+//! idles for the idle timeout.
 
-use crate::pool::{Pool, SendError, Sender};
-use crate::table::{Backend, Lb};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Body as _, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use std::convert::Infallible;
+use crate::h1::{self, BodyLen, Chunks, MAX_HEAD, MAX_HEADERS};
+use crate::pool::{self, Pool};
+use crate::table::{Backend, Lb, Service};
+use bytes::{Buf, Bytes, BytesMut};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 /// Request bodies are buffered (so a request can go to another backend
 /// when one refuses); larger ones get 413.
-const MAX_BODY: usize = 16 << 20;
+const MAX_BODY: u64 = 16 << 20;
 const TRIES: usize = 3;
+/// A client must send a whole request head within this time of its first byte.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the HTTP front on `listener` until it fails: a few threads, each
 /// a single-threaded runtime with its own pool of backend connections (see
@@ -123,16 +124,7 @@ pub struct Front {
     lb: Arc<Lb>,
     pool: Arc<Pool>,
     /// The listener's port, for `X-Forwarded-Port`.
-    port: HeaderValue,
-}
-
-/// One client connection's context, shared by its requests.
-struct Conn {
-    lb: Arc<Lb>,
-    pool: Arc<Pool>,
-    /// The client's address as `X-Forwarded-For` wants it.
-    peer: HeaderValue,
-    port: HeaderValue,
+    port: String,
 }
 
 impl Front {
@@ -141,7 +133,7 @@ impl Front {
     /// `serve` makes one per thread).
     pub fn new(lb: Arc<Lb>, port: u16) -> Front {
         let pool = Arc::new(Pool::new(lb.cfg.connect_timeout));
-        Front { lb, pool, port: HeaderValue::from(port) }
+        Front { lb, pool, port: port.to_string() }
     }
 
     /// Idle backend connections held in this front's pool.
@@ -149,364 +141,670 @@ impl Front {
         self.pool.idle()
     }
 
-    /// Serves HTTP/1.1 on one client connection from `peer` until it ends:
-    /// hyper reads each request head, `handle` routes it.
+    /// Serves HTTP/1.x on one client connection from `peer` until it ends.
     pub async fn serve_connection<S>(self, io: S, peer: SocketAddr)
     where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let Front { lb, pool, port } = self;
-        // Made once per connection rather than once per request.
-        let Ok(peer) = HeaderValue::try_from(peer.ip().to_string()) else { return };
-        let conn = Arc::new(Conn { lb, pool, peer, port });
-        let svc = hyper::service::service_fn(move |req| handle(conn.clone(), req));
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            // A client that never finishes its headers is cut off.
-            .header_read_timeout(Duration::from_secs(10))
-            // Larger headers get 431 from hyper.
-            .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(io), svc)
-            .with_upgrades();
-        let _ = conn.await;
+        let idle = self.lb.cfg.idle_timeout;
+        let mut client = Client {
+            io,
+            buf: BytesMut::with_capacity(8 * 1024),
+            timer: Box::pin(tokio::time::sleep(HEAD_TIMEOUT.min(idle))),
+            mark: Instant::now(),
+            idle,
+        };
+        let peer = peer.ip().to_string();
+        let mut out = Vec::with_capacity(4 * 1024);
+        while let Ok(Next::KeepAlive) = self.exchange(&mut client, &peer, &mut out).await {}
+        let _ = client.io.shutdown().await;
     }
-}
 
-fn text(status: StatusCode, msg: String) -> Response<Body> {
-    let mut r = Response::new(Body::Local(Full::new(Bytes::from(msg + "\n"))));
-    *r.status_mut() = status;
-    r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
-}
-
-/// Hop-by-hop headers are the connection's, not the request's (RFC 9110 7.6.1).
-fn hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
-
-fn idempotent(m: &hyper::Method) -> bool {
-    use hyper::Method;
-    [Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT, Method::DELETE, Method::TRACE].contains(m)
-}
-
-async fn handle(c: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let host =
-        req.headers().get(HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()));
-    let host = host.unwrap_or_default();
-    let name = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
-    let routes = c.lb.routes();
-    let Some(route) = routes.vhost(name, req.uri().path()) else {
-        return Ok(text(StatusCode::NOT_FOUND, format!("no app serves host '{name}'")));
-    };
-    let service = route.service.clone();
-    drop(routes);
-    if service.backends.is_empty() {
-        return Ok(text(StatusCode::SERVICE_UNAVAILABLE, format!("{} has no healthy task", service.app)));
-    }
-    if wants_upgrade(req.headers()) {
-        return Ok(upgrade(&c.lb, &service, &c.peer, c.port.clone(), req).await);
-    }
-    let (mut parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or broken".into())),
-    };
-    forwarded_headers(&mut parts.headers, &c.peer, c.port.clone(), false);
-    // Backends get origin-form (`/path?query`), whatever form the client used.
-    let uri = if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
-        std::mem::take(&mut parts.uri)
-    } else {
-        let path = parts.uri.path_and_query().cloned();
-        let mut uri = hyper::http::uri::Parts::default();
-        uri.path_and_query = path.or_else(|| Some(hyper::http::uri::PathAndQuery::from_static("/")));
-        match hyper::Uri::from_parts(uri) {
-            Ok(uri) => uri,
-            Err(_) => return Ok(text(StatusCode::BAD_REQUEST, "request cannot be forwarded".into())),
-        }
-    };
-    // An HTTP/1.0 client may send no `Host`; the backend gets its own address.
-    let has_host = parts.headers.contains_key(HOST);
-    let mut tried = [NOWHERE; TRIES];
-    // No more tries than backends: the last one takes the headers, earlier
-    // ones copy them (one backend: no copy at all).
-    let tries = TRIES.min(service.backends.len());
-    for attempt in 0..tries {
-        let Some(b) = service.pick(&tried[..attempt]) else { break };
-        tried[attempt] = b.addr;
-        let mut out = Request::new(Full::new(body.clone()));
-        *out.method_mut() = parts.method.clone();
-        *out.uri_mut() = uri.clone();
-        *out.headers_mut() =
-            if attempt + 1 == tries { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
-        if !has_host {
-            if let Ok(h) = HeaderValue::try_from(b.addr.to_string()) {
-                out.headers_mut().insert(HOST, h);
+    /// One request and its response.
+    async fn exchange<S>(&self, client: &mut Client<S>, peer: &str, out: &mut Vec<u8>) -> io::Result<Next>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        out.clear();
+        let Some(req) = self.read_request(client, peer, out).await? else { return Ok(Next::Close) };
+        let Request { head, body_len, version, keep_alive, head_method, idempotent, has_host, upgrade, route } = req;
+        // The body, whole, before anything goes to a backend (and before an
+        // answer of the front's own, so that the next request starts where
+        // this one ends).
+        let body = match body_len {
+            BodyLen::Length(n) if n > MAX_BODY => {
+                return refuse(client, out, version, 413, "request body too large").await
             }
-        }
-        b.active.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let result = c.pool.send(b.addr, out).await;
-        b.active.fetch_sub(1, Ordering::Relaxed);
-        match result {
-            Ok((resp, sender)) => {
-                b.requests.fetch_add(1, Ordering::Relaxed);
-                b.latency_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                let (mut rp, rb) = resp.into_parts();
-                // The client's connection is ours, not the backend's.
-                rp.version = parts.version;
-                strip_hop_by_hop(&mut rp.headers);
-                if rp.status.is_server_error() {
-                    b.errors.fetch_add(1, Ordering::Relaxed);
+            BodyLen::Length(n) => {
+                let n = n as usize;
+                while client.buf.len() < n {
+                    if client.read_more(client.idle).await? == 0 {
+                        return Ok(Next::Close);
+                    }
                 }
-                let counted = Counted { inner: rb, backend: b, conn: Some((sender, c.pool.clone())) };
-                return Ok(Response::from_parts(rp, Body::Backend(counted)));
+                client.buf.split_to(n).freeze()
             }
-            // Never reached the backend: another one may take it.
-            Err(SendError::Unsent(_)) => b.mark_down(c.lb.cfg.down_for),
-            // The backend closed the connection under the request (a task
-            // on its way out): a request that is safe to repeat goes to
-            // another backend, as HAProxy's `retry-on` does.
-            Err(e) if idempotent(&parts.method) => {
-                tracing::debug!(backend = %b.addr, error = %e, "HTTP LB: retrying an idempotent request elsewhere");
-                b.mark_down(c.lb.cfg.down_for);
+            BodyLen::Chunked => {
+                let mut chunks = Chunks::default();
+                let mut end = 0;
+                loop {
+                    match chunks.scan(&client.buf[end..]) {
+                        Ok(n) => end += n,
+                        Err(_) => return refuse(client, out, version, 400, "bad chunked request body").await,
+                    }
+                    if chunks.done() {
+                        break;
+                    }
+                    if end as u64 > MAX_BODY {
+                        return refuse(client, out, version, 413, "request body too large").await;
+                    }
+                    if client.read_more(client.idle).await? == 0 {
+                        return Ok(Next::Close);
+                    }
+                }
+                client.buf.split_to(end).freeze()
             }
-            Err(e) => {
-                b.errors.fetch_add(1, Ordering::Relaxed);
-                return Ok(text(StatusCode::BAD_GATEWAY, format!("{}: the task did not answer: {e}", service.app)));
+            BodyLen::None | BodyLen::UntilClose => Bytes::new(),
+        };
+        let service = match route {
+            Route::Answer(status, msg) => {
+                return answer(client, out, version, keep_alive, status, &msg).await;
+            }
+            Route::To(s) => s,
+        };
+        let ask = Ask { head: &head, has_host, body: &body, version, head_method, keep_alive, upgrade };
+        if upgrade {
+            return self.upgrade(client, &service, &ask, out).await;
+        }
+        let mut tried = [NOWHERE; TRIES];
+        let tries = TRIES.min(service.backends.len());
+        for attempt in 0..tries {
+            let Some(b) = service.pick(&tried[..attempt]) else { break };
+            tried[attempt] = b.addr;
+            b.active.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
+            let sent = send(&self.pool, &b, &ask, out).await;
+            let next = match sent {
+                Ok((conn, answer)) => {
+                    b.requests.fetch_add(1, Ordering::Relaxed);
+                    b.latency_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    if answer.status >= 500 {
+                        b.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let r = self.pass_body(client, &b, conn, &answer, out).await;
+                    b.active.fetch_sub(1, Ordering::Relaxed);
+                    return r;
+                }
+                // Never reached the backend: another one may take it.
+                Err(SendError::Unsent(e)) => {
+                    tracing::debug!(backend = %b.addr, error = %e, "HTTP LB: backend refused");
+                    b.mark_down(self.lb.cfg.down_for);
+                    None
+                }
+                // The backend closed the connection under the request (a task
+                // on its way out): a request that is safe to repeat goes to
+                // another backend, as HAProxy's `retry-on` does.
+                Err(SendError::Failed(e)) if idempotent => {
+                    tracing::debug!(backend = %b.addr, error = %e, "HTTP LB: retrying an idempotent request elsewhere");
+                    b.mark_down(self.lb.cfg.down_for);
+                    None
+                }
+                Err(SendError::Failed(e)) => {
+                    b.errors.fetch_add(1, Ordering::Relaxed);
+                    Some(format!("{}: the task did not answer: {e}", service.app))
+                }
+            };
+            b.active.fetch_sub(1, Ordering::Relaxed);
+            if let Some(msg) = next {
+                return answer(client, out, version, keep_alive, 502, &msg).await;
+            }
+        }
+        answer(client, out, version, keep_alive, 502, &format!("{}: no task took the request", service.app)).await
+    }
+
+    /// Reads a request head and routes it; `None` when the client closed
+    /// or timed out between requests or the head was refused (the answer
+    /// is then written already).
+    async fn read_request<S>(
+        &self,
+        client: &mut Client<S>,
+        peer: &str,
+        out: &mut Vec<u8>,
+    ) -> io::Result<Option<Request>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        client.mark = Instant::now();
+        let mut started = !client.buf.is_empty();
+        loop {
+            if started {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut req = httparse::Request::new(&mut headers);
+                match req.parse(&client.buf) {
+                    Ok(httparse::Status::Complete(n)) => {
+                        let r = self.route(&req, peer);
+                        client.buf.advance(n);
+                        return match r {
+                            Ok(r) => {
+                                if r.expect_continue && client.buf.is_empty() && r.req.body_len != BodyLen::None {
+                                    client.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+                                }
+                                client.mark = Instant::now();
+                                Ok(Some(r.req))
+                            }
+                            Err((status, msg)) => {
+                                let _ = refuse(client, out, 1, status, &msg).await;
+                                Ok(None)
+                            }
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if client.buf.len() < MAX_HEAD => {}
+                    Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                        let _ = refuse(client, out, 1, 431, "request header fields too large").await;
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        let _ = refuse(client, out, 1, 400, &format!("malformed request: {e}")).await;
+                        return Ok(None);
+                    }
+                }
+            }
+            let limit = if started { HEAD_TIMEOUT } else { client.idle };
+            match client.read_more(limit).await {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                // Timed out: cut off without an answer, as HAProxy does.
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            if !started {
+                started = true;
+                client.mark = Instant::now();
             }
         }
     }
-    Ok(text(StatusCode::BAD_GATEWAY, format!("{}: no task took the request", service.app)))
+
+    /// Routes a parsed head and writes the head to send a backend.
+    fn route(&self, req: &httparse::Request<'_, '_>, peer: &str) -> Result<Routed, (u16, String)> {
+        let version = req.version.unwrap_or(1);
+        let method = req.method.unwrap_or("GET");
+        let target = req.path.unwrap_or("/");
+        let facts = h1::facts(req.headers).map_err(|e| (400, format!("bad request: {e}")))?;
+        // Backends get origin-form (`/path?query`), whatever form the client used.
+        let (authority, origin) = match target.split_once("://") {
+            _ if target.starts_with('/') || target == "*" => (None, target),
+            Some((_, rest)) => {
+                let at = rest.find(['/', '?']).unwrap_or(rest.len());
+                (Some(&rest[..at]), if rest[at..].starts_with('/') { &rest[at..] } else { "/" })
+            }
+            None => return Err((400, "request target must be a path or an absolute URL".into())),
+        };
+        let host = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value);
+        let has_host = host.is_some();
+        let host = host.and_then(|h| std::str::from_utf8(h).ok()).or(authority).unwrap_or_default().trim();
+        let name =
+            host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+        let path = origin.split_once('?').map_or(origin, |(p, _)| p);
+        let keep_alive = !facts.close && (version == 1 || facts.keep_alive);
+        let body_len =
+            if facts.chunked { BodyLen::Chunked } else { facts.content_length.map_or(BodyLen::None, BodyLen::Length) };
+        let route = {
+            let routes = self.lb.routes();
+            match routes.vhost(name, path) {
+                None => Route::Answer(404, format!("no app serves host '{name}'")),
+                Some(r) if r.service.backends.is_empty() => {
+                    Route::Answer(503, format!("{} has no healthy task", r.service.app))
+                }
+                Some(r) => Route::To(r.service.clone()),
+            }
+        };
+        let upgrade = facts.has_upgrade && facts.upgrade_token;
+        let mut head = Vec::with_capacity(512);
+        if let Route::To(_) = route {
+            head.extend_from_slice(method.as_bytes());
+            head.push(b' ');
+            head.extend_from_slice(origin.as_bytes());
+            // An HTTP/1.0 client's request goes as 1.0, so that the answer
+            // comes in a framing it understands (never chunked).
+            head.extend_from_slice(if version == 0 { b" HTTP/1.0\r\n" } else { b" HTTP/1.1\r\n" });
+            h1::copy_fields(&mut head, req.headers, &["x-forwarded-for", "x-forwarded-proto", "x-forwarded-port"]);
+            let prior = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"));
+            head.extend_from_slice(b"x-forwarded-for: ");
+            if let Some(p) = prior {
+                head.extend_from_slice(p.value);
+                head.extend_from_slice(b", ");
+            }
+            head.extend_from_slice(peer.as_bytes());
+            head.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-forwarded-port: ");
+            head.extend_from_slice(self.port.as_bytes());
+            head.extend_from_slice(b"\r\n");
+            if upgrade {
+                if let Some(u) = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("upgrade")) {
+                    h1::field(&mut head, "upgrade", u.value);
+                }
+                head.extend_from_slice(b"connection: upgrade\r\n");
+            } else if version == 0 {
+                head.extend_from_slice(b"connection: keep-alive\r\n");
+            }
+            match body_len {
+                BodyLen::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+                BodyLen::Length(n) => h1::content_length(&mut head, n),
+                BodyLen::None | BodyLen::UntilClose => {}
+            }
+        }
+        let req = Request {
+            head,
+            body_len,
+            version,
+            keep_alive,
+            head_method: method == "HEAD",
+            idempotent: ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"].contains(&method),
+            has_host,
+            upgrade,
+            route,
+        };
+        Ok(Routed { req, expect_continue: facts.expect_continue })
+    }
+
+    /// Passes a response's body (its head is in `out`) to the client, and
+    /// the backend connection back to the pool when it can take another.
+    async fn pass_body<S>(
+        &self,
+        client: &mut Client<S>,
+        b: &Backend,
+        mut conn: pool::Conn,
+        answer: &Answer,
+        out: &mut Vec<u8>,
+    ) -> io::Result<Next>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut chunks = Chunks::default();
+        let mut left = match answer.body {
+            BodyLen::Length(n) => n,
+            _ => u64::MAX,
+        };
+        let mut first = true;
+        let ended = loop {
+            let take = match answer.body {
+                BodyLen::None => 0,
+                BodyLen::Length(_) => conn.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX)),
+                BodyLen::Chunked => {
+                    chunks.scan(&conn.buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+                }
+                BodyLen::UntilClose => conn.buf.len(),
+            };
+            b.bytes.fetch_add(take as u64, Ordering::Relaxed);
+            if first {
+                out.extend_from_slice(&conn.buf[..take]);
+                client.io.write_all(out).await?;
+                first = false;
+            } else if take > 0 {
+                client.io.write_all(&conn.buf[..take]).await?;
+            }
+            conn.buf.advance(take);
+            left = left.saturating_sub(take as u64);
+            let done = match answer.body {
+                BodyLen::None => true,
+                BodyLen::Length(_) => left == 0,
+                BodyLen::Chunked => chunks.done(),
+                BodyLen::UntilClose => false,
+            };
+            if done {
+                break true;
+            }
+            conn.buf.reserve(16 * 1024);
+            if conn.stream.read_buf(&mut conn.buf).await? == 0 {
+                // Only a response without framing may end so.
+                break answer.body == BodyLen::UntilClose;
+            }
+        };
+        if !ended {
+            return Ok(Next::Close);
+        }
+        if answer.backend_keep_alive && answer.body != BodyLen::UntilClose {
+            self.pool.put(b.addr, conn);
+        }
+        client.io.flush().await?;
+        Ok(if answer.client_keep_alive { Next::KeepAlive } else { Next::Close })
+    }
+
+    /// Passes an `Upgrade` handshake to a backend over a connection of its
+    /// own; when the backend switches protocols (101), the client's and the
+    /// backend's connections are copied both ways until either ends, like
+    /// an L4 service port.
+    async fn upgrade<S>(
+        &self,
+        client: &mut Client<S>,
+        service: &Service,
+        ask: &Ask<'_>,
+        out: &mut Vec<u8>,
+    ) -> io::Result<Next>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut tried = Vec::with_capacity(TRIES);
+        let (b, mut conn) = loop {
+            let Some(b) = service.pick(&tried) else {
+                return answer(
+                    client,
+                    out,
+                    ask.version,
+                    ask.keep_alive,
+                    502,
+                    &format!("{}: no task took the request", service.app),
+                )
+                .await;
+            };
+            tried.push(b.addr);
+            match self.pool.connect(b.addr).await {
+                Ok(c) => break (b, c),
+                Err(_) => {
+                    b.mark_down(self.lb.cfg.down_for);
+                    if tried.len() >= TRIES {
+                        return answer(
+                            client,
+                            out,
+                            ask.version,
+                            ask.keep_alive,
+                            502,
+                            &format!("{}: no task took the request", service.app),
+                        )
+                        .await;
+                    }
+                }
+            }
+        };
+        b.requests.fetch_add(1, Ordering::Relaxed);
+        let answered = match write_request(&mut conn, &b, ask).await {
+            Ok(()) => read_answer(&mut conn, ask, out).await,
+            Err(e) => Err(Stage::NoAnswer(e)),
+        };
+        let a = match answered {
+            Ok(a) => a,
+            Err(Stage::NoAnswer(e) | Stage::Bad(e)) => {
+                b.errors.fetch_add(1, Ordering::Relaxed);
+                let msg = format!("{}: the task did not answer: {e}", service.app);
+                return answer(client, out, ask.version, ask.keep_alive, 502, &msg).await;
+            }
+        };
+        if a.status != 101 {
+            let a = Answer { backend_keep_alive: false, ..a };
+            return self.pass_body(client, &b, conn, &a, out).await;
+        }
+        out.extend_from_slice(&conn.buf);
+        conn.buf.clear();
+        client.io.write_all(out).await?;
+        if !client.buf.is_empty() {
+            conn.stream.write_all(&client.buf).await?;
+            client.buf.clear();
+        }
+        b.connections.fetch_add(1, Ordering::Relaxed);
+        b.active.fetch_add(1, Ordering::Relaxed);
+        let bytes = crate::l4::splice(&mut client.io, conn.stream, self.lb.cfg.idle_timeout).await;
+        b.bytes.fetch_add(bytes, Ordering::Relaxed);
+        b.active.fetch_sub(1, Ordering::Relaxed);
+        Ok(Next::Close)
+    }
+}
+
+/// Whether a client connection takes another request.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// A client connection with what has been read from it, and its one timer.
+struct Client<S> {
+    io: S,
+    buf: BytesMut,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// When the current wait (for a head, or idle) began.
+    mark: Instant,
+    idle: Duration,
+}
+
+impl<S: AsyncRead + Unpin> Client<S> {
+    /// Reads more into `buf` (0 at the end); fails with `TimedOut` once
+    /// `limit` has passed since `mark`. The timer is only re-armed when it
+    /// fires, not for every read.
+    async fn read_more(&mut self, limit: Duration) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(8 * 1024);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                r = self.io.read_buf(&mut self.buf) => return r,
+                () = &mut self.timer => {
+                    let due = self.mark + limit;
+                    if Instant::now() >= due {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    self.timer.as_mut().reset(due.into());
+                }
+            }
+        }
+    }
+}
+
+/// A routed request, ready for a backend.
+struct Request {
+    /// The head to send, without `Host` when the client sent none and
+    /// without the final CRLF.
+    head: Vec<u8>,
+    body_len: BodyLen,
+    /// The client's minor version (HTTP/1.0 or 1.1).
+    version: u8,
+    keep_alive: bool,
+    head_method: bool,
+    idempotent: bool,
+    has_host: bool,
+    upgrade: bool,
+    route: Route,
+}
+
+struct Routed {
+    req: Request,
+    expect_continue: bool,
+}
+
+enum Route {
+    /// The front answers itself: status and message.
+    Answer(u16, String),
+    To(Arc<Service>),
+}
+
+/// A request as sent to each backend tried.
+struct Ask<'a> {
+    head: &'a [u8],
+    has_host: bool,
+    body: &'a Bytes,
+    version: u8,
+    head_method: bool,
+    keep_alive: bool,
+    upgrade: bool,
+}
+
+/// A backend's response head (written to `out` for the client).
+struct Answer {
+    status: u16,
+    body: BodyLen,
+    backend_keep_alive: bool,
+    client_keep_alive: bool,
+}
+
+/// Why a request got no answer from a backend.
+enum SendError {
+    /// It never reached the backend (refused, no answer in time, or the
+    /// connection failed before the request was written): another backend
+    /// may take it.
+    Unsent(io::Error),
+    /// The backend took the request and failed or closed before answering.
+    Failed(io::Error),
+}
+
+/// Where an exchange with a backend failed.
+enum Stage {
+    /// Before any byte of an answer (a reused connection: maybe closed while idle).
+    NoAnswer(io::Error),
+    /// A broken answer.
+    Bad(io::Error),
+}
+
+/// Sends `ask` to `b` over a pooled connection or a new one and reads the
+/// response head into `out`.
+async fn send(pool: &Pool, b: &Backend, ask: &Ask<'_>, out: &mut Vec<u8>) -> Result<(pool::Conn, Answer), SendError> {
+    loop {
+        let mut conn = pool.get(b.addr).await.map_err(SendError::Unsent)?;
+        let reused = conn.reused;
+        if let Err(e) = write_request(&mut conn, b, ask).await {
+            if reused {
+                continue;
+            }
+            return Err(SendError::Unsent(e));
+        }
+        match read_answer(&mut conn, ask, out).await {
+            Ok(a) => return Ok((conn, a)),
+            // A pooled connection the backend closed while it idled: the
+            // request never reached it; the next one or a new one takes it.
+            Err(Stage::NoAnswer(_)) if reused => continue,
+            Err(Stage::NoAnswer(e) | Stage::Bad(e)) => return Err(SendError::Failed(e)),
+        }
+    }
+}
+
+async fn write_request(conn: &mut pool::Conn, b: &Backend, ask: &Ask<'_>) -> io::Result<()> {
+    let mut req = Vec::with_capacity(ask.head.len() + 64 + ask.body.len().min(64 * 1024));
+    req.extend_from_slice(ask.head);
+    if !ask.has_host {
+        // An HTTP/1.0 client may send no `Host`; the backend gets its own address.
+        h1::field(&mut req, "host", b.host.as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    if ask.body.len() <= 64 * 1024 {
+        req.extend_from_slice(ask.body);
+        conn.stream.write_all(&req).await
+    } else {
+        conn.stream.write_all(&req).await?;
+        conn.stream.write_all(ask.body).await
+    }
+}
+
+/// Reads a response head from `conn` (skipping interim 1xx answers but a
+/// 101) and writes the client's version of it to `out`.
+async fn read_answer(conn: &mut pool::Conn, ask: &Ask<'_>, out: &mut Vec<u8>) -> Result<Answer, Stage> {
+    let bad = |msg: String| Stage::Bad(io::Error::new(io::ErrorKind::InvalidData, msg));
+    let mut any = false;
+    loop {
+        if !conn.buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&conn.buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let status = resp.code.unwrap_or(502);
+                    if (100..200).contains(&status) && status != 101 {
+                        conn.buf.advance(n);
+                        continue;
+                    }
+                    let facts = h1::facts(resp.headers).map_err(|e| bad(format!("bad response: {e}")))?;
+                    let body = h1::response_body(status, ask.head_method, &facts);
+                    let backend_keep_alive = !facts.close && (resp.version == Some(1) || facts.keep_alive);
+                    let client_keep_alive = ask.keep_alive && body != BodyLen::UntilClose;
+                    out.clear();
+                    out.extend_from_slice(if ask.version == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+                    out.extend_from_slice(status.to_string().as_bytes());
+                    out.push(b' ');
+                    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                    if status == 101 {
+                        for h in resp.headers.iter() {
+                            h1::field(out, h.name, h.value);
+                        }
+                    } else {
+                        h1::copy_fields(out, resp.headers, &[]);
+                        if facts.chunked {
+                            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                        }
+                        if let Some(n) = facts.content_length {
+                            h1::content_length(out, n);
+                        }
+                        if !client_keep_alive {
+                            out.extend_from_slice(b"connection: close\r\n");
+                        } else if ask.version == 0 {
+                            out.extend_from_slice(b"connection: keep-alive\r\n");
+                        }
+                    }
+                    out.extend_from_slice(b"\r\n");
+                    conn.buf.advance(n);
+                    let _ = ask.upgrade;
+                    return Ok(Answer { status, body, backend_keep_alive, client_keep_alive });
+                }
+                Ok(httparse::Status::Partial) if conn.buf.len() < MAX_HEAD => {}
+                Ok(httparse::Status::Partial) => return Err(bad("response head too large".into())),
+                Err(e) => return Err(bad(format!("malformed response: {e}"))),
+            }
+        }
+        conn.buf.reserve(8 * 1024);
+        match conn.stream.read_buf(&mut conn.buf).await {
+            Ok(0) if !any => return Err(Stage::NoAnswer(io::ErrorKind::UnexpectedEof.into())),
+            Ok(0) => return Err(bad("the response ended early".into())),
+            Ok(_) => any = true,
+            Err(e) if !any => return Err(Stage::NoAnswer(e)),
+            Err(e) => return Err(Stage::Bad(e)),
+        }
+    }
+}
+
+/// Writes the front's own answer, and says whether the connection goes on.
+async fn answer<S: AsyncWrite + Unpin>(
+    client: &mut Client<S>,
+    out: &mut Vec<u8>,
+    version: u8,
+    keep_alive: bool,
+    status: u16,
+    msg: &str,
+) -> io::Result<Next> {
+    text(out, version, status, msg, !keep_alive);
+    client.io.write_all(out).await?;
+    Ok(if keep_alive { Next::KeepAlive } else { Next::Close })
+}
+
+/// Answers a request the front will not take, and closes.
+async fn refuse<S: AsyncWrite + Unpin>(
+    client: &mut Client<S>,
+    out: &mut Vec<u8>,
+    version: u8,
+    status: u16,
+    msg: &str,
+) -> io::Result<Next> {
+    answer(client, out, version, false, status, msg).await
+}
+
+/// A short plain-text answer of the front's own.
+fn text(out: &mut Vec<u8>, version: u8, status: u16, msg: &str, close: bool) {
+    let reason = match status {
+        400 => "Bad Request",
+        404 => "Not Found",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "",
+    };
+    out.clear();
+    out.extend_from_slice(if version == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    out.extend_from_slice(format!("{status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n").as_bytes());
+    h1::content_length(out, msg.len() as u64 + 1);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if version == 0 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(msg.as_bytes());
+    out.push(b'\n');
 }
 
 /// A placeholder in the list of backends tried (never a backend's address).
 const NOWHERE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
-
-/// Drops hop-by-hop headers (and those `Connection` names), then adds
-/// `X-Forwarded-For/-Proto/-Port`; `keep_upgrade` keeps `Connection` and
-/// `Upgrade` for a websocket handshake.
-fn forwarded_headers(headers: &mut HeaderMap, peer: &HeaderValue, port: HeaderValue, keep_upgrade: bool) {
-    let upgrade = headers.get(UPGRADE).cloned();
-    strip_hop_by_hop(headers);
-    if keep_upgrade {
-        if let Some(u) = upgrade {
-            headers.insert(UPGRADE, u);
-            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        }
-    }
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => HeaderValue::try_from(format!("{prior}, {}", peer.to_str().unwrap_or_default())).ok(),
-        None => Some(peer.clone()),
-    };
-    if let Some(xff) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), xff);
-    }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    headers.insert(X_FORWARDED_PORT.clone(), port);
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers the `Connection` header names are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    if headers.keys().any(hop_by_hop) {
-        let hop: Vec<HeaderName> = headers.keys().filter(|k| hop_by_hop(k)).cloned().collect();
-        for k in hop {
-            headers.remove(k);
-        }
-    }
-}
-
-/// A websocket (or any HTTP/1.1 `Upgrade`) handshake.
-fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE)
-        && headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
-}
-
-/// Passes an `Upgrade` handshake to a backend over a connection of its own;
-/// when the backend switches protocols (101), the client's and the
-/// backend's connections are copied both ways until either ends, like an L4
-/// service port.
-async fn upgrade(
-    lb: &Lb,
-    service: &crate::table::Service,
-    peer: &HeaderValue,
-    port: HeaderValue,
-    mut req: Request<Incoming>,
-) -> Response<Body> {
-    let client_side = hyper::upgrade::on(&mut req);
-    let (mut parts, _) = req.into_parts();
-    forwarded_headers(&mut parts.headers, peer, port, true);
-    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
-    let mut tried = Vec::with_capacity(TRIES);
-    let (b, stream) = loop {
-        let Some(b) = service.pick(&tried) else {
-            return text(StatusCode::BAD_GATEWAY, format!("{}: no task took the request", service.app));
-        };
-        tried.push(b.addr);
-        match tokio::time::timeout(lb.cfg.connect_timeout, tokio::net::TcpStream::connect(b.addr)).await {
-            Ok(Ok(s)) => break (b, s),
-            _ if tried.len() < TRIES => b.mark_down(lb.cfg.down_for),
-            _ => {
-                b.mark_down(lb.cfg.down_for);
-                return text(StatusCode::BAD_GATEWAY, format!("{}: no task took the request", service.app));
-            }
-        }
-    };
-    let _ = stream.set_nodelay(true);
-    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
-        b.errors.fetch_add(1, Ordering::Relaxed);
-        return text(StatusCode::BAD_GATEWAY, format!("{}: the task did not answer", service.app));
-    };
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-    let mut out = Request::new(Full::new(Bytes::new()));
-    *out.method_mut() = parts.method;
-    *out.headers_mut() = parts.headers;
-    if let Ok(uri) = hyper::Uri::from_parts({
-        let mut u = hyper::http::uri::Parts::default();
-        u.path_and_query = Some(path);
-        u
-    }) {
-        *out.uri_mut() = uri;
-    }
-    b.requests.fetch_add(1, Ordering::Relaxed);
-    let mut resp = match sender.send_request(out).await {
-        Ok(r) => r,
-        Err(e) => {
-            b.errors.fetch_add(1, Ordering::Relaxed);
-            return text(StatusCode::BAD_GATEWAY, format!("{}: the task did not answer: {e}", service.app));
-        }
-    };
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let (mut rp, rb) = resp.into_parts();
-        strip_hop_by_hop(&mut rp.headers);
-        return Response::from_parts(rp, Body::Backend(Counted { inner: rb, backend: b, conn: None }));
-    }
-    let backend_side = hyper::upgrade::on(&mut resp);
-    let idle = lb.cfg.idle_timeout;
-    tokio::spawn(async move {
-        let (Ok(c), Ok(s)) = tokio::join!(client_side, backend_side) else { return };
-        b.connections.fetch_add(1, Ordering::Relaxed);
-        b.active.fetch_add(1, Ordering::Relaxed);
-        let bytes = crate::l4::splice(TokioIo::new(c), TokioIo::new(s), idle).await;
-        b.bytes.fetch_add(bytes, Ordering::Relaxed);
-        b.active.fetch_sub(1, Ordering::Relaxed);
-    });
-    let (rp, _) = resp.into_parts();
-    Response::from_parts(rp, Body::Local(Full::new(Bytes::new())))
-}
-
-/// A response body: the front's own answer or a backend's.
-pub enum Body {
-    Local(Full<Bytes>),
-    Backend(Counted),
-}
-
-impl hyper::body::Body for Body {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            Body::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
-            Body::Backend(b) => Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Body::Local(b) => b.is_end_stream(),
-            Body::Backend(b) => b.inner.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Body::Local(b) => b.size_hint(),
-            Body::Backend(b) => b.inner.size_hint(),
-        }
-    }
-}
-
-/// A backend's response body: adds its bytes to the backend's count as
-/// they pass, and hands its connection back to the pool once it has ended
-/// (a body dropped before its end closes the connection instead).
-pub struct Counted {
-    inner: Incoming,
-    backend: Arc<Backend>,
-    conn: Option<(Sender, Arc<Pool>)>,
-}
-
-impl Counted {
-    fn release(&mut self) {
-        if let Some((sender, pool)) = self.conn.take() {
-            pool.put(self.backend.addr, sender);
-        }
-    }
-}
-
-impl hyper::body::Body for Counted {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.backend.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-                if this.inner.is_end_stream() {
-                    this.release();
-                }
-            }
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Err(_))) => this.conn = None,
-            Poll::Pending => {}
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        // hyper does not poll a body that says it has ended (a 204, a HEAD).
-        if self.inner.is_end_stream() {
-            self.release();
-        }
-    }
-}

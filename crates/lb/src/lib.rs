@@ -4,9 +4,10 @@
 //! virtual host (`http`). Backends come from the store's endpoint stream
 //! (`table`); nothing reloads and no listener restarts on a change.
 //!
-//! Hand-written on tokio and hyper on purpose: `pingora` would bring 200+
+//! Hand-written on tokio on purpose: `pingora` would bring 200+
 //! crates, C builds and a runtime of its own for what is a small proxy.
 
+pub mod h1;
 pub mod http;
 pub mod l4;
 pub mod metrics;

@@ -62,8 +62,8 @@ impl Default for LbConfig {
 pub struct Backend {
     pub task: TaskId,
     pub addr: SocketAddr,
-    /// `addr` as a URI authority, parsed once for every request sent to it.
-    pub authority: Option<hyper::http::uri::Authority>,
+    /// `addr` as a `Host` field value, for a request that came without one.
+    pub host: String,
     /// Open connections (L4) or requests in flight (HTTP).
     pub active: AtomicUsize,
     pub requests: AtomicU64,
@@ -93,7 +93,7 @@ impl Backend {
         Backend {
             task,
             addr,
-            authority: hyper::http::uri::Authority::try_from(addr.to_string()).ok(),
+            host: addr.to_string(),
             active: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),

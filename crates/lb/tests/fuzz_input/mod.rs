@@ -3,7 +3,7 @@
 //! of its committed inputs (`tests/fuzz_regressions.rs`).
 //!
 //! Bytes a client sends to the LB's HTTP front, served by the front's own
-//! connection handler (`lb::http::Front::serve_connection`: hyper reads the
+//! connection handler (`lb::http::Front::serve_connection`: it reads the
 //! request heads, the front routes them) over an in-memory stream. Routes:
 //! `web.example` with one backend that refuses (502), `empty.example` with
 //! none (503), anything else 404. The front answers or closes; it never
