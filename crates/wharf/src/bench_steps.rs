@@ -2,7 +2,7 @@
 //! [`agent::sandbox::Timeline`] (the agent's and the executor's stamps, in
 //! the task's `state.json`) turned into the time between consecutive steps,
 //! from placement (`stagedAt`) on, with p50/p99 per step and the steps of
-//! the slowest starts (what a p99 stall is made of).
+//! the slowest starts (what a p99 stall is made of) and of the first.
 
 use crate::bench::percentile;
 use std::path::Path;
@@ -23,6 +23,14 @@ const LABELS: &[(&str, &str)] = &[
 struct Start {
     total_ms: i64,
     steps: Vec<(String, i64)>,
+}
+
+impl Start {
+    /// Each step with its share, in ms.
+    fn describe(&self) -> String {
+        let parts: Vec<String> = self.steps.iter().map(|(n, d)| format!("{n} {:.1}", *d as f64 / 1e3)).collect();
+        parts.join(", ")
+    }
 }
 
 #[derive(Default)]
@@ -66,11 +74,15 @@ impl Steps {
             let (p50, p99) = (percentile(&us, 0.5), percentile(&us, 0.99));
             println!("    {label:<36} p50 {:>6.1}   p99 {:>6.1}", p50 as f64 / 1e3, p99 as f64 / 1e3);
         }
+        // The node's first start pays what nothing warmed up before it
+        // (once: the executor launcher, the image-reference grammar).
+        if let Some(first) = self.starts.first() {
+            println!("    first start, {} ms: {}", first.total_ms, first.describe());
+        }
         let mut by_total: Vec<&Start> = self.starts.iter().collect();
         by_total.sort_by_key(|s| std::cmp::Reverse(s.total_ms));
         for s in by_total.iter().take(3) {
-            let parts: Vec<String> = s.steps.iter().map(|(n, d)| format!("{n} {:.1}", *d as f64 / 1e3)).collect();
-            println!("    slow start, {} ms: {}", s.total_ms, parts.join(", "));
+            println!("    slow start, {} ms: {}", s.total_ms, s.describe());
         }
     }
 }

@@ -53,7 +53,8 @@ struct Inner {
     log: logfiles::LogLimits,
     /// Brings a task's artifacts into its sandbox before the executor starts.
     fetcher: crate::artifacts::Fetcher,
-    /// Forks executors (see `crate::launcher`); started on the first launch.
+    /// Forks executors (see `crate::launcher`); started by `recover` or on
+    /// the first launch.
     launcher: Mutex<LauncherState>,
 }
 
@@ -273,7 +274,11 @@ impl ExecDriver {
     /// killed) and reported `Failed`. Last, task cgroups on this host that
     /// no live executor owns (their sandbox is gone, or the executor died
     /// after recording the exit) are killed and removed.
+    /// The executor launcher is started here too, at the agent's start:
+    /// the first launch would otherwise wait for it (executing the large
+    /// `wharf` binary, 15-150 ms on a just-started node).
     pub async fn recover(&self) -> Result<Vec<RecoveredTask>, DriverError> {
+        self.start_launcher();
         let found = self.recover_sandboxes()?;
         let owned: HashSet<TaskId> = self.inner.tasks().keys().cloned().collect();
         match tokio::task::spawn_blocking(move || sweep_orphan_cgroups(&owned)).await {
@@ -282,6 +287,16 @@ impl ExecDriver {
             Err(e) => tracing::warn!(error = %e, "sweeping orphan task cgroups failed"),
         }
         Ok(found)
+    }
+
+    /// Starts the launcher unless one runs (or none can be had).
+    fn start_launcher(&self) {
+        let mut state = self.inner.launcher.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*state, LauncherState::NotStarted) {
+            if let Ok(l) = Launcher::start(&self.inner.executor) {
+                *state = LauncherState::Running(l, false);
+            }
+        }
     }
 
     fn recover_sandboxes(&self) -> Result<Vec<RecoveredTask>, DriverError> {

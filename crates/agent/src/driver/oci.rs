@@ -259,6 +259,9 @@ impl super::Driver for OciDriver {
     }
 
     async fn recover(&self) -> Result<Vec<RecoveredTask>, DriverError> {
+        // The first parse of an image reference compiles its grammar (a
+        // large regex, 40-150 ms): done now, off the first launch's path.
+        tokio::task::spawn_blocking(|| image::parse_reference("wharf/warm-up:1").is_ok());
         let found = self.exec.recover().await?;
         // Bridge networks of tasks whose executor died (veth, rules, address).
         let bridge = self.net.bridge.clone();
