@@ -295,7 +295,7 @@ impl Copy {
                 }
             } else if !self.eof {
                 let buf = self.buf.get_or_insert_with(SpareBuf::take);
-                let mut rb = ReadBuf::new(&mut *buf.0);
+                let mut rb = ReadBuf::new(&mut buf.0);
                 match Pin::new(&mut *r).poll_read(cx, &mut rb) {
                     Poll::Ready(Ok(())) => {
                         let n = rb.filled().len();
