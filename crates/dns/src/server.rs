@@ -45,7 +45,38 @@ pub struct Dns {
     /// Bumped on every change of the zone or the nodes: the fast path's
     /// caches are only good for one generation.
     generation: AtomicU64,
+    /// What the cluster records were last built from (see `set_cluster`).
+    cluster_inputs: std::sync::Mutex<ClusterInputs>,
     pub metrics: DnsMetrics,
+}
+
+/// The node fields and masters the cluster records are made of, as last
+/// seen: a node change that touches none of them (liveness, resources,
+/// draining) skips building the records, which at 10,000 nodes formats tens
+/// of thousands of names for each of a burst of liveness changes.
+#[derive(Default)]
+struct ClusterInputs {
+    nodes: Vec<(model::NodeId, String, String, String)>,
+    masters: Masters,
+}
+
+impl ClusterInputs {
+    fn same(&self, state: &model::ClusterState, masters: &Masters) -> bool {
+        self.masters == *masters
+            && self.nodes.len() == state.nodes.len()
+            && self.nodes.iter().zip(state.nodes.values()).all(|((id, host, adv, http), n)| {
+                *id == n.id && *host == n.hostname && *adv == n.advertise && *http == n.http_addr
+            })
+    }
+
+    fn of(state: &model::ClusterState, masters: &Masters) -> ClusterInputs {
+        let nodes = state
+            .nodes
+            .values()
+            .map(|n| (n.id, n.hostname.clone(), n.advertise.clone(), n.http_addr.clone()))
+            .collect();
+        ClusterInputs { nodes, masters: masters.clone() }
+    }
 }
 
 impl Dns {
@@ -56,6 +87,7 @@ impl Dns {
             zone: RwLock::new(zone),
             nodes: RwLock::new(Vec::new()),
             generation: AtomicU64::new(0),
+            cluster_inputs: std::sync::Mutex::new(ClusterInputs::default()),
             metrics: DnsMetrics::default(),
         })
     }
@@ -110,6 +142,17 @@ impl Dns {
 
     /// Rebuilds the cluster records (nodes, leader, masters).
     pub fn set_cluster(&self, state: &model::ClusterState, masters: &Masters) {
+        let Ok(mut inputs) = self.cluster_inputs.lock() else { return self.build_cluster(state, masters) };
+        // The first call always builds (the zone starts without them).
+        if !inputs.nodes.is_empty() && inputs.same(state, masters) {
+            return;
+        }
+        *inputs = ClusterInputs::of(state, masters);
+        drop(inputs);
+        self.build_cluster(state, masters);
+    }
+
+    fn build_cluster(&self, state: &model::ClusterState, masters: &Masters) {
         let nodes: Vec<&model::NodeInfo> = state.nodes.values().collect();
         let recs = cluster_records(&nodes, masters, self.cfg.ns_ip, &self.cfg.zone);
         let ips: Vec<IpAddr> = nodes.iter().filter_map(|n| n.advertise.parse().ok()).collect();

@@ -187,7 +187,8 @@ impl Store {
         let state: SharedState = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
         let feed = Feed::new(state.clone());
         let metrics = StoreMetrics::default();
-        let log = LogStore::new(db.clone(), metrics.clone())?;
+        let log = LogStore::new(db.clone(), node_id, metrics.clone())?;
+        let durable = log.durable();
         let committed = log.committed_handle();
         let sm = StateMachine::open(db, state.clone(), feed.clone(), metrics.clone())?;
         let config = openraft::Config {
@@ -213,9 +214,10 @@ impl Store {
                 RpcClient::plain(local_ip).map_err(StoreError::RpcClient)?
             }
         };
-        let raft = Raft::new(node_id, Arc::new(config), Network::new(client.clone(), metrics.clone()), log, sm)
-            .await
-            .map_err(|e| StoreError::Raft(e.to_string()))?;
+        let raft =
+            Raft::new(node_id, Arc::new(config), Network::new(client.clone(), metrics.clone(), durable), log, sm)
+                .await
+                .map_err(|e| StoreError::Raft(e.to_string()))?;
         let leadership = spawn_leadership_watch(&raft, node_id);
         let proposer = Proposer::start(raft.clone());
         Ok(Store {

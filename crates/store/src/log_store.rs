@@ -12,6 +12,19 @@
 //! The commit index goes through the writer too, so saving it never waits
 //! on a transaction (and its fsync) in flight: openraft's core awaits it on
 //! every commit.
+//!
+//! A leader's own entries are acknowledged to openraft before their fsync
+//! (`Durable`): openraft 0.9 starts replicating an entry only once the
+//! leader's append is acknowledged, so an honest answer would put the
+//! leader's fsync and the follower's one after another on every write.
+//! Raft allows the leader to write its log in parallel with replication
+//! (Ongaro's thesis, 10.2.1) as long as nothing treats an entry as
+//! committed before a majority, leader included, holds it on disk. Two
+//! gates keep that true: `save_committed`, which openraft awaits before it
+//! applies anything (and so before any client is answered), waits until
+//! the leader's early-acknowledged entries up to the commit index are
+//! durable; and the network (`network::PeerClient`) waits the same way
+//! before it tells followers a commit index. Followers answer honestly.
 
 use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -20,6 +33,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -40,7 +54,9 @@ type Pending = Arc<Mutex<BTreeMap<u64, Entry>>>;
 const KEEP_RECENT: usize = 1024;
 
 enum Op {
-    Append(Vec<Entry>, LogFlushed<TypeConfig>),
+    /// Entries and their flush callback; `None` when already acknowledged
+    /// (a leader's own entries, see `Durable`).
+    Append(Vec<Entry>, Option<LogFlushed<TypeConfig>>),
     /// Answered once everything queued before it is durable.
     Barrier(tokio::sync::oneshot::Sender<()>),
     /// The newest commit index (JSON), a restart hint written with the next batch.
@@ -55,11 +71,58 @@ pub struct LogStore {
     /// The last commit index handed to the writer, for `read_committed`
     /// before the writer has stored it.
     committed: Arc<Mutex<Option<Option<LogId>>>>,
+    /// This node's id: its entries as leader are acknowledged early.
+    me: u64,
+    /// The vote as last saved or read: who this node thinks leads.
+    vote: Arc<Mutex<Option<Vote>>>,
+    durable: Durable,
+}
+
+/// What the writer has made durable, for those that must not act on an
+/// entry acknowledged early before it is on disk (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct Durable {
+    /// The last log index the writer has made durable (exact: lowered by a
+    /// truncate), or that the log store failed (then nothing more will be).
+    written: Arc<tokio::sync::watch::Sender<Written>>,
+    /// The highest index acknowledged to openraft before its fsync.
+    early: Arc<AtomicU64>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Written {
+    upto: u64,
+    failed: bool,
+}
+
+impl Durable {
+    fn new() -> Durable {
+        Durable { written: Arc::new(tokio::sync::watch::channel(Written::default()).0), early: Arc::default() }
+    }
+
+    /// Waits until every entry up to `index` that was acknowledged early is
+    /// durable; at once when none was. An error when the log store failed.
+    pub(crate) async fn wait(&self, index: u64) -> Result<(), std::io::Error> {
+        let target = index.min(self.early.load(Ordering::Acquire));
+        let mut rx = self.written.subscribe();
+        let seen = rx.wait_for(|w| w.failed || w.upto >= target).await.map_err(std::io::Error::other)?;
+        if seen.failed {
+            return Err(std::io::Error::other("the Raft log could not be written"));
+        }
+        Ok(())
+    }
 }
 
 /// The writer thread: drains every queued op, writes all appends in one
 /// transaction, then acknowledges in order.
-fn writer_loop(db: Arc<Database>, pending: Pending, rx: mpsc::Receiver<Op>, keep: usize, metrics: crate::StoreMetrics) {
+fn writer_loop(
+    db: Arc<Database>,
+    pending: Pending,
+    rx: mpsc::Receiver<Op>,
+    keep: usize,
+    metrics: crate::StoreMetrics,
+    durable: Durable,
+) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -84,20 +147,33 @@ fn writer_loop(db: Arc<Database>, pending: Pending, rx: mpsc::Receiver<Op>, keep
             metrics.log_flush_entries.observe(entries.len() as f64);
         }
         if let (Ok(()), Some(last)) = (&result, entries.last()) {
+            let last = last.log_id.index;
             if let Ok(mut p) = pending.lock() {
-                trim_durable(&mut p, last.log_id.index, keep);
+                trim_durable(&mut p, last, keep);
             }
+            durable.written.send_modify(|w| w.upto = w.upto.max(last));
+        }
+        let failed = result.is_err();
+        if let Err(e) = &result {
+            tracing::error!(reason = %e, "writing the Raft log failed; this node's store stops");
+            durable.written.send_modify(|w| w.failed = true);
         }
         for op in ops {
             match op {
-                Op::Append(_, cb) => {
+                Op::Append(_, Some(cb)) => {
                     cb.log_io_completed(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.clone())))
                 }
+                Op::Append(_, None) | Op::Committed(_) => {}
                 Op::Barrier(tx) => {
                     let _ = tx.send(());
                 }
-                Op::Committed(_) => {}
             }
+        }
+        // Entries may have been acknowledged early: after a failed write
+        // nothing may pretend they are durable, so the writer stops and
+        // every later log operation fails (openraft then stops the node).
+        if failed {
+            return;
         }
     }
 }
@@ -148,13 +224,15 @@ fn write_err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError 
 }
 
 impl LogStore {
-    pub fn new(db: Arc<Database>, metrics: crate::StoreMetrics) -> Result<LogStore, redb::Error> {
-        Self::keeping(db, KEEP_RECENT, metrics)
+    /// The log of node `me` in `db`.
+    pub fn new(db: Arc<Database>, me: u64, metrics: crate::StoreMetrics) -> Result<LogStore, redb::Error> {
+        Self::keeping(db, me, KEEP_RECENT, metrics)
     }
 
     /// A log store that keeps `keep` durable entries in memory.
     pub(crate) fn keeping(
         db: Arc<Database>,
+        me: u64,
         keep: usize,
         metrics: crate::StoreMetrics,
     ) -> Result<LogStore, redb::Error> {
@@ -166,12 +244,38 @@ impl LogStore {
         tx.commit()?;
         let pending: Pending = Arc::default();
         let (writer, rx) = mpsc::channel();
-        let (db2, p2) = (db.clone(), pending.clone());
+        let durable = Durable::new();
+        let (db2, p2, d2) = (db.clone(), pending.clone(), durable.clone());
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(db2, p2, rx, keep, metrics))
+            .spawn(move || writer_loop(db2, p2, rx, keep, metrics, d2))
             .map_err(redb::Error::Io)?;
-        Ok(LogStore { db, pending, writer, committed: Arc::default() })
+        Ok(LogStore { db, pending, writer, committed: Arc::default(), me, vote: Arc::default(), durable })
+    }
+
+    /// What the writer has made durable (for the network's commit gate).
+    pub(crate) fn durable(&self) -> Durable {
+        self.durable.clone()
+    }
+
+    /// Hands a leader's own entries to the writer as already acknowledged.
+    /// They count as early before openraft hears of them, so no commit gate
+    /// can miss them.
+    fn append_early(&self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        if let Some(last) = entries.last() {
+            self.durable.early.fetch_max(last.log_id.index, Ordering::AcqRel);
+        }
+        self.writer.send(Op::Append(entries, None)).map_err(|_| write_err(std::io::Error::other("log writer stopped")))
+    }
+
+    /// Whether `entries` are this node's own as the leader it believes it
+    /// is: appended by its client writes, never received from another.
+    fn own_as_leader(&self, entries: &[Entry]) -> bool {
+        let Some(vote) = self.vote.lock().ok().and_then(|v| *v) else { return false };
+        let leader = vote.leader_id;
+        leader.node_id == self.me
+            && !entries.is_empty()
+            && entries.iter().all(|e| e.log_id.leader_id.node_id == self.me && e.log_id.leader_id.term == leader.term)
     }
 
     /// The commit index as openraft last handed it to `save_committed`.
@@ -288,18 +392,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         self.drain().await?;
-        self.put_meta(KEY_VOTE, vote)
+        self.put_meta(KEY_VOTE, vote)?;
+        if let Ok(mut v) = self.vote.lock() {
+            *v = Some(*vote);
+        }
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.get_meta(KEY_VOTE)
+        let vote: Option<Vote> = self.get_meta(KEY_VOTE)?;
+        if let Ok(mut v) = self.vote.lock() {
+            *v = vote;
+        }
+        Ok(vote)
     }
 
     /// The commit index is a hint for re-applying after a restart (without
     /// it the node re-applies once a leader commits again), so it rides on
     /// the writer's next transaction instead of costing an fsync of its own
     /// or waiting here for the one in flight.
+    ///
+    /// openraft applies committed entries right after this returns, so it
+    /// first waits until this leader's early-acknowledged entries up to the
+    /// commit index are durable (see `Durable`).
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        if let Some(c) = committed {
+            self.durable.wait(c.index).await.map_err(write_err)?;
+        }
         let bytes = serde_json::to_vec(&committed).map_err(write_err)?;
         if let Ok(mut c) = self.committed.lock() {
             *c = Some(committed);
@@ -325,8 +444,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 p.insert(e.log_id.index, e.clone());
             }
         }
+        if self.own_as_leader(&entries) {
+            self.append_early(entries)?;
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
         self.writer
-            .send(Op::Append(entries, callback))
+            .send(Op::Append(entries, Some(callback)))
             .map_err(|_| write_err(std::io::Error::other("log writer stopped")))
     }
 
@@ -335,6 +459,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Ok(mut p) = self.pending.lock() {
             p.retain(|i, _| *i < log_id.index);
         }
+        // Everything queued is durable now; what follows the cut is gone.
+        let below = log_id.index.saturating_sub(1);
+        self.durable.early.fetch_min(below, Ordering::AcqRel);
+        self.durable.written.send_modify(|w| w.upto = w.upto.min(below));
         let tx = self.db.begin_write().map_err(write_err)?;
         {
             let mut table = tx.open_table(LOGS).map_err(write_err)?;
@@ -363,19 +491,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::LogStore;
-    use crate::raft_types::{StorageError, TypeConfig};
+    use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
     use crate::state_machine::StateMachine;
     use crate::watch::Feed;
     use crate::StoreMetrics;
     use model::ClusterState;
+    use openraft::storage::RaftLogStorage;
     use openraft::testing::{StoreBuilder, Suite};
+    use openraft::{CommittedLeaderId, EntryPayload};
     use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
+    use redb::ReadableDatabase;
     use std::sync::Arc;
 
     /// A log store and state machine on a fresh database, keeping `keep`
-    /// durable entries in memory.
+    /// durable entries in memory, as node `me`.
     struct OnDisk {
         keep: usize,
+        me: u64,
     }
 
     fn err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
@@ -389,7 +521,7 @@ mod tests {
             let db = Arc::new(db);
             let state = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
             let metrics = StoreMetrics::default();
-            let log = LogStore::keeping(db.clone(), self.keep, metrics.clone()).map_err(err)?;
+            let log = LogStore::keeping(db.clone(), self.me, self.keep, metrics.clone()).map_err(err)?;
             let sm = StateMachine::open(db, state.clone(), Feed::new(state), metrics).map_err(err)?;
             Ok((dir, log, sm))
         }
@@ -397,14 +529,61 @@ mod tests {
 
     // openraft's conformance suite for log stores and state machines, with
     // reads served from redb (nothing kept in memory once durable) and from
-    // memory (everything the suite writes fits in what is kept).
+    // memory (everything the suite writes fits in what is kept). The suite
+    // writes as node 0: as that node, entries of its own votes take the
+    // leader's path (acknowledged before their fsync); as another node,
+    // every append is acknowledged after it.
     #[test]
     fn the_log_store_passes_openraft_s_suite_reading_from_disk() {
-        Suite::test_all(OnDisk { keep: 0 }).expect("the suite passes");
+        Suite::test_all(OnDisk { keep: 0, me: 0 }).expect("the suite passes");
+        Suite::test_all(OnDisk { keep: 0, me: 7 }).expect("the suite passes");
+    }
+
+    fn blank(term: u64, node: u64, index: u64) -> Entry {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(term, node), index), payload: EntryPayload::Blank }
+    }
+
+    #[tokio::test]
+    async fn only_the_leader_s_own_entries_of_its_term_are_acknowledged_early() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let db = Arc::new(redb::Database::create(dir.path().join("state.redb")).expect("a database"));
+        let mut log = LogStore::keeping(db, 1, 16, StoreMetrics::default()).expect("a log store");
+        assert!(!log.own_as_leader(&[blank(3, 1, 1)]), "no vote yet: nobody leads");
+        log.save_vote(&Vote::new_committed(3, 1)).await.expect("vote saved");
+        assert!(log.own_as_leader(&[blank(3, 1, 1), blank(3, 1, 2)]));
+        assert!(!log.own_as_leader(&[blank(2, 1, 1)]), "an older term's entry comes from a leader");
+        assert!(!log.own_as_leader(&[blank(3, 1, 1), blank(3, 2, 2)]));
+        log.save_vote(&Vote::new_committed(4, 2)).await.expect("vote saved");
+        assert!(!log.own_as_leader(&[blank(4, 2, 1)]), "a follower's entries are acknowledged after their fsync");
+    }
+
+    #[tokio::test]
+    async fn the_commit_gate_holds_until_early_acknowledged_entries_are_on_disk() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let db = Arc::new(redb::Database::create(dir.path().join("state.redb")).expect("a database"));
+        let log = LogStore::keeping(db.clone(), 1, 16, StoreMetrics::default()).expect("a log store");
+        let durable = log.durable();
+        // Holding redb's one write transaction keeps the writer from
+        // flushing, as a slow fsync would.
+        let blocker = db.begin_write().expect("a write transaction");
+        log.append_early(vec![blank(3, 1, 1), blank(3, 1, 2)]).expect("handed to the writer");
+        let gate = durable.wait(2);
+        tokio::pin!(gate);
+        assert!(futures::poll!(&mut gate).is_pending(), "nothing may count as committed before it is durable");
+        assert!(
+            futures::poll!(Box::pin(durable.wait(0))).is_ready(),
+            "an index below the early ones waits for nothing"
+        );
+        drop(blocker);
+        gate.await.expect("the writer flushed");
+        let tx = db.begin_read().expect("a read transaction");
+        let table = tx.open_table(super::LOGS).expect("the log table");
+        assert!(table.get(2).expect("read").is_some(), "the entry is on disk once the gate opens");
     }
 
     #[test]
     fn the_log_store_passes_openraft_s_suite_reading_recent_entries_from_memory() {
-        Suite::test_all(OnDisk { keep: super::KEEP_RECENT }).expect("the suite passes");
+        Suite::test_all(OnDisk { keep: super::KEEP_RECENT, me: 0 }).expect("the suite passes");
+        Suite::test_all(OnDisk { keep: super::KEEP_RECENT, me: 7 }).expect("the suite passes");
     }
 }

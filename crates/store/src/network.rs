@@ -3,6 +3,7 @@
 //! follower to the leader.
 
 use crate::command::{Applied, Command};
+use crate::log_store::Durable;
 use crate::proposer::{ProposeError, Proposer};
 use crate::raft_types::{Raft, TypeConfig};
 use crate::StoreMetrics;
@@ -29,13 +30,16 @@ pub const MAX_RPC_BODY: usize = 64 * 1024 * 1024;
 pub struct Network {
     client: RpcClient,
     metrics: StoreMetrics,
+    durable: Durable,
 }
 
 impl Network {
     /// Outgoing RPCs go through `client` (mTLS with the node's identity,
-    /// see `trust::RpcClient`).
-    pub fn new(client: RpcClient, metrics: StoreMetrics) -> Network {
-        Network { client, metrics }
+    /// see `trust::RpcClient`); `durable` is the local log's progress (a
+    /// commit index is sent only once the leader's own entries up to it
+    /// are on disk, see `log_store`).
+    pub(crate) fn new(client: RpcClient, metrics: StoreMetrics, durable: Durable) -> Network {
+        Network { client, metrics, durable }
     }
 }
 
@@ -44,13 +48,20 @@ pub struct PeerClient {
     target: u64,
     addr: String,
     metrics: StoreMetrics,
+    durable: Durable,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
-        PeerClient { client: self.client.clone(), target, addr: node.addr.clone(), metrics: self.metrics.clone() }
+        PeerClient {
+            client: self.client.clone(),
+            target,
+            addr: node.addr.clone(),
+            metrics: self.metrics.clone(),
+            durable: self.durable.clone(),
+        }
     }
 }
 
@@ -97,6 +108,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         let (started, entries) = (std::time::Instant::now(), rpc.entries.len());
+        // A follower applies what the leader calls committed: only once
+        // the leader's own copy is durable too (a majority on disk).
+        if let Some(c) = rpc.leader_commit {
+            self.durable.wait(c.index).await.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        }
         let res = self.call("append", &rpc, option.hard_ttl()).await;
         if entries > 0 && res.is_ok() {
             self.metrics.append_rpc_seconds.observe(started.elapsed().as_secs_f64());

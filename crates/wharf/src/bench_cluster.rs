@@ -57,7 +57,8 @@ impl Proc {
             let _ = c.wait();
         }
     }
-    fn addr(&self) -> String {
+    /// The node's API base URL.
+    pub fn addr(&self) -> String {
         format!("http://{}:8080", self.ip)
     }
 }

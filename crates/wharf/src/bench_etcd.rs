@@ -176,7 +176,7 @@ pub async fn run(spec: LoadSpec, client_counts: &[usize]) -> anyhow::Result<()> 
     let tmp = tempfile::tempdir()?;
     // Members are declared after `tmp`, so they stop before it is removed.
     let mut members = start_etcd(&etcd, &tmp.path().join("etcd"))?;
-    let (_nodes, wharf_leader) = start_wharf(&tmp.path().join("wharf"), false).await?;
+    let (nodes, wharf_leader) = start_wharf(&tmp.path().join("wharf"), false).await?;
     let etcd_leader = etcd_leader(&mut members).await?;
     println!("durable writes, side by side, on loopback:");
     println!("  wharf: 3 nodes on 127.77.0.1-3, POST /v2/apps (instances: 0) to the leader {wharf_leader}");
@@ -189,7 +189,22 @@ pub async fn run(spec: LoadSpec, client_counts: &[usize]) -> anyhow::Result<()> 
     let mut rows = Vec::new();
     for &clients in client_counts {
         let s = LoadSpec { clients, ..spec };
+        let http = reqwest::Client::new();
+        let mut scrapes = Vec::new();
+        for n in &nodes {
+            scrapes.push((n.addr(), crate::bench_stages::scrape(&http, &n.addr()).await));
+        }
         let w = wharf_writes(&wharf_leader, s, &format!("c{clients}")).await?;
+        let mut stages = Vec::new();
+        for (addr, before) in scrapes {
+            let after = crate::bench_stages::scrape(&http, &addr).await;
+            stages.push((addr, before, after));
+        }
+        println!(
+            "  wharf, {clients} client(s): {:.0} writes/s, p50 {:.1} ms, p99 {:.1} ms",
+            w.per_sec, w.p50_ms, w.p99_ms
+        );
+        crate::bench_stages::print(&stages, &wharf_leader);
         let e = etcd_writes(&etcd_leader, s, &format!("c{clients}")).await?;
         rows.push((clients, w, e));
     }

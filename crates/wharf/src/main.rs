@@ -16,6 +16,7 @@ mod bench_lb;
 mod bench_logs;
 mod bench_oci;
 mod bench_scale;
+mod bench_stages;
 mod bench_steps;
 mod cli;
 mod cli_job;

@@ -532,17 +532,20 @@ async fn twelve_concurrent_patches_of_different_fields_all_survive() {
 
     // Followers trail by a replication round: wait until all nodes show the
     // same version twice in a row.
-    let mut views = Vec::new();
+    // (Both reads must agree on every node: the earlier one alone may hold
+    // a follower's view from before it learnt the last commit.)
+    let mut views: Vec<Value> = Vec::new();
     for _ in 0..100 {
         let mut now = Vec::new();
         for i in 0..3 {
             now.push(c.get(i, "/v2/apps/c/one").await["app"].clone());
         }
-        let same = now.iter().all(|a| a["version"] == now[0]["version"]);
-        if same && views.first().is_some_and(|v: &Value| v["version"] == now[0]["version"]) {
+        let version = now[0]["version"].clone();
+        let settled = now.iter().chain(views.iter()).all(|a| a["version"] == version) && views.len() == now.len();
+        views = now;
+        if settled {
             break;
         }
-        views = now;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut lost = Vec::new();
