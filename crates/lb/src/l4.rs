@@ -14,14 +14,15 @@
 use crate::table::{Backend, Lb};
 use model::Transport;
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -149,7 +150,7 @@ pub async fn connect(lb: &Lb, port: u16) -> Option<(Arc<Backend>, TcpStream)> {
         let b = lb.routes().ports.get(&port)?.pick(&tried[..attempt])?;
         tried[attempt] = b.addr;
         let started = Instant::now();
-        match tokio::time::timeout(lb.cfg.connect_timeout, TcpStream::connect(b.addr)).await {
+        match tokio::time::timeout(lb.cfg.connect_timeout, connect_to(b.addr)).await {
             Ok(Ok(s)) => {
                 b.latency_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 return Some((b, s));
@@ -162,13 +163,34 @@ pub async fn connect(lb: &Lb, port: u16) -> Option<(Arc<Backend>, TcpStream)> {
     None
 }
 
+/// A connection to `addr` with `TCP_NODELAY`. Unlike `TcpStream::connect`
+/// it reads the outcome from the readiness event itself: a refused
+/// connection shows as an error or hang-up, so a connection that worked
+/// costs no `getsockopt(SO_ERROR)`.
+async fn connect_to(addr: SocketAddr) -> io::Result<TcpStream> {
+    // Non-blocking from the start (socket2 adds close-on-exec): no `fcntl`.
+    let ty = socket2::Type::STREAM.nonblocking();
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), ty, Some(socket2::Protocol::TCP))?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(socket.into())?;
+    let ready = stream.ready(Interest::WRITABLE | Interest::ERROR).await?;
+    if ready.is_error() || ready.is_write_closed() {
+        return Err(stream.take_error()?.unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
+    }
+    Ok(stream)
+}
+
 async fn proxy(lb: Arc<Lb>, client: TcpStream, port: u16) {
     // TCP_NODELAY comes from the listener (`listen`).
     let Some((backend, upstream)) = connect(&lb, port).await else {
         // No backend: the client sees the connection close.
         return;
     };
-    let _ = upstream.set_nodelay(true);
     backend.requests.fetch_add(1, Ordering::Relaxed);
     backend.connections.fetch_add(1, Ordering::Relaxed);
     backend.active.fetch_add(1, Ordering::Relaxed);
@@ -179,65 +201,171 @@ async fn proxy(lb: Arc<Lb>, client: TcpStream, port: u16) {
 
 /// Copies both ways until both sides are done, passing a half-close on (one
 /// side's EOF shuts the other's write side) and giving up after `idle` with
-/// no bytes in either direction. Returns the bytes copied.
+/// no bytes in either direction. Returns the bytes copied. The caller drops
+/// (closes) both streams afterwards, so the second EOF is not passed on: the
+/// close sends that FIN, one `shutdown` fewer per connection.
 pub async fn splice<A, B>(a: A, b: B, idle: Duration) -> u64
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let moved = AtomicU64::new(0);
-    let mut a = Counted { inner: a, moved: &moved };
-    let mut b = b;
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUF, BUF);
-    tokio::pin!(copy);
+    let (mut a, mut b) = (a, b);
+    let (mut up, mut down) = (Copy::default(), Copy::default());
+    let sleep = tokio::time::sleep(idle);
+    tokio::pin!(sleep);
     let mut seen = 0;
-    loop {
-        tokio::select! {
-            r = &mut copy => return r.map(|(up, down)| up + down).unwrap_or_else(|_| moved.load(Ordering::Relaxed)),
-            _ = tokio::time::sleep(idle) => {
-                let now = moved.load(Ordering::Relaxed);
-                if now == seen {
-                    return now;
+    std::future::poll_fn(|cx| {
+        // Either side's error ends both directions: the caller closes them.
+        if !up.done {
+            let other_done = down.done;
+            if up.poll(cx, &mut a, &mut b, other_done).is_ready_err() {
+                return Poll::Ready(());
+            }
+        }
+        if !down.done {
+            let other_done = up.done;
+            if down.poll(cx, &mut b, &mut a, other_done).is_ready_err() {
+                return Poll::Ready(());
+            }
+        }
+        if up.done && down.done {
+            return Poll::Ready(());
+        }
+        while sleep.as_mut().poll(cx).is_ready() {
+            let now = up.moved + down.moved;
+            if now == seen {
+                return Poll::Ready(());
+            }
+            seen = now;
+            sleep.as_mut().reset(tokio::time::Instant::now() + idle);
+        }
+        Poll::Pending
+    })
+    .await;
+    up.moved + down.moved
+}
+
+trait ReadyErr {
+    fn is_ready_err(&self) -> bool;
+}
+
+impl ReadyErr for Poll<io::Result<()>> {
+    fn is_ready_err(&self) -> bool {
+        matches!(self, Poll::Ready(Err(_)))
+    }
+}
+
+/// One direction of a `splice`: what was read and not yet written.
+#[derive(Default)]
+struct Copy {
+    buf: Option<SpareBuf>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    unflushed: bool,
+    done: bool,
+    moved: u64,
+}
+
+impl Copy {
+    /// Moves bytes from `r` to `w` until one of them is not ready; on `r`'s
+    /// EOF shuts `w`'s write side unless the other direction is done
+    /// already (then both are about to be closed).
+    fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W, other_done: bool) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            if self.start < self.end {
+                let Some(buf) = &self.buf else { return Poll::Ready(Err(io::Error::other("copy buffer lost"))) };
+                match Pin::new(&mut *w).poll_write(cx, &buf.0[self.start..self.end]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        self.start += n;
+                        self.moved += n as u64;
+                        self.unflushed = true;
+                        if self.start == self.end {
+                            // Idle connections hold no buffer.
+                            self.buf = None;
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
                 }
-                seen = now;
+            } else if !self.eof {
+                let buf = self.buf.get_or_insert_with(SpareBuf::take);
+                let mut rb = ReadBuf::new(&mut buf.0);
+                match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        (self.start, self.end) = (0, n);
+                        if n == 0 {
+                            self.eof = true;
+                            self.buf = None;
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        self.buf = None;
+                        if self.unflushed {
+                            // A no-op on a socket; buffered streams need it.
+                            if let Poll::Ready(Err(e)) = Pin::new(&mut *w).poll_flush(cx) {
+                                return Poll::Ready(Err(e));
+                            }
+                            self.unflushed = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            } else {
+                if !other_done {
+                    match Pin::new(&mut *w).poll_shutdown(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                } else if self.unflushed {
+                    match Pin::new(&mut *w).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                self.done = true;
+                return Poll::Ready(Ok(()));
             }
         }
     }
 }
 
-/// A stream that counts the bytes read from and written to it (for the
-/// idle timeout: no count change in a whole period means idle).
-struct Counted<'a, T> {
-    inner: T,
-    moved: &'a AtomicU64,
+/// A copy buffer from this thread's spares, given back when dropped:
+/// allocating and zeroing two per connection cost short connections more
+/// than their copying (tokio's `copy_bidirectional` does that).
+struct SpareBuf(Box<[u8]>);
+
+/// Spare buffers a thread keeps at most (4 MiB).
+const SPARES: usize = 256;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<'_, T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.moved.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        r
+impl SpareBuf {
+    fn take() -> SpareBuf {
+        let spare = SPARE.with(|s| s.borrow_mut().pop());
+        SpareBuf(spare.unwrap_or_else(|| vec![0; BUF].into_boxed_slice()))
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<'_, T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            self.moved.fetch_add(*n as u64, Ordering::Relaxed);
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+impl Drop for SpareBuf {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARES {
+                s.push(buf);
+            }
+        });
     }
 }
