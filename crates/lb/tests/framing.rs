@@ -5,16 +5,16 @@
 //! client's, a request the front answers itself (404) leaves its body behind
 //! it, and an HTTP/1.0 client gets an HTTP/1.0 answer and a close.
 
+mod common;
+
+use common::*;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use lb::http::Front;
-use lb::{Lb, LbConfig};
-use model::*;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -64,45 +64,6 @@ async fn backend() -> u16 {
         }
     });
     port
-}
-
-fn app(json: &str) -> App {
-    let spec = marathon::parse_app(json.as_bytes()).expect("app parses");
-    App {
-        spec,
-        version: UnixMillis(1),
-        last_config_change_at: UnixMillis(1),
-        last_scaling_at: UnixMillis(1),
-        backoff: Default::default(),
-        last_task_failure: None,
-        deleting: false,
-        resident: Default::default(),
-    }
-}
-
-fn front(port: u16) -> Front {
-    let lb = Lb::new(LbConfig::default());
-    let mut state = ClusterState::default();
-    let web = app(r#"{"id": "/web", "cmd": "x", "portDefinitions": [{"port": 10000}],
-        "labels": {"HAPROXY_0_VHOST": "web.example"}}"#);
-    let endpoint = Endpoint {
-        app: web.spec.id.clone(),
-        task: TaskId::parse("web.instance-00000000-0000-0000-0000-000000000001._app.0").expect("task"),
-        node: NodeId(1),
-        host: "127.0.0.1".into(),
-        ip: Some("127.0.0.1".parse().expect("ip")),
-        container_ip: None,
-        ports: vec![EndpointPort {
-            index: 0,
-            host_port: port,
-            service_port: 10000,
-            name: None,
-            transports: vec![Transport::Tcp],
-        }],
-    };
-    state.apps.insert(web.spec.id.clone(), web);
-    lb.apply(&store::EndpointUpdate::Reset { index: 1, endpoints: vec![endpoint], state: Arc::new(state) });
-    Front::new(lb, 80)
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -4,29 +4,17 @@
 //! backend that closes its connection after a response costs the next
 //! request nothing but a new connection.
 
+mod common;
+
+use common::*;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use lb::http::Front;
-use lb::{Lb, LbConfig};
-use model::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-fn app(json: &str) -> App {
-    let spec = marathon::parse_app(json.as_bytes()).expect("app parses");
-    App {
-        spec,
-        version: UnixMillis(1),
-        last_config_change_at: UnixMillis(1),
-        last_scaling_at: UnixMillis(1),
-        backoff: Default::default(),
-        last_task_failure: None,
-        deleting: false,
-        resident: Default::default(),
-    }
-}
 
 /// A backend on loopback that counts the connections it accepted; `/204`
 /// answers 204, `/close` answers and closes, anything else "ok".
@@ -59,31 +47,6 @@ async fn backend() -> (u16, Arc<AtomicUsize>) {
         }
     });
     (port, accepted)
-}
-
-fn front(port: u16) -> Front {
-    let lb = Lb::new(LbConfig::default());
-    let mut state = ClusterState::default();
-    let web = app(r#"{"id": "/web", "cmd": "x", "portDefinitions": [{"port": 10000}],
-        "labels": {"HAPROXY_0_VHOST": "web.example"}}"#);
-    let endpoint = Endpoint {
-        app: web.spec.id.clone(),
-        task: TaskId::parse("web.instance-00000000-0000-0000-0000-000000000001._app.0").expect("task"),
-        node: NodeId(1),
-        host: "127.0.0.1".into(),
-        ip: Some("127.0.0.1".parse().expect("ip")),
-        container_ip: None,
-        ports: vec![EndpointPort {
-            index: 0,
-            host_port: port,
-            service_port: 10000,
-            name: None,
-            transports: vec![Transport::Tcp],
-        }],
-    };
-    state.apps.insert(web.spec.id.clone(), web);
-    lb.apply(&store::EndpointUpdate::Reset { index: 1, endpoints: vec![endpoint], state: Arc::new(state) });
-    Front::new(lb, 80)
 }
 
 /// A client connection to `front`; returns the status and body of each

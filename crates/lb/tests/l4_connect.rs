@@ -2,53 +2,9 @@
 //! is skipped for one that listens before the caller sees anything, and a
 //! service whose every backend refuses gets no connection.
 
-use lb::{Lb, LbConfig};
-use model::*;
-use std::sync::Arc;
+mod common;
 
-fn app(json: &str) -> App {
-    let spec = marathon::parse_app(json.as_bytes()).expect("app parses");
-    App {
-        spec,
-        version: UnixMillis(1),
-        last_config_change_at: UnixMillis(1),
-        last_scaling_at: UnixMillis(1),
-        backoff: Default::default(),
-        last_task_failure: None,
-        deleting: false,
-        resident: Default::default(),
-    }
-}
-
-/// An LB whose service port 10000 has one task per host port given.
-fn lb_with(host_ports: &[u16]) -> Arc<Lb> {
-    let lb = Lb::new(LbConfig::default());
-    let mut state = ClusterState::default();
-    let web = app(r#"{"id": "/web", "cmd": "x", "portDefinitions": [{"port": 10000}]}"#);
-    let endpoints = host_ports
-        .iter()
-        .enumerate()
-        .map(|(i, &host_port)| Endpoint {
-            app: web.spec.id.clone(),
-            task: TaskId::parse(&format!("web.instance-00000000-0000-0000-0000-00000000000{}._app.0", i + 1))
-                .expect("task"),
-            node: NodeId(1),
-            host: "127.0.0.1".into(),
-            ip: Some("127.0.0.1".parse().expect("ip")),
-            container_ip: None,
-            ports: vec![EndpointPort {
-                index: 0,
-                host_port,
-                service_port: 10000,
-                name: None,
-                transports: vec![Transport::Tcp],
-            }],
-        })
-        .collect();
-    state.apps.insert(web.spec.id.clone(), web);
-    lb.apply(&store::EndpointUpdate::Reset { index: 1, endpoints, state: Arc::new(state) });
-    lb
-}
+use common::*;
 
 #[tokio::test]
 async fn a_refusing_backend_is_skipped_for_a_listening_one() {
