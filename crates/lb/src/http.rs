@@ -484,36 +484,22 @@ impl Front {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut tried = Vec::with_capacity(TRIES);
-        let (b, mut conn) = loop {
-            let Some(b) = service.pick(&tried) else {
-                return answer(
-                    client,
-                    out,
-                    ask.version,
-                    ask.keep_alive,
-                    502,
-                    &format!("{}: no task took the request", service.app),
-                )
-                .await;
-            };
+        let connected = loop {
+            let Some(b) = service.pick(&tried) else { break None };
             tried.push(b.addr);
             match self.pool.connect(b.addr).await {
-                Ok(c) => break (b, c),
+                Ok(c) => break Some((b, c)),
                 Err(_) => {
                     b.mark_down(self.lb.cfg.down_for);
                     if tried.len() >= TRIES {
-                        return answer(
-                            client,
-                            out,
-                            ask.version,
-                            ask.keep_alive,
-                            502,
-                            &format!("{}: no task took the request", service.app),
-                        )
-                        .await;
+                        break None;
                     }
                 }
             }
+        };
+        let Some((b, mut conn)) = connected else {
+            let msg = format!("{}: no task took the request", service.app);
+            return answer(client, out, ask.version, ask.keep_alive, 502, &msg).await;
         };
         b.requests.fetch_add(1, Ordering::Relaxed);
         let answered = match write_request(&mut conn, &b, ask).await {
