@@ -9,6 +9,10 @@
 //! none (503), anything else 404. The front answers or closes; it never
 //! panics or hangs.
 
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::app;
 use lb::http::Front;
 use lb::{Lb, LbConfig};
 use model::*;
@@ -19,20 +23,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 struct Fixture {
     rt: tokio::runtime::Runtime,
     front: Front,
-}
-
-fn app(json: &str) -> App {
-    let spec = marathon::parse_app(json.as_bytes()).expect("app parses");
-    App {
-        spec,
-        version: UnixMillis(1),
-        last_config_change_at: UnixMillis(1),
-        last_scaling_at: UnixMillis(1),
-        backoff: Default::default(),
-        last_task_failure: None,
-        deleting: false,
-        resident: Default::default(),
-    }
 }
 
 fn fixture() -> &'static Fixture {
