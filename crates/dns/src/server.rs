@@ -123,21 +123,42 @@ impl Dns {
     /// Applies one endpoint update to the task records; true when the
     /// cluster records need rebuilding too (a reset, or a node changed).
     pub fn apply(&self, update: &EndpointUpdate) -> bool {
-        match update {
-            EndpointUpdate::Reset { endpoints, .. } => {
-                self.write(|z| z.apply_tasks(true, [], endpoints));
-                true
-            }
-            EndpointUpdate::Delta { removed, added, nodes_changed, .. } => {
-                // An app or node change that moved no task leaves the task
-                // records (and the fast path's caches) alone.
-                if removed.is_empty() && added.is_empty() {
-                    return *nodes_changed;
+        self.apply_all(std::slice::from_ref(update))
+    }
+
+    /// Applies endpoint updates in order as one change of the zone: a name
+    /// several of them touch (an app's, as its tasks start one batch of
+    /// reports after another) is encoded once. True when the cluster
+    /// records need rebuilding too.
+    pub fn apply_all(&self, updates: &[EndpointUpdate]) -> bool {
+        let mut cluster = false;
+        let mut tasks = false;
+        for u in updates {
+            match u {
+                EndpointUpdate::Reset { .. } => (cluster, tasks) = (true, true),
+                EndpointUpdate::Delta { removed, added, nodes_changed, .. } => {
+                    cluster |= *nodes_changed;
+                    tasks |= !removed.is_empty() || !added.is_empty();
                 }
-                self.write(|z| z.apply_tasks(false, removed.iter().map(|e| &e.task), added));
-                *nodes_changed
             }
         }
+        // An app or node change that moved no task leaves the task
+        // records (and the fast path's caches) alone.
+        if tasks {
+            self.write(|z| {
+                z.batch(|z| {
+                    for u in updates {
+                        match u {
+                            EndpointUpdate::Reset { endpoints, .. } => z.apply_tasks(true, [], endpoints),
+                            EndpointUpdate::Delta { removed, added, .. } => {
+                                z.apply_tasks(false, removed.iter().map(|e| &e.task), added)
+                            }
+                        }
+                    }
+                })
+            });
+        }
+        cluster
     }
 
     /// Rebuilds the cluster records (nodes, leader, masters).
@@ -169,6 +190,19 @@ impl Dns {
     }
 }
 
+/// Endpoint updates folded in before the cluster records are rebuilt (a
+/// bound, so a busy feed cannot hold a node change back for long).
+const MAX_COALESCED: usize = 1024;
+
+/// The next endpoint update if one is ready now, without waiting.
+async fn ready_now(endpoints: &mut store::EndpointStream) -> Option<EndpointUpdate> {
+    tokio::select! {
+        biased;
+        u = endpoints.next() => u,
+        () = std::future::ready(()) => None,
+    }
+}
+
 /// Keeps the zone in step with the store: endpoint updates as they come,
 /// and the master records whenever the leader or the Raft voters change. Ends only when the
 /// store does.
@@ -181,8 +215,24 @@ pub async fn follow(store: Arc<Store>, dns: Arc<Dns>) {
         tokio::select! {
             u = endpoints.next() => match u {
                 Some(u) => {
-                    if dns.apply(&u) {
-                        dns.set_cluster(u.state(), &masters(&leadership.borrow()));
+                    // Every update already queued goes in with it, as one
+                    // change; the cluster records are then rebuilt once, from
+                    // the newest state. A rebuild looks at every node: once
+                    // per node change, 10,000 nodes joining cost each replica
+                    // 10,000² record comparisons, and its DNS fell so far
+                    // behind the feed that it was still catching up while
+                    // the deploy that followed placed tasks.
+                    let mut batch = vec![u];
+                    while batch.len() < MAX_COALESCED {
+                        match ready_now(&mut endpoints).await {
+                            Some(u) => batch.push(u),
+                            None => break,
+                        }
+                    }
+                    if dns.apply_all(&batch) {
+                        if let Some(last) = batch.last() {
+                            dns.set_cluster(last.state(), &masters(&leadership.borrow()));
+                        }
                     }
                 }
                 None => return,

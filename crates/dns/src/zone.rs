@@ -231,7 +231,7 @@ pub struct Zone {
     pub serial: u32,
     /// `.<domain>.`, to tell names in the zone without allocating per query.
     suffix: String,
-    /// Inside `apply_tasks`: owners whose encoded records are rebuilt once
+    /// Inside `batch`: owners whose encoded records are rebuilt once
     /// at its end, not on every record added or removed (a name with k
     /// records would otherwise be encoded k times as its tasks come).
     deferred: Option<BTreeSet<String>>,
@@ -261,18 +261,31 @@ impl Zone {
         removed: impl IntoIterator<Item = &'a TaskId>,
         added: impl IntoIterator<Item = &'a Endpoint>,
     ) {
-        self.deferred = Some(BTreeSet::new());
-        if clear {
-            self.clear_tasks();
+        self.batch(|z| {
+            if clear {
+                z.clear_tasks();
+            }
+            for id in removed {
+                z.remove_task(id);
+            }
+            for e in added {
+                z.add_task(e);
+            }
+        });
+    }
+
+    /// Runs `f` as one change: each name its adds and removes touch is
+    /// encoded once, at the end (a batch inside a batch joins it).
+    pub fn batch(&mut self, f: impl FnOnce(&mut Zone)) {
+        let outer = self.deferred.is_some();
+        if !outer {
+            self.deferred = Some(BTreeSet::new());
         }
-        for id in removed {
-            self.remove_task(id);
-        }
-        for e in added {
-            self.add_task(e);
-        }
-        for owner in self.deferred.take().unwrap_or_default() {
-            self.rebuild(&owner);
+        f(self);
+        if !outer {
+            for owner in self.deferred.take().unwrap_or_default() {
+                self.rebuild(&owner);
+            }
         }
     }
 
@@ -373,7 +386,7 @@ impl Zone {
         self.rebuild_soon(owner);
     }
 
-    /// Encodes `owner`'s records now, or at the end of `apply_tasks`.
+    /// Encodes `owner`'s records now, or at the end of `batch`.
     fn rebuild_soon(&mut self, owner: &str) {
         match &mut self.deferred {
             Some(dirty) => {

@@ -260,75 +260,95 @@ impl Lb {
     /// endpoints came or went, or their ports or labels changed), so an
     /// update costs what it changed, not the size of the cluster.
     pub fn apply(&self, update: &EndpointUpdate) {
+        self.apply_all(std::slice::from_ref(update));
+    }
+
+    /// Folds in endpoint updates in order, rebuilding the routes of the
+    /// apps they touch once for all of them (an app whose tasks start over
+    /// several batches of reports is rebuilt once, not once per batch).
+    pub fn apply_all(&self, updates: &[EndpointUpdate]) {
+        // A reset replaces everything before it.
+        let from = updates.iter().rposition(|u| matches!(u, EndpointUpdate::Reset { .. })).unwrap_or(0);
+        let updates = &updates[from..];
+        let Some(last) = updates.last() else { return };
         let Ok(mut t) = self.table.lock() else { return };
-        let state = update.state();
-        match update {
-            EndpointUpdate::Reset { endpoints, .. } => {
-                t.by_app.clear();
-                for e in endpoints {
-                    t.by_app.entry(e.app.clone()).or_default().insert(e.task.clone(), e.clone());
-                }
-                let mut keep = HashMap::new();
-                let mut routes = Routes::default();
-                for app in state.apps.values() {
-                    self.add_app(app, &t, &mut keep, &mut routes);
-                }
-                let old = std::mem::replace(&mut t.backends, keep);
-                for (key, b) in &old {
-                    if t.backends.get(key).is_none_or(|k| !Arc::ptr_eq(k, b)) {
-                        t.retire(b);
-                    }
-                }
-                t.prune_leaving();
-                routes.vhosts.sort_by_key(|v| std::cmp::Reverse(v.path.len()));
-                self.routes.store(Arc::new(routes));
-            }
-            EndpointUpdate::Delta { removed, added, changed_apps, .. } => {
-                let mut affected: BTreeSet<&AppId> = changed_apps.iter().collect();
-                for e in removed {
-                    if let Some(eps) = t.by_app.get_mut(&e.app) {
-                        eps.remove(&e.task);
-                        if eps.is_empty() {
-                            t.by_app.remove(&e.app);
+        let mut affected: BTreeSet<&AppId> = BTreeSet::new();
+        for update in updates {
+            match update {
+                EndpointUpdate::Reset { endpoints, state, .. } => self.reset(&mut t, endpoints, state),
+                EndpointUpdate::Delta { removed, added, changed_apps, .. } => {
+                    affected.extend(changed_apps);
+                    for e in removed {
+                        if let Some(eps) = t.by_app.get_mut(&e.app) {
+                            eps.remove(&e.task);
+                            if eps.is_empty() {
+                                t.by_app.remove(&e.app);
+                            }
                         }
-                    }
-                    for i in 0..e.ports.len() {
-                        if let Some(b) = t.backends.remove(&(e.task.clone(), i)) {
-                            t.retire(&b);
+                        for i in 0..e.ports.len() {
+                            if let Some(b) = t.backends.remove(&(e.task.clone(), i)) {
+                                t.retire(&b);
+                            }
                         }
+                        affected.insert(&e.app);
                     }
-                    affected.insert(&e.app);
-                }
-                for e in added {
-                    t.by_app.entry(e.app.clone()).or_default().insert(e.task.clone(), e.clone());
-                    affected.insert(&e.app);
-                }
-                if affected.is_empty() {
-                    return;
-                }
-                let old = self.routes.load();
-                let mut routes = Routes { ports: old.ports.clone(), udp: old.udp.clone(), vhosts: old.vhosts.clone() };
-                routes.ports.retain(|_, s| !affected.contains(&s.app));
-                routes.udp.retain(|_, s| !affected.contains(&s.app));
-                routes.vhosts.retain(|v| !affected.contains(&v.service.app));
-                let mut fresh = HashMap::new();
-                for id in affected {
-                    if let Some(app) = state.apps.get(id) {
-                        self.add_app(app, &t, &mut fresh, &mut routes);
+                    for e in added {
+                        t.by_app.entry(e.app.clone()).or_default().insert(e.task.clone(), e.clone());
+                        affected.insert(&e.app);
                     }
                 }
-                for (key, b) in fresh {
-                    if let Some(old) = t.backends.insert(key, b.clone()) {
-                        if !Arc::ptr_eq(&old, &b) {
-                            t.retire(&old);
-                        }
-                    }
-                }
-                t.prune_leaving();
-                routes.vhosts.sort_by_key(|v| std::cmp::Reverse(v.path.len()));
-                self.routes.store(Arc::new(routes));
             }
         }
+        if !affected.is_empty() {
+            self.rebuild_apps(&mut t, &affected, last.state());
+        }
+    }
+
+    /// Rebuilds the whole table from every endpoint.
+    fn reset(&self, t: &mut Table, endpoints: &[Endpoint], state: &model::ClusterState) {
+        t.by_app.clear();
+        for e in endpoints {
+            t.by_app.entry(e.app.clone()).or_default().insert(e.task.clone(), e.clone());
+        }
+        let mut keep = HashMap::new();
+        let mut routes = Routes::default();
+        for app in state.apps.values() {
+            self.add_app(app, t, &mut keep, &mut routes);
+        }
+        let old = std::mem::replace(&mut t.backends, keep);
+        for (key, b) in &old {
+            if t.backends.get(key).is_none_or(|k| !Arc::ptr_eq(k, b)) {
+                t.retire(b);
+            }
+        }
+        t.prune_leaving();
+        routes.vhosts.sort_by_key(|v| std::cmp::Reverse(v.path.len()));
+        self.routes.store(Arc::new(routes));
+    }
+
+    /// Rebuilds the routes of `affected` from the table, as of `state`.
+    fn rebuild_apps(&self, t: &mut Table, affected: &BTreeSet<&AppId>, state: &model::ClusterState) {
+        let old = self.routes.load();
+        let mut routes = Routes { ports: old.ports.clone(), udp: old.udp.clone(), vhosts: old.vhosts.clone() };
+        routes.ports.retain(|_, s| !affected.contains(&s.app));
+        routes.udp.retain(|_, s| !affected.contains(&s.app));
+        routes.vhosts.retain(|v| !affected.contains(&v.service.app));
+        let mut fresh = HashMap::new();
+        for id in affected {
+            if let Some(app) = state.apps.get(id) {
+                self.add_app(app, t, &mut fresh, &mut routes);
+            }
+        }
+        for (key, b) in fresh {
+            if let Some(old) = t.backends.insert(key, b.clone()) {
+                if !Arc::ptr_eq(&old, &b) {
+                    t.retire(&old);
+                }
+            }
+        }
+        t.prune_leaving();
+        routes.vhosts.sort_by_key(|v| std::cmp::Reverse(v.path.len()));
+        self.routes.store(Arc::new(routes));
     }
 
     /// Adds `app`'s services (if this node exposes it) to `routes`; the
@@ -433,11 +453,33 @@ impl Lb {
     }
 }
 
+/// Endpoint updates folded in at once at most (a bound, so a busy feed
+/// cannot hold the routes back for long).
+const MAX_COALESCED: usize = 1024;
+
+/// The next endpoint update if one is ready now, without waiting.
+async fn ready_now(stream: &mut store::EndpointStream) -> Option<EndpointUpdate> {
+    tokio::select! {
+        biased;
+        u = stream.next() => u,
+        () = std::future::ready(()) => None,
+    }
+}
+
 /// Keeps the table in step with the store; ends when the store does.
 pub async fn follow(store: Arc<store::Store>, lb: Arc<Lb>, ports: Arc<tokio::sync::watch::Sender<crate::l4::Wanted>>) {
     let mut stream = store.endpoints();
     while let Some(u) = stream.next().await {
-        lb.apply(&u);
+        // Every update already queued goes in with it: the routes of an app
+        // are rebuilt once for all of them, and the ports compared once.
+        let mut batch = vec![u];
+        while batch.len() < MAX_COALESCED {
+            match ready_now(&mut stream).await {
+                Some(u) => batch.push(u),
+                None => break,
+            }
+        }
+        lb.apply_all(&batch);
         let routes = lb.routes();
         let tcp = routes.ports.keys().map(|p| (*p, model::Transport::Tcp));
         let wanted: crate::l4::Wanted = tcp.chain(routes.udp.keys().map(|p| (*p, model::Transport::Udp))).collect();
