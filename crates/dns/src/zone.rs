@@ -535,6 +535,15 @@ mod tests {
         };
         assert_eq!(answers(&batched), answers(&one_by_one));
         assert!(answers(&batched).iter().all(|(_, recs)| !recs.is_empty()), "every name is encoded");
+        // Updates folded into one batch, in order: a task added by one and
+        // removed by the next is gone, and each name is encoded at the end.
+        let mut folded = Zone::new(cfg());
+        folded.batch(|z| {
+            z.apply_tasks(false, [], &eps[..10]);
+            z.apply_tasks(false, [&eps[4].task], &eps[10..]);
+        });
+        assert_eq!(answers(&folded), answers(&one_by_one));
+        assert!(answers(&folded).iter().all(|(_, recs)| !recs.is_empty()), "every name is encoded");
         batched.apply_tasks(true, [], []);
         assert!(batched.iter().next().is_none(), "a reset with nothing clears every task");
     }
