@@ -46,8 +46,6 @@ pub struct Outcome {
     pub due: u64,
     /// Requests answered 2xx (in time).
     pub ok: u64,
-    /// Requests offered per second.
-    pub offered: f64,
     /// 2xx answers per second, over the window or until the last answer.
     pub achieved: f64,
     /// Latencies of the 2xx answers, microseconds, sorted.
@@ -146,13 +144,11 @@ async fn drive(spec: Spec) -> anyhow::Result<Outcome> {
         let elapsed = start.elapsed();
         let now_due = schedule.due_by(elapsed);
         if now_due > next {
-            let mut queue = shared.queue.borrow_mut();
             for i in next..now_due {
-                queue.push_back(start + schedule.due(i));
+                shared.queue.borrow_mut().push_back(start + schedule.due(i));
                 shared.queued.notify_one();
             }
             next = now_due;
-            drop(queue);
             // Let the connections send them (and the runtime poll sockets).
             tokio::task::yield_now().await;
             continue;
@@ -180,7 +176,7 @@ async fn drive(spec: Spec) -> anyhow::Result<Outcome> {
     latencies.sort_unstable();
     let ok = latencies.len() as u64;
     let window = shared.last_answer.get().map_or(spec.duration, |t| (t - start).max(spec.duration));
-    Ok(Outcome { due: schedule.count, ok, offered: spec.rate, achieved: ok as f64 / window.as_secs_f64(), latencies })
+    Ok(Outcome { due: schedule.count, ok, achieved: ok as f64 / window.as_secs_f64(), latencies })
 }
 
 async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
@@ -203,19 +199,16 @@ async fn connection(shared: Rc<Shared>, mut stream: TcpStream, addr: SocketAddr,
             }
             shared.queued.notified().await;
         };
-        match exchange(&mut stream, &mut buf, &request).await {
-            Ok(answer) => {
-                let now = Instant::now();
-                if (200..300).contains(&answer.status) {
-                    shared.latencies.borrow_mut().push((now - due).as_micros() as u64);
-                    shared.last_answer.set(Some(now));
-                }
-                if !answer.close {
-                    continue;
-                }
+        // A failed exchange counts as its request never answered 2xx.
+        if let Ok(answer) = exchange(&mut stream, &mut buf, &request).await {
+            let now = Instant::now();
+            if (200..300).contains(&answer.status) {
+                shared.latencies.borrow_mut().push((now - due).as_micros() as u64);
+                shared.last_answer.set(Some(now));
             }
-            // Counted: the request is never answered 2xx.
-            Err(_) => {}
+            if !answer.close {
+                continue;
+            }
         }
         buf.clear();
         stream = loop {
@@ -302,7 +295,7 @@ mod tests {
 
     #[test]
     fn errors_are_what_was_due_and_not_answered() {
-        let o = Outcome { due: 10, ok: 7, offered: 10.0, achieved: 7.0, latencies: vec![1000; 7] };
+        let o = Outcome { due: 10, ok: 7, achieved: 7.0, latencies: vec![1000; 7] };
         assert_eq!(o.errors(), 3);
         assert_eq!(o.percentile_ms(99.0), 1.0);
     }
