@@ -270,6 +270,16 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
         })
         .collect();
     println!("wharf/haproxy requests/s, median (per round): {}", ratios.join("; "));
+    let p99s: Vec<String> = pairs
+        .iter()
+        .zip(&runs)
+        .map(|((label, _, _), (wr, hr))| {
+            let per_round: Vec<f64> = wr.iter().zip(hr).map(|(w, h)| w.p99 / h.p99).collect();
+            let shown: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
+            format!("{label} {:.2}x ({})", median(&per_round), shown.join(", "))
+        })
+        .collect();
+    println!("wharf/haproxy p99 (below 1 is better), median (per round): {}", p99s.join("; "));
     if !fixed.is_empty() {
         print_fixed(&pairs, &fixed, args);
     }
