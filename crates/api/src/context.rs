@@ -27,6 +27,8 @@ pub struct ApiContext {
     pub(crate) credentials: Option<crate::auth::Credentials>,
     /// `https` when the nodes serve the API over TLS (for `X-Marathon-Leader`).
     pub(crate) scheme: &'static str,
+    /// What the big listings keep rendered between reads.
+    pub(crate) pieces: crate::listing::Pieces,
 }
 
 impl ApiContext {
@@ -53,6 +55,7 @@ impl ApiContext {
             metrics,
             credentials: None,
             scheme: "http",
+            pieces: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@ mod groups;
 mod info;
 mod jobs;
 mod join_token;
+pub mod listing;
 mod logs;
 mod metrics;
 mod query;
