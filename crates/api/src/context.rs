@@ -96,9 +96,9 @@ impl ApiContext {
 /// heartbeats run there too). The renderer writes the JSON itself
 /// (serialising typed wire structs straight from the snapshot, with no
 /// `Value` tree in between).
-pub(crate) async fn render_bytes_blocking(
+pub(crate) async fn render_bytes_blocking<B: AsRef<[u8]> + Send + 'static>(
     store: &Store,
-    render: impl FnOnce(&model::ClusterState) -> serde_json::Result<Vec<u8>> + Send + 'static,
+    render: impl FnOnce(&model::ClusterState) -> serde_json::Result<B> + Send + 'static,
 ) -> Result<axum::response::Response, crate::error::HttpError> {
     use axum::response::IntoResponse;
     let snap = store.snapshot();
@@ -106,5 +106,6 @@ pub(crate) async fn render_bytes_blocking(
         .await
         .map_err(|e| crate::error::HttpError(marathon::ApiError::new(500, format!("rendering failed: {e}"))))?
         .map_err(|e| crate::error::HttpError(marathon::ApiError::new(500, format!("rendering failed: {e}"))))?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
+    let body = axum::body::Bytes::from_owner(bytes);
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }

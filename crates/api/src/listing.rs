@@ -107,9 +107,11 @@ struct AppPiece {
 #[derive(Default)]
 struct Store {
     tasks: ByAddr<TaskPiece>,
-    /// By app address and whether the last failure is embedded (the only
-    /// part of `embed` an app's own fields depend on).
-    apps: HashMap<(usize, bool), AppPiece, BuildHasherDefault<AddrHasher>>,
+    /// By app id and whether the last failure is embedded (the only part
+    /// of `embed` an app's own fields depend on). A launch copies its app
+    /// without changing what these fields show (`same_own_fields`), so an
+    /// app's piece is found by id and then checked, not by address.
+    apps: HashMap<(AppId, bool), AppPiece>,
     read: u64,
     /// Size of the last answer of each kind, to allocate the next at once.
     apps_len: usize,
@@ -121,6 +123,50 @@ struct Store {
 #[derive(Default)]
 pub struct Pieces {
     store: Mutex<Store>,
+    buffers: Arc<Buffers>,
+}
+
+/// Answer buffers kept for the next read. An answer of megabytes written
+/// into fresh memory page-faults all through it: the allocator hands such
+/// blocks back to the kernel soon after they are freed.
+#[derive(Default)]
+struct Buffers(Mutex<Vec<Vec<u8>>>);
+
+/// Buffers kept: one per kind of listing read at a time.
+const BUFFERS_KEPT: usize = 2;
+
+impl Buffers {
+    fn take(self: &Arc<Self>, at_least: usize) -> Answer {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut buf = kept.unwrap_or_default();
+        buf.clear();
+        buf.reserve(at_least);
+        Answer { buf, pool: Some(self.clone()) }
+    }
+}
+
+/// A rendered listing; its buffer goes back to the listing cache when the
+/// answer has been sent.
+pub struct Answer {
+    buf: Vec<u8>,
+    pool: Option<Arc<Buffers>>,
+}
+
+impl AsRef<[u8]> for Answer {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let mut kept = pool.0.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.len() < BUFFERS_KEPT {
+                kept.push(std::mem::take(&mut self.buf));
+            }
+        }
+    }
 }
 
 impl Store {
@@ -156,11 +202,16 @@ impl Store {
     /// Makes sure there is a piece for `app`'s own fields as `embed` asks.
     fn ensure_app(&mut self, app: &Arc<App>, embed: &Embed) -> serde_json::Result<()> {
         let read = self.read;
-        match self.apps.entry((addr(app), embed.last_task_failure)) {
+        match self.apps.entry((app.spec.id.clone(), embed.last_task_failure)) {
             Entry::Occupied(e) => {
                 let p = e.into_mut();
                 if !Arc::ptr_eq(&p.app, app) {
-                    *p = AppPiece { app: app.clone(), own: OwnFields::render(app, embed)?, seen: read };
+                    if marathon::same_own_fields(&p.app, app, embed) {
+                        // The same fields: from now on the piece is this value's.
+                        p.app = app.clone();
+                    } else {
+                        *p = AppPiece { app: app.clone(), own: OwnFields::render(app, embed)?, seen: read };
+                    }
                 }
                 p.seen = read;
             }
@@ -173,7 +224,10 @@ impl Store {
 
     /// The piece `ensure_app` made sure of.
     fn app(&self, app: &Arc<App>, embed: &Embed) -> Option<&OwnFields> {
-        self.apps.get(&(addr(app), embed.last_task_failure)).filter(|p| Arc::ptr_eq(&p.app, app)).map(|p| &p.own)
+        self.apps
+            .get(&(app.spec.id.clone(), embed.last_task_failure))
+            .filter(|p| Arc::ptr_eq(&p.app, app))
+            .map(|p| &p.own)
     }
 
     /// After a read: drop the pieces of values the read passed over when it
@@ -202,11 +256,12 @@ impl Pieces {
     }
 
     /// `GET /v2/apps` with `q`: `{"apps": [...]}`.
-    pub fn apps(&self, state: &ClusterState, q: &AppsQuery) -> serde_json::Result<Vec<u8>> {
+    pub fn apps(&self, state: &ClusterState, q: &AppsQuery) -> serde_json::Result<Answer> {
         let mut store = self.lock();
         store.read += 1;
         let deployments = marathon::deployments_by_app(state);
-        let mut out = Vec::with_capacity(store.apps_len + store.apps_len / 8);
+        let mut answer = self.buffers.take(store.apps_len + store.apps_len / 8);
+        let out = &mut answer.buf;
         out.extend_from_slice(b"{\"apps\":[");
         for (i, (_, app)) in state.apps.iter_shared().filter(|(_, a)| q.wants(&a.spec)).enumerate() {
             if i > 0 {
@@ -236,19 +291,19 @@ impl Pieces {
             } else {
                 Vec::new()
             };
-            write_app(&mut out, &own, &live, q.embed.tasks.then(|| pieces.iter().map(|p| &**p)))?;
+            write_app(out, &own, &live, q.embed.tasks.then(|| pieces.iter().map(|p| &**p)))?;
         }
         out.extend_from_slice(b"]}");
         store.apps_len = out.len();
         let full = !q.is_filtered();
         store.sweep(state, full && q.embed.tasks, full);
-        Ok(out)
+        Ok(answer)
     }
 
     /// `GET /v2/tasks`, of the states in `states` (all when empty):
     /// `{"tasks": [...]}`. Job runs' tasks are Metronome's
     /// (`/v1/jobs/{id}/runs`), not Marathon's.
-    pub fn tasks(&self, state: &ClusterState, states: &[TaskState]) -> serde_json::Result<Vec<u8>> {
+    pub fn tasks(&self, state: &ClusterState, states: &[TaskState]) -> serde_json::Result<Answer> {
         let mut store = self.lock();
         store.read += 1;
         let wanted = |t: &Task| t.job_run.is_none() && (states.is_empty() || states.contains(&t.state));
@@ -265,18 +320,19 @@ impl Pieces {
             }
             listed.push(t);
         }
-        let mut out = Vec::with_capacity(store.tasks_len + store.tasks_len / 8);
+        let mut answer = self.buffers.take(store.tasks_len + store.tasks_len / 8);
+        let out = &mut answer.buf;
         out.extend_from_slice(b"{\"tasks\":[");
         let pieces: Vec<Cow<'_, [u8]>> = listed
             .iter()
             .map(|t| piece_or_render(&store, t, || TaskAppFacts::of(state.apps.get(&t.app_id))))
             .collect::<serde_json::Result<_>>()?;
-        write_list(&mut out, pieces.iter().map(|p| &**p));
+        write_list(out, pieces.iter().map(|p| &**p));
         out.extend_from_slice(b"]}");
         drop(pieces);
         store.tasks_len = out.len();
         store.sweep(state, states.is_empty(), false);
-        Ok(out)
+        Ok(answer)
     }
 }
 
@@ -421,11 +477,11 @@ mod tests {
     fn check(pieces: &Pieces, s: &ClusterState) {
         for _ in 0..2 {
             for q in queries() {
-                let got = pieces.apps(s, &q).unwrap_or_default();
+                let got = pieces.apps(s, &q).map(|a| a.as_ref().to_vec()).unwrap_or_default();
                 assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&apps_whole(s, &q)), "{q:?}");
             }
             for states in [vec![], vec![TaskState::Running], vec![TaskState::Failed, TaskState::Staging]] {
-                let got = pieces.tasks(s, &states).unwrap_or_default();
+                let got = pieces.tasks(s, &states).map(|a| a.as_ref().to_vec()).unwrap_or_default();
                 assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&tasks_whole(s, &states)));
             }
         }
@@ -435,9 +491,10 @@ mod tests {
     fn answers_are_byte_for_byte_the_whole_serialisation() {
         let s = state();
         check(&Pieces::default(), &s);
-        let whole: serde_json::Value =
-            serde_json::from_slice(&Pieces::default().apps(&s, &queries()[1]).unwrap_or_default())
-                .unwrap_or_else(|e| panic!("{e}"));
+        let whole: serde_json::Value = serde_json::from_slice(
+            &Pieces::default().apps(&s, &queries()[1]).map(|a| a.as_ref().to_vec()).unwrap_or_default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let web = &whole["apps"][2];
         assert_eq!(web["id"], "/web");
         assert_eq!(web["tasks"].as_array().map(Vec::len), Some(3), "{web}");
@@ -464,6 +521,16 @@ mod tests {
             a.spec.health_checks.clear();
             a.spec.ports[0].port = 10002;
             a.version = UnixMillis(5_000);
+        }
+        check(&pieces, &s);
+        // A copy that changes nothing shown, then a change of the
+        // definition alone (no new version stamp): both must show as they are.
+        if let Some(mut a) = s.apps.get_mut(&web) {
+            a.backoff.delay_seconds = 2.0;
+        }
+        check(&pieces, &s);
+        if let Some(mut a) = s.apps.get_mut(&web) {
+            a.spec.labels.insert("tier".into(), "back".into());
         }
         check(&pieces, &s);
         s.tasks.remove(&id);

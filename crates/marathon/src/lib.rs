@@ -25,7 +25,7 @@ pub use error::{ApiError, ErrorDetail};
 pub use history::{render_app_version, render_versions};
 pub use render::{
     app_live_fields, app_own_fields, app_wire, counted_tasks, deployments_by_app, render_app, render_deployment,
-    render_queue, render_task, task_wire, task_wire_for, AppWire, Embed, TaskAppFacts, TaskWire,
+    render_queue, render_task, same_own_fields, task_wire, task_wire_for, AppWire, Embed, TaskAppFacts, TaskWire,
 };
 pub use time::{format_time, parse_bool_param, parse_time};
 

@@ -320,6 +320,17 @@ pub fn app_own_fields(app: &App, embed: &Embed) -> Map<String, Value> {
     m
 }
 
+/// Whether `a` and `b` have the same own fields (`app_own_fields`): what
+/// those fields read is equal. (A launch or a backoff copies an app without
+/// changing any of it.)
+pub fn same_own_fields(a: &App, b: &App, embed: &Embed) -> bool {
+    a.version == b.version
+        && a.last_scaling_at == b.last_scaling_at
+        && a.last_config_change_at == b.last_config_change_at
+        && (!embed.last_task_failure || a.last_task_failure == b.last_task_failure)
+        && a.spec == b.spec
+}
+
 /// The fields of an app's object that depend on its tasks (`tasks`: its
 /// counted tasks) and deployments, in key order. They win over an own field
 /// of the same name (one kept verbatim from the definition).
