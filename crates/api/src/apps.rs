@@ -155,45 +155,14 @@ pub(crate) fn unexpected(answer: Applied) -> HttpError {
 
 pub async fn list(State(ctx): Ctx, RawQuery(q): RawQuery) -> ApiResult {
     let p = Params::parse(q.as_deref());
-    let embed = Embed::parse(&p.all("embed"));
-    let id_filter = p.get("id").map(str::to_string);
-    let cmd_filter = p.get("cmd").map(str::to_string);
-    let label_filter = p.get("label").map(str::to_string);
-    crate::context::render_bytes_blocking(&ctx.store, move |s| {
-        let deployments = marathon::deployments_by_app(s);
-        let apps: Vec<marathon::AppWire<'_>> = s
-            .apps
-            .values()
-            .filter(|a| id_filter.as_ref().is_none_or(|f| a.spec.id.as_str().contains(f.as_str())))
-            .filter(|a| {
-                cmd_filter.as_ref().is_none_or(|f| match &a.spec.command {
-                    Some(model::CommandSpec::Shell(c)) => c.contains(f.as_str()),
-                    Some(model::CommandSpec::Argv(v)) => v.join(" ").contains(f.as_str()),
-                    None => false,
-                })
-            })
-            .filter(|a| label_filter.as_ref().is_none_or(|f| label_matches(&a.spec, f)))
-            .map(|a| {
-                let deps = deployments.get(&a.spec.id).map(Vec::as_slice).unwrap_or_default();
-                marathon::app_wire(a, s, &embed, deps)
-            })
-            .collect();
-        serde_json::to_vec(&std::collections::BTreeMap::from([("apps", apps)]))
-    })
-    .await
-}
-
-/// Marathon's label selector: `key`, `key==value`, `key!=value`, comma-separated (all must hold).
-fn label_matches(spec: &AppSpec, selector: &str) -> bool {
-    selector.split(',').map(str::trim).filter(|s| !s.is_empty()).all(|term| {
-        if let Some((k, v)) = term.split_once("==") {
-            spec.labels.get(k.trim()).is_some_and(|x| x == v.trim())
-        } else if let Some((k, v)) = term.split_once("!=") {
-            spec.labels.get(k.trim()).is_none_or(|x| x != v.trim())
-        } else {
-            spec.labels.contains_key(term)
-        }
-    })
+    let query = crate::listing::AppsQuery {
+        embed: Embed::parse(&p.all("embed")),
+        id: p.get("id").map(str::to_string),
+        cmd: p.get("cmd").map(str::to_string),
+        label: p.get("label").map(str::to_string),
+    };
+    let c = ctx.clone();
+    crate::context::render_bytes_blocking(&ctx.store, move |s| c.pieces.apps(s, &query)).await
 }
 
 pub async fn create(State(ctx): Ctx, RawQuery(q): RawQuery, body: Bytes) -> ApiResult {

@@ -27,6 +27,8 @@ pub struct ApiContext {
     pub(crate) credentials: Option<crate::auth::Credentials>,
     /// `https` when the nodes serve the API over TLS (for `X-Marathon-Leader`).
     pub(crate) scheme: &'static str,
+    /// What the big listings keep rendered between reads.
+    pub(crate) pieces: crate::listing::Pieces,
 }
 
 impl ApiContext {
@@ -53,6 +55,7 @@ impl ApiContext {
             metrics,
             credentials: None,
             scheme: "http",
+            pieces: Default::default(),
         }
     }
 
@@ -93,9 +96,9 @@ impl ApiContext {
 /// heartbeats run there too). The renderer writes the JSON itself
 /// (serialising typed wire structs straight from the snapshot, with no
 /// `Value` tree in between).
-pub(crate) async fn render_bytes_blocking(
+pub(crate) async fn render_bytes_blocking<B: AsRef<[u8]> + Send + 'static>(
     store: &Store,
-    render: impl FnOnce(&model::ClusterState) -> serde_json::Result<Vec<u8>> + Send + 'static,
+    render: impl FnOnce(&model::ClusterState) -> serde_json::Result<B> + Send + 'static,
 ) -> Result<axum::response::Response, crate::error::HttpError> {
     use axum::response::IntoResponse;
     let snap = store.snapshot();
@@ -103,5 +106,6 @@ pub(crate) async fn render_bytes_blocking(
         .await
         .map_err(|e| crate::error::HttpError(marathon::ApiError::new(500, format!("rendering failed: {e}"))))?
         .map_err(|e| crate::error::HttpError(marathon::ApiError::new(500, format!("rendering failed: {e}"))))?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
+    let body = axum::body::Bytes::from_owner(bytes);
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -3,7 +3,9 @@
 //! Handlers only translate: HTTP in -> a typed store `Command` (through the
 //! `marathon` crate's parsing and validation) -> HTTP out. They never change
 //! state themselves and hold no state of their own; reads come from the
-//! local replica, writes go through `Store::propose`.
+//! local replica, writes go through `Store::propose`. (The big listings keep
+//! rendered pieces of snapshot values between reads, `listing`, each valid
+//! for the very value it was rendered from.)
 //!
 //! The proposer stamps ids and times, so this is where the clock is read.
 
@@ -17,6 +19,7 @@ mod groups;
 mod info;
 mod jobs;
 mod join_token;
+pub mod listing;
 mod logs;
 mod metrics;
 mod query;

@@ -25,18 +25,8 @@ pub async fn list(State(ctx): State<Arc<ApiContext>>, RawQuery(q): RawQuery) -> 
             TaskState::from_marathon_name(&up).or_else(|| TaskState::from_marathon_name(&format!("TASK_{up}")))
         })
         .collect();
-    crate::context::render_bytes_blocking(&ctx.store, move |s| {
-        let tasks: Vec<marathon::TaskWire<'_>> = s
-            .tasks
-            .values()
-            // Job runs' tasks are Metronome's (`/v1/jobs/{id}/runs`), not Marathon's.
-            .filter(|t| t.job_run.is_none())
-            .filter(|t| wanted.is_empty() || wanted.contains(&t.state))
-            .map(|t| marathon::task_wire(t, s))
-            .collect();
-        serde_json::to_vec(&std::collections::BTreeMap::from([("tasks", tasks)]))
-    })
-    .await
+    let c = ctx.clone();
+    crate::context::render_bytes_blocking(&ctx.store, move |s| c.pieces.tasks(s, &wanted)).await
 }
 
 /// `POST /v2/tasks/delete` with `{"ids": [...]}`.

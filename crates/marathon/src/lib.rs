@@ -12,6 +12,7 @@ pub mod events;
 mod fetch;
 pub mod groups;
 pub mod history;
+pub mod pieces;
 mod read;
 pub mod readiness;
 pub mod render;
@@ -23,8 +24,8 @@ pub use convert::{app_from_value, merge_app, parse_app};
 pub use error::{ApiError, ErrorDetail};
 pub use history::{render_app_version, render_versions};
 pub use render::{
-    app_wire, deployments_by_app, render_app, render_deployment, render_queue, render_task, task_wire, AppWire, Embed,
-    TaskWire,
+    app_live_fields, app_own_fields, app_wire, counted_tasks, deployments_by_app, render_app, render_deployment,
+    render_queue, render_task, same_own_fields, task_wire, task_wire_for, AppWire, Embed, TaskAppFacts, TaskWire,
 };
 pub use time::{format_time, parse_bool_param, parse_time};
 

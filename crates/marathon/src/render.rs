@@ -273,6 +273,24 @@ pub struct AppWire<'a> {
 /// `render_app` as a value to serialise; `deployments` are the ids of the
 /// deployments holding the app.
 pub fn app_wire<'a>(app: &'a App, state: &'a ClusterState, embed: &Embed, deployments: &[&str]) -> AppWire<'a> {
+    let tasks = counted_tasks(app, state);
+    let mut m = app_own_fields(app, embed);
+    for (k, v) in app_live_fields(app, &tasks, state, embed, deployments) {
+        m.insert(k.to_string(), v);
+    }
+    let tasks = embed.tasks.then(|| tasks.iter().map(|t| task_wire(t, state)).collect());
+    AppWire { fields: m, tasks }
+}
+
+/// The tasks an app's object counts and embeds: those not yet terminal.
+pub fn counted_tasks<'a>(app: &App, state: &'a ClusterState) -> Vec<&'a Task> {
+    state.tasks_of(&app.spec.id).filter(|t| is_counted(t)).collect()
+}
+
+/// The fields of an app's object that depend on the app alone (its
+/// definition, version, and last failure when embedded), so a listing may
+/// keep them, rendered, for as long as the app is unchanged.
+pub fn app_own_fields(app: &App, embed: &Embed) -> Map<String, Value> {
     let spec = &app.spec;
     let mut m = spec_wire(spec);
     m.insert("version".into(), json!(format_time(app.version)));
@@ -283,21 +301,6 @@ pub fn app_wire<'a>(app: &'a App, state: &'a ClusterState, embed: &Embed, deploy
             "lastConfigChangeAt": format_time(app.last_config_change_at),
         }),
     );
-    let tasks: Vec<&Task> = state.tasks_of(&spec.id).filter(|t| is_counted(t)).collect();
-    let staged = tasks.iter().filter(|t| matches!(t.state, TaskState::Staging | TaskState::Starting)).count();
-    let running = tasks.iter().filter(|t| t.state == TaskState::Running).count();
-    let checked = !spec.health_checks.is_empty();
-    let healthy = tasks.iter().filter(|t| checked && t.state == TaskState::Running && t.healthy == Some(true)).count();
-    let unhealthy = tasks.iter().filter(|t| checked && t.healthy == Some(false)).count();
-    m.insert("tasksStaged".into(), json!(staged));
-    m.insert("tasksRunning".into(), json!(running));
-    m.insert("tasksHealthy".into(), json!(healthy));
-    m.insert("tasksUnhealthy".into(), json!(unhealthy));
-    let deps: Vec<Value> = deployments.iter().map(|d| json!({"id": d})).collect();
-    m.insert("deployments".into(), Value::Array(deps));
-    if embed.readiness {
-        m.insert("readinessCheckResults".into(), json!(crate::readiness::results(app, state)));
-    }
     if embed.last_task_failure {
         if let Some(f) = &app.last_task_failure {
             m.insert(
@@ -314,8 +317,47 @@ pub fn app_wire<'a>(app: &'a App, state: &'a ClusterState, embed: &Embed, deploy
             );
         }
     }
-    let tasks = embed.tasks.then(|| tasks.iter().map(|t| task_wire(t, state)).collect());
-    AppWire { fields: m, tasks }
+    m
+}
+
+/// Whether `a` and `b` have the same own fields (`app_own_fields`): what
+/// those fields read is equal. (A launch or a backoff copies an app without
+/// changing any of it.)
+pub fn same_own_fields(a: &App, b: &App, embed: &Embed) -> bool {
+    a.version == b.version
+        && a.last_scaling_at == b.last_scaling_at
+        && a.last_config_change_at == b.last_config_change_at
+        && (!embed.last_task_failure || a.last_task_failure == b.last_task_failure)
+        && a.spec == b.spec
+}
+
+/// The fields of an app's object that depend on its tasks (`tasks`: its
+/// counted tasks) and deployments, in key order. They win over an own field
+/// of the same name (one kept verbatim from the definition).
+pub fn app_live_fields(
+    app: &App,
+    tasks: &[&Task],
+    state: &ClusterState,
+    embed: &Embed,
+    deployments: &[&str],
+) -> Vec<(&'static str, Value)> {
+    let checked = !app.spec.health_checks.is_empty();
+    let staged = tasks.iter().filter(|t| matches!(t.state, TaskState::Staging | TaskState::Starting)).count();
+    let running = tasks.iter().filter(|t| t.state == TaskState::Running).count();
+    let healthy = tasks.iter().filter(|t| checked && t.state == TaskState::Running && t.healthy == Some(true)).count();
+    let unhealthy = tasks.iter().filter(|t| checked && t.healthy == Some(false)).count();
+    let deps: Vec<Value> = deployments.iter().map(|d| json!({"id": d})).collect();
+    let mut out = vec![("deployments", Value::Array(deps))];
+    if embed.readiness {
+        out.push(("readinessCheckResults", json!(crate::readiness::results(app, state))));
+    }
+    out.extend([
+        ("tasksHealthy", json!(healthy)),
+        ("tasksRunning", json!(running)),
+        ("tasksStaged", json!(staged)),
+        ("tasksUnhealthy", json!(unhealthy)),
+    ]);
+    out
 }
 
 /// One task, in the shape of `api-examples/tasks.json`.
@@ -363,7 +405,30 @@ pub struct TaskWire<'a> {
 /// `render_task` as a value to serialise (see `TaskWire`).
 pub fn task_wire<'a>(task: &'a Task, state: &ClusterState) -> TaskWire<'a> {
     let app = state.apps.get(&task.app_id);
-    let service_ports: Vec<u16> = app.map(|a| a.spec.ports.iter().map(|p| p.port).collect()).unwrap_or_default();
+    task_wire_for(task, &TaskAppFacts::of(app))
+}
+
+/// What a task's object takes from its app: the app's service ports and
+/// how many health checks it has (none when the app is gone).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskAppFacts {
+    pub service_ports: Vec<u16>,
+    pub checks: usize,
+}
+
+impl TaskAppFacts {
+    pub fn of(app: Option<&App>) -> TaskAppFacts {
+        app.map_or_else(TaskAppFacts::default, |a| TaskAppFacts {
+            service_ports: a.spec.ports.iter().map(|p| p.port).collect(),
+            checks: a.spec.health_checks.len(),
+        })
+    }
+}
+
+/// `task_wire` with the app's part given: the task's object depends on
+/// nothing else.
+pub fn task_wire_for<'a>(task: &'a Task, app: &TaskAppFacts) -> TaskWire<'a> {
+    let service_ports = app.service_ports.clone();
     // A bridge container's own address, as Marathon shows Mesos's NetworkInfo;
     // else the node's.
     let ip_addresses: Vec<IpWire> = match task.container_ip.map_or_else(|| task.host.parse(), Ok) {
@@ -372,7 +437,7 @@ pub fn task_wire<'a>(task: &'a Task, state: &ClusterState) -> TaskWire<'a> {
         }
         Err(_) => Vec::new(),
     };
-    let checks = app.map(|a| a.spec.health_checks.len()).unwrap_or(0);
+    let checks = app.checks;
     let health: Vec<Value> = match (&task.health, task.healthy) {
         (Some(h), Some(_)) if task.state == TaskState::Running => (0..checks)
             .map(|_| {

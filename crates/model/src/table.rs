@@ -69,6 +69,14 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
         self.map.values().map(|v| v.as_ref())
     }
 
+    /// The entries with their shared values: a reader that keeps something
+    /// derived from a value can keep the value's `Arc` beside it and know the
+    /// value is unchanged while `Arc::ptr_eq` holds (a write to a shared
+    /// value copies it first).
+    pub fn iter_shared(&self) -> impl DoubleEndedIterator<Item = (&K, &Arc<V>)> + '_ {
+        self.map.iter()
+    }
+
     pub fn insert(&mut self, k: K, v: V) {
         self.touched.insert(k.clone());
         self.map.insert(k, Arc::new(v));
@@ -195,6 +203,16 @@ impl TaskTable {
 
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &Task> + '_ {
         self.tasks.values()
+    }
+
+    /// Every task with its shared value (see `Table::iter_shared`).
+    pub fn values_shared(&self) -> impl DoubleEndedIterator<Item = &Arc<Task>> + '_ {
+        self.tasks.iter_shared().map(|(_, t)| t)
+    }
+
+    /// The tasks of one app with their shared values, from the index.
+    pub fn of_app_shared<'a>(&'a self, app: &AppId) -> impl Iterator<Item = &'a Arc<Task>> + 'a {
+        self.by_app.get(app).into_iter().flat_map(|ids| ids.iter()).filter_map(|id| self.tasks.map.get(id))
     }
 
     /// The tasks of one app, from the index.
