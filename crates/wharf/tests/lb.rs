@@ -46,13 +46,10 @@ async fn healthy(c: &Cluster, id: &str) -> Vec<Value> {
         .collect()
 }
 
-/// No deployment of `/lb/web` in flight.
-async fn deployed(c: &Cluster) -> bool {
+/// No deployment of `app` in flight.
+async fn deployed(c: &Cluster, app: &str) -> bool {
     let d = c.get(0, "/v2/deployments").await;
-    !d.as_array()
-        .into_iter()
-        .flatten()
-        .any(|d| d["affectedApps"].as_array().is_some_and(|a| a.contains(&json!("/lb/web"))))
+    !d.as_array().into_iter().flatten().any(|d| d["affectedApps"].as_array().is_some_and(|a| a.contains(&json!(app))))
 }
 
 /// A fresh connection per request, as a load test's client makes them.
@@ -99,7 +96,7 @@ async fn service_ports_and_virtual_hosts_survive_a_rolling_upgrade() {
     let port = v["portDefinitions"][0]["port"].as_u64().expect("service port") as u16;
     wait_for("three healthy tasks", Duration::from_secs(40), || async { healthy(&c, "/lb/web").await.len() == 3 })
         .await;
-    wait_for("the first deployment", Duration::from_secs(20), || async { deployed(&c).await }).await;
+    wait_for("the first deployment", Duration::from_secs(20), || async { deployed(&c, "/lb/web").await }).await;
     let ids: BTreeSet<String> =
         healthy(&c, "/lb/web").await.iter().map(|t| t["id"].as_str().unwrap_or_default().to_string()).collect();
 
@@ -163,7 +160,7 @@ async fn service_ports_and_virtual_hosts_survive_a_rolling_upgrade() {
     let (s, v) = c.call(0, Method::PATCH, "/v2/apps/lb/web", Some(&json!({"env": {"V": "v2"}}))).await.expect("patch");
     assert_eq!(s, StatusCode::OK, "{v}");
     wait_for("the rolling upgrade", Duration::from_secs(90), || async {
-        deployed(&c).await && healthy(&c, "/lb/web").await.len() == 3
+        deployed(&c, "/lb/web").await && healthy(&c, "/lb/web").await.len() == 3
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -472,6 +469,7 @@ async fn a_long_request_to_a_task_being_scaled_away_completes() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let port = v["portDefinitions"][0]["port"].as_u64().expect("service port") as u16;
     wait_for("the task running", Duration::from_secs(30), || async { c.running(0, "/lb/slow").await.len() == 1 }).await;
+    wait_for("the first deployment done", Duration::from_secs(20), || deployed(&c, "/lb/slow")).await;
     let host = c.running(0, "/lb/slow").await[0].1.clone();
     let ran_on = c.node_of_host(&host);
     // Through two other nodes: one service port, one HTTP front.
@@ -506,12 +504,15 @@ async fn a_long_request_to_a_task_being_scaled_away_completes() {
     wait_for("the task gone", Duration::from_secs(40), || async { c.all_tasks(0, "/lb/slow").await == 0 }).await;
     let lines = drain_lines(&c);
     assert!(lines.iter().any(|l| l.contains("drained=true")), "the kill waited for the drain: {lines:?}");
+    // A task running is not yet a finished deployment: a scale during one is refused (409).
+    wait_for("the scale-down deployment done", Duration::from_secs(20), || deployed(&c, "/lb/slow")).await;
 
     // Without anything in flight the kill follows at once (the figure is in the log).
     let (s, v) = c.call(0, Method::PATCH, "/v2/apps/lb/slow", Some(&json!({"instances": 1}))).await.expect("scale");
     assert_eq!(s, StatusCode::OK, "{v}");
     wait_for("the task running again", Duration::from_secs(30), || async { c.running(0, "/lb/slow").await.len() == 1 })
         .await;
+    wait_for("the scale-up deployment done", Duration::from_secs(20), || deployed(&c, "/lb/slow")).await;
     let (s, v) = c.call(0, Method::PATCH, "/v2/apps/lb/slow", Some(&json!({"instances": 0}))).await.expect("scale");
     assert_eq!(s, StatusCode::OK, "{v}");
     wait_for("the task gone again", Duration::from_secs(40), || async { c.all_tasks(0, "/lb/slow").await == 0 }).await;

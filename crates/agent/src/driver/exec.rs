@@ -321,12 +321,18 @@ impl ExecDriver {
                 Err(_) if !dir.join(SPEC_FILE).exists() || self.inner.containers => continue,
                 Err(_) => {}
             }
-            let state = sandbox::read_json::<StateFile>(&dir, STATE_FILE).ok();
+            let mut state = sandbox::read_json::<StateFile>(&dir, STATE_FILE).ok();
             let already = self.inner.tasks().contains_key(&id);
             let live = match &state {
                 Some(st) if st.exit.is_none() && !already => open_live_executor(st),
                 _ => None,
             };
+            if live.is_none() && !already && state.as_ref().is_some_and(|st| st.exit.is_none()) {
+                // The executor may have recorded the end and exited between
+                // the read and the open: only a state still without an end
+                // makes the task an orphan.
+                state = sandbox::read_json::<StateFile>(&dir, STATE_FILE).ok();
+            }
             let task = match state {
                 Some(st) if already || live.is_some() => {
                     if let Some(fd) = live {
