@@ -6,17 +6,12 @@
 //! fsync, one place in an AppendEntries), when a slot frees. A lone writer
 //! goes at once, as its own entry.
 //!
-//! A writer that finds no one waiting and a slot free proposes from its
-//! own task, without the two hand-offs (to the proposer's loop, then to
-//! a task per entry) that a lone write would otherwise pay for nothing.
-//!
 //! Each part of a batch is applied in order as if proposed alone and gets
 //! its own answer; the feed carries each part as its own change.
 
 use crate::command::{Applied, Command};
 use crate::raft_types::Raft;
 use openraft::error::{ClientWriteError, RaftError};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -48,42 +43,26 @@ struct Waiting {
 #[derive(Clone)]
 pub(crate) struct Proposer {
     tx: mpsc::UnboundedSender<Waiting>,
-    raft: Raft,
-    slots: Arc<Semaphore>,
-    /// Commands sent to the loop and not yet taken into a batch.
-    queued: Arc<AtomicUsize>,
 }
 
 impl Proposer {
     pub(crate) fn start(raft: Raft) -> Proposer {
         let (tx, rx) = mpsc::unbounded_channel();
-        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-        let queued = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(run(raft.clone(), rx, slots.clone(), queued.clone()));
-        Proposer { tx, raft, slots, queued }
+        tokio::spawn(run(raft, rx));
+        Proposer { tx }
     }
 
     /// Commits `cmd` through the local Raft node: its answer and log index.
     pub(crate) async fn write(&self, cmd: Command) -> Result<(Applied, u64), ProposeError> {
-        // Alone: go at once. The semaphore is fair, so a slot is free here
-        // only when the loop is not waiting for one with a batch.
-        if self.queued.load(Ordering::Acquire) == 0 {
-            if let Ok(_permit) = self.slots.clone().try_acquire_owned() {
-                return self.raft.client_write(cmd).await.map(|r| (r.data, r.log_id.index)).map_err(refused);
-            }
-        }
         let (reply, rx) = oneshot::channel();
         let stopped = || ProposeError::Failed("the store is shutting down".into());
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        if self.tx.send(Waiting { cmd, reply }).is_err() {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(stopped());
-        }
+        self.tx.send(Waiting { cmd, reply }).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Waiting>, slots: Arc<Semaphore>, queued: Arc<AtomicUsize>) {
+async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Waiting>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         // Waiting for a slot is what lets later commands gather.
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
@@ -94,7 +73,6 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Waiting>, slots: Arc<Se
                 Err(_) => break,
             }
         }
-        queued.fetch_sub(batch.len(), Ordering::AcqRel);
         let raft = raft.clone();
         tokio::spawn(async move {
             submit(&raft, batch).await;
