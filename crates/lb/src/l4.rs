@@ -9,7 +9,10 @@
 //! on every port (`SO_REUSEPORT`, the kernel spreads connections over
 //! them), as HAProxy's threads do: a connection's two sockets are then
 //! served by one thread, with no wake-ups crossing threads, which on the
-//! node's shared runtime cost more than the copying.
+//! node's shared runtime cost more than the copying. The kernel spreads
+//! connections over those listeners by a hash of their addresses, blind to
+//! load: a thread holding more connections than the least loaded one hands
+//! new ones over (`Threads`), as HAProxy's threads share out their accepts.
 
 use crate::table::{Backend, Lb};
 use model::Transport;
@@ -18,13 +21,13 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// How many backends one connection tries.
@@ -42,17 +45,72 @@ pub fn threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4)
 }
 
+/// A thread hands a new connection to the least loaded one when it holds
+/// this many more than that one: a few dozen long-lived connections end up
+/// within a couple of each other per thread, while short ones, whose counts
+/// swing by a few all the time, are seldom moved (a move costs a wake-up
+/// of the other thread and two `epoll_ctl`s).
+const SLACK: usize = 2;
+
+/// The proxy threads' open TCP connections, and the way to hand each a
+/// connection to serve.
+struct Threads {
+    load: Vec<AtomicUsize>,
+    hand: Vec<mpsc::UnboundedSender<Handed>>,
+}
+
+impl Threads {
+    /// The thread that serves a connection thread `me` accepted, counted
+    /// as holding it until the returned guard drops.
+    fn take(self: &Arc<Self>, me: usize) -> Held {
+        let load = |i: usize| self.load[i].load(Ordering::Relaxed);
+        let mut to = me;
+        for i in 0..self.load.len() {
+            if load(i) < load(to) {
+                to = i;
+            }
+        }
+        if load(me) < load(to) + SLACK {
+            to = me;
+        }
+        self.load[to].fetch_add(1, Ordering::Relaxed);
+        Held { threads: self.clone(), thread: to }
+    }
+}
+
+/// A connection one thread hands another: the client, its service port,
+/// and its place in the receiving thread's load.
+type Handed = (std::net::TcpStream, u16, Held);
+
+/// One connection counted in its thread's load.
+struct Held {
+    threads: Arc<Threads>,
+    thread: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.threads.load[self.thread].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Runs `threads()` proxy threads, each with its own listeners following
 /// `ports`; returns when they all ended (`ports` closed).
 pub async fn serve_ports(lb: Arc<Lb>, ports: watch::Receiver<Wanted>) {
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let n = threads();
-    for i in 0..n {
-        let (lb, ports, done) = (lb.clone(), ports.clone(), done_tx.clone());
+    let (hand, handed): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+    let shared = Arc::new(Threads { load: (0..n).map(|_| AtomicUsize::new(0)).collect(), hand });
+    for (i, handed) in handed.into_iter().enumerate() {
+        let (lb, ports, done, shared) = (lb.clone(), ports.clone(), done_tx.clone(), shared.clone());
         let spawned = std::thread::Builder::new().name(format!("lb-{i}")).spawn(move || {
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                // UDP sessions keep their backend per client: one thread has them.
-                Ok(rt) => rt.block_on(serve_ports_here(lb, ports, i == 0)),
+                Ok(rt) => rt.block_on(async move {
+                    let here = Here { lb, threads: shared, me: i };
+                    let taken = tokio::spawn(here.clone().take_handed(handed));
+                    serve_ports_here(here, ports).await;
+                    taken.abort();
+                }),
                 Err(e) => tracing::error!(error = %e, "LB: cannot start a proxy thread"),
             }
             let _ = done.send(());
@@ -70,9 +128,39 @@ pub async fn serve_ports(lb: Arc<Lb>, ports: watch::Receiver<Wanted>) {
     }
 }
 
+/// What a proxy thread serves with.
+#[derive(Clone)]
+struct Here {
+    lb: Arc<Lb>,
+    threads: Arc<Threads>,
+    /// This thread's index in `threads`.
+    me: usize,
+}
+
+impl Here {
+    /// Serves the connections other threads hand this one.
+    async fn take_handed(self, mut handed: mpsc::UnboundedReceiver<Handed>) {
+        while let Some((client, port, held)) = handed.recv().await {
+            match TcpStream::from_std(client) {
+                Ok(client) => {
+                    let lb = self.lb.clone();
+                    tokio::spawn(async move {
+                        proxy(lb, client, port).await;
+                        drop(held);
+                    });
+                }
+                Err(e) => tracing::debug!(error = %e, "LB: cannot serve a handed connection"),
+            }
+        }
+    }
+}
+
 /// One thread's listeners: opens one for every wanted port and closes the
 /// ones no longer wanted.
-async fn serve_ports_here(lb: Arc<Lb>, mut ports: watch::Receiver<Wanted>, udp: bool) {
+async fn serve_ports_here(here: Here, mut ports: watch::Receiver<Wanted>) {
+    let lb = here.lb.clone();
+    // UDP sessions keep their backend per client: one thread has them.
+    let udp = here.me == 0;
     let mut open: HashMap<(u16, Transport), JoinHandle<()>> = HashMap::new();
     loop {
         let wanted: Wanted =
@@ -91,7 +179,7 @@ async fn serve_ports_here(lb: Arc<Lb>, mut ports: watch::Receiver<Wanted>, udp: 
             let addr = SocketAddr::new(lb.cfg.bind, key.0);
             let task = match key.1 {
                 Transport::Tcp => match listen(addr) {
-                    Ok(l) => tokio::spawn(accept_loop(lb.clone(), l, key.0)),
+                    Ok(l) => tokio::spawn(accept_loop(here.clone(), l, key.0)),
                     // Tried again on the next change; the port stays unserved meanwhile.
                     Err(e) => {
                         tracing::warn!(%addr, error = %e, "LB: cannot listen on a TCP service port");
@@ -128,12 +216,24 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-async fn accept_loop(lb: Arc<Lb>, listener: TcpListener, port: u16) {
+async fn accept_loop(here: Here, listener: TcpListener, port: u16) {
     loop {
         match listener.accept().await {
             Ok((client, _)) => {
-                let lb = lb.clone();
-                tokio::spawn(async move { proxy(lb, client, port).await });
+                let held = here.threads.take(here.me);
+                if held.thread != here.me {
+                    let to = held.thread;
+                    // Should either fail, the connection closes uncounted.
+                    if let Ok(client) = client.into_std() {
+                        let _ = here.threads.hand[to].send((client, port, held));
+                    }
+                    continue;
+                }
+                let lb = here.lb.clone();
+                tokio::spawn(async move {
+                    proxy(lb, client, port).await;
+                    drop(held);
+                });
             }
             Err(e) => {
                 tracing::debug!(port, error = %e, "LB: accept failed");

@@ -7,6 +7,12 @@
 //! through both L4 proxies. The pairs run back to back, `--rounds` times,
 //! each round in the other order, so a busy machine's swings land on both
 //! sides: the table shows medians and each pair's ratio per round.
+//!
+//! wrk's closed loop saturates the proxies, so its p99 is mostly how the
+//! OS schedules a few busy processes on shared cores. Beside it, the HTTP
+//! and L4 pairs also run at fixed rates (shares of HAProxy's requests/s in
+//! the first round), open loop, from the bench's own generator
+//! (`bench_lb_load`), whose latencies count from each request's due time.
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -17,6 +23,8 @@ pub struct LbBenchArgs {
     pub seconds: u64,
     pub connections: u32,
     pub rounds: u32,
+    /// Fixed rates to offer, in percent of HAProxy's requests/s.
+    pub rates: Vec<u32>,
 }
 
 const NODE: &str = "127.75.0.1";
@@ -209,6 +217,7 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
     ];
     let mut direct_runs = Vec::new();
     let mut runs: Vec<(Vec<Run>, Vec<Run>)> = pairs.iter().map(|_| (Vec::new(), Vec::new())).collect();
+    let mut fixed: Vec<Fixed> = Vec::new();
     for round in 0..args.rounds.max(1) {
         direct_runs.push(direct.run(args)?);
         for ((_, w, h), (wr, hr)) in pairs.iter().zip(runs.iter_mut()) {
@@ -219,6 +228,25 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
             } else {
                 hr.push(h.run(args)?);
                 wr.push(w.run(args)?);
+            }
+        }
+        if round == 0 {
+            // The keep-alive pairs (HTTP, L4), at rates set by HAProxy's first round.
+            for (pair, (_, hr)) in runs.iter().enumerate().take(2) {
+                for &percent in args.rates.iter().filter(|&&p| p > 0) {
+                    let rate = hr[0].rps * f64::from(percent) / 100.0;
+                    fixed.push(Fixed { pair, percent, rate, wharf: Vec::new(), haproxy: Vec::new() });
+                }
+            }
+        }
+        for f in &mut fixed {
+            let (_, w, h) = &pairs[f.pair];
+            if round % 2 == 0 {
+                f.wharf.push(w.fixed(f.rate, args)?);
+                f.haproxy.push(h.fixed(f.rate, args)?);
+            } else {
+                f.haproxy.push(h.fixed(f.rate, args)?);
+                f.wharf.push(w.fixed(f.rate, args)?);
             }
         }
     }
@@ -242,6 +270,19 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
         })
         .collect();
     println!("wharf/haproxy requests/s, median (per round): {}", ratios.join("; "));
+    let p99s: Vec<String> = pairs
+        .iter()
+        .zip(&runs)
+        .map(|((label, _, _), (wr, hr))| {
+            let per_round: Vec<f64> = wr.iter().zip(hr).map(|(w, h)| w.p99 / h.p99).collect();
+            let shown: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
+            format!("{label} {:.2}x ({})", median(&per_round), shown.join(", "))
+        })
+        .collect();
+    println!("wharf/haproxy p99 (below 1 is better), median (per round): {}", p99s.join("; "));
+    if !fixed.is_empty() {
+        print_fixed(&pairs, &fixed, args);
+    }
     println!("load average after: {}", loadavg());
     failover(dir, base, &http, &nginx).await
 }
@@ -326,6 +367,60 @@ async fn failover(
     Ok(())
 }
 
+/// The fixed-rate table: each rate's runs per proxy, and the p99 ratios.
+fn print_fixed(pairs: &[(&str, Row, Row)], fixed: &[Fixed], args: &LbBenchArgs) {
+    println!(
+        "== fixed rate, open loop (bench's own generator: 1 thread, {} keep-alive connections, {} s each; latency from each request's due time), rates in percent of haproxy's requests/s in round 1",
+        args.connections, args.seconds
+    );
+    println!("| path | offered req/s | achieved req/s | p50 | p99 | p99.9 | errors |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for f in fixed {
+        let (_, w, h) = &pairs[f.pair];
+        for (name, runs) in [(w.name, &f.wharf), (h.name, &f.haproxy)] {
+            let med = |g: fn(&FixedRun) -> f64| median(&runs.iter().map(g).collect::<Vec<_>>());
+            println!(
+                "| {name} @ {}% | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {} |",
+                f.percent,
+                f.rate,
+                med(|r| r.achieved),
+                med(|r| r.p50),
+                med(|r| r.p99),
+                med(|r| r.p999),
+                runs.iter().map(|r| r.errors).sum::<u64>()
+            );
+        }
+    }
+    let ratios: Vec<String> = fixed
+        .iter()
+        .map(|f| {
+            let per_round: Vec<f64> = f.wharf.iter().zip(&f.haproxy).map(|(w, h)| w.p99 / h.p99).collect();
+            let shown: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
+            format!("{} {}% {:.2}x ({})", pairs[f.pair].0, f.percent, median(&per_round), shown.join(", "))
+        })
+        .collect();
+    println!("wharf/haproxy p99 at a fixed rate (below 1 is better), median (per round): {}", ratios.join("; "));
+}
+
+/// One fixed rate offered to both proxies of a pair, and their runs.
+struct Fixed {
+    /// Index in the pairs (HTTP, L4).
+    pair: usize,
+    percent: u32,
+    rate: f64,
+    wharf: Vec<FixedRun>,
+    haproxy: Vec<FixedRun>,
+}
+
+/// One fixed-rate run of a row.
+struct FixedRun {
+    achieved: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    errors: u64,
+}
+
 /// One path wrk measures, and the proxy process whose CPU it reports.
 struct Row {
     name: &'static str,
@@ -354,6 +449,26 @@ impl Row {
             _ => None,
         };
         Ok(Run { rps: r.rps, p50: r.p50, p99: r.p99, errors: r.errors, cpu_us })
+    }
+
+    /// A fixed-rate run over keep-alive connections.
+    fn fixed(&self, rate: f64, args: &LbBenchArgs) -> anyhow::Result<FixedRun> {
+        let authority = self.url.trim_start_matches("http://").trim_end_matches('/');
+        let addr = authority.parse().with_context(|| format!("not an address: {authority}"))?;
+        let o = crate::bench_lb_load::run(crate::bench_lb_load::Spec {
+            addr,
+            host: self.host.unwrap_or(authority).to_string(),
+            rate,
+            connections: args.connections as usize,
+            duration: Duration::from_secs(args.seconds),
+        })?;
+        Ok(FixedRun {
+            achieved: o.achieved,
+            p50: o.percentile_ms(50.0),
+            p99: o.percentile_ms(99.0),
+            p999: o.percentile_ms(99.9),
+            errors: o.errors(),
+        })
     }
 }
 

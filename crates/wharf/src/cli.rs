@@ -740,6 +740,11 @@ pub enum BenchCommand {
         /// round in the other order); the table shows medians.
         #[arg(long, default_value_t = 3)]
         rounds: u32,
+        /// Fixed rates (open loop) offered through the HTTP front and the L4
+        /// port beside HAProxy, in percent of HAProxy's requests/s in the
+        /// first round; `--rates 0` for none.
+        #[arg(long, value_delimiter = ',', default_value = "50,80")]
+        rates: Vec<u32>,
     },
     /// Following a chatty task's log: lines/s `logs -f` keeps up with
     /// (every line checked), beside `docker logs -f` of the same program.
@@ -863,8 +868,8 @@ pub async fn dispatch(cli: Cli, matches: ArgMatches) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Health { rounds, tasks }) => crate::bench::health(rounds, tasks).await,
         Command::Bench(BenchCommand::Jobs { runs, jobs, minutes }) => crate::bench_jobs::run(runs, jobs, minutes).await,
-        Command::Bench(BenchCommand::Lb { seconds, connections, rounds }) => {
-            crate::bench_lb::run(crate::bench_lb::LbBenchArgs { seconds, connections, rounds }).await
+        Command::Bench(BenchCommand::Lb { seconds, connections, rounds, rates }) => {
+            crate::bench_lb::run(crate::bench_lb::LbBenchArgs { seconds, connections, rounds, rates }).await
         }
         Command::Bench(BenchCommand::Logs { lines, log_max_size, log_files }) => {
             let args = crate::bench_logs::LogsBenchArgs { lines, max_size: log_max_size, files: log_files };

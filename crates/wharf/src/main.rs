@@ -13,6 +13,7 @@ mod bench_dns;
 mod bench_etcd;
 mod bench_jobs;
 mod bench_lb;
+mod bench_lb_load;
 mod bench_logs;
 mod bench_oci;
 mod bench_scale;
