@@ -189,6 +189,7 @@ impl Store {
         let metrics = StoreMetrics::default();
         let log = LogStore::new(db.clone(), node_id, metrics.clone())?;
         let durable = log.durable();
+        let durable_gate = durable.clone();
         let committed = log.committed_handle();
         let sm = StateMachine::open(db, state.clone(), feed.clone(), metrics.clone())?;
         let config = openraft::Config {
@@ -218,7 +219,7 @@ impl Store {
             Raft::new(node_id, Arc::new(config), Network::new(client.clone(), metrics.clone(), durable), log, sm)
                 .await
                 .map_err(|e| StoreError::Raft(e.to_string()))?;
-        let leadership = spawn_leadership_watch(&raft, node_id);
+        let leadership = spawn_leadership_watch(&raft, node_id, durable_gate);
         let proposer = Proposer::start(raft.clone());
         Ok(Store {
             raft,
@@ -432,13 +433,18 @@ impl Store {
     }
 }
 
-fn spawn_leadership_watch(raft: &Raft, me: u64) -> tokio_watch::Receiver<Leadership> {
+/// Follows openraft's metrics: who leads, for `Store::leadership`, and the
+/// voters, for the commit gates (`log_store::Durable`).
+fn spawn_leadership_watch(raft: &Raft, me: u64, durable: log_store::Durable) -> tokio_watch::Receiver<Leadership> {
     let (tx, rx) = tokio_watch::channel(Leadership::default());
     let mut metrics = raft.metrics();
     tokio::spawn(async move {
         loop {
             let l = {
                 let m = metrics.borrow_and_update();
+                let membership = m.membership_config.membership();
+                let single = membership.get_joint_config().len() == 1;
+                durable.set_voters(*m.membership_config.log_id(), single.then(|| membership.voter_ids().collect()));
                 let leader_rpc = m
                     .current_leader
                     .and_then(|id| m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()));

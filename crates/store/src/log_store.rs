@@ -19,18 +19,23 @@
 //! leader's fsync and the follower's one after another on every write.
 //! Raft allows the leader to write its log in parallel with replication
 //! (Ongaro's thesis, 10.2.1) as long as nothing treats an entry as
-//! committed before a majority, leader included, holds it on disk. Two
-//! gates keep that true: `save_committed`, which openraft awaits before it
-//! applies anything (and so before any client is answered), waits until
-//! the leader's early-acknowledged entries up to the commit index are
-//! durable; and the network (`network::PeerClient`) waits the same way
-//! before it tells followers a commit index. Followers answer honestly.
+//! committed before a majority of the voters holds it on disk; openraft
+//! counts the leader's early acknowledgement, so the leader's copy counts
+//! only once it is durable. Two gates keep that true: `save_committed`,
+//! which openraft awaits before it applies anything (and so before any
+//! client is answered), and the network (`network::PeerClient`), before it
+//! tells followers a commit index, both wait until the leader's
+//! early-acknowledged entries up to the commit index are on disk on a
+//! majority: the leader's own copy once its fsync is done, or, sooner when
+//! the leader's disk is the slow one, a majority of the voters among the
+//! followers, whose AppendEntries answers (`Durable::acked`) come only
+//! after their fsync. Followers answer honestly.
 
 use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,38 +83,133 @@ pub struct LogStore {
     durable: Durable,
 }
 
-/// What the writer has made durable, for those that must not act on an
-/// entry acknowledged early before it is on disk (cheap to clone).
+/// Where the entries this node acknowledged early are on disk, for those
+/// that must not act on one before a majority holds it (cheap to clone).
 #[derive(Clone)]
 pub(crate) struct Durable {
-    /// The last log index the writer has made durable (exact: lowered by a
-    /// truncate), or that the log store failed (then nothing more will be).
+    /// What the writer has made durable and what followers acknowledged.
     written: Arc<tokio::sync::watch::Sender<Written>>,
     /// The highest index acknowledged to openraft before its fsync.
     early: Arc<AtomicU64>,
+    /// The term in which this node last acknowledged its own entries early.
+    early_term: Arc<AtomicU64>,
+    /// This node's id.
+    me: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Written {
+    /// The last log index the writer has made durable (exact: lowered by a
+    /// truncate).
     upto: u64,
+    /// The log store failed: nothing more will be durable.
     failed: bool,
+    /// Per follower, the last entry it answered an AppendEntries for (so
+    /// it holds everything up to it, on disk, as this leader's log has it).
+    acked: BTreeMap<u64, LogId>,
+    /// The voters while a single configuration is in force; `None` while
+    /// unknown or joint, when only the leader's own copy opens a gate.
+    voters: Option<BTreeSet<u64>>,
+    /// The log id of the membership entry `voters` comes from: an older
+    /// view (openraft's metrics trail the log) never replaces a newer one.
+    voters_at: Option<LogId>,
+}
+
+impl Written {
+    /// Whether the early-acknowledged entries up to `target`, written by
+    /// this node as leader of `term`, are on disk on a majority: the
+    /// leader's own copy, or a majority of the voters without it.
+    fn on_majority(&self, target: u64, term: u64, me: u64) -> bool {
+        if self.upto >= target {
+            return true;
+        }
+        let Some(voters) = &self.voters else { return false };
+        // An answer covers the leader's entries only for the leader's own
+        // term: one leader per term, so the follower's log up to it is
+        // this log (Log Matching), and entries up to `target` were not cut
+        // since (a truncate lowers `early`, and so `target`, below the cut).
+        let holders = voters
+            .iter()
+            .filter(|v| **v != me)
+            .filter_map(|v| self.acked.get(v))
+            .filter(|a| a.leader_id.term == term && a.leader_id.node_id == me && a.index >= target)
+            .count();
+        holders > voters.len() / 2
+    }
 }
 
 impl Durable {
-    fn new() -> Durable {
-        Durable { written: Arc::new(tokio::sync::watch::channel(Written::default()).0), early: Arc::default() }
+    fn new(me: u64) -> Durable {
+        Durable {
+            written: Arc::new(tokio::sync::watch::channel(Written::default()).0),
+            early: Arc::default(),
+            early_term: Arc::default(),
+            me,
+        }
     }
 
     /// Waits until every entry up to `index` that was acknowledged early is
-    /// durable; at once when none was. An error when the log store failed.
+    /// on disk on a majority; at once when none was. An error when the log
+    /// store failed.
     pub(crate) async fn wait(&self, index: u64) -> Result<(), std::io::Error> {
         let target = index.min(self.early.load(Ordering::Acquire));
+        let term = self.early_term.load(Ordering::Acquire);
         let mut rx = self.written.subscribe();
-        let seen = rx.wait_for(|w| w.failed || w.upto >= target).await.map_err(std::io::Error::other)?;
+        let seen =
+            rx.wait_for(|w| w.failed || w.on_majority(target, term, self.me)).await.map_err(std::io::Error::other)?;
         if seen.failed {
             return Err(std::io::Error::other("the Raft log could not be written"));
         }
         Ok(())
+    }
+
+    /// Records that follower `target` answered an AppendEntries up to
+    /// `last`: followers answer only once it is on their disk.
+    pub(crate) fn acked(&self, target: u64, last: LogId) {
+        self.written.send_if_modified(|w| match w.acked.get(&target) {
+            Some(seen) if *seen >= last => false,
+            _ => {
+                w.acked.insert(target, last);
+                true
+            }
+        });
+    }
+
+    /// The voters of the membership entry at `at`; `None` while a
+    /// configuration change is under way (joint). Ignored when a newer
+    /// membership entry was seen.
+    pub(crate) fn set_voters(&self, at: Option<LogId>, voters: Option<BTreeSet<u64>>) {
+        self.written.send_if_modified(|w| {
+            if at < w.voters_at || (at == w.voters_at && voters == w.voters) {
+                return false;
+            }
+            w.voters_at = at;
+            w.voters = voters;
+            true
+        });
+    }
+
+    /// The voters of a membership entry this node appends, before openraft
+    /// hears the entry is stored (so no gate counts with the old voters).
+    fn membership_appended(&self, entries: &[Entry]) {
+        for e in entries {
+            if let EntryPayload::Membership(m) = &e.payload {
+                let single = m.get_joint_config().len() == 1;
+                self.set_voters(Some(e.log_id), single.then(|| m.voter_ids().collect()));
+            }
+        }
+    }
+
+    /// After a truncate at `index`: a membership entry cut off no longer
+    /// counts; until openraft's metrics tell the one in force again, only
+    /// the leader's own copy opens a gate.
+    fn truncated(&self, index: u64) {
+        self.written.send_modify(|w| {
+            if w.voters_at.is_some_and(|at| at.index >= index) {
+                w.voters_at = None;
+                w.voters = None;
+            }
+        });
     }
 }
 
@@ -244,7 +344,7 @@ impl LogStore {
         tx.commit()?;
         let pending: Pending = Arc::default();
         let (writer, rx) = mpsc::channel();
-        let durable = Durable::new();
+        let durable = Durable::new(me);
         let (db2, p2, d2) = (db.clone(), pending.clone(), durable.clone());
         std::thread::Builder::new()
             .name("raft-log-writer".into())
@@ -262,7 +362,9 @@ impl LogStore {
     /// They count as early before openraft hears of them, so no commit gate
     /// can miss them.
     fn append_early(&self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        self.durable.membership_appended(&entries);
         if let Some(last) = entries.last() {
+            self.durable.early_term.store(last.log_id.leader_id.term, Ordering::Release);
             self.durable.early.fetch_max(last.log_id.index, Ordering::AcqRel);
         }
         self.writer.send(Op::Append(entries, None)).map_err(|_| write_err(std::io::Error::other("log writer stopped")))
@@ -449,6 +551,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Ok(()));
             return Ok(());
         }
+        self.durable.membership_appended(&entries);
         self.writer
             .send(Op::Append(entries, Some(callback)))
             .map_err(|_| write_err(std::io::Error::other("log writer stopped")))
@@ -461,6 +564,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Everything queued is durable now; what follows the cut is gone.
         let below = log_id.index.saturating_sub(1);
+        self.durable.truncated(log_id.index);
         self.durable.early.fetch_min(below, Ordering::AcqRel);
         self.durable.written.send_modify(|w| w.upto = w.upto.min(below));
         let tx = self.db.begin_write().map_err(write_err)?;
@@ -579,6 +683,38 @@ mod tests {
         let tx = db.begin_read().expect("a read transaction");
         let table = tx.open_table(super::LOGS).expect("the log table");
         assert!(table.get(2).expect("read").is_some(), "the entry is on disk once the gate opens");
+    }
+
+    #[tokio::test]
+    async fn the_commit_gate_opens_once_a_majority_of_voters_hold_the_entries_on_disk() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let db = Arc::new(redb::Database::create(dir.path().join("state.redb")).expect("a database"));
+        let log = LogStore::keeping(db.clone(), 1, 16, StoreMetrics::default()).expect("a log store");
+        let durable = log.durable();
+        let membership_at = |index| Some(blank(3, 1, index).log_id);
+        durable.set_voters(membership_at(1), Some([1, 2, 3].into()));
+        // The leader's own fsync never finishes while this is held.
+        let _blocker = db.begin_write().expect("a write transaction");
+        log.append_early(vec![blank(3, 1, 2), blank(3, 1, 3)]).expect("handed to the writer");
+        let gate = durable.wait(3);
+        tokio::pin!(gate);
+        durable.acked(2, blank(3, 1, 3).log_id);
+        assert!(futures::poll!(&mut gate).is_pending(), "one follower of three is no majority without the leader");
+        durable.acked(4, blank(3, 1, 3).log_id);
+        assert!(futures::poll!(&mut gate).is_pending(), "a learner's copy does not count");
+        durable.acked(3, blank(2, 1, 3).log_id);
+        assert!(futures::poll!(&mut gate).is_pending(), "an answer from an older term says nothing of this log");
+        durable.set_voters(membership_at(0), Some([1, 2, 4].into()));
+        assert!(futures::poll!(&mut gate).is_pending(), "an older membership does not replace a newer one");
+        durable.acked(3, blank(3, 1, 2).log_id);
+        assert!(futures::poll!(&mut gate).is_pending(), "the follower holds only part of what is to commit");
+        durable.acked(3, blank(3, 1, 3).log_id);
+        assert!(futures::poll!(&mut gate).is_ready(), "two of three voters hold it on disk");
+        durable.set_voters(membership_at(4), None);
+        assert!(
+            futures::poll!(Box::pin(durable.wait(3))).is_pending(),
+            "during a configuration change only the leader's own copy opens the gate"
+        );
     }
 
     #[test]

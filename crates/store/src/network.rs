@@ -108,12 +108,20 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         let (started, entries) = (std::time::Instant::now(), rpc.entries.len());
-        // A follower applies what the leader calls committed: only once
-        // the leader's own copy is durable too (a majority on disk).
+        // A follower applies what the leader calls committed: only once a
+        // majority holds it on disk (see `log_store::Durable`).
         if let Some(c) = rpc.leader_commit {
             self.durable.wait(c.index).await.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         }
+        let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
         let res = self.call("append", &rpc, option.hard_ttl()).await;
+        // The follower answers after its fsync: what it now holds on disk
+        // counts towards a majority before the leader's own fsync is done.
+        match (&res, last) {
+            (Ok(AppendEntriesResponse::Success), Some(last)) => self.durable.acked(self.target, last),
+            (Ok(AppendEntriesResponse::PartialSuccess(Some(m))), _) => self.durable.acked(self.target, *m),
+            _ => {}
+        }
         if entries > 0 && res.is_ok() {
             self.metrics.append_rpc_seconds.observe(started.elapsed().as_secs_f64());
             self.metrics.append_rpc_entries.observe(entries as f64);
