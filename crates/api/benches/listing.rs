@@ -7,7 +7,7 @@
 
 use api::listing::{AppsQuery, Pieces};
 use marathon::Embed;
-use model::{App, AppId, ClusterState, LaunchBackoff, NodeId, Resources, Task, TaskId, TaskState, UnixMillis};
+use model::{App, AppId, ClusterState, NodeId, Resources, Task, TaskId, TaskState, UnixMillis};
 use std::time::Instant;
 
 fn state(apps: usize, per_app: usize) -> ClusterState {
@@ -21,16 +21,7 @@ fn state(apps: usize, per_app: usize) -> ClusterState {
         };
         let id = spec.id.clone();
         let at = UnixMillis(1_700_000_000_000 + a as i64);
-        let app = App {
-            spec,
-            version: at,
-            last_config_change_at: at,
-            last_scaling_at: at,
-            backoff: LaunchBackoff::default(),
-            last_task_failure: None,
-            deleting: false,
-            resident: Default::default(),
-        };
+        let app = App::new(spec, at);
         s.apps.insert(id.clone(), app);
         for n in 0..per_app {
             s.tasks.insert(task(&id, (a * per_app + n) as u128, at));

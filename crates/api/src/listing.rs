@@ -352,21 +352,12 @@ fn piece_or_render<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::{Deployment, DeploymentId, LaunchBackoff, NodeId, Resources, TaskFailure, TaskId, UnixMillis};
+    use model::{Deployment, DeploymentId, NodeId, Resources, TaskFailure, TaskId, UnixMillis};
     use serde_json::json;
 
     fn app(body: serde_json::Value, at: i64) -> App {
         let spec = marathon::app_from_value(body, "").unwrap_or_else(|e| panic!("{}", e.to_json()));
-        App {
-            spec,
-            version: UnixMillis(at),
-            last_config_change_at: UnixMillis(at),
-            last_scaling_at: UnixMillis(at),
-            backoff: LaunchBackoff::default(),
-            last_task_failure: None,
-            deleting: false,
-            resident: Default::default(),
-        }
+        App::new(spec, UnixMillis(at))
     }
 
     fn task(app: &AppId, n: u128, state: TaskState) -> Task {

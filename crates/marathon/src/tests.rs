@@ -36,16 +36,7 @@ fn rejected_at(v: Value, path: &str) -> ApiError {
 }
 
 fn app_of(spec: AppSpec) -> App {
-    App {
-        spec,
-        version: UnixMillis(1_440_628_404_225),
-        last_config_change_at: UnixMillis(1_440_628_404_225),
-        last_scaling_at: UnixMillis(1_440_628_404_225),
-        backoff: LaunchBackoff::default(),
-        last_task_failure: None,
-        deleting: false,
-        resident: Default::default(),
-    }
+    App::new(spec, UnixMillis(1_440_628_404_225))
 }
 
 fn render_spec(spec: &AppSpec) -> Value {

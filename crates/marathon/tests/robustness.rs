@@ -6,7 +6,7 @@
 
 use marathon::groups::parse_group;
 use marathon::{app_from_value, merge_app, parse_app, render_app, Embed};
-use model::{App, AppId, AppSpec, ClusterState, LaunchBackoff, UnixMillis};
+use model::{App, AppId, AppSpec, ClusterState, UnixMillis};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -144,16 +144,7 @@ fn app_json() -> impl Strategy<Value = Value> {
 }
 
 fn rendered(spec: AppSpec) -> Value {
-    let app = App {
-        spec,
-        version: UnixMillis(1_000),
-        last_config_change_at: UnixMillis(1_000),
-        last_scaling_at: UnixMillis(1_000),
-        backoff: LaunchBackoff::default(),
-        last_task_failure: None,
-        deleting: false,
-        resident: Default::default(),
-    };
+    let app = App::new(spec, UnixMillis(1_000));
     render_app(&app, &ClusterState::default(), &Embed::default())
 }
 

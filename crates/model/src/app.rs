@@ -421,6 +421,23 @@ pub struct App {
     pub resident: BTreeMap<uuid::Uuid, ResidentInstance>,
 }
 
+impl App {
+    /// A new app created at `at`: every stamp `at`, no backoff, no failure,
+    /// no resident instances yet.
+    pub fn new(spec: AppSpec, at: UnixMillis) -> Self {
+        App {
+            spec,
+            version: at,
+            last_config_change_at: at,
+            last_scaling_at: at,
+            backoff: LaunchBackoff::default(),
+            last_task_failure: None,
+            deleting: false,
+            resident: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 pub struct LaunchBackoff {
     pub delay_seconds: f64,

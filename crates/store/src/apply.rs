@@ -292,16 +292,7 @@ fn put_app(state: &mut ClusterState, spec: &AppSpec, at: UnixMillis, deployment:
             existing.version = at;
             existing
         }
-        _ => App {
-            spec,
-            version: at,
-            last_config_change_at: at,
-            last_scaling_at: at,
-            backoff: LaunchBackoff::default(),
-            last_task_failure: None,
-            deleting: false,
-            resident: Default::default(),
-        },
+        _ => App::new(spec, at),
     };
     state.apps.insert(app.spec.id.clone(), app.clone());
     record_version(state, &app);

@@ -12,16 +12,7 @@ use std::sync::Arc;
 /// A stored app from Marathon's JSON, at version 1.
 pub fn app(json: &str) -> App {
     let spec = marathon::parse_app(json.as_bytes()).expect("app parses");
-    App {
-        spec,
-        version: UnixMillis(1),
-        last_config_change_at: UnixMillis(1),
-        last_scaling_at: UnixMillis(1),
-        backoff: Default::default(),
-        last_task_failure: None,
-        deleting: false,
-        resident: Default::default(),
-    }
+    App::new(spec, UnixMillis(1))
 }
 
 /// An LB whose service port 10000 (app `/web`, virtual host `web.example`)
