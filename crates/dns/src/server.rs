@@ -194,15 +194,6 @@ impl Dns {
 /// bound, so a busy feed cannot hold a node change back for long).
 const MAX_COALESCED: usize = 1024;
 
-/// The next endpoint update if one is ready now, without waiting.
-async fn ready_now(endpoints: &mut store::EndpointStream) -> Option<EndpointUpdate> {
-    tokio::select! {
-        biased;
-        u = endpoints.next() => u,
-        () = std::future::ready(()) => None,
-    }
-}
-
 /// Keeps the zone in step with the store: endpoint updates as they come,
 /// and the master records whenever the leader or the Raft voters change. Ends only when the
 /// store does.
@@ -224,7 +215,7 @@ pub async fn follow(store: Arc<Store>, dns: Arc<Dns>) {
                     // the deploy that followed placed tasks.
                     let mut batch = vec![u];
                     while batch.len() < MAX_COALESCED {
-                        match ready_now(&mut endpoints).await {
+                        match endpoints.next_ready().await {
                             Some(u) => batch.push(u),
                             None => break,
                         }

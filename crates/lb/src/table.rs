@@ -457,15 +457,6 @@ impl Lb {
 /// cannot hold the routes back for long).
 const MAX_COALESCED: usize = 1024;
 
-/// The next endpoint update if one is ready now, without waiting.
-async fn ready_now(stream: &mut store::EndpointStream) -> Option<EndpointUpdate> {
-    tokio::select! {
-        biased;
-        u = stream.next() => u,
-        () = std::future::ready(()) => None,
-    }
-}
-
 /// Keeps the table in step with the store; ends when the store does.
 pub async fn follow(store: Arc<store::Store>, lb: Arc<Lb>, ports: Arc<tokio::sync::watch::Sender<crate::l4::Wanted>>) {
     let mut stream = store.endpoints();
@@ -474,7 +465,7 @@ pub async fn follow(store: Arc<store::Store>, lb: Arc<Lb>, ports: Arc<tokio::syn
         // are rebuilt once for all of them, and the ports compared once.
         let mut batch = vec![u];
         while batch.len() < MAX_COALESCED {
-            match ready_now(&mut stream).await {
+            match stream.next_ready().await {
                 Some(u) => batch.push(u),
                 None => break,
             }

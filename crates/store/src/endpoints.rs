@@ -59,6 +59,16 @@ impl EndpointStream {
         EndpointStream { feed, initial: Some(state), tracker: Tracker::default() }
     }
 
+    /// The next update if one is ready now, without waiting (`None` also
+    /// when nothing is): for folding every queued update in at once.
+    pub async fn next_ready(&mut self) -> Option<EndpointUpdate> {
+        tokio::select! {
+            biased;
+            u = self.next() => u,
+            () = std::future::ready(()) => None,
+        }
+    }
+
     /// The next update with something in it; `None` once the store is gone.
     pub async fn next(&mut self) -> Option<EndpointUpdate> {
         if let Some(state) = self.initial.take() {
