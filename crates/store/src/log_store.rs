@@ -43,8 +43,8 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReade
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
-use std::path::Path;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -624,15 +624,15 @@ mod tests {
     use super::LogStore;
     use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
     use crate::state_machine::StateMachine;
+    use crate::wal::SEGMENT_SIZE;
     use crate::watch::Feed;
     use crate::StoreMetrics;
     use model::ClusterState;
     use openraft::storage::RaftLogStorage;
     use openraft::testing::{StoreBuilder, Suite};
+    use openraft::RaftLogReader;
     use openraft::{CommittedLeaderId, EntryPayload};
     use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
-    use crate::wal::SEGMENT_SIZE;
-    use openraft::RaftLogReader;
     use redb::ReadableDatabase;
     use std::sync::Arc;
 
@@ -656,8 +656,15 @@ mod tests {
             let db = Arc::new(db);
             let state = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
             let metrics = StoreMetrics::default();
-            let log = LogStore::keeping(db.clone(), &dir.path().join("raft-log"), self.me, self.keep, self.segment, metrics.clone())
-                .map_err(err)?;
+            let log = LogStore::keeping(
+                db.clone(),
+                &dir.path().join("raft-log"),
+                self.me,
+                self.keep,
+                self.segment,
+                metrics.clone(),
+            )
+            .map_err(err)?;
             let sm = StateMachine::open(db, state.clone(), Feed::new(state), metrics).map_err(err)?;
             Ok((dir, log, sm))
         }
@@ -692,7 +699,8 @@ mod tests {
                 other => break Arc::new(other.expect("a database")),
             }
         };
-        LogStore::keeping(db, &dir.join("raft-log"), me, 16, SEGMENT_SIZE, StoreMetrics::default()).expect("a log store")
+        LogStore::keeping(db, &dir.join("raft-log"), me, 16, SEGMENT_SIZE, StoreMetrics::default())
+            .expect("a log store")
     }
 
     #[tokio::test]
@@ -719,7 +727,10 @@ mod tests {
         for _ in 0..2 {
             let mut log = open(dir.path(), 1);
             let read = log.try_get_log_entries(0..).await.expect("read");
-            assert_eq!(read.iter().map(|e| e.log_id).collect::<Vec<_>>(), entries.iter().map(|e| e.log_id).collect::<Vec<_>>());
+            assert_eq!(
+                read.iter().map(|e| e.log_id).collect::<Vec<_>>(),
+                entries.iter().map(|e| e.log_id).collect::<Vec<_>>()
+            );
             assert_eq!(log.read_committed().await.expect("commit index"), committed);
             assert_eq!(log.get_log_state().await.expect("state").last_log_id, Some(blank(2, 1, 5).log_id));
             let tx = log.db.begin_read().expect("a read transaction");
@@ -740,6 +751,9 @@ mod tests {
         assert!(!log.own_as_leader(&[blank(4, 2, 1)]), "a follower's entries are acknowledged after their fsync");
     }
 
+    // The log file's lock is held across polls on purpose: it stalls the
+    // writer thread, not this task.
+    #[allow(clippy::await_holding_lock)]
     #[tokio::test]
     async fn the_commit_gate_holds_until_early_acknowledged_entries_are_on_disk() {
         let dir = tempfile::tempdir().expect("a temp dir");
@@ -762,6 +776,9 @@ mod tests {
         assert_eq!(on_disk.len(), 1, "the entry is on disk once the gate opens");
     }
 
+    // The log file's lock is held across polls on purpose: it stalls the
+    // writer thread, not this task.
+    #[allow(clippy::await_holding_lock)]
     #[tokio::test]
     async fn the_commit_gate_opens_once_a_majority_of_voters_hold_the_entries_on_disk() {
         let dir = tempfile::tempdir().expect("a temp dir");

@@ -240,14 +240,7 @@ impl Wal {
                 wal.committed = s.committed;
             }
             cut = s.cut;
-            wal.segments.push(Segment {
-                seq,
-                path,
-                file: Arc::new(file),
-                end: s.end,
-                capacity,
-                entries: s.entries,
-            });
+            wal.segments.push(Segment { seq, path, file: Arc::new(file), end: s.end, capacity, entries: s.entries });
         }
         if cut {
             sync_dir(dir)?;
@@ -336,7 +329,8 @@ impl Wal {
     fn roll(&mut self) -> Result<(), WalError> {
         let seq = self.segments.last().map_or(0, |s| s.seq + 1);
         let path = segment_path(&self.dir, seq);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(io(&path))?;
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(io(&path))?;
         preallocate(&file, self.segment_size).map_err(io(&path))?;
         file.sync_all().map_err(io(&path))?;
         sync_dir(&self.dir)?;
@@ -390,9 +384,7 @@ impl Wal {
     fn drop_purged(&mut self) -> Result<(), WalError> {
         let Some(purged) = self.purged else { return Ok(()) };
         let mut dropped = false;
-        while self.segments.len() > 1
-            && self.segments[0].entries.last().is_none_or(|l| l.id.index <= purged)
-        {
+        while self.segments.len() > 1 && self.segments[0].entries.last().is_none_or(|l| l.id.index <= purged) {
             let seg = self.segments.remove(0);
             std::fs::remove_file(&seg.path).map_err(io(&seg.path))?;
             dropped = true;
@@ -479,8 +471,7 @@ mod tests {
     }
 
     fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-        let mut v: Vec<_> =
-            std::fs::read_dir(dir).expect("dir").map(|e| e.expect("entry").path()).collect();
+        let mut v: Vec<_> = std::fs::read_dir(dir).expect("dir").map(|e| e.expect("entry").path()).collect();
         v.sort();
         v
     }
