@@ -1,6 +1,6 @@
 //! The cluster's replicated state: openraft over redb.
 //!
-//! Owns: the Raft log (`log_store`), the state machine and its snapshots
+//! Owns: the Raft log (`log_store`, its entries in the log file `wal`), the state machine and its snapshots
 //! (`state_machine`), the pure transition function (`apply`), the change feed
 //! (`watch`) and the node-to-node RPC (`network`).
 //!
