@@ -304,8 +304,10 @@ impl Wal {
         if self.segments.is_empty() {
             self.roll()?;
         }
-        let dir = self.dir.clone();
-        self.segments.last_mut().ok_or_else(|| WalError::Io { path: dir, source: std::io::Error::other("no segment") })
+        let last = self.segments.len().saturating_sub(1);
+        self.segments
+            .get_mut(last)
+            .ok_or_else(|| WalError::Io { path: self.dir.clone(), source: std::io::Error::other("no segment") })
     }
 
     /// Writes the batch's records at the end of the last segment.
@@ -553,25 +555,31 @@ mod tests {
         let last_at = wal.segments[0].entries[19].at;
         drop(wal);
         let path = segments(dir.path())[0].clone();
-        let f = std::fs::OpenOptions::new().write(true).open(&path).expect("segment");
-        // A crash mid-batch: garbage after the last record, and a later
-        // page of the batch on disk while an earlier one is not.
-        f.write_all_at(&[0xAB; 300], end).expect("garbage");
-        f.write_all_at(b"{\"log_id\":", end + 4000).expect("stray page");
-        drop(f);
+        let write_at = |bytes: &[u8], at: u64| {
+            let f = std::fs::OpenOptions::new().write(true).open(&path).expect("segment");
+            f.write_all_at(bytes, at).expect("write");
+        };
+        let zeros_after = |valid: u64| std::fs::read(&path).expect("read")[valid as usize..].iter().all(|b| *b == 0);
+        // A crash mid-batch where a later page of the batch reached the
+        // disk and the first did not: zeros, then a stray record's bytes.
+        write_at(b"{\"log_id\":", end + 4000);
         let mut wal = Wal::open(dir.path(), 1 << 20, None).expect("reopen");
         assert_eq!(ids(&wal.read(0, None).expect("read")), ids(&run(1, 1, 20)));
+        assert!(zeros_after(end), "the stray page is zeroed");
         append(&mut wal, &run(1, 21, 22)).expect("append after the cut");
+        let end = wal.segments[0].end;
+        drop(wal);
+        // Garbage right after the last record.
+        write_at(&[0xAB; 300], end);
+        let wal = Wal::open(dir.path(), 1 << 20, None).expect("reopen");
+        assert_eq!(ids(&wal.read(0, None).expect("read")), ids(&run(1, 1, 22)));
+        assert!(zeros_after(end), "the garbage is zeroed");
         drop(wal);
         // A record torn in its middle (its checksum fails) is cut with
         // everything after it.
-        let f = std::fs::OpenOptions::new().write(true).open(&path).expect("segment");
-        f.write_all_at(b"X", last_at + 12).expect("corrupt one byte");
-        drop(f);
+        write_at(b"X", last_at + 12);
         let wal = Wal::open(dir.path(), 1 << 20, None).expect("reopen");
         assert_eq!(ids(&wal.read(0, None).expect("read")), ids(&run(1, 1, 19)));
-        let data = std::fs::read(&path).expect("read");
-        let valid = wal.segments[0].end as usize;
-        assert!(data[valid..].iter().all(|b| *b == 0), "everything past the last valid record is zeroed");
+        assert!(zeros_after(wal.segments[0].end), "everything past the last valid record is zeroed");
     }
 }
