@@ -224,8 +224,8 @@ impl Durable {
     }
 }
 
-/// The writer thread: drains every queued op, writes all appends in one
-/// transaction, then acknowledges in order.
+/// The writer thread: drains every queued op, writes all appends to the
+/// log file at once (one fdatasync), then acknowledges in order.
 fn writer_loop(
     wal: Arc<Mutex<Wal>>,
     db: Arc<Database>,
