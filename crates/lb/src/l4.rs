@@ -25,8 +25,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -141,16 +142,21 @@ impl Here {
     /// Serves the connections other threads hand this one.
     async fn take_handed(self, mut handed: mpsc::UnboundedReceiver<Handed>) {
         while let Some((client, port, held)) = handed.recv().await {
-            match TcpStream::from_std(client) {
-                Ok(client) => {
-                    let lb = self.lb.clone();
-                    tokio::spawn(async move {
-                        proxy(lb, client, port).await;
-                        drop(held);
-                    });
-                }
-                Err(e) => tracing::debug!(error = %e, "LB: cannot serve a handed connection"),
+            self.serve(client, port, held);
+        }
+    }
+
+    /// Registers `client` with this thread's runtime and proxies it.
+    fn serve(&self, client: std::net::TcpStream, port: u16, held: Held) {
+        match TcpStream::from_std(client) {
+            Ok(client) => {
+                let lb = self.lb.clone();
+                tokio::spawn(async move {
+                    proxy(lb, client, port).await;
+                    drop(held);
+                });
             }
+            Err(e) => tracing::debug!(error = %e, "LB: cannot serve a connection"),
         }
     }
 }
@@ -205,35 +211,47 @@ async fn serve_ports_here(here: Here, mut ports: watch::Receiver<Wanted>) {
     }
 }
 
-/// A listener that shares its port with the other proxy threads'.
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
+/// A listener that shares its port with the other proxy threads'. It is
+/// polled through `AsyncFd` rather than tokio's `TcpListener`, whose
+/// `accept` registers each connection with the accepting thread's runtime:
+/// a connection handed to another thread would cost an `epoll_ctl` to
+/// leave this one's and another to join that one's.
+fn listen(addr: SocketAddr) -> io::Result<AsyncFd<socket2::Socket>> {
+    let ty = socket2::Type::STREAM.nonblocking();
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), ty, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
     // Accepted connections inherit it (Linux): no system call per connection.
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    // SAFETY: the `AsyncFd` owns the socket, whose descriptor stays open
+    // and the same until the `AsyncFd` drops it.
+    Ok(unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE)? })
 }
 
-async fn accept_loop(here: Here, listener: TcpListener, port: u16) {
+async fn accept_loop(here: Here, listener: AsyncFd<socket2::Socket>, port: u16) {
+    // Non-blocking, as tokio needs it, without an `fcntl`.
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     loop {
-        match listener.accept().await {
+        let accepted = match listener.readable().await {
+            Ok(mut ready) => match ready.try_io(|l| l.get_ref().accept4(flags)) {
+                Ok(accepted) => accepted,
+                // Drained: wait for the next readiness.
+                Err(_would_block) => continue,
+            },
+            Err(e) => Err(e),
+        };
+        match accepted {
             Ok((client, _)) => {
+                let client = std::net::TcpStream::from(client);
                 let held = here.threads.take(here.me);
-                if held.thread != here.me {
-                    let to = held.thread;
-                    // Should either fail, the connection closes uncounted.
-                    if let Ok(client) = client.into_std() {
-                        let _ = here.threads.hand[to].send((client, port, held));
-                    }
-                    continue;
+                if held.thread == here.me {
+                    here.serve(client, port, held);
+                } else {
+                    // Should the other thread be gone, the connection closes uncounted.
+                    let _ = here.threads.hand[held.thread].send((client, port, held));
                 }
-                let lb = here.lb.clone();
-                tokio::spawn(async move {
-                    proxy(lb, client, port).await;
-                    drop(held);
-                });
             }
             Err(e) => {
                 tracing::debug!(port, error = %e, "LB: accept failed");

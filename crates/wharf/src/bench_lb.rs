@@ -283,7 +283,11 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
     if !fixed.is_empty() {
         print_fixed(&pairs, &fixed, args);
     }
-    println!("load average after: {}", loadavg());
+    // Both proxies must have kept the priority they started with: a
+    // measuring wrapper that renices what is not its own (or anything
+    // else on the box) would otherwise skew the comparison unseen.
+    let nice = |pid: Option<u32>| pid.and_then(nice).map_or("?".into(), |n| n.to_string());
+    println!("load average after: {}; nice after: wharf {}, haproxy {}", loadavg(), nice(wharf), nice(haproxy));
     failover(dir, base, &http, &nginx).await
 }
 
@@ -502,6 +506,13 @@ fn threads(pid: u32) -> Option<usize> {
     status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
 }
 
+/// A process's nice value, from `/proc/PID/stat`.
+fn nice(pid: u32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The 19th field of the line, the 17th after the command name.
+    stat[stat.rfind(')')? + 2..].split(' ').nth(16)?.parse().ok()
+}
+
 /// The 1, 5 and 15 minute load averages, from `/proc/loadavg`.
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -600,5 +611,8 @@ mod tests {
         let t = super::cpu_seconds(std::process::id()).expect("own /proc/PID/stat");
         assert!(t >= 0.0);
         assert_eq!(super::cpu_seconds(u32::MAX), None);
+        let nice = super::nice(std::process::id()).expect("own nice value");
+        assert!((-20..=19).contains(&nice), "nice {nice}");
+        assert_eq!(super::nice(u32::MAX), None);
     }
 }

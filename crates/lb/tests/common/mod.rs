@@ -18,7 +18,12 @@ pub fn app(json: &str) -> App {
 /// An LB whose service port 10000 (app `/web`, virtual host `web.example`)
 /// has one task per host port given, all on 127.0.0.1.
 pub fn lb_with(host_ports: &[u16]) -> Arc<Lb> {
-    let lb = Lb::new(LbConfig::default());
+    lb_on(LbConfig::default(), host_ports)
+}
+
+/// `lb_with` with its own configuration (say, where service ports listen).
+pub fn lb_on(cfg: LbConfig, host_ports: &[u16]) -> Arc<Lb> {
+    let lb = Lb::new(cfg);
     let mut state = ClusterState::default();
     let web = app(r#"{"id": "/web", "cmd": "x", "portDefinitions": [{"port": 10000}],
         "labels": {"HAPROXY_0_VHOST": "web.example"}}"#);
