@@ -257,10 +257,19 @@ pub struct BindError {
 /// Binds UDP and TCP on `addr`.
 pub async fn bind(addr: SocketAddr) -> Result<Listeners, BindError> {
     let err = |source| BindError { addr, source };
-    let udp = UdpSocket::bind(addr).await.map_err(err)?;
-    let addr = udp.local_addr().map_err(err)?;
-    let tcp = TcpListener::bind(addr).await.map_err(err)?;
-    Ok(Listeners { udp, tcp, addr })
+    // With port 0 the kernel picks a free UDP port, which another TCP socket
+    // may hold: pick again rather than fail (tests bind many such servers
+    // at once).
+    let mut attempts = if addr.port() == 0 { 16 } else { 1 };
+    loop {
+        let udp = UdpSocket::bind(addr).await.map_err(err)?;
+        let bound = udp.local_addr().map_err(err)?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok(Listeners { udp, tcp, addr: bound }),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts > 1 => attempts -= 1,
+            Err(e) => return Err(BindError { addr: bound, source: e }),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
