@@ -1,6 +1,6 @@
 //! The cluster's replicated state: openraft over redb.
 //!
-//! Owns: the Raft log (`log_store`), the state machine and its snapshots
+//! Owns: the Raft log (`log_store`, its entries in the log file `wal`), the state machine and its snapshots
 //! (`state_machine`), the pure transition function (`apply`), the change feed
 //! (`watch`) and the node-to-node RPC (`network`).
 //!
@@ -27,6 +27,7 @@ pub mod network;
 mod proposer;
 mod raft_types;
 mod state_machine;
+mod wal;
 pub mod watch;
 
 pub use command::{AppPut, Applied, Command, DropReason, Dropped, Precondition, Rejection, RunStart};
@@ -73,6 +74,8 @@ pub enum StoreError {
     Forward { addr: String, reason: String },
     #[error("cluster data key: {0}")]
     Keyring(#[from] KeyError),
+    #[error(transparent)]
+    RaftLog(#[from] wal::WalError),
 }
 
 /// Where this node stands with the cluster's data key after start.
@@ -187,7 +190,7 @@ impl Store {
         let state: SharedState = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
         let feed = Feed::new(state.clone());
         let metrics = StoreMetrics::default();
-        let log = LogStore::new(db.clone(), node_id, metrics.clone())?;
+        let log = LogStore::new(db.clone(), &cfg.data_dir.join("raft-log"), node_id, metrics.clone())?;
         let durable = log.durable();
         let durable_gate = durable.clone();
         let committed = log.committed_handle();

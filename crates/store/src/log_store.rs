@@ -1,17 +1,21 @@
-//! Raft log, vote and commit index in redb.
+//! The Raft log: entries and the commit index in an append-only log file
+//! (`wal`), the vote and the purged id in redb (rare writes).
 //!
 //! Appends are group-committed: `append` hands entries to one writer thread
-//! and returns; the thread writes everything queued meanwhile in a single
-//! durable redb transaction (one fsync) and only then fires each batch's
+//! and returns; the thread writes everything queued meanwhile in one write
+//! to the log file and one fdatasync, and only then fires each batch's
 //! flush callback — so an acknowledged write is on disk, and concurrent
 //! writers share fsyncs instead of queueing behind one each. Entries not yet
 //! flushed, and the newest `KEEP_RECENT` flushed ones, are served to readers
-//! from memory: replication reads what was just appended without a redb
+//! from memory: replication reads what was just appended without a file
 //! read and a JSON decode per entry. Truncate, purge and vote
 //! writes first wait for the writer to drain, so operations stay ordered.
 //! The commit index goes through the writer too, so saving it never waits
-//! on a transaction (and its fsync) in flight: openraft's core awaits it on
+//! on a write (and its fsync) in flight: openraft's core awaits it on
 //! every commit.
+//!
+//! A data directory from before the log file kept the entries in redb's
+//! `raft_log` table: they move into the log file once, at open.
 //!
 //! A leader's own entries are acknowledged to openraft before their fsync
 //! (`Durable`): openraft 0.9 starts replicating an entry only once the
@@ -32,15 +36,19 @@
 //! after their fsync. Followers answer honestly.
 
 use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::wal::{Wal, WalError};
+use crate::StoreError;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
+/// Where the entries were kept before the log file (read once, to migrate).
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const KEY_VOTE: &str = "vote";
@@ -51,7 +59,7 @@ const KEY_PURGED: &str = "last_purged";
 /// durable, and up to `KEEP_RECENT` durable ones before them. Always a
 /// contiguous run that ends at the log's last entry (appends extend it,
 /// truncate cuts its tail, purge its head), so a read starting inside it
-/// needs nothing from redb.
+/// needs nothing from the log file.
 type Pending = Arc<Mutex<BTreeMap<u64, Entry>>>;
 
 /// Durable entries kept in memory for readers (replication to a follower
@@ -64,12 +72,15 @@ enum Op {
     Append(Vec<Entry>, Option<LogFlushed<TypeConfig>>),
     /// Answered once everything queued before it is durable.
     Barrier(tokio::sync::oneshot::Sender<()>),
-    /// The newest commit index (JSON), a restart hint written with the next batch.
-    Committed(Vec<u8>),
+    /// The newest commit index, a restart hint written with the next batch.
+    Committed(Option<LogId>),
 }
 
 #[derive(Clone)]
 pub struct LogStore {
+    /// Declared before `db`: dropped first, so the log file is let go of
+    /// by the time redb's database is (a reopen waits for the latter).
+    wal: Arc<Mutex<Wal>>,
     db: Arc<Database>,
     pending: Pending,
     writer: mpsc::Sender<Op>,
@@ -213,9 +224,10 @@ impl Durable {
     }
 }
 
-/// The writer thread: drains every queued op, writes all appends in one
-/// transaction, then acknowledges in order.
+/// The writer thread: drains every queued op, writes all appends to the
+/// log file at once (one fdatasync), then acknowledges in order.
 fn writer_loop(
+    wal: Arc<Mutex<Wal>>,
     db: Arc<Database>,
     pending: Pending,
     rx: mpsc::Receiver<Op>,
@@ -237,11 +249,11 @@ fn writer_loop(
             .flatten()
             .collect();
         let committed = ops.iter().rev().find_map(|op| match op {
-            Op::Committed(c) => Some(c.as_slice()),
+            Op::Committed(c) => Some(*c),
             _ => None,
         });
         let started = std::time::Instant::now();
-        let result = write_entries(&db, &entries, committed);
+        let result = write_entries(&wal, &entries, committed);
         if !entries.is_empty() {
             metrics.log_flush_seconds.observe(started.elapsed().as_secs_f64());
             metrics.log_flush_entries.observe(entries.len() as f64);
@@ -273,9 +285,12 @@ fn writer_loop(
         // nothing may pretend they are durable, so the writer stops and
         // every later log operation fails (openraft then stops the node).
         if failed {
-            return;
+            break;
         }
     }
+    // The log file first: whoever reopens waits for the database.
+    drop(wal);
+    drop(db);
 }
 
 /// Drops the oldest entries beyond `keep`, but only durable ones (at or
@@ -291,28 +306,60 @@ fn trim_durable(p: &mut BTreeMap<u64, Entry>, durable: u64, keep: usize) {
     }
 }
 
-/// One transaction: durable when it holds entries; a commit index alone
-/// rides without an fsync (a lost hint only means re-applying later).
-fn write_entries(db: &Database, entries: &[&Entry], committed: Option<&[u8]>) -> Result<(), String> {
+/// One write and, when it holds entries, one fdatasync; a commit index
+/// alone rides without one (a lost hint only means re-applying later).
+fn write_entries(wal: &Mutex<Wal>, entries: &[&Entry], committed: Option<Option<LogId>>) -> Result<(), String> {
     if entries.is_empty() && committed.is_none() {
         return Ok(());
     }
-    let mut tx = db.begin_write().map_err(|e| e.to_string())?;
+    // The lock is held for the write only: readers wait for no fsync.
+    let unsynced = wal
+        .lock()
+        .map_err(|_| "the Raft log's lock is poisoned".to_string())?
+        .append(entries, committed)
+        .map_err(|e| e.to_string())?;
     if entries.is_empty() {
-        let _ = tx.set_durability(redb::Durability::None);
+        return Ok(());
     }
-    {
-        let mut table = tx.open_table(LOGS).map_err(|e| e.to_string())?;
-        for e in entries {
-            let bytes = serde_json::to_vec(e).map_err(|e| e.to_string())?;
-            table.insert(e.log_id.index, bytes.as_slice()).map_err(|e| e.to_string())?;
+    unsynced.sync().map_err(|e| e.to_string())
+}
+
+/// Moves the entries of a data directory from before the log file (redb's
+/// `raft_log` table) into `wal`, once. A crash before the table is dropped
+/// redoes it all: the log file holds nothing newer until then.
+fn migrate(db: &Database, wal: &mut Wal) -> Result<(), StoreError> {
+    let (entries, committed) = {
+        let tx = db.begin_read().map_err(redb::Error::from)?;
+        let table = match tx.open_table(LOGS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(redb::Error::from(e).into()),
+        };
+        let mut entries: Vec<Entry> = Vec::new();
+        for item in table.iter().map_err(redb::Error::from)? {
+            let (_, v) = item.map_err(redb::Error::from)?;
+            entries.push(serde_json::from_slice(v.value()).map_err(WalError::from)?);
         }
+        let committed: Option<Option<LogId>> = match tx.open_table(META) {
+            Ok(meta) => match meta.get(KEY_COMMITTED).map_err(redb::Error::from)? {
+                Some(v) => Some(serde_json::from_slice(v.value()).map_err(WalError::from)?),
+                None => None,
+            },
+            Err(TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(redb::Error::from(e).into()),
+        };
+        (entries, committed)
+    };
+    if !entries.is_empty() {
+        tracing::info!(entries = entries.len(), "moving the Raft log from the state database to its log file");
+        wal.clear()?;
+        let refs: Vec<&Entry> = entries.iter().collect();
+        wal.append(&refs, committed)?.sync()?;
     }
-    if let Some(c) = committed {
-        let mut meta = tx.open_table(META).map_err(|e| e.to_string())?;
-        meta.insert(KEY_COMMITTED, c).map_err(|e| e.to_string())?;
-    }
-    tx.commit().map_err(|e| e.to_string())
+    let tx = db.begin_write().map_err(redb::Error::from)?;
+    tx.delete_table(LOGS).map_err(redb::Error::from)?;
+    tx.commit().map_err(redb::Error::from)?;
+    Ok(())
 }
 
 fn read_err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
@@ -324,33 +371,43 @@ fn write_err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError 
 }
 
 impl LogStore {
-    /// The log of node `me` in `db`.
-    pub fn new(db: Arc<Database>, me: u64, metrics: crate::StoreMetrics) -> Result<LogStore, redb::Error> {
-        Self::keeping(db, me, KEEP_RECENT, metrics)
+    /// The log of node `me`: its entries in `dir`, the rest in `db`.
+    pub fn new(db: Arc<Database>, dir: &Path, me: u64, metrics: crate::StoreMetrics) -> Result<LogStore, StoreError> {
+        Self::keeping(db, dir, me, KEEP_RECENT, crate::wal::SEGMENT_SIZE, metrics)
     }
 
-    /// A log store that keeps `keep` durable entries in memory.
+    /// A log store that keeps `keep` durable entries in memory, its log
+    /// file in segments of `segment_size` bytes.
     pub(crate) fn keeping(
         db: Arc<Database>,
+        dir: &Path,
         me: u64,
         keep: usize,
+        segment_size: u64,
         metrics: crate::StoreMetrics,
-    ) -> Result<LogStore, redb::Error> {
-        let tx = db.begin_write()?;
-        {
-            tx.open_table(LOGS)?;
-            tx.open_table(META)?;
-        }
-        tx.commit()?;
+    ) -> Result<LogStore, StoreError> {
+        let tx = db.begin_write().map_err(redb::Error::from)?;
+        let purged: Option<LogId> = {
+            let meta = tx.open_table(META).map_err(redb::Error::from)?;
+            let v = meta.get(KEY_PURGED).map_err(redb::Error::from)?;
+            match v {
+                Some(v) => serde_json::from_slice::<Option<LogId>>(v.value()).map_err(WalError::from)?,
+                None => None,
+            }
+        };
+        tx.commit().map_err(redb::Error::from)?;
+        let mut wal = Wal::open(dir, segment_size, purged.map(|p| p.index))?;
+        migrate(&db, &mut wal)?;
+        let wal = Arc::new(Mutex::new(wal));
         let pending: Pending = Arc::default();
         let (writer, rx) = mpsc::channel();
         let durable = Durable::new(me);
-        let (db2, p2, d2) = (db.clone(), pending.clone(), durable.clone());
+        let (w2, db2, p2, d2) = (wal.clone(), db.clone(), pending.clone(), durable.clone());
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(db2, p2, rx, keep, metrics, d2))
+            .spawn(move || writer_loop(w2, db2, p2, rx, keep, metrics, d2))
             .map_err(redb::Error::Io)?;
-        Ok(LogStore { db, pending, writer, committed: Arc::default(), me, vote: Arc::default(), durable })
+        Ok(LogStore { wal, db, pending, writer, committed: Arc::default(), me, vote: Arc::default(), durable })
     }
 
     /// What the writer has made durable (for the network's commit gate).
@@ -424,18 +481,8 @@ impl LogStore {
         tx.commit().map_err(write_err)
     }
 
-    fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
-        let tx = self.db.begin_read().map_err(read_err)?;
-        let table = tx.open_table(LOGS).map_err(read_err)?;
-        let last = table.last().map_err(read_err)?;
-        let id = match last {
-            Some((_, v)) => {
-                let e: Entry = serde_json::from_slice(v.value()).map_err(read_err)?;
-                Some(e.log_id)
-            }
-            None => None,
-        };
-        Ok(id)
+    fn wal(&self) -> Result<std::sync::MutexGuard<'_, Wal>, StorageError> {
+        self.wal.lock().map_err(|_| read_err(std::io::Error::other("the Raft log's lock is poisoned")))
     }
 }
 
@@ -458,19 +505,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if whole {
             return Ok(recent);
         }
-        let tx = self.db.begin_read().map_err(read_err)?;
-        let table = tx.open_table(LOGS).map_err(read_err)?;
-        let iter = match end {
-            Some(end) => table.range(start..end),
-            None => table.range(start..),
-        }
-        .map_err(read_err)?;
-        let mut by_index: BTreeMap<u64, Entry> = BTreeMap::new();
-        for item in iter {
-            let (k, v) = item.map_err(read_err)?;
-            by_index.insert(k.value(), serde_json::from_slice(v.value()).map_err(read_err)?);
-        }
-        // Entries not yet flushed are newer than what redb holds.
+        let stored = self.wal()?.read(start, end).map_err(read_err)?;
+        let mut by_index: BTreeMap<u64, Entry> = stored.into_iter().map(|e| (e.log_id.index, e)).collect();
+        // Entries not yet flushed are newer than what the file holds.
         for e in recent {
             by_index.insert(e.log_id.index, e);
         }
@@ -484,7 +521,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.get_meta(KEY_PURGED)?;
         let pending_last = self.pending.lock().ok().and_then(|p| p.values().next_back().map(|e| e.log_id));
-        let last = pending_last.or(self.last_entry_id()?).or(last_purged);
+        // The file may still hold entries up to the purged id (hidden).
+        let stored = self.wal()?.last().filter(|l| last_purged.is_none_or(|p| l.index > p.index));
+        let last = pending_last.or(stored).or(last_purged);
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
@@ -521,18 +560,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(c) = committed {
             self.durable.wait(c.index).await.map_err(write_err)?;
         }
-        let bytes = serde_json::to_vec(&committed).map_err(write_err)?;
         if let Ok(mut c) = self.committed.lock() {
             *c = Some(committed);
         }
-        self.writer.send(Op::Committed(bytes)).map_err(|_| write_err(std::io::Error::other("log writer stopped")))
+        self.writer.send(Op::Committed(committed)).map_err(|_| write_err(std::io::Error::other("log writer stopped")))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
         if let Some(c) = self.committed.lock().ok().and_then(|c| *c) {
             return Ok(c);
         }
-        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        Ok(self.wal()?.committed().flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -567,12 +605,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.durable.truncated(log_id.index);
         self.durable.early.fetch_min(below, Ordering::AcqRel);
         self.durable.written.send_modify(|w| w.upto = w.upto.min(below));
-        let tx = self.db.begin_write().map_err(write_err)?;
-        {
-            let mut table = tx.open_table(LOGS).map_err(write_err)?;
-            table.retain_in(log_id.index.., |_, _| false).map_err(write_err)?;
-        }
-        tx.commit().map_err(write_err)
+        self.wal()?.truncate(log_id.index).map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -580,15 +613,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Ok(mut p) = self.pending.lock() {
             p.retain(|i, _| *i > log_id.index);
         }
-        let bytes = serde_json::to_vec(&Some(log_id)).map_err(write_err)?;
-        let tx = self.db.begin_write().map_err(write_err)?;
-        {
-            let mut meta = tx.open_table(META).map_err(write_err)?;
-            meta.insert(KEY_PURGED, bytes.as_slice()).map_err(write_err)?;
-            let mut table = tx.open_table(LOGS).map_err(write_err)?;
-            table.retain_in(..=log_id.index, |_, _| false).map_err(write_err)?;
-        }
-        tx.commit().map_err(write_err)
+        // Durable before any segment goes: a reopen then hides what remains.
+        self.put_meta(KEY_PURGED, &Some(log_id))?;
+        self.wal()?.purge(log_id.index).map_err(write_err)
     }
 }
 
@@ -597,21 +624,25 @@ mod tests {
     use super::LogStore;
     use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
     use crate::state_machine::StateMachine;
+    use crate::wal::SEGMENT_SIZE;
     use crate::watch::Feed;
     use crate::StoreMetrics;
     use model::ClusterState;
     use openraft::storage::RaftLogStorage;
     use openraft::testing::{StoreBuilder, Suite};
+    use openraft::RaftLogReader;
     use openraft::{CommittedLeaderId, EntryPayload};
     use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
     use redb::ReadableDatabase;
     use std::sync::Arc;
 
     /// A log store and state machine on a fresh database, keeping `keep`
-    /// durable entries in memory, as node `me`.
+    /// durable entries in memory, as node `me`, its log file in segments of
+    /// `segment` bytes.
     struct OnDisk {
         keep: usize,
         me: u64,
+        segment: u64,
     }
 
     fn err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
@@ -625,33 +656,92 @@ mod tests {
             let db = Arc::new(db);
             let state = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
             let metrics = StoreMetrics::default();
-            let log = LogStore::keeping(db.clone(), self.me, self.keep, metrics.clone()).map_err(err)?;
+            let log = LogStore::keeping(
+                db.clone(),
+                &dir.path().join("raft-log"),
+                self.me,
+                self.keep,
+                self.segment,
+                metrics.clone(),
+            )
+            .map_err(err)?;
             let sm = StateMachine::open(db, state.clone(), Feed::new(state), metrics).map_err(err)?;
             Ok((dir, log, sm))
         }
     }
 
     // openraft's conformance suite for log stores and state machines, with
-    // reads served from redb (nothing kept in memory once durable) and from
-    // memory (everything the suite writes fits in what is kept). The suite
+    // reads served from the log file (nothing kept in memory once durable;
+    // small segments, so it rolls, purges and cuts across segments) and
+    // from memory (everything the suite writes fits in what is kept). The suite
     // writes as node 0: as that node, entries of its own votes take the
     // leader's path (acknowledged before their fsync); as another node,
     // every append is acknowledged after it.
     #[test]
     fn the_log_store_passes_openraft_s_suite_reading_from_disk() {
-        Suite::test_all(OnDisk { keep: 0, me: 0 }).expect("the suite passes");
-        Suite::test_all(OnDisk { keep: 0, me: 7 }).expect("the suite passes");
+        Suite::test_all(OnDisk { keep: 0, me: 0, segment: 2048 }).expect("the suite passes");
+        Suite::test_all(OnDisk { keep: 0, me: 7, segment: 2048 }).expect("the suite passes");
     }
 
     fn blank(term: u64, node: u64, index: u64) -> Entry {
         Entry { log_id: LogId::new(CommittedLeaderId::new(term, node), index), payload: EntryPayload::Blank }
     }
 
+    /// Node `me`'s log store in `dir`, keeping 16 entries in memory (once
+    /// the writer thread of one opened before has let go of the database).
+    fn open(dir: &std::path::Path, me: u64) -> LogStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match redb::Database::create(dir.join("state.redb")) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break Arc::new(other.expect("a database")),
+            }
+        };
+        LogStore::keeping(db, &dir.join("raft-log"), me, 16, SEGMENT_SIZE, StoreMetrics::default())
+            .expect("a log store")
+    }
+
+    #[tokio::test]
+    async fn a_log_kept_in_redb_moves_to_the_log_file_once() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let entries: Vec<Entry> = (1..=5).map(|i| blank(2, 1, i)).collect();
+        let committed = Some(blank(2, 1, 4).log_id);
+        {
+            // The layout before the log file: entries in redb's `raft_log`.
+            let db = redb::Database::create(dir.path().join("state.redb")).expect("a database");
+            let tx = db.begin_write().expect("a write transaction");
+            {
+                let mut logs = tx.open_table(super::LOGS).expect("the log table");
+                for e in &entries {
+                    let bytes = serde_json::to_vec(e).expect("encode");
+                    logs.insert(e.log_id.index, bytes.as_slice()).expect("insert");
+                }
+                let mut meta = tx.open_table(super::META).expect("the meta table");
+                let c = serde_json::to_vec(&committed).expect("encode");
+                meta.insert(super::KEY_COMMITTED, c.as_slice()).expect("insert");
+            }
+            tx.commit().expect("commit");
+        }
+        for _ in 0..2 {
+            let mut log = open(dir.path(), 1);
+            let read = log.try_get_log_entries(0..).await.expect("read");
+            assert_eq!(
+                read.iter().map(|e| e.log_id).collect::<Vec<_>>(),
+                entries.iter().map(|e| e.log_id).collect::<Vec<_>>()
+            );
+            assert_eq!(log.read_committed().await.expect("commit index"), committed);
+            assert_eq!(log.get_log_state().await.expect("state").last_log_id, Some(blank(2, 1, 5).log_id));
+            let tx = log.db.begin_read().expect("a read transaction");
+            assert!(tx.open_table(super::LOGS).is_err(), "the old table is gone");
+        }
+    }
+
     #[tokio::test]
     async fn only_the_leader_s_own_entries_of_its_term_are_acknowledged_early() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let db = Arc::new(redb::Database::create(dir.path().join("state.redb")).expect("a database"));
-        let mut log = LogStore::keeping(db, 1, 16, StoreMetrics::default()).expect("a log store");
+        let mut log = open(dir.path(), 1);
         assert!(!log.own_as_leader(&[blank(3, 1, 1)]), "no vote yet: nobody leads");
         log.save_vote(&Vote::new_committed(3, 1)).await.expect("vote saved");
         assert!(log.own_as_leader(&[blank(3, 1, 1), blank(3, 1, 2)]));
@@ -661,15 +751,17 @@ mod tests {
         assert!(!log.own_as_leader(&[blank(4, 2, 1)]), "a follower's entries are acknowledged after their fsync");
     }
 
+    // The log file's lock is held across polls on purpose: it stalls the
+    // writer thread, not this task.
+    #[allow(clippy::await_holding_lock)]
     #[tokio::test]
     async fn the_commit_gate_holds_until_early_acknowledged_entries_are_on_disk() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let db = Arc::new(redb::Database::create(dir.path().join("state.redb")).expect("a database"));
-        let log = LogStore::keeping(db.clone(), 1, 16, StoreMetrics::default()).expect("a log store");
+        let log = open(dir.path(), 1);
         let durable = log.durable();
-        // Holding redb's one write transaction keeps the writer from
-        // flushing, as a slow fsync would.
-        let blocker = db.begin_write().expect("a write transaction");
+        // Holding the log file's lock keeps the writer from flushing, as a
+        // slow fsync would.
+        let blocker = log.wal.lock().expect("the log file");
         log.append_early(vec![blank(3, 1, 1), blank(3, 1, 2)]).expect("handed to the writer");
         let gate = durable.wait(2);
         tokio::pin!(gate);
@@ -680,21 +772,22 @@ mod tests {
         );
         drop(blocker);
         gate.await.expect("the writer flushed");
-        let tx = db.begin_read().expect("a read transaction");
-        let table = tx.open_table(super::LOGS).expect("the log table");
-        assert!(table.get(2).expect("read").is_some(), "the entry is on disk once the gate opens");
+        let on_disk = log.wal.lock().expect("the log file").read(2, Some(3)).expect("read");
+        assert_eq!(on_disk.len(), 1, "the entry is on disk once the gate opens");
     }
 
+    // The log file's lock is held across polls on purpose: it stalls the
+    // writer thread, not this task.
+    #[allow(clippy::await_holding_lock)]
     #[tokio::test]
     async fn the_commit_gate_opens_once_a_majority_of_voters_hold_the_entries_on_disk() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let db = Arc::new(redb::Database::create(dir.path().join("state.redb")).expect("a database"));
-        let log = LogStore::keeping(db.clone(), 1, 16, StoreMetrics::default()).expect("a log store");
+        let log = open(dir.path(), 1);
         let durable = log.durable();
         let membership_at = |index| Some(blank(3, 1, index).log_id);
         durable.set_voters(membership_at(1), Some([1, 2, 3].into()));
         // The leader's own fsync never finishes while this is held.
-        let _blocker = db.begin_write().expect("a write transaction");
+        let _blocker = log.wal.lock().expect("the log file");
         log.append_early(vec![blank(3, 1, 2), blank(3, 1, 3)]).expect("handed to the writer");
         let gate = durable.wait(3);
         tokio::pin!(gate);
@@ -719,7 +812,7 @@ mod tests {
 
     #[test]
     fn the_log_store_passes_openraft_s_suite_reading_recent_entries_from_memory() {
-        Suite::test_all(OnDisk { keep: super::KEEP_RECENT, me: 0 }).expect("the suite passes");
-        Suite::test_all(OnDisk { keep: super::KEEP_RECENT, me: 7 }).expect("the suite passes");
+        Suite::test_all(OnDisk { keep: super::KEEP_RECENT, me: 0, segment: SEGMENT_SIZE }).expect("the suite passes");
+        Suite::test_all(OnDisk { keep: super::KEEP_RECENT, me: 7, segment: SEGMENT_SIZE }).expect("the suite passes");
     }
 }
