@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,9 +20,13 @@ pub enum IdError {
 }
 
 /// Absolute, normalised path of an app or group, e.g. `/prod/web`.
+///
+/// Ids are shared, not copied (`Arc<str>`): the state's persistent maps
+/// copy whole index nodes on every write, keys included, and with `String`
+/// keys that was an allocation and a copy per key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct AppId(String);
+pub struct AppId(Arc<str>);
 
 impl AppId {
     /// Parses an id, resolving it against the root group when relative
@@ -63,15 +68,15 @@ impl AppId {
     }
 
     pub fn root() -> AppId {
-        AppId("/".to_string())
+        AppId("/".into())
     }
 
     pub fn is_root(&self) -> bool {
-        self.0 == "/"
+        &*self.0 == "/"
     }
 
     fn from_segments(segs: &[String]) -> AppId {
-        AppId(format!("/{}", segs.join("/")))
+        AppId(format!("/{}", segs.join("/")).into())
     }
 
     pub fn as_str(&self) -> &str {
@@ -125,25 +130,26 @@ impl TryFrom<String> for AppId {
 
 impl From<AppId> for String {
     fn from(id: AppId) -> String {
-        id.0
+        id.0.to_string()
     }
 }
 
 /// `<app path with / as _>.instance-<uuid>._app.<attempt>`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct TaskId(String);
+/// Shared like `AppId`, for the same reason.
+pub struct TaskId(Arc<str>);
 
 impl TaskId {
     pub fn new(app: &AppId, instance: Uuid, attempt: u32) -> TaskId {
-        TaskId(format!("{}.instance-{}._app.{}", app.task_prefix(), instance, attempt))
+        TaskId(format!("{}.instance-{}._app.{}", app.task_prefix(), instance, attempt).into())
     }
 
     /// Accepts exactly the form [`TaskId::new`] makes: a non-empty prefix,
     /// `.instance-`, a UUID, `._app.` and an attempt number.
     pub fn parse(s: &str) -> Result<TaskId, IdError> {
         match split_task_id(s) {
-            Some(_) => Ok(TaskId(s.to_string())),
+            Some(_) => Ok(TaskId(s.into())),
             None => Err(IdError::BadTaskId(s.to_string())),
         }
     }
@@ -154,13 +160,13 @@ impl TaskId {
 
     /// An id already in the form `parse` accepts (job run tasks).
     pub(crate) fn from_raw(s: String) -> TaskId {
-        TaskId(s)
+        TaskId(s.into())
     }
 
     /// The app this task belongs to. `_` in the prefix stands for `/`, so this
     /// is exact for every id Wharf makes (app segments never contain `_`).
     pub fn app_id(&self) -> AppId {
-        AppId(format!("/{}", self.prefix().replace('_', "/")))
+        AppId(format!("/{}", self.prefix().replace('_', "/")).into())
     }
 
     /// `<prefix>.instance-<uuid>`: Marathon's instance id, the task id
@@ -211,7 +217,7 @@ impl TryFrom<String> for TaskId {
 
 impl From<TaskId> for String {
     fn from(id: TaskId) -> String {
-        id.0
+        id.0.to_string()
     }
 }
 
@@ -246,15 +252,15 @@ mod tests {
 
     #[test]
     fn app_ids_normalise() {
-        assert_eq!(AppId::parse("web").map(|a| a.0), Ok("/web".into()));
-        assert_eq!(AppId::parse("/a/b/").map(|a| a.0), Ok("/a/b".into()));
-        assert_eq!(AppId::parse("/a/./b/../c").map(|a| a.0), Ok("/a/c".into()));
+        assert_eq!(AppId::parse("web").map(|a| a.0.to_string()), Ok("/web".into()));
+        assert_eq!(AppId::parse("/a/b/").map(|a| a.0.to_string()), Ok("/a/b".into()));
+        assert_eq!(AppId::parse("/a/./b/../c").map(|a| a.0.to_string()), Ok("/a/c".into()));
         assert!(AppId::parse("/A").is_err());
         assert!(AppId::parse("/a_b").is_err());
         assert!(AppId::parse("/-a").is_err());
         assert!(AppId::parse("/a//b").is_err());
         assert!(AppId::parse("").is_err());
-        assert_eq!(AppId::parse("/a.b-c/d").map(|a| a.0), Ok("/a.b-c/d".into()));
+        assert_eq!(AppId::parse("/a.b-c/d").map(|a| a.0.to_string()), Ok("/a.b-c/d".into()));
     }
 
     #[test]

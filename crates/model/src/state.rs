@@ -194,6 +194,18 @@ pub struct NodeUsage {
     pub ports_used: BTreeSet<u16>,
 }
 
+impl NodeUsage {
+    /// Takes what tasks hold, in task id order (so every sum is the same
+    /// whichever way a node's usage is added up).
+    fn take_all<'a>(&mut self, held: impl Iterator<Item = &'a crate::table::Held>) {
+        for h in held {
+            self.used.add(&h.resources);
+            self.free.sub(&h.resources);
+            self.ports_used.extend(h.ports.iter().copied());
+        }
+    }
+}
+
 impl ClusterState {
     pub fn tasks_of<'a>(&'a self, app: &AppId) -> impl Iterator<Item = &'a Task> + 'a {
         self.tasks.of_app(app)
@@ -208,26 +220,17 @@ impl ClusterState {
         if let Some(n) = self.nodes.get(&node) {
             u.free = n.resources;
         }
-        for t in self.tasks_on(node).filter(|t| t.holds_resources()) {
-            u.used.add(&t.resources);
-            u.free.sub(&t.resources);
-            u.ports_used.extend(t.ports.iter().copied());
-        }
+        u.take_all(self.tasks.held_on(node));
         u
     }
 
-    /// `usage` of every node in one pass over the tasks: a node's `usage`
-    /// looks each of its tasks up by id, which over most nodes costs many
-    /// times this. Tasks come in id order, as `usage` takes them, so every
-    /// sum is exactly the same.
+    /// `usage` of every node (and of nodes gone from `nodes` that still
+    /// have tasks, with nothing free), from the node index in one pass.
     pub fn usage_all(&self) -> BTreeMap<NodeId, NodeUsage> {
         let mut all: BTreeMap<NodeId, NodeUsage> =
             self.nodes.values().map(|n| (n.id, NodeUsage { free: n.resources, ..NodeUsage::default() })).collect();
-        for t in self.tasks.values().filter(|t| t.holds_resources()) {
-            let u = all.entry(t.node).or_default();
-            u.used.add(&t.resources);
-            u.free.sub(&t.resources);
-            u.ports_used.extend(t.ports.iter().copied());
+        for (node, held) in self.tasks.held_by_node() {
+            all.entry(node).or_default().take_all(held);
         }
         all
     }

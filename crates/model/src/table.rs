@@ -1,6 +1,7 @@
 //! `Table`: the persistent map that `ClusterState` is built from;
-//! `TaskTable`, the task table with its indexes by app and by node; and
-//! `AppTable`, the app table with its index of taken service ports.
+//! `TaskTable`, the task table with its indexes by app and by node (the
+//! latter with what each task holds of its node); and `AppTable`, the app
+//! table with its index of taken service ports.
 //!
 //! Persistent (`imbl`'s B-tree with structural sharing, values behind `Arc`),
 //! so cloning a whole `ClusterState` costs a few reference counts: the store
@@ -9,7 +10,7 @@
 //! so the store can say exactly what a command changed (its effects) without
 //! diffing the whole state.
 
-use crate::{App, AppId, NodeId, Task, TaskId};
+use crate::{App, AppId, NodeId, Resources, Task, TaskId};
 use imbl::{OrdMap, OrdSet};
 use serde::de::{Deserialize, Deserializer};
 use serde::ser::{Serialize, Serializer};
@@ -169,7 +170,26 @@ where
 pub struct TaskTable {
     tasks: Table<TaskId, Task>,
     by_app: OrdMap<AppId, OrdSet<TaskId>>,
-    by_node: OrdMap<NodeId, OrdSet<TaskId>>,
+    /// Each node's tasks, with what each holds of the node: a node's usage
+    /// is added up from here (in task id order, as before) without looking
+    /// each task up in `tasks`, which at 100,000 tasks was a top cost of
+    /// every plan and every plan's apply.
+    by_node: OrdMap<NodeId, OrdMap<TaskId, Option<Held>>>,
+}
+
+/// What a task takes from its node while it holds resources
+/// (`Task::holds_resources`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub resources: Resources,
+    /// Shared: index nodes are copied on write, and with them their values.
+    pub ports: Arc<[u16]>,
+}
+
+impl Held {
+    fn of(t: &Task) -> Option<Held> {
+        t.holds_resources().then(|| Held { resources: t.resources, ports: t.ports.as_slice().into() })
+    }
 }
 
 impl TaskTable {
@@ -227,12 +247,22 @@ impl TaskTable {
 
     /// The tasks placed on one node, from the index.
     pub fn on_node(&self, node: NodeId) -> impl Iterator<Item = &Task> + '_ {
-        self.by_node.get(&node).into_iter().flat_map(|ids| ids.iter()).filter_map(|id| self.tasks.get(id))
+        self.by_node.get(&node).into_iter().flat_map(|ids| ids.keys()).filter_map(|id| self.tasks.get(id))
     }
 
     /// Ids of the tasks on one node (to change them while iterating).
     pub fn ids_on(&self, node: NodeId) -> Vec<TaskId> {
-        self.by_node.get(&node).map(|ids| ids.iter().cloned().collect()).unwrap_or_default()
+        self.by_node.get(&node).map(|ids| ids.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// What the tasks on `node` that hold resources take, in task id order.
+    pub fn held_on(&self, node: NodeId) -> impl Iterator<Item = &Held> + '_ {
+        self.by_node.get(&node).into_iter().flat_map(|ids| ids.values()).flatten()
+    }
+
+    /// `held_on` of every node that has tasks, in node order.
+    pub fn held_by_node(&self) -> impl Iterator<Item = (NodeId, impl Iterator<Item = &Held> + '_)> + '_ {
+        self.by_node.iter().map(|(node, ids)| (*node, ids.values().flatten()))
     }
 
     pub fn insert(&mut self, task: Task) {
@@ -254,12 +284,19 @@ impl TaskTable {
     /// there is no such task.
     pub fn update<R>(&mut self, id: &TaskId, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
         let t = self.tasks.get_mut(id)?;
-        let (app, node) = (t.app_id.clone(), t.node);
+        let (app, node, held) = (t.app_id.clone(), t.node, Held::of(t));
         let r = f(t);
         if t.app_id != app || t.node != node {
             let t = t.clone();
             self.unindex(id, &app, node);
             self.index(&t);
+        } else {
+            let now = Held::of(t);
+            if now != held {
+                if let Some(slot) = self.by_node.get_mut(&node).and_then(|ids| ids.get_mut(id)) {
+                    *slot = now;
+                }
+            }
         }
         Some(r)
     }
@@ -270,7 +307,7 @@ impl TaskTable {
 
     fn index(&mut self, t: &Task) {
         self.by_app.entry(t.app_id.clone()).or_default().insert(t.id.clone());
-        self.by_node.entry(t.node).or_default().insert(t.id.clone());
+        self.by_node.entry(t.node).or_default().insert(t.id.clone(), Held::of(t));
     }
 
     fn unindex(&mut self, id: &TaskId, app: &AppId, node: NodeId) {
@@ -491,6 +528,29 @@ mod tests {
         let touched = t.take_touched();
         assert_eq!(touched.len(), 3);
         assert!(t.take_touched().is_empty());
+    }
+
+    #[test]
+    fn the_node_index_holds_what_live_tasks_take() {
+        let mut t = TaskTable::default();
+        let mut a = task("/a", 1, 1);
+        a.resources = Resources { cpus: 0.5, mem: 64.0, disk: 0.0, gpus: 0 };
+        a.ports = vec![31000];
+        let b = task("/b", 2, 1);
+        t.insert(a.clone());
+        t.insert(b.clone());
+        let held =
+            |t: &TaskTable| t.held_on(NodeId(1)).map(|h| (h.resources.cpus, h.ports.to_vec())).collect::<Vec<_>>();
+        assert_eq!(held(&t), vec![(0.5, vec![31000]), (0.0, vec![])]);
+        // An end frees what the task held; the task itself stays listed.
+        t.update(&a.id, |x| x.state = TaskState::Finished);
+        assert_eq!(held(&t), vec![(0.0, vec![])]);
+        assert_eq!(t.on_node(NodeId(1)).count(), 2);
+        t.update(&b.id, |x| x.node = NodeId(2));
+        assert!(held(&t).is_empty());
+        assert_eq!(t.held_on(NodeId(2)).count(), 1);
+        let rebuilt: TaskTable = t.values().cloned().collect();
+        assert_eq!(rebuilt, t);
     }
 
     #[test]

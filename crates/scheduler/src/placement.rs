@@ -44,19 +44,12 @@ pub struct Placer<'a> {
     usage: BTreeMap<NodeId, NodeUsage>,
     /// Active tasks per app per node, including this plan's launches.
     per_node: BTreeMap<AppId, BTreeMap<NodeId, usize>>,
-    /// Nodes whose usage was added up one by one so far (see `look_at`);
-    /// `None` once every reachable node's usage is in `usage`.
-    lazy_left: Option<usize>,
 }
 
 impl<'a> Placer<'a> {
     pub fn new(state: &'a ClusterState) -> Placer<'a> {
         let nodes = state.nodes.values().filter(|n| n.is_reachable()).collect();
-        let nodes: Vec<&NodeInfo> = nodes;
-        // One by one while a plan looks at up to 1/32 of the nodes; then
-        // everything in one pass (see `look_at`).
-        let lazy_left = Some(nodes.len() / 32);
-        Placer { state, nodes, usage: BTreeMap::new(), per_node: BTreeMap::new(), lazy_left }
+        Placer { state, nodes, usage: BTreeMap::new(), per_node: BTreeMap::new() }
     }
 
     /// The app's account, taken out to be handed back with `give_back`.
@@ -74,30 +67,13 @@ impl<'a> Placer<'a> {
         self.per_node.insert(app.clone(), counts);
     }
 
-    /// Makes sure `usage` holds `node`. A node's usage looks up each of its
-    /// tasks by id; a plan that places many tasks looks at most nodes, and
-    /// one pass over all tasks (in id order, so every sum comes out exactly
-    /// as `ClusterState::usage` makes it) is then many times cheaper.
+    /// Makes sure `usage` holds `node` (the task table's node index adds it
+    /// up without looking up each task, so node by node is cheap).
     fn look_at(&mut self, node: NodeId) {
-        if self.lazy_left == Some(0) {
-            self.look_at_all();
-        }
         if !self.usage.contains_key(&node) {
-            if let Some(left) = &mut self.lazy_left {
-                *left -= 1;
-            }
             let u = self.state.usage(node);
             self.usage.insert(node, u);
         }
-    }
-
-    /// Fills `usage` for every node, keeping the accounts already
-    /// there (they include this plan's launches).
-    fn look_at_all(&mut self) {
-        let mut all = self.state.usage_all();
-        all.extend(std::mem::take(&mut self.usage));
-        self.usage = all;
-        self.lazy_left = None;
     }
 
     /// Picks a node and ports for one task of `app`, or says why none fits.

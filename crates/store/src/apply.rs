@@ -448,10 +448,9 @@ fn record_resident(state: &mut ClusterState, task: &model::Task) {
 /// state; the ones that still fit are committed, the others are returned
 /// with their reason and the index the scheduler should plan from again.
 fn apply_plan(state: &mut ClusterState, plan: &Plan) -> Applied {
-    // Node by node for a small plan; a big one adds up every node at once
-    // (see `ClusterState::usage_all`).
-    let mut usage: BTreeMap<NodeId, NodeUsage> =
-        if plan.launches.len() > state.nodes.len() / 32 { state.usage_all() } else { BTreeMap::new() };
+    // Node by node, as launches name them: a node's usage comes from the
+    // task table's node index, without a pass over every task.
+    let mut usage: BTreeMap<NodeId, NodeUsage> = BTreeMap::new();
     let mut launched = 0;
     let mut dropped = Vec::new();
     for task in &plan.launches {

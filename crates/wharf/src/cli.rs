@@ -707,6 +707,11 @@ pub enum BenchCommand {
         /// Tasks per simulated node (spread over the apps).
         #[arg(long, default_value_t = 10)]
         tasks_per_node: usize,
+        /// Reads of each big listing per run at least: when the run's phases
+        /// are over sooner, 10% of the apps are rolled again and again (the
+        /// same load) until the readers have this many.
+        #[arg(long, default_value_t = 200)]
+        reads: usize,
         /// Keep each run's cluster up this many seconds after measuring, to
         /// look at its UI and /metrics.
         #[arg(long, default_value_t = 0.0)]
@@ -878,8 +883,8 @@ pub async fn dispatch(cli: Cli, matches: ArgMatches) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Dns { apps, seconds, tasks }) => {
             crate::bench_dns::run(crate::bench_dns::DnsBenchArgs { apps, seconds, tasks }).await
         }
-        Command::Bench(BenchCommand::Scale { nodes, apps, tasks_per_node, hold }) => {
-            crate::bench_scale::run(crate::bench_scale::ScaleArgs { nodes, apps, tasks_per_node, hold }).await
+        Command::Bench(BenchCommand::Scale { nodes, apps, tasks_per_node, reads, hold }) => {
+            crate::bench_scale::run(crate::bench_scale::ScaleArgs { nodes, apps, tasks_per_node, reads, hold }).await
         }
         Command::Bench(BenchCommand::Cluster { rounds, vs_etcd, seconds, warmup, clients, vs_insecure_rpc }) => {
             let spec = crate::bench_cluster::LoadSpec {
