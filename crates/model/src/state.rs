@@ -8,7 +8,7 @@ use crate::{
     AppId, AppSpec, AppTable, Deployment, DeploymentId, NodeId, NodeInfo, Resources, Table, Task, TaskTable, UnixMillis,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -222,17 +222,6 @@ impl ClusterState {
         }
         u.take_all(self.tasks.held_on(node));
         u
-    }
-
-    /// `usage` of every node (and of nodes gone from `nodes` that still
-    /// have tasks, with nothing free), from the node index in one pass.
-    pub fn usage_all(&self) -> BTreeMap<NodeId, NodeUsage> {
-        let mut all: BTreeMap<NodeId, NodeUsage> =
-            self.nodes.values().map(|n| (n.id, NodeUsage { free: n.resources, ..NodeUsage::default() })).collect();
-        for (node, held) in self.tasks.held_by_node() {
-            all.entry(node).or_default().take_all(held);
-        }
-        all
     }
 
     /// The node a job run's task ran on, after the task itself was

@@ -260,11 +260,6 @@ impl TaskTable {
         self.by_node.get(&node).into_iter().flat_map(|ids| ids.values()).flatten()
     }
 
-    /// `held_on` of every node that has tasks, in node order.
-    pub fn held_by_node(&self) -> impl Iterator<Item = (NodeId, impl Iterator<Item = &Held> + '_)> + '_ {
-        self.by_node.iter().map(|(node, ids)| (*node, ids.values().flatten()))
-    }
-
     pub fn insert(&mut self, task: Task) {
         if let Some(old) = self.tasks.get(&task.id) {
             let (app, node) = (old.app_id.clone(), old.node);
