@@ -22,6 +22,13 @@
 //! does the same. `purge` drops whole segments; the caller keeps the purged
 //! id (entries at or below it that share a segment with newer ones are
 //! hidden, not erased).
+//!
+//! The next segment is made ahead, on a thread of its own (created,
+//! preallocated, synced, its directory entry synced), so that rolling over
+//! is a switch of files on the write path instead of two fsyncs there. It
+//! lies on disk under its final name, all zeros; a reopen takes an empty
+//! last segment after others as the one made ahead again, so appends go
+//! on where the last entries are.
 
 use crate::raft_types::{Entry, LogId};
 use std::fs::{File, OpenOptions};
@@ -81,6 +88,29 @@ pub(crate) struct Wal {
     purged: Option<u64>,
     /// The last commit index written (or read back at open).
     committed: Option<Option<LogId>>,
+    /// The next segment, made ahead (see the module's doc).
+    spare: Option<Ahead>,
+}
+
+enum Ahead {
+    Making(std::thread::JoinHandle<Result<Spare, WalError>>),
+    Made(Spare),
+}
+
+/// A segment made ahead: empty, preallocated, durable by name.
+struct Spare {
+    seq: u64,
+    path: PathBuf,
+    file: File,
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // Not left running: a reopen of the directory would race with it.
+        if let Some(Ahead::Making(h)) = self.spare.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// Records of one append not yet written to their segment.
@@ -116,6 +146,17 @@ fn preallocate(f: &File, len: u64) -> std::io::Result<()> {
         Err(nix::errno::Errno::EOPNOTSUPP) => f.set_len(len.max(f.metadata()?.len())),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Segment `seq` in `dir`, empty and preallocated to `size`, durable by
+/// name.
+fn make_segment(dir: &Path, seq: u64, size: u64) -> Result<Spare, WalError> {
+    let path = segment_path(dir, seq);
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(io(&path))?;
+    preallocate(&file, size).map_err(io(&path))?;
+    file.sync_all().map_err(io(&path))?;
+    sync_dir(dir)?;
+    Ok(Spare { seq, path, file })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
@@ -223,7 +264,8 @@ impl Wal {
             }
         }
         seqs.sort_unstable();
-        let mut wal = Wal { dir: dir.to_path_buf(), segment_size, segments: Vec::new(), purged, committed: None };
+        let mut wal =
+            Wal { dir: dir.to_path_buf(), segment_size, segments: Vec::new(), purged, committed: None, spare: None };
         let mut next = None;
         let mut cut = false;
         for seq in seqs {
@@ -242,8 +284,24 @@ impl Wal {
             cut = s.cut;
             wal.segments.push(Segment { seq, path, file: Arc::new(file), end: s.end, capacity, entries: s.entries });
         }
-        if cut {
-            sync_dir(dir)?;
+        // Always: a segment made ahead by an earlier run may be durable by
+        // name only once this sync is done, and appends may go into it.
+        sync_dir(dir)?;
+        // An empty last segment after one with live entries was made ahead:
+        // appends go on in the one before it. (After a purge of everything,
+        // the empty one is where they go.)
+        let n = wal.segments.len();
+        let live = |s: &Segment| s.entries.last().is_some_and(|l| purged.is_none_or(|p| l.id.index > p));
+        if n > 1 && wal.segments[n - 1].entries.is_empty() && wal.segments[n - 1].end == 0 && live(&wal.segments[n - 2])
+        {
+            if let Some(seg) = wal.segments.pop() {
+                zero_from(&seg.file, 0, segment_size).map_err(io(&seg.path))?;
+                let file = Arc::try_unwrap(seg.file).map_err(|_| WalError::Io {
+                    path: seg.path.clone(),
+                    source: std::io::Error::other("segment file still shared"),
+                })?;
+                wal.spare = Some(Ahead::Made(Spare { seq: seg.seq, path: seg.path, file }));
+            }
         }
         // Zero whatever lies past the last valid record, so that nothing
         // stale can ever read as a record after later appends.
@@ -255,6 +313,7 @@ impl Wal {
             None => wal.roll()?,
         }
         wal.drop_purged()?;
+        wal.make_spare();
         Ok(wal)
     }
 
@@ -327,15 +386,29 @@ impl Wal {
         Ok(())
     }
 
-    /// Starts a new, preallocated segment (durable by name before use).
+    /// Starts a new, preallocated segment (durable by name before use):
+    /// the one made ahead when it is there, then makes the next ahead.
     fn roll(&mut self) -> Result<(), WalError> {
         let seq = self.segments.last().map_or(0, |s| s.seq + 1);
-        let path = segment_path(&self.dir, seq);
-        let file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(io(&path))?;
-        preallocate(&file, self.segment_size).map_err(io(&path))?;
-        file.sync_all().map_err(io(&path))?;
-        sync_dir(&self.dir)?;
+        let spare = match self.take_spare() {
+            // Later than `seq` after a truncate dropped segments: any
+            // sequence that only grows orders the segments.
+            Some(Ok(s)) if s.seq >= seq => Some(s),
+            Some(Ok(s)) => {
+                std::fs::remove_file(&s.path).map_err(io(&s.path))?;
+                None
+            }
+            // Made on this thread instead (the error, if it lasts, shows there).
+            Some(Err(e)) => {
+                tracing::warn!(reason = %e, "the next Raft log segment could not be made ahead");
+                None
+            }
+            None => None,
+        };
+        let Spare { seq, path, file } = match spare {
+            Some(s) => s,
+            None => make_segment(&self.dir, seq, self.segment_size)?,
+        };
         self.segments.push(Segment {
             seq,
             path,
@@ -344,7 +417,41 @@ impl Wal {
             capacity: self.segment_size,
             entries: Vec::new(),
         });
+        self.make_spare();
         Ok(())
+    }
+
+    /// Starts making the segment after the last one, off the write path.
+    fn make_spare(&mut self) {
+        if self.spare.is_some() {
+            return;
+        }
+        let seq = self.segments.last().map_or(0, |s| s.seq + 1);
+        let (dir, size) = (self.dir.clone(), self.segment_size);
+        // Without a thread, the next roll makes it itself.
+        self.spare = std::thread::Builder::new()
+            .name("raft-log-segment".into())
+            .spawn(move || make_segment(&dir, seq, size))
+            .ok()
+            .map(Ahead::Making);
+    }
+
+    /// The segment made ahead, waiting for it if it is being made; `None`
+    /// when none is (or its thread died).
+    fn take_spare(&mut self) -> Option<Result<Spare, WalError>> {
+        match self.spare.take()? {
+            Ahead::Making(h) => h.join().ok(),
+            Ahead::Made(s) => Some(Ok(s)),
+        }
+    }
+
+    /// The path of the segment made ahead, once made (tests).
+    #[cfg(test)]
+    pub(crate) fn spare_path(&mut self) -> Option<PathBuf> {
+        let s = self.take_spare()?.ok()?;
+        let path = s.path.clone();
+        self.spare = Some(Ahead::Made(s));
+        Some(path)
     }
 
     /// Removes the entries from `index` on; durable on return.
@@ -478,6 +585,40 @@ mod tests {
         v
     }
 
+    /// The segment files on disk besides the one made ahead.
+    fn in_use(wal: &mut Wal, dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let spare = wal.spare_path().expect("the next segment is made ahead");
+        let files = segments(dir);
+        assert!(files.contains(&spare), "the segment made ahead is on disk");
+        files.into_iter().filter(|f| *f != spare).collect()
+    }
+
+    #[test]
+    fn rolling_over_takes_the_segment_made_ahead_and_a_reopen_keeps_appending_where_the_entries_are() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut wal = Wal::open(dir.path(), 4096, None).expect("open");
+        append(&mut wal, &run(1, 1, 5)).expect("append");
+        let next = wal.spare_path().expect("made ahead at open");
+        assert_eq!(std::fs::metadata(&next).expect("on disk").len(), 4096, "preallocated");
+        // Enough to fill the first segment.
+        append(&mut wal, &run(1, 6, 60)).expect("append");
+        assert!(wal.segment_count() > 1);
+        assert_eq!(wal.segments[1].path, next, "the roll took the segment made ahead");
+        let after = wal.spare_path().expect("the one after is made ahead too");
+        assert!(after > next);
+        drop(wal);
+        // Reopened with the one made ahead on disk, empty: it stays the
+        // next one, and the entries go on in the segment before it.
+        let mut wal = Wal::open(dir.path(), 4096, None).expect("reopen");
+        let segs = wal.segment_count();
+        assert_eq!(wal.spare_path(), Some(after));
+        append(&mut wal, &run(1, 61, 62)).expect("append");
+        assert_eq!(wal.segment_count(), segs);
+        drop(wal);
+        let wal = Wal::open(dir.path(), 4096, None).expect("reopen");
+        assert_eq!(ids(&wal.read(0, None).expect("read")), ids(&run(1, 1, 62)));
+    }
+
     #[test]
     fn appended_entries_read_back_after_reopening() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -506,7 +647,7 @@ mod tests {
         assert_eq!(ids(&wal.read(0, None).expect("read")), ids(&run(1, 1, 300)));
         wal.purge(150).expect("purge");
         assert!(wal.segment_count() < before && wal.segment_count() > 1);
-        assert_eq!(segments(dir.path()).len(), wal.segment_count(), "purged segments are deleted");
+        assert_eq!(in_use(&mut wal, dir.path()).len(), wal.segment_count(), "purged segments are deleted");
         assert_eq!(ids(&wal.read(0, None).expect("read")), ids(&run(1, 151, 300)));
         drop(wal);
         let mut wal = Wal::open(dir.path(), 4096, Some(150)).expect("reopen");
@@ -540,7 +681,7 @@ mod tests {
         // A cut in an older segment deletes the newer ones.
         wal.truncate(5).expect("truncate");
         assert_eq!(wal.segment_count(), 1);
-        assert_eq!(segments(dir.path()).len(), 1);
+        assert_eq!(in_use(&mut wal, dir.path()).len(), 1);
         drop(wal);
         let wal = Wal::open(dir.path(), 4096, None).expect("reopen");
         assert_eq!(ids(&wal.read(0, None).expect("read")), ids(&run(1, 1, 4)));
