@@ -172,16 +172,21 @@ pub async fn create(State(ctx): Ctx, RawQuery(q): RawQuery, body: Bytes) -> ApiR
     let id = spec.id.clone();
     let PutResult { app, deployment, .. } = put_computed(&ctx, &id, force, true, |_| Ok(spec.clone())).await?;
     let embed = Embed { deployments: true, counts: true, ..Embed::default() };
-    let mut body = ctx.store.read(|s| marathon::render_app(&app, s, &embed));
-    // Marathon's answer names the create's deployment; one with nothing to
-    // do has already finished in the store, so it is not among the app's.
-    if let Some(Value::Array(deps)) = body.get_mut("deployments") {
-        if !deps.iter().any(|d| d["id"] == deployment.id.0.as_str()) {
-            deps.push(json!({"id": deployment.id.0}));
+    // Written straight from the typed wire form (no JSON tree in between):
+    // this answer is on every create's path.
+    let body = ctx.store.read(|s| {
+        let mut deps: Vec<&str> = s.deployments_of(&app.spec.id).map(|d| d.id.0.as_str()).collect();
+        // Marathon's answer names the create's deployment; one with nothing
+        // to do has already finished in the store, so it is not among the app's.
+        if !deps.contains(&deployment.id.0.as_str()) {
+            deps.push(deployment.id.0.as_str());
         }
-    }
+        serde_json::to_vec(&marathon::app_wire(&app, s, &embed, &deps))
+    });
+    let body = body.map_err(|e| HttpError(ApiError::new(500, format!("rendering failed: {e}"))))?;
     let location = format!("/v2/apps{}", app.spec.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
+    let content_type = (header::CONTENT_TYPE, "application/json");
+    Ok((StatusCode::CREATED, [(header::LOCATION, location.as_str()), content_type], body).into_response())
 }
 
 /// `PUT /v2/apps` and `PATCH /v2/apps`: update (or create) several apps.
