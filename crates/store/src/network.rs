@@ -110,27 +110,41 @@ impl PeerClient {
     }
 
     /// AppendEntries on the stream, or as a POST to a peer that serves none.
+    /// openraft bounds the call in time (and drops it when it runs out,
+    /// which leaves the stream `broken`, so the next call opens another). A
+    /// stream that failed after earlier calls went through (the peer closed
+    /// it, e.g. it restarted) is replaced and the request sent once more:
+    /// AppendEntries may be repeated, and reporting the peer unreachable
+    /// would hold replication to it back for openraft's backoff (500 ms).
     async fn send_append(&mut self, rpc: &AppendEntriesRequest<TypeConfig>, timeout: Duration) -> AppendResult {
         let unreachable = |e: rpc_stream::StreamError| RPCError::Unreachable(Unreachable::new(&e));
         let target = self.target;
-        let Some(stream) = self.stream().await.map_err(unreachable)? else {
-            return self.call("append", rpc, timeout).await;
-        };
         let body = serde_json::to_vec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let answer = match tokio::time::timeout(timeout, stream.call(rpc_stream::APPEND, &body)).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => {
-                self.stream = None;
-                return Err(unreachable(e));
+        let mut retried = false;
+        loop {
+            let reused = self.stream.as_ref().is_some_and(|s| !s.broken());
+            let Some(stream) = self.stream().await.map_err(unreachable)? else {
+                return self.call("append", rpc, timeout).await;
+            };
+            match stream.call(rpc_stream::APPEND, &body).await {
+                Ok(answer) => {
+                    let res: Result<AppendEntriesResponse<u64>, RaftError<u64>> =
+                        serde_json::from_slice(answer).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+                    return res.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)));
+                }
+                // The peer read the frame and could not handle it: the
+                // stream is still in step, and sending it again won't help.
+                Err(e @ rpc_stream::StreamError::Refused(_)) => return Err(RPCError::Network(NetworkError::new(&e))),
+                Err(e) => {
+                    self.stream = None;
+                    if !reused || retried {
+                        return Err(unreachable(e));
+                    }
+                    tracing::debug!(peer = %self.addr, error = %e, "the Raft stream broke; opening another");
+                    retried = true;
+                }
             }
-            Err(elapsed) => {
-                self.stream = None;
-                return Err(RPCError::Unreachable(Unreachable::new(&elapsed)));
-            }
-        };
-        let res: Result<AppendEntriesResponse<u64>, RaftError<u64>> =
-            serde_json::from_slice(answer).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        res.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+        }
     }
 
     async fn call<Req, Resp, E>(
