@@ -9,7 +9,10 @@
 //! sides: the table shows medians and each pair's ratio per round.
 //!
 //! wrk's closed loop saturates the proxies, so its p99 is mostly how the
-//! OS schedules a few busy processes on shared cores. Beside it, the HTTP
+//! OS schedules a few busy processes on shared cores. The nginx tasks get a
+//! whole core each, since a task's `cpus` is its CFS quota too: at 0.2 the
+//! quota throttled them for seconds of each run (80 ms stalls), and that,
+//! not the proxy, set the p99; the tables show the backends' throttled time. Beside it, the HTTP
 //! and L4 pairs also run at fixed rates (shares of HAProxy's requests/s in
 //! the first round), open loop, from the bench's own generator
 //! (`bench_lb_load`), whose latencies count from each request's due time.
