@@ -482,17 +482,20 @@ impl Backends {
         }
         let mut ms = 0.0;
         for p in &self.cpu_stats {
-            let stat = std::fs::read_to_string(p).ok()?;
-            for line in stat.lines() {
-                match line.split_once(' ') {
-                    Some(("throttled_time", ns)) => ms += ns.trim().parse::<f64>().ok()? / 1e6,
-                    Some(("throttled_usec", us)) => ms += us.trim().parse::<f64>().ok()? / 1e3,
-                    _ => {}
-                }
-            }
+            ms += throttled_ms(&std::fs::read_to_string(p).ok()?)?;
         }
         Some(ms)
     }
+}
+
+/// The throttled time in a cgroup's `cpu.stat`, in milliseconds: v1 says
+/// `throttled_time` in nanoseconds, v2 `throttled_usec`.
+fn throttled_ms(stat: &str) -> Option<f64> {
+    stat.lines().find_map(|line| match line.split_once(' ') {
+        Some(("throttled_time", ns)) => Some(ns.trim().parse::<f64>().ok()? / 1e6),
+        Some(("throttled_usec", us)) => Some(us.trim().parse::<f64>().ok()? / 1e3),
+        _ => None,
+    })
 }
 
 /// One wrk run of a row.
@@ -667,6 +670,15 @@ mod tests {
         assert!((super::parse_duration_ms("812.00us") - 0.812).abs() < 1e-9);
         assert!((super::parse_duration_ms("1.5ms") - 1.5).abs() < 1e-9);
         assert!((super::parse_duration_ms("2.00s") - 2000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reads_throttled_time_from_v1_and_v2_cpu_stat() {
+        let v1 = "nr_periods 50\nnr_throttled 45\nthrottled_time 2484902858\nnr_bursts 0\nburst_time 0\n";
+        assert!((super::throttled_ms(v1).expect("v1") - 2484.902858).abs() < 1e-6);
+        let v2 = "usage_usec 100\nnr_periods 3\nnr_throttled 1\nthrottled_usec 1500\n";
+        assert!((super::throttled_ms(v2).expect("v2") - 1.5).abs() < 1e-9);
+        assert_eq!(super::throttled_ms("usage_usec 100\n"), None);
     }
 
     #[test]
