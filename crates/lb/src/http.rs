@@ -39,8 +39,10 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection to whichever woke first, and so one core doing all the work.
 pub async fn serve(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
     let port = listener.local_addr()?.port();
-    let listener = listener.into_std()?;
+    let listener = socket2::Socket::from(listener.into_std()?);
     listener.set_nonblocking(true)?;
+    // Accepted connections inherit it (Linux): no system call per connection.
+    listener.set_tcp_nodelay(true)?;
     // SAFETY: the `AsyncFd` owns the listener, whose descriptor stays open
     // and the same until the `AsyncFd` drops it.
     let listener =
@@ -60,6 +62,8 @@ pub async fn serve(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
         })?;
     }
     drop(done_tx);
+    // Non-blocking, as tokio needs it, without an `ioctl` per connection.
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     let mut next = 0;
     loop {
         tokio::select! {
@@ -68,8 +72,10 @@ pub async fn serve(lb: Arc<Lb>, listener: TcpListener) -> std::io::Result<()> {
                 let mut ready = accepted?;
                 // Every connection waiting, before waiting again.
                 loop {
-                    match ready.try_io(|l| l.get_ref().accept()) {
+                    match ready.try_io(|l| l.get_ref().accept4(flags)) {
                         Ok(Ok((stream, peer))) => {
+                            let Some(peer) = peer.as_socket() else { continue };
+                            let stream = std::net::TcpStream::from(stream);
                             if threads[next % threads.len()].send((stream, peer)).is_err() {
                                 // That thread ended; `done_rx` says why.
                                 break;
@@ -105,14 +111,14 @@ async fn serve_here(
         }
     });
     while let Some((stream, peer)) = accepted.recv().await {
-        let stream = match stream.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(stream)) {
+        // Non-blocking and with `TCP_NODELAY` from the accept (`serve`).
+        let stream = match tokio::net::TcpStream::from_std(stream) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "HTTP LB: cannot serve an accepted connection");
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         tokio::spawn(front.clone().serve_connection(stream, peer));
     }
     sweeper.abort();

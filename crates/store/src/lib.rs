@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod network;
 mod proposer;
 mod raft_types;
+mod rpc_stream;
 mod state_machine;
 mod wal;
 pub mod watch;

@@ -5,7 +5,11 @@
 //! and returns; the thread writes everything queued meanwhile in one write
 //! to the log file and one fdatasync, and only then fires each batch's
 //! flush callback — so an acknowledged write is on disk, and concurrent
-//! writers share fsyncs instead of queueing behind one each. Entries not yet
+//! writers share fsyncs instead of queueing behind one each. A follower's
+//! entries, when nothing is queued before them, are written and synced by
+//! the appending task itself (`append_inline`): openraft waits for that
+//! append before it answers the leader anyway, so the hand-off to the
+//! writer and back only added two wake-ups to every replicated write. Entries not yet
 //! flushed, and the newest `KEEP_RECENT` flushed ones, are served to readers
 //! from memory: replication reads what was just appended without a file
 //! read and a JSON decode per entry. Truncate, purge and vote
@@ -45,7 +49,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 /// Where the entries were kept before the log file (read once, to migrate).
@@ -92,6 +96,11 @@ pub struct LogStore {
     /// The vote as last saved or read: who this node thinks leads.
     vote: Arc<Mutex<Option<Vote>>>,
     durable: Durable,
+    /// Appends and barriers handed to the writer and not yet done: a
+    /// follower's entries skip the writer only when none are, so the log
+    /// file keeps the order of the appends.
+    queued: Arc<AtomicUsize>,
+    after: After,
 }
 
 /// Where the entries this node acknowledged early are on disk, for those
@@ -229,11 +238,9 @@ impl Durable {
 fn writer_loop(
     wal: Arc<Mutex<Wal>>,
     db: Arc<Database>,
-    pending: Pending,
     rx: mpsc::Receiver<Op>,
-    keep: usize,
-    metrics: crate::StoreMetrics,
-    durable: Durable,
+    queued: Arc<AtomicUsize>,
+    after: After,
 ) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
@@ -252,24 +259,13 @@ fn writer_loop(
             Op::Committed(c) => Some(*c),
             _ => None,
         });
+        let ordered = ops.iter().filter(|op| !matches!(op, Op::Committed(_))).count();
         let started = std::time::Instant::now();
         let result = write_entries(&wal, &entries, committed);
-        if !entries.is_empty() {
-            metrics.log_flush_seconds.observe(started.elapsed().as_secs_f64());
-            metrics.log_flush_entries.observe(entries.len() as f64);
-        }
-        if let (Ok(()), Some(last)) = (&result, entries.last()) {
-            let last = last.log_id.index;
-            if let Ok(mut p) = pending.lock() {
-                trim_durable(&mut p, last, keep);
-            }
-            durable.written.send_modify(|w| w.upto = w.upto.max(last));
-        }
+        let written = WriteDone::new(&result, &entries, started);
+        written.record(&after);
         let failed = result.is_err();
-        if let Err(e) = &result {
-            tracing::error!(reason = %e, "writing the Raft log failed; this node's store stops");
-            durable.written.send_modify(|w| w.failed = true);
-        }
+        queued.fetch_sub(ordered, Ordering::AcqRel);
         for op in ops {
             match op {
                 Op::Append(_, Some(cb)) => {
@@ -291,6 +287,66 @@ fn writer_loop(
     // The log file first: whoever reopens waits for the database.
     drop(wal);
     drop(db);
+}
+
+/// What a write of entries updates once done, wherever it ran.
+#[derive(Clone)]
+struct After {
+    pending: Pending,
+    /// Durable entries kept in `pending`.
+    keep: usize,
+    metrics: crate::StoreMetrics,
+    durable: Durable,
+}
+
+/// What one write of entries did, for the bookkeeping after it.
+struct WriteDone {
+    /// The last index written, when the write held entries and succeeded.
+    last: Option<u64>,
+    entries: usize,
+    took: std::time::Duration,
+    failed: bool,
+}
+
+impl WriteDone {
+    fn new(result: &Result<(), String>, entries: &[&Entry], started: std::time::Instant) -> WriteDone {
+        if let Err(e) = result {
+            tracing::error!(reason = %e, "writing the Raft log failed; this node's store stops");
+        }
+        WriteDone {
+            last: entries.last().filter(|_| result.is_ok()).map(|e| e.log_id.index),
+            entries: entries.len(),
+            took: started.elapsed(),
+            failed: result.is_err(),
+        }
+    }
+
+    /// The flush's metrics, the durable mark, and the in-memory entries it
+    /// lets go.
+    fn record(&self, after: &After) {
+        let After { pending, keep, metrics, durable } = after;
+        if self.entries > 0 {
+            metrics.log_flush_seconds.observe(self.took.as_secs_f64());
+            metrics.log_flush_entries.observe(self.entries as f64);
+        }
+        if let Some(last) = self.last {
+            if let Ok(mut p) = pending.lock() {
+                trim_durable(&mut p, last, *keep);
+            }
+            durable.written.send_modify(|w| w.upto = w.upto.max(last));
+        }
+        if self.failed {
+            durable.written.send_modify(|w| w.failed = true);
+        }
+    }
+}
+
+/// Whether this task may block its thread on a write and fsync: only on a
+/// multi-thread runtime, where `block_in_place` hands the worker's other
+/// tasks to another thread meanwhile.
+fn may_block() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// Drops the oldest entries beyond `keep`, but only durable ones (at or
@@ -402,12 +458,25 @@ impl LogStore {
         let pending: Pending = Arc::default();
         let (writer, rx) = mpsc::channel();
         let durable = Durable::new(me);
-        let (w2, db2, p2, d2) = (wal.clone(), db.clone(), pending.clone(), durable.clone());
+        let queued: Arc<AtomicUsize> = Arc::default();
+        let after = After { pending: pending.clone(), keep, metrics, durable: durable.clone() };
+        let (w2, db2, q2, a2) = (wal.clone(), db.clone(), queued.clone(), after.clone());
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(w2, db2, p2, rx, keep, metrics, d2))
+            .spawn(move || writer_loop(w2, db2, rx, q2, a2))
             .map_err(redb::Error::Io)?;
-        Ok(LogStore { wal, db, pending, writer, committed: Arc::default(), me, vote: Arc::default(), durable })
+        Ok(LogStore {
+            wal,
+            db,
+            pending,
+            writer,
+            committed: Arc::default(),
+            me,
+            vote: Arc::default(),
+            durable,
+            queued,
+            after,
+        })
     }
 
     /// What the writer has made durable (for the network's commit gate).
@@ -424,7 +493,38 @@ impl LogStore {
             self.durable.early_term.store(last.log_id.leader_id.term, Ordering::Release);
             self.durable.early.fetch_max(last.log_id.index, Ordering::AcqRel);
         }
-        self.writer.send(Op::Append(entries, None)).map_err(|_| write_err(std::io::Error::other("log writer stopped")))
+        self.send_ordered(Op::Append(entries, None))
+    }
+
+    /// Hands an append or a barrier to the writer.
+    fn send_ordered(&self, op: Op) -> Result<(), StorageError> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.writer.send(op).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            write_err(std::io::Error::other("log writer stopped"))
+        })
+    }
+
+    /// A follower's entries, written and synced on this task when nothing
+    /// handed to the writer is still to be written (then they are next in
+    /// the file); gives the callback back otherwise. Nothing else appends
+    /// meanwhile: openraft calls `append`, `truncate` and `purge` from one
+    /// task, one at a time. A commit index the writer may be storing at the
+    /// same time only ever names entries already durable.
+    fn append_inline(&self, entries: &[Entry], callback: LogFlushed<TypeConfig>) -> Option<LogFlushed<TypeConfig>> {
+        if self.queued.load(Ordering::Acquire) > 0 || !may_block() {
+            return Some(callback);
+        }
+        if self.durable.written.borrow().failed {
+            callback.log_io_completed(Err(std::io::Error::other("the Raft log could not be written")));
+            return None;
+        }
+        let refs: Vec<&Entry> = entries.iter().collect();
+        let started = std::time::Instant::now();
+        let result = tokio::task::block_in_place(|| write_entries(&self.wal, &refs, None));
+        WriteDone::new(&result, &refs, started).record(&self.after);
+        callback.log_io_completed(result.map_err(std::io::Error::other));
+        None
     }
 
     /// Whether `entries` are this node's own as the leader it believes it
@@ -445,7 +545,7 @@ impl LogStore {
     /// Waits until every append handed to the writer is durable.
     async fn drain(&self) -> Result<(), StorageError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.writer.send(Op::Barrier(tx)).map_err(|_| write_err(std::io::Error::other("log writer stopped")))?;
+        self.send_ordered(Op::Barrier(tx))?;
         rx.await.map_err(|_| write_err(std::io::Error::other("log writer stopped")))
     }
 
@@ -590,9 +690,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(());
         }
         self.durable.membership_appended(&entries);
-        self.writer
-            .send(Op::Append(entries, Some(callback)))
-            .map_err(|_| write_err(std::io::Error::other("log writer stopped")))
+        match self.append_inline(&entries, callback) {
+            None => Ok(()),
+            Some(callback) => self.send_ordered(Op::Append(entries, Some(callback))),
+        }
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

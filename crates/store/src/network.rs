@@ -1,14 +1,17 @@
-//! Raft RPCs between nodes: HTTP/1.1 POSTs with JSON bodies on the cluster RPC
-//! port, bounded in size and time. Also carries proposals forwarded from a
-//! follower to the leader.
+//! Raft RPCs between nodes on the cluster RPC port, bounded in size and time:
+//! AppendEntries on one upgraded connection per follower (`rpc_stream`),
+//! falling back to HTTP/1.1 POSTs with JSON bodies for a peer that does not
+//! serve it; votes and snapshots as POSTs. Also carries proposals forwarded
+//! from a follower to the leader.
 
 use crate::command::{Applied, Command};
 use crate::log_store::Durable;
 use crate::proposer::{ProposeError, Proposer};
 use crate::raft_types::{Raft, TypeConfig};
+use crate::rpc_stream::{self, Opened, StreamConn};
 use crate::StoreMetrics;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Extension;
 use axum::{Json, Router};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -20,8 +23,12 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use trust::RpcClient;
+
+/// How long a leader keeps POSTing to a peer that did not serve the stream
+/// before it asks again (the peer may have been upgraded meanwhile).
+const RETRY_STREAM: Duration = Duration::from_secs(30);
 
 /// Largest RPC body accepted (snapshots travel in chunks below this).
 pub const MAX_RPC_BODY: usize = 64 * 1024 * 1024;
@@ -49,6 +56,10 @@ pub struct PeerClient {
     addr: String,
     metrics: StoreMetrics,
     durable: Durable,
+    /// The AppendEntries stream to the peer, once opened.
+    stream: Option<StreamConn>,
+    /// When the peer last answered that it serves no stream.
+    no_stream_since: Option<Instant>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -61,6 +72,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             metrics: self.metrics.clone(),
             durable: self.durable.clone(),
+            stream: None,
+            no_stream_since: None,
         }
     }
 }
@@ -69,7 +82,71 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 #[error("{0}")]
 struct HttpStatus(String);
 
+type AppendResult = Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>>;
+
 impl PeerClient {
+    /// The stream to the peer, opened when there is none (or the last one
+    /// broke); `None` when the peer serves none.
+    async fn stream(&mut self) -> Result<Option<&mut StreamConn>, rpc_stream::StreamError> {
+        if self.stream.as_ref().is_some_and(StreamConn::broken) {
+            self.stream = None;
+        }
+        if self.stream.is_none() {
+            if self.no_stream_since.is_some_and(|t| t.elapsed() < RETRY_STREAM) {
+                return Ok(None);
+            }
+            match rpc_stream::open(&self.client, &self.addr).await? {
+                Opened::Stream(s) => {
+                    self.stream = Some(s);
+                    self.no_stream_since = None;
+                }
+                Opened::Unsupported => {
+                    tracing::info!(peer = %self.addr, "the peer serves no Raft stream (an older version?): POSTing AppendEntries");
+                    self.no_stream_since = Some(Instant::now());
+                }
+            }
+        }
+        Ok(self.stream.as_mut())
+    }
+
+    /// AppendEntries on the stream, or as a POST to a peer that serves none.
+    /// openraft bounds the call in time (and drops it when it runs out,
+    /// which leaves the stream `broken`, so the next call opens another). A
+    /// stream that failed after earlier calls went through (the peer closed
+    /// it, e.g. it restarted) is replaced and the request sent once more:
+    /// AppendEntries may be repeated, and reporting the peer unreachable
+    /// would hold replication to it back for openraft's backoff (500 ms).
+    async fn send_append(&mut self, rpc: &AppendEntriesRequest<TypeConfig>, timeout: Duration) -> AppendResult {
+        let unreachable = |e: rpc_stream::StreamError| RPCError::Unreachable(Unreachable::new(&e));
+        let target = self.target;
+        let body = serde_json::to_vec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut retried = false;
+        loop {
+            let reused = self.stream.as_ref().is_some_and(|s| !s.broken());
+            let Some(stream) = self.stream().await.map_err(unreachable)? else {
+                return self.call("append", rpc, timeout).await;
+            };
+            match stream.call(rpc_stream::APPEND, &body).await {
+                Ok(answer) => {
+                    let res: Result<AppendEntriesResponse<u64>, RaftError<u64>> =
+                        serde_json::from_slice(answer).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+                    return res.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)));
+                }
+                // The peer read the frame and could not handle it: the
+                // stream is still in step, and sending it again won't help.
+                Err(e @ rpc_stream::StreamError::Refused(_)) => return Err(RPCError::Network(NetworkError::new(&e))),
+                Err(e) => {
+                    self.stream = None;
+                    if !reused || retried {
+                        return Err(unreachable(e));
+                    }
+                    tracing::debug!(peer = %self.addr, error = %e, "the Raft stream broke; opening another");
+                    retried = true;
+                }
+            }
+        }
+    }
+
     async fn call<Req, Resp, E>(
         &self,
         path: &str,
@@ -114,7 +191,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             self.durable.wait(c.index).await.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         }
         let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
-        let res = self.call("append", &rpc, option.hard_ttl()).await;
+        let res = self.send_append(&rpc, option.hard_ttl()).await;
         // The follower answers after its fsync: what it now holds on disk
         // counts towards a majority before the leader's own fsync is done.
         match (&res, last) {
@@ -180,6 +257,7 @@ pub(crate) fn router(
 ) -> Router {
     Router::new()
         .route("/raft/append", post(append))
+        .route(rpc_stream::STREAM_PATH, get(rpc_stream::upgrade))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/propose", post(propose))

@@ -9,7 +9,10 @@
 //! sides: the table shows medians and each pair's ratio per round.
 //!
 //! wrk's closed loop saturates the proxies, so its p99 is mostly how the
-//! OS schedules a few busy processes on shared cores. Beside it, the HTTP
+//! OS schedules a few busy processes on shared cores. The nginx tasks get a
+//! whole core each, since a task's `cpus` is its CFS quota too: at 0.2 the
+//! quota throttled them for seconds of each run (80 ms stalls), and that,
+//! not the proxy, set the p99; the tables show the backends' throttled time. Beside it, the HTTP
 //! and L4 pairs also run at fixed rates (shares of HAProxy's requests/s in
 //! the first round), open loop, from the bench's own generator
 //! (`bench_lb_load`), whose latencies count from each request's due time.
@@ -83,6 +86,9 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
             .arg(dir.join("node"))
             .args(["--http", &format!("{NODE}:8080"), "--rpc", &format!("{NODE}:5050"), "--dns", "off"])
             .args(["--http-lb", &format!("{NODE}:80")])
+            // Room for the two whole-core nginx tasks and the failover app's
+            // beside them on a two-core machine.
+            .args(["--resources", "cpus:4"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("node.log")).map(Stdio::from).unwrap_or_else(|_| Stdio::null()))
             .spawn()
@@ -107,7 +113,11 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
         tmpl.display(),
         nginx.display()
     );
-    let app = json!({"id": "/bench/nginx", "cmd": cmd, "cpus": 0.2, "mem": 64, "instances": 2,
+    // A whole core each: a task's `cpus` is also its CFS quota, and at 0.2
+    // a single-worker nginx run flat out by a proxy spent seconds of every
+    // run throttled (80 ms of each 100 ms period), a stall that the faster
+    // proxy's closed-loop p99 caught most of.
+    let app = json!({"id": "/bench/nginx", "cmd": cmd, "cpus": 1.0, "mem": 64, "instances": 2,
                      "labels": {"HAPROXY_0_VHOST": "bench.test"}});
     let resp = http.post(format!("{base}/v2/apps")).json(&app).send().await?;
     if !resp.status().is_success() {
@@ -115,20 +125,23 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
     }
     let service_port = resp.json::<Value>().await?["portDefinitions"][0]["port"].as_u64().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(60);
-    let backends: Vec<String> = loop {
+    let (backends, task_ids): (Vec<String>, Vec<String>) = loop {
         let v: Value = http.get(format!("{base}/v2/apps/bench/nginx/tasks")).send().await?.json().await?;
-        let up: Vec<String> = v["tasks"]
+        let (up, ids): (Vec<String>, Vec<String>) = v["tasks"]
             .as_array()
             .into_iter()
             .flatten()
             .filter(|t| t["state"] == "TASK_RUNNING")
-            .map(|t| format!("{}:{}", t["host"].as_str().unwrap_or(""), t["ports"][0]))
-            .collect();
+            .map(|t| {
+                let addr = format!("{}:{}", t["host"].as_str().unwrap_or(""), t["ports"][0]);
+                (addr, t["id"].as_str().unwrap_or("").to_string())
+            })
+            .unzip();
         if up.len() == 2
             && reqwest::get(format!("http://{}/", up[0])).await.is_ok()
             && reqwest::get(format!("http://{}/", up[1])).await.is_ok()
         {
-            break up;
+            break (up, ids);
         }
         if Instant::now() > deadline {
             bail!("the nginx tasks did not come up (see the node's log)");
@@ -215,19 +228,20 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
             },
         ),
     ];
+    let probe = Backends::new(&task_ids);
     let mut direct_runs = Vec::new();
     let mut runs: Vec<(Vec<Run>, Vec<Run>)> = pairs.iter().map(|_| (Vec::new(), Vec::new())).collect();
     let mut fixed: Vec<Fixed> = Vec::new();
     for round in 0..args.rounds.max(1) {
-        direct_runs.push(direct.run(args)?);
+        direct_runs.push(direct.run(args, &probe)?);
         for ((_, w, h), (wr, hr)) in pairs.iter().zip(runs.iter_mut()) {
             // Every other round HAProxy goes first.
             if round % 2 == 0 {
-                wr.push(w.run(args)?);
-                hr.push(h.run(args)?);
+                wr.push(w.run(args, &probe)?);
+                hr.push(h.run(args, &probe)?);
             } else {
-                hr.push(h.run(args)?);
-                wr.push(w.run(args)?);
+                hr.push(h.run(args, &probe)?);
+                wr.push(w.run(args, &probe)?);
             }
         }
         if round == 0 {
@@ -242,19 +256,19 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
         for f in &mut fixed {
             let (_, w, h) = &pairs[f.pair];
             if round % 2 == 0 {
-                f.wharf.push(w.fixed(f.rate, args)?);
-                f.haproxy.push(h.fixed(f.rate, args)?);
+                f.wharf.push(w.fixed(f.rate, args, &probe)?);
+                f.haproxy.push(h.fixed(f.rate, args, &probe)?);
             } else {
-                f.haproxy.push(h.fixed(f.rate, args)?);
-                f.wharf.push(w.fixed(f.rate, args)?);
+                f.haproxy.push(h.fixed(f.rate, args, &probe)?);
+                f.wharf.push(w.fixed(f.rate, args, &probe)?);
             }
         }
     }
     // CPU per request is the proxy process's own (user + system) time over
     // the requests wrk completed: on a busy machine the requests/s follow
     // the CPU the proxies are given, this does not.
-    println!("| path | requests/s | p50 | p99 | errors | proxy CPU per request |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| path | requests/s | p50 | p99 | errors | proxy CPU per request | backends throttled |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     print_row(direct.name, &direct_runs);
     for ((_, w, h), (wr, hr)) in pairs.iter().zip(&runs) {
         print_row(w.name, wr);
@@ -377,21 +391,24 @@ fn print_fixed(pairs: &[(&str, Row, Row)], fixed: &[Fixed], args: &LbBenchArgs) 
         "== fixed rate, open loop (bench's own generator: 1 thread, {} keep-alive connections, {} s each; latency from each request's due time), rates in percent of haproxy's requests/s in round 1",
         args.connections, args.seconds
     );
-    println!("| path | offered req/s | achieved req/s | p50 | p99 | p99.9 | errors |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| path | offered req/s | achieved req/s | p50 | p99 | p99.9 | errors | backends throttled |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for f in fixed {
         let (_, w, h) = &pairs[f.pair];
         for (name, runs) in [(w.name, &f.wharf), (h.name, &f.haproxy)] {
             let med = |g: fn(&FixedRun) -> f64| median(&runs.iter().map(g).collect::<Vec<_>>());
+            let throttled: Vec<String> =
+                runs.iter().map(|r| r.throttled_ms.map_or("-".into(), |t| format!("{t:.0}"))).collect();
             println!(
-                "| {name} @ {}% | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {} |",
+                "| {name} @ {}% | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} ms |",
                 f.percent,
                 f.rate,
                 med(|r| r.achieved),
                 med(|r| r.p50),
                 med(|r| r.p99),
                 med(|r| r.p999),
-                runs.iter().map(|r| r.errors).sum::<u64>()
+                runs.iter().map(|r| r.errors).sum::<u64>(),
+                throttled.join(", ")
             );
         }
     }
@@ -423,6 +440,7 @@ struct FixedRun {
     p99: f64,
     p999: f64,
     errors: u64,
+    throttled_ms: Option<f64>,
 }
 
 /// One path wrk measures, and the proxy process whose CPU it reports.
@@ -434,6 +452,52 @@ struct Row {
     pid: Option<u32>,
 }
 
+/// The backends' CFS bandwidth throttling (their `cpus` quota), read from
+/// their cgroups' `cpu.stat`: a run that drives a task into its quota
+/// stalls every request that task holds until the next period.
+struct Backends {
+    cpu_stats: Vec<std::path::PathBuf>,
+}
+
+impl Backends {
+    /// The cgroups of the tasks `ids` (v1 `cpu` hierarchy or v2).
+    fn new(ids: &[String]) -> Backends {
+        let roots = ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"];
+        let cpu_stats = ids
+            .iter()
+            .filter_map(|id| {
+                roots.iter().map(|r| std::path::Path::new(r).join("wharf").join(id).join("cpu.stat")).find(|p| {
+                    std::fs::read_to_string(p)
+                        .is_ok_and(|s| s.contains("throttled_time") || s.contains("throttled_usec"))
+                })
+            })
+            .collect();
+        Backends { cpu_stats }
+    }
+
+    /// Milliseconds the backends spent throttled so far, summed.
+    fn throttled_ms(&self) -> Option<f64> {
+        if self.cpu_stats.is_empty() {
+            return None;
+        }
+        let mut ms = 0.0;
+        for p in &self.cpu_stats {
+            ms += throttled_ms(&std::fs::read_to_string(p).ok()?)?;
+        }
+        Some(ms)
+    }
+}
+
+/// The throttled time in a cgroup's `cpu.stat`, in milliseconds: v1 says
+/// `throttled_time` in nanoseconds, v2 `throttled_usec`.
+fn throttled_ms(stat: &str) -> Option<f64> {
+    stat.lines().find_map(|line| match line.split_once(' ') {
+        Some(("throttled_time", ns)) => Some(ns.trim().parse::<f64>().ok()? / 1e6),
+        Some(("throttled_usec", us)) => Some(us.trim().parse::<f64>().ok()? / 1e3),
+        _ => None,
+    })
+}
+
 /// One wrk run of a row.
 struct Run {
     rps: f64,
@@ -442,21 +506,26 @@ struct Run {
     errors: u64,
     /// The proxy's CPU time per request, in microseconds.
     cpu_us: Option<f64>,
+    /// Milliseconds the backends were throttled during the run.
+    throttled_ms: Option<f64>,
 }
 
 impl Row {
-    fn run(&self, args: &LbBenchArgs) -> anyhow::Result<Run> {
+    fn run(&self, args: &LbBenchArgs, backends: &Backends) -> anyhow::Result<Run> {
         let before = self.pid.and_then(cpu_seconds);
+        let throttled = backends.throttled_ms();
         let r = wrk(&self.url, self.host, self.close, args)?;
         let cpu_us = match (before, self.pid.and_then(cpu_seconds)) {
             (Some(a), Some(b)) if r.requests > 0 => Some((b - a) * 1e6 / r.requests as f64),
             _ => None,
         };
-        Ok(Run { rps: r.rps, p50: r.p50, p99: r.p99, errors: r.errors, cpu_us })
+        let throttled_ms = throttled.zip(backends.throttled_ms()).map(|(a, b)| b - a);
+        Ok(Run { rps: r.rps, p50: r.p50, p99: r.p99, errors: r.errors, cpu_us, throttled_ms })
     }
 
     /// A fixed-rate run over keep-alive connections.
-    fn fixed(&self, rate: f64, args: &LbBenchArgs) -> anyhow::Result<FixedRun> {
+    fn fixed(&self, rate: f64, args: &LbBenchArgs, backends: &Backends) -> anyhow::Result<FixedRun> {
+        let throttled = backends.throttled_ms();
         let authority = self.url.trim_start_matches("http://").trim_end_matches('/');
         let addr = authority.parse().with_context(|| format!("not an address: {authority}"))?;
         let o = crate::bench_lb_load::run(crate::bench_lb_load::Spec {
@@ -472,6 +541,7 @@ impl Row {
             p99: o.percentile_ms(99.0),
             p999: o.percentile_ms(99.9),
             errors: o.errors(),
+            throttled_ms: throttled.zip(backends.throttled_ms()).map(|(a, b)| b - a),
         })
     }
 }
@@ -480,12 +550,15 @@ fn print_row(name: &str, runs: &[Run]) {
     let med = |f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
     let cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us).collect();
     let cpu = if cpu.is_empty() { "-".to_string() } else { format!("{:.1} us", median(&cpu)) };
+    let throttled: Vec<String> =
+        runs.iter().map(|r| r.throttled_ms.map_or("-".into(), |t| format!("{t:.0}"))).collect();
     println!(
-        "| {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {cpu} |",
+        "| {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {cpu} | {} ms |",
         med(|r| r.rps),
         med(|r| r.p50),
         med(|r| r.p99),
-        runs.iter().map(|r| r.errors).sum::<u64>()
+        runs.iter().map(|r| r.errors).sum::<u64>(),
+        throttled.join(", ")
     );
 }
 
@@ -597,6 +670,15 @@ mod tests {
         assert!((super::parse_duration_ms("812.00us") - 0.812).abs() < 1e-9);
         assert!((super::parse_duration_ms("1.5ms") - 1.5).abs() < 1e-9);
         assert!((super::parse_duration_ms("2.00s") - 2000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reads_throttled_time_from_v1_and_v2_cpu_stat() {
+        let v1 = "nr_periods 50\nnr_throttled 45\nthrottled_time 2484902858\nnr_bursts 0\nburst_time 0\n";
+        assert!((super::throttled_ms(v1).expect("v1") - 2484.902858).abs() < 1e-6);
+        let v2 = "usage_usec 100\nnr_periods 3\nnr_throttled 1\nthrottled_usec 1500\n";
+        assert!((super::throttled_ms(v2).expect("v2") - 1.5).abs() < 1e-9);
+        assert_eq!(super::throttled_ms("usage_usec 100\n"), None);
     }
 
     #[test]
