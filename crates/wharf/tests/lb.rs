@@ -22,7 +22,7 @@ use std::time::Duration;
 fn app(id: &str, vhost: &str, version: &str, health_path: &str) -> Value {
     json!({
         "id": id,
-        "cmd": "echo $MESOS_TASK_ID > id; echo $V > v; echo ok > ok; exec python3 -m http.server $PORT0",
+        "cmd": "echo $MESOS_TASK_ID > id; echo $V > v; echo ok > ok; exec python3 -m http.server --bind $HOST $PORT0",
         "cpus": 0.1, "mem": 64, "instances": 3,
         "env": {"V": version},
         "labels": {"HAPROXY_0_VHOST": vhost},
@@ -253,14 +253,14 @@ import socket, threading, hashlib, base64, os
 tid = os.environ['MESOS_TASK_ID'].encode()
 def udp():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(('0.0.0.0', int(os.environ['PORT1'])))
+    s.bind((os.environ['HOST'], int(os.environ['PORT1'])))
     while True:
         d, a = s.recvfrom(2048)
         s.sendto(tid + b' ' + d, a)
 threading.Thread(target=udp, daemon=True).start()
 t = socket.socket()
 t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-t.bind(('0.0.0.0', int(os.environ['PORT0'])))
+t.bind((os.environ['HOST'], int(os.environ['PORT0'])))
 t.listen(64)
 def serve(c):
     f = c.makefile('rb')
@@ -415,7 +415,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *a):
         pass
-http.server.ThreadingHTTPServer(('', int(os.environ['PORT0'])), H).serve_forever()
+http.server.ThreadingHTTPServer((os.environ['HOST'], int(os.environ['PORT0'])), H).serve_forever()
 "#;
 
 /// The agent's log lines about draining before kills, without the colours.
