@@ -321,8 +321,7 @@ async fn proxy(lb: Arc<Lb>, client: TcpStream, port: u16) {
 /// side's EOF shuts the other's write side) and giving up after `idle` with
 /// no bytes in either direction. Returns the bytes copied. The caller drops
 /// (closes) both streams afterwards, so the second EOF is not passed on: the
-/// close sends that FIN, one `shutdown` fewer per connection; and when both
-/// EOFs are in by the time both directions had their turn, neither is.
+/// close sends that FIN, one `shutdown` fewer per connection.
 pub async fn splice<A, B>(a: A, b: B, idle: Duration) -> u64
 where
     A: AsyncRead + AsyncWrite + Unpin,
@@ -335,21 +334,17 @@ where
     let mut seen = 0;
     std::future::poll_fn(|cx| {
         // Either side's error ends both directions: the caller closes them.
-        if !up.done && up.poll(cx, &mut a, &mut b).is_ready_err() {
-            return Poll::Ready(());
+        if !up.done {
+            let other_done = down.done;
+            if up.poll(cx, &mut a, &mut b, other_done).is_ready_err() {
+                return Poll::Ready(());
+            }
         }
-        if !down.done && down.poll(cx, &mut b, &mut a).is_ready_err() {
-            return Poll::Ready(());
-        }
-        // An EOF is passed on only now, after both directions read what
-        // they could: a client that closes once its answer is in (HTTP's
-        // `Connection: close`) often has its FIN in with the server's.
-        let both = up.eof && down.eof;
-        if up.eof && !up.done && up.finish(cx, &mut b, both || down.done).is_ready_err() {
-            return Poll::Ready(());
-        }
-        if down.eof && !down.done && down.finish(cx, &mut a, both || up.done).is_ready_err() {
-            return Poll::Ready(());
+        if !down.done {
+            let other_done = up.done;
+            if down.poll(cx, &mut b, &mut a, other_done).is_ready_err() {
+                return Poll::Ready(());
+            }
         }
         if up.done && down.done {
             return Poll::Ready(());
@@ -384,18 +379,17 @@ struct Copy {
     buf: Option<SpareBuf>,
     start: usize,
     end: usize,
-    /// `r` said EOF and everything read before it was written.
     eof: bool,
     unflushed: bool,
-    /// The EOF was passed on (or needs not be).
     done: bool,
     moved: u64,
 }
 
 impl Copy {
-    /// Moves bytes from `r` to `w` until one of them is not ready; ready
-    /// once `r`'s EOF is reached and all before it written.
-    fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<io::Result<()>>
+    /// Moves bytes from `r` to `w` until one of them is not ready; on `r`'s
+    /// EOF shuts `w`'s write side unless the other direction is done
+    /// already (then both are about to be closed).
+    fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W, other_done: bool) -> Poll<io::Result<()>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -443,31 +437,23 @@ impl Copy {
                     }
                 }
             } else {
+                if !other_done {
+                    match Pin::new(&mut *w).poll_shutdown(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                } else if self.unflushed {
+                    match Pin::new(&mut *w).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                self.done = true;
                 return Poll::Ready(Ok(()));
             }
         }
-    }
-
-    /// Passes the EOF on: shuts `w`'s write side, unless the other
-    /// direction is done or at its EOF too (then both are about to be
-    /// closed, which sends the FIN).
-    fn finish<W>(&mut self, cx: &mut Context<'_>, w: &mut W, other_done: bool) -> Poll<io::Result<()>>
-    where
-        W: AsyncWrite + Unpin,
-    {
-        let end = if other_done {
-            if self.unflushed {
-                Pin::new(&mut *w).poll_flush(cx)
-            } else {
-                Poll::Ready(Ok(()))
-            }
-        } else {
-            Pin::new(&mut *w).poll_shutdown(cx)
-        };
-        if let Poll::Ready(Ok(())) = end {
-            self.done = true;
-        }
-        end
     }
 }
 
