@@ -53,17 +53,6 @@ pub async fn run(args: LbBenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let base = format!("http://{NODE}:8080");
     let r = measure(&dir, &base, &args).await;
-    // The app's tasks outlive the node by design: delete it first.
-    let http = reqwest::Client::new();
-    let _ = http.delete(format!("{base}/v2/apps/bench/nginx?force=true")).send().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        match http.get(format!("{base}/v2/apps/bench/nginx")).send().await {
-            Ok(resp) if resp.status() == 404 => break,
-            Err(_) => break,
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
     if r.is_ok() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
@@ -79,7 +68,7 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
 
 async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
-    let _node = Proc(
+    let node = Proc(
         std::process::Command::new(exe)
             .arg("agent")
             .arg("--data-dir")
@@ -102,6 +91,32 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let r = with_node(dir, base, args, &http, node.0.id()).await;
+    // The apps' tasks outlive the node by design: delete them while it
+    // still runs (it stops when `node` drops), or their nginx processes
+    // linger at the measuring priority beside the next run.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for app in ["bench/nginx", "bench/fail"] {
+        let _ = http.delete(format!("{base}/v2/apps/{app}?force=true")).send().await;
+        while Instant::now() < deadline {
+            match http.get(format!("{base}/v2/apps/{app}")).send().await {
+                Ok(resp) if resp.status() == 404 => break,
+                Err(_) => break,
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+    r
+}
+
+/// The runs against the node `node` (its process id) serving at `base`.
+async fn with_node(
+    dir: &std::path::Path,
+    base: &str,
+    args: &LbBenchArgs,
+    http: &reqwest::Client,
+    node: u32,
+) -> anyhow::Result<()> {
     let nginx = which("nginx").unwrap_or_else(|| "nginx".into());
     let tmpl = dir.join("nginx.tmpl");
     std::fs::write(
@@ -180,7 +195,7 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
         backends.join(" and "),
         loadavg()
     );
-    let (wharf, haproxy) = (Some(_node.0.id()), Some(_haproxy.0.id()));
+    let (wharf, haproxy) = (Some(node), Some(_haproxy.0.id()));
     println!(
         "threads: haproxy {} (its default, one per core); wharf {} per LB listener (beside the node's own runtime)",
         threads(_haproxy.0.id()).map_or("?".into(), |n| n.to_string()),
@@ -302,7 +317,7 @@ async fn measure(dir: &std::path::Path, base: &str, args: &LbBenchArgs) -> anyho
     // else on the box) would otherwise skew the comparison unseen.
     let nice = |pid: Option<u32>| pid.and_then(nice).map_or("?".into(), |n| n.to_string());
     println!("load average after: {}; nice after: wharf {}, haproxy {}", loadavg(), nice(wharf), nice(haproxy));
-    failover(dir, base, &http, &nginx).await
+    failover(dir, base, http, &nginx).await
 }
 
 /// The time from a backend's health check turning failing to the last
