@@ -96,6 +96,20 @@ pub(crate) fn decode_body(data: &[u8]) -> Result<SnapshotBody, SnapshotError> {
     Ok(body)
 }
 
+/// Stores `stored` as the current snapshot: meta and body in one
+/// transaction, never one without the other.
+fn write_stored(db: &Database, stored: &StoredSnapshot) -> Result<(), StorageError> {
+    let meta = serde_json::to_vec(&stored.meta).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    let tx = db.begin_write().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    {
+        let mut table = tx.open_table(SNAPSHOT).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        table.insert(KEY_META, meta.as_slice()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        table.insert(KEY_DATA, stored.data.as_slice()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        table.remove(KEY_CURRENT).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    }
+    tx.commit().map_err(|e| sm_err(ErrorVerb::Write, e))
+}
+
 impl StateMachine {
     pub fn open(
         db: Arc<Database>,
@@ -116,6 +130,7 @@ impl StateMachine {
         };
         if let Some(stored) = sm.read_stored_checked()? {
             sm.install_body(decode_body(&stored.data)?);
+            sm.metrics.snapshot_loaded(stored.data.len() as u64);
         }
         Ok(sm)
     }
@@ -153,17 +168,14 @@ impl StateMachine {
         self.read_stored_checked().map_err(|e| sm_err(ErrorVerb::Read, e))
     }
 
-    fn write_stored(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
-        let meta = serde_json::to_vec(&stored.meta).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let tx = self.db.begin_write().map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        {
-            let mut table = tx.open_table(SNAPSHOT).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            // Meta and body in one transaction: never one without the other.
-            table.insert(KEY_META, meta.as_slice()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            table.insert(KEY_DATA, stored.data.as_slice()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            table.remove(KEY_CURRENT).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        }
-        tx.commit().map_err(|e| sm_err(ErrorVerb::Write, e))
+    /// Stores `stored` as the current snapshot, on a blocking thread: a
+    /// redb commit of a large body (write and fsync) must not hold up an
+    /// async worker, and with it the node's replication and API.
+    async fn write_stored(&self, stored: StoredSnapshot) -> Result<StoredSnapshot, StorageError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || write_stored(&db, &stored).map(|()| stored))
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))?
     }
 
     fn freeze(&self) -> Result<Frozen, StorageError> {
@@ -209,10 +221,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             None => format!("none-{}", data.len()),
         };
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
-        self.write_stored(&stored)?;
-        self.metrics.snapshot_taken();
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        let stored = self.write_stored(StoredSnapshot { meta: meta.clone(), data }).await?;
+        self.metrics.snapshot_taken(stored.data.len() as u64);
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
     }
 }
 
@@ -285,9 +296,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let body = decode_body(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        self.write_stored(&StoredSnapshot { meta: meta.clone(), data })?;
+        let stored = self.write_stored(StoredSnapshot { meta: meta.clone(), data }).await?;
         self.install_body(body);
-        self.metrics.snapshot_taken();
+        self.metrics.snapshot_taken(stored.data.len() as u64);
         Ok(())
     }
 
