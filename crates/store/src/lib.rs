@@ -28,6 +28,7 @@ pub mod network;
 mod proposer;
 mod raft_types;
 mod rpc_stream;
+mod snapshot_file;
 mod state_machine;
 mod wal;
 pub mod watch;
@@ -204,7 +205,7 @@ impl Store {
         let log_size = log.size();
         let durable_gate = durable.clone();
         let committed = log.committed_handle();
-        let sm = StateMachine::open(db, state.clone(), feed.clone(), metrics.clone())?;
+        let sm = StateMachine::open(db, cfg.data_dir.join("snapshots"), state.clone(), feed.clone(), metrics.clone())?;
         let config = openraft::Config {
             cluster_name: "wharf".into(),
             heartbeat_interval: cfg.heartbeat_ms,

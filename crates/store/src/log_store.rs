@@ -783,7 +783,8 @@ mod tests {
                 metrics.clone(),
             )
             .map_err(err)?;
-            let sm = StateMachine::open(db, state.clone(), Feed::new(state), metrics).map_err(err)?;
+            let sm = StateMachine::open(db, dir.path().join("snapshots"), state.clone(), Feed::new(state), metrics)
+                .map_err(err)?;
             Ok((dir, log, sm))
         }
     }
