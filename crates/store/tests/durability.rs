@@ -255,13 +255,16 @@ async fn the_log_outgrowing_its_snapshot_builds_one_and_a_restart_restores_from_
     assert_eq!(store.raft_status().snapshot_index, None, "a snapshot while the log was below its floor");
     store.shutdown().await;
 
-    let store = open_when_released(cfg(16 << 10)).await.expect("reopen");
+    // A lone node leads, and a leader waits for up to three times the
+    // threshold (twice, plus a margin of up to half).
+    let store = open_when_released(cfg(4 << 10)).await.expect("reopen");
     let first = tokio::task::block_in_place(|| wait_snapshot(&store, None));
     assert!(first.is_some(), "no snapshot once the log passed its floor");
     let size = store.metrics().snapshot_bytes();
-    assert!(size > 16 << 10, "the snapshot's size is not recorded: {size}");
-    // Entries of more than 100 bytes each: the log outgrows the snapshot.
-    let target = n + size as u32 / 100;
+    assert!(size > 4 << 10, "the snapshot's size is not recorded: {size}");
+    // Entries of more than 100 bytes each: the log outgrows three times
+    // the snapshot.
+    let target = n + size as u32 / 25;
     while n < target {
         store.propose(put(n)).await.expect("propose");
         n += 1;
@@ -270,7 +273,7 @@ async fn the_log_outgrowing_its_snapshot_builds_one_and_a_restart_restores_from_
     assert!(second > first, "no second snapshot after the log outgrew the first ({size} bytes)");
     store.shutdown().await;
 
-    let store = open_when_released(cfg(16 << 10)).await.expect("reopen");
+    let store = open_when_released(cfg(4 << 10)).await.expect("reopen");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while store.read(|s| s.apps.len()) < n as usize && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
