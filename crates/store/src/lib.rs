@@ -16,6 +16,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply;
+mod cadence;
 pub mod command;
 pub mod effect;
 pub mod endpoints;
@@ -27,6 +28,7 @@ pub mod network;
 mod proposer;
 mod raft_types;
 mod rpc_stream;
+mod snapshot_file;
 mod state_machine;
 mod wal;
 pub mod watch;
@@ -114,8 +116,12 @@ pub struct StoreConfig {
     pub election_timeout_ms: (u64, u64),
     /// Nodes beyond this many join as learners (full read replicas).
     pub max_voters: usize,
-    /// Log entries after which a snapshot is built (and the log before it purged).
+    /// Log entries after which a snapshot is built (and the log before it
+    /// purged) whatever their size: bounds a restart's replay.
     pub snapshot_every: u64,
+    /// A snapshot is also built once the log since the last one holds as
+    /// many bytes as that snapshot, and at least this many (`cadence`).
+    pub snapshot_min_log_bytes: u64,
     /// The client for calls to other nodes (mTLS with this node's
     /// identity); `None`: plain HTTP from the advertised address (tests).
     pub rpc_client: Option<RpcClient>,
@@ -129,7 +135,10 @@ impl StoreConfig {
             heartbeat_ms: 100,
             election_timeout_ms: (400, 800),
             max_voters: 3,
-            snapshot_every: 5000,
+            // etcd's default count: a few seconds of small writes at full
+            // speed, so busy clusters snapshot by size instead.
+            snapshot_every: 100_000,
+            snapshot_min_log_bytes: 32 << 20,
             rpc_client: None,
         }
     }
@@ -193,9 +202,10 @@ impl Store {
         let metrics = StoreMetrics::default();
         let log = LogStore::new(db.clone(), &cfg.data_dir.join("raft-log"), node_id, metrics.clone())?;
         let durable = log.durable();
+        let log_size = log.size();
         let durable_gate = durable.clone();
         let committed = log.committed_handle();
-        let sm = StateMachine::open(db, state.clone(), feed.clone(), metrics.clone())?;
+        let sm = StateMachine::open(db, cfg.data_dir.join("snapshots"), state.clone(), feed.clone(), metrics.clone())?;
         let config = openraft::Config {
             cluster_name: "wharf".into(),
             heartbeat_interval: cfg.heartbeat_ms,
@@ -223,6 +233,7 @@ impl Store {
             Raft::new(node_id, Arc::new(config), Network::new(client.clone(), metrics.clone(), durable), log, sm)
                 .await
                 .map_err(|e| StoreError::Raft(e.to_string()))?;
+        cadence::spawn(raft.clone(), log_size, metrics.clone(), cfg.snapshot_min_log_bytes);
         let leadership = spawn_leadership_watch(&raft, node_id, durable_gate);
         let proposer = Proposer::start(raft.clone());
         Ok(Store {

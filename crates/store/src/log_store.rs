@@ -103,6 +103,18 @@ pub struct LogStore {
     after: After,
 }
 
+/// A read of the log file's size that holds its lock only to add up its
+/// segments (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct LogSize(Arc<Mutex<Wal>>);
+
+impl LogSize {
+    /// Bytes the log holds after entry `index` (all of it for `None`).
+    pub(crate) fn bytes_after(&self, index: Option<u64>) -> u64 {
+        self.0.lock().map(|w| w.bytes_after(index)).unwrap_or(0)
+    }
+}
+
 /// Where the entries this node acknowledged early are on disk, for those
 /// that must not act on one before a majority holds it (cheap to clone).
 #[derive(Clone)]
@@ -479,6 +491,11 @@ impl LogStore {
         })
     }
 
+    /// How large the log has grown (for the snapshot cadence).
+    pub(crate) fn size(&self) -> LogSize {
+        LogSize(self.wal.clone())
+    }
+
     /// What the writer has made durable (for the network's commit gate).
     pub(crate) fn durable(&self) -> Durable {
         self.durable.clone()
@@ -766,7 +783,8 @@ mod tests {
                 metrics.clone(),
             )
             .map_err(err)?;
-            let sm = StateMachine::open(db, state.clone(), Feed::new(state), metrics).map_err(err)?;
+            let sm = StateMachine::open(db, dir.path().join("snapshots"), state.clone(), Feed::new(state), metrics)
+                .map_err(err)?;
             Ok((dir, log, sm))
         }
     }

@@ -6,6 +6,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,8 @@ pub struct StoreMetrics {
     /// Unix ms when this node last built or installed a snapshot (0: not
     /// since it started).
     snapshot_at: Arc<AtomicU64>,
+    /// Size of this node's current snapshot (built, installed or loaded).
+    snapshot_bytes: Gauge,
 }
 
 impl Default for StoreMetrics {
@@ -58,6 +61,7 @@ impl Default for StoreMetrics {
             append_rpc_entries: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             append_served_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
             snapshot_at: Arc::default(),
+            snapshot_bytes: Gauge::default(),
         }
     }
 }
@@ -107,6 +111,12 @@ impl StoreMetrics {
             Unit::Seconds,
             self.append_served_seconds.clone(),
         );
+        registry.register_with_unit(
+            "store_snapshot_size",
+            "Size of this node's current Raft snapshot",
+            Unit::Bytes,
+            self.snapshot_bytes.clone(),
+        );
     }
 
     /// Seconds since this node last built or installed a snapshot; `None`
@@ -119,7 +129,18 @@ impl StoreMetrics {
         }
     }
 
-    pub(crate) fn snapshot_taken(&self) {
+    /// Size of this node's current snapshot, 0 when it has none.
+    pub fn snapshot_bytes(&self) -> u64 {
+        u64::try_from(self.snapshot_bytes.get()).unwrap_or(0)
+    }
+
+    /// A snapshot of `bytes` was loaded at start (no build time recorded).
+    pub(crate) fn snapshot_loaded(&self, bytes: u64) {
+        self.snapshot_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn snapshot_taken(&self, bytes: u64) {
+        self.snapshot_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

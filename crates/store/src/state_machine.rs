@@ -1,5 +1,6 @@
-//! The Raft state machine: the in-memory `ClusterState`, snapshots of it kept
-//! in redb, and the change feed fed by every applied entry.
+//! The Raft state machine: the in-memory `ClusterState`, snapshots of it (the
+//! body in a file, `snapshot_file`, named in redb beside its metadata), and
+//! the change feed fed by every applied entry.
 //!
 //! On restart the latest snapshot is loaded and openraft re-applies the
 //! committed log after it, so the state is rebuilt exactly. A snapshot that
@@ -14,6 +15,7 @@ use crate::apply::apply;
 use crate::command::{Applied, Command};
 use crate::effect;
 use crate::raft_types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::snapshot_file;
 use crate::watch::Change;
 use crate::watch::Feed;
 use arc_swap::ArcSwap;
@@ -23,6 +25,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshot
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 /// The snapshot body's format. Readers refuse a newer one; any change to
@@ -37,6 +40,8 @@ pub enum SnapshotError {
     Read(#[source] redb::Error),
     #[error("the stored snapshot cannot be decoded ({0}); the data directory is damaged: restore it from a backup, or remove it and join the node to the cluster again")]
     Decode(#[source] serde_json::Error),
+    #[error("the stored snapshot's file {path} cannot be read ({source}); the data directory is damaged: restore it from a backup, or remove it and join the node to the cluster again")]
+    File { path: std::path::PathBuf, source: std::io::Error },
     #[error(
         "the stored snapshot has format {found}, newer than this wharf reads ({SNAPSHOT_FORMAT}); run a newer wharf"
     )]
@@ -48,7 +53,10 @@ const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 const KEY_CURRENT: &str = "current";
 /// The current snapshot's metadata (JSON) and body (the JSON bytes as they are).
 const KEY_META: &str = "current.meta";
+/// Where bodies were kept before they went to files (still read).
 const KEY_DATA: &str = "current.data";
+/// The name of the current snapshot's file in the snapshot directory.
+const KEY_FILE: &str = "current.file";
 
 /// The applied state, swapped whole after every batch of entries.
 pub type SharedState = Arc<ArcSwap<ClusterState>>;
@@ -80,6 +88,8 @@ type Frozen = (Arc<ClusterState>, Option<LogId>, StoredMembership);
 #[derive(Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
+    /// Where snapshot bodies are kept.
+    dir: PathBuf,
     state: SharedState,
     last_applied: Arc<RwLock<(Option<LogId>, StoredMembership)>>,
     feed: Feed,
@@ -96,9 +106,45 @@ pub(crate) fn decode_body(data: &[u8]) -> Result<SnapshotBody, SnapshotError> {
     Ok(body)
 }
 
+/// Stores `stored` as the current snapshot: the body's file durable first,
+/// then its name and the metadata in one transaction (never one without
+/// the other), then older files go.
+fn write_stored(db: &Database, dir: &Path, stored: &StoredSnapshot) -> Result<(), StorageError> {
+    let meta = serde_json::to_vec(&stored.meta).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    let name = snapshot_file::name(stored.meta.last_log_id.map(|l| l.index), stored.data.len());
+    snapshot_file::write(dir, &name, &stored.data).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    let tx = db.begin_write().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    {
+        let mut table = tx.open_table(SNAPSHOT).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        table.insert(KEY_META, meta.as_slice()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        table.insert(KEY_FILE, name.as_bytes()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        table.remove(KEY_DATA).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        table.remove(KEY_CURRENT).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    }
+    tx.commit().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    snapshot_file::remove_others(dir, &name);
+    Ok(())
+}
+
+/// Runs `work` on a thread of its own at the lowest CPU priority (nice 19)
+/// and returns what it returned.
+async fn in_background<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("wharf-snapshot".into()).spawn(move || {
+        // SAFETY: setpriority(2) takes no pointer; on Linux `who` 0 is the
+        // calling thread alone. Failing to lower it only costs latency.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        }
+        let _ = tx.send(work());
+    })?;
+    rx.await.map_err(|_| std::io::Error::other("the snapshot thread ended without an answer"))
+}
+
 impl StateMachine {
     pub fn open(
         db: Arc<Database>,
+        dir: PathBuf,
         state: SharedState,
         feed: Feed,
         metrics: crate::StoreMetrics,
@@ -108,6 +154,7 @@ impl StateMachine {
         tx.commit().map_err(redb::Error::from)?;
         let sm = StateMachine {
             db,
+            dir,
             state,
             last_applied: Arc::new(RwLock::new((None, StoredMembership::default()))),
             feed,
@@ -116,6 +163,7 @@ impl StateMachine {
         };
         if let Some(stored) = sm.read_stored_checked()? {
             sm.install_body(decode_body(&stored.data)?);
+            sm.metrics.snapshot_loaded(stored.data.len() as u64);
         }
         Ok(sm)
     }
@@ -137,14 +185,21 @@ impl StateMachine {
             let table = tx.open_table(SNAPSHOT)?;
             let get =
                 |k: &str| -> Result<Option<Vec<u8>>, redb::Error> { Ok(table.get(k)?.map(|v| v.value().to_vec())) };
-            Ok((get(KEY_META)?, get(KEY_DATA)?, get(KEY_CURRENT)?))
+            Ok((get(KEY_META)?, get(KEY_FILE)?, get(KEY_DATA)?, get(KEY_CURRENT)?))
         };
         match read().map_err(SnapshotError::Read)? {
-            (Some(meta), Some(data), _) => {
+            (Some(meta), Some(file), _, _) => {
+                let meta: SnapshotMeta = serde_json::from_slice(&meta).map_err(SnapshotError::Decode)?;
+                let name = String::from_utf8_lossy(&file).into_owned();
+                let data = snapshot_file::read(&self.dir, &name)
+                    .map_err(|source| SnapshotError::File { path: snapshot_file::path(&self.dir, &name), source })?;
+                Ok(Some(StoredSnapshot { meta, data }))
+            }
+            (Some(meta), None, Some(data), _) => {
                 let meta: SnapshotMeta = serde_json::from_slice(&meta).map_err(SnapshotError::Decode)?;
                 Ok(Some(StoredSnapshot { meta, data }))
             }
-            (_, _, Some(old)) => serde_json::from_slice(&old).map(Some).map_err(SnapshotError::Decode),
+            (_, _, _, Some(old)) => serde_json::from_slice(&old).map(Some).map_err(SnapshotError::Decode),
             _ => Ok(None),
         }
     }
@@ -153,17 +208,14 @@ impl StateMachine {
         self.read_stored_checked().map_err(|e| sm_err(ErrorVerb::Read, e))
     }
 
-    fn write_stored(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
-        let meta = serde_json::to_vec(&stored.meta).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let tx = self.db.begin_write().map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        {
-            let mut table = tx.open_table(SNAPSHOT).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            // Meta and body in one transaction: never one without the other.
-            table.insert(KEY_META, meta.as_slice()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            table.insert(KEY_DATA, stored.data.as_slice()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            table.remove(KEY_CURRENT).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        }
-        tx.commit().map_err(|e| sm_err(ErrorVerb::Write, e))
+    /// Stores `stored` as the current snapshot, on a blocking thread: a
+    /// redb commit of a large body (write and fsync) must not hold up an
+    /// async worker, and with it the node's replication and API.
+    async fn write_stored(&self, stored: StoredSnapshot) -> Result<StoredSnapshot, StorageError> {
+        let (db, dir) = (self.db.clone(), self.dir.clone());
+        tokio::task::spawn_blocking(move || write_stored(&db, &dir, &stored).map(|()| stored))
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))?
     }
 
     fn freeze(&self) -> Result<Frozen, StorageError> {
@@ -192,27 +244,33 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             Some(f) => f,
             None => self.freeze()?,
         };
-        // Serialising a large state takes a while: off the async workers,
-        // and on an immutable copy, so writes go on meanwhile.
+        // Serialising and storing a large state takes a core for a while,
+        // on every node at once (they reach the snapshot point together):
+        // on an immutable copy, so writes go on meanwhile, and at the lowest
+        // priority, so it takes only the time writes and reads leave over.
         let body = SnapshotBody {
             format: SNAPSHOT_FORMAT,
             last_applied,
             membership: membership.clone(),
             state: (*state).clone(),
         };
-        let data = tokio::task::spawn_blocking(move || serde_json::to_vec(&body))
-            .await
-            .map_err(|e| sm_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))?
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let snapshot_id = match last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
-            None => format!("none-{}", data.len()),
-        };
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
-        self.write_stored(&stored)?;
-        self.metrics.snapshot_taken();
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        let (db, dir) = (self.db.clone(), self.dir.clone());
+        let stored = in_background(move || {
+            let data = serde_json::to_vec(&body).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            let snapshot_id = match last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
+                None => format!("none-{}", data.len()),
+            };
+            let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+            let stored = StoredSnapshot { meta, data };
+            write_stored(&db, &dir, &stored)?;
+            Ok::<_, StorageError>(stored)
+        })
+        .await
+        .map_err(|e| sm_err(ErrorVerb::Write, e))??;
+        self.metrics.snapshot_taken(stored.data.len() as u64);
+        let meta = stored.meta;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
     }
 }
 
@@ -285,9 +343,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let body = decode_body(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        self.write_stored(&StoredSnapshot { meta: meta.clone(), data })?;
+        let stored = self.write_stored(StoredSnapshot { meta: meta.clone(), data }).await?;
         self.install_body(body);
-        self.metrics.snapshot_taken();
+        self.metrics.snapshot_taken(stored.data.len() as u64);
         Ok(())
     }
 
@@ -335,7 +393,8 @@ mod tests {
         let state = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
         let feed = Feed::new(state.clone());
         let mut sub = feed.subscribe();
-        let mut sm = StateMachine::open(db, state.clone(), feed, StoreMetrics::default()).expect("open");
+        let mut sm = StateMachine::open(db, dir.path().join("snapshots"), state.clone(), feed, StoreMetrics::default())
+            .expect("open");
         let batch = Command::Batch(vec![create("/a", 1), create("/a", 2), create("/b", 3)]);
         let entry = Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 7), payload: EntryPayload::Normal(batch) };
         let answers = sm.apply([entry]).await.expect("apply");
@@ -358,5 +417,46 @@ mod tests {
             seen.push((put, c.state.apps.len()));
         }
         assert_eq!(seen, vec![(true, 1), (false, 1), (true, 2)]);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_stored_the_older_way_in_redb_still_loads_and_the_next_goes_to_a_file() {
+        use openraft::RaftSnapshotBuilder;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || {
+            let db = Arc::new(redb::Database::create(dir.path().join("state.redb")).expect("db"));
+            let state = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
+            let sm = StateMachine::open(
+                db.clone(),
+                dir.path().join("snapshots"),
+                state.clone(),
+                Feed::new(state.clone()),
+                StoreMetrics::default(),
+            )
+            .expect("open");
+            (db, state, sm)
+        };
+        let (db, _, mut sm) = open();
+        let entry = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 3),
+            payload: EntryPayload::Normal(create("/a", 1)),
+        };
+        sm.apply([entry]).await.expect("apply");
+        let snap = sm.build_snapshot().await.expect("build");
+        // Written as before snapshot files: the body under its redb key.
+        let tx = db.begin_write().expect("tx");
+        {
+            let mut t = tx.open_table(super::SNAPSHOT).expect("table");
+            t.remove(super::KEY_FILE).expect("remove");
+            t.insert(super::KEY_DATA, snap.snapshot.into_inner().as_slice()).expect("insert");
+        }
+        tx.commit().expect("commit");
+        drop((db, sm));
+        std::fs::remove_dir_all(dir.path().join("snapshots")).expect("no files");
+        let (_db, state, mut sm) = open();
+        assert!(state.load().apps.contains_key(&AppId::parse("/a").expect("id")), "the old snapshot restored /a");
+        sm.build_snapshot().await.expect("build");
+        let files = std::fs::read_dir(dir.path().join("snapshots")).expect("dir").count();
+        assert_eq!(files, 1, "the next snapshot is a file");
     }
 }

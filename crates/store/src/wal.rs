@@ -530,6 +530,23 @@ impl Wal {
         Ok(out)
     }
 
+    /// Bytes the log holds after entry `index` (all of it for `None`),
+    /// commit records between them included: what a snapshot at `index`
+    /// would let go, for the snapshot cadence.
+    pub(crate) fn bytes_after(&self, index: Option<u64>) -> u64 {
+        let next = index.map_or(0, |i| i + 1);
+        self.segments
+            .iter()
+            .filter_map(|seg| {
+                let first = seg.entries.first()?.id.index;
+                // Contiguous by index: the first entry after `index` is found
+                // by position.
+                let pos = usize::try_from(next.saturating_sub(first)).ok()?;
+                seg.entries.get(pos).map(|loc| seg.end.saturating_sub(loc.at))
+            })
+            .sum()
+    }
+
     /// The last entry's id (purged or not).
     pub(crate) fn last(&self) -> Option<LogId> {
         self.segments.iter().rev().find_map(|s| s.entries.last()).map(|l| l.id)
@@ -632,6 +649,25 @@ mod tests {
         assert_eq!(ids(&wal.read(0, None).expect("read")), ids(&run(1, 1, 10)));
         assert_eq!(wal.last(), Some(blank(1, 10).log_id));
         assert_eq!(wal.committed(), Some(committed));
+    }
+
+    #[test]
+    fn bytes_after_an_index_count_what_follows_it_across_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut wal = Wal::open(dir.path(), 4096, None).expect("open");
+        append(&mut wal, &run(1, 1, 100)).expect("append");
+        assert!(wal.segment_count() > 1, "spans segments");
+        let all = wal.bytes_after(None);
+        let on_disk: u64 = wal.segments.iter().map(|s| s.end).sum();
+        assert_eq!(all, on_disk);
+        let half = wal.bytes_after(Some(50));
+        assert!(half > 0 && half < all);
+        // Same-sized records: about half the bytes follow the 50th.
+        assert!(half.abs_diff(all / 2) < all / 10, "{half} of {all}");
+        assert_eq!(wal.bytes_after(Some(100)), 0);
+        assert_eq!(wal.bytes_after(Some(500)), 0);
+        wal.purge(60).expect("purge");
+        assert!(wal.bytes_after(Some(60)) < half, "entries after 60 are fewer than after 50");
     }
 
     #[test]

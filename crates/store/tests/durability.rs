@@ -2,7 +2,7 @@
 //! and the node never re-initialises its cluster.
 
 use model::{AppId, AppSpec, Deployment, DeploymentAction, DeploymentId, Step, UnixMillis};
-use redb::ReadableTable;
+use redb::ReadableDatabase;
 use std::time::Duration;
 use store::{Applied, Command, Store, StoreConfig, Update};
 
@@ -206,17 +206,78 @@ async fn a_snapshot_restores_the_state_and_a_corrupt_one_stops_the_node() {
             }
         };
         let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("snapshot");
-        let tx = db.begin_write().expect("tx");
-        {
-            let mut t = tx.open_table(table).expect("table");
-            assert!(t.get("current.data").expect("get").is_some(), "a snapshot was stored");
-            t.insert("current.data", b"{\"format\":1,\"state\":{\"apps\":[tru".as_slice()).expect("insert");
-        }
-        tx.commit().expect("commit");
+        let tx = db.begin_read().expect("tx");
+        let t = tx.open_table(table).expect("table");
+        let file = t.get("current.file").expect("get").expect("a snapshot was stored");
+        let path = dir.path().join("snapshots").join(std::str::from_utf8(file.value()).expect("a file name"));
+        std::fs::write(&path, b"{\"format\":1,\"state\":{\"apps\":[tru").expect("overwrite");
     }
     let err = match open_snapshotting(dir.path()).await {
         Ok(_) => panic!("a node with a corrupt snapshot must not start"),
         Err(e) => e.to_string(),
     };
     assert!(err.contains("snapshot cannot be decoded") && err.contains("data directory is damaged"), "{err}");
+}
+
+/// No snapshot while the log is below its floor (the entry bound far away);
+/// one once it passes it; the next once the log has grown as large as that
+/// snapshot; and a restart restores everything from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_outgrowing_its_snapshot_builds_one_and_a_restart_restores_from_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = |floor: u64| {
+        let mut cfg = StoreConfig::new(dir.path().to_path_buf(), "127.0.0.1:1".into());
+        cfg.election_timeout_ms = (150, 300);
+        cfg.snapshot_every = 1_000_000;
+        cfg.snapshot_min_log_bytes = floor;
+        cfg
+    };
+    let wait_snapshot = |store: &Store, after: Option<u64>| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let at = store.raft_status().snapshot_index;
+            if at > after || std::time::Instant::now() > deadline {
+                return at;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let store = open_when_released(cfg(1 << 20)).await.expect("open");
+    store.bootstrap_if_new().await.expect("bootstrap");
+    let mut n = 0;
+    // A few hundred bytes an entry: tens of KiB, below 1 MiB.
+    while n < 100 {
+        store.propose(put(n)).await.expect("propose");
+        n += 1;
+    }
+    // The cadence looks once a second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(store.raft_status().snapshot_index, None, "a snapshot while the log was below its floor");
+    store.shutdown().await;
+
+    // A lone node leads, and a leader waits for up to three times the
+    // threshold (twice, plus a margin of up to half).
+    let store = open_when_released(cfg(4 << 10)).await.expect("reopen");
+    let first = tokio::task::block_in_place(|| wait_snapshot(&store, None));
+    assert!(first.is_some(), "no snapshot once the log passed its floor");
+    let size = store.metrics().snapshot_bytes();
+    assert!(size > 4 << 10, "the snapshot's size is not recorded: {size}");
+    // Entries of more than 100 bytes each: the log outgrows three times
+    // the snapshot.
+    let target = n + size as u32 / 25;
+    while n < target {
+        store.propose(put(n)).await.expect("propose");
+        n += 1;
+    }
+    let second = tokio::task::block_in_place(|| wait_snapshot(&store, first));
+    assert!(second > first, "no second snapshot after the log outgrew the first ({size} bytes)");
+    store.shutdown().await;
+
+    let store = open_when_released(cfg(4 << 10)).await.expect("reopen");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.read(|s| s.apps.len()) < n as usize && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.read(|s| s.apps.len()), n as usize);
+    store.shutdown().await;
 }
