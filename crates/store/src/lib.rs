@@ -138,7 +138,7 @@ impl StoreConfig {
             // etcd's default count: a few seconds of small writes at full
             // speed, so busy clusters snapshot by size instead.
             snapshot_every: 100_000,
-            snapshot_min_log_bytes: 32 << 20,
+            snapshot_min_log_bytes: 64 << 20,
             rpc_client: None,
         }
     }
