@@ -64,12 +64,22 @@ pub(crate) fn read(dir: &Path, name: &str) -> std::io::Result<Vec<u8>> {
     std::fs::read(path(dir, name))
 }
 
-/// Removes every file in `dir` but `keep` (older snapshots, a write cut off
-/// half-way). A file that cannot be removed stays for the next time.
+/// Removes every finished snapshot file in `dir` but `keep`. Files still
+/// being written (`.tmp`) stay: a snapshot built and one installed may be
+/// written at once. A file that cannot be removed stays for the next time.
 pub(crate) fn remove_others(dir: &Path, keep: &str) {
+    remove_where(dir, |name| name != keep && !name.ends_with(".tmp"));
+}
+
+/// Removes writes cut off half-way (at open, before anything writes).
+pub(crate) fn remove_partial(dir: &Path) {
+    remove_where(dir, |name| name.ends_with(".tmp"));
+}
+
+fn remove_where(dir: &Path, remove: impl Fn(&str) -> bool) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
-        if e.file_name().to_str() != Some(keep) {
+        if e.file_name().to_str().is_some_and(&remove) {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -87,7 +97,13 @@ mod tests {
         let n = name(Some(7), body.len());
         write(dir.path(), &n, &body).expect("write");
         assert_eq!(read(dir.path(), &n).expect("read"), body);
+        // Another snapshot being written meanwhile keeps its file.
+        std::fs::write(dir.path().join("other.json.tmp"), b"{").expect("partial");
         remove_others(dir.path(), &n);
+        let mut left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").flatten().map(|e| e.file_name()).collect();
+        left.sort();
+        assert_eq!(left, vec![std::ffi::OsString::from("other.json.tmp"), std::ffi::OsString::from(&n)]);
+        remove_partial(dir.path());
         let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").flatten().map(|e| e.file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from(&n)]);
     }

@@ -51,9 +51,10 @@ pub enum SnapshotError {
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 /// Written before snapshot formats existed: the whole `StoredSnapshot` as JSON.
 const KEY_CURRENT: &str = "current";
-/// The current snapshot's metadata (JSON) and body (the JSON bytes as they are).
+/// The current snapshot's metadata (JSON).
 const KEY_META: &str = "current.meta";
-/// Where bodies were kept before they went to files (still read).
+/// The body (the JSON bytes as they are), where it was kept before bodies
+/// went to files (still read).
 const KEY_DATA: &str = "current.data";
 /// The name of the current snapshot's file in the snapshot directory.
 const KEY_FILE: &str = "current.file";
@@ -161,6 +162,8 @@ impl StateMachine {
             frozen: None,
             metrics,
         };
+        // Nothing writes a snapshot yet: a write cut off by a crash goes.
+        snapshot_file::remove_partial(&sm.dir);
         if let Some(stored) = sm.read_stored_checked()? {
             sm.install_body(decode_body(&stored.data)?);
             sm.metrics.snapshot_loaded(stored.data.len() as u64);
