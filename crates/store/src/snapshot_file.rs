@@ -71,6 +71,11 @@ pub(crate) fn remove_others(dir: &Path, keep: &str) {
     remove_where(dir, |name| name != keep && !name.ends_with(".tmp"));
 }
 
+/// Removes the snapshot file `name` in `dir`, if it can.
+pub(crate) fn remove(dir: &Path, name: &str) {
+    let _ = std::fs::remove_file(path(dir, name));
+}
+
 /// Removes writes cut off half-way (at open, before anything writes).
 pub(crate) fn remove_partial(dir: &Path) {
     remove_where(dir, |name| name.ends_with(".tmp"));

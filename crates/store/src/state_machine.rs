@@ -22,7 +22,7 @@ use arc_swap::ArcSwap;
 use model::ClusterState;
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError};
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -109,14 +109,30 @@ pub(crate) fn decode_body(data: &[u8]) -> Result<SnapshotBody, SnapshotError> {
 
 /// Stores `stored` as the current snapshot: the body's file durable first,
 /// then its name and the metadata in one transaction (never one without
-/// the other), then older files go.
-fn write_stored(db: &Database, dir: &Path, stored: &StoredSnapshot) -> Result<(), StorageError> {
+/// the other), then older files go. A snapshot older than the one stored
+/// is not stored (its file goes instead): openraft may build one while it
+/// installs a newer one from the leader, and the build can finish last;
+/// keeping the older would make a restart replay more log, or name a file
+/// the newer one's cleanup removed. Returns whether it was stored.
+fn write_stored(db: &Database, dir: &Path, stored: &StoredSnapshot) -> Result<bool, StorageError> {
     let meta = serde_json::to_vec(&stored.meta).map_err(|e| sm_err(ErrorVerb::Write, e))?;
     let name = snapshot_file::name(stored.meta.last_log_id.map(|l| l.index), stored.data.len());
     snapshot_file::write(dir, &name, &stored.data).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    // redb runs one write transaction at a time: the check and the
+    // replacement are one step for two writers.
     let tx = db.begin_write().map_err(|e| sm_err(ErrorVerb::Write, e))?;
     {
         let mut table = tx.open_table(SNAPSHOT).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let current = table.get(KEY_META).map_err(|e| sm_err(ErrorVerb::Read, e))?.and_then(|v| {
+            // Unreadable metadata is replaced, not kept.
+            serde_json::from_slice::<SnapshotMeta>(v.value()).ok()
+        });
+        if current.is_some_and(|c| c.last_log_id > stored.meta.last_log_id) {
+            drop(table);
+            tx.abort().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            snapshot_file::remove(dir, &name);
+            return Ok(false);
+        }
         table.insert(KEY_META, meta.as_slice()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         table.insert(KEY_FILE, name.as_bytes()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         table.remove(KEY_DATA).map_err(|e| sm_err(ErrorVerb::Write, e))?;
@@ -124,7 +140,7 @@ fn write_stored(db: &Database, dir: &Path, stored: &StoredSnapshot) -> Result<()
     }
     tx.commit().map_err(|e| sm_err(ErrorVerb::Write, e))?;
     snapshot_file::remove_others(dir, &name);
-    Ok(())
+    Ok(true)
 }
 
 /// Runs `work` on a thread of its own at the lowest CPU priority (nice 19)
@@ -214,9 +230,9 @@ impl StateMachine {
     /// Stores `stored` as the current snapshot, on a blocking thread: a
     /// redb commit of a large body (write and fsync) must not hold up an
     /// async worker, and with it the node's replication and API.
-    async fn write_stored(&self, stored: StoredSnapshot) -> Result<StoredSnapshot, StorageError> {
+    async fn write_stored(&self, stored: StoredSnapshot) -> Result<(StoredSnapshot, bool), StorageError> {
         let (db, dir) = (self.db.clone(), self.dir.clone());
-        tokio::task::spawn_blocking(move || write_stored(&db, &dir, &stored).map(|()| stored))
+        tokio::task::spawn_blocking(move || write_stored(&db, &dir, &stored).map(|kept| (stored, kept)))
             .await
             .map_err(|e| sm_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))?
     }
@@ -266,12 +282,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             };
             let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
             let stored = StoredSnapshot { meta, data };
-            write_stored(&db, &dir, &stored)?;
-            Ok::<_, StorageError>(stored)
+            let kept = write_stored(&db, &dir, &stored)?;
+            Ok::<_, StorageError>((stored, kept))
         })
         .await
         .map_err(|e| sm_err(ErrorVerb::Write, e))??;
-        self.metrics.snapshot_taken(stored.data.len() as u64);
+        let (stored, kept) = stored;
+        // Not kept: a newer one was installed meanwhile; openraft, which
+        // holds that one, ignores this older one too.
+        if kept {
+            self.metrics.snapshot_taken(stored.data.len() as u64);
+        }
         let meta = stored.meta;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
     }
@@ -346,9 +367,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let body = decode_body(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        let stored = self.write_stored(StoredSnapshot { meta: meta.clone(), data }).await?;
+        let (stored, kept) = self.write_stored(StoredSnapshot { meta: meta.clone(), data }).await?;
         self.install_body(body);
-        self.metrics.snapshot_taken(stored.data.len() as u64);
+        if kept {
+            self.metrics.snapshot_taken(stored.data.len() as u64);
+        }
         Ok(())
     }
 
@@ -461,5 +484,51 @@ mod tests {
         sm.build_snapshot().await.expect("build");
         let files = std::fs::read_dir(dir.path().join("snapshots")).expect("dir").count();
         assert_eq!(files, 1, "the next snapshot is a file");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_finished_after_a_newer_one_is_not_stored_over_it() {
+        use openraft::RaftSnapshotBuilder;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || {
+            let db = Arc::new(redb::Database::create(dir.path().join("state.redb")).expect("db"));
+            let state = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
+            let sm = StateMachine::open(
+                db,
+                dir.path().join("snapshots"),
+                state.clone(),
+                Feed::new(state.clone()),
+                StoreMetrics::default(),
+            )
+            .expect("open");
+            (state, sm)
+        };
+        let entry = |index, cmd| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(cmd),
+        };
+        let (_, mut sm) = open();
+        sm.apply([entry(3, create("/a", 1))]).await.expect("apply");
+        // Frozen at index 3, built only after a newer snapshot is stored.
+        let mut slow = sm.get_snapshot_builder().await;
+        sm.apply([entry(9, create("/b", 2))]).await.expect("apply");
+        let mut fast = sm.get_snapshot_builder().await;
+        let newer = fast.build_snapshot().await.expect("build");
+        assert_eq!(newer.meta.last_log_id.map(|l| l.index), Some(9));
+        let older = slow.build_snapshot().await.expect("build");
+        assert_eq!(older.meta.last_log_id.map(|l| l.index), Some(3));
+
+        let current = sm.get_current_snapshot().await.expect("read").expect("a snapshot");
+        assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(9), "the newer snapshot stays current");
+        let files: Vec<String> = std::fs::read_dir(dir.path().join("snapshots"))
+            .expect("dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        assert_eq!(files.len(), 1, "the older one's file is gone: {files:?}");
+        drop((sm, slow, fast));
+        let (state, _sm) = open();
+        let s = state.load();
+        assert_eq!(s.applied_index, 9, "a restart restores the newer snapshot");
+        assert!(s.apps.contains_key(&AppId::parse("/b").expect("id")));
     }
 }
