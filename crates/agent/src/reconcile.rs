@@ -163,6 +163,13 @@ pub async fn run(store: Arc<Store>, cfg: AgentConfig) {
     let mut tracked = Tracked::default();
     let mut sub = store.subscribe();
 
+    // A replica that trails the cluster (restored from disk after a crash
+    // without the last commits it had applied) would not know a task this
+    // agent launched just before: it would kill it as unknown, or never
+    // report its exit. Catch up first.
+    if let Err(e) = store.barrier().await {
+        tracing::warn!(error = %e, "could not catch up with the cluster; going on with this node's replica as it is");
+    }
     for (kind, driver) in &drivers {
         let found = match driver.recover().await {
             Ok(found) => found,

@@ -349,6 +349,15 @@ impl Store {
         result
     }
 
+    /// Returns once this replica holds every write the cluster committed
+    /// before the call: an empty write, committed through the leader and
+    /// applied here (a read barrier). For what acts on the replica after a
+    /// restart: the state restored from disk may trail what this node had
+    /// applied before it stopped, by the commits it had not yet recorded.
+    pub async fn barrier(&self) -> Result<(), StoreError> {
+        self.propose(Command::Batch(Vec::new())).await.map(|_| ())
+    }
+
     /// The store's series for `/metrics` (proposals and their latency).
     pub fn metrics(&self) -> &StoreMetrics {
         &self.metrics

@@ -167,14 +167,49 @@ async fn final_reads(c: &Cluster, rec: &Recorder, prefix: &str, apps: &BTreeSet<
                 .flatten()
                 .collect();
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(40),
-            "the nodes did not converge after healing: {v:#?}\n{}",
-            (0..c.nodes.len()).map(|i| format!("--- node {i}:\n{}", tail(&c.log(i), 30))).collect::<String>()
-        );
+        if t.elapsed() >= Duration::from_secs(40) {
+            panic!(
+                "the nodes did not converge after healing: {v:#?}\n{}\n{}",
+                stuck(c, prefix).await,
+                (0..c.nodes.len()).map(|i| format!("--- node {i}:\n{}", tail(&c.log(i), 30))).collect::<String>()
+            );
+        }
         last = agreed.then_some(v);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// What each node shows of the deployments left and the tasks under
+/// `prefix`, for a failure message: a deployment that never ends is
+/// explained by its apps' tasks (state, goal, version, node).
+async fn stuck(c: &Cluster, prefix: &str) -> String {
+    let mut out = String::new();
+    for i in 0..c.nodes.len() {
+        let deployments = c.call(i, Method::GET, "/v2/deployments", None).await;
+        let tasks = c.call(i, Method::GET, "/v2/tasks", None).await;
+        let tasks: Vec<String> = tasks
+            .and_then(|(_, v)| v["tasks"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|t| t["appId"].as_str().is_some_and(|a| a.starts_with(prefix)))
+            .map(|t| format!("  {} {} {} version {} {}", t["id"], t["state"], t["host"], t["version"], t["slaveId"]))
+            .collect();
+        let apps = c.call(i, Method::GET, &format!("/v2/apps?id={prefix}"), None).await;
+        let apps: Vec<String> = apps
+            .and_then(|(_, v)| v["apps"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|a| {
+                format!("  {} instances {} changed {}", a["id"], a["instances"], a["versionInfo"]["lastConfigChangeAt"])
+            })
+            .collect();
+        out += &format!(
+            "--- node {i} deployments: {deployments:?}\napps:\n{}\ntasks:\n{}\n",
+            apps.join("\n"),
+            tasks.join("\n")
+        );
+    }
+    out
 }
 
 fn tail(s: &str, lines: usize) -> String {
