@@ -445,23 +445,22 @@ mod tests {
         assert_eq!(seen, vec![(true, 1), (false, 1), (true, 2)]);
     }
 
+    /// A state machine on the database and snapshot directory in `dir`
+    /// (as a node opens it at start).
+    fn open_in(dir: &std::path::Path) -> (Arc<redb::Database>, Arc<arc_swap::ArcSwap<ClusterState>>, StateMachine) {
+        let db = Arc::new(redb::Database::create(dir.join("state.redb")).expect("db"));
+        let state = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
+        let feed = Feed::new(state.clone());
+        let sm = StateMachine::open(db.clone(), dir.join("snapshots"), state.clone(), feed, StoreMetrics::default())
+            .expect("open");
+        (db, state, sm)
+    }
+
     #[tokio::test]
     async fn a_snapshot_stored_the_older_way_in_redb_still_loads_and_the_next_goes_to_a_file() {
         use openraft::RaftSnapshotBuilder;
         let dir = tempfile::tempdir().expect("tempdir");
-        let open = || {
-            let db = Arc::new(redb::Database::create(dir.path().join("state.redb")).expect("db"));
-            let state = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
-            let sm = StateMachine::open(
-                db.clone(),
-                dir.path().join("snapshots"),
-                state.clone(),
-                Feed::new(state.clone()),
-                StoreMetrics::default(),
-            )
-            .expect("open");
-            (db, state, sm)
-        };
+        let open = || open_in(dir.path());
         let (db, _, mut sm) = open();
         let entry = Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), 3),
@@ -491,16 +490,7 @@ mod tests {
         use openraft::RaftSnapshotBuilder;
         let dir = tempfile::tempdir().expect("tempdir");
         let open = || {
-            let db = Arc::new(redb::Database::create(dir.path().join("state.redb")).expect("db"));
-            let state = Arc::new(arc_swap::ArcSwap::from_pointee(ClusterState::default()));
-            let sm = StateMachine::open(
-                db,
-                dir.path().join("snapshots"),
-                state.clone(),
-                Feed::new(state.clone()),
-                StoreMetrics::default(),
-            )
-            .expect("open");
+            let (_, state, sm) = open_in(dir.path());
             (state, sm)
         };
         let entry = |index, cmd| Entry {
