@@ -34,6 +34,9 @@ const IN_FLIGHT: usize = 2;
 /// AppendEntries to a follower that fell behind.
 pub(crate) const MAX_BATCH: usize = 64;
 
+/// A write that has waited this long for its commit is logged.
+const SLOW: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why a proposal was not applied.
 #[derive(Debug, Clone)]
 pub(crate) enum ProposeError {
@@ -84,7 +87,8 @@ impl Proposer {
             // Idle: every slot is free (the loop gives its slot back before
             // its count), so this cannot fail unless the store is stopping.
             if let Ok(_slot) = self.slots.clone().try_acquire_owned() {
-                return self.raft.client_write(cmd).await.map(|r| (r.data, r.log_id.index)).map_err(refused);
+                let written = watched(&self.raft, self.raft.client_write(cmd)).await;
+                return written.map(|r| (r.data, r.log_id.index)).map_err(refused);
             }
             drop(busy);
         }
@@ -121,6 +125,27 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Waiting>, slots: Arc<Se
     }
 }
 
+/// Awaits `write`, logging once when it has waited `SLOW`: a write that
+/// never commits while this node leads would otherwise hold up its callers
+/// (the API, the leader's plans, the agent's reports) without a trace.
+async fn watched<F: std::future::Future>(raft: &Raft, write: F) -> F::Output {
+    tokio::pin!(write);
+    tokio::select! {
+        out = &mut write => return out,
+        _ = tokio::time::sleep(SLOW) => {}
+    }
+    let m = raft.metrics().borrow().clone();
+    tracing::warn!(
+        state = ?m.state,
+        leader = ?m.current_leader,
+        last_log = ?m.last_log_index,
+        applied = ?m.last_applied.map(|l| l.index),
+        "a write has waited {} s for its commit",
+        SLOW.as_secs()
+    );
+    write.await
+}
+
 fn refused(e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>) -> ProposeError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
@@ -133,13 +158,13 @@ fn refused(e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>) -> Pro
 async fn submit(raft: &Raft, mut batch: Vec<Waiting>) {
     if batch.len() == 1 {
         if let Some(w) = batch.pop() {
-            let res = raft.client_write(w.cmd).await.map(|r| (r.data, r.log_id.index)).map_err(refused);
+            let res = watched(raft, raft.client_write(w.cmd)).await.map(|r| (r.data, r.log_id.index)).map_err(refused);
             let _ = w.reply.send(res);
         }
         return;
     }
     let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|w| (w.cmd, w.reply)).unzip();
-    match raft.client_write(Command::Batch(cmds)).await {
+    match watched(raft, raft.client_write(Command::Batch(cmds))).await {
         Ok(resp) => {
             let index = resp.log_id.index;
             match resp.data {
