@@ -521,7 +521,6 @@ fn spawn_launch(
     let refuse_root = cfg.refuse_root_tasks && kind == DriverKind::Exec;
     let span = tracing::info_span!("launch", task = %task.id, app = %task.id.app_id(), driver = kind.name());
     let launch = async move {
-        let _held = guard.lock().await;
         let sandbox = root.join(task.id.as_str());
         let result = match (app.as_ref(), driver) {
             (None, _) => Err("the app no longer exists".to_string()),
@@ -558,7 +557,29 @@ fn spawn_launch(
             tracing::info!("task started");
         }
     };
-    tokio::spawn(tracing::Instrument::instrument(launch, span));
+    spawn_holding(&guard, tracing::Instrument::instrument(launch, span));
+}
+
+/// Spawns `work` holding `guard` until it ends, the guard taken before the
+/// spawn rather than when the task first runs: a kill spawned just after a
+/// launch (a node catching up after a partition can read a task's launch
+/// and its kill in one go) could otherwise take the guard first, find
+/// nothing to signal yet and end, and the task would start and run on with
+/// its kill spent.
+fn spawn_holding<F>(guard: &Arc<Mutex<()>>, work: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let held = guard.clone().try_lock_owned();
+    let guard = guard.clone();
+    tokio::spawn(async move {
+        // Only a launch takes it first, and each has a guard of its own.
+        let _held = match held {
+            Ok(h) => h,
+            Err(_) => guard.lock_owned().await,
+        };
+        work.await;
+    });
 }
 
 /// Without an `LbDrain`, how long a task that load balancers send to keeps
@@ -614,4 +635,27 @@ fn spawn_kill(driver: Option<Arc<dyn Driver>>, guard: Arc<Mutex<()>>, id: TaskId
             tracing::warn!(task = %id, error = %e, "kill failed");
         }
     });
+}
+
+#[cfg(test)]
+mod launch_guard_tests {
+    use super::spawn_holding;
+    use std::sync::Arc;
+    use tokio::sync::Mutex;
+
+    #[tokio::test]
+    async fn a_kill_that_asks_before_the_launch_first_runs_still_waits_for_it() {
+        let guard = Arc::new(Mutex::new(()));
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let o = order.clone();
+        spawn_holding(&guard, async move {
+            tokio::task::yield_now().await;
+            o.lock().expect("order").push("launched");
+        });
+        // This test's own task goes on before the spawned launch is first
+        // polled: a kill asking for the guard now must still come second.
+        let _kill = guard.lock().await;
+        order.lock().expect("order").push("killed");
+        assert_eq!(*order.lock().expect("order"), vec!["launched", "killed"]);
+    }
 }
