@@ -87,8 +87,7 @@ impl Proposer {
             // Idle: every slot is free (the loop gives its slot back before
             // its count), so this cannot fail unless the store is stopping.
             if let Ok(_slot) = self.slots.clone().try_acquire_owned() {
-                let written = watched(&self.raft, self.raft.client_write(cmd)).await;
-                return written.map(|r| (r.data, r.log_id.index)).map_err(refused);
+                return write_one(&self.raft, cmd).await;
             }
             drop(busy);
         }
@@ -125,6 +124,11 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Waiting>, slots: Arc<Se
     }
 }
 
+/// Commits one command as its own entry: its answer and log index.
+async fn write_one(raft: &Raft, cmd: Command) -> Result<(Applied, u64), ProposeError> {
+    watched(raft, raft.client_write(cmd)).await.map(|r| (r.data, r.log_id.index)).map_err(refused)
+}
+
 /// Awaits `write`, logging once when it has waited `SLOW`: a write that
 /// never commits while this node leads would otherwise hold up its callers
 /// (the API, the leader's plans, the agent's reports) without a trace.
@@ -158,8 +162,7 @@ fn refused(e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>) -> Pro
 async fn submit(raft: &Raft, mut batch: Vec<Waiting>) {
     if batch.len() == 1 {
         if let Some(w) = batch.pop() {
-            let res = watched(raft, raft.client_write(w.cmd)).await.map(|r| (r.data, r.log_id.index)).map_err(refused);
-            let _ = w.reply.send(res);
+            let _ = w.reply.send(write_one(raft, w.cmd).await);
         }
         return;
     }
