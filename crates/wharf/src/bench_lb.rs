@@ -28,6 +28,19 @@ pub struct LbBenchArgs {
     pub rounds: u32,
     /// Fixed rates to offer, in percent of HAProxy's requests/s.
     pub rates: Vec<u32>,
+    /// The paths measured.
+    pub paths: Vec<LbPath>,
+}
+
+/// A path through a proxy that the bench measures.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LbPath {
+    /// The HTTP front (HAProxy in HTTP mode).
+    Http,
+    /// A service port over keep-alive connections (HAProxy in TCP mode).
+    L4,
+    /// A service port with a new connection per request.
+    New,
 }
 
 const NODE: &str = "127.75.0.1";
@@ -204,6 +217,7 @@ async fn with_node(
     let direct = Row { name: "nginx task directly (one of the two)", url: direct, host: None, close: false, pid: None };
     let pairs = [
         (
+            LbPath::Http,
             "HTTP",
             Row {
                 name: "wharf HTTP front (Host: bench.test)",
@@ -221,6 +235,7 @@ async fn with_node(
             },
         ),
         (
+            LbPath::L4,
             "L4",
             Row { name: "wharf L4 service port", url: wharf_l4.clone(), host: None, close: false, pid: wharf },
             Row {
@@ -232,6 +247,7 @@ async fn with_node(
             },
         ),
         (
+            LbPath::New,
             "L4 new connections",
             Row { name: "wharf L4, new connection per request", url: wharf_l4, host: None, close: true, pid: wharf },
             Row {
@@ -243,6 +259,8 @@ async fn with_node(
             },
         ),
     ];
+    let pairs: Vec<(&str, Row, Row)> =
+        pairs.into_iter().filter(|(path, ..)| args.paths.contains(path)).map(|(_, l, w, h)| (l, w, h)).collect();
     let probe = Backends::new(&task_ids);
     let mut direct_runs = Vec::new();
     let mut runs: Vec<(Vec<Run>, Vec<Run>)> = pairs.iter().map(|_| (Vec::new(), Vec::new())).collect();
@@ -261,7 +279,8 @@ async fn with_node(
         }
         if round == 0 {
             // The keep-alive pairs (HTTP, L4), at rates set by HAProxy's first round.
-            for (pair, (_, hr)) in runs.iter().enumerate().take(2) {
+            let keep_alive = pairs.iter().zip(&runs).enumerate().filter(|(_, ((_, w, _), _))| !w.close);
+            for (pair, (_, (_, hr))) in keep_alive {
                 for &percent in args.rates.iter().filter(|&&p| p > 0) {
                     let rate = hr[0].rps * f64::from(percent) / 100.0;
                     fixed.push(Fixed { pair, percent, rate, wharf: Vec::new(), haproxy: Vec::new() });
@@ -289,23 +308,21 @@ async fn with_node(
         print_row(w.name, wr);
         print_row(h.name, hr);
     }
-    let ratios: Vec<String> = pairs
+    let rps: Vec<String> = pairs
         .iter()
         .zip(&runs)
         .map(|((label, _, _), (wr, hr))| {
             let per_round: Vec<f64> = wr.iter().zip(hr).map(|(w, h)| w.rps / h.rps.max(1.0)).collect();
-            let shown: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
-            format!("{label} {:.2}x ({})", median(&per_round), shown.join(", "))
+            ratios(label, &per_round, Better::Above)
         })
         .collect();
-    println!("wharf/haproxy requests/s, median (per round): {}", ratios.join("; "));
+    println!("wharf/haproxy requests/s, median (per round): {}", rps.join("; "));
     let p99s: Vec<String> = pairs
         .iter()
         .zip(&runs)
         .map(|((label, _, _), (wr, hr))| {
             let per_round: Vec<f64> = wr.iter().zip(hr).map(|(w, h)| w.p99 / h.p99).collect();
-            let shown: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
-            format!("{label} {:.2}x ({})", median(&per_round), shown.join(", "))
+            ratios(label, &per_round, Better::Below)
         })
         .collect();
     println!("wharf/haproxy p99 (below 1 is better), median (per round): {}", p99s.join("; "));
@@ -431,8 +448,7 @@ fn print_fixed(pairs: &[(&str, Row, Row)], fixed: &[Fixed], args: &LbBenchArgs) 
         .iter()
         .map(|f| {
             let per_round: Vec<f64> = f.wharf.iter().zip(&f.haproxy).map(|(w, h)| w.p99 / h.p99).collect();
-            let shown: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
-            format!("{} {}% {:.2}x ({})", pairs[f.pair].0, f.percent, median(&per_round), shown.join(", "))
+            ratios(&format!("{} {}%", pairs[f.pair].0, f.percent), &per_round, Better::Below)
         })
         .collect();
     println!("wharf/haproxy p99 at a fixed rate (below 1 is better), median (per round): {}", ratios.join("; "));
@@ -577,6 +593,29 @@ fn print_row(name: &str, runs: &[Run]) {
     );
 }
 
+/// Which side of 1 a wharf/haproxy ratio is better on.
+#[derive(Clone, Copy)]
+enum Better {
+    Above,
+    Below,
+}
+
+/// A pair's ratios: the median, each round's, and in how many rounds Wharf
+/// came out ahead. A p99 swings by 2x from round to round on two shared
+/// cores, so a median of a few rounds can land on either side of 1: the
+/// count says whether one proxy is ahead round after round.
+fn ratios(label: &str, per_round: &[f64], better: Better) -> String {
+    let shown: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
+    let ahead = per_round
+        .iter()
+        .filter(|&&r| match better {
+            Better::Above => r > 1.0,
+            Better::Below => r < 1.0,
+        })
+        .count();
+    format!("{label} {:.2}x ({}; wharf ahead in {ahead} of {})", median(per_round), shown.join(", "), per_round.len())
+}
+
 /// The middle value (the mean of the two middle ones for an even count).
 fn median(v: &[f64]) -> f64 {
     let mut v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
@@ -694,6 +733,13 @@ mod tests {
         let v2 = "usage_usec 100\nnr_periods 3\nnr_throttled 1\nthrottled_usec 1500\n";
         assert!((super::throttled_ms(v2).expect("v2") - 1.5).abs() < 1e-9);
         assert_eq!(super::throttled_ms("usage_usec 100\n"), None);
+    }
+
+    #[test]
+    fn ratios_count_the_rounds_wharf_was_ahead_in() {
+        use super::{ratios, Better};
+        assert_eq!(ratios("L4", &[0.5, 1.5, 0.9], Better::Below), "L4 0.90x (0.50, 1.50, 0.90; wharf ahead in 2 of 3)");
+        assert_eq!(ratios("L4", &[0.5, 1.5, 1.0], Better::Above), "L4 1.00x (0.50, 1.50, 1.00; wharf ahead in 1 of 3)");
     }
 
     #[test]

@@ -733,7 +733,9 @@ pub enum BenchCommand {
     },
     /// The load balancer beside HAProxy (wrk): requests/s and p99 through the
     /// HTTP front and an L4 service port, and new connections/s.
-    #[command(after_help = "Example:\n  wharf bench lb --seconds 10 --connections 50 --rounds 3")]
+    #[command(
+        after_help = "Examples:\n  wharf bench lb --seconds 10 --connections 50 --rounds 3\n  wharf bench lb --seconds 6 --rounds 15 --paths l4"
+    )]
     Lb {
         /// Seconds of wrk per path.
         #[arg(long, default_value_t = 10)]
@@ -750,6 +752,11 @@ pub enum BenchCommand {
         /// first round; `--rates 0` for none.
         #[arg(long, value_delimiter = ',', default_value = "50,80")]
         rates: Vec<u32>,
+        /// The paths to measure: `http` (the HTTP front), `l4` (a service
+        /// port, keep-alive), `new` (a service port, a new connection per
+        /// request).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "http,l4,new")]
+        paths: Vec<crate::bench_lb::LbPath>,
     },
     /// Following a chatty task's log: lines/s `logs -f` keeps up with
     /// (every line checked), beside `docker logs -f` of the same program.
@@ -873,8 +880,8 @@ pub async fn dispatch(cli: Cli, matches: ArgMatches) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Health { rounds, tasks }) => crate::bench::health(rounds, tasks).await,
         Command::Bench(BenchCommand::Jobs { runs, jobs, minutes }) => crate::bench_jobs::run(runs, jobs, minutes).await,
-        Command::Bench(BenchCommand::Lb { seconds, connections, rounds, rates }) => {
-            crate::bench_lb::run(crate::bench_lb::LbBenchArgs { seconds, connections, rounds, rates }).await
+        Command::Bench(BenchCommand::Lb { seconds, connections, rounds, rates, paths }) => {
+            crate::bench_lb::run(crate::bench_lb::LbBenchArgs { seconds, connections, rounds, rates, paths }).await
         }
         Command::Bench(BenchCommand::Logs { lines, log_max_size, log_files }) => {
             let args = crate::bench_logs::LogsBenchArgs { lines, max_size: log_max_size, files: log_files };
