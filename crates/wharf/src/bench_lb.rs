@@ -308,24 +308,26 @@ async fn with_node(
         print_row(w.name, wr);
         print_row(h.name, hr);
     }
-    let rps: Vec<String> = pairs
-        .iter()
-        .zip(&runs)
-        .map(|((label, _, _), (wr, hr))| {
-            let per_round: Vec<f64> = wr.iter().zip(hr).map(|(w, h)| w.rps / h.rps.max(1.0)).collect();
-            ratios(label, &per_round, Better::Above)
-        })
-        .collect();
-    println!("wharf/haproxy requests/s, median (per round): {}", rps.join("; "));
-    let p99s: Vec<String> = pairs
-        .iter()
-        .zip(&runs)
-        .map(|((label, _, _), (wr, hr))| {
-            let per_round: Vec<f64> = wr.iter().zip(hr).map(|(w, h)| w.p99 / h.p99).collect();
-            ratios(label, &per_round, Better::Below)
-        })
-        .collect();
-    println!("wharf/haproxy p99 (below 1 is better), median (per round): {}", p99s.join("; "));
+    // Every pair's wharf/haproxy ratio of one figure, round by round.
+    let each_pair = |ratio: fn(&Run, &Run) -> f64, better: Better| -> String {
+        let lines: Vec<String> = pairs
+            .iter()
+            .zip(&runs)
+            .map(|((label, _, _), (wr, hr))| {
+                let per_round: Vec<f64> = wr.iter().zip(hr).map(|(w, h)| ratio(w, h)).collect();
+                ratios(label, &per_round, better)
+            })
+            .collect();
+        lines.join("; ")
+    };
+    println!(
+        "wharf/haproxy requests/s, median (per round): {}",
+        each_pair(|w, h| w.rps / h.rps.max(1.0), Better::Above)
+    );
+    println!(
+        "wharf/haproxy p99 (below 1 is better), median (per round): {}",
+        each_pair(|w, h| w.p99 / h.p99, Better::Below)
+    );
     if !fixed.is_empty() {
         print_fixed(&pairs, &fixed, args);
     }
